@@ -1,0 +1,243 @@
+"""Loading and validating the one YAML config file.
+
+Errors must name the key and the line, because the person reading them is an
+operator with the file open in an editor. We compose the YAML node tree once to
+learn where each key lives, substitute `${ENV}` references in scalar values,
+then validate with pydantic and translate its error locations back to lines.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ledgergate.approvals.settings import ApprovalsSettings
+from ledgergate.audit.settings import AuditSettings
+from ledgergate.identity.settings import IdentitySettings
+from ledgergate.masking.settings import MaskingSettings
+from ledgergate.policy.settings import PolicyRuleSettings
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSettings(_Strict):
+    """One protected MCP server: either `url` (Streamable HTTP or legacy SSE) or `command` (stdio)."""
+
+    url: str | None = None
+    transport: Literal["streamable-http", "sse"] = "streamable-http"
+    command: str | list[str] | None = None
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout: float = 300.0
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ServerSettings:
+        if (self.url is None) == (self.command is None):
+            raise ValueError("a server needs exactly one of 'url' or 'command'")
+        if self.url is not None and not self.url.startswith(("http://", "https://")):
+            raise ValueError("'url' must start with http:// or https://")
+        return self
+
+    @property
+    def argv(self) -> list[str]:
+        if self.command is None:
+            return []
+        base = [self.command] if isinstance(self.command, str) else list(self.command)
+        return base + list(self.args)
+
+
+class LimitsSettings(_Strict):
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    session_idle_timeout: float = 3600.0
+    upstream_connections: int = Field(default=100, ge=1)
+
+
+class Settings(_Strict):
+    listen: str = "127.0.0.1:8080"
+    data_dir: str = "./data"
+    storage: str = "sqlite:///./data/ledgergate.db"
+    public_url: str | None = None
+    allowed_hosts: list[str] = Field(default_factory=list)
+    allowed_origins: list[str] = Field(default_factory=list)
+    identity: IdentitySettings = Field(default_factory=IdentitySettings)
+    servers: dict[str, ServerSettings] = Field(default_factory=dict)
+    policies: list[PolicyRuleSettings] = Field(default_factory=list)
+    masking: MaskingSettings = Field(default_factory=MaskingSettings)
+    approvals: ApprovalsSettings = Field(default_factory=ApprovalsSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    log_level: str = "info"
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("'listen' must be host:port, e.g. 127.0.0.1:8080")
+        return value
+
+    @field_validator("servers")
+    @classmethod
+    def _server_names(cls, value: dict[str, ServerSettings]) -> dict[str, ServerSettings]:
+        for name in value:
+            if not _NAME.match(name):
+                raise ValueError(f"server name {name!r} must be letters, digits, '.', '_' or '-'")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_rule_names(self) -> Settings:
+        seen: set[str] = set()
+        for rule in self.policies:
+            if rule.name in seen:
+                raise ValueError(f"policy rule name {rule.name!r} is used twice")
+            seen.add(rule.name)
+        return self
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class ConfigError(Exception):
+    """A config problem, already phrased for the operator (key, line, what is wrong)."""
+
+    def __init__(self, problems: list[str], source: str = "config") -> None:
+        self.problems = problems
+        self.source = source
+        super().__init__(f"{source}: " + "; ".join(problems))
+
+    def __str__(self) -> str:
+        return "\n".join(f"{self.source}: {p}" for p in self.problems)
+
+
+@dataclass
+class LoadedConfig:
+    settings: Settings
+    path: Path | None
+    base_dir: Path
+
+    def resolve(self, relative: str) -> Path:
+        """Paths in the config are relative to the config file's folder."""
+        p = Path(relative)
+        return p if p.is_absolute() else (self.base_dir / p)
+
+
+def _line_index(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], int]) -> None:
+    out[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = key_node.value
+            out[(*path, key)] = key_node.start_mark.line + 1
+            _line_index(value_node, (*path, key), out)
+            out[(*path, key)] = key_node.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _line_index(item, (*path, i), out)
+
+
+def _substitute_env(value: Any, path: tuple[Any, ...], env: dict[str, str], missing: list[tuple[Any, ...]]) -> Any:
+    if isinstance(value, str):
+
+        def repl(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            missing.append((*path, name))
+            return ""
+
+        return _ENV_REF.sub(repl, value)
+    if isinstance(value, dict):
+        return {k: _substitute_env(v, (*path, k), env, missing) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute_env(v, (*path, i), env, missing) for i, v in enumerate(value)]
+    return value
+
+
+def _dotted(path: tuple[Any, ...]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _line_for(path: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> int | None:
+    while path:
+        if path in lines:
+            return lines[path]
+        path = path[:-1]
+    return lines.get(())
+
+
+def parse_config(text: str, source: str = "config", env: dict[str, str] | None = None) -> Settings:
+    """Validate config text; raises ConfigError naming key and line for every problem."""
+    env = dict(os.environ) if env is None else env
+    try:
+        node = yaml.compose(text)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"{where}invalid YAML: {problem}"], source) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(["line 1: the config must be a mapping of keys (listen, servers, policies, ...)"], source)
+    lines: dict[tuple[Any, ...], int] = {}
+    if node is not None:
+        _line_index(node, (), lines)
+    missing: list[tuple[Any, ...]] = []
+    raw = _substitute_env(raw, (), env, missing)
+    if missing:
+        raise ConfigError(
+            [
+                f"line {_line_for(p[:-1], lines)}: {_dotted(p[:-1])}: environment variable {p[-1]} is not set"
+                for p in missing
+            ],
+            source,
+        )
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(part for part in err["loc"] if not (isinstance(part, str) and part.startswith("function-")))
+            line = _line_for(loc, lines)
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key"
+            problems.append(f"line {line}: {_dotted(loc)}: {msg}")
+        raise ConfigError(problems, source) from None
+
+
+def load_config(path: str | Path, env: dict[str, str] | None = None) -> LoadedConfig:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"cannot read the file: {exc.strerror}"], str(p)) from None
+    settings = parse_config(text, str(p), env)
+    return LoadedConfig(settings=settings, path=p.resolve(), base_dir=p.resolve().parent)
+
+
+def config_from_settings(settings: Settings, base_dir: Path | None = None) -> LoadedConfig:
+    return LoadedConfig(settings=settings, path=None, base_dir=(base_dir or Path.cwd()).resolve())

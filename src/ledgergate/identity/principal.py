@@ -1,0 +1,40 @@
+"""Who is asking: the identity every later stage reasons about."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+PrincipalKind = Literal["human", "service"]
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """A verified identity.
+
+    `issuer` + `subject` is the stable key (sessions are bound to it, approvals
+    name it, the ledger records it). `claims` keeps the verified token claims so
+    policy conditions can look at e.g. a CI token's repository or ref; it never
+    holds the token itself.
+    """
+
+    issuer: str
+    subject: str
+    kind: PrincipalKind = "human"
+    groups: frozenset[str] = frozenset()
+    claims: Mapping[str, Any] = field(default_factory=dict)
+    expires_at: float | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.issuer}#{self.subject}"
+
+    def summary(self) -> dict[str, Any]:
+        """The part of a principal that goes into audit records."""
+        return {
+            "issuer": self.issuer,
+            "subject": self.subject,
+            "kind": self.kind,
+            "groups": sorted(self.groups),
+        }
