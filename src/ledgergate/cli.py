@@ -1,0 +1,92 @@
+"""The `ledgergate` command. Each verb group lives in `ledgergate.commands.*`;
+a verb is registered here only once it works."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from ledgergate.config import ConfigError, load_config
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Identity-aware, audited gateway for MCP servers.")
+config_app = typer.Typer(no_args_is_help=True, help="Check configuration files.")
+app.add_typer(config_app, name="config")
+
+err = Console(stderr=True)
+out = Console()
+
+ConfigOption = typer.Option(..., "--config", "-c", help="Path to the YAML config file.")
+
+
+def load_or_exit(path: Path):  # noqa: ANN201 - returns LoadedConfig
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            err.print(f"[red]error[/red] {exc.source}: {problem}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+@config_app.command("validate")
+def config_validate(config: Path = ConfigOption) -> None:
+    """Load and validate a config file; exit 2 naming the key and line of each problem."""
+    loaded = load_or_exit(config)
+    s = loaded.settings
+    out.print(
+        f"[green]ok[/green] {config}: {len(s.servers)} server(s), {len(s.policies)} policy rule(s), "
+        f"{len(s.identity.oidc)} OIDC issuer(s)",
+        highlight=False,
+    )
+
+
+@app.command()
+def serve(config: Path = ConfigOption) -> None:
+    """Run the gateway from a config file."""
+    from ledgergate.app import run
+
+    run(load_or_exit(config))
+
+
+@app.command()
+def demo(
+    port: int = typer.Option(8080, help="Gateway port on 127.0.0.1."),
+    data_dir: Path = typer.Option(Path("./ledgergate-demo"), help="Where the demo keeps its database and keys."),
+) -> None:
+    """Gateway + demo bank MCP server + development identity provider, all embedded."""
+    from ledgergate.demo.run import run_demo
+
+    run_demo(port=port, data_dir=data_dir)
+
+
+def _register_optional() -> None:
+    """Verb groups written by other modules; each registers itself only when present."""
+    import importlib
+
+    for module_name, group in (
+        ("ledgergate.commands.audit", "audit"),
+        ("ledgergate.commands.policy", "policy"),
+        ("ledgergate.commands.apikeys", "apikeys"),
+        ("ledgergate.commands.tools", "tools"),
+        ("ledgergate.commands.sessions", "sessions"),
+        ("ledgergate.commands.approvals", "approvals"),
+    ):
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:
+                continue
+            raise
+        app.add_typer(module.app, name=group)
+
+
+_register_optional()
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
