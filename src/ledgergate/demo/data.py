@@ -35,6 +35,7 @@ __all__ = [
     "luhn_is_valid",
     "ssn_is_valid",
     "BANK",
+    "Bank",
 ]
 
 
