@@ -1,0 +1,218 @@
+"""The identity stage: a bearer credential in, a verified Principal out.
+
+This is the one object the gateway holds. It routes API keys (by prefix) to the
+store and everything else to the OIDC verifier, remembers verified tokens by
+their SHA-256 until they expire so a repeated token costs a hash and a dict
+lookup, and re-checks on every call what can change while a token is still
+valid: disabled subjects and whether the signing key is still published and
+within its cache lifetime. API keys are read from the store on every call, so
+a revocation is honoured on the next request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from ledgergate.errors import AuthError
+from ledgergate.identity.apikeys import check_key, is_api_key
+from ledgergate.identity.jwks import IssuerKeys, SigningKey
+from ledgergate.identity.oidc import OidcVerifier
+from ledgergate.identity.principal import Principal
+from ledgergate.identity.settings import IdentitySettings
+from ledgergate.store.apikeys_store import ApiKeyStore
+from ledgergate.store.db import StoreURL
+
+log = logging.getLogger("ledgergate.identity")
+
+_CacheEntry = tuple[Principal, float, IssuerKeys, SigningKey]
+
+
+class IdentityService:
+    """Authenticates bearer credentials; see the module docstring for the guarantees."""
+
+    def __init__(self, settings: IdentitySettings, store_url: str | None, base_dir: Path, *,
+                 http_client: httpx.AsyncClient | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        """Builds state only; no network or database access happens before `start()`."""
+        self.settings = settings
+        self._clock = clock
+        self._issuers = [IssuerKeys(s, None, clock) for s in settings.oidc]
+        self._verifier = OidcVerifier(self._issuers, clock)
+        self._given_client = http_client
+        self._owned_clients: list[httpx.AsyncClient] = []
+        self._store: ApiKeyStore | None = None
+        self._store_error: str | None = None
+        if settings.api_keys and store_url:
+            try:
+                self._store = ApiKeyStore(StoreURL.parse(store_url, base_dir))
+            except ValueError as exc:
+                self._store_error = str(exc)
+        elif settings.api_keys:
+            self._store_error = "no storage configured"
+        self._disabled = frozenset(settings.disabled_subjects)
+        self._issuer_disabled = {s.issuer: frozenset(s.disabled_subjects) for s in settings.oidc}
+        self._cache: dict[bytes, _CacheEntry] = {}
+        self._cache_size = settings.token_cache_size
+        self._touched: dict[str, float] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self._refresher: asyncio.Task[None] | None = None
+        self._started = False
+        #: Refusals by reason, for metrics (never holds credentials).
+        self.refusals: Counter[str] = Counter()
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Fetch every issuer's keys and open the key store; failures are recorded, not raised."""
+        default_client = self._given_client
+        for keys in self._issuers:
+            if keys.settings.ca_file is not None and self._given_client is None:
+                try:
+                    client = httpx.AsyncClient(verify=keys.settings.ca_file, follow_redirects=False)
+                except Exception as exc:  # unreadable CA file: this issuer stays without keys
+                    keys.error = f"cannot load ca_file: {type(exc).__name__}: {exc}"
+                    continue
+                self._owned_clients.append(client)
+                keys.client = client
+                continue
+            if default_client is None:
+                default_client = httpx.AsyncClient(follow_redirects=False)
+                self._owned_clients.append(default_client)
+            keys.client = default_client
+        await asyncio.gather(*(k.refresh(rate_limited=False) for k in self._issuers if k.client is not None))
+        for keys in self._issuers:
+            if not keys.usable(self._clock()):
+                log.warning("identity issuer %s: %s", keys.settings.issuer, keys.status())
+        if self._store is not None:
+            try:
+                await asyncio.to_thread(self._store.open)
+            except Exception as exc:
+                self._store_error = f"{type(exc).__name__}: {str(exc)[:300]}"
+                log.warning("API key store unavailable: %s", self._store_error)
+        if self._issuers:
+            self._refresher = asyncio.create_task(self._refresh_loop(), name="ledgergate-jwks-refresh")
+        self._started = True
+
+    async def close(self) -> None:
+        """Stop background refreshes and release connections."""
+        tasks = [t for t in ([self._refresher] if self._refresher else []) + list(self._background)]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._refresher = None
+        for client in self._owned_clients:
+            await client.aclose()
+        self._owned_clients.clear()
+        if self._store is not None:
+            await asyncio.to_thread(self._store.close)
+        self._cache.clear()
+
+    def readiness(self) -> dict[str, str]:
+        """Per issuer "ok" or why its tokens are refused; "api_keys" likewise when enabled."""
+        now = self._clock()
+        out = {k.settings.issuer: (k.status(now) if self._started else "not started") for k in self._issuers}
+        if self.settings.api_keys:
+            out["api_keys"] = self._store_error or ("ok" if self._started else "not started")
+        return out
+
+    async def _refresh_loop(self) -> None:
+        """Refresh each issuer's keys at half their cache lifetime; retry failures at the rate limit."""
+        tick = max(0.05, min(1.0, *(k.settings.jwks_cache_ttl / 4 for k in self._issuers)))
+        while True:
+            await asyncio.sleep(tick)
+            now = self._clock()
+            due = [k for k in self._issuers
+                   if k.client is not None and (k.stale(now) or not k.usable(now))
+                   and now - k.last_attempt >= k.settings.jwks_min_refresh_interval]
+            if due:
+                await asyncio.gather(*(k.refresh() for k in due), return_exceptions=True)
+
+    # -- the hot path -------------------------------------------------------------------
+
+    async def authenticate(self, credential: str | None) -> Principal:
+        """The principal for a bearer credential, or AuthError(message, reason).
+
+        The message is safe to show to the caller and never contains the credential.
+        """
+        try:
+            if not credential:
+                raise AuthError("a bearer token is required", "missing_token")
+            if is_api_key(credential):
+                return await self._api_key(credential)
+            digest = hashlib.sha256(credential.encode("utf-8", "surrogatepass")).digest()
+            entry = self._cache.get(digest)
+            now = self._clock()
+            if entry is not None:
+                principal, valid_until, issuer, key = entry
+                if now <= valid_until and issuer.current(key.kid, now) is key:
+                    self._check_disabled(principal)
+                    return principal
+                self._cache.pop(digest, None)
+            verified = await self._verifier.verify(credential)
+            principal = verified.principal
+            self._check_disabled(principal)
+            if self._cache_size:
+                if len(self._cache) >= self._cache_size:
+                    self._evict(now)
+                self._cache[digest] = (principal, verified.valid_until, verified.issuer, verified.key)
+            return principal
+        except AuthError as exc:
+            self.refusals[exc.reason] += 1
+            raise
+
+    def _check_disabled(self, principal: Principal) -> None:
+        if principal.subject in self._disabled or principal.key in self._disabled:
+            raise AuthError("this identity has been disabled", "disabled")
+        per_issuer = self._issuer_disabled.get(principal.issuer)
+        if per_issuer and principal.subject in per_issuer:
+            raise AuthError("this identity has been disabled", "disabled")
+
+    def _evict(self, now: float) -> None:
+        """Drop expired entries; if still full, the oldest tenth (dicts keep insertion order)."""
+        for digest in [d for d, e in self._cache.items() if e[1] < now]:
+            del self._cache[digest]
+        if len(self._cache) >= self._cache_size:
+            for digest in list(self._cache)[: max(1, self._cache_size // 10)]:
+                del self._cache[digest]
+
+    async def _api_key(self, credential: str) -> Principal:
+        if not self.settings.api_keys:
+            raise AuthError("API keys are not accepted by this gateway", "invalid_token")
+        store = self._store
+        if store is None:
+            raise AuthError("API keys cannot be checked right now", "no_keys")
+        now = self._clock()
+        try:
+            principal, record = await asyncio.to_thread(check_key, store, credential, now)
+        except AuthError:
+            raise
+        except Exception as exc:  # the store is down: fail closed, say so on /readyz
+            self._store_error = f"{type(exc).__name__}: {str(exc)[:300]}"
+            raise AuthError("API keys cannot be checked right now", "no_keys") from None
+        self._store_error = None
+        self._check_disabled(principal)
+        last = self._touched.get(record.id, record.last_used_at or 0.0)
+        if now - last >= self.settings.api_key_last_used_interval:
+            self._touched[record.id] = now
+            task = asyncio.create_task(self._touch(store, record.id, now))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        return principal
+
+    @staticmethod
+    async def _touch(store: ApiKeyStore, key_id: str, when: float) -> None:
+        try:
+            await asyncio.to_thread(store.touch, key_id, when)
+        except Exception as exc:  # last-used is informational; never fail a request for it
+            log.warning("could not record API key last use: %s", type(exc).__name__)
