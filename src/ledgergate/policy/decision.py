@@ -19,8 +19,12 @@ class ApproverSpec:
 class Decision:
     """What policy decided for one call.
 
-    `rule` names the rule that produced the effect (None for the default deny),
-    `matched` lists every rule that matched, in order, so an operator can see why.
+    `rule` names the rule that produced the effect (None for the default deny;
+    for protocol housekeeping it is the rule that lets the principal use the
+    server), `matched` lists every rule that matched, in order, so an operator
+    can see why. `condition_errors` holds "rule: error" for every `when` that
+    failed to evaluate (allow rules then do not match; deny/approve rules do:
+    fail closed).
     """
 
     effect: Effect
@@ -29,6 +33,7 @@ class Decision:
     approvers: ApproverSpec | None = None
     reason: str = ""
     matched: tuple[str, ...] = field(default_factory=tuple)
+    condition_errors: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def allowed(self) -> bool:

@@ -1,0 +1,137 @@
+"""`ledgergate apikeys create|list|revoke`: manage last-resort API keys in the configured store.
+
+The key is printed exactly once, by `create`; afterwards only its hash exists.
+`list` shows last-used times so keys of people who left are easy to spot.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ledgergate.config import ConfigError, LoadedConfig, load_config
+from ledgergate.durations import parse_duration
+from ledgergate.identity.apikeys import create_key, revoke_key, subject_for
+from ledgergate.store.apikeys_store import ApiKeyRecord, ApiKeyStore
+from ledgergate.store.db import StoreURL
+
+app = typer.Typer(no_args_is_help=True, help="Create, list and revoke API keys (hashed, expiring, revocable).")
+out = Console()
+err = Console(stderr=True)
+
+ConfigOption = typer.Option(..., "--config", "-c", help="Path to the YAML config file.")
+JsonOption = typer.Option(False, "--json", help="Machine-readable output.")
+
+
+def _load(path: Path) -> LoadedConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            err.print(f"[red]error[/red] {exc.source}: {problem}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+def _store(loaded: LoadedConfig) -> ApiKeyStore:
+    try:
+        store = ApiKeyStore(StoreURL.parse(loaded.settings.storage, loaded.base_dir))
+        store.open()
+    except Exception as exc:
+        err.print(f"[red]error[/red] cannot open the store: {type(exc).__name__}: {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    return store
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _as_json(record: ApiKeyRecord, now: float) -> dict[str, object]:
+    return {
+        "id": record.id, "name": record.name, "subject": subject_for(record.name),
+        "groups": list(record.groups), "created_at": _when(record.created_at),
+        "expires_at": _when(record.expires_at) if record.expires_at else None,
+        "revoked_at": _when(record.revoked_at) if record.revoked_at else None,
+        "last_used_at": _when(record.last_used_at) if record.last_used_at else None,
+        "state": record.state(now),
+    }
+
+
+@app.command("create")
+def create(
+    name: str = typer.Option(..., "--name", help="Who or what uses the key (unique among active keys)."),
+    groups: str = typer.Option("", "--groups", help="Comma-separated groups for policy, e.g. ci,readers."),
+    expires: str = typer.Option("90d", "--expires", help="Lifetime such as 30d or 12h, or 'never'."),
+    config: Path = ConfigOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Create a key and print it once; only its SHA-256 is stored."""
+    loaded = _load(config)
+    if not loaded.settings.identity.api_keys:
+        err.print("[yellow]warning[/yellow] identity.api_keys is false: the gateway will not accept this key")
+    try:
+        lifetime = None if expires.strip().lower() == "never" else parse_duration(expires)
+        if lifetime is not None and lifetime <= 0:
+            raise ValueError("--expires must be positive")
+    except ValueError as exc:
+        err.print(f"[red]error[/red] --expires: {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    store = _store(loaded)
+    try:
+        created = create_key(store, name, groups.split(","), lifetime)
+    except ValueError as exc:
+        err.print(f"[red]error[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    finally:
+        store.close()
+    record = created.record
+    if as_json:
+        print(json.dumps({**_as_json(record, time.time()), "key": created.key}))
+        return
+    out.print(f"created API key [bold]{record.id}[/bold] for {record.name} "
+              f"(subject {subject_for(record.name)}, groups {','.join(record.groups) or '-'}, "
+              f"expires {_when(record.expires_at) if record.expires_at else 'never'})", highlight=False)
+    out.print("The key is shown only now; store it in a secret manager:", highlight=False)
+    print(created.key)
+
+
+@app.command("list")
+def list_keys(config: Path = ConfigOption, as_json: bool = JsonOption) -> None:
+    """List keys (never the keys themselves) with state, expiry and last use."""
+    store = _store(_load(config))
+    try:
+        records = store.all()
+    finally:
+        store.close()
+    now = time.time()
+    if as_json:
+        print(json.dumps([_as_json(r, now) for r in records]))
+        return
+    table = Table("id", "name", "groups", "state", "created", "expires", "last used")
+    for r in records:
+        table.add_row(r.id, r.name, ",".join(r.groups), r.state(now), _when(r.created_at),
+                      _when(r.expires_at), _when(r.last_used_at))
+    out.print(table)
+
+
+@app.command("revoke")
+def revoke(key_id: str = typer.Argument(..., metavar="ID", help="Key id (or its name)."),
+           config: Path = ConfigOption) -> None:
+    """Revoke a key; the gateway refuses it on its next request."""
+    store = _store(_load(config))
+    try:
+        record = revoke_key(store, key_id)
+    except LookupError as exc:
+        err.print(f"[red]error[/red] {exc.args[0]}", highlight=False)
+        raise typer.Exit(1) from None
+    finally:
+        store.close()
+    out.print(f"revoked API key {record.id} ({record.name}) at {_when(record.revoked_at)}", highlight=False)

@@ -1,0 +1,284 @@
+"""Bridging the two protocol eras, so either kind of client reaches either kind of upstream.
+
+* A 2026-07-28 client over a handshake-era upstream: the gateway keeps one
+  upstream session per (server, principal); a server-to-client request arriving
+  mid-call (elicitation, sampling, roots) becomes an input-required result whose
+  `requestState` is a gateway token, and the client's retry with
+  `inputResponses` is answered upstream and the same call continues.
+* A handshake client over a 2026-07-28 upstream: `initialize` is answered from
+  the upstream's `server/discover`; an input-required result from upstream is
+  turned into server-to-client requests on the client's SSE stream, and the
+  call is retried upstream with the client's answers.
+
+Everything still walks the pipeline: each round is authorised and recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from ledgergate.errors import INVALID_PARAMS, GatewayError, UpstreamError
+from ledgergate.gateway import jsonrpc
+from ledgergate.gateway.pipeline import SERVER_REQUESTS, Call, Pipeline
+from ledgergate.gateway.sessions import GatewaySession, SessionRegistry
+from ledgergate.identity.principal import Principal
+from ledgergate.upstream.base import (
+    FULL_CLIENT_CAPABILITIES,
+    HANDSHAKE_VERSIONS,
+    LATEST_HANDSHAKE,
+    META_SERVER_INFO,
+    MODERN_VERSION,
+    ClientHello,
+    Message,
+    UpstreamSession,
+    UpstreamSessionLost,
+)
+from ledgergate.upstream.registry import Upstream
+
+INPUT_REQUIRED = "input_required"
+_STATE_PREFIX = "lgw1."
+_MAX_INPUT_ROUNDS = 16
+_PENDING_TTL = 600.0
+
+
+@dataclass
+class PendingInput:
+    """A stateless client's call paused on server requests it must answer."""
+
+    principal_key: str
+    server: str
+    stream: AsyncIterator[Message]
+    upstream: UpstreamSession
+    requests: dict[str, Any]  # input key → upstream server-request id
+    expires: float
+
+
+class Bridge:
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self._pending: dict[str, PendingInput] = {}
+        self._synth_ids = itertools.count(1)
+
+    # ── hello ───────────────────────────────────────────────────────────────
+    async def initialize(self, session: GatewaySession, principal: Principal, message: Message) -> dict[str, Any]:
+        """Answer a handshake client's `initialize` (opening the upstream session first)."""
+        upstream_session = await session.upstream_session_ready()
+        hello = upstream_session.server_hello
+        if upstream_session.era == "handshake":
+            result = dict(hello)
+        else:
+            version = session.hello.protocol_version
+            result = {
+                "protocolVersion": version if version in HANDSHAKE_VERSIONS else LATEST_HANDSHAKE,
+                "capabilities": hello.get("capabilities", {}),
+                "serverInfo": (hello.get("_meta") or {}).get(META_SERVER_INFO) or {"name": session.server,
+                                                                                    "version": "unknown"},
+            }
+            if hello.get("instructions"):
+                result["instructions"] = hello["instructions"]
+        await self.pipeline.audit.append("session.opened", {
+            "session": session.id, "server": session.server, "principal": principal.summary(),
+            "client": session.hello.client_info, "protocol_version": result.get("protocolVersion"),
+            "upstream_era": upstream_session.era,
+        })
+        return result
+
+    async def discover(self, server: str, principal: Principal, upstream: Upstream, sessions: SessionRegistry,
+                       hello: ClientHello) -> dict[str, Any]:
+        """`server/discover` for a stateless client, whatever the upstream speaks."""
+        shared = sessions.shared_for(server, principal, upstream, self._shared_hello(hello))
+        upstream_session = await shared.upstream_session_ready()
+        base = upstream_session.server_hello
+        if upstream_session.era == "modern":
+            result = {k: v for k, v in base.items()}
+            result["supportedVersions"] = [MODERN_VERSION]
+            result["cacheScope"] = "private"
+        else:
+            result = {
+                "supportedVersions": [MODERN_VERSION],
+                "capabilities": base.get("capabilities", {}),
+                "cacheScope": "private",
+                "ttlMs": 0,
+                "resultType": "complete",
+                "_meta": {META_SERVER_INFO: base.get("serverInfo") or {"name": server, "version": "unknown"}},
+            }
+            if base.get("instructions"):
+                result["instructions"] = base["instructions"]
+        return result
+
+    @staticmethod
+    def _shared_hello(hello: ClientHello) -> ClientHello:
+        # One upstream session serves all of a principal's stateless calls, so it offers every
+        # capability; a request the calling client cannot answer fails at that client.
+        return ClientHello(protocol_version=LATEST_HANDSHAKE, capabilities=dict(FULL_CLIENT_CAPABILITIES),
+                           client_info=hello.client_info)
+
+    # ── stateless client ────────────────────────────────────────────────────
+    async def modern_call(self, server: str, principal: Principal, message: Message, upstream: Upstream,
+                          sessions: SessionRegistry, hello: ClientHello) -> AsyncIterator[Message]:
+        params = message.get("params") or {}
+        state = params.get("requestState")
+        if isinstance(state, str) and state.startswith(_STATE_PREFIX):
+            async for item in self._resume(state, principal, server, message):
+                yield item
+            return
+        shared = sessions.shared_for(server, principal, upstream, self._shared_hello(hello))
+        upstream_session = await self._ready(shared)
+        call = Call(server=server, principal=principal, message=message)
+        stream = self.pipeline.handle(call, upstream_session)
+        async for item in self._until_input(stream, upstream_session, principal, server, message["id"]):
+            yield item
+
+    async def _until_input(self, stream: AsyncIterator[Message], upstream_session: UpstreamSession,
+                           principal: Principal, server: str, request_id: Any) -> AsyncIterator[Message]:
+        """Relay the call; at the first server request, pause it and answer input-required."""
+        async for item in stream:
+            if "method" in item and "id" in item and item["method"] in SERVER_REQUESTS:
+                if upstream_session.era == "modern":
+                    continue  # a stateless upstream cannot send these; ignore a misbehaving one
+                key = f"r{item['id']}"
+                token = _STATE_PREFIX + secrets.token_urlsafe(24)
+                self._expire()
+                self._pending[token] = PendingInput(principal.key, server, stream, upstream_session,
+                                                    {key: item["id"]}, time.monotonic() + _PENDING_TTL)
+                request = {"method": item["method"], "params": item.get("params") or {}}
+                yield jsonrpc.result(request_id, {"resultType": INPUT_REQUIRED, "inputRequests": {key: request},
+                                                  "requestState": token})
+                return
+            yield item
+
+    async def _resume(self, token: str, principal: Principal, server: str,
+                      message: Message) -> AsyncIterator[Message]:
+        pending = self._pending.pop(token, None)
+        if pending is None or pending.expires < time.monotonic():
+            raise GatewayError("requestState is unknown or expired; send the request again without it",
+                               rpc_code=INVALID_PARAMS)
+        if pending.principal_key != principal.key or pending.server != server:
+            raise GatewayError("requestState belongs to another caller", rpc_code=INVALID_PARAMS)
+        responses = (message.get("params") or {}).get("inputResponses") or {}
+        for key, server_request_id in pending.requests.items():
+            answer = responses.get(key)
+            if answer is None:
+                reply = jsonrpc.error(server_request_id, -32600, "the client gave no answer")
+            elif isinstance(answer, dict) and "error" in answer and "code" in (answer.get("error") or {}):
+                reply = {"jsonrpc": "2.0", "id": server_request_id, "error": answer["error"]}
+            else:
+                reply = jsonrpc.result(server_request_id, answer)
+            await self.pipeline.client_message(server, principal, None, reply)
+            await pending.upstream.reply(reply)
+        async for item in self._until_input(pending.stream, pending.upstream, principal, server, message["id"]):
+            if "method" not in item and "id" in item:
+                item = {**item, "id": message["id"]}
+            yield item
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for token in [t for t, p in self._pending.items() if p.expires < now]:
+            self._pending.pop(token, None)
+
+    # ── handshake client ────────────────────────────────────────────────────
+    async def handshake_call(self, session: GatewaySession, principal: Principal,
+                             message: Message) -> AsyncIterator[Message]:
+        upstream_session = await self._ready(session)
+        current = message
+        for _ in range(_MAX_INPUT_ROUNDS):
+            call = Call(server=session.server, principal=principal, message=current, session_id=session.id)
+            final: Message | None = None
+            async for item in self.pipeline.handle(call, upstream_session):
+                if "method" in item and "id" in item:
+                    session.relayed.add(item["id"])
+                if "method" not in item and item.get("id") == message["id"]:
+                    final = item
+                    break
+                yield item
+            if final is None:
+                raise UpstreamError("upstream ended the call without an answer")
+            result = final.get("result")
+            if upstream_session.era == "modern" and isinstance(result, dict) \
+                    and result.get("resultType") == INPUT_REQUIRED:
+                answers = {}
+                futures = {}
+                for key, request in (result.get("inputRequests") or {}).items():
+                    synth_id = f"lgw-{next(self._synth_ids)}"
+                    futures[key] = session.waiting[synth_id] = asyncio.get_running_loop().create_future()
+                    yield {"jsonrpc": "2.0", "id": synth_id, "method": request.get("method"),
+                           "params": request.get("params") or {}}
+                for key, fut in futures.items():
+                    reply = await asyncio.wait_for(fut, _PENDING_TTL)
+                    answers[key] = reply.get("result") if "result" in reply else {"error": reply.get("error")}
+                params = {k: v for k, v in (current.get("params") or {}).items()
+                          if k not in ("inputResponses", "requestState")}
+                params["inputResponses"] = answers
+                if result.get("requestState") is not None:
+                    params["requestState"] = result["requestState"]
+                current = {**current, "params": params}
+                continue
+            yield final
+            return
+        raise UpstreamError("too many input rounds for one request")
+
+    async def client_notification(self, session: GatewaySession, principal: Principal, message: Message) -> None:
+        await self.pipeline.client_message(session.server, principal, session.id, message)
+        if message["method"] == "notifications/initialized":
+            return  # the gateway already completed the upstream handshake
+        upstream_session = await self._ready(session)
+        await upstream_session.notify(message)
+
+    async def client_reply(self, session: GatewaySession, principal: Principal, message: Message) -> None:
+        await self.pipeline.client_message(session.server, principal, session.id, message)
+        fut = session.waiting.pop(message.get("id"), None)
+        if fut is not None:
+            if not fut.done():
+                fut.set_result(message)
+            return
+        if message.get("id") not in session.relayed:
+            raise GatewayError("this response answers no request the server sent", rpc_code=INVALID_PARAMS)
+        session.relayed.discard(message.get("id"))
+        upstream_session = await self._ready(session)
+        await upstream_session.reply(message)
+
+    async def session_listen(self, session: GatewaySession, principal: Principal) -> AsyncIterator[Message]:
+        upstream_session = await self._ready(session)
+        async for item in upstream_session.listen():
+            outbound = await self.pipeline.unsolicited(session.server, principal, session.id, item)
+            if outbound is None:
+                if "id" in item and "method" in item:
+                    await upstream_session.reply(jsonrpc.error(item["id"], -32003, "refused by gateway policy"))
+                continue
+            if "method" in item and "id" in item:
+                session.relayed.add(item["id"])
+            yield outbound
+
+    async def listen(self, server: str, principal: Principal, message: Message, upstream: Upstream,
+                     sessions: SessionRegistry, hello: ClientHello) -> AsyncIterator[Message]:
+        """`subscriptions/listen` for a stateless client: acknowledge, then relay list-changed and update notices."""
+        shared = sessions.shared_for(server, principal, upstream, self._shared_hello(hello))
+        upstream_session = await self._ready(shared)
+        params = message.get("params") or {}
+        yield jsonrpc.notification("notifications/subscriptions/acknowledged",
+                                   {k: v for k, v in params.items() if k != "_meta"})
+        async for item in upstream_session.listen():
+            if "id" in item:
+                continue
+            outbound = await self.pipeline.unsolicited(server, principal, None, item)
+            if outbound is not None:
+                yield outbound
+
+    async def close_session(self, sessions: SessionRegistry, session_id: str, principal: Principal) -> None:
+        session = await sessions.remove(session_id)
+        if session is not None:
+            await self.pipeline.audit.append("session.closed", {
+                "session": session_id, "server": session.server, "principal": principal.summary()})
+
+    @staticmethod
+    async def _ready(session: GatewaySession) -> UpstreamSession:
+        try:
+            return await session.upstream_session_ready()
+        except UpstreamSessionLost:
+            return await session.upstream_session_ready()

@@ -1,0 +1,240 @@
+"""The data path for one client request, as an ordered list of stages (DESIGN.md, "The data path").
+
+    transport ─▶ identity ─▶ session ─▶ policy ─▶ approval ─▶ audit(request, durable)
+                                                                      │
+    transport ◀─ audit(response, durable) ◀─ masking ◀─ upstream ◀────┘
+
+`transport` (HTTP, both protocol eras) and `session` live in transport.py and
+sessions.py; this module orders everything from identity on. Each stage is an
+object with one job (see stages.py). Anything a stage cannot decide or record
+ends the request with a clear error and nothing is forwarded.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ledgergate.errors import (
+    ApprovalPending,
+    AuthError,
+    GatewayError,
+    LedgerUnavailable,
+    PolicyDenied,
+    UpstreamError,
+)
+from ledgergate.gateway import jsonrpc
+from ledgergate.gateway.stages import AuditStage, IdentityStage, MaskingStage, PolicyStage
+from ledgergate.identity.principal import Principal
+from ledgergate.policy.decision import Decision
+from ledgergate.upstream.base import Message, UpstreamSession
+
+log = logging.getLogger("ledgergate.pipeline")
+
+#: the params field that names what a method acts on
+TARGET_FIELD = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri",
+                "resources/subscribe": "uri", "resources/unsubscribe": "uri"}
+LIST_ITEMS = {"tools/list": "tools", "resources/list": "resources",
+              "resources/templates/list": "resourceTemplates", "prompts/list": "prompts"}
+SERVER_REQUESTS = ("sampling/createMessage", "elicitation/create", "roots/list")
+
+
+def target_of(method: str, params: Mapping[str, Any] | None) -> str | None:
+    field_name = TARGET_FIELD.get(method)
+    if field_name is None or not params:
+        if method == "completion/complete" and params:
+            ref = params.get("ref") or {}
+            return ref.get("name") or ref.get("uri")
+        return None
+    value = params.get(field_name)
+    return value if isinstance(value, str) else None
+
+
+def arguments_of(method: str, params: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    if not params:
+        return None
+    if method in ("tools/call", "prompts/get"):
+        args = params.get("arguments")
+        return args if isinstance(args, Mapping) else None
+    if method == "completion/complete":
+        return params.get("argument")
+    return None
+
+
+def new_request_id() -> str:
+    """A short id the caller can quote to support; it names the ledger records of this request."""
+    return "req_" + secrets.token_hex(8)
+
+
+@dataclass
+class Call:
+    """One client request on its way through the stages."""
+
+    server: str
+    principal: Principal
+    message: Message
+    session_id: str | None = None
+    request_id: str = field(default_factory=new_request_id)
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def method(self) -> str:
+        return self.message["method"]
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.message.get("params") or {}
+
+
+class Pipeline:
+    def __init__(self, identity: IdentityStage, policy: Callable[[], PolicyStage], masking: MaskingStage,
+                 audit: AuditStage, ledger_masker: Callable[[Any], tuple[Any, dict[str, int]]],
+                 digest: Callable[[Any], str]) -> None:
+        self.identity = identity
+        self._policy = policy  # a getter, so a reload swaps the engine atomically
+        self.masking = masking
+        self.audit = audit
+        self.ledger_mask = ledger_masker
+        self.digest = digest
+
+    @property
+    def policy(self) -> PolicyStage:
+        return self._policy()
+
+    # ── identity ────────────────────────────────────────────────────────────
+    async def authenticate(self, credential: str | None, server: str, remote: str | None) -> Principal:
+        try:
+            return await self.identity.authenticate(credential)
+        except AuthError as exc:
+            await self.audit.append("auth.denied", {"server": server, "reason": exc.reason,
+                                                    "detail": exc.message, "remote": remote})
+            raise
+
+    # ── the request path ───────────────────────────────────────────────────
+    async def handle(self, call: Call, upstream: UpstreamSession) -> AsyncIterator[Message]:
+        """Yield what the client should see: notifications and server requests, then the response."""
+        method, params = call.method, call.params
+        target = target_of(method, params)
+        arguments = arguments_of(method, params)
+        decision = self.policy.decide(call.principal, call.server, method, target, arguments, time.time())
+        base = self._base_fields(call, method, target)
+
+        if decision.effect == "deny":
+            await self.audit.append("policy.denied", {**base, "rule": decision.rule, "reason": decision.reason,
+                                                      **self._args_fields(arguments)})
+            raise PolicyDenied(
+                f"denied by policy{' rule ' + repr(decision.rule) if decision.rule else ' (no rule allows it)'}; "
+                f"quote request id {call.request_id} to support",
+                data={"rule": decision.rule, "requestId": call.request_id},
+            )
+        if decision.effect == "approve":
+            await self.audit.append("approval.requested", {**base, "rule": decision.rule,
+                                                           **self._args_fields(arguments)})
+            raise ApprovalPending(
+                f"this call needs approval under rule {decision.rule!r}; approvals are not available yet, "
+                f"so it is refused (request id {call.request_id})",
+                data={"rule": decision.rule, "requestId": call.request_id},
+            )
+
+        await self.audit.append("rpc.request", {**base, "rule": decision.rule, "decision": decision.effect,
+                                                **self._args_fields(arguments)})
+        try:
+            async for message in upstream.call(call.message):
+                if "method" in message:
+                    outbound = await self._server_message(call, decision, message, upstream)
+                    if outbound is not None:
+                        yield outbound
+                    continue
+                yield await self._response(call, decision, message, base)
+                return
+        except UpstreamError as exc:
+            await self.audit.append("rpc.response", {**base, "error": exc.message,
+                                                     "latency_ms": self._latency(call)})
+            raise
+
+    async def _server_message(self, call: Call, decision: Decision, message: Message,
+                              upstream: UpstreamSession) -> Message | None:
+        """A notification or server-to-client request arriving during the call."""
+        method = message["method"]
+        if "id" in message and method in SERVER_REQUESTS:
+            verdict = self.policy.decide(call.principal, call.server, method, None, None, time.time())
+            if verdict.effect != "allow":
+                await self.audit.append("policy.denied", {**self._base_fields(call, method, None),
+                                                          "direction": "server-to-client", "rule": verdict.rule})
+                await upstream.reply(jsonrpc.error(message["id"], -32003,
+                                                   f"the gateway's policy refuses {method} for this caller"))
+                return None
+        masked, counts = self.masking.mask(message, decision.mask)
+        ledger_view, _ = self.ledger_mask(message)
+        await self.audit.append("rpc.server_message", {
+            **self._base_fields(call, call.method, None), "message_method": method,
+            "message": ledger_view, "masked": counts,
+        })
+        return masked
+
+    async def _response(self, call: Call, decision: Decision, response: Message, base: dict[str, Any]) -> Message:
+        result = response.get("result")
+        if isinstance(result, dict) and call.method in LIST_ITEMS:
+            key = LIST_ITEMS[call.method]
+            items = result.get(key)
+            if isinstance(items, list):
+                allowed = self.policy.filter_list(call.principal, call.server, call.method, items, time.time())
+                result = {**result, key: allowed}
+                response = {**response, "result": result}
+        masked, counts = self.masking.mask(response, decision.mask)
+        ledger_view, _ = self.ledger_mask(response.get("result", response.get("error")))
+        fields = {**base, "latency_ms": self._latency(call), "masked": counts}
+        if "error" in response:
+            fields["error"] = ledger_view
+        else:
+            fields["response"] = ledger_view
+        await self.audit.append("rpc.response", fields)
+        return masked
+
+    # ── notifications and replies from the client ──────────────────────────
+    async def client_message(self, server: str, principal: Principal, session_id: str | None,
+                             message: Message) -> None:
+        """Record a client notification or a client's answer to a server request before it is forwarded."""
+        ledger_view, _ = self.ledger_mask(message)
+        kind = "rpc.notification" if "method" in message else "rpc.reply"
+        await self.audit.append(kind, {"server": server, "session": session_id,
+                                       "principal": principal.summary(), "message": ledger_view})
+
+    async def unsolicited(self, server: str, principal: Principal, session_id: str | None,
+                          message: Message) -> Message | None:
+        """A message the server sent outside any call (standalone stream): authorise, mask, record."""
+        method = message.get("method", "")
+        decision = self.policy.decide(principal, server, method, None, None, time.time())
+        if "id" in message and method in SERVER_REQUESTS and decision.effect != "allow":
+            return None
+        masked, counts = self.masking.mask(message, decision.mask)
+        ledger_view, _ = self.ledger_mask(message)
+        await self.audit.append("rpc.server_message", {"server": server, "session": session_id,
+                                                       "principal": principal.summary(), "message_method": method,
+                                                       "message": ledger_view, "masked": counts})
+        return masked
+
+    # ── helpers ─────────────────────────────────────────────────────────────
+    def _base_fields(self, call: Call, method: str, target: str | None) -> dict[str, Any]:
+        fields: dict[str, Any] = {"request_id": call.request_id, "session": call.session_id,
+                                  "principal": call.principal.summary(), "server": call.server, "method": method}
+        if target is not None:
+            fields["target"] = target
+        return fields
+
+    def _args_fields(self, arguments: Mapping[str, Any] | None) -> dict[str, Any]:
+        if arguments is None:
+            return {}
+        masked, counts = self.ledger_mask(arguments)
+        return {"args": masked, "args_hmac": self.digest(arguments), "args_masked": counts}
+
+    @staticmethod
+    def _latency(call: Call) -> float:
+        return round((time.perf_counter() - call.started) * 1000, 3)
+
+
+__all__ = ["Call", "Pipeline", "GatewayError", "LedgerUnavailable"]

@@ -1,0 +1,202 @@
+"""Gateway-issued sessions for handshake-era clients, and upstream sessions for stateless ones.
+
+A session id is a 256-bit random value the gateway issues at `initialize`; it is
+bound to the principal that opened it, so a leaked id is useless to anyone else.
+Each gateway session owns at most one upstream session, reopened transparently
+(with the client's original handshake) after the upstream lost it.
+
+Streams a session sends to its client are kept as `EventStream`s with
+numbered events, so a client that lost its connection can resume with
+`Last-Event-ID` and miss nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from ledgergate.errors import ForbiddenError, GatewayError, SESSION_NOT_FOUND
+from ledgergate.identity.principal import Principal
+from ledgergate.upstream.base import ClientHello, Message, UpstreamSession
+from ledgergate.upstream.registry import Upstream
+
+
+class SessionNotFound(GatewayError):
+    http_status = 404
+    rpc_code = SESSION_NOT_FOUND
+
+
+class EventStream:
+    """An append-only list of SSE events for one response stream, readable from any position."""
+
+    MAX_EVENTS = 2000
+
+    def __init__(self, stream_no: int) -> None:
+        self.stream_no = stream_no
+        self.events: list[tuple[int, bytes]] = []
+        self.closed = False
+        self._changed = asyncio.Event()
+        self._first_seq = 0
+
+    def append(self, payload: bytes) -> str:
+        seq = self._first_seq + len(self.events)
+        self.events.append((seq, payload))
+        if len(self.events) > self.MAX_EVENTS:
+            drop = len(self.events) - self.MAX_EVENTS
+            self.events = self.events[drop:]
+            self._first_seq += drop
+        self._wake()
+        return f"{self.stream_no}-{seq}"
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def read_from(self, seq: int):  # noqa: ANN201 - async generator of (event_id, payload)
+        """Events with sequence >= seq, waiting for new ones until the stream closes."""
+        while True:
+            start = max(seq - self._first_seq, 0)
+            for s, payload in self.events[start:]:
+                yield f"{self.stream_no}-{s}", payload
+                seq = s + 1
+            if self.closed and seq >= self._first_seq + len(self.events):
+                return
+            waiter = self._changed
+            if seq < self._first_seq + len(self.events):
+                continue
+            await waiter.wait()
+
+
+@dataclass
+class GatewaySession:
+    id: str
+    server: str
+    principal_key: str
+    hello: ClientHello
+    upstream: Upstream
+    created: float = field(default_factory=time.time)
+    last_used: float = field(default_factory=time.time)
+    upstream_session: UpstreamSession | None = None
+    protocol_version: str = ""
+    streams: OrderedDict[int, EventStream] = field(default_factory=OrderedDict)
+    #: answers the client owes for requests the gateway synthesized (bridging a stateless upstream)
+    waiting: dict[Any, asyncio.Future[Message]] = field(default_factory=dict)
+    #: ids of server requests relayed from the upstream, awaiting the client's answer
+    relayed: set[Any] = field(default_factory=set)
+    standalone: EventStream | None = None
+    legacy_outbox: EventStream | None = None
+    _stream_counter: int = 0
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    MAX_STREAMS = 64
+
+    async def upstream_session_ready(self) -> UpstreamSession:
+        """The upstream session, (re)opened with the client's handshake if needed."""
+        current = self.upstream_session
+        if current is not None and current.alive:
+            return current
+        async with self._lock:
+            if self.upstream_session is None or not self.upstream_session.alive:
+                if self.upstream_session is not None:
+                    with contextlib.suppress(Exception):
+                        await self.upstream_session.close()
+                self.upstream_session = await self.upstream.open_session(self.hello)
+            return self.upstream_session
+
+    def new_stream(self) -> EventStream:
+        self._stream_counter += 1
+        stream = EventStream(self._stream_counter)
+        self.streams[stream.stream_no] = stream
+        while len(self.streams) > self.MAX_STREAMS:
+            self.streams.popitem(last=False)
+        return stream
+
+    def find_event(self, last_event_id: str) -> tuple[EventStream, int] | None:
+        stream_no, _, seq = last_event_id.partition("-")
+        if not stream_no.isdigit() or not seq.isdigit():
+            return None
+        stream = self.streams.get(int(stream_no))
+        if stream is None:
+            return None
+        return stream, int(seq) + 1
+
+    async def close(self) -> None:
+        for fut in self.waiting.values():
+            if not fut.done():
+                fut.set_exception(SessionNotFound("the session was closed"))
+        for stream in self.streams.values():
+            stream.close()
+        if self.upstream_session is not None:
+            with contextlib.suppress(Exception):
+                await self.upstream_session.close()
+
+
+class SessionRegistry:
+    """In-memory sessions of this replica, plus upstream sessions shared by stateless clients."""
+
+    def __init__(self, idle_timeout: float = 3600.0) -> None:
+        self.idle_timeout = idle_timeout
+        self._sessions: dict[str, GatewaySession] = {}
+        self._shared: dict[tuple[str, str], GatewaySession] = {}
+
+    def create(self, server: str, principal: Principal, hello: ClientHello, upstream: Upstream) -> GatewaySession:
+        session_id = secrets.token_urlsafe(32)
+        session = GatewaySession(id=session_id, server=server, principal_key=principal.key, hello=hello,
+                                 upstream=upstream, protocol_version=hello.protocol_version)
+        self._sessions[session_id] = session
+        return session
+
+    def get(self, session_id: str, server: str, principal: Principal) -> GatewaySession:
+        session = self._sessions.get(session_id)
+        if session is None or session.server != server:
+            raise SessionNotFound("unknown or expired session; start a new one with initialize")
+        if session.principal_key != principal.key:
+            raise ForbiddenError("this session belongs to another identity")
+        session.last_used = time.time()
+        return session
+
+    def shared_for(self, server: str, principal: Principal, upstream: Upstream, hello: ClientHello) -> GatewaySession:
+        """The per-principal upstream session a stateless (2026-07-28) client's calls use."""
+        key = (server, principal.key)
+        session = self._shared.get(key)
+        if session is None:
+            session = GatewaySession(id="", server=server, principal_key=principal.key, hello=hello, upstream=upstream)
+            self._shared[key] = session
+        session.last_used = time.time()
+        return session
+
+    async def remove(self, session_id: str) -> GatewaySession | None:
+        session = self._sessions.pop(session_id, None)
+        if session is not None:
+            await session.close()
+        return session
+
+    async def expire_idle(self, now: float | None = None) -> list[GatewaySession]:
+        now = time.time() if now is None else now
+        expired = [s for s in self._sessions.values() if now - s.last_used > self.idle_timeout]
+        for s in expired:
+            self._sessions.pop(s.id, None)
+            await s.close()
+        for key, s in list(self._shared.items()):
+            if now - s.last_used > self.idle_timeout:
+                self._shared.pop(key, None)
+                await s.close()
+        return expired
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    async def close(self) -> None:
+        for s in list(self._sessions.values()) + list(self._shared.values()):
+            await s.close()
+        self._sessions.clear()
+        self._shared.clear()

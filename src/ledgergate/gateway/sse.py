@@ -1,0 +1,82 @@
+"""Server-Sent Events: an incremental parser for upstream streams and an encoder for clients.
+
+Implements the parts of the WHATWG EventSource stream format MCP uses: `event`,
+`data` (joined with newlines), `id`, `retry`; comment lines ignored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class Event:
+    data: str
+    event: str = "message"
+    id: str | None = None
+    retry: int | None = None
+
+
+class SSEParser:
+    """Feed bytes, get complete events. Handles CRLF, LF and CR line endings."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._data: list[str] = []
+        self._event = ""
+        self._id: str | None = None
+        self._retry: int | None = None
+
+    def feed(self, chunk: bytes) -> list[Event]:
+        self._buffer += chunk
+        events: list[Event] = []
+        while True:
+            idx_n = self._buffer.find(b"\n")
+            idx_r = self._buffer.find(b"\r")
+            if idx_n < 0 and idx_r < 0:
+                break
+            if idx_r >= 0 and (idx_n < 0 or idx_r < idx_n):
+                if idx_r == len(self._buffer) - 1:
+                    break  # might be CRLF split across chunks
+                line = self._buffer[:idx_r]
+                skip = 2 if self._buffer[idx_r + 1:idx_r + 2] == b"\n" else 1
+                self._buffer = self._buffer[idx_r + skip:]
+            else:
+                line = self._buffer[:idx_n]
+                self._buffer = self._buffer[idx_n + 1:]
+            event = self._line(line.decode("utf-8", errors="replace"))
+            if event is not None:
+                events.append(event)
+        return events
+
+    def _line(self, line: str) -> Event | None:
+        if line == "":
+            if not self._data and not self._event:
+                return None
+            event = Event(data="\n".join(self._data), event=self._event or "message", id=self._id, retry=self._retry)
+            self._data, self._event, self._retry = [], "", None
+            return event
+        if line.startswith(":"):
+            return None
+        name, _, value = line.partition(":")
+        if value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event = value
+        elif name == "id":
+            self._id = value
+        elif name == "retry" and value.isdigit():
+            self._retry = int(value)
+        return None
+
+
+def encode(data: bytes, event_id: str | None = None, event: str = "message") -> bytes:
+    head = b"event: " + event.encode() + b"\n"
+    if event_id is not None:
+        head += b"id: " + event_id.encode() + b"\n"
+    return head + b"data: " + data + b"\n\n"
+
+
+PING = b": ping\n\n"

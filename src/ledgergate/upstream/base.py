@@ -1,0 +1,146 @@
+"""What the gateway needs from a protected server, whatever its transport or protocol era.
+
+An upstream *session* is one logical conversation with the server: for a
+handshake-era server it is an initialized session (HTTP `Mcp-Session-Id` or one
+stdio child process); for a 2026-07-28 server it is stateless and merely carries
+the client's capabilities. `call()` sends one request and yields everything the
+server sends back for it — notifications, server-to-client requests, and finally
+the response — so the pipeline can mask and record each message as it passes.
+"""
+
+from __future__ import annotations
+
+import abc
+import itertools
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ledgergate.errors import UpstreamError
+
+Message = dict[str, Any]
+Era = Literal["handshake", "modern"]
+
+MODERN_VERSION = "2026-07-28"
+HANDSHAKE_VERSIONS = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
+LATEST_HANDSHAKE = HANDSHAKE_VERSIONS[-1]
+META_PROTOCOL_VERSION = "io.modelcontextprotocol/protocolVersion"
+META_CLIENT_CAPABILITIES = "io.modelcontextprotocol/clientCapabilities"
+META_CLIENT_INFO = "io.modelcontextprotocol/clientInfo"
+META_SERVER_INFO = "io.modelcontextprotocol/serverInfo"
+MODERN_META_KEYS = (META_PROTOCOL_VERSION, META_CLIENT_CAPABILITIES, META_CLIENT_INFO)
+
+GATEWAY_CLIENT_INFO = {"name": "ledgergate", "version": "0.1.0"}
+FULL_CLIENT_CAPABILITIES: dict[str, Any] = {
+    "sampling": {},
+    "elicitation": {"form": {}, "url": {}},
+    "roots": {"listChanged": True},
+}
+
+
+class UpstreamSessionLost(UpstreamError):
+    """The server no longer knows our session (HTTP 404, process exit): the next call starts a new one."""
+
+
+@dataclass
+class ClientHello:
+    """What the client told us about itself; replayed upstream when a session is (re)opened."""
+
+    protocol_version: str = LATEST_HANDSHAKE
+    capabilities: dict[str, Any] = field(default_factory=dict)
+    client_info: dict[str, Any] = field(default_factory=lambda: dict(GATEWAY_CLIENT_INFO))
+
+    def initialize_params(self) -> dict[str, Any]:
+        version = self.protocol_version if self.protocol_version in HANDSHAKE_VERSIONS else LATEST_HANDSHAKE
+        return {"protocolVersion": version, "capabilities": self.capabilities, "clientInfo": self.client_info}
+
+
+class UpstreamSession(abc.ABC):
+    era: Era
+    #: the upstream's `initialize` result (handshake) or `server/discover` result (modern)
+    server_hello: dict[str, Any]
+
+    @abc.abstractmethod
+    def call(self, request: Message) -> AsyncIterator[Message]:
+        """Send a request; yield notifications and server requests, then the final response."""
+
+    @abc.abstractmethod
+    async def notify(self, notification: Message) -> None: ...
+
+    @abc.abstractmethod
+    async def reply(self, response: Message) -> None:
+        """Answer a server-to-client request the server sent on this session."""
+
+    @abc.abstractmethod
+    def listen(self, last_event_id: str | None = None) -> AsyncIterator[Message]:
+        """Messages the server sends outside any request (the GET stream)."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @property
+    def alive(self) -> bool:
+        return True
+
+
+class InflightIds:
+    """Client request id → upstream request id for calls in flight, so a cancellation names the right one."""
+
+    def __init__(self) -> None:
+        self.ids: dict[Any, int] = {}
+
+    def translate_cancel(self, notification: Message) -> Message:
+        if notification.get("method") != "notifications/cancelled":
+            return notification
+        params = dict(notification.get("params") or {})
+        upstream_id = self.ids.get(params.get("requestId"))
+        if upstream_id is None:
+            return notification
+        params["requestId"] = upstream_id
+        return {**notification, "params": params}
+
+
+class IdMap:
+    """Upstream-side request ids, unique per upstream session, mapped back to the caller's.
+
+    Many client requests can share one upstream session (and stdio has a single
+    pipe), so the caller's ids would collide; every request gets a fresh id.
+    """
+
+    def __init__(self) -> None:
+        self._counter = itertools.count(1)
+
+    def next(self) -> int:
+        return next(self._counter)
+
+
+def rewrite_id(message: Message, new_id: Any) -> Message:
+    out = dict(message)
+    out["id"] = new_id
+    return out
+
+
+def strip_modern_meta(request: Message) -> Message:
+    """Remove the 2026-07-28 per-request envelope before a handshake-era server sees it."""
+    params = request.get("params")
+    if not isinstance(params, dict):
+        return request
+    meta = params.get("_meta")
+    if not isinstance(meta, dict) or not any(k in meta for k in MODERN_META_KEYS):
+        return request
+    new_meta = {k: v for k, v in meta.items() if k not in MODERN_META_KEYS}
+    new_params = {k: v for k, v in params.items() if k != "_meta"}
+    if new_meta:
+        new_params["_meta"] = new_meta
+    return {**request, "params": new_params}
+
+
+def add_modern_meta(request: Message, hello: ClientHello) -> Message:
+    """Stamp the 2026-07-28 per-request envelope for a stateless server."""
+    params = dict(request.get("params") or {})
+    meta = dict(params.get("_meta") or {})
+    meta[META_PROTOCOL_VERSION] = MODERN_VERSION
+    meta.setdefault(META_CLIENT_CAPABILITIES, hello.capabilities)
+    meta.setdefault(META_CLIENT_INFO, hello.client_info)
+    params["_meta"] = meta
+    return {**request, "params": params}

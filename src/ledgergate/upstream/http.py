@@ -1,0 +1,322 @@
+"""Streamable HTTP upstreams (both protocol eras) over one keep-alive pool per server.
+
+The client's credentials never travel upstream: every request is built from the
+server's configured headers only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import aiohttp
+import orjson
+
+from ledgergate.errors import UpstreamError
+from ledgergate.gateway.sse import SSEParser
+from ledgergate.upstream.base import (
+    MODERN_VERSION,
+    ClientHello,
+    IdMap,
+    InflightIds,
+    Message,
+    UpstreamSession,
+    UpstreamSessionLost,
+    add_modern_meta,
+    rewrite_id,
+    strip_modern_meta,
+)
+
+log = logging.getLogger("ledgergate.upstream")
+
+_ACCEPT = "application/json, text/event-stream"
+_NAME_FIELD = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
+
+
+class HttpPool:
+    """One aiohttp session (connection pool) per upstream URL."""
+
+    def __init__(self, url: str, headers: Mapping[str, str], timeout: float, limit: int = 100) -> None:
+        self.url = url
+        self.headers = {**headers}
+        self.timeout = timeout
+        self._limit = limit
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=self._limit, keepalive_timeout=60, enable_cleanup_closed=True)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_read=self.timeout),
+                skip_auto_headers=("User-Agent",),
+                json_serialize=lambda o: orjson.dumps(o).decode(),
+            )
+        return self._session
+
+    def build_headers(self, extra: Mapping[str, str]) -> dict[str, str]:
+        headers = {"Accept": _ACCEPT, "Content-Type": "application/json", **self.headers}
+        headers.update(extra)
+        return headers
+
+    async def post(self, body: Message, extra: Mapping[str, str]) -> aiohttp.ClientResponse:
+        try:
+            return await self.session.post(self.url, data=orjson.dumps(body), headers=self.build_headers(extra))
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+            raise UpstreamError(f"upstream server unreachable: {type(exc).__name__}") from None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+async def _messages(resp: aiohttp.ClientResponse) -> AsyncIterator[Message]:
+    """Every JSON-RPC message in a response body, JSON or SSE."""
+    ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    if ctype == "application/json":
+        payload = orjson.loads(await resp.read())
+        if isinstance(payload, list):
+            for item in payload:
+                yield item
+        else:
+            yield payload
+        return
+    if ctype != "text/event-stream":
+        raise UpstreamError(f"upstream answered with unexpected content type {ctype or 'none'!r}")
+    parser = SSEParser()
+    async for chunk in resp.content.iter_any():
+        for event in parser.feed(chunk):
+            if event.event != "message" or not event.data.strip():
+                continue
+            try:
+                yield orjson.loads(event.data)
+            except orjson.JSONDecodeError:
+                log.warning("upstream sent an SSE event that is not JSON; dropped")
+
+
+async def _error_text(resp: aiohttp.ClientResponse) -> str:
+    try:
+        body = (await resp.read())[:300]
+        data = orjson.loads(body)
+        if isinstance(data, dict) and isinstance(data.get("error"), dict):
+            return str(data["error"].get("message", ""))[:200]
+    except Exception:  # noqa: BLE001 - only for a friendlier message
+        pass
+    return ""
+
+
+class HttpHandshakeSession(UpstreamSession):
+    """An initialized session with a handshake-era Streamable HTTP server."""
+
+    era = "handshake"
+
+    def __init__(self, pool: HttpPool, hello: ClientHello) -> None:
+        self.pool = pool
+        self.hello = hello
+        self.session_id: str | None = None
+        self.protocol_version = hello.initialize_params()["protocolVersion"]
+        self.server_hello: dict[str, Any] = {}
+        self._ids = IdMap()
+        self._inflight = InflightIds()
+        self._alive = False
+
+    async def open(self) -> None:
+        request = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": self.hello.initialize_params()}
+        resp = await self.pool.post(request, {})
+        try:
+            if resp.status >= 400:
+                raise UpstreamError(f"upstream refused initialize (HTTP {resp.status}) {await _error_text(resp)}".strip())
+            final = None
+            async for msg in _messages(resp):
+                if msg.get("id") == 0 and "method" not in msg:
+                    final = msg
+                    break
+        finally:
+            resp.release()
+        if final is None or "result" not in final:
+            detail = (final or {}).get("error", {}).get("message", "no result")
+            raise UpstreamError(f"upstream initialize failed: {detail}")
+        self.server_hello = final["result"]
+        self.protocol_version = self.server_hello.get("protocolVersion", self.protocol_version)
+        self.session_id = resp.headers.get("Mcp-Session-Id")
+        self._alive = True
+        await self.notify({"jsonrpc": "2.0", "method": "notifications/initialized"})
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"MCP-Protocol-Version": self.protocol_version}
+        if self.session_id:
+            headers["Mcp-Session-Id"] = self.session_id
+        return headers
+
+    @property
+    def alive(self) -> bool:
+        return self._alive
+
+    async def call(self, request: Message) -> AsyncIterator[Message]:
+        original_id = request["id"]
+        upstream_id = self._ids.next()
+        self._inflight.ids[original_id] = upstream_id
+        try:
+            resp = await self.pool.post(rewrite_id(strip_modern_meta(request), upstream_id), self._headers())
+        except BaseException:
+            self._inflight.ids.pop(original_id, None)
+            raise
+        try:
+            if resp.status == 404 and self.session_id:
+                self._alive = False
+                raise UpstreamSessionLost("the upstream server lost the session; it is reopened on the next request")
+            if resp.status >= 400:
+                raise UpstreamError(f"upstream answered HTTP {resp.status} {await _error_text(resp)}".strip())
+            async for msg in _messages(resp):
+                if "method" not in msg and msg.get("id") == upstream_id:
+                    yield rewrite_id(msg, original_id)
+                    return
+                yield msg
+            raise UpstreamError("upstream closed the response stream before answering")
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise UpstreamError(f"upstream connection failed: {type(exc).__name__}") from None
+        finally:
+            self._inflight.ids.pop(original_id, None)
+            resp.release()
+
+    async def _post_no_reply(self, message: Message) -> None:
+        resp = await self.pool.post(message, self._headers())
+        try:
+            if resp.status == 404 and self.session_id:
+                self._alive = False
+                raise UpstreamSessionLost("the upstream server lost the session")
+            if resp.status >= 400:
+                raise UpstreamError(f"upstream answered HTTP {resp.status}")
+        finally:
+            resp.release()
+
+    async def notify(self, notification: Message) -> None:
+        await self._post_no_reply(self._inflight.translate_cancel(strip_modern_meta(notification)))
+
+    async def reply(self, response: Message) -> None:
+        await self._post_no_reply(response)
+
+    async def listen(self, last_event_id: str | None = None) -> AsyncIterator[Message]:
+        headers = self.pool.build_headers(self._headers())
+        headers["Accept"] = "text/event-stream"
+        if last_event_id:
+            headers["Last-Event-ID"] = last_event_id
+        try:
+            resp = await self.pool.session.get(self.pool.url, headers=headers,
+                                               timeout=aiohttp.ClientTimeout(total=None, sock_read=None))
+        except (aiohttp.ClientError, OSError) as exc:
+            raise UpstreamError(f"upstream unreachable: {type(exc).__name__}") from None
+        try:
+            if resp.status == 405:
+                return  # the server offers no standalone stream
+            if resp.status >= 400:
+                raise UpstreamError(f"upstream refused the event stream (HTTP {resp.status})")
+            async for msg in _messages(resp):
+                yield msg
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            return
+        finally:
+            resp.release()
+
+    async def close(self) -> None:
+        if not self._alive or not self.session_id:
+            return
+        self._alive = False
+        try:
+            resp = await self.pool.session.delete(self.pool.url, headers=self.pool.build_headers(self._headers()))
+            resp.release()
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
+            pass
+
+
+class HttpModernSession(UpstreamSession):
+    """A stateless 2026-07-28 server: every request stands alone and carries the client's envelope."""
+
+    era = "modern"
+
+    def __init__(self, pool: HttpPool, hello: ClientHello, discover: dict[str, Any]) -> None:
+        self.pool = pool
+        self.hello = hello
+        self.server_hello = discover
+        self._ids = IdMap()
+
+    def _headers(self, request: Message) -> dict[str, str]:
+        method = request.get("method", "")
+        headers = {"MCP-Protocol-Version": MODERN_VERSION, "Mcp-Method": method}
+        field = _NAME_FIELD.get(method)
+        if field:
+            name = (request.get("params") or {}).get(field)
+            if isinstance(name, str):
+                from mcp.shared.inbound import encode_header_value
+
+                headers["Mcp-Name"] = encode_header_value(name)
+        return headers
+
+    async def call(self, request: Message) -> AsyncIterator[Message]:
+        original_id = request["id"]
+        upstream_id = self._ids.next()
+        body = rewrite_id(add_modern_meta(request, self.hello), upstream_id)
+        resp = await self.pool.post(body, self._headers(body))
+        try:
+            if resp.status >= 400 and "json" not in resp.headers.get("Content-Type", ""):
+                raise UpstreamError(f"upstream answered HTTP {resp.status}")
+            async for msg in _messages(resp):
+                if "method" not in msg and msg.get("id") in (upstream_id, None):
+                    yield rewrite_id(msg, original_id)
+                    return
+                yield msg
+            raise UpstreamError("upstream closed the response stream before answering")
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise UpstreamError(f"upstream connection failed: {type(exc).__name__}") from None
+        finally:
+            resp.release()
+
+    async def notify(self, notification: Message) -> None:
+        return None  # 2026-07-28 defines no client-to-server notifications over HTTP
+
+    async def reply(self, response: Message) -> None:
+        raise UpstreamError("a stateless server cannot receive replies; use input responses")
+
+    async def listen(self, last_event_id: str | None = None) -> AsyncIterator[Message]:
+        request = {"jsonrpc": "2.0", "id": "listen", "method": "subscriptions/listen",
+                   "params": {"notifications": {"toolsListChanged": True, "promptsListChanged": True,
+                                                "resourcesListChanged": True}}}
+        body = add_modern_meta(request, self.hello)
+        resp = await self.pool.post(body, self._headers(body))
+        try:
+            if resp.status >= 400:
+                return
+            async for msg in _messages(resp):
+                if "method" in msg:
+                    yield msg
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            return
+        finally:
+            resp.release()
+
+    async def close(self) -> None:
+        return None
+
+
+async def discover(pool: HttpPool) -> dict[str, Any] | None:
+    """The server's `server/discover` result if it speaks 2026-07-28, else None (handshake era)."""
+    hello = ClientHello()
+    request = add_modern_meta({"jsonrpc": "2.0", "id": 0, "method": "server/discover", "params": {}}, hello)
+    resp = await pool.post(request, {"MCP-Protocol-Version": MODERN_VERSION, "Mcp-Method": "server/discover"})
+    try:
+        if resp.status >= 400:
+            return None
+        async for msg in _messages(resp):
+            if msg.get("id") == 0 and isinstance(msg.get("result"), dict):
+                result = msg["result"]
+                if MODERN_VERSION in (result.get("supportedVersions") or []):
+                    return result
+                return None
+    except (orjson.JSONDecodeError, UpstreamError):
+        return None
+    finally:
+        resp.release()
+    return None

@@ -1,0 +1,85 @@
+"""The configured protected servers and how to open a session with each."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from ledgergate.config import LoadedConfig, ServerSettings
+from ledgergate.errors import GatewayError, UpstreamError
+from ledgergate.upstream.base import ClientHello, Era, UpstreamSession
+from ledgergate.upstream.http import HttpHandshakeSession, HttpModernSession, HttpPool, discover
+from ledgergate.upstream.stdio import StdioSession
+
+log = logging.getLogger("ledgergate.upstream")
+
+
+class UnknownServer(GatewayError):
+    http_status = 404
+
+
+class Upstream:
+    """One protected server. Learns its protocol era once (a `server/discover` probe) and opens sessions."""
+
+    def __init__(self, name: str, settings: ServerSettings, base_dir: str, pool_limit: int) -> None:
+        self.name = name
+        self.settings = settings
+        self.base_dir = base_dir
+        self.pool = HttpPool(settings.url, settings.headers, settings.timeout, pool_limit) if settings.url else None
+        self._era: Era | None = None if settings.url else "handshake"
+        self._discover: dict[str, Any] | None = None
+        self._lock = asyncio.Lock()
+
+    async def era(self) -> Era:
+        if self._era is None:
+            async with self._lock:
+                if self._era is None:
+                    assert self.pool is not None
+                    self._discover = await discover(self.pool)
+                    self._era = "modern" if self._discover is not None else "handshake"
+                    log.info("upstream %s speaks the %s era", self.name, self._era)
+        return self._era
+
+    async def open_session(self, hello: ClientHello) -> UpstreamSession:
+        era = await self.era()
+        if self.pool is not None:
+            if era == "modern":
+                assert self._discover is not None
+                return HttpModernSession(self.pool, hello, self._discover)
+            http_session = HttpHandshakeSession(self.pool, hello)
+            await http_session.open()
+            return http_session
+        argv = self.settings.argv
+        if not argv:
+            raise UpstreamError(f"server {self.name!r} has no command")
+        stdio = StdioSession(argv, self.settings.env, self.settings.cwd or self.base_dir, hello, self.name)
+        await stdio.open()
+        return stdio
+
+    async def close(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
+
+
+class Upstreams:
+    def __init__(self, config: LoadedConfig) -> None:
+        s = config.settings
+        self._servers = {
+            name: Upstream(name, server, str(config.base_dir), s.limits.upstream_connections)
+            for name, server in s.servers.items()
+        }
+
+    def get(self, name: str) -> Upstream:
+        try:
+            return self._servers[name]
+        except KeyError:
+            raise UnknownServer(f"unknown server {name!r}") from None
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._servers)
+
+    async def close(self) -> None:
+        for upstream in self._servers.values():
+            await upstream.close()

@@ -1,0 +1,236 @@
+"""stdio upstreams: a server launched as a child process, spoken to over its pipes.
+
+One child per upstream session, so users never share a process's state. The
+child starts on demand; if it dies, calls in flight fail with a clear error and
+the next call starts a fresh child (replaying the client's handshake). stderr
+goes to the gateway's log. Messages are newline-delimited JSON (MCP stdio transport).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from ledgergate.errors import UpstreamError
+from ledgergate.upstream.base import (
+    ClientHello,
+    IdMap,
+    InflightIds,
+    Message,
+    UpstreamSession,
+    UpstreamSessionLost,
+    rewrite_id,
+    strip_modern_meta,
+)
+
+log = logging.getLogger("ledgergate.upstream.stdio")
+
+_STREAM_LIMIT = 64 * 1024 * 1024
+
+
+class StdioSession(UpstreamSession):
+    era = "handshake"
+
+    def __init__(self, argv: list[str], env: dict[str, str], cwd: str | None, hello: ClientHello, name: str) -> None:
+        self.argv = argv
+        self.env = env
+        self.cwd = cwd
+        self.hello = hello
+        self.name = name
+        self.server_hello: dict[str, Any] = {}
+        self._proc: asyncio.subprocess.Process | None = None
+        self._ids = IdMap()
+        self._inflight = InflightIds()
+        self._calls: dict[int, asyncio.Queue[Message | BaseException]] = {}
+        self._order: list[int] = []
+        self._progress: dict[Any, int] = {}
+        self._listeners: list[asyncio.Queue[Message | None]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._write_lock = asyncio.Lock()
+        self._alive = False
+
+    @property
+    def alive(self) -> bool:
+        return self._alive and self._proc is not None and self._proc.returncode is None
+
+    async def open(self) -> None:
+        env = {**os.environ, **self.env}
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                *self.argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE, env=env, cwd=self.cwd, limit=_STREAM_LIMIT,
+            )
+        except OSError as exc:
+            raise UpstreamError(f"cannot start upstream {self.name!r}: {exc.strerror}") from None
+        self._alive = True
+        self._tasks = [asyncio.create_task(self._read_stdout()), asyncio.create_task(self._read_stderr())]
+        request = {"jsonrpc": "2.0", "id": "init", "method": "initialize", "params": self.hello.initialize_params()}
+        final: Message | None = None
+        async for msg in self._exchange(request, "init"):
+            final = msg
+        if final is None or "result" not in final:
+            await self.close()
+            raise UpstreamError(f"upstream {self.name!r} failed to initialize")
+        self.server_hello = final["result"]
+        await self.notify({"jsonrpc": "2.0", "method": "notifications/initialized"})
+
+    async def _write(self, message: Message) -> None:
+        if not self.alive or self._proc is None or self._proc.stdin is None:
+            raise UpstreamSessionLost(f"upstream process {self.name!r} is not running; it restarts on the next request")
+        async with self._write_lock:
+            try:
+                self._proc.stdin.write(orjson.dumps(message) + b"\n")
+                await self._proc.stdin.drain()
+            except (BrokenPipeError, ConnectionResetError):
+                self._alive = False
+                raise UpstreamSessionLost(f"upstream process {self.name!r} exited") from None
+
+    async def _read_stdout(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        try:
+            while True:
+                line = await self._proc.stdout.readline()
+                if not line:
+                    break
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    msg = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    log.warning("upstream %s wrote a non-JSON line to stdout; dropped", self.name)
+                    continue
+                if isinstance(msg, dict):
+                    self._route(msg)
+        except (asyncio.LimitOverrunError, ValueError):
+            log.error("upstream %s wrote an oversized line; stopping it", self.name)
+        finally:
+            self._alive = False
+            code = None
+            if self._proc is not None:
+                with contextlib.suppress(Exception):
+                    code = await asyncio.wait_for(self._proc.wait(), 2)
+            failure = UpstreamSessionLost(
+                f"upstream process {self.name!r} exited (code {code}) before answering; it restarts on the next request"
+            )
+            for queue in self._calls.values():
+                queue.put_nowait(failure)
+            for listener in self._listeners:
+                listener.put_nowait(None)
+
+    async def _read_stderr(self) -> None:
+        assert self._proc is not None and self._proc.stderr is not None
+        while True:
+            line = await self._proc.stderr.readline()
+            if not line:
+                return
+            log.info("upstream %s stderr: %s", self.name, line.decode("utf-8", "replace").rstrip()[:2000])
+
+    def _route(self, msg: Message) -> None:
+        if "method" not in msg:  # a response to one of our requests
+            queue = self._calls.get(msg.get("id"))  # type: ignore[arg-type]
+            if queue is not None:
+                queue.put_nowait(msg)
+            return
+        # A notification or server request: progress goes to the call that owns the token;
+        # anything else belongs to the newest call in flight, or to the listeners.
+        params = msg.get("params") or {}
+        owner = None
+        if msg["method"] == "notifications/progress":
+            owner = self._progress.get(params.get("progressToken"))
+        elif "id" not in msg or msg["method"] in ("sampling/createMessage", "elicitation/create", "roots/list"):
+            owner = self._order[-1] if self._order else None
+        if owner is not None and owner in self._calls:
+            self._calls[owner].put_nowait(msg)
+            return
+        for listener in self._listeners:
+            listener.put_nowait(msg)
+        if "id" in msg and not self._listeners:
+            # A server request nobody can answer: tell the server instead of leaving it hanging.
+            asyncio.ensure_future(self._safe_write({"jsonrpc": "2.0", "id": msg["id"], "error": {
+                "code": -32601, "message": "no client is connected to answer this request"}}))
+
+    async def _safe_write(self, message: Message) -> None:
+        with contextlib.suppress(UpstreamError):
+            await self._write(message)
+
+    async def _exchange(self, request: Message, upstream_id: Any) -> AsyncIterator[Message]:
+        queue: asyncio.Queue[Message | BaseException] = asyncio.Queue()
+        self._calls[upstream_id] = queue
+        self._order.append(upstream_id)
+        token = ((request.get("params") or {}).get("_meta") or {}).get("progressToken")
+        if token is not None:
+            self._progress[token] = upstream_id
+        try:
+            await self._write(request)
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if "method" not in item:
+                    return
+        finally:
+            self._calls.pop(upstream_id, None)
+            with contextlib.suppress(ValueError):
+                self._order.remove(upstream_id)
+            if token is not None:
+                self._progress.pop(token, None)
+
+    async def call(self, request: Message) -> AsyncIterator[Message]:
+        original_id = request["id"]
+        upstream_id = self._ids.next()
+        self._inflight.ids[original_id] = upstream_id
+        try:
+            async for msg in self._exchange(rewrite_id(strip_modern_meta(request), upstream_id), upstream_id):
+                yield rewrite_id(msg, original_id) if "method" not in msg else msg
+        finally:
+            self._inflight.ids.pop(original_id, None)
+
+    async def notify(self, notification: Message) -> None:
+        await self._write(self._inflight.translate_cancel(strip_modern_meta(notification)))
+
+    async def reply(self, response: Message) -> None:
+        await self._write(response)
+
+    async def listen(self, last_event_id: str | None = None) -> AsyncIterator[Message]:
+        queue: asyncio.Queue[Message | None] = asyncio.Queue()
+        self._listeners.append(queue)
+        try:
+            while True:
+                item = await queue.get()
+                if item is None:
+                    return
+                yield item
+        finally:
+            self._listeners.remove(queue)
+
+    async def close(self) -> None:
+        self._alive = False
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(Exception):
+                if proc.stdin is not None:
+                    proc.stdin.close()
+            try:
+                await asyncio.wait_for(proc.wait(), 2)
+            except asyncio.TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.terminate()
+                try:
+                    await asyncio.wait_for(proc.wait(), 3)
+                except asyncio.TimeoutError:
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.kill()
+                    await proc.wait()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
