@@ -115,10 +115,11 @@ def list_keys(config: Path = ConfigOption, as_json: bool = JsonOption) -> None:
     if as_json:
         print(json.dumps([_as_json(r, now) for r in records]))
         return
-    table = Table("id", "name", "groups", "state", "created", "expires", "last used")
+    table = Table("name", "groups", "state", "created", "expires", "last used")
+    table.add_column("id", no_wrap=True, min_width=15)
     for r in records:
-        table.add_row(r.id, r.name, ",".join(r.groups), r.state(now), _when(r.created_at),
-                      _when(r.expires_at), _when(r.last_used_at))
+        table.add_row(r.name, ",".join(r.groups), r.state(now), _when(r.created_at),
+                      _when(r.expires_at), _when(r.last_used_at), r.id)
     out.print(table)
 
 
