@@ -17,8 +17,8 @@ How methods are governed (see docs/policy.md):
   matches only these, unless `methods` is given.
 - housekeeping: `initialize`, `ping`, `server/discover`, `logging/setLevel`,
   `subscriptions/listen`, `notifications/*`, `tasks/*` and the list methods.
-  The engine allows them to a principal that some allow/approve rule lets use
-  the server, unless a deny rule matches them.
+  The engine allows them to a principal that some allow rule lets use the
+  server, unless a deny rule matches them.
 - server-to-client: `sampling/createMessage`, `elicitation/create`,
   `roots/list` are matched only by a rule whose `methods` names them (a
   pattern such as `*` does not count), so they are refused by default.
@@ -365,7 +365,7 @@ class RuleIndex:
         self._no_target = 0
         self._targets: dict[str, _GlobField] = {"tools": _GlobField(), "resources": _GlobField(), "prompts": _GlobField()}
         self._any_target = _GlobField()
-        self.allow_or_approve = 0
+        self.allow = 0
         self.deny = 0
         for r in self.rules:
             bit = 1 << r.index
@@ -399,8 +399,8 @@ class RuleIndex:
                 self._no_target |= bit
             if r.effect == "deny":
                 self.deny |= bit
-            else:
-                self.allow_or_approve |= bit
+            elif r.effect == "allow":
+                self.allow |= bit
         self._principal_cache: dict[tuple[str, str, frozenset[str]], int] = {}
         self._server_cache: dict[str, int] = {}
         self._request_cache: dict[tuple[str, str, str | None], int] = {}
