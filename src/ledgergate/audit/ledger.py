@@ -1,0 +1,376 @@
+"""The ledger: durable, group-committed, Merkle-hashed records with signed checkpoints.
+
+Write path (DESIGN.md "The ledger"): `append` hands an event to one writer
+thread and waits. The writer drains whatever is queued (up to `max_batch`),
+numbers the records, makes their RFC 8785 bytes and RFC 9162 leaf hashes,
+writes them in one transaction with one commit (one fsync for the batch), then
+extends the in-memory Merkle state and wakes every waiter at once. Nothing is
+acknowledged before its commit returned; if the store fails, every waiter of
+that batch gets `LedgerUnavailable` and the Merkle state does not move.
+
+Checkpoints go through the same writer so (size, root) is always a committed
+prefix; they are signed, stored, then pushed to the witnesses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import queue
+import secrets
+import socket
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ledgergate.audit import canonical, merkle
+from ledgergate.audit.checkpoint import Checkpoint, Signer, load_or_create_signer
+from ledgergate.audit.settings import AuditSettings
+from ledgergate.audit.witness import Witness, make_witnesses, push_all
+from ledgergate.errors import LedgerUnavailable
+from ledgergate.store.ledger_store import CheckpointRow, LeafRow, LedgerStore, StoreError, open_ledger_store
+
+log = logging.getLogger("ledgergate.audit.ledger")
+
+RESERVED = frozenset({"v", "log", "seq", "time", "event"})
+RECORD_VERSION = 1
+
+
+def rfc3339_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def origin_for(log_id: str) -> str:
+    """The tlog-checkpoint origin line of a replica's log."""
+    return f"ledgergate/{log_id}"
+
+
+@dataclass
+class _Append:
+    event: str
+    fields: Mapping[str, Any]
+    future: asyncio.Future[int]
+
+
+@dataclass
+class _Job:
+    fn: Callable[[], Any]
+    future: asyncio.Future[Any]
+
+
+_STOP = object()
+
+
+def _load_or_create_hmac_key(path: Path) -> bytes:
+    if path.exists():
+        return bytes.fromhex(path.read_text().strip())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_bytes(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key.hex() + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    return key
+
+
+class Ledger:
+    """One replica's log. Open with `await Ledger.open(...)`; close with `await ledger.close()`."""
+
+    def __init__(self, settings: AuditSettings, store: LedgerStore, reader: LedgerStore, signer: Signer,
+                 hmac_key: bytes, log_id: str, witnesses: list[Witness]) -> None:
+        self.settings = settings
+        self.log_id = log_id
+        self.origin = origin_for(log_id)
+        self.signer = signer
+        self._hmac_key = hmac_key
+        self._store = store  # writer thread only
+        self._reader = reader  # proofs and reads, under _read_lock
+        self._read_lock = threading.Lock()
+        self._state_lock = threading.Lock()
+        self._tree = merkle.ProofTree(self._fetch_leaves)
+        self._witnesses = witnesses
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._writer: threading.Thread | None = None
+        self._broken = False
+        self._closed = False
+        self._last_checkpoint_size = -1
+        self._ticker: asyncio.Task[None] | None = None
+
+    # --- opening ------------------------------------------------------------
+    @classmethod
+    async def open(cls, settings: AuditSettings, store_url: str, base_dir: Path) -> Ledger:
+        """Create keys, schema and log on first start; rebuild the Merkle state from stored leaf hashes."""
+        base_dir = Path(base_dir)
+        key_path = Path(settings.signing_key)
+        key_path = key_path if key_path.is_absolute() else base_dir / key_path
+        hmac_path = Path(settings.hmac_key) if settings.hmac_key else key_path.with_name(key_path.name + ".hmac")
+        hmac_path = hmac_path if hmac_path.is_absolute() else base_dir / hmac_path
+        log_id = settings.replica or socket.gethostname()
+
+        def setup() -> Ledger:
+            signer = load_or_create_signer(key_path, settings.key_name)
+            hmac_key = _load_or_create_hmac_key(hmac_path)
+            try:
+                store = open_ledger_store(store_url, base_dir)
+                store.init_schema()
+                store.ensure_log(log_id, origin_for(log_id), rfc3339_now())
+                reader = open_ledger_store(store_url, base_dir)
+            except StoreError as exc:
+                raise LedgerUnavailable(f"audit ledger store unavailable: {exc}") from exc
+            ledger = cls(settings, store, reader, signer, hmac_key, log_id, make_witnesses(settings.witnesses, base_dir))
+            ledger._rebuild()
+            return ledger
+
+        ledger = await asyncio.to_thread(setup)
+        ledger._loop = asyncio.get_running_loop()
+        ledger._writer = threading.Thread(target=ledger._run_writer, name=f"ledger-writer-{log_id}", daemon=True)
+        ledger._writer.start()
+        if settings.checkpoint_interval > 0:
+            ledger._ticker = asyncio.create_task(ledger._tick(), name="ledger-checkpoints")
+        return ledger
+
+    def _rebuild(self) -> None:
+        """Replay stored leaf hashes through the compact range (O(n) hashing, no record reads)."""
+        size = 0
+        for chunk in self._store.iter_leaf_hashes(self.log_id):
+            for h in chunk:
+                self._tree.append(h)
+            size += len(chunk)
+        if self._store.size(self.log_id) != size:
+            raise LedgerUnavailable(f"log {self.log_id} has gaps in its sequence numbers; run `ledgergate audit verify`")
+        latest = self._store.latest_checkpoint(self.log_id)
+        self._last_checkpoint_size = latest.size if latest else -1
+        if latest is not None and latest.size <= size and self._tree.root_at(latest.size) != latest.root:
+            log.error("log %s: stored records do not match checkpoint at size %d; run `ledgergate audit verify`",
+                      self.log_id, latest.size)
+
+    def _fetch_leaves(self, start: int, end: int) -> list[bytes]:
+        with self._read_lock:
+            return self._reader.leaf_hashes(self.log_id, start, end)
+
+    # --- public API ---------------------------------------------------------
+    @property
+    def size(self) -> int:
+        return self._tree.size
+
+    def root(self) -> bytes:
+        with self._state_lock:
+            return self._tree.root()
+
+    def hmac(self, value: Any) -> str:
+        """Hex HMAC-SHA256 of the RFC 8785 bytes of a raw value: provable later, never stored raw."""
+        return canonical.hmac_hex(self._hmac_key, value)
+
+    async def append(self, event: str, fields: Mapping[str, Any]) -> int:
+        """Make one record durable; return its leaf index. Fails closed with LedgerUnavailable."""
+        if self._closed:
+            raise LedgerUnavailable("audit ledger is closed")
+        clash = RESERVED.intersection(fields)
+        if clash:
+            raise ValueError(f"record fields may not use reserved names {sorted(clash)}")
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._queue.put(_Append(event, fields, fut))
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), self.settings.append_timeout)
+        except TimeoutError:
+            raise LedgerUnavailable("audit ledger did not make the record durable in time") from None
+
+    async def checkpoint(self) -> str:
+        """Sign, store and push a checkpoint of the current size now; return the note."""
+        row, new = await self._submit(self._make_checkpoint)
+        if new and self._witnesses:
+            await push_all(self._witnesses, row.note)
+        return row.note
+
+    async def latest_checkpoint(self) -> CheckpointRow | None:
+        return await asyncio.to_thread(self._locked_read, lambda r: r.latest_checkpoint(self.log_id))
+
+    async def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        self._check_size(size)
+        return await asyncio.to_thread(self._tree.inclusion_proof, index, size)
+
+    async def consistency_proof(self, old: int, new: int) -> list[bytes]:
+        self._check_size(new)
+        return await asyncio.to_thread(self._tree.consistency_proof, old, new)
+
+    async def root_at(self, size: int) -> bytes:
+        self._check_size(size)
+        return await asyncio.to_thread(self._tree.root_at, size)
+
+    async def leaf(self, index: int) -> LeafRow | None:
+        rows = await asyncio.to_thread(self._locked_read, lambda r: r.rows(self.log_id, index, index + 1))
+        return rows[0] if rows else None
+
+    async def close(self) -> None:
+        """Final checkpoint, stop the checkpoint task and the writer, close connections."""
+        if self._closed:
+            return
+        if self._ticker is not None:
+            self._ticker.cancel()
+            try:
+                await self._ticker
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+        try:
+            if self.size != self._last_checkpoint_size:
+                await self.checkpoint()
+        except LedgerUnavailable as exc:
+            log.warning("final checkpoint not written: %s", exc.message)
+        self._closed = True
+        self._queue.put(_STOP)
+        if self._writer is not None:
+            await asyncio.to_thread(self._writer.join, 30)
+        for w in self._witnesses:
+            await w.aclose()
+        self._reader.close()
+
+    # --- internals ----------------------------------------------------------
+    def _check_size(self, size: int) -> None:
+        if not 0 <= size <= self.size:
+            raise ValueError(f"tree size {size} is beyond the log's size {self.size}")
+
+    def _locked_read(self, fn: Callable[[LedgerStore], Any]) -> Any:
+        with self._read_lock:
+            try:
+                return fn(self._reader)
+            except StoreError:
+                self._reader.reconnect()
+                return fn(self._reader)
+
+    async def _submit(self, fn: Callable[[], Any]) -> Any:
+        if self._closed:
+            raise LedgerUnavailable("audit ledger is closed")
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.put(_Job(fn, fut))
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), self.settings.append_timeout)
+        except TimeoutError:
+            raise LedgerUnavailable("audit ledger did not answer in time") from None
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.checkpoint_interval)
+            if self.size != self._last_checkpoint_size:
+                try:
+                    await self.checkpoint()
+                except Exception as exc:  # noqa: BLE001 - keep ticking; appends report store failures
+                    log.warning("periodic checkpoint failed: %s", exc)
+
+    def _make_checkpoint(self) -> tuple[CheckpointRow, bool]:
+        """Writer thread: sign (size, root) of the committed prefix and store it."""
+        with self._state_lock:
+            size, root, edge = self._tree.size, self._tree.root(), b"".join(self._tree.range.edge)
+        if size == self._last_checkpoint_size:
+            latest = self._store.latest_checkpoint(self.log_id)
+            if latest is not None and latest.size == size:
+                return latest, False
+        note = self.signer.sign(Checkpoint(self.origin, size, root).body())
+        row = CheckpointRow(self.log_id, size, root, note, edge, rfc3339_now())
+        self._store.add_checkpoint(row)
+        self._last_checkpoint_size = size
+        return row, True
+
+    def _run_writer(self) -> None:
+        max_batch = self.settings.max_batch
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                break
+            batch = [item]
+            stop = False
+            while len(batch) < max_batch:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stop = True
+                    break
+                batch.append(nxt)
+            self._process(batch)
+            if stop:
+                break
+        # anything left after stop fails closed
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not _STOP:
+                self._resolve([(item.future, LedgerUnavailable("audit ledger is closed"))])
+        self._store.close()
+
+    def _process(self, batch: list[Any]) -> None:
+        results: list[tuple[asyncio.Future[Any], Any]] = []
+        appends = [i for i in batch if isinstance(i, _Append)]
+        jobs = [i for i in batch if isinstance(i, _Job)]
+        if self._broken:
+            try:
+                self._store.reconnect()
+                if self._store.size(self.log_id) != self.size:
+                    raise StoreError("store no longer holds this log's records")
+                self._broken = False
+            except StoreError as exc:
+                err = LedgerUnavailable(f"audit ledger store unavailable: {exc}")
+                self._resolve([(i.future, err) for i in batch])
+                return
+        if appends:
+            rows: list[LeafRow] = []
+            seq = self.size
+            good: list[tuple[_Append, int]] = []
+            for item in appends:
+                try:
+                    record = canonical.dumps({**item.fields, "v": RECORD_VERSION, "log": self.log_id, "seq": seq,
+                                              "time": (now := rfc3339_now()), "event": item.event})
+                except Exception as exc:  # noqa: BLE001 - a bad value fails its own caller only
+                    results.append((item.future, ValueError(f"record is not canonical JSON: {exc}")))
+                    continue
+                session = item.fields.get("session")
+                rows.append(LeafRow(seq, now, item.event, session if isinstance(session, str) else None,
+                                    merkle.leaf_hash(record), record))
+                good.append((item, seq))
+                seq += 1
+            if rows:
+                try:
+                    self._store.append_batch(self.log_id, rows)
+                except StoreError as exc:
+                    self._broken = True
+                    log.error("ledger write failed, failing closed: %s", exc)
+                    err = LedgerUnavailable("audit ledger store unavailable")
+                    results.extend((item.future, err) for item, _ in good)
+                else:
+                    with self._state_lock:
+                        for r in rows:
+                            self._tree.append(r.leaf_hash)
+                    results.extend((item.future, s) for item, s in good)
+        for job in jobs:
+            try:
+                results.append((job.future, job.fn()))
+            except StoreError as exc:
+                self._broken = True
+                results.append((job.future, LedgerUnavailable(f"audit ledger store unavailable: {exc}")))
+            except Exception as exc:  # noqa: BLE001
+                results.append((job.future, exc))
+        self._resolve(results)
+
+    def _resolve(self, results: list[tuple[asyncio.Future[Any], Any]]) -> None:
+        def settle() -> None:
+            for fut, value in results:
+                if fut.done():
+                    continue
+                if isinstance(value, BaseException):
+                    fut.set_exception(value)
+                else:
+                    fut.set_result(value)
+
+        if self._loop is not None and results:
+            try:
+                self._loop.call_soon_threadsafe(settle)
+            except RuntimeError:  # loop closed
+                pass

@@ -1,0 +1,103 @@
+"""Witness sinks: copies of every signed checkpoint held outside the database.
+
+Once a witness holds checkpoint (n, root), rewriting or truncating the first n
+records in the database contradicts it, and `verify` says so. Two sinks:
+
+- `file://PATH`: notes appended one after another (O_APPEND + fsync). Relative
+  paths are relative to the config file's folder. `verify` reads it back.
+- `http(s)://URL`: the note POSTed as text/plain; any 2xx is success.
+
+A witness failure is logged, never fatal for appends: the records are still
+durable; only the outside copy is late.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+
+import httpx
+
+from ledgergate.audit.checkpoint import split_notes
+
+log = logging.getLogger("ledgergate.audit.witness")
+
+
+class FileWitness:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.name = f"file://{path}"
+
+    def _append(self, note: str) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, note.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    async def push(self, note: str) -> None:
+        await asyncio.to_thread(self._append, note)
+
+    def read_notes(self) -> list[str]:
+        if not self.path.exists():
+            return []
+        return split_notes(self.path.read_text(encoding="utf-8"))
+
+    async def aclose(self) -> None:
+        return None
+
+
+class HttpWitness:
+    def __init__(self, url: str, timeout: float = 5.0) -> None:
+        self.url = url
+        self.name = url
+        self._client = httpx.AsyncClient(timeout=timeout)
+
+    async def push(self, note: str) -> None:
+        resp = await self._client.post(self.url, content=note.encode(),
+                                       headers={"Content-Type": "text/plain; charset=utf-8"})
+        resp.raise_for_status()
+
+    def read_notes(self) -> list[str] | None:
+        return None  # an HTTP witness is write-only from here
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+Witness = FileWitness | HttpWitness
+
+
+def file_witness_path(spec: str, base_dir: Path) -> Path | None:
+    if not spec.startswith("file://"):
+        return None
+    path = Path(spec[len("file://"):])
+    return path if path.is_absolute() else base_dir / path
+
+
+def make_witnesses(specs: list[str], base_dir: Path) -> list[Witness]:
+    out: list[Witness] = []
+    for spec in specs:
+        path = file_witness_path(spec, base_dir)
+        if path is not None:
+            out.append(FileWitness(path))
+        elif spec.startswith(("http://", "https://")):
+            out.append(HttpWitness(spec))
+        else:
+            raise ValueError(f"witness {spec!r} must be file://PATH or http(s)://URL")
+    return out
+
+
+async def push_all(witnesses: list[Witness], note: str) -> list[str]:
+    """Push to every witness concurrently; return the names that failed (already logged)."""
+    results = await asyncio.gather(*(w.push(note) for w in witnesses), return_exceptions=True)
+    failed = []
+    for w, r in zip(witnesses, results, strict=True):
+        if isinstance(r, BaseException):
+            log.warning("witness %s did not take the checkpoint: %s", w.name, type(r).__name__ + ": " + str(r)[:200])
+            failed.append(w.name)
+    return failed

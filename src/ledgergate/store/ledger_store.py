@@ -1,0 +1,285 @@
+"""Tables of the ledger: logs, leaves (records + leaf hashes) and checkpoints.
+
+One interface, two engines. Calls are blocking; the ledger calls them from its
+own writer thread (appends, checkpoints) or worker threads (proofs, verify).
+Every engine error surfaces as `StoreError`, which the ledger turns into
+`LedgerUnavailable` (fail closed).
+
+Leaf hashes are stored beside the record bytes: `verify` recomputes them and
+compares, and proofs read them without rehashing records.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ledgergate.store.db import StoreURL, connect
+
+
+class StoreError(Exception):
+    """The store could not do what was asked (unreachable, read-only, gone)."""
+
+
+@dataclass(frozen=True)
+class LeafRow:
+    seq: int
+    time: str
+    event: str
+    session: str | None
+    leaf_hash: bytes
+    record: bytes
+
+
+@dataclass(frozen=True)
+class CheckpointRow:
+    log_id: str
+    size: int
+    root: bytes
+    note: str
+    edge: bytes  # concatenated compact-range hashes at `size`
+    created: str
+
+
+_SCHEMA = [
+    "CREATE TABLE IF NOT EXISTS ledger_logs (log_id TEXT PRIMARY KEY, origin TEXT NOT NULL, created TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS ledger_leaves (log_id TEXT NOT NULL, seq BIGINT NOT NULL, time TEXT NOT NULL, "
+    "event TEXT NOT NULL, session TEXT, leaf_hash {blob} NOT NULL, record {blob} NOT NULL, "
+    "PRIMARY KEY (log_id, seq))",
+    "CREATE TABLE IF NOT EXISTS ledger_checkpoints (log_id TEXT NOT NULL, size BIGINT NOT NULL, root {blob} NOT NULL, "
+    "note TEXT NOT NULL, edge {blob} NOT NULL, created TEXT NOT NULL, PRIMARY KEY (log_id, size))",
+]
+
+
+class LedgerStore:
+    """The interface; `open_ledger_store` picks the engine."""
+
+    blob = "BLOB"
+
+    def __init__(self, url: StoreURL) -> None:
+        self.url = url
+        self.conn: Any = None
+        self._connect()
+
+    # --- engine hooks -------------------------------------------------------
+    def _connect(self) -> None:
+        raise NotImplementedError
+
+    def _begin(self) -> None:
+        raise NotImplementedError
+
+    def _commit(self) -> None:
+        raise NotImplementedError
+
+    def _rollback(self) -> None:
+        raise NotImplementedError
+
+    def check_alive(self) -> None:
+        """Raise StoreError if writes here would not be durable in the configured store."""
+
+    # --- common -------------------------------------------------------------
+    def _q(self, statement: str) -> str:
+        return statement.replace("?", "%s") if self.url.kind == "postgres" else statement
+
+    def _run(self, statement: str, params: Sequence[Any] = ()) -> Any:
+        try:
+            return self.conn.execute(self._q(statement), params)
+        except Exception as exc:  # engine errors differ; all mean "store unavailable"
+            raise StoreError(f"{type(exc).__name__}: {exc}") from exc
+
+    def _tx(self, fn: Any) -> Any:
+        try:
+            self._begin()
+            result = fn()
+            self._commit()
+            return result
+        except Exception as exc:
+            try:
+                self._rollback()
+            except Exception:  # noqa: BLE001 - connection may be gone; the first error matters
+                pass
+            if isinstance(exc, StoreError):
+                raise
+            raise StoreError(f"{type(exc).__name__}: {exc}") from exc
+
+    def init_schema(self) -> None:
+        self._tx(lambda: [self.conn.execute(s.format(blob=self.blob)) for s in _SCHEMA])
+
+    def reconnect(self) -> None:
+        self.close()
+        self._connect()
+
+    def close(self) -> None:
+        try:
+            if self.conn is not None:
+                self.conn.close()
+        except Exception:  # noqa: BLE001
+            pass
+        self.conn = None
+
+    def ensure_log(self, log_id: str, origin: str, created: str) -> None:
+        row = self._run("SELECT origin FROM ledger_logs WHERE log_id = ?", (log_id,)).fetchone()
+        if row is None:
+            self._tx(lambda: self.conn.execute(
+                self._q("INSERT INTO ledger_logs (log_id, origin, created) VALUES (?, ?, ?)"), (log_id, origin, created)))
+        elif row[0] != origin:
+            raise StoreError(f"log {log_id!r} already exists with origin {row[0]!r}")
+
+    def logs(self) -> list[tuple[str, str]]:
+        return [tuple(r) for r in self._run("SELECT log_id, origin FROM ledger_logs ORDER BY log_id").fetchall()]
+
+    def size(self, log_id: str) -> int:
+        row = self._run("SELECT MAX(seq) FROM ledger_leaves WHERE log_id = ?", (log_id,)).fetchone()
+        return 0 if row is None or row[0] is None else int(row[0]) + 1
+
+    def count(self, log_id: str) -> int:
+        return int(self._run("SELECT COUNT(*) FROM ledger_leaves WHERE log_id = ?", (log_id,)).fetchone()[0])
+
+    def append_batch(self, log_id: str, rows: Sequence[LeafRow]) -> None:
+        """All rows in one transaction, one durable commit."""
+        self.check_alive()
+        stmt = self._q("INSERT INTO ledger_leaves (log_id, seq, time, event, session, leaf_hash, record) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?)")
+        params = [(log_id, r.seq, r.time, r.event, r.session, r.leaf_hash, r.record) for r in rows]
+        self._tx(lambda: self._executemany(stmt, params))
+
+    def _executemany(self, stmt: str, params: list[tuple[Any, ...]]) -> None:
+        self.conn.executemany(stmt, params)
+
+    def leaf_hashes(self, log_id: str, start: int, end: int) -> list[bytes]:
+        rows = self._run("SELECT leaf_hash FROM ledger_leaves WHERE log_id = ? AND seq >= ? AND seq < ? ORDER BY seq",
+                         (log_id, start, end)).fetchall()
+        return [bytes(r[0]) for r in rows]
+
+    def iter_leaf_hashes(self, log_id: str, start: int = 0, chunk: int = 50000) -> Iterator[list[bytes]]:
+        while True:
+            got = self.leaf_hashes(log_id, start, start + chunk)
+            if not got:
+                return
+            yield got
+            start += len(got)
+
+    def iter_leaves(self, log_id: str, start: int = 0, end: int | None = None,
+                    chunk: int = 20000) -> Iterator[list[tuple[int, bytes, bytes]]]:
+        """(seq, leaf_hash, record) in seq order, chunked; gaps are visible to the caller."""
+        last = start - 1
+        stop = end if end is not None else 1 << 62
+        while True:
+            rows = self._run("SELECT seq, leaf_hash, record FROM ledger_leaves WHERE log_id = ? AND seq > ? AND seq < ? "
+                             "ORDER BY seq LIMIT ?", (log_id, last, stop, chunk)).fetchall()
+            if not rows:
+                return
+            yield rows
+            last = rows[-1][0]
+
+    def rows(self, log_id: str, start: int, end: int) -> list[LeafRow]:
+        got = self._run("SELECT seq, time, event, session, leaf_hash, record FROM ledger_leaves "
+                        "WHERE log_id = ? AND seq >= ? AND seq < ? ORDER BY seq", (log_id, start, end)).fetchall()
+        return [LeafRow(int(r[0]), r[1], r[2], r[3], bytes(r[4]), bytes(r[5])) for r in got]
+
+    def add_checkpoint(self, row: CheckpointRow) -> None:
+        self.check_alive()
+        self._tx(lambda: self.conn.execute(
+            self._q("INSERT INTO ledger_checkpoints (log_id, size, root, note, edge, created) VALUES (?, ?, ?, ?, ?, ?)"),
+            (row.log_id, row.size, row.root, row.note, row.edge, row.created)))
+
+    def checkpoints(self, log_id: str) -> list[CheckpointRow]:
+        got = self._run("SELECT log_id, size, root, note, edge, created FROM ledger_checkpoints WHERE log_id = ? "
+                        "ORDER BY size", (log_id,)).fetchall()
+        return [CheckpointRow(r[0], int(r[1]), bytes(r[2]), r[3], bytes(r[4]), r[5]) for r in got]
+
+    def latest_checkpoint(self, log_id: str) -> CheckpointRow | None:
+        r = self._run("SELECT log_id, size, root, note, edge, created FROM ledger_checkpoints WHERE log_id = ? "
+                      "ORDER BY size DESC LIMIT 1", (log_id,)).fetchone()
+        return None if r is None else CheckpointRow(r[0], int(r[1]), bytes(r[2]), r[3], bytes(r[4]), r[5])
+
+
+class SQLiteLedgerStore(LedgerStore):
+    """WAL + synchronous=FULL (set by db.connect): a COMMIT is durable when it returns."""
+
+    blob = "BLOB"
+
+    def _connect(self) -> None:
+        path = Path(self.url.target)
+        if self.conn is None and getattr(self, "_identity", None) is not None and not path.exists():
+            raise StoreError(f"database file {path} is gone")
+        try:
+            self.conn = connect(self.url)
+            st = os.stat(path)
+        except Exception as exc:
+            raise StoreError(f"cannot open {path}: {exc}") from exc
+        if getattr(self, "_identity", None) is None:
+            self._identity = (st.st_dev, st.st_ino)
+        elif self._identity != (st.st_dev, st.st_ino):
+            raise StoreError(f"database file {path} was replaced")
+
+    def check_alive(self) -> None:
+        # An open SQLite handle keeps writing to a file that was deleted or
+        # replaced; such writes are not durable where anyone will look.
+        try:
+            st = os.stat(self.url.target)
+        except OSError as exc:
+            raise StoreError(f"database file {self.url.target} is gone: {exc.strerror}") from exc
+        if (st.st_dev, st.st_ino) != self._identity:
+            raise StoreError(f"database file {self.url.target} was replaced")
+        if self.conn is None:
+            raise StoreError("not connected")
+
+    def _begin(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def _commit(self) -> None:
+        self.conn.execute("COMMIT")
+
+    def _rollback(self) -> None:
+        if self.conn is not None and self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+
+
+class PostgresLedgerStore(LedgerStore):
+    """psycopg 3 in autocommit mode with explicit transactions; short timeouts so failures are prompt."""
+
+    blob = "BYTEA"
+
+    def _connect(self) -> None:
+        import psycopg
+
+        try:
+            self.conn = psycopg.connect(self.url.target, autocommit=True, connect_timeout=5,
+                                        keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=2)
+            self.conn.execute("SET statement_timeout = 10000")
+        except Exception as exc:
+            raise StoreError(f"cannot connect to PostgreSQL: {type(exc).__name__}: {exc}") from exc
+
+    def check_alive(self) -> None:
+        if self.conn is None or self.conn.closed:
+            raise StoreError("not connected")
+
+    def _begin(self) -> None:
+        self.conn.execute("BEGIN")
+
+    def _commit(self) -> None:
+        self.conn.execute("COMMIT")
+
+    def _rollback(self) -> None:
+        if self.conn is not None and not self.conn.closed:
+            self.conn.execute("ROLLBACK")
+
+    def _executemany(self, stmt: str, params: list[tuple[Any, ...]]) -> None:
+        with self.conn.cursor() as cur:
+            cur.executemany(stmt, params)
+
+
+def open_ledger_store(url: str | StoreURL, base_dir: Path | None = None) -> LedgerStore:
+    parsed = url if isinstance(url, StoreURL) else StoreURL.parse(url, base_dir)
+    if parsed.kind == "sqlite":
+        return SQLiteLedgerStore(parsed)
+    return PostgresLedgerStore(parsed)
+
+
+__all__ = ["CheckpointRow", "LeafRow", "LedgerStore", "PostgresLedgerStore", "SQLiteLedgerStore", "StoreError",
+           "open_ledger_store", "sqlite3"]
