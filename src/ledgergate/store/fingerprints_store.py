@@ -1,0 +1,247 @@
+"""Accepted tool-definition fingerprints, per server (SQLite or PostgreSQL).
+
+One row per (server, tool): the accepted fingerprint and definition, and the
+pending (changed, not yet accepted) ones if the upstream drifted. The
+comparison logic is pure and lives in `ledgergate.policy.drift`; this module
+only persists. Several gateway replicas may observe the same first listing at
+once: first-seen rows are inserted with ON CONFLICT DO NOTHING and the report
+is computed from what the store holds afterwards, so all replicas agree on
+which definition was accepted.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ledgergate.policy.drift import (
+    DriftReport,
+    DriftVerdict,
+    canonical_json,
+    compare,
+    fingerprint_tool,
+    fingerprint_tools,
+    tool_definition,
+)
+from ledgergate.policy.settings import DriftMode
+from ledgergate.store.db import StoreURL, connect, sql
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tool_fingerprints (
+    server TEXT NOT NULL,
+    tool TEXT NOT NULL,
+    accepted_fp TEXT NOT NULL,
+    accepted_definition TEXT NOT NULL,
+    accepted_at DOUBLE PRECISION NOT NULL,
+    accepted_by TEXT NOT NULL,
+    pending_fp TEXT,
+    pending_definition TEXT,
+    pending_seen_at DOUBLE PRECISION,
+    PRIMARY KEY (server, tool)
+)
+"""
+_COLUMNS = (
+    "server, tool, accepted_fp, accepted_definition, accepted_at, accepted_by, "
+    "pending_fp, pending_definition, pending_seen_at"
+)
+FIRST_SEEN = "first-seen"
+
+
+@dataclass(frozen=True, slots=True)
+class FingerprintRecord:
+    server: str
+    tool: str
+    accepted_fp: str
+    accepted_definition: dict[str, Any]
+    accepted_at: float
+    accepted_by: str  # "first-seen" or who ran `tools accept`
+    pending_fp: str | None
+    pending_definition: dict[str, Any] | None
+    pending_seen_at: float | None
+
+    @property
+    def status(self) -> str:
+        return "changed" if self.pending_fp is not None else "accepted"
+
+    @property
+    def changed_fields(self) -> list[str]:
+        """Which fingerprinted fields differ between the accepted and the pending definition."""
+        if self.pending_definition is None:
+            return []
+        keys = set(self.accepted_definition) | set(self.pending_definition)
+        return sorted(k for k in keys if self.accepted_definition.get(k) != self.pending_definition.get(k))
+
+
+class NothingToAccept(LookupError):
+    """`tools accept` for a tool that is unknown or has no pending change."""
+
+
+class FingerprintStore:
+    """The `tool_fingerprints` table. Thread-safe (one connection behind a lock)."""
+
+    def __init__(self, url: StoreURL) -> None:
+        self.url = url
+        self._conn = connect(url)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._conn.execute(_SCHEMA)
+
+    @classmethod
+    def open(cls, storage: str, base_dir: Path | None = None) -> FingerprintStore:
+        """From the config's `storage` URL (relative SQLite paths resolve against `base_dir`)."""
+        return cls(StoreURL.parse(storage, base_dir))
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> FingerprintStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _q(self, statement: str) -> str:
+        return sql(self.url, statement)
+
+    def _rows(self, statement: str, params: tuple[Any, ...]) -> list[Any]:
+        with self._lock:
+            return list(self._conn.execute(self._q(statement), params).fetchall())
+
+    # --- reads -------------------------------------------------------------
+
+    def accepted(self, server: str) -> dict[str, str]:
+        """tool name → accepted fingerprint."""
+        rows = self._rows("SELECT tool, accepted_fp FROM tool_fingerprints WHERE server = ?", (server,))
+        return {r[0]: r[1] for r in rows}
+
+    def list(self, server: str | None = None) -> list[FingerprintRecord]:
+        if server is None:
+            rows = self._rows(f"SELECT {_COLUMNS} FROM tool_fingerprints ORDER BY server, tool", ())
+        else:
+            rows = self._rows(
+                f"SELECT {_COLUMNS} FROM tool_fingerprints WHERE server = ? ORDER BY tool", (server,)
+            )
+        return [
+            FingerprintRecord(
+                server=r[0], tool=r[1], accepted_fp=r[2], accepted_definition=json.loads(r[3]),
+                accepted_at=float(r[4]), accepted_by=r[5], pending_fp=r[6],
+                pending_definition=None if r[7] is None else json.loads(r[7]),
+                pending_seen_at=None if r[8] is None else float(r[8]),
+            )
+            for r in rows
+        ]
+
+    def get(self, server: str, tool: str) -> FingerprintRecord | None:
+        return next((r for r in self.list(server) if r.tool == tool), None)
+
+    # --- writes ------------------------------------------------------------
+
+    def record_first_seen(self, server: str, tools: Iterable[Mapping[str, Any]], now: float) -> None:
+        """Accept these definitions unless the tool already has an accepted one."""
+        stmt = self._q(
+            "INSERT INTO tool_fingerprints (server, tool, accepted_fp, accepted_definition, accepted_at, accepted_by)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (server, tool) DO NOTHING"
+        )
+        with self._lock:
+            for tool in tools:
+                definition = tool_definition(tool)
+                self._conn.execute(stmt, (server, tool["name"], fingerprint_tool(tool),
+                                          canonical_json(definition).decode(), now, FIRST_SEEN))
+
+    def record_pending(self, server: str, tool: Mapping[str, Any], now: float) -> None:
+        """Remember a changed definition so `tools accept` can promote exactly it."""
+        self._set_pending(server, tool["name"], fingerprint_tool(tool), tool, now)
+
+    def _set_pending(self, server: str, name: str, fp: str, tool: Mapping[str, Any], now: float) -> None:
+        with self._lock:
+            self._conn.execute(
+                self._q(
+                    "UPDATE tool_fingerprints SET pending_fp = ?, pending_definition = ?, pending_seen_at = ?"
+                    " WHERE server = ? AND tool = ? AND accepted_fp <> ?"
+                    " AND (pending_fp IS NULL OR pending_fp <> ?)"
+                ),
+                (fp, canonical_json(tool_definition(tool)).decode(), now, server, name, fp, fp),
+            )
+
+    def clear_pending(self, server: str, tool: str) -> None:
+        with self._lock:
+            self._conn.execute(
+                self._q(
+                    "UPDATE tool_fingerprints SET pending_fp = NULL, pending_definition = NULL,"
+                    " pending_seen_at = NULL WHERE server = ? AND tool = ?"
+                ),
+                (server, tool),
+            )
+
+    def observe(self, server: str, tools: list[dict[str, Any]], mode: DriftMode, now: float) -> DriftReport:
+        """Everything the gateway does with one upstream `tools/list` answer; returns the verdicts.
+
+        First-seen tools become accepted, changed ones are stored as pending,
+        and a tool whose definition went back to the accepted one has its
+        pending change cleared.
+        """
+        by_name: dict[str, dict[str, Any]] = {}
+        for t in tools:
+            if isinstance(t, dict) and isinstance(t.get("name"), str):
+                by_name.setdefault(t["name"], t)
+        seen = fingerprint_tools(tools)
+        records = {r.tool: r for r in self.list(server)}
+        new = [by_name[n] for n in seen if n not in records]
+        if new:
+            self.record_first_seen(server, new, now)
+            records = {r.tool: r for r in self.list(server)}  # what won, if another replica raced us
+        report = compare(seen, {n: r.accepted_fp for n, r in records.items()}, mode)
+        if new:  # report first-seen tools as "new" (unless a racing replica accepted something else)
+            fresh = {t["name"] for t in new}
+            verdicts = {
+                n: (DriftVerdict(n, "new", v.seen, v.accepted, False) if n in fresh and v.status == "unchanged" else v)
+                for n, v in report.verdicts.items()
+            }
+            report = DriftReport(mode=report.mode, verdicts=verdicts, removed=report.removed)
+        for name, fp in seen.items():
+            record = records.get(name)
+            if record is None:
+                continue
+            if fp != record.accepted_fp and fp != record.pending_fp:
+                # fingerprint_tools may combine duplicates; store the first definition under that fp
+                self._set_pending(server, name, fp, by_name[name], now)
+            elif fp == record.accepted_fp and record.pending_fp is not None:
+                self.clear_pending(server, name)
+        return report
+
+    def accept(self, server: str, tool: str, now: float, by: str, expected_fp: str | None = None) -> FingerprintRecord:
+        """Make the pending definition the accepted one.
+
+        `expected_fp` (a prefix is enough) guards against accepting a
+        definition that changed again after the operator looked at it.
+        Raises NothingToAccept when there is no such tool or nothing pending,
+        or the pending fingerprint does not start with `expected_fp`.
+        """
+        record = self.get(server, tool)
+        if record is None:
+            raise NothingToAccept(f"no tool {tool!r} has been seen on server {server!r}")
+        if record.pending_fp is None:
+            raise NothingToAccept(f"tool {tool!r} on server {server!r} has no pending change (it is accepted)")
+        if expected_fp is not None and not record.pending_fp.startswith(expected_fp):
+            raise NothingToAccept(
+                f"the pending fingerprint of {tool!r} is {record.pending_fp[:16]}…, not {expected_fp}…"
+            )
+        with self._lock:
+            cur = self._conn.execute(
+                self._q(
+                    "UPDATE tool_fingerprints SET accepted_fp = pending_fp, accepted_definition = pending_definition,"
+                    " accepted_at = ?, accepted_by = ?, pending_fp = NULL, pending_definition = NULL,"
+                    " pending_seen_at = NULL WHERE server = ? AND tool = ? AND pending_fp = ?"
+                ),
+                (now, by, server, tool, record.pending_fp),
+            )
+            if cur.rowcount != 1:
+                raise NothingToAccept(f"the pending definition of {tool!r} changed meanwhile; look again")
+        accepted = self.get(server, tool)
+        assert accepted is not None
+        return accepted
