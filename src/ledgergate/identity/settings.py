@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ledgergate.durations import Duration
 
@@ -93,3 +93,13 @@ class IdentitySettings(_Strict):
     token_cache_size: int = Field(default=10000, ge=0)
     # API keys' last-used time is written at most this often per key.
     api_key_last_used_interval: Duration = 60.0
+
+    @model_validator(mode="after")
+    def _unique_issuers(self) -> IdentitySettings:
+        seen: set[str] = set()
+        for entry in self.oidc:
+            key = entry.issuer.rstrip("/")
+            if key in seen:
+                raise ValueError(f"issuer {entry.issuer!r} is listed twice")
+            seen.add(key)
+        return self
