@@ -172,3 +172,33 @@ def test_config_refuses_none_and_hmac() -> None:
                           "      groups_claim: [roles, groups]\n      max_token_lifetime: 15m\n", env={})
     assert loaded.identity.oidc[0].groups_paths == ("roles", "groups")
     assert loaded.identity.oidc[0].max_token_lifetime == 900
+
+
+async def test_kubernetes_api_server_keys_with_jwks_uri_and_token_file(tmp_path: Path) -> None:
+    seen: list[httpx.Request] = []
+    doc = jwks_doc()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.headers.get("authorization") != "Bearer sa-token":
+            return httpx.Response(401)
+        return httpx.Response(200, json=doc) if request.url.path == "/openid/v1/jwks" else httpx.Response(404)
+
+    token_file = tmp_path / "token"
+    token_file.write_text("sa-token\n")
+    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    settings = IdentitySettings(api_keys=False, oidc=[OidcIssuerSettings(
+        issuer=ISSUER, jwks_uri="https://kubernetes.default.svc/openid/v1/jwks",
+        auth_token_file=str(token_file), service_kind="kubernetes")])
+    svc = IdentityService(settings, None, tmp_path, http_client=client)
+    await svc.start()
+    try:
+        assert svc.readiness() == {ISSUER: "ok"}
+        assert [r.url.path for r in seen] == ["/openid/v1/jwks"]  # no discovery
+        t = token("rsa", "RS256", sub="system:serviceaccount:ops:agent",
+                  **{"kubernetes.io": {"namespace": "ops", "serviceaccount": {"name": "agent"}}})
+        p = await svc.authenticate(t)
+        assert p.subject == "system:serviceaccount:ops:agent" and "system:serviceaccounts:ops" in p.groups
+    finally:
+        await svc.close()
+        await client.aclose()

@@ -202,8 +202,11 @@ class IssuerKeys:
     async def _get_json(self, url: str, what: str) -> Any:
         if self.client is None:
             raise RuntimeError("the identity service has not been started")
-        response = await self.client.get(url, timeout=self.settings.http_timeout,
-                                          headers={"Accept": "application/json"})
+        headers = {"Accept": "application/json"}
+        if self.settings.auth_token_file is not None:
+            with open(self.settings.auth_token_file, encoding="utf-8") as fh:
+                headers["Authorization"] = "Bearer " + fh.read().strip()
+        response = await self.client.get(url, timeout=self.settings.http_timeout, headers=headers)
         if response.status_code != 200:
             raise ValueError(f"{what} at {url} answered HTTP {response.status_code}")
         if len(response.content) > _MAX_JWKS_BYTES:

@@ -44,6 +44,9 @@ class OidcIssuerSettings(_Strict):
     jwks_uri: str | None = None
     # PEM bundle to trust for this issuer's HTTPS endpoints (e.g. the cluster CA).
     ca_file: str | None = None
+    # A bearer token file sent when fetching discovery/JWKS (re-read each fetch because projected
+    # tokens rotate), e.g. /var/run/secrets/kubernetes.io/serviceaccount/token for an API server.
+    auth_token_file: str | None = None
     http_timeout: Duration = 5.0
     required_claims: list[str] = Field(default_factory=list)
     # How the principal's kind and extra groups are derived (see identity.claims):
