@@ -1,0 +1,153 @@
+"""`ledgergate policy check`: ask the policy what it would decide, and why.
+
+Exit status: 0 allow, 1 deny, 3 approve (needs a human), 2 bad config or
+arguments — so a script can `case $?` on it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from ledgergate.config import ConfigError, LoadedConfig, load_config
+from ledgergate.identity.principal import Principal
+from ledgergate.policy.engine import PolicyEngine
+
+app = typer.Typer(no_args_is_help=True, help="Inspect and test the access policy.")
+out = Console(soft_wrap=True)
+err = Console(stderr=True)
+
+EXIT_ALLOW, EXIT_DENY, EXIT_USAGE, EXIT_APPROVE = 0, 1, 2, 3
+_EXIT = {"allow": EXIT_ALLOW, "deny": EXIT_DENY, "approve": EXIT_APPROVE}
+
+
+def _load(path: Path) -> LoadedConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            err.print(f"[red]error[/red] {escape(exc.source)}: {escape(problem)}", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[red]error[/red] {escape(message)}", highlight=False)
+    return typer.Exit(EXIT_USAGE)
+
+
+def _parse_time(value: str | None) -> float:
+    if value is None:
+        return time.time()
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        parsed = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise _fail(f"--at: expected epoch seconds or an ISO 8601 time, got {value!r}") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=_dt.timezone.utc)
+    return parsed.timestamp()
+
+
+def _parse_json_object(option: str, value: str) -> dict[str, Any]:
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise _fail(f"{option}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(parsed, dict):
+        raise _fail(f"{option}: must be a JSON object, e.g. '{{\"a\": 1}}'")
+    return parsed
+
+
+@app.command("check")
+def check(
+    config: Path = typer.Option(..., "--config", "-c", help="Path to the YAML config file."),
+    subject: str = typer.Option(..., "--subject", help="The caller's subject (token 'sub')."),
+    groups: str = typer.Option("", "--groups", help="Comma-separated groups, e.g. staff,approvers."),
+    kind: str = typer.Option("human", "--kind", help="Principal kind: human or service."),
+    issuer: str = typer.Option("cli", "--issuer", help="The caller's issuer (only matters to conditions)."),
+    claims: str = typer.Option("{}", "--claims", help="Extra token claims as a JSON object (for conditions)."),
+    server: str = typer.Option(..., "--server", help="Server name as in the config's 'servers'."),
+    tool: str | None = typer.Option(None, "--tool", help="Tool name (implies --method tools/call)."),
+    resource: str | None = typer.Option(None, "--resource", help="Resource URI (implies resources/read)."),
+    prompt: str | None = typer.Option(None, "--prompt", help="Prompt name (implies prompts/get)."),
+    method: str | None = typer.Option(None, "--method", help="JSON-RPC method, e.g. tools/call, tools/list."),
+    args: str = typer.Option("{}", "--args", help="Call arguments as a JSON object."),
+    at: str | None = typer.Option(None, "--at", help="Decision time (epoch or ISO 8601); default now."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of text."),
+) -> None:
+    """Print the decision (allow/deny/approve), the rules that matched and why.
+
+    Exit status: 0 allow, 1 deny, 3 approve, 2 config or usage error.
+    """
+    loaded = _load(config)
+    settings = loaded.settings
+    if kind not in ("human", "service"):
+        raise _fail("--kind must be human or service")
+    targets = [(t, m) for t, m in ((tool, "tools/call"), (resource, "resources/read"), (prompt, "prompts/get")) if t]
+    if len(targets) > 1:
+        raise _fail("give at most one of --tool, --resource, --prompt")
+    target = targets[0][0] if targets else None
+    if method is None:
+        if not targets:
+            raise _fail("give --tool, --resource, --prompt or --method")
+        method = targets[0][1]
+    arguments = _parse_json_object("--args", args)
+    claim_map = _parse_json_object("--claims", claims)
+    now = _parse_time(at)
+    try:
+        engine = PolicyEngine.from_settings(settings.policies, set(settings.masking.profiles))
+    except ValueError as exc:
+        raise _fail(f"{config}: {exc}") from None
+    principal = Principal(
+        issuer=issuer,
+        subject=subject,
+        kind=kind,  # type: ignore[arg-type]
+        groups=frozenset(g.strip() for g in groups.split(",") if g.strip()),
+        claims=claim_map,
+    )
+    explanation = engine.explain(principal, server, method, target, arguments, now)
+    d = explanation.decision
+    if as_json:
+        doc = {
+            "decision": d.effect,
+            "rule": d.rule,
+            "mask": d.mask,
+            "approvers": None if d.approvers is None else {
+                "groups": list(d.approvers.groups), "subjects": list(d.approvers.subjects), "count": d.approvers.count,
+            },
+            "reason": d.reason,
+            "matched": list(d.matched),
+            "condition_errors": list(d.condition_errors),
+            "rules": [{"name": t.rule, "effect": t.effect, "status": t.status, "detail": t.detail}
+                      for t in explanation.traces],
+            "request": {"principal": principal.summary(), "server": server, "method": method,
+                        "target": target, "args": arguments, "time": now},
+        }
+        print(json.dumps(doc, indent=2, sort_keys=False))
+    else:
+        colour = {"allow": "green", "deny": "red", "approve": "yellow"}[d.effect]
+        by = f" (rule {escape(d.rule)})" if d.rule else ""
+        out.print(f"decision: [bold {colour}]{d.effect}[/]{by}", highlight=False)
+        out.print(f"reason:   {escape(d.reason)}", highlight=False)
+        if d.mask:
+            out.print(f"mask:     {escape(d.mask)}", highlight=False)
+        if d.approvers is not None:
+            who = ", ".join([f"group {g}" for g in d.approvers.groups] + [f"subject {s}" for s in d.approvers.subjects])
+            out.print(f"approvers: {d.approvers.count} of {escape(who)} (never the requester)", highlight=False)
+        out.print("rules:", highlight=False)
+        marks = {"matched": "[green]✓[/]", "condition-error": "[red]![/]", "condition-false": "·", "no-match": "·"}
+        for t in explanation.traces:
+            out.print(f"  {marks[t.status]} {escape(t.rule)} ({t.effect}): {escape(t.detail)}", highlight=False)
+        if not explanation.traces:
+            out.print("  (no rules configured)", highlight=False)
+    raise typer.Exit(_EXIT[d.effect])

@@ -1,0 +1,116 @@
+"""`ledgergate tools list|accept`: review and accept changed tool definitions (drift).
+
+Exit status: 0 ok; 1 nothing to accept (unknown tool, no pending change, or
+the pending fingerprint is not the one given with --fingerprint); 2 bad config.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import getpass
+import json
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from ledgergate.config import ConfigError, LoadedConfig, load_config
+from ledgergate.store.fingerprints_store import FingerprintRecord, FingerprintStore, NothingToAccept
+
+app = typer.Typer(no_args_is_help=True, help="Tool definitions seen on upstream servers (drift control).")
+out = Console(soft_wrap=True)
+err = Console(stderr=True)
+
+ConfigOption = typer.Option(..., "--config", "-c", help="Path to the YAML config file.")
+
+
+def _load(path: Path) -> LoadedConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            err.print(f"[red]error[/red] {escape(exc.source)}: {escape(problem)}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+def _store(loaded: LoadedConfig) -> FingerprintStore:
+    try:
+        return FingerprintStore.open(loaded.settings.storage, loaded.base_dir)
+    except Exception as exc:  # a bad URL or an unreachable database: say which
+        err.print(f"[red]error[/red] storage {escape(loaded.settings.storage)}: {escape(str(exc))}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return ""
+    return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _record_json(r: FingerprintRecord) -> dict[str, object]:
+    return {
+        "server": r.server, "tool": r.tool, "status": r.status,
+        "accepted_fingerprint": r.accepted_fp, "accepted_at": _when(r.accepted_at), "accepted_by": r.accepted_by,
+        "pending_fingerprint": r.pending_fp, "pending_seen_at": _when(r.pending_seen_at),
+        "changed_fields": r.changed_fields,
+    }
+
+
+@app.command("list")
+def list_tools(
+    config: Path = ConfigOption,
+    server: str | None = typer.Option(None, "--server", help="Only this server."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List every tool seen per server, its accepted fingerprint and any pending (changed) definition."""
+    loaded = _load(config)
+    with _store(loaded) as store:
+        records = store.list(server)
+    if as_json:
+        print(json.dumps([_record_json(r) for r in records], indent=2))
+        return
+    if not records:
+        out.print("no tools seen yet (the gateway records them on the first tools/list)")
+        return
+    table = Table("server", "tool", "status", "accepted", "by", "pending", "changed fields")
+    for r in records:
+        status = "[red]changed[/]" if r.status == "changed" else "accepted"
+        table.add_row(
+            escape(r.server), escape(r.tool), status, f"{r.accepted_fp[:12]}… {_when(r.accepted_at)}",
+            escape(r.accepted_by), f"{r.pending_fp[:12]}… {_when(r.pending_seen_at)}" if r.pending_fp else "",
+            ", ".join(r.changed_fields),
+        )
+    out.print(table)
+
+
+@app.command("accept")
+def accept(
+    server: str = typer.Argument(..., help="Server name as in the config."),
+    tool: str = typer.Argument(..., help="Tool name."),
+    config: Path = ConfigOption,
+    fingerprint: str | None = typer.Option(
+        None, "--fingerprint", help="Accept only if the pending fingerprint starts with this (as shown by list)."
+    ),
+    by: str | None = typer.Option(None, "--by", help="Who accepts (recorded); default the OS user."),
+) -> None:
+    """Accept a tool's changed (pending) definition: calls to it are no longer blocked."""
+    loaded = _load(config)
+    who = by or _os_user()
+    with _store(loaded) as store:
+        try:
+            record = store.accept(server, tool, time.time(), who, expected_fp=fingerprint)
+        except NothingToAccept as exc:
+            err.print(f"[red]error[/red] {escape(str(exc))}", highlight=False)
+            raise typer.Exit(1) from None
+    out.print(f"accepted {escape(server)}/{escape(tool)}: fingerprint {record.accepted_fp} (by {escape(who)})",
+              highlight=False)
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "cli"
