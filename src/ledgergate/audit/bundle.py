@@ -1,0 +1,204 @@
+"""Evidence bundles: one JSON document an auditor verifies offline (DESIGN.md "The ledger").
+
+    {"format": "ledgergate-evidence/1", "created": RFC3339, "verifier_key": "<name>+<id>+<key>",
+     "filter": {"session": ..., "since": ..., "until": ...} | null,
+     "logs": [{"log": id, "origin": "ledgergate/<id>", "tree_size": N,
+               "checkpoints": [signed note text, ... by increasing size; the last is at N],
+               "consistency": [{"from": a, "to": b, "proof": [b64, ...]}, ...],   # between consecutive checkpoints
+               "start": 0, "records": [canonical JSON string, ...]                # unfiltered: leaves 0..N-1
+               | "indices": [i, ...], "records": [...], "inclusion": [[b64, ...], ...]}]}  # filtered
+
+Records are the exact strings that were hashed (leaf = SHA-256(0x00 ‖ UTF-8
+bytes)), so any RFC 9162 implementation can recompute the roots of an
+unfiltered bundle; a filtered one proves each record with an inclusion proof
+against the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from ledgergate.audit import merkle
+from ledgergate.audit.checkpoint import NoteError, Verifier, open_checkpoint
+from ledgergate.store.ledger_store import LedgerStore
+
+FORMAT = "ledgergate-evidence/1"
+
+
+def _b64(hs: list[bytes]) -> list[str]:
+    return [base64.b64encode(h).decode() for h in hs]
+
+
+def _unb64(xs: Any) -> list[bytes]:
+    if not isinstance(xs, list):
+        raise ValueError("proof must be a list")
+    return [base64.b64decode(x, validate=True) for x in xs]
+
+
+def normalize_time(value: str | None) -> str | None:
+    """Any ISO 8601 time → the ledger's RFC 3339 UTC microsecond form, so strings compare in time order."""
+    if value is None:
+        return None
+    dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass
+class Filter:
+    session: str | None = None
+    since: str | None = None
+    until: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return any((self.session, self.since, self.until))
+
+    def match(self, doc: dict[str, Any]) -> bool:
+        if self.session is not None and doc.get("session") != self.session:
+            return False
+        t = doc.get("time", "")
+        if self.since is not None and t < self.since:
+            return False
+        return not (self.until is not None and t > self.until)
+
+
+def export_bundle(store: LedgerStore, verifier: Verifier, flt: Filter | None = None,
+                  log_ids: list[str] | None = None) -> dict[str, Any]:
+    """Everything up to each log's latest stored checkpoint."""
+    flt = flt or Filter()
+    logs = []
+    for log_id, origin in store.logs():
+        if log_ids is not None and log_id not in log_ids:
+            continue
+        cps = store.checkpoints(log_id)
+        if not cps:
+            continue
+        n = cps[-1].size
+        tree = merkle.ProofTree(lambda a, b, lid=log_id: store.leaf_hashes(lid, a, b))
+        for chunk in store.iter_leaf_hashes(log_id):
+            for h in chunk[: max(0, n - tree.size)]:
+                tree.append(h)
+            if tree.size >= n:
+                break
+        entry: dict[str, Any] = {"log": log_id, "origin": origin, "tree_size": n}
+        if flt.active:
+            entry["checkpoints"] = [cps[-1].note]
+            entry["consistency"] = []
+            indices, records, proofs = [], [], []
+            for chunk in store.iter_leaves(log_id, 0, n):
+                for seq, _, record in chunk:
+                    record = bytes(record)
+                    if flt.match(orjson.loads(record)):
+                        indices.append(int(seq))
+                        records.append(record.decode())
+                        proofs.append(_b64(tree.inclusion_proof(int(seq), n)))
+            entry.update(indices=indices, records=records, inclusion=proofs)
+        else:
+            entry["checkpoints"] = [c.note for c in cps]
+            entry["consistency"] = [
+                {"from": a.size, "to": b.size, "proof": _b64(tree.consistency_proof(a.size, b.size))}
+                for a, b in zip(cps, cps[1:], strict=False)
+            ]
+            entry["start"] = 0
+            entry["records"] = [bytes(r).decode() for chunk in store.iter_leaves(log_id, 0, n) for _, _, r in chunk]
+        logs.append(entry)
+    return {
+        "format": FORMAT,
+        "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "verifier_key": str(verifier),
+        "filter": {"session": flt.session, "since": flt.since, "until": flt.until} if flt.active else None,
+        "logs": logs,
+    }
+
+
+def dump_bundle(doc: dict[str, Any]) -> bytes:
+    return orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n"
+
+
+def verify_bundle(doc: Any, verifier: Verifier) -> list[str]:
+    """Problems found (empty means the bundle verifies). Needs no database and no config."""
+    problems: list[str] = []
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        return [f"not a {FORMAT} bundle"]
+    if doc.get("verifier_key") != str(verifier):
+        problems.append(f"bundle names verifier key {doc.get('verifier_key')!r}, not the given {verifier}")
+    logs = doc.get("logs")
+    if not isinstance(logs, list) or not logs:
+        return [*problems, "bundle holds no logs"]
+    for entry in logs:
+        try:
+            problems.extend(_verify_log(entry, verifier))
+        except (KeyError, TypeError, ValueError) as exc:
+            problems.append(f"log {entry.get('log') if isinstance(entry, dict) else '?'}: malformed ({exc})")
+    return problems
+
+
+def _verify_log(entry: dict[str, Any], verifier: Verifier) -> list[str]:
+    log_id, origin, n = entry["log"], entry["origin"], int(entry["tree_size"])
+    where = f"log {log_id}"
+    if origin != f"ledgergate/{log_id}":
+        return [f"{where}: origin {origin!r} does not belong to the log"]
+    cps = []
+    for i, note in enumerate(entry["checkpoints"]):
+        try:
+            cp = open_checkpoint(note, verifier)
+        except NoteError as exc:
+            return [f"{where}: checkpoint {i}: {exc}"]
+        if cp.origin != origin:
+            return [f"{where}: checkpoint {i} is for origin {cp.origin!r}"]
+        cps.append(cp)
+    if not cps or cps[-1].size != n or any(a.size >= b.size for a, b in zip(cps, cps[1:], strict=False)):
+        return [f"{where}: checkpoints must increase in size and end at tree_size {n}"]
+    cons = entry.get("consistency", [])
+    if len(cons) != len(cps) - 1:
+        return [f"{where}: expected {len(cps) - 1} consistency proofs, found {len(cons)}"]
+    for a, b, c in zip(cps, cps[1:], cons, strict=False):
+        if (c["from"], c["to"]) != (a.size, b.size) or not merkle.verify_consistency(
+                a.size, b.size, a.root, b.root, _unb64(c["proof"])):
+            return [f"{where}: checkpoint at size {a.size} is not consistent with checkpoint at size {b.size}"]
+    records = entry["records"]
+    if "indices" not in entry:
+        if entry.get("start") != 0 or len(records) != n:
+            return [f"{where}: an unfiltered bundle must hold records 0..{n - 1}, found {len(records)}"]
+        want = {cp.size: cp.root for cp in cps}
+        cr = merkle.CompactRange()
+        for i, rec in enumerate(records):
+            problem = _record_problem(log_id, i, rec)
+            if problem:
+                return [f"{where}: {problem}"]
+            cr.append(merkle.leaf_hash(rec.encode()))
+            if cr.size in want and cr.root() != want[cr.size]:
+                return [f"{where}: records 0..{cr.size - 1} do not hash to the signed checkpoint at size {cr.size}"
+                        " (a record was changed, removed, added or moved)"]
+        return []
+    indices, proofs = entry["indices"], entry["inclusion"]
+    if not len(indices) == len(records) == len(proofs):
+        return [f"{where}: indices, records and inclusion proofs differ in number"]
+    root = cps[-1].root
+    for idx, rec, proof in zip(indices, records, proofs, strict=True):
+        problem = _record_problem(log_id, idx, rec)
+        if problem:
+            return [f"{where}: {problem}"]
+        if not merkle.verify_inclusion(int(idx), n, merkle.leaf_hash(rec.encode()), _unb64(proof), root):
+            return [f"{where}: record {idx}: inclusion proof does not lead to the signed root at size {n}"
+                    " (record or proof altered)"]
+    return []
+
+
+def _record_problem(log_id: str, index: int, record: Any) -> str | None:
+    if not isinstance(record, str):
+        return f"record {index}: not a string"
+    try:
+        doc = orjson.loads(record)
+    except orjson.JSONDecodeError:
+        return f"record {index}: not JSON"
+    if not isinstance(doc, dict) or doc.get("seq") != index or doc.get("log") != log_id:
+        return f"record {index}: does not say log {log_id!r} seq {index}"
+    return None

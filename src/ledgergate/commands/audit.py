@@ -1,0 +1,181 @@
+"""`ledgergate audit ...`: verify the ledger, export and verify evidence bundles, tail records.
+
+Exit codes: 0 verified, 1 verification failed (the first problem is printed,
+naming the log and record), 2 usage or config error.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import orjson
+import typer
+from rich.console import Console
+
+from ledgergate.audit.bundle import Filter, dump_bundle, export_bundle, normalize_time, verify_bundle
+from ledgergate.audit.checkpoint import NoteError, Verifier, load_verifier, verifier_path
+from ledgergate.audit.verify import WitnessNote, verify_store
+from ledgergate.audit.witness import FileWitness, file_witness_path
+from ledgergate.config import ConfigError, LoadedConfig, load_config
+from ledgergate.store.ledger_store import LedgerStore, StoreError, open_ledger_store
+
+app = typer.Typer(no_args_is_help=True, help="Verify the tamper-evident audit ledger and export evidence.")
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+ConfigOption = typer.Option(..., "--config", "-c", help="Path to the YAML config file.")
+KeyOption = typer.Option(None, "--public-key", help="Verifier key file (default: <signing_key>.pub from the config).")
+
+
+def _load(config: Path) -> LoadedConfig:
+    try:
+        return load_config(config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            err.print(f"[red]error[/red] {exc.source}: {problem}")
+        raise typer.Exit(2) from None
+
+
+def _verifier(loaded: LoadedConfig, public_key: Path | None) -> Verifier:
+    path = public_key or verifier_path(loaded.resolve(loaded.settings.audit.signing_key))
+    try:
+        return load_verifier(path)
+    except (OSError, NoteError) as exc:
+        err.print(f"[red]error[/red] verifier key {path}: {exc}")
+        raise typer.Exit(2) from None
+
+
+def _store(loaded: LoadedConfig) -> LedgerStore:
+    try:
+        return open_ledger_store(loaded.settings.storage, loaded.base_dir)
+    except (StoreError, ValueError) as exc:
+        err.print(f"[red]error[/red] storage: {exc}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def verify(config: Path = ConfigOption, public_key: Path | None = KeyOption) -> None:
+    """Recompute every log and check every checkpoint and witness copy; exit 1 naming the first bad record."""
+    loaded = _load(config)
+    verifier = _verifier(loaded, public_key)
+    notes: list[WitnessNote] = []
+    for spec in loaded.settings.audit.witnesses:
+        path = file_witness_path(spec, loaded.base_dir)
+        if path is None:
+            out.print(f"note: witness {spec} cannot be read back from here; not compared")
+            continue
+        for i, note in enumerate(FileWitness(path).read_notes()):
+            notes.append(WitnessNote(f"{spec} note {i + 1}", note))
+    store = _store(loaded)
+    started = time.perf_counter()
+    try:
+        reports = verify_store(store, verifier, notes)
+    except StoreError as exc:
+        err.print(f"[red]error[/red] storage: {exc}")
+        raise typer.Exit(2) from None
+    finally:
+        store.close()
+    elapsed = time.perf_counter() - started
+    failed = False
+    if not reports:
+        out.print("no logs in the store")
+    for rep in reports:
+        if rep.ok:
+            tail = rep.size - rep.covered
+            out.print(f"[green]ok[/green] log {rep.log_id}: {rep.size} records, {rep.checkpoints} checkpoints, "
+                      f"{rep.witnessed} witnessed; signed up to {rep.covered}"
+                      + (f" ({tail} newer records not yet checkpointed)" if tail else ""))
+        else:
+            failed = True
+            out.print(f"[red]FAIL[/red] log {rep.log_id}: {rep.problems[0]}")
+            for p in rep.problems[1:]:
+                out.print(f"     also: {p}")
+    total = sum(r.size for r in reports)
+    out.print(f"{total} records verified in {elapsed:.2f}s")
+    raise typer.Exit(1 if failed else 0)
+
+
+@app.command()
+def export(
+    config: Path = ConfigOption,
+    output: Path = typer.Option(..., "-o", "--output", help="Bundle file to write."),
+    session: str | None = typer.Option(None, help="Only records of this session (with inclusion proofs)."),
+    since: str | None = typer.Option(None, help="Only records at or after this ISO 8601 time."),
+    until: str | None = typer.Option(None, help="Only records at or before this ISO 8601 time."),
+    public_key: Path | None = KeyOption,
+) -> None:
+    """Write an evidence bundle: records, signed checkpoints, proofs and the verifier key."""
+    loaded = _load(config)
+    verifier = _verifier(loaded, public_key)
+    try:
+        flt = Filter(session, normalize_time(since), normalize_time(until))
+    except ValueError as exc:
+        err.print(f"[red]error[/red] --since/--until: {exc}")
+        raise typer.Exit(2) from None
+    store = _store(loaded)
+    try:
+        doc = export_bundle(store, verifier, flt)
+    except StoreError as exc:
+        err.print(f"[red]error[/red] storage: {exc}")
+        raise typer.Exit(2) from None
+    finally:
+        store.close()
+    output.write_bytes(dump_bundle(doc))
+    n = sum(len(entry["records"]) for entry in doc["logs"])
+    out.print(f"wrote {output}: {len(doc['logs'])} log(s), {n} record(s) up to each log's latest checkpoint")
+
+
+@app.command("verify-bundle")
+def verify_bundle_cmd(
+    bundle: Path = typer.Argument(..., help="Evidence bundle written by `audit export`."),
+    public_key: Path = typer.Option(..., "--public-key", help="The ledger's verifier key file (<signing_key>.pub)."),
+) -> None:
+    """Check a bundle offline: signatures, proofs and every record; no database, no config."""
+    try:
+        verifier = load_verifier(public_key)
+        doc = orjson.loads(bundle.read_bytes())
+    except (OSError, NoteError, orjson.JSONDecodeError) as exc:
+        err.print(f"[red]error[/red] {exc}")
+        raise typer.Exit(2) from None
+    problems = verify_bundle(doc, verifier)
+    if problems:
+        for p in problems:
+            out.print(f"[red]FAIL[/red] {p}")
+        raise typer.Exit(1)
+    n = sum(len(entry["records"]) for entry in doc["logs"])
+    out.print(f"[green]ok[/green] {bundle}: {len(doc['logs'])} log(s), {n} record(s) verified against {verifier.name}+{verifier.id.hex()}")
+
+
+@app.command()
+def tail(
+    config: Path = ConfigOption,
+    lines: int = typer.Option(10, "-n", "--lines", help="How many of the newest records per log."),
+    follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing new records."),
+    interval: float = typer.Option(1.0, help="Poll interval with --follow, seconds."),
+) -> None:
+    """Print the newest records (canonical JSON, one a line)."""
+    loaded = _load(config)
+    store = _store(loaded)
+    try:
+        pos: dict[str, int] = {}
+        for log_id, _ in store.logs():
+            size = store.size(log_id)
+            for row in store.rows(log_id, max(0, size - lines), size):
+                out.print(row.record.decode(), markup=False, soft_wrap=True)
+            pos[log_id] = size
+        while follow:
+            time.sleep(interval)
+            for log_id, _ in store.logs():
+                start = pos.get(log_id, 0)
+                rows = store.rows(log_id, start, start + 10000)
+                for row in rows:
+                    out.print(row.record.decode(), markup=False, soft_wrap=True)
+                pos[log_id] = start + len(rows)
+    except KeyboardInterrupt:
+        pass
+    except StoreError as exc:
+        err.print(f"[red]error[/red] storage: {exc}")
+        raise typer.Exit(2) from None
+    finally:
+        store.close()

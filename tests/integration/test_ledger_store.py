@@ -1,0 +1,259 @@
+"""The ledger on real stores (SQLite file and PostgreSQL): durability, group commit,
+restart, proofs, several logs, REST routes, and failing closed."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+from starlette.applications import Starlette
+
+from ledgergate.api.audit import audit_routes
+from ledgergate.audit import merkle
+from ledgergate.audit.checkpoint import load_verifier, open_checkpoint
+from ledgergate.audit.ledger import Ledger
+from ledgergate.audit.settings import AuditSettings
+from ledgergate.audit.verify import verify_store
+from ledgergate.errors import LedgerUnavailable
+from ledgergate.store.ledger_store import open_ledger_store
+
+
+pytestmark = pytest.mark.timeout(120)
+
+PG = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def pg_available() -> bool:
+    try:
+        import psycopg
+
+        psycopg.connect(PG, connect_timeout=3).close()
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'data' / 'ledgergate.db'}"
+        return
+    if not pg_available():
+        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
+    import psycopg
+
+    schema = f"lg_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{PG}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(PG, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def run_sql(url: str, statement: str, params: tuple = ()) -> None:  # noqa: ANN001
+    """Tamper with the store the way a database administrator could."""
+    from ledgergate.store.ledger_store import open_ledger_store
+
+    store = open_ledger_store(url)
+    try:
+        store._tx(lambda: store.conn.execute(store._q(statement), params))  # noqa: SLF001
+    finally:
+        store.close()
+
+
+def settings(**kw: object) -> AuditSettings:
+    base = {"replica": "replica-a", "witnesses": ["file://./data/witness.log"], "checkpoint_interval": 0}
+    base.update(kw)
+    return AuditSettings(**base)
+
+
+async def test_append_restart_and_checkpoint(store_url: str, tmp_path: Path) -> None:
+    ledger = await Ledger.open(settings(), store_url, tmp_path)
+    assert ledger.log_id == "replica-a" and ledger.size == 0
+    digest = ledger.hmac({"ssn": "123-45-6789"})
+    assert len(digest) == 64 and digest == ledger.hmac({"ssn": "123-45-6789"})
+    idx = await ledger.append("rpc.request", {"session": "s1", "tool": "echo", "args": {"m": "x"}, "args_hmac": digest})
+    assert idx == 0
+    note = await ledger.checkpoint()
+    verifier = load_verifier(tmp_path / "data" / "ledger.key.pub")
+    cp = open_checkpoint(note, verifier)
+    assert (cp.origin, cp.size) == ("ledgergate/replica-a", 1)
+    await ledger.append("rpc.response", {"session": "s1", "latency_ms": 1.5})
+    root2 = ledger.root()
+    await ledger.close()  # final checkpoint at size 2
+
+    again = await Ledger.open(settings(), store_url, tmp_path)
+    assert again.size == 2 and again.root() == root2
+    assert await again.append("session.closed", {"session": "s1"}) == 2
+    row = await again.leaf(1)
+    doc = orjson.loads(row.record)
+    assert doc["v"] == 1 and doc["seq"] == 1 and doc["log"] == "replica-a" and doc["event"] == "rpc.response"
+    assert doc["time"].endswith("Z") and len(doc["time"]) == len("2025-01-01T00:00:00.000000Z")
+    await again.close()
+
+    witness = (tmp_path / "data" / "witness.log").read_text()
+    from ledgergate.audit.checkpoint import split_notes
+
+    sizes = [open_checkpoint(n, verifier).size for n in split_notes(witness)]
+    assert sizes == [1, 2, 3]
+    store = open_ledger_store(store_url, tmp_path)
+    try:
+        [report] = verify_store(store, verifier, [])
+    finally:
+        store.close()
+    assert report.ok and report.size == 3 and report.covered == 3
+
+
+async def test_group_commit_many_writers(store_url: str, tmp_path: Path) -> None:
+    ledger = await Ledger.open(settings(max_batch=64), store_url, tmp_path)
+    got = await asyncio.gather(*(ledger.append("rpc.request", {"session": f"s{i % 7}", "n": i}) for i in range(500)))
+    assert sorted(got) == list(range(500))
+    leaves = [(await ledger.leaf(i)).leaf_hash for i in (0, 499)]
+    assert leaves[0] == merkle.leaf_hash((await ledger.leaf(0)).record)
+    # every proof the ledger hands out verifies against the root of that size
+    for index, size in ((0, 1), (7, 13), (250, 500), (499, 500)):
+        proof = await ledger.inclusion_proof(index, size)
+        leaf = (await ledger.leaf(index)).leaf_hash
+        assert merkle.verify_inclusion(index, size, leaf, proof, await ledger.root_at(size))
+    proof = await ledger.consistency_proof(123, 500)
+    assert merkle.verify_consistency(123, 500, await ledger.root_at(123), ledger.root(), proof)
+    await ledger.close()
+
+
+async def test_several_logs_in_one_store(store_url: str, tmp_path: Path) -> None:
+    a = await Ledger.open(settings(replica="replica-a"), store_url, tmp_path)
+    b = await Ledger.open(settings(replica="replica-b"), store_url, tmp_path)
+    await asyncio.gather(*(x.append("rpc.request", {"n": i}) for i in range(20) for x in (a, b)))
+    await a.close()
+    await b.close()
+    store = open_ledger_store(store_url, tmp_path)
+    try:
+        reports = verify_store(store, load_verifier(tmp_path / "data" / "ledger.key.pub"), [])
+    finally:
+        store.close()
+    assert [(r.log_id, r.size, r.ok) for r in reports] == [("replica-a", 20, True), ("replica-b", 20, True)]
+
+
+async def test_rest_routes(store_url: str, tmp_path: Path) -> None:
+    ledger = await Ledger.open(settings(), store_url, tmp_path)
+    for i in range(11):
+        await ledger.append("rpc.request", {"n": i})
+    await ledger.checkpoint()
+    app = Starlette(routes=audit_routes(ledger))
+    verifier = load_verifier(tmp_path / "data" / "ledger.key.pub")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        r = await client.get("/api/v1/audit/checkpoint")
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+        cp = open_checkpoint(r.text, verifier)
+        assert cp.size == 11
+        r = await client.get("/api/v1/audit/proof/inclusion", params={"index": 4, "size": 11})
+        body = r.json()
+        proof = [base64.b64decode(p) for p in body["proof"]]
+        leaf = merkle.leaf_hash(body["record"].encode())
+        assert merkle.verify_inclusion(4, 11, leaf, proof, cp.root)
+        r = await client.get("/api/v1/audit/proof/consistency", params={"from": 3, "to": 11})
+        proof = [base64.b64decode(p) for p in r.json()["proof"]]
+        assert merkle.verify_consistency(3, 11, await ledger.root_at(3), cp.root, proof)
+        assert (await client.get("/api/v1/audit/proof/inclusion", params={"index": 11, "size": 11})).status_code == 400
+        assert (await client.get("/api/v1/audit/proof/inclusion", params={"index": "x"})).status_code == 400
+        assert (await client.get("/api/v1/audit/proof/consistency", params={"from": 3, "to": 99})).status_code == 400
+    await ledger.close()
+
+
+async def test_periodic_checkpoints_only_when_grown(store_url: str, tmp_path: Path) -> None:
+    ledger = await Ledger.open(settings(checkpoint_interval=0.1), store_url, tmp_path)
+    await ledger.append("config.reloaded", {"by": "test"})
+    await asyncio.sleep(0.5)
+    store = open_ledger_store(store_url, tmp_path)
+    try:
+        assert [c.size for c in store.checkpoints("replica-a")] == [1]
+    finally:
+        store.close()
+    await ledger.close()
+
+
+async def test_reserved_and_non_json_fields_fail_only_their_caller(store_url: str, tmp_path: Path) -> None:
+    ledger = await Ledger.open(settings(), store_url, tmp_path)
+    with pytest.raises(ValueError):
+        await ledger.append("rpc.request", {"seq": 5})
+    results = await asyncio.gather(ledger.append("rpc.request", {"x": object()}),
+                                   ledger.append("rpc.request", {"x": 1}), return_exceptions=True)
+    assert isinstance(results[0], ValueError) and results[1] == 0
+    await ledger.close()
+
+
+async def test_refusing_postgres_fails_closed_promptly(tmp_path: Path) -> None:
+    started = time.monotonic()
+    with pytest.raises(LedgerUnavailable):
+        await Ledger.open(settings(), "postgresql://postgres@127.0.0.1:1/test", tmp_path)
+    assert time.monotonic() - started < 10
+
+
+async def test_sqlite_directory_removed_fails_closed(tmp_path: Path) -> None:
+    data = tmp_path / "db"
+    ledger = await Ledger.open(settings(), f"sqlite:///{data / 'l.db'}", tmp_path)
+    await ledger.append("rpc.request", {"n": 1})
+    shutil.rmtree(data)
+    started = time.monotonic()
+    with pytest.raises(LedgerUnavailable):
+        await ledger.append("rpc.request", {"n": 2})
+    with pytest.raises(LedgerUnavailable):
+        await ledger.append("rpc.request", {"n": 3})
+    assert time.monotonic() - started < 5
+    assert ledger.size == 1
+    await ledger.close()
+
+
+async def test_sqlite_read_only_file_fails_closed(tmp_path: Path) -> None:
+    db = tmp_path / "ro" / "l.db"
+    ledger = await Ledger.open(settings(), f"sqlite:///{db}", tmp_path)
+    await ledger.append("rpc.request", {"n": 1})
+    await ledger.close()
+    os.chmod(db, 0o444)  # root ignores mode bits, so also replace the file under the open handle
+    ledger = await Ledger.open(settings(), f"sqlite:///{db}", tmp_path)
+    backup = db.with_suffix(".bak")
+    shutil.copy(db, backup)
+    os.replace(backup, db)  # same path, new file: the open handle no longer writes where anyone looks
+    with pytest.raises(LedgerUnavailable):
+        await ledger.append("rpc.request", {"n": 2})
+    await ledger.close()
+
+
+@pytest.mark.postgres
+async def test_postgres_connection_lost_then_back(tmp_path: Path) -> None:
+
+    if not pg_available():
+        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
+    import psycopg
+
+    schema = f"lg_test_{uuid.uuid4().hex[:12]}"
+    app_name = f"lg_kill_{schema}"
+    with psycopg.connect(PG, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    url = f"{PG}?application_name={app_name}&options=-csearch_path%3D{schema}"
+    ledger = await Ledger.open(settings(), url, tmp_path)
+    try:
+        await ledger.append("rpc.request", {"n": 1})
+        with psycopg.connect(PG, autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+                         (app_name,))
+        started = time.monotonic()
+        with pytest.raises(LedgerUnavailable):
+            await ledger.append("rpc.request", {"n": 2})
+        assert time.monotonic() - started < 10
+        assert await ledger.append("rpc.request", {"n": 3}) == 1  # reconnected, nothing skipped
+    finally:
+        await ledger.close()
+        with psycopg.connect(PG, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
