@@ -43,7 +43,9 @@ a depth cap is a denial-of-service guard, not a nicety. Refusal is an
 evaluation error, which the engine treats fail-closed.
 """
 
-_MACRO_BINDING = r"(?:\.\s*(?:all|exists|exists_one|map|filter)\s*\(|\bcel\s*\.\s*bind\s*\()\s*{name}\s*,"
+_MACRO_BINDING = r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*{name}\s*,"
+"""Names bound by comprehension macros are not free variables. (`cel.bind` is not
+supported by the interpreter; its `cel` shows up as an unknown variable.)"""
 
 
 class CelError(ValueError):
