@@ -42,6 +42,9 @@ from ledgergate.upstream.base import (
 from ledgergate.upstream.registry import Upstream
 
 INPUT_REQUIRED = "input_required"
+#: 2026-07-28 results that are cacheable must say for whom and how long; the gateway filters
+#: lists per caller, so whatever the upstream said, the answer is private to this caller.
+_CACHEABLE = ("tools/list", "prompts/list", "resources/list", "resources/templates/list", "resources/read")
 _STATE_PREFIX = "lgw1."
 _MAX_INPUT_ROUNDS = 16
 _PENDING_TTL = 600.0
@@ -133,7 +136,7 @@ class Bridge:
         call = Call(server=server, principal=principal, message=message)
         stream = self.pipeline.handle(call, upstream_session)
         async for item in self._until_input(stream, upstream_session, principal, server, message["id"]):
-            yield item
+            yield self.modernize(message["method"], item) if "method" not in item else item
 
     async def _until_input(self, stream: AsyncIterator[Message], upstream_session: UpstreamSession,
                            principal: Principal, server: str, request_id: Any) -> AsyncIterator[Message]:
@@ -174,8 +177,21 @@ class Bridge:
             await pending.upstream.reply(reply)
         async for item in self._until_input(pending.stream, pending.upstream, principal, server, message["id"]):
             if "method" not in item and "id" in item:
-                item = {**item, "id": message["id"]}
+                item = self.modernize(message["method"], {**item, "id": message["id"]})
             yield item
+
+    @staticmethod
+    def modernize(method: str, message: Message) -> Message:
+        """Give a result the 2026-07-28 shape a stateless client expects (resultType, cache hints)."""
+        result = message.get("result")
+        if not isinstance(result, dict):
+            return message
+        result = dict(result)
+        result.setdefault("resultType", "complete")
+        if method in _CACHEABLE and result["resultType"] == "complete":
+            result["cacheScope"] = "private"
+            result.setdefault("ttlMs", 0)
+        return {**message, "result": result}
 
     def _expire(self) -> None:
         now = time.monotonic()

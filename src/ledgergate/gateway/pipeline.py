@@ -41,6 +41,9 @@ TARGET_FIELD = {"tools/call": "name", "prompts/get": "name", "resources/read": "
 LIST_ITEMS = {"tools/list": "tools", "resources/list": "resources",
               "resources/templates/list": "resourceTemplates", "prompts/list": "prompts"}
 SERVER_REQUESTS = ("sampling/createMessage", "elicitation/create", "roots/list")
+#: where data lives in a result; definitions (tool schemas, list entries) are never masked
+RESULT_DATA = {"tools/call": ("content", "structuredContent"), "resources/read": ("contents",),
+               "prompts/get": ("messages",), "completion/complete": ("completion",)}
 
 
 def target_of(method: str, params: Mapping[str, Any] | None) -> str | None:
@@ -168,7 +171,7 @@ class Pipeline:
                 await upstream.reply(jsonrpc.error(message["id"], -32003,
                                                    f"the gateway's policy refuses {method} for this caller"))
                 return None
-        masked, counts = self.masking.mask(message, decision.mask)
+        masked, counts = self._mask_params(message, decision.mask)
         ledger_view, _ = self.ledger_mask(message)
         await self.audit.append("rpc.server_message", {
             **self._base_fields(call, call.method, None), "message_method": method,
@@ -185,7 +188,7 @@ class Pipeline:
                 allowed = self.policy.filter_list(call.principal, call.server, call.method, items, time.time())
                 result = {**result, key: allowed}
                 response = {**response, "result": result}
-        masked, counts = self.masking.mask(response, decision.mask)
+        masked, counts = self._mask_response(call.method, response, decision.mask)
         ledger_view, _ = self.ledger_mask(response.get("result", response.get("error")))
         fields = {**base, "latency_ms": self._latency(call), "masked": counts}
         if "error" in response:
@@ -211,12 +214,39 @@ class Pipeline:
         decision = self.policy.decide(principal, server, method, None, None, time.time())
         if "id" in message and method in SERVER_REQUESTS and decision.effect != "allow":
             return None
-        masked, counts = self.masking.mask(message, decision.mask)
+        masked, counts = self._mask_params(message, decision.mask)
         ledger_view, _ = self.ledger_mask(message)
         await self.audit.append("rpc.server_message", {"server": server, "session": session_id,
                                                        "principal": principal.summary(), "message_method": method,
                                                        "message": ledger_view, "masked": counts})
         return masked
+
+    # ── masking what goes back to the client ────────────────────────────────
+    def _mask_response(self, method: str, response: Message, profile: str | None) -> tuple[Message, dict[str, int]]:
+        """Mask the data a result carries (and error texts); tool and prompt definitions pass untouched."""
+        if profile is None:
+            return response, {}
+        counts: dict[str, int] = {}
+        if "error" in response:
+            masked_error, counts = self.masking.mask(response["error"], profile)
+            return {**response, "error": masked_error}, counts
+        result = response.get("result")
+        fields = RESULT_DATA.get(method)
+        if not isinstance(result, dict) or not fields:
+            return response, counts
+        result = dict(result)
+        for name in fields:
+            if name in result:
+                result[name], found = self.masking.mask(result[name], profile)
+                for key, n in found.items():
+                    counts[key] = counts.get(key, 0) + n
+        return {**response, "result": result}, counts
+
+    def _mask_params(self, message: Message, profile: str | None) -> tuple[Message, dict[str, int]]:
+        if profile is None or "params" not in message:
+            return message, {}
+        params, counts = self.masking.mask(message["params"], profile)
+        return {**message, "params": params}, counts
 
     # ── helpers ─────────────────────────────────────────────────────────────
     def _base_fields(self, call: Call, method: str, target: str | None) -> dict[str, Any]:

@@ -1,0 +1,415 @@
+"""The data path end to end: official SDK clients in every mode, through a real gateway
+(`ledgergate serve`), to real upstreams of both eras and both transports:
+
+* server-everything (Streamable HTTP, handshake era only, npm),
+* the demo bank server (stdio child process, SDK),
+* a stateless 2026-07-28 server (Streamable HTTP, SDK).
+
+Tokens come from a real OpenID provider (oauth2-mock-server).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from mcp.shared.exceptions import MCPError
+
+from tests.support import gateway as gw
+from tests.support.client import MODERN, MODES, Recorder, connect
+from tests.support.oidc import Provider
+from tests.support.procs import Proc, free_port, start_everything
+
+pytestmark = pytest.mark.node
+
+
+@pytest.fixture(scope="module")
+def provider() -> Iterator[Provider]:
+    p = Provider()
+    yield p
+    p.stop()
+
+
+@pytest.fixture(scope="module")
+def everything() -> Iterator[Proc]:
+    proc = start_everything()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def stateless(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
+    port = free_port()
+    proc = Proc([*gw.STATELESS_ARGV, "--port", str(port)], port=port,
+                log=tmp_path_factory.mktemp("stateless") / "server.log")
+    yield proc
+    proc.stop()
+
+
+POLICIES = [
+    {"name": "staff-all", "match": {"groups": ["staff"]}, "effect": "allow", "mask": None},
+    {"name": "staff-server-requests", "match": {"groups": ["staff"],
+                                                "methods": ["sampling/createMessage", "elicitation/create",
+                                                            "roots/list"]}, "effect": "allow"},
+]
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory, provider: Provider, everything: Proc,
+            stateless: Proc) -> Iterator[gw.RunningGateway]:
+    servers = {
+        "everything": {"url": f"http://127.0.0.1:{everything.port}/mcp",
+                       "headers": {"X-Upstream-Key": "${UPSTREAM_KEY:-k}"}},
+        "bank": {"command": gw.BANK_ARGV},
+        "stateless": {"url": f"http://127.0.0.1:{stateless.port}/mcp"},
+    }
+    running = gw.start(tmp_path_factory.mktemp("gateway"), provider.issuer, servers, POLICIES,
+                       {"limits": {"max_body_bytes": 65536}})
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def token(provider: Provider) -> str:
+    return provider.token("alice", ["staff"])
+
+
+TOOL_CASES = {
+    # server: (tool, arguments, text it must show, structured key it must have or None)
+    "everything": ("get-structured-content", {"location": "New York"}, "temperature", "temperature"),
+    "bank": ("lookup_customer", {"customer_id": "C-1001"}, "Alice", "customer_id"),
+    "stateless": ("add", {"a": 2, "b": 3}, "5", "sum"),
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("server", list(TOOL_CASES))
+async def test_list_and_call_tools(gateway: gw.RunningGateway, token: str, mode: str, server: str) -> None:
+    tool, args, text, key = TOOL_CASES[server]
+    async with connect(gateway.url(server), token, mode) as client:
+        expected_era = "legacy" if mode == "legacy" else MODERN
+        assert (client.protocol_version == MODERN) == (expected_era == MODERN)
+        names = {t.name for t in (await client.list_tools()).tools}
+        assert tool in names
+        result = await client.call_tool(tool, args)
+        assert not result.is_error, result
+        assert any(text in getattr(c, "text", "") for c in result.content) or text in json.dumps(
+            result.structured_content)
+        assert result.structured_content is not None and key in result.structured_content
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_echo_text_through_reference_server(gateway: gw.RunningGateway, token: str, mode: str) -> None:
+    async with connect(gateway.url("everything"), token, mode) as client:
+        result = await client.call_tool("echo", {"message": "hello through the gateway"})
+        assert result.content[0].text == "Echo: hello through the gateway"
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_progress_from_long_running_operation(gateway: gw.RunningGateway, token: str, mode: str) -> None:
+    rec = Recorder()
+    async with connect(gateway.url("everything"), token, mode, rec) as client:
+        result = await client.call_tool("trigger-long-running-operation", {"duration": 1, "steps": 4},
+                                        progress_callback=rec.on_progress)
+        assert not result.is_error
+        assert [p for p, _, _ in rec.progress] == [1, 2, 3, 4]
+        assert all(total == 4 for _, total, _ in rec.progress)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_progress_over_stdio(gateway: gw.RunningGateway, token: str, mode: str) -> None:
+    rec = Recorder()
+    async with connect(gateway.url("bank"), token, mode, rec) as client:
+        report = await client.call_tool("slow_report", {"steps": 3, "delay": 0.01}, progress_callback=rec.on_progress)
+        assert report.structured_content is not None
+        assert [(p, t) for p, t, _ in rec.progress] == [(1, 3), (2, 3), (3, 3)]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_resources_and_prompts(gateway: gw.RunningGateway, token: str, mode: str) -> None:
+    async with connect(gateway.url("everything"), token, mode) as client:
+        resources = (await client.list_resources()).resources
+        assert resources, "server-everything lists resources"
+        content = await client.read_resource(resources[0].uri)
+        assert content.contents and str(content.contents[0].uri) == str(resources[0].uri)
+        templates = (await client.list_resource_templates()).resource_templates
+        assert templates
+        prompts = (await client.list_prompts()).prompts
+        names = {p.name for p in prompts}
+        assert "simple-prompt" in names
+        prompt = await client.get_prompt("simple-prompt")
+        assert prompt.messages
+    async with connect(gateway.url("bank"), token, mode) as client:
+        branches = await client.read_resource("bank://branches")
+        assert "BR-100" in branches.contents[0].text
+        review = await client.get_prompt("fraud_review", {"customer_id": "C-1002"})
+        assert review.messages
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_elicitation_and_sampling_round_trip_over_stdio(gateway: gw.RunningGateway, token: str,
+                                                               mode: str) -> None:
+    """Handshake clients get the server's requests relayed; 2026-07-28 clients get input-required results."""
+    rec = Recorder(elicit_content={"confirm": True, "reason": "checked by phone"})
+    async with connect(gateway.url("bank"), token, mode, rec) as client:
+        confirmed = await client.call_tool("confirm_large_action", {"action": "wire transfer", "amount": 50000})
+        assert confirmed.structured_content == {"action": "wire transfer", "amount": 50000.0,
+                                                "decision": "approved", "reason": "checked by phone"}
+        assert len(rec.elicitations) == 1 and "50,000.00" in rec.elicitations[0].message
+        summary = await client.call_tool("summarize_customer", {"customer_id": "C-1003"})
+        assert summary.structured_content is not None and summary.structured_content["model"] == "test-llm"
+        assert len(rec.samplings) == 1
+
+
+@pytest.mark.parametrize("mode", ["legacy", MODERN])
+async def test_input_required_from_stateless_upstream(gateway: gw.RunningGateway, token: str, mode: str) -> None:
+    """A 2026-07-28 upstream asks for input: passed through to modern clients, bridged for handshake ones."""
+    rec = Recorder(elicit_content={"name": "Grace"})
+    async with connect(gateway.url("stateless"), token, mode, rec) as client:
+        result = await client.call_tool("ask_name", {"greeting": "Hi"})
+        assert not result.is_error, result
+        assert "Grace" in result.content[0].text
+        assert len(rec.elicitations) == 1
+
+
+async def test_session_delete_ends_the_session(gateway: gw.RunningGateway, token: str) -> None:
+    async with gateway.http(token) as http:
+        headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+        init = await http.post(gateway.url("everything"), headers=headers, json={
+            "jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})
+        assert init.status_code == 200
+        session_id = init.headers["mcp-session-id"]
+        session_headers = {**headers, "Mcp-Session-Id": session_id, "MCP-Protocol-Version": "2025-06-18"}
+        ping = await http.post(gateway.url("everything"), headers=session_headers,
+                               json={"jsonrpc": "2.0", "id": 2, "method": "ping"})
+        assert ping.status_code == 200 and ping.json()["result"] == {}
+        deleted = await http.delete(gateway.url("everything"), headers=session_headers)
+        assert deleted.status_code == 200
+        after = await http.post(gateway.url("everything"), headers=session_headers,
+                                json={"jsonrpc": "2.0", "id": 3, "method": "ping"})
+        assert after.status_code == 404
+        assert "session" in after.json()["error"]["message"]
+
+
+async def test_session_is_bound_to_its_principal(gateway: gw.RunningGateway, provider: Provider,
+                                                 token: str) -> None:
+    other = provider.token("mallory", ["staff"])
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    async with gateway.http(token) as alice, gateway.http(other) as mallory:
+        init = await alice.post(gateway.url("everything"), headers=headers, json={
+            "jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})
+        session_id = init.headers["mcp-session-id"]
+        hijack = await mallory.post(gateway.url("everything"), headers={**headers, "Mcp-Session-Id": session_id},
+                                    json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
+        assert hijack.status_code == 403
+        assert "another identity" in hijack.json()["error"]["message"]
+
+
+async def test_resume_a_broken_stream_with_last_event_id(gateway: gw.RunningGateway, token: str) -> None:
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    async with gateway.http(token) as http:
+        init = await http.post(gateway.url("everything"), headers=headers, json={
+            "jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})
+        sh = {**headers, "Mcp-Session-Id": init.headers["mcp-session-id"], "MCP-Protocol-Version": "2025-06-18"}
+        call = {"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+                "params": {"name": "trigger-long-running-operation", "arguments": {"duration": 1, "steps": 5},
+                           "_meta": {"progressToken": "p7"}}}
+        last_id = None
+        seen = []
+        async with http.stream("POST", gateway.url("everything"), headers=sh, json=call) as response:
+            assert response.headers["content-type"].startswith("text/event-stream")
+            async for line in response.aiter_lines():
+                if line.startswith("id: "):
+                    last_id = line[4:]
+                if line.startswith("data: "):
+                    seen.append(json.loads(line[6:]))
+                    if len(seen) == 2:
+                        break  # the client's connection drops here
+        assert last_id is not None
+        rest = []
+        async with http.stream("GET", gateway.url("everything"),
+                               headers={**sh, "Accept": "text/event-stream", "Last-Event-ID": last_id}) as response:
+            assert response.status_code == 200
+            async for line in response.aiter_lines():
+                if line.startswith("data: "):
+                    rest.append(json.loads(line[6:]))
+        progress = [m["params"]["progress"] for m in seen + rest if m.get("method") == "notifications/progress"]
+        assert progress == [1, 2, 3, 4, 5]
+        assert rest[-1]["id"] == 7 and "result" in rest[-1]
+
+
+async def test_stdio_upstream_crash_gives_clear_error_then_recovers(gateway: gw.RunningGateway, token: str) -> None:
+    async with connect(gateway.url("bank"), token, "legacy") as client:
+        assert (await client.call_tool("lookup_customer", {"customer_id": "C-1001"})).structured_content
+        children = subprocess.run(["pgrep", "-f", "-P", str(gateway.proc.proc.pid), "ledgergate.demo.bank_server"],
+                                  capture_output=True, text=True).stdout.split()
+        assert children, "the gateway runs the bank server as its child"
+        slow = asyncio.create_task(client.call_tool("slow_report", {"steps": 50, "delay": 0.1}))
+        await asyncio.sleep(0.5)
+        for pid in children:
+            os.kill(int(pid), signal.SIGKILL)
+        with pytest.raises(MCPError) as failure:
+            await slow
+        assert "exited" in str(failure.value) or "upstream" in str(failure.value)
+        again = await client.call_tool("lookup_customer", {"customer_id": "C-1002"})
+        assert again.structured_content and again.structured_content["customer_id"] == "C-1002"
+
+
+async def test_client_authorization_is_never_forwarded(gateway: gw.RunningGateway, token: str) -> None:
+    """server-everything's get-env shows its environment, not headers; so use the stateless server's view:
+    the gateway builds upstream requests from config only. We prove it on the wire with a capturing upstream."""
+    captured: list[dict[str, str]] = []
+
+    async def app(scope, receive, send):  # a minimal upstream that records headers and refuses
+        if scope["type"] != "http":
+            return
+        captured.append({k.decode(): v.decode() for k, v in scope["headers"]})
+        await send({"type": "http.response.start", "status": 400, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": b'{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"no"}}'})
+
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="off"))
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            await asyncio.sleep(0.02)
+        # reuse the running gateway's issuer by pointing a second gateway at the capture server
+        directory = gateway.dir.parent / f"capture-{port}"
+        directory.mkdir()
+        issuer = json.loads((gateway.dir / "ledgergate.yaml").read_text().split("\n", 1)[0] and
+                            json.dumps(__import__("yaml").safe_load((gateway.dir / "ledgergate.yaml").read_text())
+                                       ["identity"]["oidc"][0]["issuer"]))
+        second = await asyncio.to_thread(gw.start, directory, issuer, {
+            "capture": {"url": f"http://127.0.0.1:{port}/mcp", "headers": {"X-Upstream-Key": "from-config"}}},
+            POLICIES)
+        try:
+            async with second.http(token) as http:
+                await http.post(second.url("capture"), headers={"Accept": "application/json, text/event-stream",
+                                                                "Content-Type": "application/json"},
+                                json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                                    "protocolVersion": "2025-06-18", "capabilities": {},
+                                    "clientInfo": {"name": "t", "version": "1"}}})
+        finally:
+            await asyncio.to_thread(second.stop)
+    finally:
+        server.should_exit = True
+        await task
+    assert captured, "the gateway contacted the upstream"
+    for headers in captured:
+        assert "authorization" not in headers
+        assert headers.get("x-upstream-key") == "from-config"
+        assert token not in json.dumps(headers)
+
+
+# ── bad input: precise errors, never a 500 or a traceback ──────────────────────
+
+JSON_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+
+
+def _modern_headers(method: str, name: str | None = None) -> dict[str, str]:
+    headers = {**JSON_HEADERS, "MCP-Protocol-Version": MODERN, "Mcp-Method": method}
+    if name:
+        headers["Mcp-Name"] = name
+    return headers
+
+
+def _modern_call(name: str, args: dict) -> dict:
+    return {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": name, "arguments": args,
+        "_meta": {"io.modelcontextprotocol/protocolVersion": MODERN,
+                  "io.modelcontextprotocol/clientCapabilities": {}}}}
+
+
+@pytest.mark.parametrize(("case", "status", "code_or_text"), [
+    ("non_json", 400, -32700),
+    ("wrong_content_type", 415, "Content-Type"),
+    ("missing_accept", 406, "Accept"),
+    ("unknown_server", 404, "unknown server"),
+    ("header_body_mismatch", 400, -32020),
+    ("oversized", 413, "exceeds"),
+    ("unknown_session", 404, "session"),
+    ("missing_session", 400, "Mcp-Session-Id"),
+    ("batch", 400, "batch"),
+    ("not_jsonrpc", 400, -32600),
+    ("put", 405, "Method Not Allowed"),
+    ("foreign_host", 403, "Host"),
+    ("foreign_origin", 403, "Origin"),
+    ("token_in_query", 401, "query string"),
+])
+async def test_bad_input_gets_a_precise_error(gateway: gw.RunningGateway, token: str, case: str, status: int,
+                                              code_or_text: int | str) -> None:
+    url = gateway.url("everything")
+    async with gateway.http(token) as http:
+        if case == "non_json":
+            r = await http.post(url, headers=JSON_HEADERS, content=b"{not json")
+        elif case == "wrong_content_type":
+            r = await http.post(url, headers={**JSON_HEADERS, "Content-Type": "text/plain"}, content=b"{}")
+        elif case == "missing_accept":
+            r = await http.post(url, headers={"Content-Type": "application/json", "Accept": "text/html"},
+                                content=b"{}")
+        elif case == "unknown_server":
+            r = await http.post(gateway.url("nope"), headers=JSON_HEADERS, json={})
+        elif case == "header_body_mismatch":
+            r = await http.post(url, headers=_modern_headers("tools/call", "get-env"),
+                                json=_modern_call("echo", {"message": "x"}))
+        elif case == "oversized":
+            r = await http.post(url, headers=_modern_headers("tools/call", "echo"),
+                                json=_modern_call("echo", {"message": "x" * 70000}))
+        elif case == "unknown_session":
+            r = await http.post(url, headers={**JSON_HEADERS, "Mcp-Session-Id": "bogus"},
+                                json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+        elif case == "missing_session":
+            r = await http.post(url, headers=JSON_HEADERS, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+        elif case == "batch":
+            r = await http.post(url, headers=JSON_HEADERS, json=[{"jsonrpc": "2.0", "id": 1, "method": "ping"}])
+        elif case == "not_jsonrpc":
+            r = await http.post(url, headers=JSON_HEADERS, json={"id": 1, "method": "ping"})
+        elif case == "put":
+            r = await http.put(url, headers=JSON_HEADERS, content=b"{}")
+        elif case == "foreign_host":
+            r = await http.post(url, headers={**JSON_HEADERS, "Host": "evil.example:80"}, json={})
+        elif case == "foreign_origin":
+            r = await http.post(url, headers={**JSON_HEADERS, "Origin": "http://evil.example"}, json={})
+        elif case == "token_in_query":
+            r = await http.post(url + "?access_token=abc", headers=JSON_HEADERS, json={})
+        else:  # pragma: no cover
+            raise AssertionError(case)
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert body["jsonrpc"] == "2.0" and "error" in body, body
+    if isinstance(code_or_text, int):
+        assert body["error"]["code"] == code_or_text
+    else:
+        assert code_or_text.lower() in body["error"]["message"].lower()
+    assert "Traceback" not in r.text
+
+
+async def test_missing_token_is_401_with_resource_metadata(gateway: gw.RunningGateway) -> None:
+    async with gateway.http(None) as http:
+        r = await http.post(gateway.url("everything"), headers=JSON_HEADERS,
+                            json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
+        assert r.status_code == 401
+        challenge = r.headers["www-authenticate"]
+        assert challenge.startswith("Bearer ")
+        assert f'resource_metadata="{gateway.base}/.well-known/oauth-protected-resource/mcp/everything"' in challenge
+        meta = await http.get(f"{gateway.base}/.well-known/oauth-protected-resource/mcp/everything")
+        assert meta.status_code == 200
+        assert meta.json()["resource"] == f"{gateway.base}/mcp/everything"
+
+
+def test_gateway_log_has_no_traceback_or_token(gateway: gw.RunningGateway, token: str) -> None:
+    log = gateway.log()
+    assert token not in log
+    assert "Traceback" not in log, log[-3000:]

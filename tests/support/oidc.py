@@ -1,0 +1,42 @@
+"""A real OpenID provider for tests: oauth2-mock-server (tests/peers/oidc_server.mjs) on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from typing import Any
+
+import httpx
+
+from tests.support.procs import PEERS, require_peers
+
+
+class Provider:
+    def __init__(self, port: int = 0) -> None:
+        require_peers()
+        self.proc = subprocess.Popen(["node", str(PEERS / "oidc_server.mjs"), str(port)], cwd=PEERS,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline() if self.proc.stdout else ""
+        if not line:
+            err = self.proc.stderr.read() if self.proc.stderr else ""
+            raise RuntimeError(f"oidc_server.mjs did not start: {err[:2000]}")
+        info = json.loads(line)
+        self.issuer: str = info["issuer"]
+        self.kid: str = info["kid"]
+        self.http = httpx.Client(base_url=self.issuer, timeout=10)
+
+    def token(self, sub: str = "alice", groups: list[str] | None = None, aud: str = "ledgergate",
+              claims: dict[str, Any] | None = None) -> str:
+        body = {"grant_type": "client_credentials", "aud": aud,
+                "claims": {"sub": sub, "groups": groups if groups is not None else ["staff"], **(claims or {})}}
+        response = self.http.post("/token", json=body)
+        response.raise_for_status()
+        return response.json()["access_token"]
+
+    def stop(self) -> None:
+        self.http.close()
+        self.proc.terminate()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
