@@ -25,60 +25,10 @@ from mcp.shared.exceptions import MCPError
 from tests.support import gateway as gw
 from tests.support.client import MODERN, MODES, Recorder, connect
 from tests.support.oidc import Provider
-from tests.support.procs import Proc, free_port, start_everything
+from tests.support.integration import POLICIES
+from tests.support.procs import free_port
 
 pytestmark = pytest.mark.node
-
-
-@pytest.fixture(scope="module")
-def provider() -> Iterator[Provider]:
-    p = Provider()
-    yield p
-    p.stop()
-
-
-@pytest.fixture(scope="module")
-def everything() -> Iterator[Proc]:
-    proc = start_everything()
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture(scope="module")
-def stateless(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
-    port = free_port()
-    proc = Proc([*gw.STATELESS_ARGV, "--port", str(port)], port=port,
-                log=tmp_path_factory.mktemp("stateless") / "server.log")
-    yield proc
-    proc.stop()
-
-
-POLICIES = [
-    {"name": "staff-all", "match": {"groups": ["staff"]}, "effect": "allow", "mask": None},
-    {"name": "staff-server-requests", "match": {"groups": ["staff"],
-                                                "methods": ["sampling/createMessage", "elicitation/create",
-                                                            "roots/list"]}, "effect": "allow"},
-]
-
-
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory, provider: Provider, everything: Proc,
-            stateless: Proc) -> Iterator[gw.RunningGateway]:
-    servers = {
-        "everything": {"url": f"http://127.0.0.1:{everything.port}/mcp",
-                       "headers": {"X-Upstream-Key": "${UPSTREAM_KEY:-k}"}},
-        "bank": {"command": gw.BANK_ARGV},
-        "stateless": {"url": f"http://127.0.0.1:{stateless.port}/mcp"},
-    }
-    running = gw.start(tmp_path_factory.mktemp("gateway"), provider.issuer, servers, POLICIES,
-                       {"limits": {"max_body_bytes": 65536}})
-    yield running
-    running.stop()
-
-
-@pytest.fixture(scope="module")
-def token(provider: Provider) -> str:
-    return provider.token("alice", ["staff"])
 
 
 TOOL_CASES = {

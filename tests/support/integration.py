@@ -1,0 +1,9 @@
+"""Policies the shared integration gateway runs with."""
+
+POLICIES = [
+    {"name": "staff-all", "match": {"groups": ["staff"]}, "effect": "allow", "mask": None},
+    {"name": "staff-server-requests", "match": {"groups": ["staff"],
+                                                "methods": ["sampling/createMessage", "elicitation/create",
+                                                            "roots/list"]}, "effect": "allow"},
+]
+
