@@ -71,3 +71,9 @@ def test_hmac_is_over_canonical_bytes() -> None:
 
     key = b"k" * 32
     assert canonical.hmac_hex(key, {"b": 1, "a": [1.0]}) == hmac.new(key, b'{"a":[1],"b":1}', hashlib.sha256).hexdigest()
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.floats(allow_nan=False, allow_infinity=False) | st.floats(1e-6, 1e22) | st.integers(-(10**17), 10**17).map(float))
+def test_floats_match_reference(value: float) -> None:
+    assert canonical.dumps(value) == rfc8785.dumps(value)

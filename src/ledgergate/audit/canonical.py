@@ -36,6 +36,18 @@ class _Slow(Exception):
     """The fast path cannot promise RFC 8785 bytes for this value."""
 
 
+def _float(f: float) -> bytes:
+    """ECMAScript Number::toString (RFC 8785 §3.2.2.3). Python's repr has the same
+    shortest round-trip digits and the same plain notation for 1e-4 <= |f| < 1e16;
+    integral values drop ".0"; everything else (and NaN/Infinity errors) is `rfc8785`'s."""
+    a = abs(f)
+    if f.is_integer() and a < 1e16:
+        return b"%d" % f
+    if 1e-4 <= a < 1e16:
+        return repr(f).encode()
+    return rfc8785.dumps(f)
+
+
 def _prepare(value: Any) -> Any:
     """A copy orjson serialises canonically, or _Slow."""
     t = type(value)
@@ -46,7 +58,7 @@ def _prepare(value: Any) -> Any:
             return value
         raise _Slow
     if t is float:
-        return orjson.Fragment(rfc8785.dumps(value))
+        return orjson.Fragment(_float(value))
     if t is dict:
         out = {}
         for k, v in value.items():

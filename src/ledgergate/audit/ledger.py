@@ -15,6 +15,7 @@ prefix; they are signed, stored, then pushed to the witnesses.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import queue
@@ -101,6 +102,9 @@ class Ledger:
         self._closed = False
         self._last_checkpoint_size = -1
         self._ticker: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        # (deadline, future) in submission order; cheaper than asyncio.wait_for per append.
+        self._pending: collections.deque[tuple[float, asyncio.Future[Any]]] = collections.deque()
 
     # --- opening ------------------------------------------------------------
     @classmethod
@@ -131,6 +135,7 @@ class Ledger:
         ledger._loop = asyncio.get_running_loop()
         ledger._writer = threading.Thread(target=ledger._run_writer, name=f"ledger-writer-{log_id}", daemon=True)
         ledger._writer.start()
+        ledger._watchdog = asyncio.create_task(ledger._watch(), name="ledger-watchdog")
         if settings.checkpoint_interval > 0:
             ledger._ticker = asyncio.create_task(ledger._tick(), name="ledger-checkpoints")
         return ledger
@@ -174,12 +179,11 @@ class Ledger:
         clash = RESERVED.intersection(fields)
         if clash:
             raise ValueError(f"record fields may not use reserved names {sorted(clash)}")
-        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[int] = loop.create_future()
+        self._pending.append((loop.time() + self.settings.append_timeout, fut))
         self._queue.put(_Append(event, fields, fut))
-        try:
-            return await asyncio.wait_for(asyncio.shield(fut), self.settings.append_timeout)
-        except TimeoutError:
-            raise LedgerUnavailable("audit ledger did not make the record durable in time") from None
+        return await fut
 
     async def checkpoint(self) -> str:
         """Sign, store and push a checkpoint of the current size now; return the note."""
@@ -211,12 +215,13 @@ class Ledger:
         """Final checkpoint, stop the checkpoint task and the writer, close connections."""
         if self._closed:
             return
-        if self._ticker is not None:
-            self._ticker.cancel()
-            try:
-                await self._ticker
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001
-                pass
+        for task in (self._ticker, self._watchdog):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                    pass
         try:
             if self.size != self._last_checkpoint_size:
                 await self.checkpoint()
@@ -252,6 +257,18 @@ class Ledger:
             return await asyncio.wait_for(asyncio.shield(fut), self.settings.append_timeout)
         except TimeoutError:
             raise LedgerUnavailable("audit ledger did not answer in time") from None
+
+    async def _watch(self) -> None:
+        """Fail closed: a record not durable within append_timeout fails its caller."""
+        loop = asyncio.get_running_loop()
+        pending = self._pending
+        while True:
+            await asyncio.sleep(min(0.25, self.settings.append_timeout / 4))
+            now = loop.time()
+            while pending and (pending[0][1].done() or pending[0][0] <= now):
+                _, fut = pending.popleft()
+                if not fut.done():
+                    fut.set_exception(LedgerUnavailable("audit ledger did not make the record durable in time"))
 
     async def _tick(self) -> None:
         while True:
@@ -324,10 +341,11 @@ class Ledger:
             rows: list[LeafRow] = []
             seq = self.size
             good: list[tuple[_Append, int]] = []
+            now = rfc3339_now()  # one time for the batch: the moment it was taken for commit
             for item in appends:
                 try:
                     record = canonical.dumps({**item.fields, "v": RECORD_VERSION, "log": self.log_id, "seq": seq,
-                                              "time": (now := rfc3339_now()), "event": item.event})
+                                              "time": now, "event": item.event})
                 except Exception as exc:  # noqa: BLE001 - a bad value fails its own caller only
                     results.append((item.future, ValueError(f"record is not canonical JSON: {exc}")))
                     continue
