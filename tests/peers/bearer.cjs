@@ -15,3 +15,23 @@ if (prefix && token && original) {
     return original.call(this, input, init);
   };
 }
+
+// The suite's DNS-rebinding scenario talks through undici's request() directly.
+if (prefix && token) {
+  try {
+    const undici = require('undici');
+    const request = undici.request;
+    undici.request = function (url, options = {}) {
+      if (String(url).startsWith(prefix)) {
+        const headers = { ...(options.headers || {}) };
+        if (!Object.keys(headers).some((k) => k.toLowerCase() === 'authorization')) {
+          headers.authorization = `Bearer ${token}`;
+        }
+        options = { ...options, headers };
+      }
+      return request.call(this, url, options);
+    };
+  } catch (err) {
+    // no undici here: nothing to wrap
+  }
+}
