@@ -15,7 +15,6 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from ledgergate.config import ConfigError, LoadedConfig, load_config
 from ledgergate.store.fingerprints_store import FingerprintRecord, FingerprintStore, NothingToAccept
@@ -75,15 +74,13 @@ def list_tools(
     if not records:
         out.print("no tools seen yet (the gateway records them on the first tools/list)")
         return
-    table = Table("server", "tool", "status", "accepted", "by", "pending", "changed fields")
     for r in records:
-        status = "[red]changed[/]" if r.status == "changed" else "accepted"
-        table.add_row(
-            escape(r.server), escape(r.tool), status, f"{r.accepted_fp[:12]}… {_when(r.accepted_at)}",
-            escape(r.accepted_by), f"{r.pending_fp[:12]}… {_when(r.pending_seen_at)}" if r.pending_fp else "",
-            ", ".join(r.changed_fields),
-        )
-    out.print(table)
+        line = (f"{escape(r.server)}/{escape(r.tool)}  accepted {r.accepted_fp[:16]} "
+                f"({escape(r.accepted_by)}, {_when(r.accepted_at)})")
+        if r.pending_fp:
+            line += (f"  [red]changed[/]: pending {r.pending_fp[:16]} ({_when(r.pending_seen_at)}), "
+                     f"fields {', '.join(r.changed_fields)}")
+        out.print(line, highlight=False)
 
 
 @app.command("accept")
