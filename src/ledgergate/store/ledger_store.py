@@ -12,7 +12,6 @@ compares, and proofs read them without rehashing records.
 from __future__ import annotations
 
 import os
-import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -282,4 +281,4 @@ def open_ledger_store(url: str | StoreURL, base_dir: Path | None = None) -> Ledg
 
 
 __all__ = ["CheckpointRow", "LeafRow", "LedgerStore", "PostgresLedgerStore", "SQLiteLedgerStore", "StoreError",
-           "open_ledger_store", "sqlite3"]
+           "open_ledger_store"]
