@@ -1,0 +1,543 @@
+"""What counts as sensitive: text patterns, their validators, context rules and key-name rules.
+
+Why one scanner and not one regex per detector: a clean 2 KB tool result has to
+pass in microseconds, so every string is searched once by a single combined
+pattern whose alternatives all start with a cheap guard (a lookbehind, a
+literal or a character class). Only candidates reach Python, and only there do
+the checksums run (Luhn, SSN area/group/serial, ABA 3-7-1, IBAN mod 97).
+
+Why context: roughly 89% of random 9-digit numbers are structurally valid SSNs
+and 1 in 26 pass the ABA checksum and prefix rule, so a *bare* 9-digit run is
+only an SSN / routing number / account number when a keyword for it ("SSN",
+"routing", "account", ...) stands just before it with no other number in
+between. Formatted values (``123-45-6789``, ``4111 1111 1111 1111``,
+``(212) 555-0134``) carry their own evidence and need no keyword.
+
+When a candidate fails validation (or its detector is not in the profile) the
+remaining alternatives are tried at the same position before moving on, so a
+failed card candidate cannot hide an SSN that starts at the same place.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from ledgergate.masking.validators import IBAN_LENGTHS, aba_valid, card_valid, iban_valid, ssn_valid
+
+__all__ = [
+    "ABA_ROUTING",
+    "BUILTIN_DETECTORS",
+    "CREDIT_CARD",
+    "EMAIL",
+    "IBAN",
+    "PHONE",
+    "SECRET",
+    "US_BANK_ACCOUNT",
+    "US_SSN",
+    "CustomDetector",
+    "Finding",
+    "TextScanner",
+    "builtin_key_detector",
+    "normalize_key",
+]
+
+US_SSN = "US_SSN"
+CREDIT_CARD = "CREDIT_CARD"
+US_BANK_ACCOUNT = "US_BANK_ACCOUNT"
+ABA_ROUTING = "ABA_ROUTING"
+IBAN = "IBAN"
+EMAIL = "EMAIL"
+PHONE = "PHONE"
+SECRET = "SECRET"
+
+BUILTIN_DETECTORS: tuple[str, ...] = (
+    US_SSN, CREDIT_CARD, US_BANK_ACCOUNT, ABA_ROUTING, IBAN, EMAIL, PHONE, SECRET,
+)
+
+# (start, end, detector): a half-open span of the scanned string.
+Finding = tuple[int, int, str]
+
+# --------------------------------------------------------------------------- key-name rules
+
+_KEY_EXACT: dict[str, str] = {
+    "ssn": US_SSN, "socialsecurity": US_SSN, "socsec": US_SSN, "itin": US_SSN,
+    "acct": US_BANK_ACCOUNT, "dda": US_BANK_ACCOUNT, "accountnumber": US_BANK_ACCOUNT,
+    "aba": ABA_ROUTING, "rtn": ABA_ROUTING, "routing": ABA_ROUTING,
+    "pan": CREDIT_CARD, "cc": CREDIT_CARD, "ccn": CREDIT_CARD, "cvv": CREDIT_CARD, "cvv2": CREDIT_CARD,
+    "cvc": CREDIT_CARD, "cvc2": CREDIT_CARD, "primaryaccountnumber": CREDIT_CARD,
+    "iban": IBAN,
+    "email": EMAIL, "mail": EMAIL,
+    "phone": PHONE, "tel": PHONE, "mobile": PHONE, "telephone": PHONE, "fax": PHONE, "cell": PHONE,
+    "token": SECRET, "pwd": SECRET, "pin": SECRET, "cookie": SECRET, "setcookie": SECRET,
+    "authorization": SECRET, "proxyauthorization": SECRET, "otp": SECRET,
+}
+
+# Checked longest first, so "primaryaccountnumber" is a card before "accountnumber" is an account.
+_KEY_SUFFIXES: tuple[tuple[str, str], ...] = tuple(sorted((
+    ("ssn", US_SSN), ("socialsecuritynumber", US_SSN), ("socialsecurityno", US_SSN),
+    ("socialsecuritynum", US_SSN), ("socialsecurity", US_SSN),
+    ("accountnumber", US_BANK_ACCOUNT), ("accountno", US_BANK_ACCOUNT), ("accountnum", US_BANK_ACCOUNT),
+    ("acctnumber", US_BANK_ACCOUNT), ("acctno", US_BANK_ACCOUNT), ("acctnum", US_BANK_ACCOUNT),
+    ("bankaccount", US_BANK_ACCOUNT), ("ddanumber", US_BANK_ACCOUNT),
+    ("routingnumber", ABA_ROUTING), ("routingno", ABA_ROUTING), ("routingnum", ABA_ROUTING),
+    ("abanumber", ABA_ROUTING), ("abano", ABA_ROUTING), ("abanum", ABA_ROUTING),
+    ("routingtransitnumber", ABA_ROUTING),
+    ("cardnumber", CREDIT_CARD), ("cardno", CREDIT_CARD), ("cardnum", CREDIT_CARD),
+    ("creditcard", CREDIT_CARD), ("debitcard", CREDIT_CARD), ("ccnumber", CREDIT_CARD),
+    ("primaryaccountnumber", CREDIT_CARD), ("cardpan", CREDIT_CARD), ("cvv", CREDIT_CARD),
+    ("iban", IBAN),
+    ("email", EMAIL), ("emailaddress", EMAIL),
+    ("phonenumber", PHONE), ("phoneno", PHONE), ("phonenum", PHONE), ("phone", PHONE),
+    ("mobilenumber", PHONE), ("mobilephone", PHONE), ("cellphone", PHONE), ("telephone", PHONE),
+    ("faxnumber", PHONE),
+    ("password", SECRET), ("passwd", SECRET), ("passphrase", SECRET), ("secret", SECRET),
+    ("secretkey", SECRET), ("secretaccesskey", SECRET), ("clientsecret", SECRET),
+    ("apikey", SECRET), ("apitoken", SECRET), ("accesstoken", SECRET), ("refreshtoken", SECRET),
+    ("authtoken", SECRET), ("bearertoken", SECRET), ("idtoken", SECRET), ("sessiontoken", SECRET),
+    ("securitytoken", SECRET), ("privatekey", SECRET), ("signingkey", SECRET),
+    ("credentials", SECRET), ("credential", SECRET),
+), key=lambda pair: -len(pair[0])))
+
+
+def normalize_key(key: str) -> str:
+    """`accountNumber`, `account_number`, `Account-Number` and `account number` compare equal."""
+    return "".join(ch for ch in key.lower() if ch.isalnum())
+
+
+def builtin_key_detector(key: str) -> str | None:
+    """The built-in detector a structured key names, e.g. ``"ssn"`` → US_SSN, or None."""
+    norm = normalize_key(key)
+    if not norm:
+        return None
+    hit = _KEY_EXACT.get(norm)
+    if hit is not None:
+        return hit
+    for suffix, detector in _KEY_SUFFIXES:
+        if norm.endswith(suffix):
+            return detector
+    return None
+
+
+# --------------------------------------------------------------------------- key names in text
+
+# Key names recognised in free text and JSON-as-text right before ':' or '='. A tiny
+# grammar rendered twice: forward (documentation, tests) and reversed, because the
+# scanner anchors on the separator and reads the key backwards (see TextScanner).
+_S = "~"  # optional separator [_ .-]?
+_Node = object
+
+
+def _opt(*seq: _Node) -> tuple[str, tuple[_Node, ...]]:
+    return ("?", seq)
+
+
+def _alt(*choices: _Node) -> tuple[str, tuple[_Node, ...]]:
+    return ("|", choices)
+
+
+_NUM = _alt("number", "num", "no")
+_KEY_GRAMMAR: tuple[tuple[_Node, ...], ...] = (
+    ("social", _S, "security", _opt(_S, _NUM)),
+    ("ssn",),
+    (_opt("bank", _S), _alt("account", "acct"), _S, _NUM),
+    ("bank", _S, "account"),
+    ("routing", _S, _NUM),
+    ("aba", _S, _NUM),
+    (_opt(_alt("credit", "debit"), _S), "card", _S, _NUM),
+    ("credit", _S, "card"),
+    ("iban",),
+    ("phone", _opt(_S, _NUM)),
+    ("mobile", _S, _alt("number", "phone")),
+    ("telephone",),
+    (_opt(_alt("client", "aws"), _S), "secret", _opt(_S, _opt("access", _S), "key")),
+    (_alt("password", "passwd", "passphrase"),),
+    ("api", _S, _alt("key", "token")),
+    (_alt("access", "refresh", "auth", "bearer", "id", "session", "security"), _S, "token"),
+    ("private", _S, "key"),
+    ("authorization",),
+)
+
+
+def _render(node: _Node, rev: bool) -> str:
+    if node == _S:
+        return "[_ .-]?"
+    if isinstance(node, str):
+        return re.escape(node[::-1] if rev else node)
+    kind, items = node  # type: ignore[misc]
+    if kind == "|":
+        return "(?:" + "|".join(_render(x, rev) for x in items) + ")"
+    if kind == "?":
+        return "(?:" + _render_seq(items, rev) + ")?"
+    return _render_seq(node, rev)  # type: ignore[arg-type]
+
+
+def _render_seq(seq: tuple[_Node, ...], rev: bool) -> str:
+    parts = [_render(x, rev) for x in seq]
+    return "".join(reversed(parts) if rev else parts)
+
+
+# Forward form: what a key looks like in text (kept for docs and tests).
+KEYED_NAMES_RE = re.compile(
+    r"(?i:" + "|".join(_render_seq(g, False) for g in _KEY_GRAMMAR) + r"|token)"
+)
+# Reversed form, matched on text[::-1]: separator first (a charset, so `re` skips to
+# the few ':'/'=' quickly), then the key read backwards, then the key's left boundary.
+def _last_chars(node: _Node) -> set[str]:
+    """Characters a key of the grammar can end with (the first the reversed scan reads)."""
+    if isinstance(node, str):
+        return set() if node == _S else {node[-1]}
+    kind, items = node  # type: ignore[misc]
+    if kind == "|":
+        return set().union(*(_last_chars(x) for x in items))
+    return _seq_last_chars(items)
+
+
+def _seq_last_chars(seq: tuple[_Node, ...]) -> set[str]:
+    out: set[str] = set()
+    for node in reversed(seq):
+        out |= _last_chars(node)
+        optional = node == _S or (isinstance(node, tuple) and node[0] == "?")
+        if not optional:
+            break
+    return out
+
+
+_KEY_LAST = "".join(sorted(set().union(*(_seq_last_chars(g) for g in _KEY_GRAMMAR)) | {"n"}))
+# The lookahead right after the separator rejects most ':' of ordinary JSON inside `re`.
+_KEYED_REV_SRC = (
+    rf"[:=](?=[ \t]*[\"']?[{_KEY_LAST}{_KEY_LAST.upper()}])[ \t]*[\"']?(?P<rk>"
+    + "|".join(f"{_render_seq(g, True)}(?![A-Za-z0-9])" for g in _KEY_GRAMMAR)
+    + r"|nekot(?![A-Za-z0-9_.-]))"
+)
+# Matched on the lower-cased reversed text (case-sensitive literals let `re` reject
+# alternatives on their first character); the IGNORECASE twin is for the rare text
+# whose lower-casing changes its length (e.g. 'İ').
+_KEYED_REV = re.compile(_KEYED_REV_SRC)
+_KEYED_REV_I = re.compile(_KEYED_REV_SRC, re.IGNORECASE)
+_VALUE_STOP = r"""\s"',;&}\]\)<>"""
+_KEYED_VALUE = re.compile(
+    r"[ \t]*(?:\"(?P<kq>(?:[^\"\\\n]|\\.)*)\"|'(?P<ks>(?:[^'\\\n]|\\.)*)'"
+    rf"|(?P<ku>(?i:(?:bearer|basic|token)[ \t]+)?(?:\d[\d \-./()]*\d|[^{_VALUE_STOP}]+)))"
+)
+
+# --------------------------------------------------------------------------- patterns
+
+_PEM = re.compile(
+    r"-----BEGIN[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----"
+    r"(?:[\s\S]*?-----END[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----|[A-Za-z0-9+/=\s\\:,-]*)"
+)
+
+# Every alternative starts with a literal, so `re` can skip ahead; each is gated by `in`.
+_TOKEN = re.compile("|".join((
+    r"AKIA[A-Z0-9]{16}(?![A-Za-z0-9])", r"ASIA[A-Z0-9]{16}(?![A-Za-z0-9])",   # AWS access key ids
+    r"ABIA[A-Z0-9]{16}(?![A-Za-z0-9])", r"ACCA[A-Z0-9]{16}(?![A-Za-z0-9])",
+    r"A3T[A-Z0-9][A-Z0-9]{16}(?![A-Za-z0-9])",
+    r"gh[pousr]_[A-Za-z0-9]{36,255}",                                       # GitHub tokens
+    r"github_pat_[A-Za-z0-9_]{22,255}",                                     # GitHub fine-grained PAT
+    r"xox[abposre]-[A-Za-z0-9-]{10,250}",                                   # Slack tokens
+    r"xapp-\d-[A-Za-z0-9-]{10,250}",                                        # Slack app tokens
+    r"https://hooks\.slack\.com/(?:services|workflows)/[A-Za-z0-9/_-]{8,}",   # Slack webhooks
+    r"eyJ[A-Za-z0-9_-]{2,}\.eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*",           # JWT (JWS compact)
+    r"sk_live_[A-Za-z0-9]{16,}", r"rk_live_[A-Za-z0-9]{16,}",               # Stripe live keys
+    r"AIza[0-9A-Za-z_-]{35}",                                               # Google API key
+)))
+_TOKEN_GATES = ("AKIA", "ASIA", "ABIA", "ACCA", "A3T", "ghp_", "gho_", "ghu_", "ghs_", "ghr_",
+                "github_pat_", "xox", "xapp-", "hooks.slack.com", "eyJ", "_live_", "AIza")
+
+_TOKEN_GATE = re.compile("|".join(re.escape(g) for g in _TOKEN_GATES))
+
+_EMAIL_LOCAL = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-")
+_EMAIL_DOMAIN = re.compile(
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*"
+    r"\.[A-Za-z]{2,24}(?![A-Za-z0-9-])"
+)
+
+_IBAN = re.compile(
+    r"[A-Z][A-Z]\d\d(?:[A-Z0-9]{11,30}|(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,4})?)(?![A-Za-z0-9])"
+)
+
+# A run of at least 6 digits joined by at most two separator characters: the only
+# places where SSNs, cards, routing/account numbers and phones can be.
+_CLUSTER = re.compile(r"\d(?:[ .()-]{0,2}\d){5,}")
+_DIGIT_GROUP = re.compile(r"\d+")
+_SSN_FMT = re.compile(r"(?<![\d-])\d{3}(?P<s1>[- ])\d{2}(?P=s1)\d{4}(?![\d-])")
+_CARD_GROUPED = re.compile(
+    r"(?<![\d-])\d{4}(?P<c1>[ -])\d{4}(?P=c1)\d{4}(?P=c1)\d{1,7}(?!\d)"
+    r"|(?<![\d-])\d{4}(?P<c2>[ -])\d{6}(?P=c2)\d{4,5}(?!\d)"
+)
+_PHONE_NANP = re.compile(
+    r"(?<![\d+])(?:\+?1[ .-]?)?(?:\([2-9]\d{2}\)[ ]?|[2-9]\d{2}[ .-])[2-9]\d{2}[ .-]\d{4}(?![\d-])"
+)
+_PHONE_INTL = re.compile(r"(?<![\w+])\+[1-9]\d{0,2}(?:[ .-]?\(?\d{1,5}\)?){2,6}(?![\d-])")
+_DIGITS = re.compile(r"(?<!\d)(?<!\d\.)\d{6,19}(?!\d)(?!\.\d)")
+
+# Context keywords that must appear in the few characters before a *bare* digit run.
+_CTX_SSN = re.compile(r"ssn|social\s*security|soc\.?\s*sec|ss\s*#|ss\s*no|itin|taxpayer")
+_CTX_ABA = re.compile(r"routing|\baba\b|\brtn\b|transit|\br/t\b")
+_CTX_ACCOUNT = re.compile(r"account|\bacct|\ba/c\b|\bdda\b|checking|savings")
+_CTX_PHONE = re.compile(r"phone|\btel\b|mobile|\bcell|\bfax\b|\bcall\b|\bsms\b|whatsapp")
+_CTX_WINDOW = 40
+_LAST_DIGIT = re.compile(r"\d(?=\D*\Z)")
+
+# Short strings are screened by one pattern first: most JSON leaves are short and clean.
+_SHORT = 256
+_GATE = re.compile(
+    r"\d(?:[ .()-]{0,2}\d){5,}|[@:=]|-----BEGIN|[A-Z]{2}\d\d|" + "|".join(re.escape(g) for g in _TOKEN_GATES)
+)
+
+_NOT_A_VALUE = frozenset({"", "null", "none", "true", "false", "n/a", "na", "-"})
+
+# Outputs of the operators, recognised so masking twice changes nothing (idempotence).
+_ALREADY_MASKED = re.compile(
+    r"\[[A-Z][A-Za-z0-9_]*\]"                      # redact label
+    r"|[*\s().-]*\*[*\s().-]*[A-Za-z0-9]{0,4}"       # partial: stars, separators, last 4
+    r"|\*+@\S+"                                     # partial e-mail
+    r"|[A-Z][A-Z0-9_]*_[0-9a-f]{16}"                # pseudonym token
+)
+
+_DIGIT_FAMILY = frozenset({US_SSN, CREDIT_CARD, ABA_ROUTING, PHONE, US_BANK_ACCOUNT})
+# Rank breaks ties between findings that start at the same place with the same length.
+_RANK_PEM, _RANK_KEYED, _RANK_TOKEN, _RANK_EMAIL, _RANK_IBAN, _RANK_DIGITS, _RANK_CUSTOM = range(7)
+
+
+def looks_masked(value: str) -> bool:
+    """True for what an operator already produced, so it is neither re-masked nor counted."""
+    return _ALREADY_MASKED.fullmatch(value) is not None
+
+
+@dataclass(frozen=True)
+class CustomDetector:
+    """A detector from config: a regex (may be absent) and/or structured key names."""
+
+    name: str
+    pattern: re.Pattern[str] | None
+    keys: frozenset[str]  # normalised key names
+
+
+def _digits(s: str) -> str:
+    return "".join(ch for ch in s if "0" <= ch <= "9")
+
+
+def _context(text: str, start: int, keywords: re.Pattern[str]) -> bool:
+    """A keyword within the window before `start`, with no other number in between."""
+    window = text[max(0, start - _CTX_WINDOW):start]
+    m = _LAST_DIGIT.search(window)
+    if m is not None:
+        window = window[m.end():]
+    return keywords.search(window.lower()) is not None
+
+
+# --------------------------------------------------------------------------- classification
+
+def classify_digit_run(text: str, s: int, e: int, enabled: frozenset[str]) -> str | None:
+    """A bare digit run text[s:e]: a card on its own evidence, anything else only with context."""
+    d = text[s:e]
+    n = len(d)
+    if n >= 12 and CREDIT_CARD in enabled and card_valid(d):
+        return CREDIT_CARD
+    if n == 9:
+        if US_SSN in enabled and ssn_valid(d) and _context(text, s, _CTX_SSN):
+            return US_SSN
+        if ABA_ROUTING in enabled and aba_valid(d) and _context(text, s, _CTX_ABA):
+            return ABA_ROUTING
+    if (n == 10 or (n == 11 and d[0] == "1")) and PHONE in enabled:
+        local = d[-10:]
+        if local[0] >= "2" and local[3] >= "2" and _context(text, s, _CTX_PHONE):
+            return PHONE
+    if n <= 17 and US_BANK_ACCOUNT in enabled and _context(text, s, _CTX_ACCOUNT):
+        return US_BANK_ACCOUNT
+    return None
+
+
+def _iban_span(text: str, m: re.Match[str]) -> Finding | None:
+    start = m.start()
+    if start > 0 and text[start - 1].isalnum():
+        return None
+    span = m.group()
+    expected = IBAN_LENGTHS.get(span[:2])
+    if expected is None:
+        return None
+    # Grouped IBANs may have swallowed a following 4-letter word: cut at the registry length.
+    count = 0
+    for i, ch in enumerate(span):
+        if ch != " ":
+            count += 1
+            if count == expected:
+                end = i + 1
+                if end < len(span) and span[end] != " ":
+                    return None
+                return (start, start + end, IBAN) if iban_valid(span[:end].replace(" ", "")) else None
+    return None
+
+
+def _shape_wants(groups: tuple[int, ...]) -> tuple[bool, bool, bool, bool]:
+    """From a cluster's digit-group lengths: (ssn, card, nanp, long run) worth trying."""
+    ssn = card = nanp = False
+    for i in range(len(groups)):
+        a = groups[i]
+        b = groups[i + 1] if i + 1 < len(groups) else 0
+        c = groups[i + 2] if i + 2 < len(groups) else 0
+        if a == 3 and b == 2 and c == 4:
+            ssn = True
+        if a == 4 and ((b == 4 and c == 4) or (b == 6 and c in (4, 5))):
+            card = True
+        if a == 3 and b == 3 and c == 4:
+            nanp = True
+    return ssn, card, nanp, max(groups) >= 6
+
+
+class TextScanner:
+    """Finds sensitive spans in one string for a given set of enabled detectors.
+
+    Built once per Masker (it knows the custom detectors' names, so it can skip
+    pseudonym tokens it produced earlier); `find` is pure and thread-safe.
+
+    Speed comes from gating: each family runs only where it can match — digit
+    clusters (found by one charset-led regex), '@' positions, ':'/'=' separators
+    (the key is read backwards from a reversed copy), literal token prefixes —
+    so clean text costs a few C-level scans and almost no Python.
+    """
+
+    def __init__(self, customs: Iterable[CustomDetector] = ()) -> None:
+        self._customs = tuple(customs)
+        names = sorted({*BUILTIN_DETECTORS, *(c.name for c in self._customs)}, key=len, reverse=True)
+        self._masked = re.compile(
+            "|".join(re.escape(n) for n in names) + r"_[0-9a-f]{16}(?![A-Za-z0-9_])"
+        )
+        self._shape_cache: dict[tuple[int, ...], tuple[bool, bool, bool, bool]] = {}
+
+    def find(self, text: str, enabled: frozenset[str]) -> list[Finding]:
+        """Non-overlapping findings, in order, of the detectors in `enabled`."""
+        found: list[tuple[int, int, int, str]] = []  # (start, end, rank, detector)
+        builtin = not enabled.isdisjoint(BUILTIN_DETECTORS)
+        if builtin and (len(text) > _SHORT or _GATE.search(text) is not None):
+            self._builtin(text, enabled, found)
+        for custom in self._customs:
+            if custom.pattern is not None and custom.name in enabled:
+                found.extend((m.start(), m.end(), _RANK_CUSTOM, custom.name)
+                             for m in custom.pattern.finditer(text) if m.end() > m.start())
+        if not found:
+            return []
+        if "_" in text:
+            found = self._drop_masked(text, found)
+        return _resolve(found)
+
+    def _drop_masked(self, text: str, found: list[tuple[int, int, int, str]]) -> list[tuple[int, int, int, str]]:
+        """Pseudonym tokens from an earlier pass contain hex digits; never re-mask inside them."""
+        spans = [(m.start(), m.end()) for m in self._masked.finditer(text)
+                 if m.start() == 0 or not (text[m.start() - 1].isalnum() or text[m.start() - 1] == "_")]
+        if not spans:
+            return found
+        return [f for f in found if not any(s <= f[0] and f[1] <= e for s, e in spans)]
+
+    def _builtin(self, text: str, enabled: frozenset[str], found: list[tuple[int, int, int, str]]) -> None:
+        add = found.append
+        if SECRET in enabled:
+            if "-----BEGIN" in text:
+                for m in _PEM.finditer(text):
+                    add((m.start(), m.end(), _RANK_PEM, SECRET))
+            if _TOKEN_GATE.search(text) is not None:
+                for m in _TOKEN.finditer(text):
+                    add((m.start(), m.end(), _RANK_TOKEN, SECRET))
+        if ":" in text or "=" in text:
+            self._keyed(text, enabled, add)
+        if EMAIL in enabled and "@" in text:
+            self._emails(text, add)
+        if IBAN in enabled:
+            for m in _IBAN.finditer(text):
+                f = _iban_span(text, m)
+                if f is not None:
+                    add((f[0], f[1], _RANK_IBAN, IBAN))
+        if not enabled.isdisjoint(_DIGIT_FAMILY):
+            for m in _CLUSTER.finditer(text):
+                self._cluster(text, m.start(), m.end(), enabled, add)
+
+    def _keyed(self, text: str, enabled: frozenset[str], add: Callable[[tuple[int, int, int, str]], None]) -> None:
+        n = len(text)
+        rev = text[::-1].lower()
+        pattern = _KEYED_REV
+        if len(rev) != n:
+            rev, pattern = text[::-1], _KEYED_REV_I
+        for m in pattern.finditer(rev):
+            key = text[n - m.end("rk"):n - m.start("rk")]
+            detector = builtin_key_detector(key)
+            if detector is None or detector not in enabled:
+                continue
+            v = _KEYED_VALUE.match(text, n - m.start())
+            if v is None:
+                continue
+            for group in ("kq", "ks", "ku"):
+                value = v.group(group)
+                if value is not None:
+                    if value.strip().lower() not in _NOT_A_VALUE and not looks_masked(value):
+                        add((v.start(group), v.end(group), _RANK_KEYED, detector))
+                    break
+
+    @staticmethod
+    def _emails(text: str, add: Callable[[tuple[int, int, int, str]], None]) -> None:
+        at = text.find("@")
+        while at != -1:
+            j = at
+            while j > 0 and at - j < 65 and text[j - 1] in _EMAIL_LOCAL:
+                j -= 1
+            if j < at and (j == 0 or text[j - 1] not in _EMAIL_LOCAL):
+                m = _EMAIL_DOMAIN.match(text, at + 1)
+                if m is not None:
+                    add((j, m.end(), _RANK_EMAIL, EMAIL))
+            at = text.find("@", at + 1)
+
+    def _cluster(self, text: str, s: int, e: int, enabled: frozenset[str],
+                 add: Callable[[tuple[int, int, int, str]], None]) -> None:
+        cluster = text[s:e]
+        if cluster.isdigit():
+            if s > 0 and (text[s - 1] == "+" or (text[s - 1] == "." and s > 1 and text[s - 2].isdigit())):
+                return
+            det = classify_digit_run(text, s, e, enabled) if len(cluster) <= 19 else None
+            if det is not None:
+                add((s, e, _RANK_DIGITS, det))
+            return
+        groups = tuple(len(g) for g in _DIGIT_GROUP.findall(cluster))
+        wants = self._shape_cache.get(groups)
+        if wants is None:
+            wants = _shape_wants(groups)
+            if len(self._shape_cache) < 4096:
+                self._shape_cache[groups] = wants
+        ssn, card, nanp, long_run = wants
+        rs = s - 1 if s > 0 and text[s - 1] in "+(" else s
+        if ssn and US_SSN in enabled:
+            for m in _SSN_FMT.finditer(text, s, e):
+                if ssn_valid(_digits(m.group())):
+                    add((m.start(), m.end(), _RANK_DIGITS, US_SSN))
+        if card and CREDIT_CARD in enabled:
+            for m in _CARD_GROUPED.finditer(text, s, e):
+                if card_valid(_digits(m.group())):
+                    add((m.start(), m.end(), _RANK_DIGITS, CREDIT_CARD))
+        if PHONE in enabled:
+            if nanp or text[rs] == "(":
+                for m in _PHONE_NANP.finditer(text, rs, e):
+                    add((m.start(), m.end(), _RANK_DIGITS, PHONE))
+            if text[rs] == "+":
+                for m in _PHONE_INTL.finditer(text, rs, e):
+                    if 8 <= len(_digits(m.group())) <= 15:
+                        add((m.start(), m.end(), _RANK_DIGITS, PHONE))
+        if long_run:
+            for m in _DIGITS.finditer(text, s, e):
+                det = classify_digit_run(text, m.start(), m.end(), enabled)
+                if det is not None:
+                    add((m.start(), m.end(), _RANK_DIGITS, det))
+
+
+def _resolve(found: list[tuple[int, int, int, str]]) -> list[Finding]:
+    """Sorted, non-overlapping findings. Earlier start wins, then the longer span, then rank;
+    a later finding that sticks out past the winner extends it, so no tail is left bare."""
+    found.sort(key=lambda f: (f[0], f[0] - f[1], f[2]))
+    out: list[Finding] = []
+    for start, end, _rank, det in found:
+        if out and start < out[-1][1]:
+            if end > out[-1][1]:
+                out[-1] = (out[-1][0], end, out[-1][2])
+            continue
+        out.append((start, end, det))
+    return out

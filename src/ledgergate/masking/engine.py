@@ -1,0 +1,274 @@
+"""`Masker`: the masking stage the gateway calls for every result and notification.
+
+Why fail closed: a masker that passes data through on error (hoop.dev's default)
+turns every bug into a leak. Any internal failure here becomes `MaskingError`,
+which the gateway maps to a 500 and never forwards the unmasked value.
+
+Why a built-in `ledger` profile: the audit record must never hold more than any
+caller saw, so it uses every detector (built-in and custom) with `redact`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from ledgergate.errors import INTERNAL_ERROR, GatewayError
+from ledgergate.masking.detectors import (
+    BUILTIN_DETECTORS, CustomDetector, TextScanner, builtin_key_detector, looks_masked, normalize_key,
+)
+from ledgergate.masking.operators import OPERATORS, Operator, make_pseudonym, redact
+from ledgergate.masking.settings import MaskingSettings
+from ledgergate.masking.walker import UnsupportedValue, walk
+
+__all__ = ["BLOB_UNSCANNED", "LEDGER_PROFILE", "Masker", "MaskingError"]
+
+LEDGER_PROFILE = "ledger"
+# Count key for base64 payloads that are not UTF-8 text (images, PDFs): passed on
+# unchanged, because we cannot inspect them, and counted so the audit record says so.
+BLOB_UNSCANNED = "BLOB_UNSCANNED"
+_CUSTOM_NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
+_MIN_PSEUDONYM_KEY = 16
+_KEY_CACHE_MAX = 4096
+_MIN_TEXT = 6  # no built-in detector matches fewer characters
+_MISS = object()
+# Short strings found clean (statuses, dates, currency codes repeat in every row) are
+# remembered per profile; nothing with a finding is ever cached.
+_CLEAN_CACHE_LEN = 48
+_CLEAN_CACHE_MAX = 8192
+
+
+def _bare_json_number(text: str, start: int, end: int) -> bool:
+    """True if text[start:end] is a digit run standing where JSON puts a value (`: 123,`).
+
+    Such a span replaced by `****5678` or `[US_SSN]` would break JSON that lives in a
+    string (MCP `content[].text` is often JSON.stringify'd), so it gets quotes.
+    """
+    if not text[start:end].isdigit():
+        return False
+    i = start - 1
+    while i >= 0 and text[i] in " \t\r\n":
+        i -= 1
+    if i < 0 or text[i] not in ":[,":
+        return False
+    j = end
+    while j < len(text) and text[j] in " \t\r\n":
+        j += 1
+    return j == len(text) or text[j] in ",]}"
+
+
+class MaskingError(GatewayError):
+    """Masking could not be completed; the value must not be forwarded (fail closed)."""
+
+    http_status = 500
+    rpc_code = INTERNAL_ERROR
+
+
+@dataclass(frozen=True)
+class _Profile:
+    name: str
+    enabled: frozenset[str]
+    operator: Operator
+    has_custom_patterns: bool
+
+
+class Masker:
+    """Masks JSON values by profile. Immutable after construction; safe to share across tasks."""
+
+    def __init__(self, profiles: dict[str, _Profile], customs: tuple[CustomDetector, ...]) -> None:
+        self._profiles = profiles
+        self._scanner = TextScanner(customs)
+        self._custom_keys: dict[str, str] = {k: c.name for c in customs for k in c.keys}
+        # per profile: key -> detector the key names, for keys that hold nothing sensitive themselves
+        self._key_cache: dict[str, dict[str, str | None]] = {name: {} for name in profiles}
+        self._clean_cache: dict[str, dict[str, None]] = {name: {} for name in profiles}
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_settings(cls, settings: MaskingSettings) -> Masker:
+        """Compile every profile; ValueError names the profile or detector that is wrong."""
+        customs: list[CustomDetector] = []
+        for det in settings.detectors:
+            if not _CUSTOM_NAME.match(det.name):
+                raise ValueError(f"masking detector {det.name!r}: name must match [A-Z][A-Z0-9_]*")
+            if det.name in BUILTIN_DETECTORS or det.name == BLOB_UNSCANNED:
+                raise ValueError(f"masking detector {det.name!r}: name is taken by a built-in detector")
+            if any(c.name == det.name for c in customs):
+                raise ValueError(f"masking detector {det.name!r}: defined twice")
+            pattern: re.Pattern[str] | None = None
+            if det.pattern:
+                try:
+                    pattern = re.compile(det.pattern)
+                except re.error as exc:
+                    raise ValueError(f"masking detector {det.name!r}: bad pattern: {exc}") from None
+                if pattern.fullmatch("") is not None:
+                    raise ValueError(f"masking detector {det.name!r}: pattern matches the empty string")
+            keys = frozenset(normalize_key(k) for k in det.keys) - {""}
+            if pattern is None and not keys:
+                raise ValueError(f"masking detector {det.name!r}: needs a pattern or keys")
+            customs.append(CustomDetector(det.name, pattern, keys))
+        known = {*BUILTIN_DETECTORS, *(c.name for c in customs)}
+        any_pattern = any(c.pattern is not None for c in customs)
+        key = settings.pseudonym_key
+        profiles: dict[str, _Profile] = {}
+        for name, prof in settings.profiles.items():
+            if name == LEDGER_PROFILE:
+                raise ValueError(f"masking profile {name!r}: the name is reserved for the built-in ledger profile")
+            for det_name in prof.detectors:
+                if det_name not in known:
+                    raise ValueError(f"masking profile {name!r}: unknown detector {det_name!r} "
+                                     f"(known: {', '.join(sorted(known))})")
+            if prof.operator == "pseudonym":
+                if not key or len(key) < _MIN_PSEUDONYM_KEY:
+                    raise ValueError(f"masking profile {name!r}: operator 'pseudonym' needs "
+                                     f"masking.pseudonym_key of at least {_MIN_PSEUDONYM_KEY} characters")
+                operator = make_pseudonym(key.encode())
+            else:
+                operator = OPERATORS[prof.operator]
+            enabled = frozenset(prof.detectors)
+            profiles[name] = _Profile(name, enabled, operator,
+                                      any(c.pattern is not None and c.name in enabled for c in customs))
+        profiles[LEDGER_PROFILE] = _Profile(LEDGER_PROFILE, frozenset(known), redact, any_pattern)
+        return cls(profiles, tuple(customs))
+
+    # ------------------------------------------------------------------ API
+
+    @property
+    def profiles(self) -> set[str]:
+        """Profile names `mask` accepts, including the built-in `ledger`."""
+        return set(self._profiles)
+
+    def mask(self, value: Any, profile: str | None) -> tuple[Any, dict[str, int]]:
+        """A masked deep copy of a JSON value and {detector: findings}; None means the ledger profile.
+
+        Raises MaskingError (never anything else) when the value cannot be masked
+        completely: unknown profile, non-JSON types, or an internal failure.
+        """
+        prof = self._profiles.get(LEDGER_PROFILE if profile is None else profile)
+        if prof is None:
+            raise MaskingError(f"unknown masking profile {profile!r}")
+        counts: dict[str, int] = {}
+        try:
+            masked = walk(value, _Run(self, prof, counts))
+        except UnsupportedValue as exc:
+            raise MaskingError(f"cannot mask a value of this shape: {exc}") from None
+        except MaskingError:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - fail closed on anything, but let Ctrl-C through
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            # The message names the error type only: the cause may quote the data.
+            raise MaskingError(f"masking failed ({type(exc).__name__})") from None
+        return masked, counts
+
+    def mask_for_ledger(self, value: Any) -> tuple[Any, dict[str, int]]:
+        """Every detector, redact: what the audit record stores."""
+        return self.mask(value, LEDGER_PROFILE)
+
+    # ------------------------------------------------------------------ internals used by _Run
+
+    def _key_detector(self, key: str) -> str | None:
+        norm = normalize_key(key)
+        custom = self._custom_keys.get(norm)
+        return custom if custom is not None else builtin_key_detector(key)
+
+
+class _Run:
+    """One call of `Masker.mask`: the profile and the counts (implements walker.LeafMasker)."""
+
+    __slots__ = ("_cache", "_clean", "_counts", "_enabled", "_masker", "_min_text", "_op", "_profile", "_scan")
+
+    def __init__(self, masker: Masker, profile: _Profile, counts: dict[str, int]) -> None:
+        self._masker = masker
+        self._profile = profile
+        self._enabled = profile.enabled
+        self._op = profile.operator
+        self._counts = counts
+        self._scan = masker._scanner.find
+        self._cache = masker._key_cache[profile.name]
+        self._clean = masker._clean_cache[profile.name]
+        self._min_text = 1 if profile.has_custom_patterns else _MIN_TEXT
+
+    def _count(self, detector: str) -> None:
+        self._counts[detector] = self._counts.get(detector, 0) + 1
+
+    def text(self, value: str) -> str:
+        if len(value) < self._min_text or not self._enabled:
+            return value
+        short = len(value) <= _CLEAN_CACHE_LEN
+        if short and value in self._clean:
+            return value
+        findings = self._scan(value, self._enabled)
+        if not findings:
+            if short:
+                if len(self._clean) >= _CLEAN_CACHE_MAX:
+                    self._clean.clear()
+                self._clean[value] = None
+            return value
+        parts: list[str] = []
+        pos = 0
+        op = self._op
+        for start, end, detector in findings:
+            parts.append(value[pos:start])
+            replacement = op(detector, value[start:end])
+            if _bare_json_number(value, start, end):
+                replacement = f'"{replacement}"'  # JSON-as-text stays parseable
+            parts.append(replacement)
+            self._count(detector)
+            pos = end
+        parts.append(value[pos:])
+        return "".join(parts)
+
+    def forced(self, detector: str, value: str) -> str:
+        if not value.strip() or looks_masked(value):
+            return value
+        self._count(detector)
+        return self._op(detector, value)
+
+    def number(self, value: int) -> int | str:
+        if -100_000 < value < 100_000:
+            return value
+        text = str(value)
+        masked = self.text(text)
+        return value if masked is text else masked
+
+    def key(self, key: object) -> tuple[object, str | None]:
+        if isinstance(key, str):
+            hit = self._cache.get(key, _MISS)
+            if hit is not _MISS:
+                return key, hit  # type: ignore[return-value]
+            text = key
+        elif key is None or isinstance(key, (int, float)):
+            text = "null" if key is None else str(key).lower() if isinstance(key, bool) else str(key)
+        else:
+            raise UnsupportedValue(f"key of type {type(key).__name__}")
+        det = self._masker._key_detector(text)
+        if det not in self._enabled:
+            det = None
+        masked = self.text(text)
+        if masked is not text:
+            return masked, det  # a key that holds data itself (a map keyed by account number)
+        if isinstance(key, str):
+            if len(self._cache) >= _KEY_CACHE_MAX:
+                self._cache.clear()
+            self._cache[key] = det
+        return key, det
+
+    def blob(self, value: str) -> str:
+        try:
+            raw = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            return self.text(value)  # not base64 after all: treat as text
+        try:
+            decoded = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            self._count(BLOB_UNSCANNED)
+            return value
+        masked = self.text(decoded)
+        if masked is decoded:
+            return value
+        return base64.b64encode(masked.encode("utf-8")).decode("ascii")

@@ -1,0 +1,109 @@
+"""The JSON-aware walk: a masked deep copy of any JSON value.
+
+Why a walker and not "mask the serialized text": key names carry meaning that
+text alone loses (`{"ssn": 123456789}` is an SSN whatever it looks like, and a
+number), and a masked structure must keep its shape exactly so clients and
+`structuredContent` schemas still work. Why iterative: JSON from an upstream can
+nest deeper than Python's recursion limit, and a stack overflow must not become
+an unmasked pass-through.
+
+The walker knows nothing of detectors; it asks a `LeafMasker` what to do with
+each key and leaf, and only decides *where* things are.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+__all__ = ["MAX_DEPTH", "LeafMasker", "UnsupportedValue", "walk"]
+
+MAX_DEPTH = 100_000  # deeper than any real JSON; a Python object cycle hits it instead of looping
+_BINARY_TYPES = frozenset({"image", "audio"})
+
+
+class UnsupportedValue(Exception):
+    """A value that is not JSON (bytes, sets, objects, a cycle): the caller must fail closed."""
+
+
+class LeafMasker(Protocol):
+    """One masking run: knows the profile and accumulates the counts."""
+
+    def key(self, key: object) -> tuple[object, str | None]:
+        """(key to emit, detector the key name forces on its value or None)."""
+
+    def text(self, value: str) -> str:
+        """A string scanned for sensitive spans."""
+
+    def forced(self, detector: str, value: str) -> str:
+        """A whole value masked because its key says what it is."""
+
+    def number(self, value: int) -> int | str:
+        """An integer outside sensitive keys (a card number sent as a JSON number)."""
+
+    def blob(self, value: str) -> str:
+        """A base64 payload (`resources/read` blob, image/audio data)."""
+
+
+def _leaf(value: Any, forced: str | None, run: LeafMasker) -> Any:
+    if isinstance(value, str):
+        return run.text(value) if forced is None else run.forced(forced, value)
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return run.number(value) if forced is None else run.forced(forced, str(value))
+    if isinstance(value, float):
+        if forced is None:
+            return value
+        text = str(int(value)) if value.is_integer() else repr(value)
+        return run.forced(forced, text)
+    raise UnsupportedValue(type(value).__name__)
+
+
+def walk(value: Any, run: LeafMasker) -> Any:
+    """A masked deep copy of `value`; the input is never mutated.
+
+    Dict keys keep their order; a key that itself holds sensitive data is masked
+    too, and if two masked keys collide the later ones get ` #2`, ` #3`, ...
+    A sensitive key name forces masking of every scalar beneath it (strings and
+    numbers; booleans and null carry nothing and stay). Tuples become lists.
+    """
+    if not isinstance(value, (dict, list, tuple)):
+        return _leaf(value, None, run)
+    root: list[Any] = [None]
+    # (source container, destination container, slot in destination, forced detector, depth)
+    stack: list[tuple[Any, Any, Any, str | None, int]] = [(value, root, 0, None, 0)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        src, dst, slot, forced, depth = pop()
+        if depth > MAX_DEPTH:
+            raise UnsupportedValue("nesting too deep")
+        if isinstance(src, dict):
+            out: dict[Any, Any] = {}
+            dst[slot] = out
+            binary_data = src.get("type") in _BINARY_TYPES if "data" in src else False
+            for k, v in src.items():
+                nk, kdet = run.key(k)
+                if nk in out:
+                    i = 2
+                    while f"{nk} #{i}" in out:
+                        i += 1
+                    nk = f"{nk} #{i}"
+                det = forced if forced is not None else kdet
+                if isinstance(v, (dict, list, tuple)):
+                    out[nk] = None
+                    push((v, out, nk, det, depth + 1))
+                elif det is None and isinstance(v, str) and (k == "blob" or (k == "data" and binary_data)):
+                    out[nk] = run.blob(v)
+                else:
+                    out[nk] = _leaf(v, det, run)
+        elif isinstance(src, (list, tuple)):
+            items: list[Any] = [None] * len(src)
+            dst[slot] = items
+            for i, v in enumerate(src):
+                if isinstance(v, (dict, list, tuple)):
+                    push((v, items, i, forced, depth + 1))
+                else:
+                    items[i] = _leaf(v, forced, run)
+        else:  # pragma: no cover - only containers are pushed
+            raise UnsupportedValue(type(src).__name__)
+    return root[0]
