@@ -65,14 +65,14 @@ class DemoUser:
 
 USERS: tuple[DemoUser, ...] = (
     DemoUser("alice", "human", ("analysts",),
-             "customer lookups, transactions, export, transfers (over $10,000 need approval), resources, "
-             "the fraud_review prompt, elicitation and sampling; PII partially masked"),
+             "all bank tools, resources and prompts; transfers over $10,000 need approval; "
+             "PII partially masked"),
     DemoUser("bob", "human", ("approvers", "analysts"),
-             "everything alice may, and is an approver for large transfers"),
+             "as alice, and approves large transfers"),
     DemoUser("carol", "human", ("contractors",),
-             "lookup_* / list_* tools with PII redacted; export_customers is denied"),
+             "lookup/list tools, PII redacted; export_customers denied"),
     DemoUser("nightly-ci", "service", ("ci",),
-             "list_transactions only (a CI service account)"),
+             "list_transactions only"),
 )
 
 STANDARD_DETECTORS = ["US_SSN", "CREDIT_CARD", "US_BANK_ACCOUNT", "ABA_ROUTING", "IBAN", "EMAIL", "PHONE", "SECRET"]
@@ -274,7 +274,8 @@ def _print_banner(console: Console, config: LoadedConfig, issuer: DevIdentityPro
     cfg = config.path
     p = console.print
     p()
-    p("[bold]ledgergate demo[/bold] — an identity-aware, audited gateway in front of a (fictional) bank's MCP server")
+    p("[bold]ledgergate demo[/bold] — an identity-aware, audited gateway in front of a fictional bank's MCP server",
+      soft_wrap=True)
     p()
     p(f"  MCP endpoint   [bold cyan]{url}[/bold cyan]", soft_wrap=True)
     p(f"  Issuer (OIDC)  {issuer.issuer}  [dim](development only: its key lives in this process)[/dim]",
@@ -300,7 +301,7 @@ def _print_banner(console: Console, config: LoadedConfig, issuer: DevIdentityPro
         mask = f", mask {rule['mask']}" if rule.get("mask") else ""
         p(f"  [{colour}]{rule['effect']:<7}[/{colour}] {rule['name']}{extra}{mask}", soft_wrap=True)
     p(f"  [dim]transfer_funds over ${APPROVAL_THRESHOLD:,} needs approval from 'approvers'. Approvals are not "
-      "built yet, so such a call is refused with an error naming the rule (needs approval).[/dim]")
+      "built yet, so such a call is refused with an error naming the rule (needs approval).[/dim]", soft_wrap=True)
     p()
     p("[bold]Tokens[/bold] — paste into your shell:")
     for u in USERS:
