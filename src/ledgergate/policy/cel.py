@@ -60,19 +60,34 @@ class CelEvaluationError(CelError):
     pass
 
 
+_SCALARS = (str, int, float, type(None))
+
+
 def _too_deep(value: Any, limit: int = MAX_VALUE_DEPTH) -> bool:
-    """True when a JSON-like value nests deeper than `limit` (iterative: no recursion to exhaust)."""
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, Mapping):
+    """True when a JSON-like value has containers nested `limit` or more levels deep.
+
+    Breadth-first, level by level (no recursion to exhaust), pushing only
+    containers: this runs on every argument map a condition reads, so the
+    common flat map must cost well under a microsecond.
+    """
+    level = [value]
+    depth = 0
+    while level:
+        nxt: list[Any] = []
+        for item in level:
+            if isinstance(item, dict):
+                children: Iterable[Any] = item.values()
+            elif isinstance(item, (list, tuple)):
+                children = item
+            elif isinstance(item, Mapping):
+                children = item.values()
+            else:
+                continue
             if depth >= limit:
                 return True
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, (list, tuple)):
-            if depth >= limit:
-                return True
-            stack.extend((v, depth + 1) for v in item)
+            nxt.extend(c for c in children if not isinstance(c, _SCALARS))
+        level = nxt
+        depth += 1
     return False
 
 

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+import fnmatch
+import re
 from fnmatch import fnmatchcase
 from typing import Any, Literal
 
@@ -311,14 +313,22 @@ _CACHE_MAX = 4096
 
 
 class _GlobField:
-    """Rules accepting a value for one glob field: literal patterns by dict, globs by scan."""
+    """Rules accepting a value for one glob field.
 
-    __slots__ = ("unconstrained", "literal", "globs")
+    Literal patterns are one dict lookup. Glob patterns are deduplicated (100
+    rules sharing `read-*` cost one match) and bucketed by their literal
+    prefix, so a value is only matched against globs whose prefix it starts
+    with; globs starting with a wildcard are always tried.
+    """
+
+    __slots__ = ("unconstrained", "literal", "_globs", "_by_prefix", "_anywhere")
 
     def __init__(self) -> None:
         self.unconstrained = 0
         self.literal: dict[str, int] = {}
-        self.globs: list[tuple[str, int]] = []
+        self._globs: dict[str, int] = {}
+        self._by_prefix: list[tuple[int, dict[str, list[tuple[Any, int]]]]] = []
+        self._anywhere: list[tuple[Any, int]] = []
 
     def add(self, bit: int, patterns: Iterable[str] | None) -> None:
         if patterns is None:
@@ -326,15 +336,35 @@ class _GlobField:
             return
         for p in patterns:
             if _is_glob(p):
-                self.globs.append((p, bit))
+                self._globs[p] = self._globs.get(p, 0) | bit
             else:
                 self.literal[p] = self.literal.get(p, 0) | bit
+        self._freeze()
+
+    def _freeze(self) -> None:
+        by_len: dict[int, dict[str, list[tuple[Any, int]]]] = {}
+        anywhere = []
+        for pattern, mask in self._globs.items():
+            matcher = re.compile(fnmatch.translate(pattern)).match
+            cut = min(i for i, ch in enumerate(pattern) if ch in _GLOB_CHARS)
+            if cut == 0:
+                anywhere.append((matcher, mask))
+            else:
+                by_len.setdefault(cut, {}).setdefault(pattern[:cut], []).append((matcher, mask))
+        self._by_prefix = sorted(by_len.items())
+        self._anywhere = anywhere
 
     def constrained_mask(self, value: str) -> int:
         m = self.literal.get(value, 0)
-        for pattern, bit in self.globs:
-            if not m & bit and fnmatchcase(value, pattern):
-                m |= bit
+        for length, table in self._by_prefix:
+            bucket = table.get(value[:length])
+            if bucket is not None:
+                for match, mask in bucket:
+                    if match(value) is not None:
+                        m |= mask
+        for match, mask in self._anywhere:
+            if match(value) is not None:
+                m |= mask
         return m
 
     def mask(self, value: str) -> int:
