@@ -96,6 +96,8 @@ async def test_alice_sees_allowed_tools_and_masked_pii(demo: Demo) -> None:
         assert RAW.card_number[-4:] in text
         assert result.structured_content["ssn"] == f"***-**-{RAW.ssn[-4:]}"
         assert result.structured_content["card_number"].endswith(RAW.card_number[-4:])
+        account_number = Bank().accounts[RAW.account_id].account_number
+        assert result.structured_content["account_number"] == "*" * (len(account_number) - 4) + account_number[-4:]
 
         resource = await client.read_resource("bank://customers/C-1001")
         assert RAW.ssn not in resource.contents[0].text
