@@ -65,6 +65,7 @@ class StdioSession(UpstreamSession):
             self._proc = await asyncio.create_subprocess_exec(
                 *self.argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE, env=env, cwd=self.cwd, limit=_STREAM_LIMIT,
+                start_new_session=True,  # a terminal Ctrl-C reaches the gateway, which stops its children in order
             )
         except OSError as exc:
             raise UpstreamError(f"cannot start upstream {self.name!r}: {exc.strerror}") from None
