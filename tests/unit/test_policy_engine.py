@@ -365,6 +365,13 @@ def test_housekeeping_grant_respects_time_conditions() -> None:
     assert e.decide(STAFF, "s", "initialize", None, None, evening).effect == "deny"
 
 
+def test_housekeeping_grant_from_rule_conditioned_on_the_request() -> None:
+    e = engine({"name": "e-tools", "when": "tool.startsWith('e')", "match": {"tools": ["*"]}, "effect": "allow"})
+    assert e.decide(STAFF, "s", "initialize", None, None, NOON).effect == "allow"
+    assert e.decide(STAFF, "s", "tools/call", "echo", {}, NOON).effect == "allow"
+    assert e.decide(STAFF, "s", "tools/call", "get", {}, NOON).effect == "deny"
+
+
 def test_sampling_allowed_only_when_named() -> None:
     e = engine(
         {"name": "all", "effect": "allow"},

@@ -53,6 +53,7 @@ from ledgergate.policy.rules import (
 )
 from ledgergate.policy.settings import PolicyRuleSettings
 
+_GRANT_VARIABLES = frozenset({"principal", "server", "time"})
 ListMethod = Literal["tools/list", "resources/list", "resources/templates/list", "prompts/list"]
 
 
@@ -210,7 +211,9 @@ class PolicyEngine:
         act: Activation | None = None
         for i in iter_bits(mask):
             r = self.rules[i]
-            if r.condition is None or r.condition.uses_args:
+            # a condition on the request (args, tool, method, ...) could hold for some request on this
+            # server; one only on who/when/where is evaluated now
+            if r.condition is None or not r.condition.variables <= _GRANT_VARIABLES:
                 return r
             if act is None:
                 act = _activation(principal, server, "", None, None, now)

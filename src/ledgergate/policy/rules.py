@@ -437,11 +437,12 @@ class RuleIndex:
 
     # principal side
     def principal_mask(self, principal: Principal) -> int:
-        key = (principal.subject, principal.kind, principal.groups)
+        groups = principal.groups if isinstance(principal.groups, frozenset) else frozenset(principal.groups)
+        key = (principal.subject, principal.kind, groups)
         m = self._principal_cache.get(key)
         if m is None:
             g = self._groups_any
-            for group in principal.groups:
+            for group in groups:
                 g |= self._groups.get(group, 0)
             m = g & self._subjects.mask(principal.subject) & (self._kinds_any | self._kinds.get(principal.kind, 0))
             if len(self._principal_cache) >= _CACHE_MAX:
