@@ -292,7 +292,7 @@ _NOT_A_VALUE = frozenset({"", "null", "none", "true", "false", "n/a", "na", "-"}
 # Outputs of the operators, recognised so masking twice changes nothing (idempotence).
 _ALREADY_MASKED = re.compile(
     r"\[[A-Z][A-Za-z0-9_]*\]"                      # redact label
-    r"|[*\s().-]*\*[*\s().-]*[A-Za-z0-9]{0,4}"       # partial: stars, separators, last 4
+    r"|[*\s().+/-]*\*[*\s().+/-]*(?:[A-Za-z0-9][\s().+/-]*){0,4}"  # partial: stars, separators, last 4
     r"|\*+@\S+"                                     # partial e-mail
     r"|[A-Z][A-Z0-9_]*_[0-9a-f]{16}"                # pseudonym token
 )
@@ -404,7 +404,7 @@ class TextScanner:
         self._customs = tuple(customs)
         names = sorted({*BUILTIN_DETECTORS, *(c.name for c in self._customs)}, key=len, reverse=True)
         self._masked = re.compile(
-            "|".join(re.escape(n) for n in names) + r"_[0-9a-f]{16}(?![A-Za-z0-9_])"
+            "(?:" + "|".join(re.escape(n) for n in names) + r")_[0-9a-f]{16}(?![A-Za-z0-9_])"
         )
         self._shape_cache: dict[tuple[int, ...], tuple[bool, bool, bool, bool]] = {}
 
