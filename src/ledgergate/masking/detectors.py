@@ -292,7 +292,7 @@ _NOT_A_VALUE = frozenset({"", "null", "none", "true", "false", "n/a", "na", "-"}
 # Outputs of the operators, recognised so masking twice changes nothing (idempotence).
 _ALREADY_MASKED = re.compile(
     r"\[[A-Z][A-Za-z0-9_]*\]"                      # redact label
-    r"|[*\s().+/-]*\*[*\s().+/-]*(?:[A-Za-z0-9][\s().+/-]*){0,4}"  # partial: stars, separators, last 4
+    r"|[*\s().+/-]*\*[*\s().+/-]*(?:[A-Za-z0-9][*\s().+/-]*){0,4}"  # partial: stars, separators, last 4
     r"|\*+@\S+"                                     # partial e-mail
     r"|[A-Z][A-Z0-9_]*_[0-9a-f]{16}"                # pseudonym token
 )

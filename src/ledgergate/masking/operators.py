@@ -43,8 +43,8 @@ def _keep_last4(text: str) -> str | None:
     keep = 4
     for ch in reversed(text):
         if ch.isalnum():
-            if keep > 0 and ch.isascii():
-                out.append(ch)
+            if keep > 0:
+                out.append(ch if ch.isascii() else "*")  # non-ASCII kept as '*': outputs stay ASCII
                 keep -= 1
             else:
                 out.append("*")
