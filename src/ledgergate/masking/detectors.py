@@ -216,6 +216,9 @@ _KEYED_REV_SRC = (
 # whose lower-casing changes its length (e.g. 'İ').
 _KEYED_REV = re.compile(_KEYED_REV_SRC)
 _KEYED_REV_I = re.compile(_KEYED_REV_SRC, re.IGNORECASE)
+# Every key of the grammar contains one of these: a cheap `in` gate before the keyed scan.
+_KEY_STEMS = ("ssn", "social", "acc", "acct", "routing", "aba", "card", "iban", "phone", "mobile",
+              "secret", "pass", "api", "token", "private", "authorization")
 _VALUE_STOP = r"""\s"',;&}\]\)<>"""
 _KEYED_VALUE = re.compile(
     r"[ \t]*(?:\"(?P<kq>(?:[^\"\\\n]|\\.)*)\"|'(?P<ks>(?:[^'\\\n]|\\.)*)'"
@@ -274,10 +277,20 @@ _PHONE_INTL = re.compile(r"(?<![\w+])\+[1-9]\d{0,2}(?:[ .-]?\(?\d{1,5}\)?){2,6}(
 _DIGITS = re.compile(r"(?<!\d)(?<!\d\.)\d{6,19}(?!\d)(?!\.\d)")
 
 # Context keywords that must appear in the few characters before a *bare* digit run.
+# Every alternative starts with a literal so `re` can skip to candidate letters; whole
+# words are checked after the first letter (`t(?<![a-z]t)el(?![a-z])` is "tel" alone).
+
+
+def _word(w: str) -> str:
+    return f"{re.escape(w[0])}(?<![a-z]{re.escape(w[0])}){re.escape(w[1:])}(?![a-z])"
+
+
 _CTX_SSN = re.compile(r"ssn|social\s*security|soc\.?\s*sec|ss\s*#|ss\s*no|itin|taxpayer")
-_CTX_ABA = re.compile(r"routing|\baba\b|\brtn\b|transit|\br/t\b")
-_CTX_ACCOUNT = re.compile(r"account|\bacct|\ba/c\b|\bdda\b|checking|savings")
-_CTX_PHONE = re.compile(r"phone|\btel\b|mobile|\bcell|\bfax\b|\bcall\b|\bsms\b|whatsapp")
+_CTX_ABA = re.compile("|".join(("routing", "transit", _word("aba"), _word("rtn"), _word("r/t"))))
+_CTX_ACCOUNT = re.compile("|".join(("account", "acct", "checking", "savings", _word("a/c"), _word("dda"))))
+_CTX_PHONE = re.compile("|".join(("phone", "mobile", "whatsapp", _word("tel"), _word("cell"), _word("fax"),
+                                  _word("call"), _word("sms"))))
+_CTX_ANY = re.compile("|".join(p.pattern for p in (_CTX_SSN, _CTX_ABA, _CTX_ACCOUNT, _CTX_PHONE)))
 _CTX_WINDOW = 40
 _LAST_DIGIT = re.compile(r"\d(?=\D*\Z)")
 
@@ -322,11 +335,13 @@ def _digits(s: str) -> str:
 
 def _context(text: str, start: int, keywords: re.Pattern[str]) -> bool:
     """A keyword within the window before `start`, with no other number in between."""
-    window = text[max(0, start - _CTX_WINDOW):start]
+    window = text[max(0, start - _CTX_WINDOW):start].lower()
+    if _CTX_ANY.search(window) is None:  # the common case: one cheap search, no keyword at all
+        return False
     m = _LAST_DIGIT.search(window)
     if m is not None:
         window = window[m.end():]
-    return keywords.search(window.lower()) is not None
+    return keywords.search(window) is not None
 
 
 # --------------------------------------------------------------------------- classification
@@ -442,7 +457,9 @@ class TextScanner:
                 for m in _TOKEN.finditer(text):
                     add((m.start(), m.end(), _RANK_TOKEN, SECRET))
         if ":" in text or "=" in text:
-            self._keyed(text, enabled, add)
+            lowered = text.lower()
+            if any(stem in lowered for stem in _KEY_STEMS):
+                self._keyed(text, enabled, add)
         if EMAIL in enabled and "@" in text:
             self._emails(text, add)
         if IBAN in enabled:
