@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import signal
 import time
@@ -23,14 +24,18 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ledgergate.audit.ledger import Ledger
-from ledgergate.config import ConfigError, LoadedConfig, load_config
+from ledgergate.config import ConfigError, LoadedConfig, Settings, load_config
+from ledgergate.errors import AuthError
+from ledgergate.gateway.drift import DriftGuard
 from ledgergate.gateway.pipeline import Pipeline
 from ledgergate.gateway.sessions import SessionRegistry
 from ledgergate.gateway.transport import HostPolicy, McpEndpoint
 from ledgergate.identity.resource_metadata import protected_resource_metadata, www_authenticate
 from ledgergate.identity.service import IdentityService
 from ledgergate.masking.engine import Masker
+from ledgergate.policy.budgets import Budgets
 from ledgergate.policy.engine import PolicyEngine
+from ledgergate.store.fingerprints_store import FingerprintStore
 from ledgergate.upstream.registry import Upstreams
 
 log = logging.getLogger("ledgergate")
@@ -48,14 +53,22 @@ class Metrics:
                                  buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5))
 
 
-class PolicyHolder:
-    """The current policy engine; a reload swaps it in one assignment, so calls see old or new, never half."""
+@dataclass
+class Stages:
+    """The parts of the data path a config reload replaces, swapped together in one assignment."""
 
-    def __init__(self, engine: PolicyEngine) -> None:
-        self.engine = engine
+    settings: Settings
+    masker: Masker
+    policy: PolicyEngine
+    budgets: Budgets
+    identity: IdentityService
 
-    def __call__(self) -> PolicyEngine:
-        return self.engine
+    @classmethod
+    def build(cls, settings: Settings, identity: IdentityService) -> Stages:
+        """Validate and compile everything; raises (ValueError/ConfigError) without touching the running ones."""
+        masker = Masker.from_settings(settings.masking)
+        policy = PolicyEngine.from_settings(settings.policies, set(masker.profiles))
+        return cls(settings, masker, policy, Budgets.from_settings(settings.budgets), identity)
 
 
 class Gateway:
@@ -64,50 +77,61 @@ class Gateway:
     def __init__(self, config: LoadedConfig) -> None:
         self.config = config
         s = config.settings
-        self.masker = Masker.from_settings(s.masking)
-        self.policy = PolicyHolder(PolicyEngine.from_settings(s.policies, set(self.masker.profiles)))
-        self.identity = IdentityService(s.identity, s.storage, config.base_dir)
+        self.stages = Stages.build(s, IdentityService(s.identity, s.storage, config.base_dir))
         self.upstreams = Upstreams(config)
         self.sessions = SessionRegistry(s.limits.session_idle_timeout)
         self.metrics = Metrics()
         self.ledger: Ledger | None = None
         self.endpoint: McpEndpoint | None = None
+        self.drift: DriftGuard | None = None
         self._tasks: list[asyncio.Task[Any]] = []
+        self._config_mtime = self._mtime()
+        self._reload_lock = asyncio.Lock()
         self._router = Starlette(routes=self._routes())
 
     def _routes(self) -> list[Route]:
-        routes = [
+        return [
             Route("/healthz", self._healthz),
             Route("/readyz", self._readyz),
             Route("/metrics", self._metrics),
             Route("/.well-known/oauth-protected-resource/mcp/{server}", self._resource_metadata),
         ]
-        return routes
 
     # ── lifecycle ───────────────────────────────────────────────────────────
     async def start(self) -> None:
         s = self.config.settings
         self.ledger = await Ledger.open(s.audit, s.storage, self.config.base_dir)
-        await self.identity.start()
-        pipeline = Pipeline(self.identity, self.policy, self.masker, self.ledger,
-                            self.masker.mask_for_ledger, self.ledger.hmac)
+        await self.stages.identity.start()
+        self.drift = DriftGuard(FingerprintStore.open(s.storage, self.config.base_dir), s.tool_drift)
+        pipeline = Pipeline(lambda: self.stages.identity, lambda: self.stages.policy, lambda: self.stages.masker,
+                            self.ledger, self.ledger.hmac, lambda: self.stages.budgets, self.drift)
+        self.pipeline = pipeline
         hosts = HostPolicy(s.host, s.port, s.allowed_hosts, s.allowed_origins)
         self.endpoint = McpEndpoint(pipeline, self.upstreams, self.sessions, hosts, s.limits.max_body_bytes,
                                     www_authenticate, s.public_url)
-        with contextlib.suppress(ImportError):
-            from ledgergate.api.audit import audit_routes
+        from ledgergate.api.audit import audit_routes
 
-            self._router.router.routes.extend(audit_routes(self.ledger))
+        self._router.router.routes.extend(
+            Route(r.path, self._audit_reader(r.endpoint), methods=r.methods) for r in audit_routes(self.ledger))
         self._tasks.append(asyncio.create_task(self._expire_sessions()))
+        if self.config.path is not None:
+            self._tasks.append(asyncio.create_task(self._watch_config()))
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                asyncio.get_running_loop().add_signal_handler(
+                    signal.SIGHUP, lambda: self._tasks.append(asyncio.create_task(self.reload("SIGHUP"))))
 
     async def stop(self) -> None:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         for task in self._tasks:
             task.cancel()
         if self.endpoint is not None:
             await self.endpoint.close()
         await self.sessions.close()
         await self.upstreams.close()
-        await self.identity.close()
+        await self.stages.identity.close()
+        if self.drift is not None:
+            self.drift.close()
         if self.ledger is not None:
             await self.ledger.close()
 
@@ -116,6 +140,86 @@ class Gateway:
             await asyncio.sleep(60)
             with contextlib.suppress(Exception):
                 await self.sessions.expire_idle()
+
+    # ── reload ──────────────────────────────────────────────────────────────
+    def _mtime(self) -> float | None:
+        try:
+            return self.config.path.stat().st_mtime if self.config.path else None
+        except OSError:
+            return None
+
+    async def _watch_config(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            mtime = self._mtime()
+            if mtime is not None and mtime != self._config_mtime:
+                self._config_mtime = mtime
+                await self.reload("file change")
+
+    async def reload(self, trigger: str) -> bool:
+        """Re-read the config file; a valid one replaces policy, masking, budgets and off-boarding lists
+        atomically, an invalid one is refused with the error logged and the old one kept. Listeners,
+        servers, storage and the ledger need a restart (the reload says so)."""
+        assert self.config.path is not None and self.ledger is not None
+        async with self._reload_lock:
+            digest = None
+            try:
+                text = self.config.path.read_bytes()
+                digest = hashlib.sha256(text).hexdigest()
+                loaded = load_config(self.config.path)
+                new = loaded.settings
+                identity = self.stages.identity
+                fresh_identity = None
+                if not identity.can_reconfigure(new.identity):
+                    fresh_identity = IdentityService(new.identity, new.storage, loaded.base_dir)
+                stages = Stages.build(new, fresh_identity or identity)
+            except (ConfigError, ValueError, OSError) as exc:
+                log.error("config reload (%s) refused, keeping the running config: %s", trigger, exc)
+                await self.ledger.append("config.reload_refused", {"trigger": trigger, "config_sha256": digest,
+                                                                   "error": str(exc)[:2000]})
+                return False
+            if fresh_identity is not None:
+                await fresh_identity.start()
+            else:
+                identity.reconfigure(new.identity)
+            restart_needed = [k for k in ("listen", "storage", "servers", "audit", "limits")
+                              if getattr(new, k) != getattr(self.config.settings, k)]
+            old_identity = self.stages.identity
+            self.stages = stages
+            self.config.settings = new
+            if self.drift is not None:
+                self.drift.settings = new.tool_drift
+            if fresh_identity is not None:
+                await old_identity.close()
+            await self.ledger.append("config.reloaded", {"trigger": trigger, "config_sha256": digest,
+                                                         "policies": len(new.policies),
+                                                         "needs_restart": restart_needed})
+            log.info("config reloaded (%s); %s", trigger,
+                     f"restart needed for {', '.join(restart_needed)}" if restart_needed else "all applied")
+            return True
+
+    # ── REST: the audit API needs an authenticated reader ──────────────────
+    def _audit_reader(self, endpoint: Callable[[Request], Any]) -> Callable[[Request], Any]:
+        async def guarded(request: Request) -> Response:
+            if not self.endpoint or not self.endpoint.hosts.host_ok(request.headers.get("host")):
+                return JSONResponse({"error": "Forbidden: Host header not allowed"}, status_code=403)
+            value = request.headers.get("authorization", "")
+            scheme, _, token = value.partition(" ")
+            credential = token.strip() if scheme.lower() == "bearer" and token.strip() else (None if not value else "")
+            try:
+                principal = await self.pipeline.authenticate(credential, "api", request.client.host if request.client else None)
+            except AuthError as exc:
+                base = self.config.settings.public_url or f"{request.url.scheme}://{request.headers.get('host')}"
+                challenge = www_authenticate(f"{base}/.well-known/oauth-protected-resource/mcp", None, exc.message)
+                return JSONResponse({"error": f"Unauthorized: {exc.message}"}, status_code=401,
+                                    headers={"WWW-Authenticate": challenge})
+            readers = set(self.config.settings.audit.reader_groups)
+            if principal.groups.isdisjoint(readers):
+                return JSONResponse({"error": "Forbidden: reading the audit ledger needs one of the groups "
+                                              f"{sorted(readers)}"}, status_code=403)
+            return await endpoint(request)
+
+        return guarded
 
     # ── ASGI ────────────────────────────────────────────────────────────────
     async def asgi(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -161,7 +265,7 @@ class Gateway:
         return JSONResponse({"status": "ok"})
 
     async def _readyz(self, request: Request) -> Response:
-        checks: dict[str, Any] = {"identity": self.identity.readiness()}
+        checks: dict[str, Any] = {"identity": self.stages.identity.readiness()}
         ready = self.ledger is not None and self.endpoint is not None
         checks["ledger"] = "ok" if self.ledger is not None else "not open"
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)

@@ -21,7 +21,7 @@ from ledgergate.approvals.settings import ApprovalsSettings
 from ledgergate.audit.settings import AuditSettings
 from ledgergate.identity.settings import IdentitySettings
 from ledgergate.masking.settings import MaskingSettings
-from ledgergate.policy.settings import PolicyRuleSettings
+from ledgergate.policy.settings import BudgetsSettings, PolicyRuleSettings, ToolDriftSettings
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -79,6 +79,8 @@ class Settings(_Strict):
     approvals: ApprovalsSettings = Field(default_factory=ApprovalsSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    budgets: BudgetsSettings = Field(default_factory=BudgetsSettings)
+    tool_drift: ToolDriftSettings = Field(default_factory=ToolDriftSettings)
     log_level: str = "info"
 
     @field_validator("listen")

@@ -18,3 +18,5 @@ class AuditSettings(BaseModel):
     hmac_key: str | None = None  # path of the key file for HMACs of raw arguments; default `<signing_key>.hmac`
     max_batch: int = Field(default=512, ge=1)
     append_timeout: Duration = 10.0  # an append not durable by then fails closed (LedgerUnavailable)
+    #: who may read checkpoints, proofs and records over the REST API (bearer token, same identity rules)
+    reader_groups: list[str] = Field(default_factory=lambda: ["auditors"])

@@ -25,36 +25,26 @@ from ledgergate.errors import (
     GatewayError,
     LedgerUnavailable,
     PolicyDenied,
+    RateLimited,
     UpstreamError,
 )
 from ledgergate.gateway import jsonrpc
+from ledgergate.gateway.drift import DriftGuard
 from ledgergate.gateway.stages import AuditStage, IdentityStage, MaskingStage, PolicyStage
 from ledgergate.identity.principal import Principal
+from ledgergate.policy.budgets import Budgets
 from ledgergate.policy.decision import Decision
+from ledgergate.policy.rules import request_target
 from ledgergate.upstream.base import Message, UpstreamSession
 
 log = logging.getLogger("ledgergate.pipeline")
 
-#: the params field that names what a method acts on
-TARGET_FIELD = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri",
-                "resources/subscribe": "uri", "resources/unsubscribe": "uri"}
 LIST_ITEMS = {"tools/list": "tools", "resources/list": "resources",
               "resources/templates/list": "resourceTemplates", "prompts/list": "prompts"}
 SERVER_REQUESTS = ("sampling/createMessage", "elicitation/create", "roots/list")
 #: where data lives in a result; definitions (tool schemas, list entries) are never masked
 RESULT_DATA = {"tools/call": ("content", "structuredContent"), "resources/read": ("contents",),
                "prompts/get": ("messages",), "completion/complete": ("completion",)}
-
-
-def target_of(method: str, params: Mapping[str, Any] | None) -> str | None:
-    field_name = TARGET_FIELD.get(method)
-    if field_name is None or not params:
-        if method == "completion/complete" and params:
-            ref = params.get("ref") or {}
-            return ref.get("name") or ref.get("uri")
-        return None
-    value = params.get(field_name)
-    return value if isinstance(value, str) else None
 
 
 def arguments_of(method: str, params: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
@@ -94,19 +84,34 @@ class Call:
 
 
 class Pipeline:
-    def __init__(self, identity: IdentityStage, policy: Callable[[], PolicyStage], masking: MaskingStage,
-                 audit: AuditStage, ledger_masker: Callable[[Any], tuple[Any, dict[str, int]]],
-                 digest: Callable[[Any], str]) -> None:
-        self.identity = identity
-        self._policy = policy  # a getter, so a reload swaps the engine atomically
-        self.masking = masking
+    def __init__(self, identity: Callable[[], IdentityStage], policy: Callable[[], PolicyStage],
+                 masking: Callable[[], MaskingStage], audit: AuditStage,
+                 digest: Callable[[Any], str], budgets: Callable[[], Budgets], drift: DriftGuard) -> None:
+        # Stages that a config reload may replace are held as getters, so a reload swaps each in
+        # one assignment and a request sees the old or the new stage, never half of each.
+        self._identity = identity
+        self._policy = policy
+        self._masking = masking
+        self._budgets = budgets
         self.audit = audit
-        self.ledger_mask = ledger_masker
         self.digest = digest
+        self.drift = drift
+
+    @property
+    def identity(self) -> IdentityStage:
+        return self._identity()
 
     @property
     def policy(self) -> PolicyStage:
         return self._policy()
+
+    @property
+    def masking(self) -> MaskingStage:
+        return self._masking()
+
+    def ledger_mask(self, value: Any) -> tuple[Any, dict[str, int]]:
+        """The ledger's own profile: every detector, redacted — never weaker than any caller's."""
+        return self._masking().mask_for_ledger(value)  # type: ignore[attr-defined]
 
     # ── identity ────────────────────────────────────────────────────────────
     async def authenticate(self, credential: str | None, server: str, remote: str | None) -> Principal:
@@ -121,9 +126,10 @@ class Pipeline:
     async def handle(self, call: Call, upstream: UpstreamSession) -> AsyncIterator[Message]:
         """Yield what the client should see: notifications and server requests, then the response."""
         method, params = call.method, call.params
-        target = target_of(method, params)
+        target = request_target(method, params)
         arguments = arguments_of(method, params)
-        decision = self.policy.decide(call.principal, call.server, method, target, arguments, time.time())
+        now = time.time()
+        decision = self.policy.decide(call.principal, call.server, method, target, arguments, now)
         base = self._base_fields(call, method, target)
 
         if decision.effect == "deny":
@@ -133,6 +139,22 @@ class Pipeline:
                 f"denied by policy{' rule ' + repr(decision.rule) if decision.rule else ' (no rule allows it)'}; "
                 f"quote request id {call.request_id} to support",
                 data={"rule": decision.rule, "requestId": call.request_id},
+            )
+        budget = self._budgets().check_call(call.principal, call.server, method, now)
+        if not budget.allowed:
+            await self.audit.append("budget.exceeded", {**base, "budget": budget.budget,
+                                                        "retry_after_s": round(budget.retry_after, 3)})
+            raise RateLimited(
+                f"call budget {budget.budget!r} exhausted; retry after {budget.retry_after:.1f}s "
+                f"(request id {call.request_id})",
+                data={"retryAfter": round(budget.retry_after, 3), "requestId": call.request_id},
+            )
+        if method == "tools/call" and self.drift.blocks(call.server, target):
+            await self.audit.append("tool.drift_blocked", {**base, **self._args_fields(arguments)})
+            raise PolicyDenied(
+                f"tool {target!r} changed its definition since it was accepted; an operator must run "
+                f"`ledgergate tools accept {call.server} {target}` (request id {call.request_id})",
+                data={"requestId": call.request_id, "reason": "tool_drift"},
             )
         if decision.effect == "approve":
             await self.audit.append("approval.requested", {**base, "rule": decision.rule,
@@ -181,6 +203,24 @@ class Pipeline:
 
     async def _response(self, call: Call, decision: Decision, response: Message, base: dict[str, Any]) -> Message:
         result = response.get("result")
+        if call.method == "tools/list" and isinstance(result, dict) and isinstance(result.get("tools"), list):
+            report = await self.drift.observe(call.server, result["tools"])
+            for name, verdict in report.changed.items():
+                await self.audit.append("tool.drift", {"server": call.server, "tool": name, "mode": report.mode,
+                                                       "blocked": verdict.blocked, "seen": verdict.seen,
+                                                       "accepted": verdict.accepted, "request_id": call.request_id})
+            if report.blocked:
+                result = {**result, "tools": report.filter_tools(result["tools"])}
+                response = {**response, "result": result}
+        limit_check = self._budgets()
+        if limit_check.max_result_bytes(call.principal, call.server) is not None and "result" in response:
+            size = len(jsonrpc.dumps(response["result"]))
+            if not limit_check.check_result_size(call.principal, call.server, size):
+                await self.audit.append("rpc.response", {**base, "error": "result too large", "result_bytes": size,
+                                                         "latency_ms": self._latency(call)})
+                return jsonrpc.error(response.get("id"), -32015,
+                                     f"the result ({size} bytes) exceeds this caller's limit; "
+                                     f"request id {call.request_id}")
         if isinstance(result, dict) and call.method in LIST_ITEMS:
             key = LIST_ITEMS[call.method]
             items = result.get(key)

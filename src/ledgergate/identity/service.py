@@ -171,6 +171,23 @@ class IdentityService:
             self.refusals[exc.reason] += 1
             raise
 
+    def can_reconfigure(self, settings: IdentitySettings) -> bool:
+        """Whether `reconfigure` can apply these settings in place (same issuers and key settings)."""
+        def strip(s: IdentitySettings) -> dict:
+            data = s.model_dump()
+            data.pop("disabled_subjects", None)
+            for issuer in data.get("oidc", []):
+                issuer.pop("disabled_subjects", None)
+            return data
+
+        return strip(settings) == strip(self.settings)
+
+    def reconfigure(self, settings: IdentitySettings) -> None:
+        """Apply a reloaded config's off-boarding lists: the next request of a disabled subject is refused."""
+        self._disabled = frozenset(settings.disabled_subjects)
+        self._issuer_disabled = {s.issuer: frozenset(s.disabled_subjects) for s in settings.oidc}
+        self.settings = settings
+
     def _check_disabled(self, principal: Principal) -> None:
         if principal.subject in self._disabled or principal.key in self._disabled:
             raise AuthError("this identity has been disabled", "disabled")
