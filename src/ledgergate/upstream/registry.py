@@ -10,6 +10,7 @@ from ledgergate.config import LoadedConfig, ServerSettings
 from ledgergate.errors import GatewayError, UpstreamError
 from ledgergate.upstream.base import ClientHello, Era, UpstreamSession
 from ledgergate.upstream.http import HttpHandshakeSession, HttpModernSession, HttpPool, discover
+from ledgergate.upstream.sse import SseSession
 from ledgergate.upstream.stdio import StdioSession
 
 log = logging.getLogger("ledgergate.upstream")
@@ -27,7 +28,8 @@ class Upstream:
         self.settings = settings
         self.base_dir = base_dir
         self.pool = HttpPool(settings.url, settings.headers, settings.timeout, pool_limit) if settings.url else None
-        self._era: Era | None = None if settings.url else "handshake"
+        # stdio and legacy HTTP+SSE servers are handshake-era by definition: no discover probe
+        self._era: Era | None = None if settings.url and settings.transport != "sse" else "handshake"
         self._discover: dict[str, Any] | None = None
         self._lock = asyncio.Lock()
 
@@ -43,6 +45,10 @@ class Upstream:
 
     async def open_session(self, hello: ClientHello) -> UpstreamSession:
         era = await self.era()
+        if self.pool is not None and self.settings.transport == "sse":
+            sse_session = SseSession(self.pool, hello, self.name)
+            await sse_session.open()
+            return sse_session
         if self.pool is not None:
             if era == "modern":
                 assert self._discover is not None

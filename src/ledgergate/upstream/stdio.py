@@ -18,16 +18,8 @@ from typing import Any
 import orjson
 
 from ledgergate.errors import UpstreamError
-from ledgergate.upstream.base import (
-    ClientHello,
-    IdMap,
-    InflightIds,
-    Message,
-    UpstreamSession,
-    UpstreamSessionLost,
-    rewrite_id,
-    strip_modern_meta,
-)
+from ledgergate.upstream.base import ClientHello, Message, UpstreamSession, UpstreamSessionLost
+from ledgergate.upstream.demux import Demux
 
 log = logging.getLogger("ledgergate.upstream.stdio")
 
@@ -45,12 +37,7 @@ class StdioSession(UpstreamSession):
         self.name = name
         self.server_hello: dict[str, Any] = {}
         self._proc: asyncio.subprocess.Process | None = None
-        self._ids = IdMap()
-        self._inflight = InflightIds()
-        self._calls: dict[int, asyncio.Queue[Message | BaseException]] = {}
-        self._order: list[int] = []
-        self._progress: dict[Any, int] = {}
-        self._listeners: list[asyncio.Queue[Message | None]] = []
+        self._demux = Demux(self._write)
         self._tasks: list[asyncio.Task[None]] = []
         self._write_lock = asyncio.Lock()
         self._alive = False
@@ -73,7 +60,7 @@ class StdioSession(UpstreamSession):
         self._tasks = [asyncio.create_task(self._read_stdout()), asyncio.create_task(self._read_stderr())]
         request = {"jsonrpc": "2.0", "id": "init", "method": "initialize", "params": self.hello.initialize_params()}
         final: Message | None = None
-        async for msg in self._exchange(request, "init"):
+        async for msg in self._demux.exchange(request, "init"):
             final = msg
         if final is None or "result" not in final:
             await self.close()
@@ -108,7 +95,7 @@ class StdioSession(UpstreamSession):
                     log.warning("upstream %s wrote a non-JSON line to stdout; dropped", self.name)
                     continue
                 if isinstance(msg, dict):
-                    self._route(msg)
+                    self._demux.route(msg)
         except (asyncio.LimitOverrunError, ValueError):
             log.error("upstream %s wrote an oversized line; stopping it", self.name)
         finally:
@@ -117,13 +104,9 @@ class StdioSession(UpstreamSession):
             if self._proc is not None:
                 with contextlib.suppress(Exception):
                     code = await asyncio.wait_for(self._proc.wait(), 2)
-            failure = UpstreamSessionLost(
+            self._demux.lose(UpstreamSessionLost(
                 f"upstream process {self.name!r} exited (code {code}) before answering; it restarts on the next request"
-            )
-            for queue in self._calls.values():
-                queue.put_nowait(failure)
-            for listener in self._listeners:
-                listener.put_nowait(None)
+            ))
 
     async def _read_stderr(self) -> None:
         assert self._proc is not None and self._proc.stderr is not None
@@ -133,84 +116,17 @@ class StdioSession(UpstreamSession):
                 return
             log.info("upstream %s stderr: %s", self.name, line.decode("utf-8", "replace").rstrip()[:2000])
 
-    def _route(self, msg: Message) -> None:
-        if "method" not in msg:  # a response to one of our requests
-            queue = self._calls.get(msg.get("id"))  # type: ignore[arg-type]
-            if queue is not None:
-                queue.put_nowait(msg)
-            return
-        # A notification or server request: progress goes to the call that owns the token;
-        # anything else belongs to the newest call in flight, or to the listeners.
-        params = msg.get("params") or {}
-        owner = None
-        if msg["method"] == "notifications/progress":
-            owner = self._progress.get(params.get("progressToken"))
-        elif "id" not in msg or msg["method"] in ("sampling/createMessage", "elicitation/create", "roots/list"):
-            owner = self._order[-1] if self._order else None
-        if owner is not None and owner in self._calls:
-            self._calls[owner].put_nowait(msg)
-            return
-        for listener in self._listeners:
-            listener.put_nowait(msg)
-        if "id" in msg and not self._listeners:
-            # A server request nobody can answer: tell the server instead of leaving it hanging.
-            asyncio.ensure_future(self._safe_write({"jsonrpc": "2.0", "id": msg["id"], "error": {
-                "code": -32601, "message": "no client is connected to answer this request"}}))
-
-    async def _safe_write(self, message: Message) -> None:
-        with contextlib.suppress(UpstreamError):
-            await self._write(message)
-
-    async def _exchange(self, request: Message, upstream_id: Any) -> AsyncIterator[Message]:
-        queue: asyncio.Queue[Message | BaseException] = asyncio.Queue()
-        self._calls[upstream_id] = queue
-        self._order.append(upstream_id)
-        token = ((request.get("params") or {}).get("_meta") or {}).get("progressToken")
-        if token is not None:
-            self._progress[token] = upstream_id
-        try:
-            await self._write(request)
-            while True:
-                item = await queue.get()
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-                if "method" not in item:
-                    return
-        finally:
-            self._calls.pop(upstream_id, None)
-            with contextlib.suppress(ValueError):
-                self._order.remove(upstream_id)
-            if token is not None:
-                self._progress.pop(token, None)
-
-    async def call(self, request: Message) -> AsyncIterator[Message]:
-        original_id = request["id"]
-        upstream_id = self._ids.next()
-        self._inflight.ids[original_id] = upstream_id
-        try:
-            async for msg in self._exchange(rewrite_id(strip_modern_meta(request), upstream_id), upstream_id):
-                yield rewrite_id(msg, original_id) if "method" not in msg else msg
-        finally:
-            self._inflight.ids.pop(original_id, None)
+    def call(self, request: Message) -> AsyncIterator[Message]:
+        return self._demux.call(request)
 
     async def notify(self, notification: Message) -> None:
-        await self._write(self._inflight.translate_cancel(strip_modern_meta(notification)))
+        await self._demux.notify(notification)
 
     async def reply(self, response: Message) -> None:
-        await self._write(response)
+        await self._demux.reply(response)
 
-    async def listen(self, last_event_id: str | None = None) -> AsyncIterator[Message]:
-        queue: asyncio.Queue[Message | None] = asyncio.Queue()
-        self._listeners.append(queue)
-        try:
-            while True:
-                item = await queue.get()
-                if item is None:
-                    return
-                yield item
-        finally:
-            self._listeners.remove(queue)
+    def listen(self, last_event_id: str | None = None) -> AsyncIterator[Message]:
+        return self._demux.listen()
 
     async def close(self) -> None:
         self._alive = False

@@ -1,0 +1,140 @@
+"""One inbound message stream shared by many calls: stdio pipes and legacy HTTP+SSE upstreams.
+
+Both transports deliver everything the server sends on a single stream, so the
+session must sort it out: responses go to the call with that (gateway-issued)
+id, progress to the call that owns the progress token, other notifications and
+server-to-client requests to the newest call in flight, and anything else to
+the listeners (the client's standalone stream). A server request that nobody
+can answer is refused so the server does not wait forever.
+
+The transport supplies `write` (send one message to the server; raise
+`UpstreamSessionLost` once the session is gone) and, when its stream ends,
+calls `lose()` so calls in flight fail instead of hanging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from ledgergate.errors import UpstreamError
+from ledgergate.upstream.base import IdMap, InflightIds, Message, rewrite_id, strip_modern_meta
+
+_CALL_BOUND_REQUESTS = ("sampling/createMessage", "elicitation/create", "roots/list")
+
+
+class Demux:
+    def __init__(self, write: Callable[[Message], Awaitable[None]]) -> None:
+        self._write = write
+        self._ids = IdMap()
+        self._inflight = InflightIds()
+        self._calls: dict[Any, asyncio.Queue[Message | BaseException]] = {}
+        self._order: list[Any] = []
+        self._progress: dict[Any, Any] = {}
+        self._listeners: list[asyncio.Queue[Message | None]] = []
+        self._lost: BaseException | None = None
+        self._background: set[asyncio.Future[None]] = set()
+
+    # ── inbound ─────────────────────────────────────────────────────────────
+    def route(self, msg: Message) -> None:
+        if "method" not in msg:  # a response to one of our requests
+            queue = self._calls.get(msg.get("id"))
+            if queue is not None:
+                queue.put_nowait(msg)
+            return
+        # A notification or server request: progress goes to the call that owns the token;
+        # anything else belongs to the newest call in flight, or to the listeners.
+        params = msg.get("params") or {}
+        owner = None
+        if msg["method"] == "notifications/progress":
+            owner = self._progress.get(params.get("progressToken"))
+        elif "id" not in msg or msg["method"] in _CALL_BOUND_REQUESTS:
+            owner = self._order[-1] if self._order else None
+        if owner is not None and owner in self._calls:
+            self._calls[owner].put_nowait(msg)
+            return
+        for listener in self._listeners:
+            listener.put_nowait(msg)
+        if "id" in msg and not self._listeners:
+            # A server request nobody can answer: tell the server instead of leaving it hanging.
+            future = asyncio.ensure_future(self._safe_write({"jsonrpc": "2.0", "id": msg["id"], "error": {
+                "code": -32601, "message": "no client is connected to answer this request"}}))
+            self._background.add(future)
+            future.add_done_callback(self._background.discard)
+
+    def lose(self, failure: BaseException) -> None:
+        """The inbound stream ended: every call in flight (and every later one) fails with `failure`."""
+        if self._lost is None:
+            self._lost = failure
+        for queue in self._calls.values():
+            queue.put_nowait(failure)
+        for listener in self._listeners:
+            listener.put_nowait(None)
+
+    @property
+    def lost(self) -> bool:
+        return self._lost is not None
+
+    async def _safe_write(self, message: Message) -> None:
+        with contextlib.suppress(UpstreamError):
+            await self._write(message)
+
+    # ── outbound ────────────────────────────────────────────────────────────
+    async def exchange(self, request: Message, upstream_id: Any) -> AsyncIterator[Message]:
+        """Send `request` (already carrying `upstream_id`); yield what belongs to it, ending with its response."""
+        if self._lost is not None:
+            raise self._lost
+        queue: asyncio.Queue[Message | BaseException] = asyncio.Queue()
+        self._calls[upstream_id] = queue
+        self._order.append(upstream_id)
+        token = ((request.get("params") or {}).get("_meta") or {}).get("progressToken")
+        if token is not None:
+            self._progress[token] = upstream_id
+        try:
+            await self._write(request)
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if "method" not in item:
+                    return
+        finally:
+            self._calls.pop(upstream_id, None)
+            with contextlib.suppress(ValueError):
+                self._order.remove(upstream_id)
+            if token is not None:
+                self._progress.pop(token, None)
+
+    async def call(self, request: Message) -> AsyncIterator[Message]:
+        """`UpstreamSession.call`: a fresh upstream id out, the caller's id restored on the response."""
+        original_id = request["id"]
+        upstream_id = self._ids.next()
+        self._inflight.ids[original_id] = upstream_id
+        try:
+            async for msg in self.exchange(rewrite_id(strip_modern_meta(request), upstream_id), upstream_id):
+                yield rewrite_id(msg, original_id) if "method" not in msg else msg
+        finally:
+            self._inflight.ids.pop(original_id, None)
+
+    async def notify(self, notification: Message) -> None:
+        await self._write(self._inflight.translate_cancel(strip_modern_meta(notification)))
+
+    async def reply(self, response: Message) -> None:
+        await self._write(response)
+
+    async def listen(self) -> AsyncIterator[Message]:
+        if self._lost is not None:
+            return
+        queue: asyncio.Queue[Message | None] = asyncio.Queue()
+        self._listeners.append(queue)
+        try:
+            while True:
+                item = await queue.get()
+                if item is None:
+                    return
+                yield item
+        finally:
+            self._listeners.remove(queue)

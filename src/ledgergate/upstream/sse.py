@@ -1,0 +1,183 @@
+"""Legacy HTTP+SSE upstreams (the 2024-11-05 transport), handshake era only.
+
+The server's SSE endpoint (the configured `url`) is opened with GET; its first
+event, `endpoint`, names the URL the gateway POSTs messages to. Every reply and
+every server-initiated message then arrives on that one SSE stream, so routing
+is the same as for a stdio child (see demux.py). The endpoint must stay on the
+SSE URL's origin: a server cannot send the gateway's requests elsewhere.
+
+When the stream ends, calls in flight fail with `UpstreamSessionLost`, the
+session reports itself dead, and the gateway opens a new one (replaying the
+client's handshake) on the next request. Only the server's configured headers
+travel upstream, never the client's credentials.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+import orjson
+
+from ledgergate.errors import UpstreamError
+from ledgergate.gateway.sse import SSEParser
+from ledgergate.upstream.base import ClientHello, Message, UpstreamSession, UpstreamSessionLost
+from ledgergate.upstream.demux import Demux
+from ledgergate.upstream.http import HttpPool
+
+log = logging.getLogger("ledgergate.upstream.sse")
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme.lower(), f"{(parts.hostname or '').lower()}:{port}"
+
+
+class SseSession(UpstreamSession):
+    era = "handshake"
+
+    def __init__(self, pool: HttpPool, hello: ClientHello, name: str = "") -> None:
+        self.pool = pool
+        self.hello = hello
+        self.name = name
+        self.server_hello: dict[str, Any] = {}
+        self.endpoint: str | None = None
+        self._demux = Demux(self._write)
+        self._response: aiohttp.ClientResponse | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._endpoint_ready: asyncio.Future[str] | None = None
+        self._alive = False
+
+    @property
+    def alive(self) -> bool:
+        return self._alive and not self._demux.lost
+
+    # ── the inbound stream ──────────────────────────────────────────────────
+    async def open(self) -> None:
+        headers = self.pool.build_headers({"Accept": "text/event-stream"})
+        headers.pop("Content-Type", None)
+        try:
+            self._response = await self.pool.session.get(
+                self.pool.url, headers=headers, timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_read=None))
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+            raise UpstreamError(f"upstream {self.name!r} unreachable: {type(exc).__name__}") from None
+        ctype = self._response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if self._response.status >= 400 or ctype != "text/event-stream":
+            status = self._response.status
+            self._response.release()
+            raise UpstreamError(f"upstream {self.name!r} refused the SSE stream (HTTP {status}, {ctype or 'no type'})")
+        self._alive = True
+        self._endpoint_ready = asyncio.get_running_loop().create_future()
+        self._reader = asyncio.create_task(self._read())
+        try:
+            await asyncio.wait_for(self._handshake(), self.pool.timeout)
+        except asyncio.TimeoutError:
+            await self.close()
+            raise UpstreamError(f"upstream {self.name!r} did not complete the SSE handshake in time") from None
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _handshake(self) -> None:
+        assert self._endpoint_ready is not None
+        self.endpoint = await self._endpoint_ready
+        request = {"jsonrpc": "2.0", "id": "init", "method": "initialize", "params": self.hello.initialize_params()}
+        final: Message | None = None
+        async for msg in self._demux.exchange(request, "init"):
+            final = msg
+        if final is None or "result" not in final:
+            detail = (final or {}).get("error", {}).get("message", "no result")
+            raise UpstreamError(f"upstream {self.name!r} initialize failed: {detail}")
+        self.server_hello = final["result"]
+        await self.notify({"jsonrpc": "2.0", "method": "notifications/initialized"})
+
+    def _set_endpoint(self, data: str) -> bool:
+        """Accept the `endpoint` event; False when it names another origin (the session is then dropped)."""
+        assert self._endpoint_ready is not None
+        endpoint = urljoin(self.pool.url, data.strip())
+        if _origin(endpoint) != _origin(self.pool.url):
+            log.warning("upstream %s named a message endpoint on another origin; refused", self.name)
+            if not self._endpoint_ready.done():
+                self._endpoint_ready.set_exception(UpstreamError(
+                    f"upstream {self.name!r} named a message endpoint on another origin; refused"))
+            return False
+        if not self._endpoint_ready.done():  # the endpoint is fixed for the life of the stream
+            self._endpoint_ready.set_result(endpoint)
+        return True
+
+    async def _read(self) -> None:
+        assert self._response is not None
+        parser = SSEParser()
+        reason = "closed its SSE stream"
+        try:
+            async for chunk in self._response.content.iter_any():
+                for event in parser.feed(chunk):
+                    if event.event == "endpoint":
+                        if not self._set_endpoint(event.data):
+                            reason = "named a message endpoint on another origin"
+                            return
+                        continue
+                    if event.event != "message" or not event.data.strip():
+                        continue
+                    try:
+                        msg = orjson.loads(event.data)
+                    except orjson.JSONDecodeError:
+                        log.warning("upstream %s sent an SSE event that is not JSON; dropped", self.name)
+                        continue
+                    if isinstance(msg, dict):
+                        self._demux.route(msg)
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            reason = f"SSE stream failed ({type(exc).__name__})"
+        finally:
+            self._alive = False
+            failure = UpstreamSessionLost(
+                f"upstream {self.name!r} {reason} before answering; the session is reopened on the next request")
+            if self._endpoint_ready is not None and not self._endpoint_ready.done():
+                self._endpoint_ready.set_exception(failure)
+            self._demux.lose(failure)
+            self._response.release()
+
+    # ── outbound: POSTs to the endpoint, answers come on the stream ────────
+    async def _write(self, message: Message) -> None:
+        if not self.alive or self.endpoint is None:
+            raise UpstreamSessionLost(f"upstream {self.name!r} SSE session is gone; it is reopened on the next request")
+        try:
+            resp = await self.pool.session.post(self.endpoint, data=orjson.dumps(message),
+                                                headers=self.pool.build_headers({}))
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+            raise UpstreamError(f"upstream {self.name!r} unreachable: {type(exc).__name__}") from None
+        try:
+            if resp.status == 404:
+                self._alive = False
+                raise UpstreamSessionLost(f"upstream {self.name!r} no longer knows the SSE session")
+            if resp.status >= 400:
+                raise UpstreamError(f"upstream {self.name!r} refused a message (HTTP {resp.status})")
+        finally:
+            resp.release()
+
+    def call(self, request: Message) -> AsyncIterator[Message]:
+        return self._demux.call(request)
+
+    async def notify(self, notification: Message) -> None:
+        await self._demux.notify(notification)
+
+    async def reply(self, response: Message) -> None:
+        await self._demux.reply(response)
+
+    def listen(self, last_event_id: str | None = None) -> AsyncIterator[Message]:
+        return self._demux.listen()
+
+    async def close(self) -> None:
+        self._alive = False
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+        if self._response is not None:
+            self._response.close()  # drop the connection: the server ends the session when its stream closes
