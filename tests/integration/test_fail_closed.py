@@ -12,12 +12,11 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
-import uvicorn
 
 from tests.support import gateway as gw
 from tests.support.integration import POLICIES
 from tests.support.oidc import Provider
-from tests.support.procs import free_port
+from tests.support.upstream import RecordingUpstream
 
 pytestmark = [pytest.mark.node, pytest.mark.postgres]
 
@@ -48,52 +47,14 @@ def set_login(role: str, allowed: bool) -> None:
             conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,))
 
 
-class RecordingUpstream:
-    """A tiny stateless MCP server answering tools/call echo; it records every call it receives."""
-
-    def __init__(self) -> None:
-        self.calls: list[dict] = []
-
-    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
-        if scope["type"] != "http":
-            return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        import json
-
-        request = json.loads(body or b"{}")
-        method = request.get("method")
-        if method == "server/discover":
-            result = {"supportedVersions": ["2026-07-28"], "capabilities": {"tools": {}}, "cacheScope": "public",
-                      "ttlMs": 0, "resultType": "complete"}
-        elif method == "tools/call":
-            self.calls.append(request)
-            text = request["params"]["arguments"]["message"]
-            result = {"content": [{"type": "text", "text": f"Echo: {text}"}], "resultType": "complete"}
-        else:
-            result = {"resultType": "complete"}
-        payload = json.dumps({"jsonrpc": "2.0", "id": request.get("id"), "result": result}).encode()
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json")]})
-        await send({"type": "http.response.body", "body": payload})
-
-
 async def test_ledger_unavailable_refuses_with_503_then_recovers(tmp_path, pg_role: str) -> None:
     provider = Provider()
     upstream = RecordingUpstream()
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(upstream, host="127.0.0.1", port=port, log_level="error", lifespan="off"))
-    serving = asyncio.create_task(server.serve())
+    await upstream.start()
     running = None
     try:
-        while not server.started:
-            await asyncio.sleep(0.02)
         running = await asyncio.to_thread(
-            gw.start, tmp_path, provider.issuer, {"rec": {"url": f"http://127.0.0.1:{port}/mcp"}}, POLICIES,
+            gw.start, tmp_path, provider.issuer, {"rec": {"url": upstream.url}}, POLICIES,
             {"storage": f"postgresql://{pg_role}@127.0.0.1:5432/test?options=-csearch_path%3D{pg_role}",
              "audit": {"signing_key": "./data/ledger.key", "checkpoint_interval": "1h", "append_timeout": "3s"}})
         token = provider.token("alice", ["staff"])
@@ -125,8 +86,7 @@ async def test_ledger_unavailable_refuses_with_503_then_recovers(tmp_path, pg_ro
     finally:
         if running is not None:
             await asyncio.to_thread(running.stop)
-        server.should_exit = True
-        await serving
+        await upstream.stop()
         provider.stop()
     verify = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "ledgergate.cli", "audit", "verify", "--config", str(tmp_path / "ledgergate.yaml"),

@@ -27,9 +27,14 @@ class DriftGuard:
     def mode_for(self, server: str) -> str:
         return self.settings.servers.get(server, self.settings.mode)
 
-    def blocks(self, server: str, tool: str | None) -> bool:
+    async def is_blocked(self, server: str, tool: str | None) -> bool:
+        """Whether a call must be refused. A tool blocked by the last listing is re-checked against the
+        store, so `ledgergate tools accept` takes effect at once, without waiting for a new listing."""
         report = self._reports.get(server)
-        return bool(tool) and report is not None and report.blocks(tool)  # type: ignore[arg-type]
+        if not tool or report is None or not report.blocks(tool):
+            return False
+        accepted = await anyio.to_thread.run_sync(self.store.accepted, server)
+        return accepted.get(tool) != report.verdicts[tool].seen
 
     async def observe(self, server: str, tools: list[dict[str, Any]]) -> DriftReport:
         report = await anyio.to_thread.run_sync(self.store.observe, server, tools, self.mode_for(server), time.time())

@@ -149,7 +149,7 @@ class Pipeline:
                 f"(request id {call.request_id})",
                 data={"retryAfter": round(budget.retry_after, 3), "requestId": call.request_id},
             )
-        if method == "tools/call" and self.drift.blocks(call.server, target):
+        if method == "tools/call" and await self.drift.is_blocked(call.server, target):
             await self.audit.append("tool.drift_blocked", {**base, **self._args_fields(arguments)})
             raise PolicyDenied(
                 f"tool {target!r} changed its definition since it was accepted; an operator must run "

@@ -1,0 +1,74 @@
+"""A small stateless (2026-07-28) MCP server the test controls: it records every request it gets and
+serves tool definitions the test can change at run time (to provoke tool-definition drift).
+Used where a test must observe what reached the upstream, which no packaged server reports."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import uvicorn
+
+from tests.support.procs import free_port
+
+
+class RecordingUpstream:
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.tools: list[dict[str, Any]] = [
+            {"name": "echo", "description": "Echo a message", "inputSchema": {
+                "type": "object", "properties": {"message": {"type": "string"}}}},
+            {"name": "big", "description": "A large result", "inputSchema": {"type": "object"}},
+        ]
+        self.port = free_port()
+        self._server: uvicorn.Server | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/mcp"
+
+    @property
+    def calls(self) -> list[dict[str, Any]]:
+        return [r for r in self.requests if r.get("method") == "tools/call"]
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        request = json.loads(body or b"{}")
+        self.requests.append(request)
+        method = request.get("method")
+        if method == "server/discover":
+            result: dict[str, Any] = {"supportedVersions": ["2026-07-28"], "capabilities": {"tools": {}},
+                                      "cacheScope": "public", "ttlMs": 0, "resultType": "complete"}
+        elif method == "tools/list":
+            result = {"tools": self.tools, "resultType": "complete", "cacheScope": "public", "ttlMs": 0}
+        elif method == "tools/call":
+            name = request["params"]["name"]
+            args = request["params"].get("arguments") or {}
+            text = "x" * 100_000 if name == "big" else f"Echo: {args.get('message')}"
+            result = {"content": [{"type": "text", "text": text}], "resultType": "complete"}
+        else:
+            result = {"resultType": "complete"}
+        payload = json.dumps({"jsonrpc": "2.0", "id": request.get("id"), "result": result}).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": payload})
+
+    async def start(self) -> None:
+        self._server = uvicorn.Server(uvicorn.Config(self, host="127.0.0.1", port=self.port, log_level="error",
+                                                     lifespan="off"))
+        self._task = asyncio.create_task(self._server.serve())
+        while not self._server.started:
+            await asyncio.sleep(0.02)
+
+    async def stop(self) -> None:
+        if self._server is not None and self._task is not None:
+            self._server.should_exit = True
+            await self._task
