@@ -95,6 +95,11 @@ class HostPolicy:
         return bool(parts.netloc) and self.host_ok(parts.netloc)
 
 
+async def _until_disconnect(receive: Any) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
 class McpEndpoint:
     """ASGI app for `/mcp/{server}` (and `/mcp/{server}/sse` + `/messages` for legacy HTTP+SSE clients)."""
 
@@ -451,9 +456,19 @@ class McpEndpoint:
         endpoint = f"/mcp/{server}/messages?session_id={session.id}"
         await send({"type": "http.response.body", "body": b"event: endpoint\ndata: " + endpoint.encode() + b"\n\n",
                     "more_body": True})
+        # uvicorn's send() silently drops writes once the client is gone, so _drain alone would never
+        # notice: watch receive() for the disconnect, or the session (and its upstream) would live forever.
+        drain = asyncio.create_task(self._drain(send, session.legacy_outbox, 0))
+        gone = asyncio.create_task(_until_disconnect(receive))
         try:
-            await self._drain(send, session.legacy_outbox, 0)
+            await asyncio.wait({drain, gone}, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            for task in (drain, gone):
+                task.cancel()
+            for task in (drain, gone):
+                with contextlib.suppress(BaseException):
+                    await task
+            session.legacy_outbox.close()
             await self.sessions.remove(session.id)
 
     async def _legacy_post(self, scope: dict[str, Any], receive: Any, send: Any, server: str,
@@ -494,8 +509,10 @@ class McpEndpoint:
                 params = message.get("params") or {}
                 session.hello = ClientHello(protocol_version=str(params.get("protocolVersion") or "2024-11-05"),
                                             capabilities=dict(params.get("capabilities") or {}),
-                                            client_info=dict(params.get("clientInfo") or {}))
+                                            client_info=dict(params.get("clientInfo")
+                                                             or {"name": "unknown", "version": "0"}))
                 result = await self.bridge.initialize(session, principal, message)
+                session.protocol_version = result.get("protocolVersion", session.hello.protocol_version)
                 outbox.append(jsonrpc.dumps(jsonrpc.result(message["id"], result)))
             elif kind == "notification":
                 await self.bridge.client_notification(session, principal, message)
