@@ -310,7 +310,8 @@ def run(config: LoadedConfig, ready: Callable[[Gateway], None] | None = None) ->
     s = config.settings
     uv_config = uvicorn.Config(gateway.asgi, host=s.host, port=s.port, loop="auto", http="auto",
                                lifespan="on", interface="asgi3", log_config=None, access_log=False,
-                               timeout_graceful_shutdown=5, server_header=False)
+                               timeout_graceful_shutdown=5, server_header=False,
+                               proxy_headers=False, date_header=False)
     server = uvicorn.Server(uv_config)
     server.run()
 

@@ -53,6 +53,10 @@ class EventStream:
         self._wake()
         return f"{self.stream_no}-{seq}"
 
+    @property
+    def next_seq(self) -> int:
+        return self._first_seq + len(self.events)
+
     def close(self) -> None:
         self.closed = True
         self._wake()
@@ -135,6 +139,8 @@ class GatewaySession:
                 fut.set_exception(SessionNotFound("the session was closed"))
         for stream in self.streams.values():
             stream.close()
+        if self.legacy_outbox is not None:
+            self.legacy_outbox.close()
         if self.upstream_session is not None:
             with contextlib.suppress(Exception):
                 await self.upstream_session.close()

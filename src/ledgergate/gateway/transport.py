@@ -229,7 +229,8 @@ class McpEndpoint:
             if modern:
                 await self._post_modern(scope, send, server, principal, message, kind, wants_sse)
             else:
-                await self._post_handshake(scope, send, server, principal, message, kind, wants_sse, version_header)
+                await self._post_handshake(scope, receive, send, server, principal, message, kind, wants_sse,
+                                           version_header)
         except GatewayError as exc:
             if not scope.get("_lg_started"):
                 status = exc.http_status if exc.http_status != 200 else 200
@@ -273,8 +274,9 @@ class McpEndpoint:
         await self._pump(send, messages, None)
 
     # ── 2024-11-05 … 2025-11-25 ─────────────────────────────────────────────
-    async def _post_handshake(self, scope: dict[str, Any], send: Any, server: str, principal: Principal,
-                              message: dict[str, Any], kind: str, wants_sse: bool, version: str | None) -> None:
+    async def _post_handshake(self, scope: dict[str, Any], receive: Any, send: Any, server: str,
+                              principal: Principal, message: dict[str, Any], kind: str, wants_sse: bool,
+                              version: str | None) -> None:
         upstream = self.upstreams.get(server)
         if kind == "request" and message["method"] == "initialize":
             params = message.get("params") or {}
@@ -312,11 +314,12 @@ class McpEndpoint:
             await send_empty(send, 202)
             return
         stream = self.bridge.handshake_call(session, principal, message)
-        await self._respond(scope, send, stream, message["id"], wants_sse, session=session)
+        await self._respond(scope, send, stream, message["id"], wants_sse, session=session, receive=receive)
 
     # ── responses ───────────────────────────────────────────────────────────
     async def _respond(self, scope: dict[str, Any], send: Any, stream: AsyncIterator[dict[str, Any]],
-                       request_id: Any, wants_sse: bool, session: GatewaySession | None) -> None:
+                       request_id: Any, wants_sse: bool, session: GatewaySession | None,
+                       receive: Any = None) -> None:
         """JSON when the first thing back is the answer; otherwise commit to SSE.
 
         For a handshake session the rest of the stream is consumed by a task into an
@@ -344,7 +347,21 @@ class McpEndpoint:
         task = asyncio.create_task(self._fill(events, stream, request_id))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        await self._drain(send, events, 0)
+        await self._drain_watching(send, receive, events, 0)
+
+    async def _drain_watching(self, send: Any, receive: Any, events: EventStream, seq: int) -> None:
+        """`_drain` until the stream ends or the client hangs up (uvicorn drops writes to a gone
+        client silently, so only receive() tells)."""
+        drain = asyncio.create_task(self._drain(send, events, seq))
+        gone = asyncio.create_task(_until_disconnect(receive))
+        try:
+            await asyncio.wait({drain, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (drain, gone):
+                task.cancel()
+            for task in (drain, gone):
+                with contextlib.suppress(BaseException):
+                    await task
 
     async def _fill(self, events: EventStream, stream: AsyncIterator[dict[str, Any]], request_id: Any) -> None:
         try:
@@ -415,7 +432,7 @@ class McpEndpoint:
                 return
             events, seq = found
             await start_sse(send)
-            await self._drain(send, events, seq)
+            await self._drain_watching(send, receive, events, seq)
             return
         events = session.standalone
         if events is None or events.closed:
@@ -425,7 +442,7 @@ class McpEndpoint:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         await start_sse(send)
-        await self._drain(send, events, len(events.events) + events._first_seq)  # noqa: SLF001
+        await self._drain_watching(send, receive, events, events.next_seq)
 
     # ── DELETE ──────────────────────────────────────────────────────────────
     async def _delete(self, scope: dict[str, Any], send: Any, server: str, principal: Principal) -> None:
@@ -458,16 +475,9 @@ class McpEndpoint:
                     "more_body": True})
         # uvicorn's send() silently drops writes once the client is gone, so _drain alone would never
         # notice: watch receive() for the disconnect, or the session (and its upstream) would live forever.
-        drain = asyncio.create_task(self._drain(send, session.legacy_outbox, 0))
-        gone = asyncio.create_task(_until_disconnect(receive))
         try:
-            await asyncio.wait({drain, gone}, return_when=asyncio.FIRST_COMPLETED)
+            await self._drain_watching(send, receive, session.legacy_outbox, 0)
         finally:
-            for task in (drain, gone):
-                task.cancel()
-            for task in (drain, gone):
-                with contextlib.suppress(BaseException):
-                    await task
             session.legacy_outbox.close()
             await self.sessions.remove(session.id)
 
