@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import logging
 import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -306,6 +307,10 @@ def run(config: LoadedConfig, ready: Callable[[Gateway], None] | None = None) ->
     import uvicorn
 
     configure_logging(config.settings.log_level)
+    # The ledger's writer thread must get the GIL promptly when its commit returns, or every
+    # request waits for it; CPython's default 5 ms switch interval would let the event loop
+    # thread hold it that long under load.
+    sys.setswitchinterval(0.0005)
     gateway = Gateway(config)
     s = config.settings
     uv_config = uvicorn.Config(gateway.asgi, host=s.host, port=s.port, loop="auto", http="auto",
