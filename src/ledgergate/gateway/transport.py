@@ -164,6 +164,11 @@ class McpEndpoint:
                                 [(b"allow", b"GET, POST, DELETE")])
         except ConnectionAbortedError:
             return
+        except Exception:  # noqa: BLE001 - a bug must not become a 500 with a stack trace
+            log.exception("internal error serving %s %s", scope["method"], path)
+            if not scope.get("_lg_started"):
+                with contextlib.suppress(Exception):
+                    await send_json(send, 500, json_error_body(None, INTERNAL_ERROR, "internal gateway error"))
 
     async def _authenticate(self, scope: dict[str, Any], server: str) -> Principal:
         value = header(scope, b"authorization")

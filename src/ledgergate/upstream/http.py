@@ -11,11 +11,11 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import aiohttp
 import orjson
 
 from ledgergate.errors import UpstreamError
 from ledgergate.gateway.sse import SSEParser
+from ledgergate.upstream.h1 import H1Error, H1Pool, H1Response
 from ledgergate.upstream.base import (
     MODERN_VERSION,
     ClientHello,
@@ -36,70 +36,70 @@ _NAME_FIELD = {"tools/call": "name", "prompts/get": "name", "resources/read": "u
 
 
 class HttpPool:
-    """One aiohttp session (connection pool) per upstream URL."""
+    """The keep-alive pool for one upstream URL, plus the server's configured headers."""
 
     def __init__(self, url: str, headers: Mapping[str, str], timeout: float, limit: int = 100) -> None:
         self.url = url
         self.headers = {**headers}
         self.timeout = timeout
-        self._limit = limit
-        self._session: aiohttp.ClientSession | None = None
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=self._limit, keepalive_timeout=60, enable_cleanup_closed=True)
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_read=self.timeout),
-                skip_auto_headers=("User-Agent",),
-                json_serialize=lambda o: orjson.dumps(o).decode(),
-            )
-        return self._session
+        self._h1 = H1Pool(url)
 
     def build_headers(self, extra: Mapping[str, str]) -> dict[str, str]:
         headers = {"Accept": _ACCEPT, "Content-Type": "application/json", **self.headers}
         headers.update(extra)
         return headers
 
-    async def post(self, body: Message, extra: Mapping[str, str]) -> aiohttp.ClientResponse:
+    async def send(self, method: str, extra: Mapping[str, str], body: Message | None = None,
+                   url: str | None = None, headers: Mapping[str, str] | None = None) -> H1Response:
+        """One request; the response head is awaited, the body is read by the caller (then `release()`)."""
+        payload = orjson.dumps(body) if body is not None else None
+        all_headers = dict(headers) if headers is not None else self.build_headers(extra)
+        if payload is None:
+            all_headers.pop("Content-Type", None)
         try:
-            return await self.session.post(self.url, data=orjson.dumps(body), headers=self.build_headers(extra))
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
-            raise UpstreamError(f"upstream server unreachable: {type(exc).__name__}") from None
+            return await self._h1.request(method, url or self.url, all_headers, payload, self.timeout)
+        except H1Error as exc:
+            raise UpstreamError(f"upstream server unreachable: {exc}") from None
+
+    async def post(self, body: Message, extra: Mapping[str, str]) -> H1Response:
+        return await self.send("POST", extra, body)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self._h1.close()
 
 
-async def _messages(resp: aiohttp.ClientResponse) -> AsyncIterator[Message]:
+async def _messages(resp: H1Response, read_timeout: float | None) -> AsyncIterator[Message]:
     """Every JSON-RPC message in a response body, JSON or SSE."""
-    ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
-    if ctype == "application/json":
-        payload = orjson.loads(await resp.read())
-        if isinstance(payload, list):
-            for item in payload:
-                yield item
-        else:
-            yield payload
-        return
-    if ctype != "text/event-stream":
-        raise UpstreamError(f"upstream answered with unexpected content type {ctype or 'none'!r}")
-    parser = SSEParser()
-    async for chunk in resp.content.iter_any():
-        for event in parser.feed(chunk):
-            if event.event != "message" or not event.data.strip():
-                continue
-            try:
-                yield orjson.loads(event.data)
-            except orjson.JSONDecodeError:
-                log.warning("upstream sent an SSE event that is not JSON; dropped")
-
-
-async def _error_text(resp: aiohttp.ClientResponse) -> str:
+    ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower()
     try:
-        body = (await resp.read())[:300]
+        if ctype == "application/json":
+            payload = orjson.loads(await resp.read(read_timeout))
+            if isinstance(payload, list):
+                for item in payload:
+                    yield item
+            else:
+                yield payload
+            return
+        if ctype != "text/event-stream":
+            raise UpstreamError(f"upstream answered with unexpected content type {ctype or 'none'!r}")
+        parser = SSEParser()
+        async for chunk in resp.chunks(read_timeout):
+            for event in parser.feed(chunk):
+                if event.event != "message" or not event.data.strip():
+                    continue
+                try:
+                    yield orjson.loads(event.data)
+                except orjson.JSONDecodeError:
+                    log.warning("upstream sent an SSE event that is not JSON; dropped")
+    except H1Error as exc:
+        raise UpstreamError(f"upstream connection failed: {exc}") from None
+    except orjson.JSONDecodeError:
+        raise UpstreamError("upstream answered with a body that is not JSON") from None
+
+
+async def _error_text(resp: H1Response) -> str:
+    try:
+        body = (await resp.read(5.0))[:300]
         data = orjson.loads(body)
         if isinstance(data, dict) and isinstance(data.get("error"), dict):
             return str(data["error"].get("message", ""))[:200]
@@ -130,7 +130,7 @@ class HttpHandshakeSession(UpstreamSession):
             if resp.status >= 400:
                 raise UpstreamError(f"upstream refused initialize (HTTP {resp.status}) {await _error_text(resp)}".strip())
             final = None
-            async for msg in _messages(resp):
+            async for msg in _messages(resp, self.pool.timeout):
                 if msg.get("id") == 0 and "method" not in msg:
                     final = msg
                     break
@@ -141,7 +141,7 @@ class HttpHandshakeSession(UpstreamSession):
             raise UpstreamError(f"upstream initialize failed: {detail}")
         self.server_hello = final["result"]
         self.protocol_version = self.server_hello.get("protocolVersion", self.protocol_version)
-        self.session_id = resp.headers.get("Mcp-Session-Id")
+        self.session_id = resp.headers.get("mcp-session-id")
         self._alive = True
         await self.notify({"jsonrpc": "2.0", "method": "notifications/initialized"})
 
@@ -170,14 +170,12 @@ class HttpHandshakeSession(UpstreamSession):
                 raise UpstreamSessionLost("the upstream server lost the session; it is reopened on the next request")
             if resp.status >= 400:
                 raise UpstreamError(f"upstream answered HTTP {resp.status} {await _error_text(resp)}".strip())
-            async for msg in _messages(resp):
+            async for msg in _messages(resp, self.pool.timeout):
                 if "method" not in msg and msg.get("id") == upstream_id:
                     yield rewrite_id(msg, original_id)
                     return
                 yield msg
             raise UpstreamError("upstream closed the response stream before answering")
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise UpstreamError(f"upstream connection failed: {type(exc).__name__}") from None
         finally:
             self._inflight.ids.pop(original_id, None)
             resp.release()
@@ -200,24 +198,19 @@ class HttpHandshakeSession(UpstreamSession):
         await self._post_no_reply(response)
 
     async def listen(self, last_event_id: str | None = None) -> AsyncIterator[Message]:
-        headers = self.pool.build_headers(self._headers())
-        headers["Accept"] = "text/event-stream"
+        extra = {**self._headers(), "Accept": "text/event-stream"}
         if last_event_id:
-            headers["Last-Event-ID"] = last_event_id
-        try:
-            resp = await self.pool.session.get(self.pool.url, headers=headers,
-                                               timeout=aiohttp.ClientTimeout(total=None, sock_read=None))
-        except (aiohttp.ClientError, OSError) as exc:
-            raise UpstreamError(f"upstream unreachable: {type(exc).__name__}") from None
+            extra["Last-Event-ID"] = last_event_id
+        resp = await self.pool.send("GET", extra)
         try:
             if resp.status == 405:
                 return  # the server offers no standalone stream
             if resp.status >= 400:
                 raise UpstreamError(f"upstream refused the event stream (HTTP {resp.status})")
-            async for msg in _messages(resp):
+            async for msg in _messages(resp, None):
                 yield msg
-        except (aiohttp.ClientError, asyncio.TimeoutError):
-            return
+        except UpstreamError:
+            return  # the stream broke; the client reconnects
         finally:
             resp.release()
 
@@ -226,9 +219,9 @@ class HttpHandshakeSession(UpstreamSession):
             return
         self._alive = False
         try:
-            resp = await self.pool.session.delete(self.pool.url, headers=self.pool.build_headers(self._headers()))
+            resp = await self.pool.send("DELETE", self._headers())
             resp.release()
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
+        except UpstreamError:
             pass
 
 
@@ -263,14 +256,12 @@ class HttpModernSession(UpstreamSession):
         try:
             if resp.status >= 400 and "json" not in resp.headers.get("Content-Type", ""):
                 raise UpstreamError(f"upstream answered HTTP {resp.status}")
-            async for msg in _messages(resp):
+            async for msg in _messages(resp, self.pool.timeout):
                 if "method" not in msg and msg.get("id") in (upstream_id, None):
                     yield rewrite_id(msg, original_id)
                     return
                 yield msg
             raise UpstreamError("upstream closed the response stream before answering")
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise UpstreamError(f"upstream connection failed: {type(exc).__name__}") from None
         finally:
             resp.release()
 
@@ -289,10 +280,10 @@ class HttpModernSession(UpstreamSession):
         try:
             if resp.status >= 400:
                 return
-            async for msg in _messages(resp):
+            async for msg in _messages(resp, None):
                 if "method" in msg:
                     yield msg
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+        except UpstreamError:
             return
         finally:
             resp.release()
@@ -309,7 +300,7 @@ async def discover(pool: HttpPool) -> dict[str, Any] | None:
     try:
         if resp.status >= 400:
             return None
-        async for msg in _messages(resp):
+        async for msg in _messages(resp, pool.timeout):
             if msg.get("id") == 0 and isinstance(msg.get("result"), dict):
                 result = msg["result"]
                 if MODERN_VERSION in (result.get("supportedVersions") or []):

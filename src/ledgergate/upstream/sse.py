@@ -21,13 +21,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-import aiohttp
 import orjson
 
 from ledgergate.errors import UpstreamError
 from ledgergate.gateway.sse import SSEParser
 from ledgergate.upstream.base import ClientHello, Message, UpstreamSession, UpstreamSessionLost
 from ledgergate.upstream.demux import Demux
+from ledgergate.upstream.h1 import H1Error, H1Response
 from ledgergate.upstream.http import HttpPool
 
 log = logging.getLogger("ledgergate.upstream.sse")
@@ -49,7 +49,7 @@ class SseSession(UpstreamSession):
         self.server_hello: dict[str, Any] = {}
         self.endpoint: str | None = None
         self._demux = Demux(self._write)
-        self._response: aiohttp.ClientResponse | None = None
+        self._response: H1Response | None = None
         self._reader: asyncio.Task[None] | None = None
         self._endpoint_ready: asyncio.Future[str] | None = None
         self._alive = False
@@ -60,14 +60,11 @@ class SseSession(UpstreamSession):
 
     # ── the inbound stream ──────────────────────────────────────────────────
     async def open(self) -> None:
-        headers = self.pool.build_headers({"Accept": "text/event-stream"})
-        headers.pop("Content-Type", None)
         try:
-            self._response = await self.pool.session.get(
-                self.pool.url, headers=headers, timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_read=None))
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
-            raise UpstreamError(f"upstream {self.name!r} unreachable: {type(exc).__name__}") from None
-        ctype = self._response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+            self._response = await self.pool.send("GET", {"Accept": "text/event-stream"})
+        except UpstreamError as exc:
+            raise UpstreamError(f"upstream {self.name!r}: {exc.message}") from None
+        ctype = self._response.headers.get("content-type", "").split(";")[0].strip().lower()
         if self._response.status >= 400 or ctype != "text/event-stream":
             status = self._response.status
             self._response.release()
@@ -116,7 +113,7 @@ class SseSession(UpstreamSession):
         parser = SSEParser()
         reason = "closed its SSE stream"
         try:
-            async for chunk in self._response.content.iter_any():
+            async for chunk in self._response.chunks(None):
                 for event in parser.feed(chunk):
                     if event.event == "endpoint":
                         if not self._set_endpoint(event.data):
@@ -132,8 +129,8 @@ class SseSession(UpstreamSession):
                         continue
                     if isinstance(msg, dict):
                         self._demux.route(msg)
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            reason = f"SSE stream failed ({type(exc).__name__})"
+        except H1Error as exc:
+            reason = f"SSE stream failed ({exc})"
         finally:
             self._alive = False
             failure = UpstreamSessionLost(
@@ -148,10 +145,9 @@ class SseSession(UpstreamSession):
         if not self.alive or self.endpoint is None:
             raise UpstreamSessionLost(f"upstream {self.name!r} SSE session is gone; it is reopened on the next request")
         try:
-            resp = await self.pool.session.post(self.endpoint, data=orjson.dumps(message),
-                                                headers=self.pool.build_headers({}))
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
-            raise UpstreamError(f"upstream {self.name!r} unreachable: {type(exc).__name__}") from None
+            resp = await self.pool.send("POST", {}, message, url=self.endpoint)
+        except UpstreamError as exc:
+            raise UpstreamError(f"upstream {self.name!r}: {exc.message}") from None
         try:
             if resp.status == 404:
                 self._alive = False
@@ -180,4 +176,4 @@ class SseSession(UpstreamSession):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._reader
         if self._response is not None:
-            self._response.close()  # drop the connection: the server ends the session when its stream closes
+            self._response.release()  # unfinished, so the connection is dropped: the server ends the session
