@@ -27,6 +27,15 @@ class H1Error(Exception):
     """The connection failed or the peer spoke broken HTTP."""
 
 
+class H1Timeout(H1Error):
+    """The server took too long; the request may have been processed, so it is never retried."""
+
+
+def _expire(waiter: asyncio.Future[None], error: H1Error) -> None:
+    if not waiter.done():
+        waiter.set_exception(error)
+
+
 @dataclass(frozen=True)
 class Origin:
     scheme: str
@@ -158,16 +167,18 @@ class H1Response:
 
     async def chunks(self, read_timeout: float | None = None) -> AsyncIterator[bytes]:
         """Body chunks as they arrive; raises H1Error if the connection breaks mid-body."""
+        loop = asyncio.get_running_loop()
         while True:
             if not self._chunks:
-                self._wakeup = asyncio.get_running_loop().create_future()
-                if read_timeout is None:
-                    await self._wakeup
-                else:
-                    try:
-                        await asyncio.wait_for(self._wakeup, read_timeout)
-                    except asyncio.TimeoutError:
-                        raise H1Error(f"no data from the server for {read_timeout:g}s") from None
+                wakeup = self._wakeup = loop.create_future()
+                # A plain timer, not asyncio.wait_for: no extra task per chunk on the hot path.
+                timer = None if read_timeout is None else loop.call_later(
+                    read_timeout, _expire, wakeup, H1Timeout(f"no data from the server for {read_timeout:g}s"))
+                try:
+                    await wakeup
+                finally:
+                    if timer is not None:
+                        timer.cancel()
                 continue
             chunk = self._chunks.popleft()
             if len(self._chunks) < _LOW_WATER:
@@ -256,25 +267,25 @@ class H1Pool:
             self._busy.add(conn)
             response = H1Response(conn, reused)
             conn.start(request, response)
+            timer = None if timeout is None else asyncio.get_running_loop().call_later(
+                timeout, _expire, response.started, H1Timeout(f"no response from {self.origin.host_header} "
+                                                            f"within {timeout:g}s"))
             try:
-                if timeout is None:
-                    await response.started
-                else:
-                    await asyncio.wait_for(asyncio.shield(response.started), timeout)
+                await response.started
                 return response
-            except asyncio.TimeoutError:
-                response.release()
-                raise H1Error(f"no response from {self.origin.host_header} within {timeout:g}s") from None
-            except H1Error:
+            except H1Error as exc:
                 response.release()
                 # A kept-alive connection the server closed just as we reused it: retry once on a
-                # fresh one (nothing reached the application: no response byte was read).
-                if reused and attempt == 0 and response.status == 0:
+                # fresh one (no response byte was read, and it was not a timeout).
+                if reused and attempt == 0 and response.status == 0 and not isinstance(exc, H1Timeout):
                     continue
                 raise
             except BaseException:
                 response.release()
                 raise
+            finally:
+                if timer is not None:
+                    timer.cancel()
         raise H1Error("unreachable")  # pragma: no cover
 
     async def close(self) -> None:

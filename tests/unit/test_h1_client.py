@@ -1,0 +1,142 @@
+"""The upstream HTTP/1.1 client against a real asyncio HTTP server (uvicorn): keep-alive reuse,
+streamed bodies, timeouts that never retry, broken servers, and a stale kept-alive connection."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+import uvicorn
+
+from ledgergate.upstream.h1 import H1Error, H1Pool, H1Timeout
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class App:
+    def __init__(self) -> None:
+        self.hits = 0
+        self.connections: set[int] = set()
+
+    async def __call__(self, scope, receive, send):  # noqa: ANN001
+        if scope["type"] != "http":
+            return
+        self.hits += 1
+        self.connections.add(scope["client"][1])
+        path = scope["path"]
+        if path == "/slow":
+            await asyncio.sleep(2)
+        if path == "/stream":
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+            for i in range(3):
+                await send({"type": "http.response.body", "body": f"data: {i}\n\n".encode(), "more_body": True})
+                await asyncio.sleep(0.05)
+            await send({"type": "http.response.body", "body": b""})
+            return
+        body = b""
+        while True:
+            m = await receive()
+            body += m.get("body", b"")
+            if not m.get("more_body"):
+                break
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": b'{"echo":' + (body or b"null") + b"}"})
+
+
+@pytest.fixture()
+async def server():
+    app = App()
+    port = _port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="off",
+                                        timeout_keep_alive=1))
+    task = asyncio.create_task(srv.serve())
+    while not srv.started:
+        await asyncio.sleep(0.01)
+    yield app, port
+    srv.should_exit = True
+    await task
+
+
+async def test_reuses_one_keep_alive_connection(server) -> None:
+    app, port = server
+    pool = H1Pool(f"http://127.0.0.1:{port}/mcp")
+    for i in range(5):
+        r = await pool.request("POST", f"http://127.0.0.1:{port}/mcp", {"Content-Type": "application/json"},
+                               str(i).encode(), 5)
+        assert r.status == 200 and await r.read(5) == b'{"echo":%d}' % i
+        r.release()
+    assert app.hits == 5 and len(app.connections) == 1
+    await pool.close()
+
+
+async def test_streams_body_chunks_as_they_come(server) -> None:
+    _, port = server
+    pool = H1Pool(f"http://127.0.0.1:{port}/")
+    r = await pool.request("GET", f"http://127.0.0.1:{port}/stream", {}, None, 5)
+    chunks = [c async for c in r.chunks(5)]
+    r.release()
+    assert b"".join(chunks) == b"data: 0\n\ndata: 1\n\ndata: 2\n\n" and len(chunks) >= 2
+    await pool.close()
+
+
+async def test_timeout_is_reported_and_never_retried(server) -> None:
+    app, port = server
+    pool = H1Pool(f"http://127.0.0.1:{port}/")
+    warm = await pool.request("GET", f"http://127.0.0.1:{port}/x", {}, None, 5)
+    await warm.read(5)
+    warm.release()
+    with pytest.raises(H1Timeout):
+        await pool.request("GET", f"http://127.0.0.1:{port}/slow", {}, None, 0.3)
+    assert app.hits == 2  # the slow request reached the server once, on the reused connection
+    await pool.close()
+
+
+async def test_stale_kept_alive_connection_is_replaced(server) -> None:
+    app, port = server
+    pool = H1Pool(f"http://127.0.0.1:{port}/")
+    r = await pool.request("GET", f"http://127.0.0.1:{port}/a", {}, None, 5)
+    await r.read(5)
+    r.release()
+    await asyncio.sleep(1.6)  # the server closes idle keep-alive connections after 1 s
+    r = await pool.request("GET", f"http://127.0.0.1:{port}/b", {}, None, 5)
+    assert r.status == 200
+    r.release()
+    assert len(app.connections) == 2
+    await pool.close()
+
+
+async def test_refuses_other_origins_and_header_injection(server) -> None:
+    _, port = server
+    pool = H1Pool(f"http://127.0.0.1:{port}/")
+    with pytest.raises(H1Error):
+        await pool.request("GET", "http://127.0.0.2:1/", {}, None, 1)
+    with pytest.raises(H1Error):
+        await pool.request("GET", f"http://127.0.0.1:{port}/", {"X": "a\r\nInjected: 1"}, None, 1)
+    await pool.close()
+
+
+async def test_connection_refused_is_a_clear_error() -> None:
+    pool = H1Pool(f"http://127.0.0.1:{_port()}/")
+    with pytest.raises(H1Error, match="cannot connect"):
+        await pool.request("GET", pool.origin.scheme + "://127.0.0.1:%d/" % pool.origin.port, {}, None, 1)
+
+
+async def test_garbage_response_is_a_clear_error() -> None:
+    async def handle(reader, writer):  # noqa: ANN001
+        await reader.read(1000)
+        writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    pool = H1Pool(f"http://127.0.0.1:{port}/")
+    with pytest.raises(H1Error):
+        await pool.request("GET", f"http://127.0.0.1:{port}/", {}, None, 2)
+    srv.close()
+    await pool.close()
