@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
@@ -61,15 +62,25 @@ async def worker(url: str, token: str | None, deadline: float, latencies: list[f
                 raise RuntimeError(f"bad answer {r.status_code}: {r.text[:200]}")
 
 
-async def measure(url: str, token: str | None, concurrency: int, seconds: float) -> tuple[float, float]:
+def cpu_seconds(pid: int) -> float:
+    """user + system CPU time of a process (and its reaped children), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+async def measure(url: str, token: str | None, concurrency: int, seconds: float,
+                  pid: int | None = None) -> tuple[float, float, float]:
+    """(calls/s, p50 ms, CPU µs per call spent in process `pid`)."""
     # warm-up
     await asyncio.gather(*(worker(url, token, time.perf_counter() + 0.5, []) for _ in range(concurrency)))
     latencies: list[float] = []
+    cpu_before = cpu_seconds(pid) if pid else 0.0
     start = time.perf_counter()
     deadline = start + seconds
     await asyncio.gather(*(worker(url, token, deadline, latencies) for _ in range(concurrency)))
     elapsed = time.perf_counter() - start
-    return len(latencies) / elapsed, statistics.median(latencies) * 1000
+    cpu = (cpu_seconds(pid) - cpu_before) * 1e6 / len(latencies) if pid else 0.0
+    return len(latencies) / elapsed, statistics.median(latencies) * 1000, cpu
 
 
 async def main_async(args: argparse.Namespace) -> str:
@@ -90,9 +101,10 @@ async def main_async(args: argparse.Namespace) -> str:
         for rnd in range(args.rounds):
             row = {}
             for c in (1, 8):
-                row[("direct", c)] = await measure(direct_url, None, c, args.seconds)
-                row[("pass", c)] = await measure(pt_url, None, c, args.seconds)
-                row[("full", c)] = await measure(gateway.url("everything"), token, c, args.seconds)
+                row[("direct", c)] = await measure(direct_url, None, c, args.seconds, everything.proc.pid)
+                row[("pass", c)] = await measure(pt_url, None, c, args.seconds, passthrough.proc.pid)
+                row[("full", c)] = await measure(gateway.url("everything"), token, c, args.seconds,
+                                                 gateway.proc.proc.pid)
             rows.append(row)
             print(f"round {rnd + 1}: c=1 p50 direct {row['direct', 1][1]:.2f} ms, pass-through "
                   f"{row['pass', 1][1]:.2f} ms, full {row['full', 1][1]:.2f} ms; c=8 direct "
@@ -103,6 +115,9 @@ async def main_async(args: argparse.Namespace) -> str:
 
         def ratio(kind: str) -> float:
             return statistics.median(r[kind, 8][0] / r["direct", 8][0] for r in rows)
+
+        def cpu(kind: str) -> float:
+            return statistics.median(r[kind, 8][2] for r in rows)
 
         table = "".join(
             f"| {i + 1} | {r['direct', 1][1]:.2f} ms | {r['pass', 1][1]:.2f} ms ({r['pass', 1][1] - r['direct', 1][1]:+.2f}) "
@@ -123,7 +138,10 @@ async def main_async(args: argparse.Namespace) -> str:
             "| round | c=1 p50 direct | c=1 p50 pass-through (added) | c=1 p50 full (added) | c=8 direct "
             "| c=8 pass-through | c=8 full |\n|---|---|---|---|---|---|---|\n" + table +
             f"\nMedian over rounds — pass-through: **{added('pass'):+.2f} ms** at c=1, **{ratio('pass'):.2f}x** "
-            f"throughput at c=8; full pipeline: **{added('full'):+.2f} ms**, **{ratio('full'):.2f}x**.\n"
+            f"throughput at c=8; full pipeline: **{added('full'):+.2f} ms**, **{ratio('full'):.2f}x**.\n\n"
+            "CPU per call at c=8 (user+system, read from /proc, so it does not depend on the noise of a shared "
+            f"machine): server-everything **{cpu('direct'):.0f} µs**, gateway pass-through **{cpu('pass'):.0f} µs**, "
+            f"gateway full pipeline **{cpu('full'):.0f} µs** (its ledger writer's two durable commits included).\n"
         )
     finally:
         passthrough.stop()
