@@ -266,9 +266,12 @@ class Gateway:
         return JSONResponse({"status": "ok"})
 
     async def _readyz(self, request: Request) -> Response:
-        checks: dict[str, Any] = {"identity": self.stages.identity.readiness()}
-        ready = self.ledger is not None and self.endpoint is not None
-        checks["ledger"] = "ok" if self.ledger is not None else "not open"
+        identity = self.stages.identity.readiness()
+        checks: dict[str, Any] = {"identity": identity, "ledger": "ok" if self.ledger is not None else "not open"}
+        # Ready when requests can be both authenticated and recorded: with no usable keys for any
+        # issuer and no API keys, every caller would be refused.
+        can_authenticate = not identity or any(state == "ok" for state in identity.values())
+        ready = self.ledger is not None and self.endpoint is not None and can_authenticate
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
     async def _metrics(self, request: Request) -> Response:

@@ -222,3 +222,20 @@ async def test_audit_rest_api_needs_an_auditor(env: Env) -> None:
         index //= 2
         last //= 2
     assert node == root
+
+
+async def test_a_task_belongs_to_the_identity_that_created_it(env: Env) -> None:
+    alice = env.provider.token("alice", ["staff"])
+    bob = env.provider.token("bob", ["staff"])
+    created = (await env.post(alice, "tools/call", {"name": "echo", "arguments": {"message": "later"},
+                                                    "task": {"ttl": 60000}}, "echo")).json()
+    task_id = created["result"]["task"]["taskId"]
+    stolen = (await env.post(bob, "tasks/get", {"taskId": task_id})).json()
+    assert stolen["error"]["code"] == -32003 and "unknown task" in stolen["error"]["message"]
+    cancel = (await env.post(bob, "tasks/cancel", {"taskId": task_id})).json()
+    assert "error" in cancel
+    assert not [r for r in env.upstream.requests if r.get("method") in ("tasks/get", "tasks/cancel")]
+    mine = (await env.post(alice, "tasks/get", {"taskId": task_id})).json()
+    assert mine["result"]["taskId"] == task_id
+    assert (await env.post(bob, "tasks/list", {})).json()["result"]["tasks"] == []
+    assert [t["taskId"] for t in (await env.post(alice, "tasks/list", {})).json()["result"]["tasks"]] == [task_id]

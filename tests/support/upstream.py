@@ -50,6 +50,17 @@ class RecordingUpstream:
                                       "cacheScope": "public", "ttlMs": 0, "resultType": "complete"}
         elif method == "tools/list":
             result = {"tools": self.tools, "resultType": "complete", "cacheScope": "public", "ttlMs": 0}
+        elif method == "tools/call" and "task" in request["params"]:
+            self.task_count = getattr(self, "task_count", 0) + 1
+            task = {"taskId": f"task-{self.task_count}", "status": "working", "createdAt": "2026-11-25T00:00:00Z",
+                    "lastUpdatedAt": "2026-11-25T00:00:00Z", "ttl": 60000}
+            self.tasks_created = [*getattr(self, "tasks_created", []), task]
+            result = {"task": task, "resultType": "complete"}
+        elif method in ("tasks/get", "tasks/cancel"):
+            task = next(t for t in self.tasks_created if t["taskId"] == request["params"]["taskId"])
+            result = {**task, "resultType": "complete"}
+        elif method == "tasks/list":
+            result = {"tasks": getattr(self, "tasks_created", []), "resultType": "complete"}
         elif method == "tools/call":
             name = request["params"]["name"]
             args = request["params"].get("arguments") or {}

@@ -30,6 +30,7 @@ from ledgergate.errors import (
 )
 from ledgergate.gateway import jsonrpc
 from ledgergate.gateway.drift import DriftGuard
+from ledgergate.gateway.tasks import TASK_METHODS, TaskOwners
 from ledgergate.gateway.stages import AuditStage, IdentityStage, MaskingStage, PolicyStage
 from ledgergate.identity.principal import Principal
 from ledgergate.policy.budgets import Budgets
@@ -96,6 +97,7 @@ class Pipeline:
         self.audit = audit
         self.digest = digest
         self.drift = drift
+        self.tasks = TaskOwners()
 
     @property
     def identity(self) -> IdentityStage:
@@ -156,6 +158,10 @@ class Pipeline:
                 f"`ledgergate tools accept {call.server} {target}` (request id {call.request_id})",
                 data={"requestId": call.request_id, "reason": "tool_drift"},
             )
+        if method in TASK_METHODS and not self.tasks.owns(call.server, call.principal.key, params.get("taskId")):
+            await self.audit.append("policy.denied", {**base, "reason": "task not owned", "task": params.get("taskId")})
+            raise PolicyDenied(f"unknown task for this identity (request id {call.request_id})",
+                               data={"requestId": call.request_id, "reason": "task_not_owned"})
         if decision.effect == "approve":
             await self.audit.append("approval.requested", {**base, "rule": decision.rule,
                                                            **self._args_fields(arguments)})
@@ -211,6 +217,12 @@ class Pipeline:
                                                        "accepted": verdict.accepted, "request_id": call.request_id})
             if report.blocked:
                 result = {**result, "tools": report.filter_tools(result["tools"])}
+                response = {**response, "result": result}
+        if isinstance(result, dict):
+            if "task" in result:
+                self.tasks.record(call.server, call.principal.key, result)
+            elif call.method == "tasks/list":
+                result = self.tasks.filter_list(call.server, call.principal.key, result)
                 response = {**response, "result": result}
         limit_check = self._budgets()
         if limit_check.max_result_bytes(call.principal, call.server) is not None and "result" in response:
@@ -271,7 +283,11 @@ class Pipeline:
             masked_error, counts = self.masking.mask(response["error"], profile)
             return {**response, "error": masked_error}, counts
         result = response.get("result")
-        fields = RESULT_DATA.get(method)
+        if method == "tasks/result" and isinstance(result, dict):
+            # the payload of whatever call the task ran: everything but the envelope is data
+            fields = tuple(k for k in result if k != "_meta")
+        else:
+            fields = RESULT_DATA.get(method)
         if not isinstance(result, dict) or not fields:
             return response, counts
         result = dict(result)

@@ -137,8 +137,14 @@ class McpEndpoint:
         if b"access_token" in scope.get("query_string", b""):
             query = parse_qs(scope["query_string"].decode("latin-1"))
             if "access_token" in query:
-                await self._unauthorized(scope, send, server, AuthError(
-                    "tokens in the query string are refused; send them in the Authorization header", "invalid_request"))
+                refusal = AuthError("tokens in the query string are refused; send them in the Authorization header",
+                                    "invalid_request")
+                client = scope.get("client")
+                with contextlib.suppress(GatewayError):  # refused either way; recorded when the ledger can
+                    await self.pipeline.audit.append("auth.denied", {
+                        "server": server, "reason": "token_in_query", "detail": refusal.message,
+                        "remote": client[0] if client else None})
+                await self._unauthorized(scope, send, server, refusal)
                 return
         try:
             principal = await self._authenticate(scope, server)

@@ -1,0 +1,48 @@
+"""Who owns a task (the Tasks extension): a task id the upstream issued is usable only by the
+identity whose call created it.
+
+Upstream task ids are the server's, and a stateless server shares one id space among every
+caller the gateway sends it, so without this binding one principal could poll, fetch or cancel
+another's task by its id. Ownership is recorded when a task-creating result passes through and
+checked on `tasks/get`, `tasks/result`, `tasks/cancel`; `tasks/list` shows only one's own.
+Kept in memory per replica with the task's TTL (bounded): an id this replica did not see is refused.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from typing import Any
+
+TASK_METHODS = ("tasks/get", "tasks/result", "tasks/cancel")
+_MAX = 100_000
+_DEFAULT_TTL = 24 * 3600.0
+
+
+class TaskOwners:
+    def __init__(self) -> None:
+        self._owners: OrderedDict[tuple[str, str], tuple[str, float]] = OrderedDict()
+
+    def record(self, server: str, principal_key: str, result: Any) -> None:
+        task = result.get("task") if isinstance(result, dict) else None
+        task_id = task.get("taskId") if isinstance(task, dict) else None
+        if not isinstance(task_id, str):
+            return
+        ttl_ms = task.get("ttl")
+        ttl = ttl_ms / 1000 if isinstance(ttl_ms, (int, float)) and ttl_ms > 0 else _DEFAULT_TTL
+        self._owners[(server, task_id)] = (principal_key, time.monotonic() + ttl)
+        self._owners.move_to_end((server, task_id))
+        while len(self._owners) > _MAX:
+            self._owners.popitem(last=False)
+
+    def owns(self, server: str, principal_key: str, task_id: Any) -> bool:
+        entry = self._owners.get((server, task_id)) if isinstance(task_id, str) else None
+        if entry is None or entry[1] < time.monotonic():
+            return False
+        return entry[0] == principal_key
+
+    def filter_list(self, server: str, principal_key: str, result: Any) -> Any:
+        if not isinstance(result, dict) or not isinstance(result.get("tasks"), list):
+            return result
+        mine = [t for t in result["tasks"] if isinstance(t, dict) and self.owns(server, principal_key, t.get("taskId"))]
+        return {**result, "tasks": mine}
