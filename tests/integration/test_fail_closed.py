@@ -16,6 +16,7 @@ import pytest
 from tests.support import gateway as gw
 from tests.support.integration import POLICIES
 from tests.support.oidc import Provider
+from tests.support.procs import free_port
 from tests.support.upstream import RecordingUpstream
 
 pytestmark = [pytest.mark.node, pytest.mark.postgres]
@@ -93,3 +94,28 @@ async def test_ledger_unavailable_refuses_with_503_then_recovers(tmp_path, pg_ro
         cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     out, _ = await verify.communicate()
     assert verify.returncode == 0, out.decode()[-2000:]
+
+
+async def test_no_usable_keys_starts_but_refuses_and_says_why(tmp_path) -> None:
+    """An issuer whose keys cannot be fetched: the gateway starts, /readyz says why, tokens are refused."""
+    upstream = RecordingUpstream()
+    await upstream.start()
+    dead_issuer = f"http://127.0.0.1:{free_port()}"
+    running = None
+    try:
+        running = await asyncio.to_thread(gw.start, tmp_path, dead_issuer, {"rec": {"url": upstream.url}}, POLICIES,
+                                          {"identity": {"api_keys": False, "oidc": [
+                                              {"issuer": dead_issuer, "audience": "ledgergate"}]}})
+        async with running.http("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln") as http:
+            ready = await http.get(f"{running.base}/readyz")
+            assert ready.status_code == 503
+            assert dead_issuer in ready.text or "reach" in ready.text
+            refused = await http.post(running.url("rec"), headers=HEADERS, json={
+                "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                "params": {"name": "echo", "arguments": {"message": "x"}, "_meta": META}})
+            assert refused.status_code == 401
+            assert upstream.calls == []
+    finally:
+        if running is not None:
+            await asyncio.to_thread(running.stop)
+        await upstream.stop()
