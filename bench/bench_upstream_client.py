@@ -77,7 +77,7 @@ async def main_async(calls: int) -> None:
             assert b"Echo: hi" in data
         results.append(await run("ledgergate.upstream.h1", via_h1, calls))
         await pool.close()
-        print(f"| client | p50 latency | client CPU per call |\n|---|---|---|")
+        print("| client | p50 latency | client CPU per call |\n|---|---|---|")
         for name, p50, cpu_us in results:
             print(f"| {name} | {p50:.2f} ms | {cpu_us:.0f} µs |")
     finally:

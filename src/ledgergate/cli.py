@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from ledgergate.config import ConfigError, load_config
+from ledgergate.commands.common import ConfigOption, load_or_exit
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Identity-aware, audited gateway for MCP servers.")
 config_app = typer.Typer(no_args_is_help=True, help="Check configuration files.")
@@ -18,16 +18,8 @@ app.add_typer(config_app, name="config")
 err = Console(stderr=True)
 out = Console()
 
-ConfigOption = typer.Option(..., "--config", "-c", help="Path to the YAML config file.")
 
 
-def load_or_exit(path: Path):  # noqa: ANN201 - returns LoadedConfig
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            err.print(f"[red]error[/red] {exc.source}: {problem}", highlight=False)
-        raise typer.Exit(2) from None
 
 
 @config_app.command("validate")

@@ -12,8 +12,6 @@ import hashlib
 import hmac
 import json
 import secrets
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +27,8 @@ from ledgergate.errors import AuthError
 from ledgergate.identity.resource_metadata import challenge_for
 from ledgergate.identity.service import IdentityService
 from ledgergate.identity.settings import IdentitySettings, OidcIssuerSettings
+from tests.support.oidc import Provider
+from tests.support.procs import free_port
 
 pytestmark = pytest.mark.node
 
@@ -39,67 +39,11 @@ PEERS = ROOT / "tests" / "peers"
 # -- the provider -----------------------------------------------------------------------
 
 
-class Provider:
-    """A running oauth2-mock-server and the helpers tests need to get tokens from it."""
-
-    def __init__(self, port: int = 0) -> None:
-        self.proc = subprocess.Popen(
-            ["node", str(PEERS / "oidc_server.mjs"), str(port)],
-            cwd=PEERS, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        line = self.proc.stdout.readline() if self.proc.stdout else ""
-        if not line:
-            err = self.proc.stderr.read() if self.proc.stderr else ""
-            raise RuntimeError(f"oidc_server.mjs did not start: {err[:2000]}")
-        info = json.loads(line)
-        self.issuer: str = info["issuer"]
-        self.kid: str = info["kid"]
-        self.http = httpx.Client(base_url=self.issuer, timeout=10)
-
-    def token(self, claims: dict[str, Any] | None = None, header: dict[str, Any] | None = None,
-              aud: str = "ledgergate") -> str:
-        body: dict[str, Any] = {"grant_type": "client_credentials", "aud": aud,
-                                "claims": {"sub": "alice", "groups": ["staff"], **(claims or {})}}
-        if header:
-            body["header"] = header
-        response = self.http.post("/token", json=body)
-        response.raise_for_status()
-        return response.json()["access_token"]
-
-    def rotate(self) -> str:
-        self.kid = self.http.post("/_control/rotate").json()["kid"]
-        return self.kid
-
-    def retire(self, kid: str) -> None:
-        self.http.post("/_control/retire", json={"kid": kid}).raise_for_status()
-
-    def public_jwk(self, kid: str) -> dict[str, Any]:
-        return next(k for k in self.http.get("/_control/keys").json()["keys"] if k["kid"] == kid)
-
-    def stop(self) -> None:
-        self.http.close()
-        self.proc.terminate()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream:
-                stream.close()
-
-
 @pytest.fixture(scope="module")
 def provider() -> Iterator[Provider]:
     p = Provider()
     yield p
     p.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def settings_for(issuer: str, **overrides: Any) -> IdentitySettings:
@@ -148,7 +92,7 @@ async def test_valid_token_passes_with_groups(provider: Provider) -> None:
     svc = await started(settings_for(provider.issuer))
     try:
         assert svc.readiness() == {provider.issuer: "ok"}
-        token = provider.token({"sub": "alice", "groups": ["staff", "approvers"]})
+        token = provider.token_with({"sub": "alice", "groups": ["staff", "approvers"]})
         principal = await svc.authenticate(token)
         assert principal.issuer == provider.issuer
         assert principal.subject == "alice"
@@ -164,7 +108,7 @@ async def test_valid_token_passes_with_groups(provider: Provider) -> None:
 async def test_nested_groups_path_from_real_token(provider: Provider) -> None:
     svc = await started(settings_for(provider.issuer, groups_claim="realm_access.roles"))
     try:
-        token = provider.token({"groups": None, "realm_access": {"roles": ["ops", "staff"]}})
+        token = provider.token_with({"groups": None, "realm_access": {"roles": ["ops", "staff"]}})
         assert (await svc.authenticate(token)).groups == frozenset({"ops", "staff"})
     finally:
         await svc.close()
@@ -177,12 +121,12 @@ async def test_refusals_carry_the_right_reason(provider: Provider) -> None:
         await refused(svc, None, "missing_token")
         await refused(svc, "", "missing_token")
         await refused(svc, "not-a-jwt", "invalid_token")
-        await refused(svc, provider.token({"iat": now - 7200, "nbf": now - 7200, "exp": now - 3600}), "expired")
-        await refused(svc, provider.token({"iat": now, "nbf": now + 600, "exp": now + 1800}), "not_yet_valid")
-        await refused(svc, provider.token({"iat": now + 600, "nbf": None, "exp": now + 1800}), "not_yet_valid")
-        await refused(svc, provider.token(aud="someone-else"), "wrong_audience")
-        await refused(svc, provider.token({"iss": "https://evil.example"}), "unknown_issuer")
-        await refused(svc, provider.token({"iat": now, "exp": now + 7200}), "lifetime_too_long")
+        await refused(svc, provider.token_with({"iat": now - 7200, "nbf": now - 7200, "exp": now - 3600}), "expired")
+        await refused(svc, provider.token_with({"iat": now, "nbf": now + 600, "exp": now + 1800}), "not_yet_valid")
+        await refused(svc, provider.token_with({"iat": now + 600, "nbf": None, "exp": now + 1800}), "not_yet_valid")
+        await refused(svc, provider.token_with(aud="someone-else"), "wrong_audience")
+        await refused(svc, provider.token_with({"iss": "https://evil.example"}), "unknown_issuer")
+        await refused(svc, provider.token_with({"iat": now, "exp": now + 7200}), "lifetime_too_long")
     finally:
         await svc.close()
 
@@ -192,8 +136,8 @@ async def test_leeway_accepts_small_clock_skew(provider: Provider) -> None:
     now = int(time.time())
     try:
         # Issued by a clock 10 s ahead of ours, expired 10 s ago by ours: both within leeway.
-        await svc.authenticate(provider.token({"iat": now + 10, "nbf": now + 10, "exp": now + 600}))
-        await svc.authenticate(provider.token({"iat": now - 600, "nbf": now - 600, "exp": now - 10}))
+        await svc.authenticate(provider.token_with({"iat": now + 10, "nbf": now + 10, "exp": now + 600}))
+        await svc.authenticate(provider.token_with({"iat": now - 600, "nbf": now - 600, "exp": now - 10}))
     finally:
         await svc.close()
 
@@ -201,7 +145,7 @@ async def test_leeway_accepts_small_clock_skew(provider: Provider) -> None:
 async def test_tampered_and_forged_tokens_are_refused(provider: Provider) -> None:
     svc = await started(settings_for(provider.issuer))
     try:
-        token = provider.token({"sub": "mallory", "groups": ["staff"]})
+        token = provider.token_with({"sub": "mallory", "groups": ["staff"]})
         h, p, s = token.split(".")
         payload = unb64(p)
         payload["groups"] = ["staff", "admin"]
@@ -243,8 +187,8 @@ async def test_tampered_and_forged_tokens_are_refused(provider: Provider) -> Non
 async def test_required_claims(provider: Provider) -> None:
     svc = await started(settings_for(provider.issuer, required_claims=["email"]))
     try:
-        await refused(svc, provider.token(), "invalid_token")
-        assert (await svc.authenticate(provider.token({"email": "a@example.com"}))).subject == "alice"
+        await refused(svc, provider.token_with(), "invalid_token")
+        assert (await svc.authenticate(provider.token_with({"email": "a@example.com"}))).subject == "alice"
     finally:
         await svc.close()
 
@@ -252,15 +196,15 @@ async def test_required_claims(provider: Provider) -> None:
 async def test_disabled_subjects_are_refused_even_when_cached(provider: Provider) -> None:
     svc = await started(settings_for(provider.issuer, disabled_subjects=["bob"]))
     try:
-        await refused(svc, provider.token({"sub": "bob"}), "disabled")
-        await refused(svc, provider.token({"sub": "bob"}), "disabled")
+        await refused(svc, provider.token_with({"sub": "bob"}), "disabled")
+        await refused(svc, provider.token_with({"sub": "bob"}), "disabled")
     finally:
         await svc.close()
     svc = await started(IdentitySettings(api_keys=False, oidc=[OidcIssuerSettings(
         issuer=provider.issuer, disabled_subjects=["carol"], jwks_min_refresh_interval=0.2)]))
     try:
-        await refused(svc, provider.token({"sub": "carol"}), "disabled")
-        assert (await svc.authenticate(provider.token({"sub": "dave"}))).subject == "dave"
+        await refused(svc, provider.token_with({"sub": "carol"}), "disabled")
+        assert (await svc.authenticate(provider.token_with({"sub": "dave"}))).subject == "dave"
     finally:
         await svc.close()
 
@@ -270,13 +214,13 @@ async def test_key_rotation_without_restart() -> None:
     svc = await started(settings_for(provider.issuer, jwks_cache_ttl="1s", jwks_min_refresh_interval="0.2s"))
     try:
         old_kid = provider.kid
-        old_token = provider.token({"sub": "alice"})
+        old_token = provider.token_with({"sub": "alice"})
         assert (await svc.authenticate(old_token)).subject == "alice"
 
         await _after_rate_limit()
         new_kid = provider.rotate()
         assert new_kid != old_kid
-        new_token = provider.token({"sub": "erin"})
+        new_token = provider.token_with({"sub": "erin"})
         assert unb64(new_token.split(".")[0])["kid"] == new_kid
         assert (await svc.authenticate(new_token)).subject == "erin"  # unknown kid → refresh → ok
         assert (await svc.authenticate(old_token)).subject == "alice"  # old key still published
@@ -303,7 +247,7 @@ async def test_unknown_kid_refresh_is_rate_limited(provider: Provider) -> None:
     svc = await started(settings_for(provider.issuer, jwks_min_refresh_interval="10s"), http_client=client)
     try:
         assert len(fetches) == 1
-        payload = unb64(provider.token().split(".")[1])
+        payload = unb64(provider.token_with().split(".")[1])
         for _ in range(50):
             garbage = f"{b64({'alg': 'RS256', 'kid': secrets.token_hex(8)})}.{b64(payload)}.{b64(b'x' * 256)}"
             await refused(svc, garbage, "bad_signature")
@@ -322,14 +266,14 @@ async def test_jwks_unreachable_at_start_fails_closed_then_recovers() -> None:
         ready = svc.readiness()[issuer]
         assert ready != "ok" and "cannot reach" in ready, ready
         # A well-signed token naming this issuer is refused: there are no keys to check it with.
-        token = other.token({"iss": issuer})
+        token = other.token_with({"iss": issuer})
         await refused(svc, token, "no_keys")
 
         # The IdP comes up on that port: tokens pass without restarting the gateway.
         provider = Provider(port)
         try:
             assert provider.issuer == issuer
-            good = provider.token({"sub": "frank"})
+            good = provider.token_with({"sub": "frank"})
             await _wait_for(lambda: svc.readiness()[issuer] == "ok", 5)
             assert (await svc.authenticate(good)).subject == "frank"
             await refused(svc, token, "bad_signature")  # other provider's key, unknown kid
@@ -344,8 +288,8 @@ async def test_cached_keys_used_until_their_lifetime_ends() -> None:
     provider = Provider()
     svc = await started(settings_for(provider.issuer, jwks_cache_ttl="1.5s", jwks_min_refresh_interval="0.2s"))
     try:
-        token = provider.token({"sub": "gina"})
-        fresh = provider.token({"sub": "hank"})
+        token = provider.token_with({"sub": "gina"})
+        fresh = provider.token_with({"sub": "hank"})
         assert (await svc.authenticate(token)).subject == "gina"
         provider.stop()  # the IdP disappears
         assert (await svc.authenticate(fresh)).subject == "hank"  # cached keys still valid
@@ -363,7 +307,7 @@ async def test_kubernetes_style_service_token(provider: Provider) -> None:
         claims = {"sub": "system:serviceaccount:payments:batch", "groups": None,
                   "kubernetes.io": {"namespace": "payments", "serviceaccount": {"name": "batch", "uid": "u1"},
                                     "pod": {"name": "batch-7f9", "uid": "p1"}}}
-        principal = await svc.authenticate(provider.token(claims, aud="api"))
+        principal = await svc.authenticate(provider.token_with(claims, aud="api"))
         assert principal.kind == "service"
         assert principal.subject == "system:serviceaccount:payments:batch"
         assert {"system:serviceaccounts", "system:serviceaccounts:payments"} <= principal.groups

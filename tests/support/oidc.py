@@ -27,11 +27,32 @@ class Provider:
 
     def token(self, sub: str = "alice", groups: list[str] | None = None, aud: str = "ledgergate",
               claims: dict[str, Any] | None = None) -> str:
-        body = {"grant_type": "client_credentials", "aud": aud,
-                "claims": {"sub": sub, "groups": groups if groups is not None else ["staff"], **(claims or {})}}
+        return self.token_with({"sub": sub, "groups": groups if groups is not None else ["staff"], **(claims or {})},
+                               aud=aud)
+
+    def token_with(self, claims: dict[str, Any] | None = None, header: dict[str, Any] | None = None,
+                   aud: str = "ledgergate") -> str:
+        """A token for alice (group staff) with `claims` merged in (None deletes a claim) and `header` merged
+        into the JOSE header."""
+        body: dict[str, Any] = {"grant_type": "client_credentials", "aud": aud,
+                                "claims": {"sub": "alice", "groups": ["staff"], **(claims or {})}}
+        if header:
+            body["header"] = header
         response = self.http.post("/token", json=body)
         response.raise_for_status()
         return response.json()["access_token"]
+
+    def rotate(self) -> str:
+        """A new signing key at the IdP; new tokens use it."""
+        self.kid = self.http.post("/_control/rotate").json()["kid"]
+        return self.kid
+
+    def retire(self, kid: str) -> None:
+        """Stop publishing a key in the JWKS."""
+        self.http.post("/_control/retire", json={"kid": kid}).raise_for_status()
+
+    def public_jwk(self, kid: str) -> dict[str, Any]:
+        return next(k for k in self.http.get("/_control/keys").json()["keys"] if k["kid"] == kid)
 
     def stop(self) -> None:
         self.http.close()
@@ -40,3 +61,7 @@ class Provider:
             self.proc.wait(5)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+            self.proc.wait()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream:
+                stream.close()

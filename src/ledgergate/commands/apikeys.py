@@ -15,7 +15,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ledgergate.config import ConfigError, LoadedConfig, load_config
+from ledgergate.commands.common import ConfigOption, load_or_exit
+from ledgergate.config import LoadedConfig
 from ledgergate.durations import parse_duration
 from ledgergate.identity.apikeys import create_key, revoke_key, subject_for
 from ledgergate.store.apikeys_store import ApiKeyRecord, ApiKeyStore
@@ -25,17 +26,9 @@ app = typer.Typer(no_args_is_help=True, help="Create, list and revoke API keys (
 out = Console()
 err = Console(stderr=True)
 
-ConfigOption = typer.Option(..., "--config", "-c", help="Path to the YAML config file.")
 JsonOption = typer.Option(False, "--json", help="Machine-readable output.")
 
 
-def _load(path: Path) -> LoadedConfig:
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            err.print(f"[red]error[/red] {exc.source}: {problem}", highlight=False)
-        raise typer.Exit(2) from None
 
 
 def _store(loaded: LoadedConfig) -> ApiKeyStore:
@@ -74,7 +67,7 @@ def create(
     as_json: bool = JsonOption,
 ) -> None:
     """Create a key and print it once; only its SHA-256 is stored."""
-    loaded = _load(config)
+    loaded = load_or_exit(config)
     if not loaded.settings.identity.api_keys:
         err.print("[yellow]warning[/yellow] identity.api_keys is false: the gateway will not accept this key")
     try:
@@ -106,7 +99,7 @@ def create(
 @app.command("list")
 def list_keys(config: Path = ConfigOption, as_json: bool = JsonOption) -> None:
     """List keys (never the keys themselves) with state, expiry and last use."""
-    store = _store(_load(config))
+    store = _store(load_or_exit(config))
     try:
         records = store.all()
     finally:
@@ -127,7 +120,7 @@ def list_keys(config: Path = ConfigOption, as_json: bool = JsonOption) -> None:
 def revoke(key_id: str = typer.Argument(..., metavar="ID", help="Key id (or its name)."),
            config: Path = ConfigOption) -> None:
     """Revoke a key; the gateway refuses it on its next request."""
-    store = _store(_load(config))
+    store = _store(load_or_exit(config))
     try:
         record = revoke_key(store, key_id)
     except LookupError as exc:

@@ -17,24 +17,17 @@ from ledgergate.audit.bundle import Filter, dump_bundle, export_bundle, normaliz
 from ledgergate.audit.checkpoint import NoteError, Verifier, load_verifier, verifier_path
 from ledgergate.audit.verify import WitnessNote, verify_store
 from ledgergate.audit.witness import FileWitness, file_witness_path
-from ledgergate.config import ConfigError, LoadedConfig, load_config
+from ledgergate.commands.common import ConfigOption, load_or_exit
+from ledgergate.config import LoadedConfig
 from ledgergate.store.ledger_store import LedgerStore, StoreError, open_ledger_store
 
 app = typer.Typer(no_args_is_help=True, help="Verify the tamper-evident audit ledger and export evidence.")
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
-ConfigOption = typer.Option(..., "--config", "-c", help="Path to the YAML config file.")
 KeyOption = typer.Option(None, "--public-key", help="Verifier key file (default: <signing_key>.pub from the config).")
 
 
-def _load(config: Path) -> LoadedConfig:
-    try:
-        return load_config(config)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            err.print(f"[red]error[/red] {exc.source}: {problem}")
-        raise typer.Exit(2) from None
 
 
 def _verifier(loaded: LoadedConfig, public_key: Path | None) -> Verifier:
@@ -57,7 +50,7 @@ def _store(loaded: LoadedConfig) -> LedgerStore:
 @app.command()
 def verify(config: Path = ConfigOption, public_key: Path | None = KeyOption) -> None:
     """Recompute every log and check every checkpoint and witness copy; exit 1 naming the first bad record."""
-    loaded = _load(config)
+    loaded = load_or_exit(config)
     verifier = _verifier(loaded, public_key)
     notes: list[WitnessNote] = []
     for spec in loaded.settings.audit.witnesses:
@@ -106,7 +99,7 @@ def export(
     public_key: Path | None = KeyOption,
 ) -> None:
     """Write an evidence bundle: records, signed checkpoints, proofs and the verifier key."""
-    loaded = _load(config)
+    loaded = load_or_exit(config)
     verifier = _verifier(loaded, public_key)
     try:
         flt = Filter(session, normalize_time(since), normalize_time(until))
@@ -155,7 +148,7 @@ def tail(
     interval: float = typer.Option(1.0, help="Poll interval with --follow, seconds."),
 ) -> None:
     """Print the newest records (canonical JSON, one a line)."""
-    loaded = _load(config)
+    loaded = load_or_exit(config)
     store = _store(loaded)
     try:
         pos: dict[str, int] = {}

@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from ledgergate.config import ConfigError, LoadedConfig, load_config
+from ledgergate.commands.common import load_or_exit
 from ledgergate.identity.principal import Principal
 from ledgergate.policy.engine import PolicyEngine
 
@@ -28,13 +28,6 @@ EXIT_ALLOW, EXIT_DENY, EXIT_USAGE, EXIT_APPROVE = 0, 1, 2, 3
 _EXIT = {"allow": EXIT_ALLOW, "deny": EXIT_DENY, "approve": EXIT_APPROVE}
 
 
-def _load(path: Path) -> LoadedConfig:
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            err.print(f"[red]error[/red] {escape(exc.source)}: {escape(problem)}", highlight=False)
-        raise typer.Exit(EXIT_USAGE) from None
 
 
 def _fail(message: str) -> typer.Exit:
@@ -89,7 +82,7 @@ def check(
 
     Exit status: 0 allow, 1 deny, 3 approve, 2 config or usage error.
     """
-    loaded = _load(config)
+    loaded = load_or_exit(config)
     settings = loaded.settings
     if kind not in ("human", "service"):
         raise _fail("--kind must be human or service")

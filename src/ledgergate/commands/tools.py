@@ -16,23 +16,16 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from ledgergate.config import ConfigError, LoadedConfig, load_config
+from ledgergate.commands.common import ConfigOption, load_or_exit
+from ledgergate.config import LoadedConfig
 from ledgergate.store.fingerprints_store import FingerprintRecord, FingerprintStore, NothingToAccept
 
 app = typer.Typer(no_args_is_help=True, help="Tool definitions seen on upstream servers (drift control).")
 out = Console(soft_wrap=True)
 err = Console(stderr=True)
 
-ConfigOption = typer.Option(..., "--config", "-c", help="Path to the YAML config file.")
 
 
-def _load(path: Path) -> LoadedConfig:
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            err.print(f"[red]error[/red] {escape(exc.source)}: {escape(problem)}", highlight=False)
-        raise typer.Exit(2) from None
 
 
 def _store(loaded: LoadedConfig) -> FingerprintStore:
@@ -65,7 +58,7 @@ def list_tools(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """List every tool seen per server, its accepted fingerprint and any pending (changed) definition."""
-    loaded = _load(config)
+    loaded = load_or_exit(config)
     with _store(loaded) as store:
         records = store.list(server)
     if as_json:
@@ -94,7 +87,7 @@ def accept(
     by: str | None = typer.Option(None, "--by", help="Who accepts (recorded); default the OS user."),
 ) -> None:
     """Accept a tool's changed (pending) definition: calls to it are no longer blocked."""
-    loaded = _load(config)
+    loaded = load_or_exit(config)
     who = by or _os_user()
     with _store(loaded) as store:
         try:

@@ -6,7 +6,6 @@ server's configured headers only.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
