@@ -27,6 +27,15 @@ def config_validate(config: Path = ConfigOption) -> None:
     """Load and validate a config file; exit 2 naming the key and line of each problem."""
     loaded = load_or_exit(config)
     s = loaded.settings
+    # Compile what `serve` compiles (CEL conditions, masking profiles), so a config that validates starts.
+    from ledgergate.masking.engine import Masker
+    from ledgergate.policy.engine import PolicyEngine
+
+    try:
+        PolicyEngine.from_settings(s.policies, set(Masker.from_settings(s.masking).profiles))
+    except ValueError as exc:
+        err.print(f"[red]error[/red] {config}: {exc}", highlight=False)
+        raise typer.Exit(2) from None
     out.print(
         f"[green]ok[/green] {config}: {len(s.servers)} server(s), {len(s.policies)} policy rule(s), "
         f"{len(s.identity.oidc)} OIDC issuer(s)",

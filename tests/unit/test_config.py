@@ -1,0 +1,74 @@
+"""The one config file: the example loads unchanged, and every problem names its key and line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ledgergate.config import ConfigError, load_config, parse_config
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "ledgergate.yaml"
+
+
+def test_example_config_loads_unchanged_with_its_secret_from_the_environment() -> None:
+    loaded = load_config(EXAMPLE, env={"EVERYTHING_KEY": "s3cret"})
+    s = loaded.settings
+    assert s.listen == "127.0.0.1:8080" and s.port == 8080
+    assert s.servers["everything"].url == "http://127.0.0.1:3001/mcp"
+    assert s.servers["everything"].headers == {"X-Upstream-Key": "s3cret"}
+    assert [r.name for r in s.policies] == ["staff-read", "large-sums-need-approval", "no-env-for-contractors"]
+    assert s.policies[1].when == "args.a > 1000" and s.policies[1].approvers.groups == ["approvers"]
+    assert s.identity.oidc[0].issuer == "http://localhost:9400" and s.identity.oidc[0].max_token_lifetime == 3600
+    assert s.approvals.timeout == 600 and s.audit.checkpoint_interval == 5
+    assert loaded.resolve(s.audit.signing_key) == ROOT / "examples" / "data" / "ledger.key"
+
+
+def test_missing_secret_names_the_variable_key_and_line() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(EXAMPLE, env={})
+    assert str(info.value).endswith(
+        "line 14: servers.everything.headers.X-Upstream-Key: environment variable EVERYTHING_KEY is not set")
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("listen: nope\n", "line 1: listen: 'listen' must be host:port"),
+    ("servers:\n  a:\n    url: ftp://x\n", "line 2: servers.a: 'url' must start with http:// or https://"),
+    ("servers:\n  a:\n    url: http://x\n    command: y\n", "line 2: servers.a: a server needs exactly one of"),
+    ("policies:\n  - name: a\n    effect: maybe\n", "line 3: policies[0].effect: Input should be"),
+    ("policies:\n  - name: a\n    effect: allow\n    bogus: 1\n", "line 4: policies[0].bogus: unknown key"),
+    ("policies:\n  - {name: a, effect: allow}\n  - {name: a, effect: deny}\n", "is used twice"),
+    ("approvals:\n  timeout: soon\n", "line 2: approvals.timeout: expected a duration"),
+    ("servers:\n  bad name!:\n    url: http://x\n", "server name 'bad name!'"),
+    ("listen: [unclosed\n", "line 2: invalid YAML"),
+    ("- just\n- a list\n", "line 1: the config must be a mapping"),
+])
+def test_errors_name_the_key_and_the_line(text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, env={})
+    assert expected in str(info.value), str(info.value)
+
+
+def test_env_default_is_used_when_unset() -> None:
+    s = parse_config('servers:\n  a:\n    url: "http://${HOST:-127.0.0.1}:1/mcp"\n', env={})
+    assert s.servers["a"].url == "http://127.0.0.1:1/mcp"
+
+
+def test_cli_validate_reports_problems_with_exit_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("listen: x\npolicies:\n  - name: a\n    effect: allow\n    when: 'args.a >'\n")
+    run = subprocess.run([sys.executable, "-m", "ledgergate.cli", "config", "validate", "--config", str(bad)],
+                         capture_output=True, text=True)
+    assert run.returncode == 2
+    assert "line 1: listen" in run.stderr
+    bad.write_text("policies:\n  - name: big\n    effect: deny\n    when: 'args.a >'\n")
+    cel = subprocess.run([sys.executable, "-m", "ledgergate.cli", "config", "validate", "--config", str(bad)],
+                         capture_output=True, text=True)
+    assert cel.returncode == 2 and "big" in cel.stderr and "CEL" in cel.stderr, cel.stderr
+    ok = subprocess.run([sys.executable, "-m", "ledgergate.cli", "config", "validate", "--config", str(EXAMPLE)],
+                        capture_output=True, text=True, env={"EVERYTHING_KEY": "k", "PATH": "/usr/bin:/bin"})
+    assert ok.returncode == 0, ok.stderr
+    assert "1 server(s), 3 policy rule(s)" in ok.stdout
