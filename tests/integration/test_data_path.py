@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+
+import httpx
 import os
 import signal
 import subprocess
@@ -359,3 +361,95 @@ def test_gateway_log_has_no_traceback_or_token(gateway: gw.RunningGateway, token
     log = gateway.log()
     assert token not in log
     assert "Traceback" not in log, log[-3000:]
+
+
+async def test_subscriptions_listen_over_a_stateless_upstream(gateway: gw.RunningGateway, token: str) -> None:
+    async with connect(gateway.url("stateless"), token, MODERN) as client:
+        async with client.listen(tools_list_changed=True, resource_subscriptions=["test://greeting"]) as sub:
+            await client.call_tool("touch", {})
+            seen = []
+            async with asyncio.timeout(10):
+                async for event in sub:
+                    seen.append(type(event).__name__)
+                    if len(seen) == 2:
+                        break
+    assert set(seen) == {"ResourceUpdated", "ToolsListChanged"}
+
+
+async def test_subscriptions_listen_over_a_handshake_upstream(gateway: gw.RunningGateway, token: str) -> None:
+    """A 2026-07-28 client's listen becomes resources/subscribe on the principal's upstream session;
+    server-everything's updates come back on the listen stream."""
+    async with connect(gateway.url("everything"), token, MODERN) as client:
+        uri = (await client.list_resources()).resources[0].uri
+        async with client.listen(resource_subscriptions=[str(uri)]) as sub:
+            assert str(uri) in (sub.honored.resource_subscriptions or [])
+            await client.call_tool("toggle-subscriber-updates", {})
+            try:
+                async with asyncio.timeout(20):
+                    async for event in sub:
+                        assert type(event).__name__ == "ResourceUpdated" and str(event.uri) == str(uri)
+                        break
+            finally:
+                await client.call_tool("toggle-subscriber-updates", {})
+
+
+async def test_completion_through_the_gateway(gateway: gw.RunningGateway, token: str) -> None:
+    import mcp_types as types
+
+    for mode in ("legacy", MODERN):
+        async with connect(gateway.url("everything"), token, mode) as client:
+            result = await client.complete(types.PromptReference(type="ref/prompt", name="completable-prompt"),
+                                           {"name": "department", "value": "E"})
+            assert "Engineering" in result.completion.values
+
+
+async def test_roots_round_trip(gateway: gw.RunningGateway, token: str) -> None:
+    """server-everything asks the client for its roots; the gateway relays the request and the answer."""
+    import mcp_types as types
+
+    async def roots(_ctx: object) -> types.ListRootsResult:
+        return types.ListRootsResult(roots=[types.Root(uri="file:///work/project", name="project")])
+
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=60) as http:
+        from mcp.client.client import Client
+        from mcp.client.streamable_http import streamable_http_client
+
+        async with Client(streamable_http_client(gateway.url("everything"), http_client=http), mode="legacy",
+                          list_roots_callback=roots) as client:
+            result = await client.call_tool("get-roots-list", {})
+            text = " ".join(getattr(c, "text", "") for c in result.content)
+            assert "file:///work/project" in text, text
+
+
+async def test_cancellation_ends_the_call(gateway: gw.RunningGateway, token: str) -> None:
+    """notifications/cancelled is forwarded (with the upstream's id for the request) and the call's stream
+    ends promptly; the gateway stops relaying even if the server ignored the cancellation."""
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    async with gateway.http(token) as http:
+        init = await http.post(gateway.url("bank"), headers=headers, json={
+            "jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})
+        sh = {**headers, "Mcp-Session-Id": init.headers["mcp-session-id"], "MCP-Protocol-Version": "2025-06-18"}
+        call = {"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+                "params": {"name": "slow_report", "arguments": {"steps": 50, "delay": 0.2},
+                           "_meta": {"progressToken": "p9"}}}
+        started = asyncio.get_running_loop().time()
+        messages = []
+        async with http.stream("POST", gateway.url("bank"), headers=sh, json=call) as response:
+            async for line in response.aiter_lines():
+                if line.startswith("data: "):
+                    messages.append(json.loads(line[6:]))
+                    if len(messages) == 1:
+                        cancel = await http.post(gateway.url("bank"), headers=sh, json={
+                            "jsonrpc": "2.0", "method": "notifications/cancelled",
+                            "params": {"requestId": 9, "reason": "user pressed stop"}})
+                        assert cancel.status_code == 202
+        elapsed = asyncio.get_running_loop().time() - started
+        # the session is still usable afterwards
+        after = await http.post(gateway.url("bank"), headers=sh, json={
+            "jsonrpc": "2.0", "id": 10, "method": "tools/call",
+            "params": {"name": "lookup_customer", "arguments": {"customer_id": "C-1001"}}})
+        assert "C-1001" in after.text
+    progress = [m for m in messages if m.get("method") == "notifications/progress"]
+    assert len(progress) < 20 and elapsed < 6, (len(progress), elapsed)
+    assert not any(m.get("id") == 9 and "result" in m for m in messages)

@@ -42,12 +42,17 @@ from ledgergate.upstream.base import (
 from ledgergate.upstream.registry import Upstream
 
 INPUT_REQUIRED = "input_required"
+SUBSCRIPTION_ID = "io.modelcontextprotocol/subscriptionId"
+_LIST_CHANGED = (("toolsListChanged", "tools", "notifications/tools/list_changed"),
+                 ("promptsListChanged", "prompts", "notifications/prompts/list_changed"),
+                 ("resourcesListChanged", "resources", "notifications/resources/list_changed"))
 #: 2026-07-28 results that are cacheable must say for whom and how long; the gateway filters
 #: lists per caller, so whatever the upstream said, the answer is private to this caller.
 _CACHEABLE = ("tools/list", "prompts/list", "resources/list", "resources/templates/list", "resources/read")
 _STATE_PREFIX = "lgw1."
 _MAX_INPUT_ROUNDS = 16
 _PENDING_TTL = 600.0
+_CANCEL_GRACE = 1.0
 
 
 @dataclass
@@ -245,6 +250,12 @@ class Bridge:
             return  # the gateway already completed the upstream handshake
         upstream_session = await self._ready(session)
         await upstream_session.notify(message)
+        if message["method"] == "notifications/cancelled":
+            # The server should stop and send nothing more; after a grace period the gateway stops
+            # relaying that call either way, so neither the client's stream nor the upstream call lingers.
+            task = session.running.get((message.get("params") or {}).get("requestId"))
+            if task is not None:
+                asyncio.get_running_loop().call_later(_CANCEL_GRACE, task.cancel)
 
     async def client_reply(self, session: GatewaySession, principal: Principal, message: Message) -> None:
         await self.pipeline.client_message(session.server, principal, session.id, message)
@@ -260,31 +271,83 @@ class Bridge:
         await upstream_session.reply(message)
 
     async def session_listen(self, session: GatewaySession, principal: Principal) -> AsyncIterator[Message]:
+        """A handshake client's GET stream: what the server sends outside calls, authorised and masked."""
         upstream_session = await self._ready(session)
-        async for item in upstream_session.listen():
-            outbound = await self.pipeline.unsolicited(session.server, principal, session.id, item)
-            if outbound is None:
-                if "id" in item and "method" in item:
-                    await upstream_session.reply(jsonrpc.error(item["id"], -32003, "refused by gateway policy"))
-                continue
-            if "method" in item and "id" in item:
-                session.relayed.add(item["id"])
-            yield outbound
+        queue = await session.subscribe()
+        try:
+            while (item := await queue.get()) is not None:
+                outbound = await self.pipeline.unsolicited(session.server, principal, session.id, item)
+                if outbound is None:
+                    if "id" in item and "method" in item:
+                        await upstream_session.reply(jsonrpc.error(item["id"], -32003, "refused by gateway policy"))
+                    continue
+                if "method" in item and "id" in item:
+                    session.relayed.add(item["id"])
+                yield outbound
+        finally:
+            session.unsubscribe(queue)
 
     async def listen(self, server: str, principal: Principal, message: Message, upstream: Upstream,
                      sessions: SessionRegistry, hello: ClientHello) -> AsyncIterator[Message]:
-        """`subscriptions/listen` for a stateless client: acknowledge, then relay list-changed and update notices."""
+        """`subscriptions/listen` for a stateless client.
+
+        A 2026-07-28 upstream gets the client's own listen request (through the pipeline); a
+        handshake upstream is subscribed with `resources/subscribe` per URI on the principal's
+        session, and its list-changed and updated notices are filtered to what the client asked.
+        Every notice carries the client's subscription id.
+        """
         shared = sessions.shared_for(server, principal, upstream, self._shared_hello(hello))
         upstream_session = await self._ready(shared)
-        params = message.get("params") or {}
-        yield jsonrpc.notification("notifications/subscriptions/acknowledged",
-                                   {k: v for k, v in params.items() if k != "_meta"})
-        async for item in upstream_session.listen():
-            if "id" in item:
-                continue
-            outbound = await self.pipeline.unsolicited(server, principal, None, item)
-            if outbound is not None:
-                yield outbound
+        subscription = {SUBSCRIPTION_ID: message["id"]}
+        if upstream_session.era == "modern":
+            call = Call(server=server, principal=principal, message=message)
+            async for item in self.pipeline.handle(call, upstream_session):
+                if "method" in item:
+                    params = dict(item.get("params") or {})
+                    params["_meta"] = {**(params.get("_meta") or {}), **subscription}
+                    item = {**item, "params": params}
+                yield item
+            return
+        wanted = (message.get("params") or {}).get("notifications") or {}
+        capabilities = upstream_session.server_hello.get("capabilities") or {}
+        honoured: dict[str, Any] = {}
+        kinds: set[str] = set()
+        for flag, capability, method in _LIST_CHANGED:
+            if wanted.get(flag) and (capabilities.get(capability) or {}).get("listChanged"):
+                honoured[flag] = True
+                kinds.add(method)
+        uris: set[str] = set()
+        if wanted.get("resourceSubscriptions") and (capabilities.get("resources") or {}).get("subscribe"):
+            for n, uri in enumerate(wanted["resourceSubscriptions"]):
+                if not isinstance(uri, str):
+                    continue
+                request = {"jsonrpc": "2.0", "id": f"{message['id']}/subscribe/{n}", "method": "resources/subscribe",
+                           "params": {"uri": uri}}
+                try:
+                    async for reply in self.pipeline.handle(Call(server=server, principal=principal,
+                                                                 message=request), upstream_session):
+                        if "result" in reply:
+                            uris.add(uri)
+                except GatewayError:
+                    continue  # not allowed or not possible: simply not honoured
+            if uris:
+                honoured["resourceSubscriptions"] = sorted(uris)
+        queue = await shared.subscribe()
+        try:
+            yield jsonrpc.notification("notifications/subscriptions/acknowledged",
+                                       {"notifications": honoured, "_meta": subscription})
+            while (item := await queue.get()) is not None:
+                method = item.get("method")
+                if "id" in item or not (method in kinds or (method == "notifications/resources/updated"
+                                                            and (item.get("params") or {}).get("uri") in uris)):
+                    continue
+                outbound = await self.pipeline.unsolicited(server, principal, None, item)
+                if outbound is not None:
+                    params = dict(outbound.get("params") or {})
+                    params["_meta"] = {**(params.get("_meta") or {}), **subscription}
+                    yield {**outbound, "params": params}
+        finally:
+            shared.unsubscribe(queue)
 
     async def close_session(self, sessions: SessionRegistry, session_id: str, principal: Principal) -> None:
         session = await sessions.remove(session_id)

@@ -98,10 +98,16 @@ class GatewaySession:
     relayed: set[Any] = field(default_factory=set)
     standalone: EventStream | None = None
     legacy_outbox: EventStream | None = None
+    #: client request id → the task relaying its response stream (so a cancellation can end it)
+    running: dict[Any, asyncio.Task[Any]] = field(default_factory=dict)
+    #: one upstream listener feeds every local one (a server may allow one GET stream per session)
+    _listeners: set[asyncio.Queue[Message | None]] = field(default_factory=set)
+    _pump: asyncio.Task[None] | None = None
     _stream_counter: int = 0
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     MAX_STREAMS = 64
+    MAX_BACKLOG = 1000
 
     async def upstream_session_ready(self) -> UpstreamSession:
         """The upstream session, (re)opened with the client's handshake if needed."""
@@ -115,6 +121,34 @@ class GatewaySession:
                         await self.upstream_session.close()
                 self.upstream_session = await self.upstream.open_session(self.hello)
             return self.upstream_session
+
+    async def subscribe(self) -> asyncio.Queue[Message | None]:
+        """A queue of what the server sends outside any call; None marks the end of the upstream stream."""
+        queue: asyncio.Queue[Message | None] = asyncio.Queue()
+        self._listeners.add(queue)
+        if self._pump is None or self._pump.done():
+            upstream = await self.upstream_session_ready()
+            self._pump = asyncio.create_task(self._run_pump(upstream))
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[Message | None]) -> None:
+        self._listeners.discard(queue)
+        if not self._listeners and self._pump is not None:
+            self._pump.cancel()
+            self._pump = None
+
+    async def _run_pump(self, upstream: UpstreamSession) -> None:
+        try:
+            async for item in upstream.listen():
+                for queue in list(self._listeners):
+                    if queue.qsize() >= self.MAX_BACKLOG:  # a listener that stopped reading is cut off
+                        self._listeners.discard(queue)
+                        queue.put_nowait(None)
+                    else:
+                        queue.put_nowait(item)
+        finally:
+            for queue in list(self._listeners):
+                queue.put_nowait(None)
 
     def new_stream(self) -> EventStream:
         self._stream_counter += 1
@@ -134,6 +168,8 @@ class GatewaySession:
         return stream, int(seq) + 1
 
     async def close(self) -> None:
+        if self._pump is not None:
+            self._pump.cancel()
         for fut in self.waiting.values():
             if not fut.done():
                 fut.set_exception(SessionNotFound("the session was closed"))

@@ -358,6 +358,8 @@ class McpEndpoint:
         task = asyncio.create_task(self._fill(events, stream, request_id))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        session.running[request_id] = task
+        task.add_done_callback(lambda _t: session.running.pop(request_id, None))
         await self._drain_watching(send, receive, events, 0)
 
     async def _drain_watching(self, send: Any, receive: Any, events: EventStream, seq: int) -> None:
