@@ -17,6 +17,7 @@ import httpx
 import os
 import signal
 import subprocess
+import sys
 
 import pytest
 import yaml
@@ -453,3 +454,40 @@ async def test_cancellation_ends_the_call(gateway: gw.RunningGateway, token: str
     progress = [m for m in messages if m.get("method") == "notifications/progress"]
     assert len(progress) < 20 and elapsed < 6, (len(progress), elapsed)
     assert not any(m.get("id") == 9 and "result" in m for m in messages)
+
+
+@pytest.mark.parametrize("mode", ["legacy", MODERN])
+async def test_server_requests_are_refused_unless_a_rule_allows_them(gateway: gw.RunningGateway,
+                                                                     provider: Provider, mode: str) -> None:
+    """The bank server asks the caller to confirm (elicitation); a caller whose policy names no
+    server-to-client methods is never asked: the gateway answers the server with a refusal."""
+    reader = provider.token("rita", ["readers"])
+    rec = Recorder()
+    async with connect(gateway.url("bank"), reader, mode, rec) as client:
+        with pytest.raises(MCPError) as refused:
+            await client.call_tool("confirm_large_action", {"action": "wire", "amount": 9000})
+        assert "policy refuses elicitation/create" in str(refused.value)
+        assert rec.elicitations == []
+        assert (await client.call_tool("lookup_customer", {"customer_id": "C-1001"})).structured_content
+
+
+async def test_api_key_through_the_gateway(gateway: gw.RunningGateway) -> None:
+    """An API key made with the CLI works on its next request and is refused right after revoke."""
+    config = str(gateway.dir / "ledgergate.yaml")
+    created = subprocess.run([sys.executable, "-m", "ledgergate.cli", "apikeys", "create", "--name", "nightly-ci",
+                              "--groups", "staff", "--expires", "1d", "--json", "--config", config],
+                             cwd=gateway.dir, capture_output=True, text=True)
+    assert created.returncode == 0, created.stderr
+    key = json.loads(created.stdout)["key"]
+    assert key.startswith("lgk_") and key not in (gateway.dir / "data" / "ledgergate.db").read_bytes().decode(
+        "latin-1")
+    async with connect(gateway.url("everything"), key, "legacy") as client:
+        assert (await client.call_tool("echo", {"message": "from ci"})).content[0].text == "Echo: from ci"
+    revoked = subprocess.run([sys.executable, "-m", "ledgergate.cli", "apikeys", "revoke", "nightly-ci",
+                              "--config", config], cwd=gateway.dir, capture_output=True, text=True)
+    assert revoked.returncode == 0, revoked.stderr
+    async with gateway.http(key) as http:
+        r = await http.post(gateway.url("everything"), headers=JSON_HEADERS, json={
+            "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})
+        assert r.status_code == 401 and "revoked" in r.headers["www-authenticate"]

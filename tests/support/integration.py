@@ -5,5 +5,7 @@ POLICIES = [
     {"name": "staff-server-requests", "match": {"groups": ["staff"],
                                                 "methods": ["sampling/createMessage", "elicitation/create",
                                                             "roots/list"]}, "effect": "allow"},
+    # readers may use everything, but no rule lets a server ask them anything (sampling, elicitation, roots)
+    {"name": "readers-all", "match": {"groups": ["readers"]}, "effect": "allow"},
 ]
 
