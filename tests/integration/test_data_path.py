@@ -32,6 +32,18 @@ from tests.support.procs import free_port
 pytestmark = pytest.mark.node
 
 
+JSON_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+
+
+async def raw_session(http: httpx.AsyncClient, url: str) -> dict[str, str]:
+    """initialize over raw HTTP; the headers every later request of that session carries."""
+    init = await http.post(url, headers=JSON_HEADERS, json={
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})
+    assert init.status_code == 200, init.text
+    return {**JSON_HEADERS, "Mcp-Session-Id": init.headers["mcp-session-id"], "MCP-Protocol-Version": "2025-06-18"}
+
+
 TOOL_CASES = {
     # server: (tool, arguments, text it must show, structured key it must have or None)
     "everything": ("get-structured-content", {"location": "New York"}, "temperature", "temperature"),
@@ -132,13 +144,7 @@ async def test_input_required_from_stateless_upstream(gateway: gw.RunningGateway
 
 async def test_session_delete_ends_the_session(gateway: gw.RunningGateway, token: str) -> None:
     async with gateway.http(token) as http:
-        headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
-        init = await http.post(gateway.url("everything"), headers=headers, json={
-            "jsonrpc": "2.0", "id": 1, "method": "initialize",
-            "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})
-        assert init.status_code == 200
-        session_id = init.headers["mcp-session-id"]
-        session_headers = {**headers, "Mcp-Session-Id": session_id, "MCP-Protocol-Version": "2025-06-18"}
+        session_headers = await raw_session(http, gateway.url("everything"))
         ping = await http.post(gateway.url("everything"), headers=session_headers,
                                json={"jsonrpc": "2.0", "id": 2, "method": "ping"})
         assert ping.status_code == 200 and ping.json()["result"] == {}
@@ -153,25 +159,17 @@ async def test_session_delete_ends_the_session(gateway: gw.RunningGateway, token
 async def test_session_is_bound_to_its_principal(gateway: gw.RunningGateway, provider: Provider,
                                                  token: str) -> None:
     other = provider.token("mallory", ["staff"])
-    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
     async with gateway.http(token) as alice, gateway.http(other) as mallory:
-        init = await alice.post(gateway.url("everything"), headers=headers, json={
-            "jsonrpc": "2.0", "id": 1, "method": "initialize",
-            "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})
-        session_id = init.headers["mcp-session-id"]
-        hijack = await mallory.post(gateway.url("everything"), headers={**headers, "Mcp-Session-Id": session_id},
+        session_headers = await raw_session(alice, gateway.url("everything"))
+        hijack = await mallory.post(gateway.url("everything"), headers=session_headers,
                                     json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
         assert hijack.status_code == 403
         assert "another identity" in hijack.json()["error"]["message"]
 
 
 async def test_resume_a_broken_stream_with_last_event_id(gateway: gw.RunningGateway, token: str) -> None:
-    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
     async with gateway.http(token) as http:
-        init = await http.post(gateway.url("everything"), headers=headers, json={
-            "jsonrpc": "2.0", "id": 1, "method": "initialize",
-            "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})
-        sh = {**headers, "Mcp-Session-Id": init.headers["mcp-session-id"], "MCP-Protocol-Version": "2025-06-18"}
+        sh = await raw_session(http, gateway.url("everything"))
         call = {"jsonrpc": "2.0", "id": 7, "method": "tools/call",
                 "params": {"name": "trigger-long-running-operation", "arguments": {"duration": 1, "steps": 5},
                            "_meta": {"progressToken": "p7"}}}
@@ -263,9 +261,6 @@ async def test_client_authorization_is_never_forwarded(gateway: gw.RunningGatewa
 
 
 # ── bad input: precise errors, never a 500 or a traceback ──────────────────────
-
-JSON_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
-
 
 def _modern_headers(method: str, name: str | None = None) -> dict[str, str]:
     headers = {**JSON_HEADERS, "MCP-Protocol-Version": MODERN, "Mcp-Method": method}
@@ -425,12 +420,8 @@ async def test_roots_round_trip(gateway: gw.RunningGateway, token: str) -> None:
 async def test_cancellation_ends_the_call(gateway: gw.RunningGateway, token: str) -> None:
     """notifications/cancelled is forwarded (with the upstream's id for the request) and the call's stream
     ends promptly; the gateway stops relaying even if the server ignored the cancellation."""
-    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
     async with gateway.http(token) as http:
-        init = await http.post(gateway.url("bank"), headers=headers, json={
-            "jsonrpc": "2.0", "id": 1, "method": "initialize",
-            "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})
-        sh = {**headers, "Mcp-Session-Id": init.headers["mcp-session-id"], "MCP-Protocol-Version": "2025-06-18"}
+        sh = await raw_session(http, gateway.url("bank"))
         call = {"jsonrpc": "2.0", "id": 9, "method": "tools/call",
                 "params": {"name": "slow_report", "arguments": {"steps": 50, "delay": 0.2},
                            "_meta": {"progressToken": "p9"}}}

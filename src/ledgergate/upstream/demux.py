@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from ledgergate.errors import UpstreamError
-from ledgergate.upstream.base import IdMap, InflightIds, Message, rewrite_id, strip_modern_meta
+from ledgergate.upstream.base import IdMap, InflightIds, Message, UpstreamSession, rewrite_id, strip_modern_meta
 
 _CALL_BOUND_REQUESTS = ("sampling/createMessage", "elicitation/create", "roots/list")
 
@@ -138,3 +138,22 @@ class Demux:
                 yield item
         finally:
             self._listeners.remove(queue)
+
+
+class DemuxedSession(UpstreamSession):
+    """An upstream session whose traffic arrives on one inbound stream (stdio, legacy SSE): the
+    demultiplexer does the talking; subclasses own the stream."""
+
+    _demux: Demux
+
+    def call(self, request: Message) -> AsyncIterator[Message]:
+        return self._demux.call(request)
+
+    async def notify(self, notification: Message) -> None:
+        await self._demux.notify(notification)
+
+    async def reply(self, response: Message) -> None:
+        await self._demux.reply(response)
+
+    def listen(self, last_event_id: str | None = None) -> AsyncIterator[Message]:
+        return self._demux.listen()

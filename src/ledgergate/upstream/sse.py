@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -25,8 +24,8 @@ import orjson
 
 from ledgergate.errors import UpstreamError
 from ledgergate.gateway.sse import SSEParser
-from ledgergate.upstream.base import ClientHello, Message, UpstreamSession, UpstreamSessionLost
-from ledgergate.upstream.demux import Demux
+from ledgergate.upstream.base import ClientHello, Message, UpstreamSessionLost
+from ledgergate.upstream.demux import Demux, DemuxedSession
 from ledgergate.upstream.h1 import H1Error, H1Response
 from ledgergate.upstream.http import HttpPool
 
@@ -39,7 +38,7 @@ def _origin(url: str) -> tuple[str, str]:
     return parts.scheme.lower(), f"{(parts.hostname or '').lower()}:{port}"
 
 
-class SseSession(UpstreamSession):
+class SseSession(DemuxedSession):
     era = "handshake"
 
     def __init__(self, pool: HttpPool, hello: ClientHello, name: str = "") -> None:
@@ -156,18 +155,6 @@ class SseSession(UpstreamSession):
                 raise UpstreamError(f"upstream {self.name!r} refused a message (HTTP {resp.status})")
         finally:
             resp.release()
-
-    def call(self, request: Message) -> AsyncIterator[Message]:
-        return self._demux.call(request)
-
-    async def notify(self, notification: Message) -> None:
-        await self._demux.notify(notification)
-
-    async def reply(self, response: Message) -> None:
-        await self._demux.reply(response)
-
-    def listen(self, last_event_id: str | None = None) -> AsyncIterator[Message]:
-        return self._demux.listen()
 
     async def close(self) -> None:
         self._alive = False

@@ -12,21 +12,20 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 
 from ledgergate.errors import UpstreamError
-from ledgergate.upstream.base import ClientHello, Message, UpstreamSession, UpstreamSessionLost
-from ledgergate.upstream.demux import Demux
+from ledgergate.upstream.base import ClientHello, Message, UpstreamSessionLost
+from ledgergate.upstream.demux import Demux, DemuxedSession
 
 log = logging.getLogger("ledgergate.upstream.stdio")
 
 _STREAM_LIMIT = 64 * 1024 * 1024
 
 
-class StdioSession(UpstreamSession):
+class StdioSession(DemuxedSession):
     era = "handshake"
 
     def __init__(self, argv: list[str], env: dict[str, str], cwd: str | None, hello: ClientHello, name: str) -> None:
@@ -115,18 +114,6 @@ class StdioSession(UpstreamSession):
             if not line:
                 return
             log.info("upstream %s stderr: %s", self.name, line.decode("utf-8", "replace").rstrip()[:2000])
-
-    def call(self, request: Message) -> AsyncIterator[Message]:
-        return self._demux.call(request)
-
-    async def notify(self, notification: Message) -> None:
-        await self._demux.notify(notification)
-
-    async def reply(self, response: Message) -> None:
-        await self._demux.reply(response)
-
-    def listen(self, last_event_id: str | None = None) -> AsyncIterator[Message]:
-        return self._demux.listen()
 
     async def close(self) -> None:
         self._alive = False
