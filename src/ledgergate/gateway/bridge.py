@@ -20,6 +20,7 @@ import itertools
 import secrets
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
@@ -211,13 +212,16 @@ class Bridge:
         for _ in range(_MAX_INPUT_ROUNDS):
             call = Call(server=session.server, principal=principal, message=current, session_id=session.id)
             final: Message | None = None
-            async for item in self.pipeline.handle(call, upstream_session):
-                if "method" in item and "id" in item:
-                    session.relayed.add(item["id"])
-                if "method" not in item and item.get("id") == message["id"]:
-                    final = item
-                    break
-                yield item
+            # aclosing: the relay chain is closed the moment the answer is in, not by the garbage
+            # collector (which would schedule a task per unfinished async generator)
+            async with aclosing(self.pipeline.handle(call, upstream_session)) as items:
+                async for item in items:
+                    if "method" in item and "id" in item:
+                        session.relayed.add(item["id"])
+                    if "method" not in item and item.get("id") == message["id"]:
+                        final = item
+                        break
+                    yield item
             if final is None:
                 raise UpstreamError("upstream ended the call without an answer")
             result = final.get("result")

@@ -16,6 +16,7 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,8 +31,13 @@ from ledgergate.errors import (
 )
 from ledgergate.gateway import jsonrpc
 from ledgergate.gateway.drift import DriftGuard
+from ledgergate.gateway.stages import (
+    AuditStage,
+    IdentityStage,
+    MaskingStage,
+    PolicyStage,
+)
 from ledgergate.gateway.tasks import TASK_METHODS, TaskOwners
-from ledgergate.gateway.stages import AuditStage, IdentityStage, MaskingStage, PolicyStage
 from ledgergate.identity.principal import Principal
 from ledgergate.policy.budgets import Budgets
 from ledgergate.policy.decision import Decision
@@ -174,14 +180,15 @@ class Pipeline:
         await self.audit.append("rpc.request", {**base, "rule": decision.rule, "decision": decision.effect,
                                                 **self._args_fields(arguments)})
         try:
-            async for message in upstream.call(call.message):
-                if "method" in message:
-                    outbound = await self._server_message(call, decision, message, upstream)
-                    if outbound is not None:
-                        yield outbound
-                    continue
-                yield await self._response(call, decision, message, base)
-                return
+            async with aclosing(upstream.call(call.message)) as messages:
+                async for message in messages:
+                    if "method" in message:
+                        outbound = await self._server_message(call, decision, message, upstream)
+                        if outbound is not None:
+                            yield outbound
+                        continue
+                    yield await self._response(call, decision, message, base)
+                    return
         except UpstreamError as exc:
             await self.audit.append("rpc.response", {**base, "error": exc.message,
                                                      "latency_ms": self._latency(call)})

@@ -20,7 +20,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from ledgergate.errors import ForbiddenError, GatewayError, SESSION_NOT_FOUND
+from ledgergate.errors import SESSION_NOT_FOUND, ForbiddenError, GatewayError
 from ledgergate.identity.principal import Principal
 from ledgergate.upstream.base import ClientHello, Message, UpstreamSession
 from ledgergate.upstream.registry import Upstream

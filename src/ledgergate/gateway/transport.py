@@ -22,7 +22,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS, InboundLadderRejection, classify_inbound_request
+from mcp.shared.inbound import (
+    ERROR_CODE_HTTP_STATUS,
+    InboundLadderRejection,
+    classify_inbound_request,
+)
 
 from ledgergate.errors import (
     HEADER_MISMATCH,
@@ -45,10 +49,20 @@ from ledgergate.gateway.http import (
     start_sse,
 )
 from ledgergate.gateway.pipeline import Call, Pipeline
-from ledgergate.gateway.sessions import EventStream, GatewaySession, SessionNotFound, SessionRegistry
+from ledgergate.gateway.sessions import (
+    EventStream,
+    GatewaySession,
+    SessionNotFound,
+    SessionRegistry,
+)
 from ledgergate.gateway.sse import PING, encode
 from ledgergate.identity.principal import Principal
-from ledgergate.upstream.base import HANDSHAKE_VERSIONS, MODERN_VERSION, ClientHello, FULL_CLIENT_CAPABILITIES
+from ledgergate.upstream.base import (
+    FULL_CLIENT_CAPABILITIES,
+    HANDSHAKE_VERSIONS,
+    MODERN_VERSION,
+    ClientHello,
+)
 from ledgergate.upstream.registry import UnknownServer, Upstreams
 
 log = logging.getLogger("ledgergate.transport")
@@ -345,6 +359,7 @@ class McpEndpoint:
                 # A client that cannot read SSE only gets the answer.
                 async for item in stream:
                     first = item
+            await stream.aclose()  # now, rather than by a task the garbage collector would schedule
             await send_json(send, 200, first)
             return
         scope["_lg_started"] = True

@@ -17,10 +17,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from typing import Any
 
 from ledgergate.errors import UpstreamError
-from ledgergate.upstream.base import IdMap, InflightIds, Message, UpstreamSession, rewrite_id, strip_modern_meta
+from ledgergate.upstream.base import (
+    IdMap,
+    InflightIds,
+    Message,
+    UpstreamSession,
+    rewrite_id,
+    strip_modern_meta,
+)
 
 _CALL_BOUND_REQUESTS = ("sampling/createMessage", "elicitation/create", "roots/list")
 
@@ -114,8 +122,10 @@ class Demux:
         upstream_id = self._ids.next()
         self._inflight.ids[original_id] = upstream_id
         try:
-            async for msg in self.exchange(rewrite_id(strip_modern_meta(request), upstream_id), upstream_id):
-                yield rewrite_id(msg, original_id) if "method" not in msg else msg
+            exchange = self.exchange(rewrite_id(strip_modern_meta(request), upstream_id), upstream_id)
+            async with aclosing(exchange) as messages:
+                async for msg in messages:
+                    yield rewrite_id(msg, original_id) if "method" not in msg else msg
         finally:
             self._inflight.ids.pop(original_id, None)
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Mapping
+from contextlib import aclosing
 from typing import Any
 
 import orjson
 
 from ledgergate.errors import UpstreamError
 from ledgergate.gateway.sse import SSEParser
-from ledgergate.upstream.h1 import H1Error, H1Pool, H1Response
 from ledgergate.upstream.base import (
     MODERN_VERSION,
     ClientHello,
@@ -27,6 +27,7 @@ from ledgergate.upstream.base import (
     rewrite_id,
     strip_modern_meta,
 )
+from ledgergate.upstream.h1 import H1Error, H1Pool, H1Response
 
 log = logging.getLogger("ledgergate.upstream")
 
@@ -169,11 +170,12 @@ class HttpHandshakeSession(UpstreamSession):
                 raise UpstreamSessionLost("the upstream server lost the session; it is reopened on the next request")
             if resp.status >= 400:
                 raise UpstreamError(f"upstream answered HTTP {resp.status} {await _error_text(resp)}".strip())
-            async for msg in _messages(resp, self.pool.timeout):
-                if "method" not in msg and msg.get("id") == upstream_id:
-                    yield rewrite_id(msg, original_id)
-                    return
-                yield msg
+            async with aclosing(_messages(resp, self.pool.timeout)) as messages:
+                async for msg in messages:
+                    if "method" not in msg and msg.get("id") == upstream_id:
+                        yield rewrite_id(msg, original_id)
+                        return
+                    yield msg
             raise UpstreamError("upstream closed the response stream before answering")
         finally:
             self._inflight.ids.pop(original_id, None)
@@ -255,11 +257,12 @@ class HttpModernSession(UpstreamSession):
         try:
             if resp.status >= 400 and "json" not in resp.headers.get("Content-Type", ""):
                 raise UpstreamError(f"upstream answered HTTP {resp.status}")
-            async for msg in _messages(resp, self.pool.timeout):
-                if "method" not in msg and msg.get("id") in (upstream_id, None):
-                    yield rewrite_id(msg, original_id)
-                    return
-                yield msg
+            async with aclosing(_messages(resp, self.pool.timeout)) as messages:
+                async for msg in messages:
+                    if "method" not in msg and msg.get("id") in (upstream_id, None):
+                        yield rewrite_id(msg, original_id)
+                        return
+                    yield msg
             raise UpstreamError("upstream closed the response stream before answering")
         finally:
             resp.release()

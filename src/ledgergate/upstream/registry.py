@@ -9,7 +9,12 @@ from typing import Any
 from ledgergate.config import LoadedConfig, ServerSettings
 from ledgergate.errors import GatewayError, UpstreamError
 from ledgergate.upstream.base import ClientHello, Era, UpstreamSession
-from ledgergate.upstream.http import HttpHandshakeSession, HttpModernSession, HttpPool, discover
+from ledgergate.upstream.http import (
+    HttpHandshakeSession,
+    HttpModernSession,
+    HttpPool,
+    discover,
+)
 from ledgergate.upstream.sse import SseSession
 from ledgergate.upstream.stdio import StdioSession
 
