@@ -17,10 +17,15 @@ class BodyTooLarge(Exception):
 
 
 def header(scope: dict[str, Any], name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return value.decode("latin-1")
-    return None
+    """A request header (first occurrence); the index is built once per request."""
+    index = scope.get("_lg_headers")
+    if index is None:
+        index = {}
+        for key, value in scope["headers"]:
+            index.setdefault(key, value)
+        scope["_lg_headers"] = index
+    value = index.get(name)
+    return value.decode("latin-1") if value is not None else None
 
 
 def header_count(scope: dict[str, Any], name: bytes) -> int:

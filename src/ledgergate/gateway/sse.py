@@ -28,22 +28,19 @@ class SSEParser:
         self._retry: int | None = None
 
     def feed(self, chunk: bytes) -> list[Event]:
-        self._buffer += chunk
+        buffer = self._buffer + chunk
+        hold = b""
+        if buffer.endswith(b"\r"):  # maybe the first half of a CRLF split across chunks
+            buffer, hold = buffer[:-1], b"\r"
+        if b"\r" in buffer:
+            buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        end = buffer.rfind(b"\n")
+        if end < 0:
+            self._buffer = buffer + hold
+            return []
+        self._buffer = buffer[end + 1:] + hold
         events: list[Event] = []
-        while True:
-            idx_n = self._buffer.find(b"\n")
-            idx_r = self._buffer.find(b"\r")
-            if idx_n < 0 and idx_r < 0:
-                break
-            if idx_r >= 0 and (idx_n < 0 or idx_r < idx_n):
-                if idx_r == len(self._buffer) - 1:
-                    break  # might be CRLF split across chunks
-                line = self._buffer[:idx_r]
-                skip = 2 if self._buffer[idx_r + 1:idx_r + 2] == b"\n" else 1
-                self._buffer = self._buffer[idx_r + skip:]
-            else:
-                line = self._buffer[:idx_n]
-                self._buffer = self._buffer[idx_n + 1:]
+        for line in buffer[:end].split(b"\n"):
             event = self._line(line.decode("utf-8", errors="replace"))
             if event is not None:
                 events.append(event)

@@ -81,6 +81,7 @@ class HostPolicy:
         self.hostnames = names | {h.lower() for h in allowed_hosts if ":" not in h.strip("[]") or h.startswith("[")}
         self.hostports = {h.lower() for h in allowed_hosts}
         self.origins = {o.rstrip("/").lower() for o in allowed_origins}
+        self._verdicts: dict[str, bool] = {}
 
     @staticmethod
     def _split(hostport: str) -> tuple[str, str | None]:
@@ -93,6 +94,15 @@ class HostPolicy:
     def host_ok(self, value: str | None) -> bool:
         if not value:
             return False
+        known = self._verdicts.get(value)
+        if known is not None:
+            return known
+        verdict = self._host_ok(value)
+        if len(self._verdicts) < 256:  # bounded: Host values are attacker-chosen
+            self._verdicts[value] = verdict
+        return verdict
+
+    def _host_ok(self, value: str) -> bool:
         value = value.lower()
         if value in self.hostports:
             return True

@@ -214,6 +214,7 @@ class H1Pool:
         self.connect_timeout = connect_timeout
         self._idle: list[_Connection] = []
         self._busy: set[_Connection] = set()
+        self._targets: dict[str, str] = {}  # URL → request target, for URLs already checked to be ours
         self._ssl = ssl.create_default_context() if self.origin.scheme == "https" else None
 
     async def _connect(self) -> _Connection:
@@ -250,10 +251,14 @@ class H1Pool:
     async def request(self, method: str, url: str, headers: Mapping[str, str], body: bytes | None = None,
                       timeout: float | None = None) -> H1Response:
         """Send a request and wait for the response head; the body is read from the returned response."""
-        parts = urlsplit(url)
-        if Origin.of(url) != self.origin:
-            raise H1Error(f"{url!r} is not on {self.origin.host_header}")
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        target = self._targets.get(url)
+        if target is None:
+            parts = urlsplit(url)
+            if Origin.of(url) != self.origin:
+                raise H1Error(f"{url!r} is not on {self.origin.host_header}")
+            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            if len(self._targets) < 64:
+                self._targets[url] = target
         request = self._request_bytes(method, target, headers, body)
         for attempt in range(2):
             conn, reused = None, False
