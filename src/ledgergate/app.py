@@ -117,12 +117,12 @@ class Gateway:
         self._tasks.append(asyncio.create_task(self._expire_sessions()))
         if self.config.path is not None:
             self._tasks.append(asyncio.create_task(self._watch_config()))
-            with contextlib.suppress(NotImplementedError, RuntimeError):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread
                 asyncio.get_running_loop().add_signal_handler(
                     signal.SIGHUP, lambda: self._tasks.append(asyncio.create_task(self.reload("SIGHUP"))))
 
     async def stop(self) -> None:
-        with contextlib.suppress(NotImplementedError, RuntimeError):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         for task in self._tasks:
             task.cancel()

@@ -140,3 +140,13 @@ async def test_garbage_response_is_a_clear_error() -> None:
         await pool.request("GET", f"http://127.0.0.1:{port}/", {}, None, 2)
     srv.close()
     await pool.close()
+
+
+async def test_read_stops_at_the_limit(server) -> None:
+    _, port = server
+    pool = H1Pool(f"http://127.0.0.1:{port}/")
+    r = await pool.request("POST", f"http://127.0.0.1:{port}/x", {}, b"1" * 5000, 5)
+    with pytest.raises(H1Error, match="exceeds 1000 bytes"):
+        await r.read(5, limit=1000)
+    r.release()
+    await pool.close()

@@ -27,6 +27,11 @@ class SSEParser:
         self._id: str | None = None
         self._retry: int | None = None
 
+    @property
+    def pending(self) -> int:
+        """Bytes held for an event not yet complete."""
+        return len(self._buffer) + sum(len(d) for d in self._data)
+
     def feed(self, chunk: bytes) -> list[Event]:
         buffer = self._buffer + chunk
         hold = b""

@@ -189,8 +189,16 @@ class H1Response:
                 return
             yield chunk
 
-    async def read(self, read_timeout: float | None = None) -> bytes:
-        return b"".join([c async for c in self.chunks(read_timeout)])
+    async def read(self, read_timeout: float | None = None, limit: int | None = None) -> bytes:
+        """The whole body; H1Error beyond `limit` bytes (a server cannot exhaust the gateway's memory)."""
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in self.chunks(read_timeout):
+            size += len(chunk)
+            if limit is not None and size > limit:
+                raise H1Error(f"the response exceeds {limit} bytes")
+            parts.append(chunk)
+        return b"".join(parts)
 
     def release(self) -> None:
         """Hand the connection back for reuse if the exchange finished cleanly, else close it."""

@@ -32,6 +32,8 @@ from ledgergate.upstream.h1 import H1Error, H1Pool, H1Response
 log = logging.getLogger("ledgergate.upstream")
 
 _ACCEPT = "application/json, text/event-stream"
+#: the largest single JSON-RPC message accepted from an upstream (a server cannot exhaust the gateway's memory)
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 _NAME_FIELD = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
 
 
@@ -73,7 +75,7 @@ async def _messages(resp: H1Response, read_timeout: float | None) -> AsyncIterat
     ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower()
     try:
         if ctype == "application/json":
-            payload = orjson.loads(await resp.read(read_timeout))
+            payload = orjson.loads(await resp.read(read_timeout, MAX_MESSAGE_BYTES))
             if isinstance(payload, list):
                 for item in payload:
                     yield item
@@ -84,6 +86,8 @@ async def _messages(resp: H1Response, read_timeout: float | None) -> AsyncIterat
             raise UpstreamError(f"upstream answered with unexpected content type {ctype or 'none'!r}")
         parser = SSEParser()
         async for chunk in resp.chunks(read_timeout):
+            if parser.pending > MAX_MESSAGE_BYTES:
+                raise UpstreamError(f"upstream sent an event larger than {MAX_MESSAGE_BYTES} bytes")
             for event in parser.feed(chunk):
                 if event.event != "message" or not event.data.strip():
                     continue
