@@ -27,7 +27,7 @@ from ledgergate.gateway.sse import SSEParser
 from ledgergate.upstream.base import ClientHello, Message, UpstreamSessionLost
 from ledgergate.upstream.demux import Demux, DemuxedSession
 from ledgergate.upstream.h1 import H1Error, H1Response
-from ledgergate.upstream.http import HttpPool
+from ledgergate.upstream.http import MAX_MESSAGE_BYTES, HttpPool
 
 log = logging.getLogger("ledgergate.upstream.sse")
 
@@ -113,6 +113,9 @@ class SseSession(DemuxedSession):
         reason = "closed its SSE stream"
         try:
             async for chunk in self._response.chunks(None):
+                if parser.pending > MAX_MESSAGE_BYTES:
+                    reason = f"sent an event larger than {MAX_MESSAGE_BYTES} bytes"
+                    return
                 for event in parser.feed(chunk):
                     if event.event == "endpoint":
                         if not self._set_endpoint(event.data):
