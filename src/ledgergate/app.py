@@ -80,7 +80,7 @@ class Gateway:
         s = config.settings
         self.stages = Stages.build(s, IdentityService(s.identity, s.storage, config.base_dir))
         self.upstreams = Upstreams(config)
-        self.sessions = SessionRegistry(s.limits.session_idle_timeout)
+        self.sessions = SessionRegistry(s.limits.session_idle_timeout, s.limits.max_sessions_per_principal)
         self.metrics = Metrics()
         self.ledger: Ledger | None = None
         self.endpoint: McpEndpoint | None = None

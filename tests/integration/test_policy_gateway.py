@@ -239,3 +239,31 @@ async def test_a_task_belongs_to_the_identity_that_created_it(env: Env) -> None:
     assert mine["result"]["taskId"] == task_id
     assert (await env.post(bob, "tasks/list", {})).json()["result"]["tasks"] == []
     assert [t["taskId"] for t in (await env.post(alice, "tasks/list", {})).json()["result"]["tasks"]] == [task_id]
+
+
+async def test_sessions_per_identity_are_capped(tmp_path: Path) -> None:
+    """Each handshake session may hold a stdio child process: one identity cannot open unbounded numbers."""
+    provider = Provider()
+    upstream = RecordingUpstream()
+    await upstream.start()
+    running = await asyncio.to_thread(gw.start, tmp_path, provider.issuer, {"rec": {"url": upstream.url}}, POLICIES,
+                                      {"limits": {"max_sessions_per_principal": 2}})
+    try:
+        token = provider.token("alice", ["staff"])
+        headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+        init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+        async with running.http(token) as http:
+            statuses = [(await http.post(running.url("rec"), headers=headers, json=init)) for _ in range(3)]
+            assert [r.status_code for r in statuses] == [200, 200, 429]
+            assert "limit" in statuses[2].json()["error"]["message"]
+            first = statuses[0].headers["mcp-session-id"]
+            assert (await http.delete(running.url("rec"), headers={**headers, "Mcp-Session-Id": first})).status_code == 200
+            assert (await http.post(running.url("rec"), headers=headers, json=init)).status_code == 200
+        other = provider.token("bob", ["staff"])
+        async with running.http(other) as http:
+            assert (await http.post(running.url("rec"), headers=headers, json=init)).status_code == 200
+    finally:
+        await asyncio.to_thread(running.stop)
+        await upstream.stop()
+        provider.stop()

@@ -20,7 +20,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from ledgergate.errors import SESSION_NOT_FOUND, ForbiddenError, GatewayError
+from ledgergate.errors import RATE_LIMITED, SESSION_NOT_FOUND, ForbiddenError, GatewayError
 from ledgergate.identity.principal import Principal
 from ledgergate.upstream.base import ClientHello, Message, UpstreamSession
 from ledgergate.upstream.registry import Upstream
@@ -29,6 +29,11 @@ from ledgergate.upstream.registry import Upstream
 class SessionNotFound(GatewayError):
     http_status = 404
     rpc_code = SESSION_NOT_FOUND
+
+
+class TooManySessions(GatewayError):
+    http_status = 429
+    rpc_code = RATE_LIMITED
 
 
 class EventStream:
@@ -185,12 +190,18 @@ class GatewaySession:
 class SessionRegistry:
     """In-memory sessions of this replica, plus upstream sessions shared by stateless clients."""
 
-    def __init__(self, idle_timeout: float = 3600.0) -> None:
+    def __init__(self, idle_timeout: float = 3600.0, max_per_principal: int = 32) -> None:
         self.idle_timeout = idle_timeout
+        self.max_per_principal = max_per_principal
         self._sessions: dict[str, GatewaySession] = {}
         self._shared: dict[tuple[str, str], GatewaySession] = {}
 
     def create(self, server: str, principal: Principal, hello: ClientHello, upstream: Upstream) -> GatewaySession:
+        held = sum(1 for s in self._sessions.values() if s.principal_key == principal.key)
+        if held >= self.max_per_principal:
+            raise TooManySessions(
+                f"this identity already holds {held} open sessions (the limit); end one with DELETE or let it "
+                "expire before opening another")
         session_id = secrets.token_urlsafe(32)
         session = GatewaySession(id=session_id, server=server, principal_key=principal.key, hello=hello,
                                  upstream=upstream, protocol_version=hello.protocol_version)

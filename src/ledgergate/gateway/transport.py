@@ -194,6 +194,9 @@ class McpEndpoint:
                                 [(b"allow", b"GET, POST, DELETE")])
         except ConnectionAbortedError:
             return
+        except GatewayError as exc:
+            if not scope.get("_lg_started"):
+                await send_json(send, exc.http_status, json_error_body(None, exc.rpc_code, exc.message, exc.data))
         except Exception:  # noqa: BLE001 - a bug must not become a 500 with a stack trace
             log.exception("internal error serving %s %s", scope["method"], path)
             if not scope.get("_lg_started"):
