@@ -64,7 +64,7 @@ class LimitsSettings(_Strict):
     session_idle_timeout: float = 3600.0
     upstream_connections: int = Field(default=100, ge=1)
     #: open handshake sessions one identity may hold (each may be a stdio child process)
-    max_sessions_per_principal: int = Field(default=32, ge=1)
+    max_sessions_per_principal: int = Field(default=64, ge=1)
 
 
 class Settings(_Strict):

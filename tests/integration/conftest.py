@@ -48,7 +48,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, provider: Provider, everyt
         "stateless": {"url": f"http://127.0.0.1:{stateless.port}/mcp"},
     }
     running = gw.start(tmp_path_factory.mktemp("gateway"), provider.issuer, servers, POLICIES,
-                       {"limits": {"max_body_bytes": 65536}})
+                       {"limits": {"max_body_bytes": 65536, "max_sessions_per_principal": 1000}})
     yield running
     running.stop()
 

@@ -190,7 +190,7 @@ class GatewaySession:
 class SessionRegistry:
     """In-memory sessions of this replica, plus upstream sessions shared by stateless clients."""
 
-    def __init__(self, idle_timeout: float = 3600.0, max_per_principal: int = 32) -> None:
+    def __init__(self, idle_timeout: float = 3600.0, max_per_principal: int = 64) -> None:
         self.idle_timeout = idle_timeout
         self.max_per_principal = max_per_principal
         self._sessions: dict[str, GatewaySession] = {}
