@@ -23,8 +23,7 @@ from ledgergate.identity.service import IdentityService
 from ledgergate.identity.settings import IdentitySettings
 from ledgergate.store.apikeys_store import ApiKeyStore
 from ledgergate.store.db import StoreURL, connect
-
-PG_BASE = "postgresql://postgres@127.0.0.1:5432/test"
+from tests.support.pg import throwaway_schema, url_for
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -32,19 +31,9 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'ledgergate.db'}"
         return
-    import psycopg
 
-    schema = "lg_apikeys_" + secrets.token_hex(4)
-    try:
-        admin = psycopg.connect(PG_BASE, autocommit=True)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL not reachable: {exc}")
-    admin.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{PG_BASE}?options=-csearch_path%3D{schema}"
-    finally:
-        admin.execute(f"DROP SCHEMA {schema} CASCADE")
-        admin.close()
+    with throwaway_schema("lg_apikeys") as schema:
+        yield url_for(schema)
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,9 +10,12 @@ import pytest
 
 from ledgergate.policy.drift import fingerprint_tool
 from ledgergate.store.db import StoreURL
-from ledgergate.store.fingerprints_store import FIRST_SEEN, FingerprintStore, NothingToAccept
-
-PG_BASE = "postgresql://postgres@127.0.0.1:5432/test"
+from ledgergate.store.fingerprints_store import (
+    FIRST_SEEN,
+    FingerprintStore,
+    NothingToAccept,
+)
+from tests.support.pg import throwaway_schema, url_for
 
 ECHO = {"name": "echo", "description": "Echoes the input", "inputSchema": {"type": "object"}}
 SUM = {"name": "get-sum", "description": "Adds", "inputSchema": {"type": "object"}, "annotations": {"readOnlyHint": True}}
@@ -24,19 +26,9 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'data' / 'ledgergate.db'}"
         return
-    import psycopg
 
-    schema = "lg_fp_" + secrets.token_hex(4)
-    try:
-        admin = psycopg.connect(PG_BASE, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL not reachable: {exc}")
-    admin.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{PG_BASE}?options=-csearch_path%3D{schema}"
-    finally:
-        admin.execute(f"DROP SCHEMA {schema} CASCADE")
-        admin.close()
+    with throwaway_schema("lg_fp") as schema:
+        yield url_for(schema)
 
 
 @pytest.fixture

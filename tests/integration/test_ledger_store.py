@@ -8,7 +8,6 @@ import base64
 import os
 import shutil
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,40 +24,17 @@ from ledgergate.audit.settings import AuditSettings
 from ledgergate.audit.verify import verify_store
 from ledgergate.errors import LedgerUnavailable
 from ledgergate.store.ledger_store import open_ledger_store
-
+from tests.support.pg import PG, throwaway_schema, url_for
 
 pytestmark = pytest.mark.timeout(120)
-
-PG = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-def pg_available() -> bool:
-    try:
-        import psycopg
-
-        psycopg.connect(PG, connect_timeout=3).close()
-        return True
-    except Exception:  # noqa: BLE001
-        return False
-
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'data' / 'ledgergate.db'}"
         return
-    if not pg_available():
-        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
-    import psycopg
-
-    schema = f"lg_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{PG}?options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(PG, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    with throwaway_schema("lg_test") as schema:
+        yield url_for(schema)
 
 
 def run_sql(url: str, statement: str, params: tuple = ()) -> None:  # noqa: ANN001
@@ -233,15 +209,15 @@ async def test_sqlite_read_only_file_fails_closed(tmp_path: Path) -> None:
 @pytest.mark.postgres
 async def test_postgres_connection_lost_then_back(tmp_path: Path) -> None:
 
-    if not pg_available():
-        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
     import psycopg
 
-    schema = f"lg_test_{uuid.uuid4().hex[:12]}"
+    with throwaway_schema("lg_test") as schema:
+        await _connection_lost_then_back(tmp_path, schema, psycopg)
+
+
+async def _connection_lost_then_back(tmp_path: Path, schema: str, psycopg) -> None:  # noqa: ANN001
     app_name = f"lg_kill_{schema}"
-    with psycopg.connect(PG, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    url = f"{PG}?application_name={app_name}&options=-csearch_path%3D{schema}"
+    url = url_for(schema, application_name=app_name)
     ledger = await Ledger.open(settings(), url, tmp_path)
     try:
         await ledger.append("rpc.request", {"n": 1})
@@ -255,5 +231,3 @@ async def test_postgres_connection_lost_then_back(tmp_path: Path) -> None:
         assert await ledger.append("rpc.request", {"n": 3}) == 1  # reconnected, nothing skipped
     finally:
         await ledger.close()
-        with psycopg.connect(PG, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
