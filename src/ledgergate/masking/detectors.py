@@ -293,6 +293,9 @@ _CTX_PHONE = re.compile("|".join(("phone", "mobile", "whatsapp", _word("tel"), _
 _CTX_ANY = re.compile("|".join(p.pattern for p in (_CTX_SSN, _CTX_ABA, _CTX_ACCOUNT, _CTX_PHONE)))
 _CTX_WINDOW = 40
 _LAST_DIGIT = re.compile(r"\d(?=\D*\Z)")
+# Identifiers such as `A-2001` or `cust_17` between a keyword and its number are names, not numbers:
+# "Account A-2001: number 2951500533" still puts the account number in the keyword's context.
+_IDENTIFIER = re.compile(r"\b[a-z]+[-_#]?\d+\b")
 
 # Short strings are screened by one pattern first: most JSON leaves are short and clean.
 _SHORT = 256
@@ -338,6 +341,7 @@ def _context(text: str, start: int, keywords: re.Pattern[str]) -> bool:
     window = text[max(0, start - _CTX_WINDOW):start].lower()
     if _CTX_ANY.search(window) is None:  # the common case: one cheap search, no keyword at all
         return False
+    window = _IDENTIFIER.sub(" ", window)
     m = _LAST_DIGIT.search(window)
     if m is not None:
         window = window[m.end():]
