@@ -18,7 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -31,7 +37,10 @@ from ledgergate.gateway.drift import DriftGuard
 from ledgergate.gateway.pipeline import Pipeline
 from ledgergate.gateway.sessions import SessionRegistry
 from ledgergate.gateway.transport import HostPolicy, McpEndpoint
-from ledgergate.identity.resource_metadata import protected_resource_metadata, www_authenticate
+from ledgergate.identity.resource_metadata import (
+    protected_resource_metadata,
+    www_authenticate,
+)
 from ledgergate.identity.service import IdentityService
 from ledgergate.masking.engine import Masker
 from ledgergate.policy.budgets import Budgets

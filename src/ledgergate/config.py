@@ -15,13 +15,24 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ledgergate.approvals.settings import ApprovalsSettings
 from ledgergate.audit.settings import AuditSettings
 from ledgergate.identity.settings import IdentitySettings
 from ledgergate.masking.settings import MaskingSettings
-from ledgergate.policy.settings import BudgetsSettings, PolicyRuleSettings, ToolDriftSettings
+from ledgergate.policy.settings import (
+    BudgetsSettings,
+    PolicyRuleSettings,
+    ToolDriftSettings,
+)
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")

@@ -33,7 +33,13 @@ from ledgergate.audit.checkpoint import Checkpoint, Signer, load_or_create_signe
 from ledgergate.audit.settings import AuditSettings
 from ledgergate.audit.witness import Witness, make_witnesses, push_all
 from ledgergate.errors import LedgerUnavailable
-from ledgergate.store.ledger_store import CheckpointRow, LeafRow, LedgerStore, StoreError, open_ledger_store
+from ledgergate.store.ledger_store import (
+    CheckpointRow,
+    LeafRow,
+    LedgerStore,
+    StoreError,
+    open_ledger_store,
+)
 
 log = logging.getLogger("ledgergate.audit.ledger")
 

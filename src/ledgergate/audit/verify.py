@@ -17,8 +17,8 @@ there, because everything after it is unproven.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import orjson

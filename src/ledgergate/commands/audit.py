@@ -13,8 +13,19 @@ import orjson
 import typer
 from rich.console import Console
 
-from ledgergate.audit.bundle import Filter, dump_bundle, export_bundle, normalize_time, verify_bundle
-from ledgergate.audit.checkpoint import NoteError, Verifier, load_verifier, verifier_path
+from ledgergate.audit.bundle import (
+    Filter,
+    dump_bundle,
+    export_bundle,
+    normalize_time,
+    verify_bundle,
+)
+from ledgergate.audit.checkpoint import (
+    NoteError,
+    Verifier,
+    load_verifier,
+    verifier_path,
+)
 from ledgergate.audit.verify import WitnessNote, verify_store
 from ledgergate.audit.witness import FileWitness, file_witness_path
 from ledgergate.commands.common import ConfigOption, load_or_exit

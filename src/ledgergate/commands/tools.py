@@ -18,7 +18,11 @@ from rich.markup import escape
 
 from ledgergate.commands.common import ConfigOption, load_or_exit
 from ledgergate.config import LoadedConfig
-from ledgergate.store.fingerprints_store import FingerprintRecord, FingerprintStore, NothingToAccept
+from ledgergate.store.fingerprints_store import (
+    FingerprintRecord,
+    FingerprintStore,
+    NothingToAccept,
+)
 
 app = typer.Typer(no_args_is_help=True, help="Tool definitions seen on upstream servers (drift control).")
 out = Console(soft_wrap=True)

@@ -19,7 +19,7 @@ import asyncio
 import itertools
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
@@ -62,7 +62,7 @@ class PendingInput:
 
     principal_key: str
     server: str
-    stream: AsyncIterator[Message]
+    stream: AsyncGenerator[Message, None]
     upstream: UpstreamSession
     requests: dict[str, Any]  # input key → upstream server-request id
     expires: float
@@ -130,7 +130,7 @@ class Bridge:
 
     # ── stateless client ────────────────────────────────────────────────────
     async def modern_call(self, server: str, principal: Principal, message: Message, upstream: Upstream,
-                          sessions: SessionRegistry, hello: ClientHello) -> AsyncIterator[Message]:
+                          sessions: SessionRegistry, hello: ClientHello) -> AsyncGenerator[Message, None]:
         params = message.get("params") or {}
         state = params.get("requestState")
         if isinstance(state, str) and state.startswith(_STATE_PREFIX):
@@ -144,8 +144,8 @@ class Bridge:
         async for item in self._until_input(stream, upstream_session, principal, server, message["id"]):
             yield self.modernize(message["method"], item) if "method" not in item else item
 
-    async def _until_input(self, stream: AsyncIterator[Message], upstream_session: UpstreamSession,
-                           principal: Principal, server: str, request_id: Any) -> AsyncIterator[Message]:
+    async def _until_input(self, stream: AsyncGenerator[Message, None], upstream_session: UpstreamSession,
+                           principal: Principal, server: str, request_id: Any) -> AsyncGenerator[Message, None]:
         """Relay the call; at the first server request, pause it and answer input-required."""
         async for item in stream:
             if "method" in item and "id" in item and item["method"] in SERVER_REQUESTS:
@@ -163,7 +163,7 @@ class Bridge:
             yield item
 
     async def _resume(self, token: str, principal: Principal, server: str,
-                      message: Message) -> AsyncIterator[Message]:
+                      message: Message) -> AsyncGenerator[Message, None]:
         pending = self._pending.pop(token, None)
         if pending is None or pending.expires < time.monotonic():
             raise GatewayError("requestState is unknown or expired; send the request again without it",
@@ -206,7 +206,7 @@ class Bridge:
 
     # ── handshake client ────────────────────────────────────────────────────
     async def handshake_call(self, session: GatewaySession, principal: Principal,
-                             message: Message) -> AsyncIterator[Message]:
+                             message: Message) -> AsyncGenerator[Message, None]:
         upstream_session = await self._ready(session)
         current = message
         for _ in range(_MAX_INPUT_ROUNDS):
@@ -274,7 +274,7 @@ class Bridge:
         upstream_session = await self._ready(session)
         await upstream_session.reply(message)
 
-    async def session_listen(self, session: GatewaySession, principal: Principal) -> AsyncIterator[Message]:
+    async def session_listen(self, session: GatewaySession, principal: Principal) -> AsyncGenerator[Message, None]:
         """A handshake client's GET stream: what the server sends outside calls, authorised and masked."""
         upstream_session = await self._ready(session)
         queue = await session.subscribe()
@@ -292,7 +292,7 @@ class Bridge:
             session.unsubscribe(queue)
 
     async def listen(self, server: str, principal: Principal, message: Message, upstream: Upstream,
-                     sessions: SessionRegistry, hello: ClientHello) -> AsyncIterator[Message]:
+                     sessions: SessionRegistry, hello: ClientHello) -> AsyncGenerator[Message, None]:
         """`subscriptions/listen` for a stateless client.
 
         A 2026-07-28 upstream gets the client's own listen request (through the pipeline); a
@@ -340,12 +340,12 @@ class Bridge:
         try:
             yield jsonrpc.notification("notifications/subscriptions/acknowledged",
                                        {"notifications": honoured, "_meta": subscription})
-            while (item := await queue.get()) is not None:
-                method = item.get("method")
-                if "id" in item or not (method in kinds or (method == "notifications/resources/updated"
-                                                            and (item.get("params") or {}).get("uri") in uris)):
+            while (received := await queue.get()) is not None:
+                notice = received.get("method")
+                if "id" in received or not (notice in kinds or (notice == "notifications/resources/updated"
+                                                                and (received.get("params") or {}).get("uri") in uris)):
                     continue
-                outbound = await self.pipeline.unsolicited(server, principal, None, item)
+                outbound = await self.pipeline.unsolicited(server, principal, None, received)
                 if outbound is not None:
                     params = dict(outbound.get("params") or {})
                     params["_meta"] = {**(params.get("_meta") or {}), **subscription}

@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 
 from ledgergate.policy.drift import DriftReport
-from ledgergate.policy.settings import ToolDriftSettings
+from ledgergate.policy.settings import DriftMode, ToolDriftSettings
 from ledgergate.store.fingerprints_store import FingerprintStore
 
 
@@ -24,7 +24,7 @@ class DriftGuard:
         self.settings = settings
         self._reports: dict[str, DriftReport] = {}
 
-    def mode_for(self, server: str) -> str:
+    def mode_for(self, server: str) -> DriftMode:
         return self.settings.servers.get(server, self.settings.mode)
 
     async def is_blocked(self, server: str, tool: str | None) -> bool:

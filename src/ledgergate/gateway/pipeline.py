@@ -16,7 +16,7 @@ import itertools
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
@@ -125,7 +125,7 @@ class Pipeline:
 
     def ledger_mask(self, value: Any) -> tuple[Any, dict[str, int]]:
         """The ledger's own profile: every detector, redacted — never weaker than any caller's."""
-        return self._masking().mask_for_ledger(value)  # type: ignore[attr-defined]
+        return self._masking().mask_for_ledger(value)
 
     # ── identity ────────────────────────────────────────────────────────────
     async def authenticate(self, credential: str | None, server: str, remote: str | None) -> Principal:
@@ -137,7 +137,7 @@ class Pipeline:
             raise
 
     # ── the request path ───────────────────────────────────────────────────
-    async def handle(self, call: Call, upstream: UpstreamSession) -> AsyncIterator[Message]:
+    async def handle(self, call: Call, upstream: UpstreamSession) -> AsyncGenerator[Message, None]:
         """Yield what the client should see: notifications and server requests, then the response."""
         method, params = call.method, call.params
         target = request_target(method, params)
@@ -296,6 +296,7 @@ class Pipeline:
             masked_error, counts = self.masking.mask(response["error"], profile)
             return {**response, "error": masked_error}, counts
         result = response.get("result")
+        fields: tuple[str, ...] | None
         if method == "tasks/result" and isinstance(result, dict):
             # the payload of whatever call the task ran: everything but the envelope is data
             fields = tuple(k for k in result if k != "_meta")

@@ -20,7 +20,12 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from ledgergate.errors import RATE_LIMITED, SESSION_NOT_FOUND, ForbiddenError, GatewayError
+from ledgergate.errors import (
+    RATE_LIMITED,
+    SESSION_NOT_FOUND,
+    ForbiddenError,
+    GatewayError,
+)
 from ledgergate.identity.principal import Principal
 from ledgergate.upstream.base import ClientHello, Message, UpstreamSession
 from ledgergate.upstream.registry import Upstream

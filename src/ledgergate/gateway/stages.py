@@ -22,10 +22,17 @@ class PolicyStage(Protocol):
     def decide(self, principal: Principal, server: str, method: str, target: str | None,
                arguments: Mapping[str, Any] | None, now: float) -> Decision: ...
 
+    def filter_list(self, principal: Principal, server: str, method: str, items: list[dict[str, Any]],
+                    now: float) -> list[dict[str, Any]]:
+        """The items of a list answer (tools, resources, templates, prompts) the caller may use."""
+
 
 class MaskingStage(Protocol):
     def mask(self, value: Any, profile: str | None) -> tuple[Any, dict[str, int]]:
         """A masked deep copy of a JSON value and counts of what was masked, by detector."""
+
+    def mask_for_ledger(self, value: Any) -> tuple[Any, dict[str, int]]:
+        """The ledger's profile: every detector, redacted — never weaker than any caller's."""
 
 
 class AuditStage(Protocol):

@@ -25,9 +25,9 @@ class TaskOwners:
 
     def record(self, server: str, principal_key: str, result: Any) -> None:
         task = result.get("task") if isinstance(result, dict) else None
-        task_id = task.get("taskId") if isinstance(task, dict) else None
-        if not isinstance(task_id, str):
+        if not isinstance(task, dict) or not isinstance(task.get("taskId"), str):
             return
+        task_id: str = task["taskId"]
         ttl_ms = task.get("ttl")
         ttl = ttl_ms / 1000 if isinstance(ttl_ms, (int, float)) and ttl_ms > 0 else _DEFAULT_TTL
         self._owners[(server, task_id)] = (principal_key, time.monotonic() + ttl)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -355,7 +355,7 @@ class McpEndpoint:
         await self._respond(scope, send, stream, message["id"], wants_sse, session=session, receive=receive)
 
     # ── responses ───────────────────────────────────────────────────────────
-    async def _respond(self, scope: dict[str, Any], send: Any, stream: AsyncIterator[dict[str, Any]],
+    async def _respond(self, scope: dict[str, Any], send: Any, stream: AsyncGenerator[dict[str, Any], None],
                        request_id: Any, wants_sse: bool, session: GatewaySession | None,
                        receive: Any = None) -> None:
         """JSON when the first thing back is the answer; otherwise commit to SSE.
@@ -404,7 +404,7 @@ class McpEndpoint:
                 with contextlib.suppress(BaseException):
                     await task
 
-    async def _fill(self, events: EventStream, stream: AsyncIterator[dict[str, Any]], request_id: Any) -> None:
+    async def _fill(self, events: EventStream, stream: AsyncGenerator[dict[str, Any], None], request_id: Any) -> None:
         try:
             async for item in stream:
                 events.append(jsonrpc.dumps(item))
@@ -435,7 +435,7 @@ class McpEndpoint:
             with contextlib.suppress(Exception):
                 await reader.aclose()
 
-    async def _pump(self, send: Any, stream: AsyncIterator[dict[str, Any]], request_id: Any) -> None:
+    async def _pump(self, send: Any, stream: AsyncGenerator[dict[str, Any], None], request_id: Any) -> None:
         """Stream messages straight to the client (stateless: no resumption, closing the stream cancels)."""
         try:
             async for item in stream:
@@ -475,15 +475,15 @@ class McpEndpoint:
             await start_sse(send)
             await self._drain_watching(send, receive, events, seq)
             return
-        events = session.standalone
-        if events is None or events.closed:
-            events = session.new_stream()
-            session.standalone = events
-            task = asyncio.create_task(self._fill(events, self.bridge.session_listen(session, principal), None))
+        standalone = session.standalone
+        if standalone is None or standalone.closed:
+            standalone = session.new_stream()
+            session.standalone = standalone
+            task = asyncio.create_task(self._fill(standalone, self.bridge.session_listen(session, principal), None))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         await start_sse(send)
-        await self._drain_watching(send, receive, events, events.next_seq)
+        await self._drain_watching(send, receive, standalone, standalone.next_seq)
 
     # ── DELETE ──────────────────────────────────────────────────────────────
     async def _delete(self, scope: dict[str, Any], send: Any, server: str, principal: Principal) -> None:

@@ -24,7 +24,13 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from ledgergate.masking.validators import IBAN_LENGTHS, aba_valid, card_valid, iban_valid, ssn_valid
+from ledgergate.masking.validators import (
+    IBAN_LENGTHS,
+    aba_valid,
+    card_valid,
+    iban_valid,
+    ssn_valid,
+)
 
 __all__ = [
     "ABA_ROUTING",

@@ -18,7 +18,12 @@ from typing import Any
 
 from ledgergate.errors import INTERNAL_ERROR, GatewayError
 from ledgergate.masking.detectors import (
-    BUILTIN_DETECTORS, CustomDetector, TextScanner, builtin_key_detector, looks_masked, normalize_key,
+    BUILTIN_DETECTORS,
+    CustomDetector,
+    TextScanner,
+    builtin_key_detector,
+    looks_masked,
+    normalize_key,
 )
 from ledgergate.masking.operators import OPERATORS, Operator, make_pseudonym, redact
 from ledgergate.masking.settings import MaskingSettings

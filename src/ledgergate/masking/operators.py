@@ -14,7 +14,14 @@ import hmac
 from collections.abc import Callable
 
 from ledgergate.masking.detectors import (
-    ABA_ROUTING, CREDIT_CARD, EMAIL, IBAN, PHONE, SECRET, US_BANK_ACCOUNT, US_SSN,
+    ABA_ROUTING,
+    CREDIT_CARD,
+    EMAIL,
+    IBAN,
+    PHONE,
+    SECRET,
+    US_BANK_ACCOUNT,
+    US_SSN,
 )
 
 __all__ = ["OPERATORS", "PSEUDONYM_HEX", "Operator", "canonical", "make_pseudonym", "partial", "redact"]

@@ -36,7 +36,9 @@ class MaskingSettings(_Strict):
 
     @model_validator(mode="after")
     def _compiles(self) -> MaskingSettings:
-        from ledgergate.masking.engine import Masker  # local: engine imports this module
+        from ledgergate.masking.engine import (
+            Masker,  # local: engine imports this module
+        )
 
         Masker.from_settings(self)
         return self

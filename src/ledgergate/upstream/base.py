@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import abc
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -61,7 +61,7 @@ class UpstreamSession(abc.ABC):
     server_hello: dict[str, Any]
 
     @abc.abstractmethod
-    def call(self, request: Message) -> AsyncIterator[Message]:
+    def call(self, request: Message) -> AsyncGenerator[Message, None]:
         """Send a request; yield notifications and server requests, then the final response."""
 
     @abc.abstractmethod
@@ -72,7 +72,7 @@ class UpstreamSession(abc.ABC):
         """Answer a server-to-client request the server sent on this session."""
 
     @abc.abstractmethod
-    def listen(self, last_event_id: str | None = None) -> AsyncIterator[Message]:
+    def listen(self, last_event_id: str | None = None) -> AsyncGenerator[Message, None]:
         """Messages the server sends outside any request (the GET stream)."""
 
     @abc.abstractmethod

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from typing import Any
 
@@ -90,7 +90,7 @@ class Demux:
             await self._write(message)
 
     # ── outbound ────────────────────────────────────────────────────────────
-    async def exchange(self, request: Message, upstream_id: Any) -> AsyncIterator[Message]:
+    async def exchange(self, request: Message, upstream_id: Any) -> AsyncGenerator[Message, None]:
         """Send `request` (already carrying `upstream_id`); yield what belongs to it, ending with its response."""
         if self._lost is not None:
             raise self._lost
@@ -116,7 +116,7 @@ class Demux:
             if token is not None:
                 self._progress.pop(token, None)
 
-    async def call(self, request: Message) -> AsyncIterator[Message]:
+    async def call(self, request: Message) -> AsyncGenerator[Message, None]:
         """`UpstreamSession.call`: a fresh upstream id out, the caller's id restored on the response."""
         original_id = request["id"]
         upstream_id = self._ids.next()
@@ -135,7 +135,7 @@ class Demux:
     async def reply(self, response: Message) -> None:
         await self._write(response)
 
-    async def listen(self) -> AsyncIterator[Message]:
+    async def listen(self) -> AsyncGenerator[Message, None]:
         if self._lost is not None:
             return
         queue: asyncio.Queue[Message | None] = asyncio.Queue()
@@ -156,7 +156,7 @@ class DemuxedSession(UpstreamSession):
 
     _demux: Demux
 
-    def call(self, request: Message) -> AsyncIterator[Message]:
+    def call(self, request: Message) -> AsyncGenerator[Message, None]:
         return self._demux.call(request)
 
     async def notify(self, notification: Message) -> None:
@@ -165,5 +165,5 @@ class DemuxedSession(UpstreamSession):
     async def reply(self, response: Message) -> None:
         await self._demux.reply(response)
 
-    def listen(self, last_event_id: str | None = None) -> AsyncIterator[Message]:
+    def listen(self, last_event_id: str | None = None) -> AsyncGenerator[Message, None]:
         return self._demux.listen()

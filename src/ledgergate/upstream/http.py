@@ -7,7 +7,7 @@ server's configured headers only.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from typing import Any
 
@@ -70,7 +70,7 @@ class HttpPool:
         await self._h1.close()
 
 
-async def _messages(resp: H1Response, read_timeout: float | None) -> AsyncIterator[Message]:
+async def _messages(resp: H1Response, read_timeout: float | None) -> AsyncGenerator[Message, None]:
     """Every JSON-RPC message in a response body, JSON or SSE."""
     ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower()
     try:
@@ -159,7 +159,7 @@ class HttpHandshakeSession(UpstreamSession):
     def alive(self) -> bool:
         return self._alive
 
-    async def call(self, request: Message) -> AsyncIterator[Message]:
+    async def call(self, request: Message) -> AsyncGenerator[Message, None]:
         original_id = request["id"]
         upstream_id = self._ids.next()
         self._inflight.ids[original_id] = upstream_id
@@ -202,7 +202,7 @@ class HttpHandshakeSession(UpstreamSession):
     async def reply(self, response: Message) -> None:
         await self._post_no_reply(response)
 
-    async def listen(self, last_event_id: str | None = None) -> AsyncIterator[Message]:
+    async def listen(self, last_event_id: str | None = None) -> AsyncGenerator[Message, None]:
         extra = {**self._headers(), "Accept": "text/event-stream"}
         if last_event_id:
             extra["Last-Event-ID"] = last_event_id
@@ -253,7 +253,7 @@ class HttpModernSession(UpstreamSession):
                 headers["Mcp-Name"] = encode_header_value(name)
         return headers
 
-    async def call(self, request: Message) -> AsyncIterator[Message]:
+    async def call(self, request: Message) -> AsyncGenerator[Message, None]:
         original_id = request["id"]
         upstream_id = self._ids.next()
         body = rewrite_id(add_modern_meta(request, self.hello), upstream_id)
@@ -277,7 +277,7 @@ class HttpModernSession(UpstreamSession):
     async def reply(self, response: Message) -> None:
         raise UpstreamError("a stateless server cannot receive replies; use input responses")
 
-    async def listen(self, last_event_id: str | None = None) -> AsyncIterator[Message]:
+    async def listen(self, last_event_id: str | None = None) -> AsyncGenerator[Message, None]:
         request = {"jsonrpc": "2.0", "id": "listen", "method": "subscriptions/listen",
                    "params": {"notifications": {"toolsListChanged": True, "promptsListChanged": True,
                                                 "resourcesListChanged": True}}}
