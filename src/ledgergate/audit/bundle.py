@@ -92,8 +92,8 @@ def export_bundle(store: LedgerStore, verifier: Verifier, flt: Filter | None = N
             entry["checkpoints"] = [cps[-1].note]
             entry["consistency"] = []
             indices, records, proofs = [], [], []
-            for chunk in store.iter_leaves(log_id, 0, n):
-                for seq, _, record in chunk:
+            for rows in store.iter_leaves(log_id, 0, n):
+                for seq, _, record in rows:
                     record = bytes(record)
                     if flt.match(orjson.loads(record)):
                         indices.append(int(seq))
