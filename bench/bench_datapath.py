@@ -27,6 +27,8 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from report import write_section  # noqa: E402
+
 from tests.support import gateway as gw  # noqa: E402
 from tests.support.oidc import Provider  # noqa: E402
 from tests.support.procs import Proc, free_port, start_everything  # noqa: E402
@@ -176,14 +178,7 @@ def main() -> None:
     report = asyncio.run(main_async(args))
     print(report)
     if args.write:
-        text = args.write.read_text() if args.write.exists() else "# Benchmarks\n"
-        start = text.find("## Data path")
-        if start >= 0:
-            end = text.find("\n## ", start + 3)
-            text = text[:start] + report + (text[end + 1:] if end >= 0 else "")
-        else:
-            text = text.rstrip("\n") + "\n\n" + report
-        args.write.write_text(text)
+        write_section(args.write, "Data path", report)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import os
 import platform
-import re
 import statistics
 import sys
 import tempfile
@@ -22,6 +21,7 @@ import time
 from pathlib import Path
 
 import httpx
+from report import write_section  # bench/ is on sys.path when run as a script
 
 from ledgergate.demo.idp import DevIdentityProvider
 from ledgergate.identity.apikeys import create_key
@@ -106,18 +106,6 @@ def render(results: dict[str, dict[str, float]], n: int) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace (or append) the `## Identity` section, leaving other sections alone."""
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n\n"
-    pattern = re.compile(r"^## Identity\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _m: section + "\n", text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20000)
@@ -127,7 +115,7 @@ def main() -> int:
     section = render(results, args.n)
     print(section)
     if args.write:
-        write_section(args.write, section)
+        write_section(args.write, "Identity", section)
     ok = results["repeated token (cached)"]["median"] < 50
     print("repeated-token median < 50 µs:", "PASS" if ok else "FAIL")
     return 0 if ok else 1

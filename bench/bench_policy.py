@@ -11,13 +11,14 @@ import argparse
 import datetime as dt
 import os
 import platform
-import re
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from report import write_section  # bench/ is on sys.path when run as a script
 
 from ledgergate.identity.principal import Principal
 from ledgergate.policy.engine import PolicyEngine
@@ -186,18 +187,6 @@ def render(results: dict[str, dict[str, float]], cel_results: dict[str, dict[str
     return "\n".join(lines)
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace (or append) the `## Policy` section, leaving other sections alone."""
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n\n"
-    pattern = re.compile(r"^## Policy\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _m: section + "\n", text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20000)
@@ -208,7 +197,7 @@ def main() -> int:
     section = render(results, cel_results, args.n)
     print(section)
     if args.write:
-        write_section(args.write, section)
+        write_section(args.write, "Policy", section)
     worst = max(v["median"] for k, v in results.items() if "100 rules" in k and "filter_list" not in k)
     ok = worst <= 20
     print(f"worst single-decision median {worst:.1f} µs ≤ 20 µs:", "PASS" if ok else "FAIL")
