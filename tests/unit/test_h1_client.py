@@ -150,3 +150,37 @@ async def test_read_stops_at_the_limit(server) -> None:
         await r.read(5, limit=1000)
     r.release()
     await pool.close()
+
+
+async def test_a_modern_servers_json_rpc_error_with_a_4xx_status_reaches_the_client() -> None:
+    """A 2026-07-28 server answers a request it rejects with HTTP 400 and a JSON-RPC error body;
+    the client must get that error (with its own id), not a generic "HTTP 400"."""
+    from ledgergate.upstream.base import ClientHello
+    from ledgergate.upstream.http import HttpModernSession, HttpPool
+
+    async def app(scope, receive, send):  # noqa: ANN001
+        if scope["type"] != "http":
+            return
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 400,
+                    "headers": [(b"content-type", b"application/json; charset=utf-8")]})
+        await send({"type": "http.response.body",
+                    "body": b'{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"unknown tool: nope"}}'})
+
+    port = _port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="off"))
+    task = asyncio.create_task(srv.serve())
+    while not srv.started:
+        await asyncio.sleep(0.01)
+    pool = HttpPool(f"http://127.0.0.1:{port}/mcp", {}, 5)
+    try:
+        session = HttpModernSession(pool, ClientHello(), {})
+        request = {"jsonrpc": "2.0", "id": "client-7", "method": "tools/call", "params": {"name": "nope"}}
+        messages = [m async for m in session.call(request)]
+        assert messages == [{"jsonrpc": "2.0", "id": "client-7",
+                             "error": {"code": -32602, "message": "unknown tool: nope"}}]
+    finally:
+        await pool.close()
+        srv.should_exit = True
+        await task

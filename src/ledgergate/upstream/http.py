@@ -259,7 +259,7 @@ class HttpModernSession(UpstreamSession):
         body = rewrite_id(add_modern_meta(request, self.hello), upstream_id)
         resp = await self.pool.post(body, self._headers(body))
         try:
-            if resp.status >= 400 and "json" not in resp.headers.get("Content-Type", ""):
+            if resp.status >= 400 and "json" not in resp.headers.get("content-type", ""):
                 raise UpstreamError(f"upstream answered HTTP {resp.status}")
             async with aclosing(_messages(resp, self.pool.timeout)) as messages:
                 async for msg in messages:
