@@ -47,3 +47,9 @@ def test_any_chunking_gives_the_same_events(cuts: list[int], ending: bytes) -> N
 
 def test_encode_round_trips() -> None:
     assert _events([encode(b'{"x":2}', "7-3")]) == [("message", '{"x":2}', "7-3")]
+
+
+@given(st.integers(min_value=0, max_value=40))
+def test_a_character_split_across_chunks_is_decoded_whole(cut: int) -> None:
+    stream = 'data: {"name":"Zoë Ångström €"}\n\n'.encode()
+    assert _events([stream[:cut], stream[cut:]]) == [("message", '{"name":"Zoë Ångström €"}', None)]

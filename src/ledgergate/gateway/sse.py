@@ -44,34 +44,31 @@ class SSEParser:
             self._buffer = buffer + hold
             return []
         self._buffer = buffer[end + 1:] + hold
+        # One decode per chunk, one pass over its lines: this runs for every upstream answer.
         events: list[Event] = []
-        for line in buffer[:end].split(b"\n"):
-            event = self._line(line.decode("utf-8", errors="replace"))
-            if event is not None:
-                events.append(event)
+        data = self._data
+        for line in buffer[:end].decode("utf-8", errors="replace").split("\n"):
+            if not line:
+                if data or self._event:
+                    events.append(Event(data="\n".join(data), event=self._event or "message", id=self._id,
+                                        retry=self._retry))
+                    data = self._data = []
+                    self._event, self._retry = "", None
+                continue
+            if line[0] == ":":
+                continue
+            name, _, value = line.partition(":")
+            if value[:1] == " ":
+                value = value[1:]
+            if name == "data":
+                data.append(value)
+            elif name == "event":
+                self._event = value
+            elif name == "id":
+                self._id = value
+            elif name == "retry" and value.isdigit():
+                self._retry = int(value)
         return events
-
-    def _line(self, line: str) -> Event | None:
-        if line == "":
-            if not self._data and not self._event:
-                return None
-            event = Event(data="\n".join(self._data), event=self._event or "message", id=self._id, retry=self._retry)
-            self._data, self._event, self._retry = [], "", None
-            return event
-        if line.startswith(":"):
-            return None
-        name, _, value = line.partition(":")
-        if value.startswith(" "):
-            value = value[1:]
-        if name == "data":
-            self._data.append(value)
-        elif name == "event":
-            self._event = value
-        elif name == "id":
-            self._id = value
-        elif name == "retry" and value.isdigit():
-            self._retry = int(value)
-        return None
 
 
 def encode(data: bytes, event_id: str | None = None, event: str = "message") -> bytes:

@@ -25,16 +25,15 @@ class Principal:
     groups: frozenset[str] = frozenset()
     claims: Mapping[str, Any] = field(default_factory=dict)
     expires_at: float | None = None
+    # Derived once: every request of a cached identity reads them, several times.
+    key: str = field(init=False, repr=False, compare=False)
+    _summary: dict[str, Any] = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> str:
-        return f"{self.issuer}#{self.subject}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", f"{self.issuer}#{self.subject}")
+        object.__setattr__(self, "_summary", {
+            "issuer": self.issuer, "subject": self.subject, "kind": self.kind, "groups": sorted(self.groups)})
 
     def summary(self) -> dict[str, Any]:
-        """The part of a principal that goes into audit records."""
-        return {
-            "issuer": self.issuer,
-            "subject": self.subject,
-            "kind": self.kind,
-            "groups": sorted(self.groups),
-        }
+        """The part of a principal that goes into audit records (shared: callers must not mutate it)."""
+        return self._summary

@@ -95,7 +95,7 @@ class _Connection(asyncio.Protocol):
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
         assert self.response is not None
-        self.response.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        self.response.raw_headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         assert self.response is not None and self._parser is not None
@@ -145,7 +145,8 @@ class H1Response:
         self.conn = conn
         self.reused = reused
         self.status = 0
-        self.headers: dict[str, str] = {}
+        self.raw_headers: list[tuple[bytes, bytes]] = []
+        self._headers: dict[str, str] | None = None
         self.keep_alive = False
         self.complete = False
         self.started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -153,6 +154,13 @@ class H1Response:
         self._error: Exception | None = None
         self._wakeup: asyncio.Future[None] | None = None
         self._released = False
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Lower-cased names; decoded on first use (most of a response's headers are never read)."""
+        if self._headers is None:
+            self._headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in self.raw_headers}
+        return self._headers
 
     def _push(self, chunk: bytes | None) -> None:
         self._chunks.append(chunk)
