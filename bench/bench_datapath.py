@@ -1,25 +1,33 @@
 """Added latency and throughput of the gateway on `tools/call echo`, against server-everything
 directly, measured side by side in the same run (this machine is shared and noisy).
 
-    .venv/bin/python bench/bench_datapath.py [--seconds 8] [--rounds 3] [--write docs/benchmarks.md]
+    .venv/bin/python bench/bench_datapath.py [--seconds 3] [--rounds 9] [--write docs/benchmarks.md]
 
-Three paths, one client (httpx, one handshake session per worker, closed loop):
+Needs `wrk` (Debian: `apt-get install wrk`). Three paths, each driven by wrk with bench/wrk_call.lua
+(which checks every answer) over handshake sessions opened beforehand:
 * direct — straight at server-everything;
 * pass-through — the gateway's transport, sessions and upstream pool with no-op stages
   (bench/passthrough_gateway.py), which is what the data-path issue's target is about;
 * full — `ledgergate serve`: OIDC token (cached), policy, masking, and two durable ledger records per
   call (SQLite, synchronous=FULL, group commit).
+
+Rounds alternate the three paths so that the machine's background load falls on all of them alike;
+the figures are medians over rounds.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -27,22 +35,27 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from report import write_section  # noqa: E402
+from report import write_section
 
-from tests.support import gateway as gw  # noqa: E402
-from tests.support.oidc import Provider  # noqa: E402
-from tests.support.procs import Proc, free_port, start_everything  # noqa: E402
+from tests.support import gateway as gw
+from tests.support.oidc import Provider
+from tests.support.procs import Proc, free_port, start_everything
 
 HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+WRK_SCRIPT = ROOT / "bench" / "wrk_call.lua"
 
 
 READING = """
 Reading these figures:
-- Targets for the data path: at most +1 ms at c=1 and at least 0.9x direct throughput at c=8. On this
-  2-core machine the httpx load generator (~1.5 ms CPU per call, `docs/upstream-client.md`),
-  server-everything and the gateway share the cores, so the c=8 ratio is roughly
-  (client + server) / (client + server + gateway) CPU and swings by ±0.15 from round to round;
-  the CPU-per-call line is the stable figure to compare changes by.
+- Targets for the data path: at most +1 ms at c=1 and at least 0.9x direct throughput at c=8.
+- The load generator is wrk (C), so that it is not what limits throughput: the earlier Python (httpx)
+  client spent about 1.5 ms of CPU per call, more than server-everything itself, so "direct" measured the
+  client. With wrk, direct throughput is server-everything's own limit (one Node.js thread busy), and the
+  ratio says how much the gateway takes away from it.
+- Client, gateway and server share 2 cores, so the gateway's CPU per call competes with the server's;
+  the ratio swings from round to round with the machine's other load, and the CPU-per-call line is
+  the stable figure to compare changes by. server-everything's CPU per call also rises when the gateway
+  runs beside it (shared cores and caches), which the ratio includes.
 - The full pipeline pays two durable ledger commits per call (write-ahead: a request is not forwarded
   before its record is durable, a response not returned before its record is), about 0.45 ms each at
   c=1 here (0.18 ms of it the device flush) — the price of the audit guarantee. Group commit keeps it
@@ -53,32 +66,32 @@ Reading these figures:
 """
 
 
-async def open_session(http: httpx.AsyncClient, url: str) -> dict[str, str]:
-    init = await http.post(url, headers=HEADERS, json={
-        "jsonrpc": "2.0", "id": 0, "method": "initialize",
-        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}})
-    init.raise_for_status()
-    headers = {**HEADERS, "MCP-Protocol-Version": "2025-06-18"}
-    if "mcp-session-id" in init.headers:
-        headers["Mcp-Session-Id"] = init.headers["mcp-session-id"]
-    await http.post(url, headers=headers, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
-    return headers
+@dataclass
+class Run:
+    rps: float
+    p50_ms: float
+    cpu_us: float  # CPU per call of the measured process (server-everything or the gateway)
+    server_cpu_us: float  # CPU per call of server-everything during the run
 
 
-async def worker(url: str, token: str | None, deadline: float, latencies: list[float]) -> None:
+async def open_sessions(url: str, token: str | None, n: int) -> str:
+    """n handshake sessions, as wrk_call.lua's SESSIONS (comma-separated ids)."""
     auth = {"Authorization": f"Bearer {token}"} if token else {}
+    ids = []
     async with httpx.AsyncClient(headers=auth, timeout=30) as http:
-        headers = await open_session(http, url)
-        i = 0
-        while time.perf_counter() < deadline:
-            i += 1
-            body = {"jsonrpc": "2.0", "id": i, "method": "tools/call",
-                    "params": {"name": "echo", "arguments": {"message": f"hello {i}"}}}
-            start = time.perf_counter()
-            r = await http.post(url, headers=headers, json=body)
-            latencies.append(time.perf_counter() - start)
-            if r.status_code != 200 or "Echo: hello" not in r.text:
-                raise RuntimeError(f"bad answer {r.status_code}: {r.text[:200]}")
+        for _ in range(n):
+            init = await http.post(url, headers=HEADERS, json={
+                "jsonrpc": "2.0", "id": 0, "method": "initialize",
+                "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                           "clientInfo": {"name": "bench", "version": "1"}}})
+            init.raise_for_status()
+            session = init.headers.get("mcp-session-id", "")
+            headers = {**HEADERS, "MCP-Protocol-Version": "2025-06-18"}
+            if session:
+                headers["Mcp-Session-Id"] = session
+            await http.post(url, headers=headers, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+            ids.append(session)
+    return ",".join(ids)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -87,22 +100,25 @@ def cpu_seconds(pid: int) -> float:
     return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
-async def measure(url: str, token: str | None, concurrency: int, seconds: float,
-                  pid: int | None = None) -> tuple[float, float, float]:
-    """(calls/s, p50 ms, CPU µs per call spent in process `pid`)."""
-    # warm-up
-    await asyncio.gather(*(worker(url, token, time.perf_counter() + 0.5, []) for _ in range(concurrency)))
-    latencies: list[float] = []
-    cpu_before = cpu_seconds(pid) if pid else 0.0
-    start = time.perf_counter()
-    deadline = start + seconds
-    await asyncio.gather(*(worker(url, token, deadline, latencies) for _ in range(concurrency)))
-    elapsed = time.perf_counter() - start
-    cpu = (cpu_seconds(pid) - cpu_before) * 1e6 / len(latencies) if pid else 0.0
-    return len(latencies) / elapsed, statistics.median(latencies) * 1000, cpu
+def wrk(url: str, sessions: str, token: str | None, concurrency: int, seconds: float, pid: int,
+        server_pid: int) -> Run:
+    env = {**os.environ, "SESSIONS": sessions}
+    if token:
+        env["BEARER"] = token
+    cpu0, server0 = cpu_seconds(pid), cpu_seconds(server_pid)
+    out = subprocess.run(["wrk", "-t1", f"-c{concurrency}", f"-d{seconds:g}s", "-s", str(WRK_SCRIPT), url],
+                         env=env, capture_output=True, text=True, check=True).stdout
+    cpu, server_cpu = cpu_seconds(pid) - cpu0, cpu_seconds(server_pid) - server0
+    stats = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
+    if stats["bad"] or stats["socket_errors"] or not stats["requests"]:
+        raise RuntimeError(f"{url}: {stats['bad']} bad answers, {stats['socket_errors']} socket errors:\n{out}")
+    n = stats["requests"]
+    return Run(n / stats["seconds"], stats["p50_us"] / 1000, cpu * 1e6 / n, server_cpu * 1e6 / n)
 
 
 async def main_async(args: argparse.Namespace) -> str:
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is needed: apt-get install wrk")
     everything = start_everything()
     provider = Provider()
     tmp = Path(tempfile.mkdtemp(prefix="lg-bench-"))
@@ -113,54 +129,69 @@ async def main_async(args: argparse.Namespace) -> str:
     pt_port = free_port()
     passthrough = Proc([sys.executable, str(ROOT / "bench" / "passthrough_gateway.py"), str(pt_port), direct_url],
                        port=pt_port, log=tmp / "passthrough.log")
-    pt_url = f"http://127.0.0.1:{pt_port}/mcp/everything"
+    server = everything.proc.pid
     try:
         token = provider.token("bench", ["staff"])
+        targets = {  # name -> (url, sessions, token, pid whose CPU is the figure)
+            "direct": (direct_url, await open_sessions(direct_url, None, 8), None, server),
+            "pass": (f"http://127.0.0.1:{pt_port}/mcp/everything",
+                     await open_sessions(f"http://127.0.0.1:{pt_port}/mcp/everything", None, 8), None,
+                     passthrough.proc.pid),
+            "full": (gateway.url("everything"), await open_sessions(gateway.url("everything"), token, 8), token,
+                     gateway.proc.proc.pid),
+        }
+        for url, sessions, tok, pid in targets.values():  # warm-up
+            wrk(url, sessions, tok, 8, 1, pid, server)
         rows = []
         for rnd in range(args.rounds):
-            row = {}
-            for c in (1, 8):
-                row[("direct", c)] = await measure(direct_url, None, c, args.seconds, everything.proc.pid)
-                row[("pass", c)] = await measure(pt_url, None, c, args.seconds, passthrough.proc.pid)
-                row[("full", c)] = await measure(gateway.url("everything"), token, c, args.seconds,
-                                                 gateway.proc.proc.pid)
+            row = {(name, c): wrk(url, sessions, tok, c, args.seconds, pid, server)
+                   for c in (1, 8) for name, (url, sessions, tok, pid) in targets.items()}
             rows.append(row)
-            print(f"round {rnd + 1}: c=1 p50 direct {row['direct', 1][1]:.2f} ms, pass-through "
-                  f"{row['pass', 1][1]:.2f} ms, full {row['full', 1][1]:.2f} ms; c=8 direct "
-                  f"{row['direct', 8][0]:.0f}/s, pass-through {row['pass', 8][0]:.0f}/s, full {row['full', 8][0]:.0f}/s")
+            print(f"round {rnd + 1}: c=1 p50 direct {row['direct', 1].p50_ms:.2f} ms, pass-through "
+                  f"{row['pass', 1].p50_ms:.2f} ms, full {row['full', 1].p50_ms:.2f} ms; c=8 direct "
+                  f"{row['direct', 8].rps:.0f}/s, pass-through {row['pass', 8].rps:.0f}/s, "
+                  f"full {row['full', 8].rps:.0f}/s", flush=True)
 
         def added(kind: str) -> float:
-            return statistics.median(r[kind, 1][1] - r["direct", 1][1] for r in rows)
+            return statistics.median(r[kind, 1].p50_ms - r["direct", 1].p50_ms for r in rows)
 
-        def ratio(kind: str) -> float:
-            return statistics.median(r[kind, 8][0] / r["direct", 8][0] for r in rows)
+        def ratios(kind: str) -> list[float]:
+            return [r[kind, 8].rps / r["direct", 8].rps for r in rows]
 
         def cpu(kind: str) -> float:
-            return statistics.median(r[kind, 8][2] for r in rows)
+            return statistics.median(r[kind, 8].cpu_us for r in rows)
+
+        def server_cpu(kind: str) -> float:
+            return statistics.median(r[kind, 8].server_cpu_us for r in rows)
 
         table = "".join(
-            f"| {i + 1} | {r['direct', 1][1]:.2f} ms | {r['pass', 1][1]:.2f} ms ({r['pass', 1][1] - r['direct', 1][1]:+.2f}) "
-            f"| {r['full', 1][1]:.2f} ms ({r['full', 1][1] - r['direct', 1][1]:+.2f}) | {r['direct', 8][0]:.0f}/s "
-            f"| {r['pass', 8][0]:.0f}/s ({r['pass', 8][0] / r['direct', 8][0]:.2f}x) "
-            f"| {r['full', 8][0]:.0f}/s ({r['full', 8][0] / r['direct', 8][0]:.2f}x) |\n"
+            f"| {i + 1} | {r['direct', 1].p50_ms:.2f} ms | {r['pass', 1].p50_ms:.2f} ms "
+            f"({r['pass', 1].p50_ms - r['direct', 1].p50_ms:+.2f}) "
+            f"| {r['full', 1].p50_ms:.2f} ms ({r['full', 1].p50_ms - r['direct', 1].p50_ms:+.2f}) "
+            f"| {r['direct', 8].rps:.0f}/s | {r['pass', 8].rps:.0f}/s ({r['pass', 8].rps / r['direct', 8].rps:.2f}x) "
+            f"| {r['full', 8].rps:.0f}/s ({r['full', 8].rps / r['direct', 8].rps:.2f}x) |\n"
             for i, r in enumerate(rows))
+        pass_ratios = ratios("pass")
         return (
             "## Data path\n\n"
             f"Command: `.venv/bin/python bench/bench_datapath.py --seconds {args.seconds:g} --rounds {args.rounds}` "
-            f"({time.strftime('%Y-%m-%d')}; 2 shared cores; the httpx client, the gateway and server-everything on "
-            "one machine, so they compete for CPU)\n\n"
-            "`tools/call echo`, one handshake session per worker, closed loop. *Pass-through* is the gateway's "
-            "transport, sessions and upstream pool with no-op stages (`bench/passthrough_gateway.py`); *full* is "
-            "`ledgergate serve` with OIDC (cached token), policy, masking (`standard`) and two durable ledger "
-            "records per call (SQLite, `synchronous=FULL`, group commit; one device flush costs about 0.18 ms "
-            "here).\n\n"
+            f"({time.strftime('%Y-%m-%d')}; 2 shared cores; wrk, the gateway and server-everything on one "
+            "machine, so they compete for CPU)\n\n"
+            "`tools/call echo` driven by wrk (`bench/wrk_call.lua`, every answer checked) over 8 handshake "
+            "sessions, closed loop. *Pass-through* is the gateway's transport, sessions and upstream pool with "
+            "no-op stages (`bench/passthrough_gateway.py`); *full* is `ledgergate serve` with OIDC (cached "
+            "token), policy, masking (`standard`) and two durable ledger records per call (SQLite, "
+            "`synchronous=FULL`, group commit).\n\n"
             "| round | c=1 p50 direct | c=1 p50 pass-through (added) | c=1 p50 full (added) | c=8 direct "
             "| c=8 pass-through | c=8 full |\n|---|---|---|---|---|---|---|\n" + table +
-            f"\nMedian over rounds — pass-through: **{added('pass'):+.2f} ms** at c=1, **{ratio('pass'):.2f}x** "
-            f"throughput at c=8; full pipeline: **{added('full'):+.2f} ms**, **{ratio('full'):.2f}x**.\n\n"
-            "CPU per call at c=8 (user+system, read from /proc, so it does not depend on the noise of a shared "
-            f"machine): server-everything **{cpu('direct'):.0f} µs**, gateway pass-through **{cpu('pass'):.0f} µs**, "
-            f"gateway full pipeline **{cpu('full'):.0f} µs** (its ledger writer's two durable commits included).\n" + READING
+            f"\nMedian over rounds — pass-through: **{added('pass'):+.2f} ms** at c=1, "
+            f"**{statistics.median(pass_ratios):.2f}x** throughput at c=8 (rounds from {min(pass_ratios):.2f}x "
+            f"to {max(pass_ratios):.2f}x); full pipeline: **{added('full'):+.2f} ms**, "
+            f"**{statistics.median(ratios('full')):.2f}x**.\n\n"
+            "CPU per call at c=8 (user+system, read from /proc): server-everything "
+            f"**{cpu('direct'):.0f} µs** when called directly, {server_cpu('pass'):.0f} µs behind the "
+            f"pass-through gateway; gateway pass-through **{cpu('pass'):.0f} µs**, gateway full pipeline "
+            f"**{cpu('full'):.0f} µs** (its ledger writer's two durable commits included).\n" + READING
         )
     finally:
         passthrough.stop()
@@ -171,8 +202,8 @@ async def main_async(args: argparse.Namespace) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=8.0)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--write", type=Path)
     args = parser.parse_args()
     report = asyncio.run(main_async(args))

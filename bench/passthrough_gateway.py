@@ -14,6 +14,7 @@ from typing import Any
 
 import uvicorn
 
+from ledgergate.app import uvicorn_config
 from ledgergate.config import config_from_settings, parse_config
 from ledgergate.gateway.pipeline import Pipeline
 from ledgergate.gateway.sessions import SessionRegistry
@@ -87,7 +88,8 @@ def main() -> None:
                     return
         await endpoint(scope, receive, send)
 
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    # served exactly as `ledgergate serve` serves (ledgergate.app.uvicorn_config)
+    uvicorn.Server(uvicorn_config(app, "127.0.0.1", port)).run()
 
 
 if __name__ == "__main__":

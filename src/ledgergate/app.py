@@ -325,12 +325,20 @@ def run(config: LoadedConfig, ready: Callable[[Gateway], None] | None = None) ->
     sys.setswitchinterval(0.0005)
     gateway = Gateway(config)
     s = config.settings
-    uv_config = uvicorn.Config(gateway.asgi, host=s.host, port=s.port, loop="auto", http="auto",
-                               lifespan="on", interface="asgi3", log_config=None, access_log=False,
-                               timeout_graceful_shutdown=5, server_header=False,
-                               proxy_headers=False, date_header=False)
-    server = uvicorn.Server(uv_config)
+    server = uvicorn.Server(uvicorn_config(gateway.asgi, s.host, s.port))
     server.run()
 
 
-__all__ = ["Gateway", "run", "ConfigError", "load_config", "signal"]
+def uvicorn_config(app: Any, host: str, port: int) -> Any:
+    """How the gateway is served: uvloop and httptools, no access log (the ledger is the record),
+    no proxy-header rewriting (the client address is what connected), and no headers we do not mean."""
+    import uvicorn
+
+    from ledgergate.gateway.serving import GatheringHttpToolsProtocol
+
+    return uvicorn.Config(app, host=host, port=port, loop="uvloop", http=GatheringHttpToolsProtocol, lifespan="on",
+                          interface="asgi3", log_config=None, access_log=False, timeout_graceful_shutdown=5,
+                          server_header=False, proxy_headers=False, date_header=False)
+
+
+__all__ = ["Gateway", "run", "uvicorn_config", "ConfigError", "load_config", "signal"]

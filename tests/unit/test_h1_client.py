@@ -31,6 +31,11 @@ class App:
         path = scope["path"]
         if path == "/slow":
             await asyncio.sleep(2)
+        if path == "/late-body":  # the head at once, the body after a pause
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+            await asyncio.sleep(0.3)
+            await send({"type": "http.response.body", "body": b"late"})
+            return
         if path == "/stream":
             await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
             for i in range(3):
@@ -115,8 +120,10 @@ async def test_refuses_other_origins_and_header_injection(server) -> None:
     pool = H1Pool(f"http://127.0.0.1:{port}/")
     with pytest.raises(H1Error):
         await pool.request("GET", "http://127.0.0.2:1/", {}, None, 1)
-    with pytest.raises(H1Error):
-        await pool.request("GET", f"http://127.0.0.1:{port}/", {"X": "a\r\nInjected: 1"}, None, 1)
+    for headers in ({"X": "a\r\nInjected: 1"}, {"X": "a\nInjected: 1"}, {"X": "a\rb"},
+                    {"X\r\nInjected": "1"}, {"A": "ok", "X": "b\n"}, {"X": "\r", "Y": "\n"}):
+        with pytest.raises(H1Error, match="line break"):
+            await pool.request("GET", f"http://127.0.0.1:{port}/", headers, None, 1)
     await pool.close()
 
 
@@ -184,3 +191,54 @@ async def test_a_modern_servers_json_rpc_error_with_a_4xx_status_reaches_the_cli
         await pool.close()
         srv.should_exit = True
         await task
+
+
+async def test_waiting_for_data_returns_with_the_first_body_bytes_and_times_out_without_them(server) -> None:
+    _, port = server
+    pool = H1Pool(f"http://127.0.0.1:{port}/")
+    url = f"http://127.0.0.1:{port}/late-body"
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    r = await pool.request("GET", url, {}, None, 5)  # the head alone is enough
+    assert loop.time() - start < 0.25 and not r._chunks  # noqa: SLF001
+    assert await r.read(5) == b"late"
+    r.release()
+    start = loop.time()
+    r = await pool.request("GET", url, {}, None, 5, wait_for_data=True)
+    assert loop.time() - start >= 0.25 and r.status == 200 and r._chunks  # noqa: SLF001
+    assert await r.read(5) == b"late"
+    r.release()
+    with pytest.raises(H1Timeout):
+        await pool.request("GET", url, {}, None, 0.1, wait_for_data=True)
+    await pool.close()
+
+
+async def test_a_second_unasked_response_is_never_read_as_the_next_answer() -> None:
+    """A server that answers one request twice must not have its extra answer handed to the
+    next request on the same kept-alive connection."""
+    requests = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal requests
+        while await reader.readuntil(b"\r\n\r\n"):
+            requests += 1
+            n = requests
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n%d" % n)
+            if n == 1:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nextra")
+            await writer.drain()
+
+    srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    pool = H1Pool(f"http://127.0.0.1:{port}/")
+    try:
+        first = await pool.request("GET", f"http://127.0.0.1:{port}/", {}, None, 5)
+        assert await first.read(5) == b"1"
+        first.release()
+        await asyncio.sleep(0.1)  # the extra answer arrives on the idle connection
+        second = await pool.request("GET", f"http://127.0.0.1:{port}/", {}, None, 5)
+        assert await second.read(5) == b"2"
+        second.release()
+    finally:
+        await pool.close()
+        srv.close()

@@ -31,9 +31,10 @@ class H1Timeout(H1Error):
     """The server took too long; the request may have been processed, so it is never retried."""
 
 
-def _expire(waiter: asyncio.Future[None], error: H1Error) -> None:
+def _expire(waiter: asyncio.Future[None], message: str) -> None:
+    # the error is built only when a timer fires, not for every request that might time out
     if not waiter.done():
-        waiter.set_exception(error)
+        waiter.set_exception(H1Timeout(message))
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,8 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.response: H1Response | None = None
-        self._parser: httptools.HttpResponseParser | None = None
+        # One parser per connection: llhttp starts over after each complete message.
+        self._parser = httptools.HttpResponseParser(self)
         self._paused = False
 
     # asyncio.Protocol
@@ -76,13 +78,16 @@ class _Connection(asyncio.Protocol):
                 pass
 
     def data_received(self, data: bytes) -> None:
-        if self._parser is None:
+        if self.response is None or self.response.complete:
             self._fail(H1Error("the server sent data nobody asked for"))
             return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._fail(H1Error("the server tried to upgrade the connection"))
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            self._fail(cause if isinstance(cause, H1Error) else H1Error(f"malformed HTTP response: {exc}"))
         except httptools.HttpParserError as exc:
             self._fail(H1Error(f"malformed HTTP response: {exc}"))
 
@@ -93,15 +98,20 @@ class _Connection(asyncio.Protocol):
             self.response._fail(H1Error("the server closed the connection"))  # noqa: SLF001
 
     # httptools callbacks
+    def on_message_begin(self) -> None:
+        if self.response is None or self.response.complete:
+            # a second response on the wire for one request: stop parsing (feed_data raises)
+            raise H1Error("the server sent a response nobody asked for")
+
     def on_header(self, name: bytes, value: bytes) -> None:
         assert self.response is not None
         self.response.raw_headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        assert self.response is not None and self._parser is not None
+        assert self.response is not None
         self.response.status = self._parser.get_status_code()
         self.response.keep_alive = self._parser.should_keep_alive()
-        if not self.response.started.done():
+        if not self.response.wait_for_data and not self.response.started.done():
             self.response.started.set_result(None)
 
     def on_body(self, body: bytes) -> None:
@@ -115,12 +125,10 @@ class _Connection(asyncio.Protocol):
         assert self.response is not None
         self.response.complete = True
         self.response._push(None)  # noqa: SLF001
-        self._parser = None
 
     # ours
     def start(self, request: bytes, response: H1Response) -> None:
         self.response = response
-        self._parser = httptools.HttpResponseParser(self)
         assert self.transport is not None
         self.transport.write(request)
 
@@ -130,7 +138,8 @@ class _Connection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def _fail(self, exc: Exception) -> None:
-        if self.response is not None:
+        # a response already read whole stays good; the connection is not trusted again
+        if self.response is not None and not self.response.complete:
             self.response._fail(exc)  # noqa: SLF001
         self.close()
 
@@ -141,9 +150,14 @@ class _Connection(asyncio.Protocol):
 
 
 class H1Response:
-    def __init__(self, conn: _Connection, reused: bool) -> None:
+    __slots__ = ("conn", "reused", "wait_for_data", "status", "raw_headers", "_headers", "keep_alive", "complete",
+                 "started", "_chunks", "_error", "_wakeup", "_released")
+
+    def __init__(self, conn: _Connection, reused: bool, wait_for_data: bool = False) -> None:
         self.conn = conn
         self.reused = reused
+        #: `started` waits for the first body bytes (or the end) as well as the head
+        self.wait_for_data = wait_for_data
         self.status = 0
         self.raw_headers: list[tuple[bytes, bytes]] = []
         self._headers: dict[str, str] | None = None
@@ -155,6 +169,13 @@ class H1Response:
         self._wakeup: asyncio.Future[None] | None = None
         self._released = False
 
+    def header(self, name: bytes) -> str:
+        """One header by its lower-case name ("" when absent), without decoding the others."""
+        for key, value in self.raw_headers:
+            if key.lower() == name:
+                return value.decode("latin-1")
+        return ""
+
     @property
     def headers(self) -> dict[str, str]:
         """Lower-cased names; decoded on first use (most of a response's headers are never read)."""
@@ -164,6 +185,8 @@ class H1Response:
 
     def _push(self, chunk: bytes | None) -> None:
         self._chunks.append(chunk)
+        if self.wait_for_data and not self.started.done() and self._error is None:
+            self.started.set_result(None)
         if self._wakeup is not None and not self._wakeup.done():
             self._wakeup.set_result(None)
 
@@ -181,7 +204,7 @@ class H1Response:
                 wakeup = self._wakeup = loop.create_future()
                 # A plain timer, not asyncio.wait_for: no extra task per chunk on the hot path.
                 timer = None if read_timeout is None else loop.call_later(
-                    read_timeout, _expire, wakeup, H1Timeout(f"no data from the server for {read_timeout:g}s"))
+                    read_timeout, _expire, wakeup, f"no data from the server for {read_timeout:g}s")
                 try:
                     await wakeup
                 finally:
@@ -227,6 +250,7 @@ class H1Pool:
 
     def __init__(self, url: str, connect_timeout: float = 10.0) -> None:
         self.origin = Origin.of(url)
+        self.host_header = self.origin.host_header
         self.connect_timeout = connect_timeout
         self._idle: list[_Connection] = []
         self._busy: set[_Connection] = set()
@@ -254,19 +278,23 @@ class H1Pool:
             self._idle.remove(conn)
 
     def _request_bytes(self, method: str, target: str, headers: Mapping[str, str], body: bytes | None) -> bytes:
-        lines = [f"{method} {target} HTTP/1.1", f"Host: {self.origin.host_header}"]
-        for name, value in headers.items():
-            if "\r" in name or "\n" in name or "\r" in value or "\n" in value:
-                raise H1Error(f"header {name!r} contains a line break")
-            lines.append(f"{name}: {value}")
-        if body is not None:
-            lines.append(f"Content-Length: {len(body)}")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        return head + body if body else head
+        fields = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
+        # exactly one CR and one LF per header line, or a name or value carried a line break
+        # (header injection); one count over the block instead of four tests per header
+        if fields.count("\n") != len(headers) or fields.count("\r") != len(headers):
+            raise H1Error("a header name or value contains a line break")
+        length = f"Content-Length: {len(body)}\r\n" if body is not None else ""
+        head = f"{method} {target} HTTP/1.1\r\nHost: {self.host_header}\r\n{fields}{length}\r\n"
+        return head.encode("latin-1") + body if body else head.encode("latin-1")
 
     async def request(self, method: str, url: str, headers: Mapping[str, str], body: bytes | None = None,
-                      timeout: float | None = None) -> H1Response:
-        """Send a request and wait for the response head; the body is read from the returned response."""
+                      timeout: float | None = None, wait_for_data: bool = False) -> H1Response:
+        """Send a request and wait for the response head; the body is read from the returned response.
+
+        With `wait_for_data`, wait until the first body bytes (or the end of the body) are in too:
+        an MCP server's answer usually follows its head at once, and returning with both saves the
+        caller a second wake-up per call. Not for streams whose head precedes a long silence (GET).
+        """
         target = self._targets.get(url)
         if target is None:
             parts = urlsplit(url)
@@ -286,11 +314,10 @@ class H1Pool:
             if conn is None:
                 conn = await self._connect()
             self._busy.add(conn)
-            response = H1Response(conn, reused)
+            response = H1Response(conn, reused, wait_for_data)
             conn.start(request, response)
             timer = None if timeout is None else asyncio.get_running_loop().call_later(
-                timeout, _expire, response.started, H1Timeout(f"no response from {self.origin.host_header} "
-                                                            f"within {timeout:g}s"))
+                timeout, _expire, response.started, f"no response from {self.origin.host_header} within {timeout:g}s")
             try:
                 await response.started
                 return response

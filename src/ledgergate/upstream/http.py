@@ -52,19 +52,21 @@ class HttpPool:
         return headers
 
     async def send(self, method: str, extra: Mapping[str, str], body: Message | None = None,
-                   url: str | None = None, headers: Mapping[str, str] | None = None) -> H1Response:
-        """One request; the response head is awaited, the body is read by the caller (then `release()`)."""
+                   url: str | None = None, headers: Mapping[str, str] | None = None,
+                   wait_for_data: bool = False) -> H1Response:
+        """One request; the response head is awaited (with `wait_for_data`, its first body bytes too),
+        the body is read by the caller (then `release()`)."""
         payload = orjson.dumps(body) if body is not None else None
         all_headers = dict(headers) if headers is not None else self.build_headers(extra)
         if payload is None:
             all_headers.pop("Content-Type", None)
         try:
-            return await self._h1.request(method, url or self.url, all_headers, payload, self.timeout)
+            return await self._h1.request(method, url or self.url, all_headers, payload, self.timeout, wait_for_data)
         except H1Error as exc:
             raise UpstreamError(f"upstream server unreachable: {exc}") from None
 
     async def post(self, body: Message, extra: Mapping[str, str]) -> H1Response:
-        return await self.send("POST", extra, body)
+        return await self.send("POST", extra, body, wait_for_data=True)
 
     async def close(self) -> None:
         await self._h1.close()
@@ -72,7 +74,7 @@ class HttpPool:
 
 async def _messages(resp: H1Response, read_timeout: float | None) -> AsyncGenerator[Message, None]:
     """Every JSON-RPC message in a response body, JSON or SSE."""
-    ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower()
+    ctype = resp.header(b"content-type").split(";")[0].strip().lower()
     try:
         if ctype == "application/json":
             payload = orjson.loads(await resp.read(read_timeout, MAX_MESSAGE_BYTES))

@@ -1,0 +1,105 @@
+"""The gathering transport under uvicorn: the writes of one loop turn leave together, and
+nothing written is lost or reordered, whatever ends the connection (real sockets, uvloop)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import uvloop
+
+from ledgergate.gateway.serving import GatheringTransport
+
+
+class _Sink(asyncio.Protocol):
+    pass
+
+
+async def _pair() -> tuple[GatheringTransport, socket.socket]:
+    loop = asyncio.get_running_loop()
+    ours, theirs = socket.socketpair()
+    theirs.setblocking(False)
+    real, _ = await loop.connect_accepted_socket(_Sink, ours)
+    return GatheringTransport(real, loop), theirs  # type: ignore[arg-type]
+
+
+def _available(sock: socket.socket) -> bytes:
+    try:
+        return sock.recv(65536)
+    except BlockingIOError:
+        return b""
+
+
+def test_writes_of_one_turn_arrive_in_one_read_after_the_turn() -> None:
+    uvloop.run(_test_writes_of_one_turn_arrive_in_one_read_after_the_turn())
+
+
+async def _test_writes_of_one_turn_arrive_in_one_read_after_the_turn() -> None:
+    transport, peer = await _pair()
+    transport.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+    transport.write(b"{}")
+    assert _available(peer) == b""  # nothing is sent before the loop turn ends
+    assert transport.get_write_buffer_size() >= 40
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert _available(peer) == b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"
+    transport.close()
+    peer.close()
+
+
+def test_close_sends_what_was_written_first_then_ends_the_stream() -> None:
+    uvloop.run(_test_close_sends_what_was_written_first_then_ends_the_stream())
+
+
+async def _test_close_sends_what_was_written_first_then_ends_the_stream() -> None:
+    transport, peer = await _pair()
+    transport.write(b"a")
+    transport.write(bytearray(b"b"))
+    transport.write(memoryview(b"c"))
+    transport.close()
+    received = b""
+    for _ in range(50):
+        await asyncio.sleep(0.01)
+        chunk = _available(peer)
+        if chunk == b"" and received:
+            try:
+                if peer.recv(1) == b"":
+                    break
+            except BlockingIOError:
+                continue
+        received += chunk
+    assert received == b"abc"
+    assert transport.is_closing()
+    peer.close()
+
+
+def test_abort_drops_what_was_not_sent() -> None:
+    uvloop.run(_test_abort_drops_what_was_not_sent())
+
+
+async def _test_abort_drops_what_was_not_sent() -> None:
+    transport, peer = await _pair()
+    transport.write(b"never")
+    transport.abort()
+    await asyncio.sleep(0.05)
+    assert peer.recv(16) == b""  # the connection ended without those bytes
+    peer.close()
+
+
+def test_order_is_kept_across_turns() -> None:
+    uvloop.run(_test_order_is_kept_across_turns())
+
+
+async def _test_order_is_kept_across_turns() -> None:
+    transport, peer = await _pair()
+    for i in range(5):
+        transport.write(b"%d," % i)
+        if i % 2:
+            await asyncio.sleep(0)
+    await asyncio.sleep(0.05)
+    data = b""
+    while chunk := _available(peer):
+        data += chunk
+    assert data == b"0,1,2,3,4,"
+    transport.close()
+    peer.close()
