@@ -83,7 +83,9 @@ async def test_streams_body_chunks_as_they_come(server) -> None:
     _, port = server
     pool = H1Pool(f"http://127.0.0.1:{port}/")
     r = await pool.request("GET", f"http://127.0.0.1:{port}/stream", {}, None, 5)
-    chunks = [c async for c in r.chunks(5)]
+    chunks = []
+    while (c := await r.next_chunk(5)) is not None:
+        chunks.append(c)
     r.release()
     assert b"".join(chunks) == b"data: 0\n\ndata: 1\n\ndata: 2\n\n" and len(chunks) >= 2
     await pool.close()

@@ -134,33 +134,45 @@ class Bridge:
         params = message.get("params") or {}
         state = params.get("requestState")
         if isinstance(state, str) and state.startswith(_STATE_PREFIX):
-            async for item in self._resume(state, principal, server, message):
-                yield item
+            async with aclosing(self._resume(state, principal, server, message)) as resumed:
+                async for item in resumed:
+                    yield item
             return
         shared = sessions.shared_for(server, principal, upstream, self._shared_hello(hello))
         upstream_session = await self._ready(shared)
         call = Call(server=server, principal=principal, message=message)
         stream = self.pipeline.handle(call, upstream_session)
-        async for item in self._until_input(stream, upstream_session, principal, server, message["id"]):
-            yield self.modernize(message["method"], item) if "method" not in item else item
+        async with aclosing(self._until_input(stream, upstream_session, principal, server, message["id"])) as items:
+            async for item in items:
+                yield self.modernize(message["method"], item) if "method" not in item else item
 
     async def _until_input(self, stream: AsyncGenerator[Message, None], upstream_session: UpstreamSession,
                            principal: Principal, server: str, request_id: Any) -> AsyncGenerator[Message, None]:
-        """Relay the call; at the first server request, pause it and answer input-required."""
-        async for item in stream:
-            if "method" in item and "id" in item and item["method"] in SERVER_REQUESTS:
-                if upstream_session.era == "modern":
-                    continue  # a stateless upstream cannot send these; ignore a misbehaving one
-                key = f"r{item['id']}"
-                token = _STATE_PREFIX + secrets.token_urlsafe(24)
-                self._expire()
-                self._pending[token] = PendingInput(principal.key, server, stream, upstream_session,
-                                                    {key: item["id"]}, time.monotonic() + _PENDING_TTL)
-                request = {"method": item["method"], "params": item.get("params") or {}}
-                yield jsonrpc.result(request_id, {"resultType": INPUT_REQUIRED, "inputRequests": {key: request},
-                                                  "requestState": token})
-                return
-            yield item
+        """Relay the call; at the first server request, pause it and answer input-required.
+
+        The paused call's stream is parked for the client's next request; any other way out
+        closes it here (an abandoned stream would be closed later by a task of the event loop).
+        """
+        parked = False
+        try:
+            async for item in stream:
+                if "method" in item and "id" in item and item["method"] in SERVER_REQUESTS:
+                    if upstream_session.era == "modern":
+                        continue  # a stateless upstream cannot send these; ignore a misbehaving one
+                    key = f"r{item['id']}"
+                    token = _STATE_PREFIX + secrets.token_urlsafe(24)
+                    self._expire()
+                    self._pending[token] = PendingInput(principal.key, server, stream, upstream_session,
+                                                        {key: item["id"]}, time.monotonic() + _PENDING_TTL)
+                    parked = True
+                    request = {"method": item["method"], "params": item.get("params") or {}}
+                    yield jsonrpc.result(request_id, {"resultType": INPUT_REQUIRED,
+                                                      "inputRequests": {key: request}, "requestState": token})
+                    return
+                yield item
+        finally:
+            if not parked:
+                await stream.aclose()
 
     async def _resume(self, token: str, principal: Principal, server: str,
                       message: Message) -> AsyncGenerator[Message, None]:
@@ -181,10 +193,12 @@ class Bridge:
                 reply = jsonrpc.result(server_request_id, answer)
             await self.pipeline.client_message(server, principal, None, reply)
             await pending.upstream.reply(reply)
-        async for item in self._until_input(pending.stream, pending.upstream, principal, server, message["id"]):
-            if "method" not in item and "id" in item:
-                item = self.modernize(message["method"], {**item, "id": message["id"]})
-            yield item
+        async with aclosing(self._until_input(pending.stream, pending.upstream, principal, server,
+                                              message["id"])) as items:
+            async for item in items:
+                if "method" not in item and "id" in item:
+                    item = self.modernize(message["method"], {**item, "id": message["id"]})
+                yield item
 
     @staticmethod
     def modernize(method: str, message: Message) -> Message:
@@ -305,12 +319,13 @@ class Bridge:
         subscription = {SUBSCRIPTION_ID: message["id"]}
         if upstream_session.era == "modern":
             call = Call(server=server, principal=principal, message=message)
-            async for item in self.pipeline.handle(call, upstream_session):
-                if "method" in item:
-                    params = dict(item.get("params") or {})
-                    params["_meta"] = {**(params.get("_meta") or {}), **subscription}
-                    item = {**item, "params": params}
-                yield item
+            async with aclosing(self.pipeline.handle(call, upstream_session)) as items:
+                async for item in items:
+                    if "method" in item:
+                        params = dict(item.get("params") or {})
+                        params["_meta"] = {**(params.get("_meta") or {}), **subscription}
+                        item = {**item, "params": params}
+                    yield item
             return
         wanted = (message.get("params") or {}).get("notifications") or {}
         capabilities = upstream_session.server_hello.get("capabilities") or {}

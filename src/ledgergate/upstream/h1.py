@@ -13,7 +13,7 @@ import asyncio
 import socket
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -196,35 +196,38 @@ class H1Response:
             self.started.set_exception(exc)
         self._push(None)
 
-    async def chunks(self, read_timeout: float | None = None) -> AsyncIterator[bytes]:
-        """Body chunks as they arrive; raises H1Error if the connection breaks mid-body."""
-        loop = asyncio.get_running_loop()
-        while True:
-            if not self._chunks:
-                wakeup = self._wakeup = loop.create_future()
-                # A plain timer, not asyncio.wait_for: no extra task per chunk on the hot path.
-                timer = None if read_timeout is None else loop.call_later(
-                    read_timeout, _expire, wakeup, f"no data from the server for {read_timeout:g}s")
-                try:
-                    await wakeup
-                finally:
-                    if timer is not None:
-                        timer.cancel()
-                continue
-            chunk = self._chunks.popleft()
-            if len(self._chunks) < _LOW_WATER:
-                self.conn.resume()
-            if chunk is None:
-                if self._error is not None:
-                    raise self._error
-                return
-            yield chunk
+    async def next_chunk(self, read_timeout: float | None = None) -> bytes | None:
+        """The next body chunk as it arrives, None at the end; raises H1Error if the connection
+        breaks mid-body or nothing arrives for `read_timeout` seconds.
+
+        A method, not an async generator: a reader that stops early (the gateway stops at the
+        answer it waits for) leaves nothing behind for the event loop to finalize.
+        """
+        while not self._chunks:
+            loop = asyncio.get_running_loop()
+            wakeup = self._wakeup = loop.create_future()
+            # A plain timer, not asyncio.wait_for: no extra task per chunk on the hot path.
+            timer = None if read_timeout is None else loop.call_later(
+                read_timeout, _expire, wakeup, f"no data from the server for {read_timeout:g}s")
+            try:
+                await wakeup
+            finally:
+                if timer is not None:
+                    timer.cancel()
+        chunk = self._chunks.popleft()
+        if len(self._chunks) < _LOW_WATER:
+            self.conn.resume()
+        if chunk is None:
+            self._chunks.appendleft(None)  # the end stays the end for any later call
+            if self._error is not None:
+                raise self._error
+        return chunk
 
     async def read(self, read_timeout: float | None = None, limit: int | None = None) -> bytes:
         """The whole body; H1Error beyond `limit` bytes (a server cannot exhaust the gateway's memory)."""
         parts: list[bytes] = []
         size = 0
-        async for chunk in self.chunks(read_timeout):
+        while (chunk := await self.next_chunk(read_timeout)) is not None:
             size += len(chunk)
             if limit is not None and size > limit:
                 raise H1Error(f"the response exceeds {limit} bytes")

@@ -87,7 +87,7 @@ async def _messages(resp: H1Response, read_timeout: float | None) -> AsyncGenera
         if ctype != "text/event-stream":
             raise UpstreamError(f"upstream answered with unexpected content type {ctype or 'none'!r}")
         parser = SSEParser()
-        async for chunk in resp.chunks(read_timeout):
+        while (chunk := await resp.next_chunk(read_timeout)) is not None:
             if parser.pending > MAX_MESSAGE_BYTES:
                 raise UpstreamError(f"upstream sent an event larger than {MAX_MESSAGE_BYTES} bytes")
             for event in parser.feed(chunk):
@@ -136,10 +136,11 @@ class HttpHandshakeSession(UpstreamSession):
             if resp.status >= 400:
                 raise UpstreamError(f"upstream refused initialize (HTTP {resp.status}) {await _error_text(resp)}".strip())
             final = None
-            async for msg in _messages(resp, self.pool.timeout):
-                if msg.get("id") == 0 and "method" not in msg:
-                    final = msg
-                    break
+            async with aclosing(_messages(resp, self.pool.timeout)) as messages:
+                async for msg in messages:
+                    if msg.get("id") == 0 and "method" not in msg:
+                        final = msg
+                        break
         finally:
             resp.release()
         if final is None or "result" not in final:
@@ -308,12 +309,13 @@ async def discover(pool: HttpPool) -> dict[str, Any] | None:
     try:
         if resp.status >= 400:
             return None
-        async for msg in _messages(resp, pool.timeout):
-            if msg.get("id") == 0 and isinstance(msg.get("result"), dict):
-                result = msg["result"]
-                if MODERN_VERSION in (result.get("supportedVersions") or []):
-                    return result
-                return None
+        async with aclosing(_messages(resp, pool.timeout)) as messages:
+            async for msg in messages:
+                if msg.get("id") == 0 and isinstance(msg.get("result"), dict):
+                    result = msg["result"]
+                    if MODERN_VERSION in (result.get("supportedVersions") or []):
+                        return result
+                    return None
     except (orjson.JSONDecodeError, UpstreamError):
         return None
     finally:

@@ -112,7 +112,7 @@ class SseSession(DemuxedSession):
         parser = SSEParser()
         reason = "closed its SSE stream"
         try:
-            async for chunk in self._response.chunks(None):
+            while (chunk := await self._response.next_chunk(None)) is not None:
                 if parser.pending > MAX_MESSAGE_BYTES:
                     reason = f"sent an event larger than {MAX_MESSAGE_BYTES} bytes"
                     return

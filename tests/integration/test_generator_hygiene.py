@@ -1,0 +1,65 @@
+"""Every relay chain is closed by the code that opened it: a call leaves no async generator for
+the event loop to finalize later. An abandoned generator costs a task per call (it was about a
+tenth of the gateway's CPU per call) and runs its cleanup — releasing the upstream connection —
+at a time nobody chose.
+
+The real gateway runs in-process here (the same app and uvicorn settings `ledgergate serve`
+uses), in front of server-everything and the stateless SDK server, so the loop's async-generator
+finalizer can be watched; the clients are the official SDK's, in both protocol eras.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from ledgergate.app import Gateway, uvicorn_config
+from ledgergate.config import load_config
+from tests.support.client import MODERN, connect
+from tests.support.gateway import write_config
+from tests.support.integration import POLICIES
+from tests.support.oidc import Provider
+from tests.support.procs import Proc, free_port
+
+
+async def test_no_call_leaves_a_generator_for_the_loop_to_finalize(
+        tmp_path: Path, provider: Provider, everything: Proc, stateless: Proc) -> None:
+    port = free_port()
+    servers = {"everything": {"url": f"http://127.0.0.1:{everything.port}/mcp"},
+               "stateless": {"url": f"http://127.0.0.1:{stateless.port}/mcp"}}
+    gateway = Gateway(load_config(write_config(tmp_path, port, provider.issuer, servers, POLICIES)))
+    server = uvicorn.Server(uvicorn_config(gateway.asgi, "127.0.0.1", port))
+
+    firstiter, finalizer = sys.get_asyncgen_hooks()
+    finalized: list[str] = []
+
+    def watching(agen: Any) -> None:
+        if "ledgergate" in agen.ag_code.co_filename:
+            finalized.append(agen.__qualname__)
+        assert finalizer is not None
+        finalizer(agen)
+
+    sys.set_asyncgen_hooks(firstiter=firstiter, finalizer=watching)
+    serving = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            assert not serving.done(), "the gateway did not start"
+            await asyncio.sleep(0.02)
+        token = provider.token("alice", ["staff"])
+        for name in ("everything", "stateless"):
+            for mode in ("legacy", MODERN):
+                async with connect(f"http://127.0.0.1:{port}/mcp/{name}", token, mode) as client:
+                    for i in range(5):
+                        result = await client.call_tool("echo", {"message": f"m{i}"})
+                        assert f"m{i}" in result.content[0].text  # type: ignore[union-attr]
+                    await client.list_tools()
+        await asyncio.sleep(0.1)  # a finalizer task would have been scheduled by now
+        assert finalized == []
+    finally:
+        sys.set_asyncgen_hooks(firstiter=firstiter, finalizer=finalizer)
+        server.should_exit = True
+        await serving
