@@ -20,10 +20,8 @@ def header(scope: dict[str, Any], name: bytes) -> str | None:
     """A request header (first occurrence); the index is built once per request."""
     index = scope.get("_lg_headers")
     if index is None:
-        index = {}
-        for key, value in scope["headers"]:
-            index.setdefault(key, value)
-        scope["_lg_headers"] = index
+        # reversed: where a name repeats, the first occurrence wins (built in C, once per request)
+        index = scope["_lg_headers"] = dict(reversed(scope["headers"]))
     value = index.get(name)
     return value.decode("latin-1") if value is not None else None
 

@@ -7,8 +7,8 @@ server's configured headers only.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import AsyncGenerator, Mapping
-from contextlib import aclosing
 from typing import Any
 
 import orjson
@@ -72,35 +72,62 @@ class HttpPool:
         await self._h1.close()
 
 
-async def _messages(resp: H1Response, read_timeout: float | None) -> AsyncGenerator[Message, None]:
-    """Every JSON-RPC message in a response body, JSON or SSE."""
-    ctype = resp.header(b"content-type").split(";")[0].strip().lower()
-    try:
-        if ctype == "application/json":
-            payload = orjson.loads(await resp.read(read_timeout, MAX_MESSAGE_BYTES))
-            if isinstance(payload, list):
-                for item in payload:
-                    yield item
-            else:
-                yield payload
-            return
-        if ctype != "text/event-stream":
+class Messages:
+    """Every JSON-RPC message in a response body, JSON or SSE, as an async iterator.
+
+    A class rather than an async generator: callers stop at the answer they wait for, and an
+    unfinished generator would be left for the event loop to finalize with a task of its own.
+    """
+
+    __slots__ = ("_json", "_parser", "_ready", "_resp", "_timeout")
+
+    def __init__(self, resp: H1Response, read_timeout: float | None) -> None:
+        ctype = resp.header(b"content-type").split(";")[0].strip().lower()
+        if ctype not in ("application/json", "text/event-stream"):
             raise UpstreamError(f"upstream answered with unexpected content type {ctype or 'none'!r}")
-        parser = SSEParser()
-        while (chunk := await resp.next_chunk(read_timeout)) is not None:
-            if parser.pending > MAX_MESSAGE_BYTES:
-                raise UpstreamError(f"upstream sent an event larger than {MAX_MESSAGE_BYTES} bytes")
-            for event in parser.feed(chunk):
-                if event.event != "message" or not event.data.strip():
+        self._resp = resp
+        self._timeout = read_timeout
+        self._ready: deque[Message] = deque()
+        self._json = ctype == "application/json"
+        self._parser = None if self._json else SSEParser()
+
+    def __aiter__(self) -> Messages:
+        return self
+
+    async def __anext__(self) -> Message:
+        message = await self.next()
+        if message is None:
+            raise StopAsyncIteration
+        return message
+
+    async def next(self) -> Message | None:
+        """The next message, None at the end of the body."""
+        try:
+            while not self._ready:
+                if self._parser is None:
+                    if not self._json:
+                        return None
+                    self._json = False  # one JSON body, read once
+                    payload = orjson.loads(await self._resp.read(self._timeout, MAX_MESSAGE_BYTES))
+                    self._ready.extend(payload if isinstance(payload, list) else [payload])
                     continue
-                try:
-                    yield orjson.loads(event.data)
-                except orjson.JSONDecodeError:
-                    log.warning("upstream sent an SSE event that is not JSON; dropped")
-    except H1Error as exc:
-        raise UpstreamError(f"upstream connection failed: {exc}") from None
-    except orjson.JSONDecodeError:
-        raise UpstreamError("upstream answered with a body that is not JSON") from None
+                chunk = await self._resp.next_chunk(self._timeout)
+                if chunk is None:
+                    return None
+                if self._parser.pending > MAX_MESSAGE_BYTES:
+                    raise UpstreamError(f"upstream sent an event larger than {MAX_MESSAGE_BYTES} bytes")
+                for event in self._parser.feed(chunk):
+                    if event.event != "message" or not event.data.strip():
+                        continue
+                    try:
+                        self._ready.append(orjson.loads(event.data))
+                    except orjson.JSONDecodeError:
+                        log.warning("upstream sent an SSE event that is not JSON; dropped")
+        except H1Error as exc:
+            raise UpstreamError(f"upstream connection failed: {exc}") from None
+        except orjson.JSONDecodeError:
+            raise UpstreamError("upstream answered with a body that is not JSON") from None
+        return self._ready.popleft()
 
 
 async def _error_text(resp: H1Response) -> str:
@@ -136,11 +163,10 @@ class HttpHandshakeSession(UpstreamSession):
             if resp.status >= 400:
                 raise UpstreamError(f"upstream refused initialize (HTTP {resp.status}) {await _error_text(resp)}".strip())
             final = None
-            async with aclosing(_messages(resp, self.pool.timeout)) as messages:
-                async for msg in messages:
-                    if msg.get("id") == 0 and "method" not in msg:
-                        final = msg
-                        break
+            async for msg in Messages(resp, self.pool.timeout):
+                if msg.get("id") == 0 and "method" not in msg:
+                    final = msg
+                    break
         finally:
             resp.release()
         if final is None or "result" not in final:
@@ -177,12 +203,11 @@ class HttpHandshakeSession(UpstreamSession):
                 raise UpstreamSessionLost("the upstream server lost the session; it is reopened on the next request")
             if resp.status >= 400:
                 raise UpstreamError(f"upstream answered HTTP {resp.status} {await _error_text(resp)}".strip())
-            async with aclosing(_messages(resp, self.pool.timeout)) as messages:
-                async for msg in messages:
-                    if "method" not in msg and msg.get("id") == upstream_id:
-                        yield rewrite_id(msg, original_id)
-                        return
-                    yield msg
+            async for msg in Messages(resp, self.pool.timeout):
+                if "method" not in msg and msg.get("id") == upstream_id:
+                    yield rewrite_id(msg, original_id)
+                    return
+                yield msg
             raise UpstreamError("upstream closed the response stream before answering")
         finally:
             self._inflight.ids.pop(original_id, None)
@@ -215,7 +240,7 @@ class HttpHandshakeSession(UpstreamSession):
                 return  # the server offers no standalone stream
             if resp.status >= 400:
                 raise UpstreamError(f"upstream refused the event stream (HTTP {resp.status})")
-            async for msg in _messages(resp, None):
+            async for msg in Messages(resp, None):
                 yield msg
         except UpstreamError:
             return  # the stream broke; the client reconnects
@@ -264,12 +289,11 @@ class HttpModernSession(UpstreamSession):
         try:
             if resp.status >= 400 and "json" not in resp.headers.get("content-type", ""):
                 raise UpstreamError(f"upstream answered HTTP {resp.status}")
-            async with aclosing(_messages(resp, self.pool.timeout)) as messages:
-                async for msg in messages:
-                    if "method" not in msg and msg.get("id") in (upstream_id, None):
-                        yield rewrite_id(msg, original_id)
-                        return
-                    yield msg
+            async for msg in Messages(resp, self.pool.timeout):
+                if "method" not in msg and msg.get("id") in (upstream_id, None):
+                    yield rewrite_id(msg, original_id)
+                    return
+                yield msg
             raise UpstreamError("upstream closed the response stream before answering")
         finally:
             resp.release()
@@ -289,7 +313,7 @@ class HttpModernSession(UpstreamSession):
         try:
             if resp.status >= 400:
                 return
-            async for msg in _messages(resp, None):
+            async for msg in Messages(resp, None):
                 if "method" in msg:
                     yield msg
         except UpstreamError:
@@ -309,13 +333,12 @@ async def discover(pool: HttpPool) -> dict[str, Any] | None:
     try:
         if resp.status >= 400:
             return None
-        async with aclosing(_messages(resp, pool.timeout)) as messages:
-            async for msg in messages:
-                if msg.get("id") == 0 and isinstance(msg.get("result"), dict):
-                    result = msg["result"]
-                    if MODERN_VERSION in (result.get("supportedVersions") or []):
-                        return result
-                    return None
+        async for msg in Messages(resp, pool.timeout):
+            if msg.get("id") == 0 and isinstance(msg.get("result"), dict):
+                result = msg["result"]
+                if MODERN_VERSION in (result.get("supportedVersions") or []):
+                    return result
+                return None
     except (orjson.JSONDecodeError, UpstreamError):
         return None
     finally:
