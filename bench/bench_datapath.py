@@ -11,8 +11,9 @@ Needs `wrk` (Debian: `apt-get install wrk`). Three paths, each driven by wrk wit
 * full — `ledgergate serve`: OIDC token (cached), policy, masking, and two durable ledger records per
   call (SQLite, synchronous=FULL, group commit).
 
-Rounds alternate the three paths so that the machine's background load falls on all of them alike;
-the figures are medians over rounds.
+Each round measures direct, pass-through, full, then direct again (the baseline is the mean of the
+two direct runs), so that the machine's background load falls on baseline and gateway alike; the
+figures are medians over rounds.
 """
 
 from __future__ import annotations
@@ -48,21 +49,34 @@ WRK_SCRIPT = ROOT / "bench" / "wrk_call.lua"
 READING = """
 Reading these figures:
 - Targets for the data path: at most +1 ms at c=1 and at least 0.9x direct throughput at c=8.
-- The load generator is wrk (C), so that it is not what limits throughput: the earlier Python (httpx)
-  client spent about 1.5 ms of CPU per call, more than server-everything itself, so "direct" measured the
-  client. With wrk, direct throughput is server-everything's own limit (one Node.js thread busy), and the
-  ratio says how much the gateway takes away from it.
-- Client, gateway and server share 2 cores, so the gateway's CPU per call competes with the server's;
-  the ratio swings from round to round with the machine's other load, and the CPU-per-call line is
-  the stable figure to compare changes by. server-everything's CPU per call also rises when the gateway
-  runs beside it (shared cores and caches), which the ratio includes.
+- The load generator is wrk (C), so that it is not what limits throughput: a Python (httpx) client
+  spends about 1.5 ms of CPU per call, more than server-everything itself, so with it "direct"
+  measured the client. With wrk, direct throughput is server-everything's own limit (its one Node.js
+  thread is busy even at c=1), and the ratio says how much the gateway takes away from it.
+- wrk, gateway and server share 2 cores, and this machine's other tenants come and go within seconds:
+  a single 3 s run can be 30% off, hence the baseline measured before and after each gateway run, the
+  spread shown per round, and medians. The CPU-per-call line is the steadier figure to compare changes
+  by. Any Python process working beside server-everything raises its CPU per call somewhat (a plain
+  JSON-churning process at half a core did, here), so the gateway's own CPU per call is what the
+  ratio hangs on. Absolute CPU figures also move from day to day with the host: read them against
+  server-everything's own CPU per call in the same run.
+- What brought the pass-through's CPU per call down this session (each measured against the previous
+  commit, alternating runs): the upstream body reader was an async generator the SSE reader stopped
+  early, so every call left it to the event loop's finalizer — a task per call, about 13% of the CPU;
+  the upstream client now returns with the answer's first bytes rather than its head (one task
+  wake-up fewer); uvicorn's head and body writes leave as one segment (`gateway/serving.py`; the client
+  is woken once per answer, about 60 µs off the c=1 p50 in one alternating comparison); and smaller
+  things (one SSE decode per chunk, lazily decoded response headers, a principal's audit summary
+  computed once).
 - The full pipeline pays two durable ledger commits per call (write-ahead: a request is not forwarded
   before its record is durable, a response not returned before its record is), about 0.45 ms each at
-  c=1 here (0.18 ms of it the device flush) — the price of the audit guarantee. Group commit keeps it
-  one flush per batch under concurrency (see Ledger above).
+  c=1 on a quiet day here (0.18 ms of it the device flush) — the price of the audit guarantee. Group
+  commit keeps it one flush per batch under concurrency (see Ledger above).
 - Tried and not kept: serving the gateway on its own httptools protocol instead of uvicorn saved about
   30 µs CPU per call (300–328 µs against 316–371 µs, alternating runs of the pass-through harness),
   about 9%; not worth trading uvicorn's maturity for a hand-written HTTP server on the security path.
+  Freezing the startup heap out of the garbage collector (`gc.freeze()`, higher thresholds) changed
+  nothing measurable.
 """
 
 
@@ -72,6 +86,11 @@ class Run:
     p50_ms: float
     cpu_us: float  # CPU per call of the measured process (server-everything or the gateway)
     server_cpu_us: float  # CPU per call of server-everything during the run
+
+
+def mean_of(a: Run, b: Run) -> Run:
+    return Run((a.rps + b.rps) / 2, (a.p50_ms + b.p50_ms) / 2, (a.cpu_us + b.cpu_us) / 2,
+               (a.server_cpu_us + b.server_cpu_us) / 2)
 
 
 async def open_sessions(url: str, token: str | None, n: int) -> str:
@@ -140,12 +159,22 @@ async def main_async(args: argparse.Namespace) -> str:
             "full": (gateway.url("everything"), await open_sessions(gateway.url("everything"), token, 8), token,
                      gateway.proc.proc.pid),
         }
+        def run(name: str, concurrency: int) -> Run:
+            url, sessions, tok, pid = targets[name]
+            return wrk(url, sessions, tok, concurrency, args.seconds, pid, server)
+
         for url, sessions, tok, pid in targets.values():  # warm-up
             wrk(url, sessions, tok, 8, 1, pid, server)
         rows = []
         for rnd in range(args.rounds):
-            row = {(name, c): wrk(url, sessions, tok, c, args.seconds, pid, server)
-                   for c in (1, 8) for name, (url, sessions, tok, pid) in targets.items()}
+            row = {}
+            for c in (1, 8):
+                # direct before and after the gateway runs: the baseline is their mean, so the
+                # machine's other load falls on baseline and gateway alike
+                before = run("direct", c)
+                for name in ("pass", "full"):
+                    row[name, c] = run(name, c)
+                row["direct", c] = mean_of(before, run("direct", c))
             rows.append(row)
             print(f"round {rnd + 1}: c=1 p50 direct {row['direct', 1].p50_ms:.2f} ms, pass-through "
                   f"{row['pass', 1].p50_ms:.2f} ms, full {row['full', 1].p50_ms:.2f} ms; c=8 direct "
@@ -178,7 +207,8 @@ async def main_async(args: argparse.Namespace) -> str:
             f"({time.strftime('%Y-%m-%d')}; 2 shared cores; wrk, the gateway and server-everything on one "
             "machine, so they compete for CPU)\n\n"
             "`tools/call echo` driven by wrk (`bench/wrk_call.lua`, every answer checked) over 8 handshake "
-            "sessions, closed loop. *Pass-through* is the gateway's transport, sessions and upstream pool with "
+            "sessions, closed loop; in each round direct is measured before and after the gateway runs and "
+            "the mean of the two is the baseline. *Pass-through* is the gateway's transport, sessions and upstream pool with "
             "no-op stages (`bench/passthrough_gateway.py`); *full* is `ledgergate serve` with OIDC (cached "
             "token), policy, masking (`standard`) and two durable ledger records per call (SQLite, "
             "`synchronous=FULL`, group commit).\n\n"
