@@ -154,3 +154,12 @@ def test_cycle_fails_closed(m: Masker) -> None:
 def test_unknown_profile_fails_closed(m: Masker) -> None:
     with pytest.raises(MaskingError, match="nope"):
         m.mask("x", "nope")
+
+
+def test_a_masked_number_in_json_text_is_quoted_but_prose_is_left_alone(m: Masker) -> None:
+    as_json = json.dumps([{"account_number": 2951500533, "n": 1}])
+    masked, _ = m.mask({"content": [{"type": "text", "text": as_json}]}, "standard")
+    assert json.loads(masked["content"][0]["text"]) == [{"account_number": "******0533", "n": 1}]
+    prose = "Account A-2001: account number: 2951500533"
+    masked, _ = m.mask({"content": [{"type": "text", "text": prose}]}, "standard")
+    assert masked["content"][0]["text"] == "Account A-2001: account number: ******0533"

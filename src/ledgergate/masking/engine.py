@@ -50,9 +50,13 @@ def _bare_json_number(text: str, start: int, end: int) -> bool:
     """True if text[start:end] is a digit run standing where JSON puts a value (`: 123,`).
 
     Such a span replaced by `****5678` or `[US_SSN]` would break JSON that lives in a
-    string (MCP `content[].text` is often JSON.stringify'd), so it gets quotes.
+    string (MCP `content[].text` is often JSON.stringify'd), so it gets quotes. Prose
+    ("Account A-2001: 2951500533") is left unquoted: only text that opens like JSON counts.
     """
     if not text[start:end].isdigit():
+        return False
+    opening = text.lstrip()[:1]
+    if opening not in ("{", "["):
         return False
     i = start - 1
     while i >= 0 and text[i] in " \t\r\n":
