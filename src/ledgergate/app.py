@@ -312,6 +312,10 @@ def configure_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # uvicorn follows "Unsupported upgrade request." with advice to install a WebSocket library;
+    # the gateway serves no WebSocket on purpose (uvicorn_config), so that advice would mislead.
+    logging.getLogger("uvicorn.error").addFilter(
+        lambda record: not record.getMessage().startswith("No supported WebSocket library"))
 
 
 def run(config: LoadedConfig, ready: Callable[[Gateway], None] | None = None) -> None:
@@ -331,14 +335,16 @@ def run(config: LoadedConfig, ready: Callable[[Gateway], None] | None = None) ->
 
 def uvicorn_config(app: Any, host: str, port: int) -> Any:
     """How the gateway is served: uvloop and httptools, no access log (the ledger is the record),
-    no proxy-header rewriting (the client address is what connected), and no headers we do not mean."""
+    no proxy-header rewriting (the client address is what connected), no headers we do not mean,
+    and no WebSocket (nothing here speaks it: an upgrade request is answered as plain HTTP)."""
     import uvicorn
 
     from ledgergate.gateway.serving import GatheringHttpToolsProtocol
 
-    return uvicorn.Config(app, host=host, port=port, loop="uvloop", http=GatheringHttpToolsProtocol, lifespan="on",
-                          interface="asgi3", log_config=None, access_log=False, timeout_graceful_shutdown=5,
-                          server_header=False, proxy_headers=False, date_header=False)
+    return uvicorn.Config(app, host=host, port=port, loop="uvloop", http=GatheringHttpToolsProtocol, ws="none",
+                          lifespan="on", interface="asgi3", log_config=None, access_log=False,
+                          timeout_graceful_shutdown=5, server_header=False, proxy_headers=False,
+                          date_header=False)
 
 
 __all__ = ["Gateway", "run", "uvicorn_config", "ConfigError", "load_config", "signal"]

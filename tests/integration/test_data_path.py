@@ -353,6 +353,26 @@ async def test_missing_token_is_401_with_resource_metadata(gateway: gw.RunningGa
         assert meta.json()["resource"] == f"{gateway.base}/mcp/everything"
 
 
+async def test_a_websocket_upgrade_is_answered_as_plain_http(gateway: gw.RunningGateway, token: str) -> None:
+    """The gateway serves no WebSocket: an upgrade request gets an ordinary JSON-RPC error, never 101."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    try:
+        writer.write((f"GET /mcp/everything HTTP/1.1\r\nHost: 127.0.0.1:{gateway.port}\r\n"
+                      "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                      f"Authorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n").encode())
+        await writer.drain()
+        head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)).decode("latin-1")
+        status = int(head.split(" ", 2)[1])
+        assert 400 <= status < 500, head
+        length = int(next(line.split(":", 1)[1] for line in head.split("\r\n")
+                          if line.lower().startswith("content-length:")))
+        body = json.loads(await asyncio.wait_for(reader.readexactly(length), 10))
+        assert body["jsonrpc"] == "2.0" and "error" in body
+    finally:
+        writer.close()
+
+
 def test_gateway_log_has_no_traceback_or_token(gateway: gw.RunningGateway, token: str) -> None:
     log = gateway.log()
     assert token not in log
