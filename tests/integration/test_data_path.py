@@ -373,6 +373,32 @@ async def test_a_websocket_upgrade_is_answered_as_plain_http(gateway: gw.Running
         writer.close()
 
 
+async def test_expect_100_continue_is_honoured(gateway: gw.RunningGateway, token: str) -> None:
+    """A client that waits for `100 Continue` before sending its body (curl does, for large bodies)
+    gets it, then its answer."""
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}}).encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    try:
+        writer.write((f"POST /mcp/everything HTTP/1.1\r\nHost: 127.0.0.1:{gateway.port}\r\n"
+                      f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+                      "Accept: application/json, text/event-stream\r\nExpect: 100-continue\r\n"
+                      f"Content-Length: {len(body)}\r\n\r\n").encode())
+        await writer.drain()
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert interim.startswith(b"HTTP/1.1 100"), interim
+        writer.write(body)
+        await writer.drain()
+        head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)).decode("latin-1")
+        assert head.startswith("HTTP/1.1 200"), head
+        length = int(next(line.split(":", 1)[1] for line in head.split("\r\n")
+                          if line.lower().startswith("content-length:")))
+        answer = json.loads(await asyncio.wait_for(reader.readexactly(length), 10))
+        assert answer["id"] == 1 and "serverInfo" in answer["result"]
+    finally:
+        writer.close()
+
+
 def test_gateway_log_has_no_traceback_or_token(gateway: gw.RunningGateway, token: str) -> None:
     log = gateway.log()
     assert token not in log
