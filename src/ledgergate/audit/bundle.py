@@ -17,6 +17,7 @@ against the last checkpoint.
 from __future__ import annotations
 
 import base64
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -81,7 +82,7 @@ def export_bundle(store: LedgerStore, verifier: Verifier, flt: Filter | None = N
         if not cps:
             continue
         n = cps[-1].size
-        tree = merkle.ProofTree(lambda a, b, lid=log_id: store.leaf_hashes(lid, a, b))
+        tree = merkle.ProofTree(functools.partial(store.leaf_hashes, log_id))
         for chunk in store.iter_leaf_hashes(log_id):
             for h in chunk[: max(0, n - tree.size)]:
                 tree.append(h)

@@ -294,6 +294,7 @@ def build_server(bank: Bank | None = None, *, name: str = SERVER_NAME) -> MCPSer
         answer: Annotated[ElicitationResult[Confirmation], Resolve(ask_confirmation)],
     ) -> ActionDecision:
         """Ask the human at the client (elicitation) to confirm an action before it is carried out."""
+        decision: Literal["approved", "rejected", "declined", "cancelled"]
         if answer.action == "accept":
             decision = "approved" if answer.data.confirm else "rejected"
             reason = answer.data.reason

@@ -240,8 +240,11 @@ def _bind_issuer(port: int) -> socket.socket:
     return _bind(0)
 
 
-def _uvicorn_server(app: Any, sock: socket.socket, graceful: float) -> Any:
+def _uvicorn_server(app: Any, sock: socket.socket, gateway: bool) -> Any:
+    """The gateway is served exactly as `ledgergate serve` serves it; the issuer plainly."""
     import uvicorn
+
+    from ledgergate.app import uvicorn_config
 
     class EmbeddedServer(uvicorn.Server):
         # Both servers share one loop; run_demo owns SIGINT/SIGTERM and stops them in order.
@@ -250,10 +253,11 @@ def _uvicorn_server(app: Any, sock: socket.socket, graceful: float) -> Any:
             yield
 
     host, port = sock.getsockname()[:2]
-    config = uvicorn.Config(app, host=host, port=port, lifespan="auto", interface="asgi3", http="auto",
-                            log_config=None, access_log=False, server_header=False,
-                            timeout_graceful_shutdown=graceful)
-    return EmbeddedServer(config)
+    if gateway:
+        return EmbeddedServer(uvicorn_config(app, host, port))
+    return EmbeddedServer(uvicorn.Config(app, host=host, port=port, lifespan="auto", interface="asgi3",
+                                         http="auto", log_config=None, access_log=False, server_header=False,
+                                         timeout_graceful_shutdown=1))
 
 
 async def _wait_started(server: Any, task: asyncio.Task[None], what: str) -> None:
@@ -346,8 +350,8 @@ async def _serve(port: int, data_dir: Path, console: Console) -> None:
         raise DemoError(f"the generated config is invalid: {exc}") from None
     gateway = Gateway(config)
 
-    idp_server = _uvicorn_server(issuer.app, issuer_sock, graceful=1)
-    gw_server = _uvicorn_server(gateway.asgi, gateway_sock, graceful=5)
+    idp_server = _uvicorn_server(issuer.app, issuer_sock, gateway=False)
+    gw_server = _uvicorn_server(gateway.asgi, gateway_sock, gateway=True)
 
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import cast
 
 from ledgergate.masking.validators import (
     IBAN_LENGTHS,
@@ -171,7 +172,7 @@ def _render(node: _Node, rev: bool) -> str:
         return "[_ .-]?"
     if isinstance(node, str):
         return re.escape(node[::-1] if rev else node)
-    kind, items = node  # type: ignore[misc]
+    kind, items = cast(tuple[str, tuple[_Node, ...]], node)
     if kind == "|":
         return "(?:" + "|".join(_render(x, rev) for x in items) + ")"
     if kind == "?":
@@ -194,7 +195,7 @@ def _last_chars(node: _Node) -> set[str]:
     """Characters a key of the grammar can end with (the first the reversed scan reads)."""
     if isinstance(node, str):
         return set() if node == _S else {node[-1]}
-    kind, items = node  # type: ignore[misc]
+    kind, items = cast(tuple[str, tuple[_Node, ...]], node)
     if kind == "|":
         return set().union(*(_last_chars(x) for x in items))
     return _seq_last_chars(items)

@@ -11,6 +11,7 @@ which definition was accepted.
 
 from __future__ import annotations
 
+import builtins
 import json
 import threading
 from collections.abc import Iterable, Mapping
@@ -178,7 +179,8 @@ class FingerprintStore:
                 (server, tool),
             )
 
-    def observe(self, server: str, tools: list[dict[str, Any]], mode: DriftMode, now: float) -> DriftReport:
+    def observe(self, server: str, tools: builtins.list[dict[str, Any]], mode: DriftMode,
+                now: float) -> DriftReport:
         """Everything the gateway does with one upstream `tools/list` answer; returns the verdicts.
 
         First-seen tools become accepted, changed ones are stored as pending,
