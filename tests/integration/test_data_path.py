@@ -399,6 +399,33 @@ async def test_expect_100_continue_is_honoured(gateway: gw.RunningGateway, token
         writer.close()
 
 
+async def test_pipelined_requests_are_answered_in_order(gateway: gw.RunningGateway, token: str) -> None:
+    """HTTP/1.1 pipelining: two requests in one segment get two whole answers, in request order."""
+    def request(n: int) -> bytes:
+        body = json.dumps({"jsonrpc": "2.0", "id": n, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": f"raw{n}", "version": "1"}}}).encode()
+        return (f"POST /mcp/everything HTTP/1.1\r\nHost: 127.0.0.1:{gateway.port}\r\n"
+                f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+                "Accept: application/json, text/event-stream\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    try:
+        writer.write(request(1) + request(2))
+        await writer.drain()
+        ids = []
+        for _ in range(2):
+            head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)).decode("latin-1")
+            assert head.startswith("HTTP/1.1 200"), head
+            length = int(next(line.split(":", 1)[1] for line in head.split("\r\n")
+                              if line.lower().startswith("content-length:")))
+            ids.append(json.loads(await asyncio.wait_for(reader.readexactly(length), 10))["id"])
+        assert ids == [1, 2]
+    finally:
+        writer.close()
+
+
 def test_gateway_log_has_no_traceback_or_token(gateway: gw.RunningGateway, token: str) -> None:
     log = gateway.log()
     assert token not in log
