@@ -150,7 +150,7 @@ class _Connection(asyncio.Protocol):
 
 
 class H1Response:
-    __slots__ = ("conn", "reused", "wait_for_data", "status", "raw_headers", "_headers", "keep_alive", "complete",
+    __slots__ = ("conn", "reused", "wait_for_data", "status", "raw_headers", "keep_alive", "complete",
                  "started", "_chunks", "_error", "_wakeup", "_released")
 
     def __init__(self, conn: _Connection, reused: bool, wait_for_data: bool = False) -> None:
@@ -160,7 +160,6 @@ class H1Response:
         self.wait_for_data = wait_for_data
         self.status = 0
         self.raw_headers: list[tuple[bytes, bytes]] = []
-        self._headers: dict[str, str] | None = None
         self.keep_alive = False
         self.complete = False
         self.started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -170,18 +169,17 @@ class H1Response:
         self._released = False
 
     def header(self, name: bytes) -> str:
-        """One header by its lower-case name ("" when absent), without decoding the others."""
+        """One header by its lower-case name ("" when absent); the gateway reads two or three of a
+        response's headers, so none is decoded unless asked for."""
         for key, value in self.raw_headers:
             if key.lower() == name:
                 return value.decode("latin-1")
         return ""
 
     @property
-    def headers(self) -> dict[str, str]:
-        """Lower-cased names; decoded on first use (most of a response's headers are never read)."""
-        if self._headers is None:
-            self._headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in self.raw_headers}
-        return self._headers
+    def media_type(self) -> str:
+        """The Content-Type without parameters, lower-cased ("" when absent)."""
+        return self.header(b"content-type").split(";")[0].strip().lower()
 
     def _push(self, chunk: bytes | None) -> None:
         self._chunks.append(chunk)

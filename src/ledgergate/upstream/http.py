@@ -79,17 +79,18 @@ class Messages:
     unfinished generator would be left for the event loop to finalize with a task of its own.
     """
 
-    __slots__ = ("_json", "_parser", "_ready", "_resp", "_timeout")
+    __slots__ = ("_done", "_parser", "_ready", "_resp", "_timeout")
 
     def __init__(self, resp: H1Response, read_timeout: float | None) -> None:
-        ctype = resp.header(b"content-type").split(";")[0].strip().lower()
-        if ctype not in ("application/json", "text/event-stream"):
-            raise UpstreamError(f"upstream answered with unexpected content type {ctype or 'none'!r}")
+        media_type = resp.media_type
+        if media_type not in ("application/json", "text/event-stream"):
+            raise UpstreamError(f"upstream answered with unexpected content type {media_type or 'none'!r}")
         self._resp = resp
         self._timeout = read_timeout
         self._ready: deque[Message] = deque()
-        self._json = ctype == "application/json"
-        self._parser = None if self._json else SSEParser()
+        self._done = False
+        # None: a JSON body, read whole (one message or a batch)
+        self._parser = SSEParser() if media_type == "text/event-stream" else None
 
     def __aiter__(self) -> Messages:
         return self
@@ -104,16 +105,17 @@ class Messages:
         """The next message, None at the end of the body."""
         try:
             while not self._ready:
+                if self._done:
+                    return None
                 if self._parser is None:
-                    if not self._json:
-                        return None
-                    self._json = False  # one JSON body, read once
+                    self._done = True
                     payload = orjson.loads(await self._resp.read(self._timeout, MAX_MESSAGE_BYTES))
                     self._ready.extend(payload if isinstance(payload, list) else [payload])
                     continue
                 chunk = await self._resp.next_chunk(self._timeout)
                 if chunk is None:
-                    return None
+                    self._done = True
+                    continue
                 if self._parser.pending > MAX_MESSAGE_BYTES:
                     raise UpstreamError(f"upstream sent an event larger than {MAX_MESSAGE_BYTES} bytes")
                 for event in self._parser.feed(chunk):
@@ -174,7 +176,7 @@ class HttpHandshakeSession(UpstreamSession):
             raise UpstreamError(f"upstream initialize failed: {detail}")
         self.server_hello = final["result"]
         self.protocol_version = self.server_hello.get("protocolVersion", self.protocol_version)
-        self.session_id = resp.headers.get("mcp-session-id")
+        self.session_id = resp.header(b"mcp-session-id") or None
         self._alive = True
         await self.notify({"jsonrpc": "2.0", "method": "notifications/initialized"})
 
@@ -287,7 +289,7 @@ class HttpModernSession(UpstreamSession):
         body = rewrite_id(add_modern_meta(request, self.hello), upstream_id)
         resp = await self.pool.post(body, self._headers(body))
         try:
-            if resp.status >= 400 and "json" not in resp.headers.get("content-type", ""):
+            if resp.status >= 400 and "json" not in resp.media_type:
                 raise UpstreamError(f"upstream answered HTTP {resp.status}")
             async for msg in Messages(resp, self.pool.timeout):
                 if "method" not in msg and msg.get("id") in (upstream_id, None):

@@ -63,7 +63,7 @@ class SseSession(DemuxedSession):
             self._response = await self.pool.send("GET", {"Accept": "text/event-stream"})
         except UpstreamError as exc:
             raise UpstreamError(f"upstream {self.name!r}: {exc.message}") from None
-        ctype = self._response.headers.get("content-type", "").split(";")[0].strip().lower()
+        ctype = self._response.media_type
         if self._response.status >= 400 or ctype != "text/event-stream":
             status = self._response.status
             self._response.release()
