@@ -19,7 +19,7 @@ from ledgergate.config import config_from_settings, parse_config
 from ledgergate.gateway.pipeline import Pipeline
 from ledgergate.gateway.sessions import SessionRegistry
 from ledgergate.gateway.transport import HostPolicy, McpEndpoint
-from ledgergate.identity.principal import Principal
+from ledgergate.principal import Principal
 from ledgergate.identity.resource_metadata import www_authenticate
 from ledgergate.policy.budgets import Budgets
 from ledgergate.policy.decision import Decision

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ledgergate.commands.common import load_or_exit
-from ledgergate.identity.principal import Principal
+from ledgergate.principal import Principal
 from ledgergate.policy.engine import PolicyEngine
 
 app = typer.Typer(no_args_is_help=True, help="Inspect and test the access policy.")

@@ -41,7 +41,7 @@ from rich.table import Table
 
 from ledgergate.config import ConfigError, LoadedConfig, load_config
 from ledgergate.demo.idp import DevIdentityProvider
-from ledgergate.identity.principal import PrincipalKind
+from ledgergate.principal import PrincipalKind
 
 HOST = "127.0.0.1"
 SERVER = "bank"

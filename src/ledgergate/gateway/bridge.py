@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ledgergate.errors import INVALID_PARAMS, GatewayError, UpstreamError
-from ledgergate.gateway import jsonrpc
+from ledgergate.wire import jsonrpc
 from ledgergate.gateway.pipeline import SERVER_REQUESTS, Call, Pipeline
 from ledgergate.gateway.sessions import GatewaySession, SessionRegistry
-from ledgergate.identity.principal import Principal
+from ledgergate.principal import Principal
 from ledgergate.upstream.base import (
     FULL_CLIENT_CAPABILITIES,
     HANDSHAKE_VERSIONS,

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from ledgergate.gateway.jsonrpc import dumps
+from ledgergate.wire.jsonrpc import dumps
 
 Headers = list[tuple[bytes, bytes]]
 

@@ -30,7 +30,7 @@ from ledgergate.errors import (
     RateLimited,
     UpstreamError,
 )
-from ledgergate.gateway import jsonrpc
+from ledgergate.wire import jsonrpc
 from ledgergate.gateway.drift import DriftGuard
 from ledgergate.gateway.stages import (
     AuditStage,
@@ -39,7 +39,7 @@ from ledgergate.gateway.stages import (
     PolicyStage,
 )
 from ledgergate.gateway.tasks import TASK_METHODS, TaskOwners
-from ledgergate.identity.principal import Principal
+from ledgergate.principal import Principal
 from ledgergate.policy.budgets import Budgets
 from ledgergate.policy.decision import Decision
 from ledgergate.policy.rules import request_target

@@ -36,7 +36,7 @@ from ledgergate.errors import (
     GatewayError,
     UpstreamError,
 )
-from ledgergate.gateway import jsonrpc
+from ledgergate.wire import jsonrpc
 from ledgergate.gateway.bridge import Bridge
 from ledgergate.gateway.http import (
     BodyTooLarge,
@@ -55,8 +55,8 @@ from ledgergate.gateway.sessions import (
     SessionNotFound,
     SessionRegistry,
 )
-from ledgergate.gateway.sse import PING, encode
-from ledgergate.identity.principal import Principal
+from ledgergate.wire.sse import PING, encode
+from ledgergate.principal import Principal
 from ledgergate.upstream.base import (
     FULL_CLIENT_CAPABILITIES,
     HANDSHAKE_VERSIONS,

@@ -37,7 +37,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ledgergate.identity.principal import Principal
+from ledgergate.principal import Principal
 from ledgergate.policy.cel import Activation, CelEvaluationError
 from ledgergate.policy.decision import Decision
 from ledgergate.policy.rules import (

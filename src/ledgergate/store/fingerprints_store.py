@@ -1,34 +1,21 @@
 """Accepted tool-definition fingerprints, per server (SQLite or PostgreSQL).
 
 One row per (server, tool): the accepted fingerprint and definition, and the
-pending (changed, not yet accepted) ones if the upstream drifted. The
-comparison logic is pure and lives in `ledgergate.policy.drift`; this module
-only persists. Several gateway replicas may observe the same first listing at
-once: first-seen rows are inserted with ON CONFLICT DO NOTHING and the report
-is computed from what the store holds afterwards, so all replicas agree on
-which definition was accepted.
+pending (changed, not yet accepted) ones if the upstream drifted. Fingerprints
+and their comparison live with the gateway's drift guard (`gateway/drift.py`);
+this module only keeps rows. First-seen rows are inserted with ON CONFLICT DO
+NOTHING, so replicas racing on one listing all read back the same winner.
 """
 
 from __future__ import annotations
 
-import builtins
 import json
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ledgergate.policy.drift import (
-    DriftReport,
-    DriftVerdict,
-    canonical_json,
-    compare,
-    fingerprint_tool,
-    fingerprint_tools,
-    tool_definition,
-)
-from ledgergate.policy.settings import DriftMode
 from ledgergate.store.db import StoreURL, connect, sql
 
 _SCHEMA = """
@@ -142,23 +129,18 @@ class FingerprintStore:
 
     # --- writes ------------------------------------------------------------
 
-    def record_first_seen(self, server: str, tools: Iterable[Mapping[str, Any]], now: float) -> None:
-        """Accept these definitions unless the tool already has an accepted one."""
+    def record_first_seen(self, server: str, tools: Iterable[tuple[str, str, str]], now: float) -> None:
+        """Accept (name, fingerprint, definition JSON) rows unless the tool already has an accepted one."""
         stmt = self._q(
             "INSERT INTO tool_fingerprints (server, tool, accepted_fp, accepted_definition, accepted_at, accepted_by)"
             " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (server, tool) DO NOTHING"
         )
         with self._lock:
-            for tool in tools:
-                definition = tool_definition(tool)
-                self._conn.execute(stmt, (server, tool["name"], fingerprint_tool(tool),
-                                          canonical_json(definition).decode(), now, FIRST_SEEN))
+            for name, fp, definition in tools:
+                self._conn.execute(stmt, (server, name, fp, definition, now, FIRST_SEEN))
 
-    def record_pending(self, server: str, tool: Mapping[str, Any], now: float) -> None:
+    def set_pending(self, server: str, name: str, fp: str, definition: str, now: float) -> None:
         """Remember a changed definition so `tools accept` can promote exactly it."""
-        self._set_pending(server, tool["name"], fingerprint_tool(tool), tool, now)
-
-    def _set_pending(self, server: str, name: str, fp: str, tool: Mapping[str, Any], now: float) -> None:
         with self._lock:
             self._conn.execute(
                 self._q(
@@ -166,7 +148,7 @@ class FingerprintStore:
                     " WHERE server = ? AND tool = ? AND accepted_fp <> ?"
                     " AND (pending_fp IS NULL OR pending_fp <> ?)"
                 ),
-                (fp, canonical_json(tool_definition(tool)).decode(), now, server, name, fp, fp),
+                (fp, definition, now, server, name, fp, fp),
             )
 
     def clear_pending(self, server: str, tool: str) -> None:
@@ -178,43 +160,6 @@ class FingerprintStore:
                 ),
                 (server, tool),
             )
-
-    def observe(self, server: str, tools: builtins.list[dict[str, Any]], mode: DriftMode,
-                now: float) -> DriftReport:
-        """Everything the gateway does with one upstream `tools/list` answer; returns the verdicts.
-
-        First-seen tools become accepted, changed ones are stored as pending,
-        and a tool whose definition went back to the accepted one has its
-        pending change cleared.
-        """
-        by_name: dict[str, dict[str, Any]] = {}
-        for t in tools:
-            if isinstance(t, dict) and isinstance(t.get("name"), str):
-                by_name.setdefault(t["name"], t)
-        seen = fingerprint_tools(tools)
-        records = {r.tool: r for r in self.list(server)}
-        new = [by_name[n] for n in seen if n not in records]
-        if new:
-            self.record_first_seen(server, new, now)
-            records = {r.tool: r for r in self.list(server)}  # what won, if another replica raced us
-        report = compare(seen, {n: r.accepted_fp for n, r in records.items()}, mode)
-        if new:  # report first-seen tools as "new" (unless a racing replica accepted something else)
-            fresh = {t["name"] for t in new}
-            verdicts = {
-                n: (DriftVerdict(n, "new", v.seen, v.accepted, False) if n in fresh and v.status == "unchanged" else v)
-                for n, v in report.verdicts.items()
-            }
-            report = DriftReport(mode=report.mode, verdicts=verdicts, removed=report.removed)
-        for name, fp in seen.items():
-            record = records.get(name)
-            if record is None:
-                continue
-            if fp != record.accepted_fp and fp != record.pending_fp:
-                # fingerprint_tools may combine duplicates; store the first definition under that fp
-                self._set_pending(server, name, fp, by_name[name], now)
-            elif fp == record.accepted_fp and record.pending_fp is not None:
-                self.clear_pending(server, name)
-        return report
 
     def accept(self, server: str, tool: str, now: float, by: str, expected_fp: str | None = None) -> FingerprintRecord:
         """Make the pending definition the accepted one.

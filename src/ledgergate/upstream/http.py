@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from ledgergate.errors import UpstreamError
-from ledgergate.gateway.sse import SSEParser
+from ledgergate.wire.sse import SSEParser
 from ledgergate.upstream.base import (
     MODERN_VERSION,
     ClientHello,
