@@ -339,5 +339,3 @@ def uvicorn_config(app: Any, host: str, port: int) -> Any:
                           timeout_graceful_shutdown=5, server_header=False, proxy_headers=False,
                           date_header=False)
 
-
-__all__ = ["Gateway", "run", "uvicorn_config", "ConfigError", "load_config", "signal"]

@@ -8,7 +8,6 @@ started under one snapshot finishes under it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from ledgergate.config import Settings
 from ledgergate.identity.service import IdentityService
@@ -31,7 +30,3 @@ class Snapshot:
         masker = Masker.from_settings(settings.masking)
         policy = PolicyEngine.from_settings(settings.policies, set(masker.profiles))
         return cls(settings, masker, policy, Budgets.from_settings(settings.budgets), identity)
-
-    @staticmethod
-    def identity_for(settings: Settings, base_dir: Path) -> IdentityService:
-        return IdentityService(settings.identity, settings.storage, base_dir)

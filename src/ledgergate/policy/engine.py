@@ -103,10 +103,6 @@ class PolicyEngine:
         """Compile every rule; raises ValueError naming the rule (bad CEL, unknown mask profile, ...)."""
         return cls(compile_rules(rules, known_profiles))
 
-    @property
-    def rule_names(self) -> tuple[str, ...]:
-        return tuple(r.name for r in self.rules)
-
     # --- decisions -----------------------------------------------------------
 
     def decide(

@@ -14,7 +14,7 @@ from mcp.shared.inbound import (
 
 from ledgergate.errors import GatewayError, HeaderMismatch
 from ledgergate.gateway.bridge import Bridge
-from ledgergate.gateway.http import send_empty, send_json, start_sse
+from ledgergate.gateway.http import header_count, send_empty, send_json, start_sse
 from ledgergate.gateway.sessions import SessionRegistry
 from ledgergate.gateway.transport.core import Background, Exchange, Posted, pump, respond
 from ledgergate.upstream.base import MODERN_VERSION, ClientHello
@@ -45,9 +45,8 @@ class ModernEndpoint:
             await send_empty(ex.send, 202)  # no client-to-server notifications on this wire; acknowledged and dropped
             return
         message = posted.message
-        for name in (b"mcp-method", b"mcp-name"):
-            if sum(1 for key, _ in ex.scope["headers"] if key == name) > 1:
-                raise HeaderMismatch("a routing header appears more than once")
+        if header_count(ex.scope, b"mcp-method") > 1 or header_count(ex.scope, b"mcp-name") > 1:
+            raise HeaderMismatch("a routing header appears more than once")
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in ex.scope["headers"]}
         verdict = classify_inbound_request(message, headers=headers)
         if isinstance(verdict, InboundLadderRejection):
@@ -72,5 +71,3 @@ class ModernEndpoint:
                                          hello)
         await respond(ex, stream, message["id"], posted.wants_sse, None, self.background)
 
-
-__all__ = ["ModernEndpoint", "is_modern"]
