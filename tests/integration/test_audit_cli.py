@@ -216,3 +216,60 @@ async def test_session_column_set_on_a_record_without_session(store_url: str, tm
     run_sql(store_url, "UPDATE ledger_leaves SET session = 'victim' WHERE log_id = 'replica-a' AND seq = 0")
     code, out = flat(*cli("audit", "verify", "--config", str(config)))
     assert code == 1 and "record 0" in out and "session column" in out, out
+
+
+# --- a whole log gone (issue 20 item 10): verify accounts for every log anyone has seen ---
+async def two_logs(tmp_path: Path, url: str) -> Path:
+    config = await build(tmp_path, url, n=10, every=5)
+    settings = AuditSettings(signing_key="./data/ledger.key", checkpoint_interval=0, replica="replica-b",
+                             witnesses=["file://./data/witness.log"])
+    other = await Ledger.open(settings, url, tmp_path)
+    for i in range(4):
+        await other.append("rpc.request", {"n": i})
+    await other.close()
+    code, out = flat(*cli("audit", "verify", "--config", str(config)))
+    assert code == 0 and "log replica-a" in out and "log replica-b" in out, out
+    return config
+
+
+async def test_deleted_ledger_logs_row_is_missing(store_url: str, tmp_path: Path) -> None:
+    config = await two_logs(tmp_path, store_url)
+    run_sql(store_url, "DELETE FROM ledger_logs WHERE log_id = 'replica-a'")
+    code, out = flat(*cli("audit", "verify", "--config", str(config)))
+    assert code == 1 and "FAIL log replica-a" in out and "missing from the store" in out, out
+    assert "ok log replica-b" in out, out
+
+
+async def test_log_deleted_from_every_table_is_missing(store_url: str, tmp_path: Path) -> None:
+    config = await two_logs(tmp_path, store_url)
+    for table in ("ledger_logs", "ledger_leaves", "ledger_checkpoints"):
+        run_sql(store_url, f"DELETE FROM {table} WHERE log_id = 'replica-b'")
+    code, out = flat(*cli("audit", "verify", "--config", str(config)))
+    assert code == 1 and "FAIL log replica-b" in out and "missing from the store" in out, out
+    assert "witnessed checkpoint at size 4" in out and "only 0 records" in out, out
+    assert "ok log replica-a" in out, out
+
+
+async def test_every_log_deleted_is_not_no_logs(store_url: str, tmp_path: Path) -> None:
+    config = await two_logs(tmp_path, store_url)
+    for table in ("ledger_logs", "ledger_leaves", "ledger_checkpoints"):
+        run_sql(store_url, f"DELETE FROM {table}")
+    code, out = flat(*cli("audit", "verify", "--config", str(config)))
+    assert code == 1 and "FAIL log replica-a" in out and "FAIL log replica-b" in out, out
+
+
+async def test_ledger_logs_row_deleted_but_checkpoints_remain(store_url: str, tmp_path: Path) -> None:
+    """No witness to read back: the leaf and checkpoint tables still name the log."""
+    config = await two_logs(tmp_path, store_url)
+    (tmp_path / "data" / "witness.log").unlink()
+    run_sql(store_url, "DELETE FROM ledger_logs WHERE log_id = 'replica-b'")
+    run_sql(store_url, "DELETE FROM ledger_leaves WHERE log_id = 'replica-b'")
+    code, out = flat(*cli("audit", "verify", "--config", str(config)))
+    assert code == 1 and "FAIL log replica-b" in out and "missing from the store" in out, out
+
+
+async def test_altered_origin_is_named(store_url: str, tmp_path: Path) -> None:
+    config = await two_logs(tmp_path, store_url)
+    run_sql(store_url, "UPDATE ledger_logs SET origin = 'ledgergate/elsewhere' WHERE log_id = 'replica-b'")
+    code, out = flat(*cli("audit", "verify", "--config", str(config)))
+    assert code == 1 and "FAIL log replica-b" in out and "origin" in out, out

@@ -30,6 +30,8 @@ from ledgergate.audit import merkle
 from ledgergate.audit.checkpoint import Checkpoint, NoteError, Verifier, open_checkpoint
 from ledgergate.store.ledger_store import LedgerStore
 
+ORIGIN_PREFIX = "ledgergate/"  # a log's checkpoint origin is ORIGIN_PREFIX + log id (audit.ledger.origin_for)
+
 
 @dataclass
 class LogReport:
@@ -164,5 +166,42 @@ def verify_log(store: LedgerStore, log_id: str, origin: str, verifier: Verifier,
     return rep
 
 
+def _witnessed_log_ids(witness_notes: Iterable[WitnessNote]) -> dict[str, str]:
+    """log id -> the first witness note that names it (by its `ledgergate/<id>` origin line)."""
+    out: dict[str, str] = {}
+    for wn in witness_notes:
+        origin = wn.note.split("\n", 1)[0]
+        if origin.startswith(ORIGIN_PREFIX) and len(origin) > len(ORIGIN_PREFIX):
+            out.setdefault(origin[len(ORIGIN_PREFIX):], wn.source)
+    return out
+
+
 def verify_store(store: LedgerStore, verifier: Verifier, witness_notes: list[WitnessNote]) -> list[LogReport]:
-    return [verify_log(store, log_id, origin, verifier, witness_notes) for log_id, origin in store.logs()]
+    """Every log anyone has seen, not only those the store still lists.
+
+    A log can be removed whole (its `ledger_logs` row, or every row it has in
+    every table); iterating `ledger_logs` alone would then report the others as
+    fine. So the logs checked are the union of `ledger_logs`, the log ids in
+    the leaf and checkpoint tables, and the origins of the witnessed
+    checkpoints; each one the store does not list is reported missing, and is
+    still checked against what the witnesses hold.
+    """
+    listed = dict(store.logs())
+    seen: dict[str, str] = {}
+    for log_id in store.seen_log_ids():
+        if log_id not in listed:
+            seen[log_id] = "rows in the leaf or checkpoint tables"
+    for log_id, source in _witnessed_log_ids(witness_notes).items():
+        if log_id not in listed:
+            seen.setdefault(log_id, source)
+    reports = []
+    for log_id in sorted(set(listed) | set(seen)):
+        origin = ORIGIN_PREFIX + log_id
+        rep = verify_log(store, log_id, origin, verifier, witness_notes)
+        if log_id not in listed:
+            rep.problems.insert(0, f"the log is missing from the store (no ledger_logs row), but {seen[log_id]} "
+                                   f"name it; it holds {rep.size} records")
+        elif listed[log_id] != origin:
+            rep.problems.insert(0, f"ledger_logs names origin {listed[log_id]!r}, not {origin!r} (row altered)")
+        reports.append(rep)
+    return reports

@@ -187,6 +187,12 @@ class LedgerStore:
             yield rows
             last = rows[-1][0]
 
+    def seen_log_ids(self) -> set[str]:
+        """Every log id any ledger table mentions (a log whose `ledger_logs` row is gone still shows here)."""
+        got = self._run("SELECT log_id FROM ledger_logs UNION SELECT DISTINCT log_id FROM ledger_leaves "
+                        "UNION SELECT DISTINCT log_id FROM ledger_checkpoints").fetchall()
+        return {r[0] for r in got}
+
     def rows(self, log_id: str, start: int, end: int) -> list[LeafRow]:
         got = self._run("SELECT seq, time, event, session, leaf_hash, record FROM ledger_leaves "
                         "WHERE log_id = ? AND seq >= ? AND seq < ? ORDER BY seq", (log_id, start, end)).fetchall()
