@@ -130,3 +130,86 @@ def test_concurrent_first_sightings_agree(store_url: str) -> None:
 def test_schema_creation_is_idempotent(store_url: str) -> None:
     for _ in range(2):
         FingerprintStore(StoreURL.parse(store_url)).close()
+
+
+def _terminate(app_name: str) -> int:
+    import psycopg
+
+    from tests.support.pg import PG
+
+    with psycopg.connect(PG, autocommit=True) as conn:
+        rows = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+                            (app_name,)).fetchall()
+    return len(rows)
+
+
+@pytest.mark.postgres
+def test_terminated_backend_is_reconnected() -> None:
+    """Issue 20 item 12: one terminated backend made every later call fail until restart."""
+    with throwaway_schema("lg_fp") as schema:
+        app_name = f"lg_fp_kill_{schema}"
+        store = FingerprintStore(StoreURL.parse(url_for(schema, application_name=app_name)))
+        try:
+            observe(store, "everything", [ECHO], "block", 1.0)
+            for round_ in range(3):  # every kill is survived, not only the first
+                assert _terminate(app_name) == 1
+                assert store.accepted("everything")["echo"] == fingerprint_tool(ECHO), round_
+                assert _terminate(app_name) == 1
+                report = observe(store, "everything", [ECHO, SUM], "block", 2.0 + round_)
+                assert not report.blocked and store.get("everything", "get-sum") is not None
+                assert _terminate(app_name) == 1
+                assert store.check() is None
+        finally:
+            store.close()
+
+
+@pytest.mark.postgres
+def test_unreachable_store_is_reported_then_recovers() -> None:
+    """While the role may not log in every call fails (and `check` says why); once it may, the same
+    store object serves again without a restart."""
+    import secrets
+
+    import psycopg
+
+    from tests.support.pg import PG
+
+    role = f"lg_fpr_{secrets.token_hex(4)}"
+    with psycopg.connect(PG, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+        admin.execute(f"CREATE SCHEMA {role} AUTHORIZATION {role}")
+    store = FingerprintStore(StoreURL.parse(f"postgresql://{role}@127.0.0.1:5432/test?options=-csearch_path%3D{role}"))
+    try:
+        observe(store, "everything", [ECHO], "block", 1.0)
+        with psycopg.connect(PG, autocommit=True) as admin:
+            admin.execute(f"ALTER ROLE {role} NOLOGIN")
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,))
+        problem = store.check()
+        assert problem is not None and "OperationalError" in problem, problem
+        with pytest.raises(psycopg.OperationalError):
+            store.accepted("everything")
+        with psycopg.connect(PG, autocommit=True) as admin:
+            admin.execute(f"ALTER ROLE {role} LOGIN")
+        assert store.check() is None
+        assert store.accepted("everything") == {"echo": fingerprint_tool(ECHO)}
+    finally:
+        store.close()
+        with psycopg.connect(PG, autocommit=True) as admin:
+            admin.execute(f"ALTER ROLE {role} LOGIN")
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,))
+            admin.execute(f"DROP SCHEMA {role} CASCADE")
+            admin.execute(f"DROP ROLE {role}")
+
+
+def test_sqlite_handle_gone_is_reopened_and_checked(tmp_path: Path) -> None:
+    store = FingerprintStore(StoreURL.parse(f"sqlite:///{tmp_path / 'fp.db'}"))
+    try:
+        assert store.check() is None
+        observe(store, "s", [ECHO], "block", 1.0)
+        store._conn.close()  # noqa: SLF001 - the handle fails ("Cannot operate on a closed database")
+        assert store.accepted("s") == {"echo": fingerprint_tool(ECHO)}
+        (tmp_path / "fp.db").unlink()
+        (tmp_path / "fp.db").mkdir()  # the path is no longer a database: nothing can serve
+        store._conn.close()  # noqa: SLF001
+        assert store.check() is not None
+    finally:
+        store.close()

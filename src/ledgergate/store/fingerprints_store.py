@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from ledgergate.store.db import StoreURL, connect, sql
+from ledgergate.store.db import StoreURL, connect, connection_error, sql
+
+T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tool_fingerprints (
@@ -69,14 +71,21 @@ class NothingToAccept(LookupError):
 
 
 class FingerprintStore:
-    """The `tool_fingerprints` table. Thread-safe (one connection behind a lock)."""
+    """The `tool_fingerprints` table. Thread-safe (one connection behind a lock).
+
+    The connection recovers the way the ledger's does: a call that finds it
+    broken (a terminated PostgreSQL backend, a restarted server, a failed
+    SQLite handle) drops it, opens a new one and runs the call once more;
+    every statement here is idempotent, so the retry cannot apply anything
+    twice. If the store is still unreachable the call raises, and the next
+    call tries again, so the gateway serves again as soon as the store is back.
+    """
 
     def __init__(self, url: StoreURL) -> None:
         self.url = url
-        self._conn = connect(url)
+        self._conn: Any = None
         self._lock = threading.Lock()
-        with self._lock:
-            self._conn.execute(_SCHEMA)
+        self._run(lambda conn: None)
 
     @classmethod
     def open(cls, storage: str, base_dir: Path | None = None) -> FingerprintStore:
@@ -85,7 +94,7 @@ class FingerprintStore:
 
     def close(self) -> None:
         with self._lock:
-            self._conn.close()
+            self._drop()
 
     def __enter__(self) -> FingerprintStore:
         return self
@@ -93,12 +102,44 @@ class FingerprintStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - a broken connection may fail to close; it is gone either way
+                pass
+
+    def _run(self, fn: Callable[[Any], T]) -> T:
+        """Run `fn(connection)` under the lock; reconnect and retry once if the connection broke."""
+        with self._lock:
+            for attempt in (0, 1):
+                try:
+                    if self._conn is None:
+                        self._conn = connect(self.url)
+                        self._conn.execute(_SCHEMA)
+                    return fn(self._conn)
+                except Exception as exc:
+                    if not connection_error(exc):
+                        raise
+                    self._drop()
+                    if attempt == 1:
+                        raise
+            raise AssertionError("unreachable")
+
+    def check(self) -> str | None:
+        """None when the store answers a read now, else why not (for readiness probes)."""
+        try:
+            self._run(lambda conn: conn.execute("SELECT 1 FROM tool_fingerprints LIMIT 1").fetchall())
+        except Exception as exc:  # noqa: BLE001 - any failure means "cannot serve"
+            return f"{type(exc).__name__}: {str(exc).strip()[:200]}"
+        return None
+
     def _q(self, statement: str) -> str:
         return sql(self.url, statement)
 
     def _rows(self, statement: str, params: tuple[Any, ...]) -> list[Any]:
-        with self._lock:
-            return list(self._conn.execute(self._q(statement), params).fetchall())
+        return self._run(lambda conn: list(conn.execute(self._q(statement), params).fetchall()))
 
     # --- reads -------------------------------------------------------------
 
@@ -135,31 +176,29 @@ class FingerprintStore:
             "INSERT INTO tool_fingerprints (server, tool, accepted_fp, accepted_definition, accepted_at, accepted_by)"
             " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (server, tool) DO NOTHING"
         )
-        with self._lock:
-            for name, fp, definition in tools:
-                self._conn.execute(stmt, (server, name, fp, definition, now, FIRST_SEEN))
+        rows = [(server, name, fp, definition, now, FIRST_SEEN) for name, fp, definition in tools]
+
+        def op(conn: Any) -> None:
+            for row in rows:
+                conn.execute(stmt, row)
+        self._run(op)
 
     def set_pending(self, server: str, name: str, fp: str, definition: str, now: float) -> None:
         """Remember a changed definition so `tools accept` can promote exactly it."""
-        with self._lock:
-            self._conn.execute(
-                self._q(
-                    "UPDATE tool_fingerprints SET pending_fp = ?, pending_definition = ?, pending_seen_at = ?"
-                    " WHERE server = ? AND tool = ? AND accepted_fp <> ?"
-                    " AND (pending_fp IS NULL OR pending_fp <> ?)"
-                ),
-                (fp, definition, now, server, name, fp, fp),
-            )
+        stmt = self._q(
+            "UPDATE tool_fingerprints SET pending_fp = ?, pending_definition = ?, pending_seen_at = ?"
+            " WHERE server = ? AND tool = ? AND accepted_fp <> ?"
+            " AND (pending_fp IS NULL OR pending_fp <> ?)"
+        )
+        params = (fp, definition, now, server, name, fp, fp)
+        self._run(lambda conn: conn.execute(stmt, params))
 
     def clear_pending(self, server: str, tool: str) -> None:
-        with self._lock:
-            self._conn.execute(
-                self._q(
-                    "UPDATE tool_fingerprints SET pending_fp = NULL, pending_definition = NULL,"
-                    " pending_seen_at = NULL WHERE server = ? AND tool = ?"
-                ),
-                (server, tool),
-            )
+        stmt = self._q(
+            "UPDATE tool_fingerprints SET pending_fp = NULL, pending_definition = NULL,"
+            " pending_seen_at = NULL WHERE server = ? AND tool = ?"
+        )
+        self._run(lambda conn: conn.execute(stmt, (server, tool)))
 
     def accept(self, server: str, tool: str, now: float, by: str, expected_fp: str | None = None) -> FingerprintRecord:
         """Make the pending definition the accepted one.
@@ -178,17 +217,16 @@ class FingerprintStore:
             raise NothingToAccept(
                 f"the pending fingerprint of {tool!r} is {record.pending_fp[:16]}…, not {expected_fp}…"
             )
-        with self._lock:
-            cur = self._conn.execute(
-                self._q(
-                    "UPDATE tool_fingerprints SET accepted_fp = pending_fp, accepted_definition = pending_definition,"
-                    " accepted_at = ?, accepted_by = ?, pending_fp = NULL, pending_definition = NULL,"
-                    " pending_seen_at = NULL WHERE server = ? AND tool = ? AND pending_fp = ?"
-                ),
-                (now, by, server, tool, record.pending_fp),
-            )
-            if cur.rowcount != 1:
-                raise NothingToAccept(f"the pending definition of {tool!r} changed meanwhile; look again")
+        stmt = self._q(
+            "UPDATE tool_fingerprints SET accepted_fp = pending_fp, accepted_definition = pending_definition,"
+            " accepted_at = ?, accepted_by = ?, pending_fp = NULL, pending_definition = NULL,"
+            " pending_seen_at = NULL WHERE server = ? AND tool = ? AND pending_fp = ?"
+        )
+        pending = record.pending_fp
+        if self._run(lambda conn: conn.execute(stmt, (now, by, server, tool, pending)).rowcount) != 1:
+            # also when a retry after a lost connection finds the first attempt already applied:
+            # `get` below then shows the accepted definition, but the caller is told to look again
+            raise NothingToAccept(f"the pending definition of {tool!r} changed meanwhile; look again")
         accepted = self.get(server, tool)
         assert accepted is not None
         return accepted
