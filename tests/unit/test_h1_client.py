@@ -244,3 +244,92 @@ async def test_a_second_unasked_response_is_never_read_as_the_next_answer() -> N
     finally:
         await pool.close()
         srv.close()
+
+
+class _CountingServer:
+    """A real HTTP/1.1 server on asyncio streams that counts each request it reads whole,
+    answering or misbehaving as told per connection and request."""
+
+    def __init__(self, behave) -> None:  # noqa: ANN001 - behave(conn_no, req_no) -> "answer" | "close" | "garbage"
+        self.behave = behave
+        self.requests: list[tuple[int, int, bytes]] = []  # (connection, request on it, request line)
+        self.connections = 0
+        self.server: asyncio.Server | None = None
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        conn_no, req_no = self.connections, 0
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                await reader.readexactly(length)
+                req_no += 1
+                self.requests.append((conn_no, req_no, head.split(b"\r\n", 1)[0]))
+                action = self.behave(conn_no, req_no)
+                if action == "close":  # the request was read whole; the server may have acted on it
+                    break
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+                if action == "answer-then-close":
+                    await writer.drain()
+                    break
+                if action == "answer-then-garbage":
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def __aenter__(self) -> int:
+        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        return self.server.sockets[0].getsockname()[1]
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+
+async def test_a_request_the_server_read_is_never_sent_again() -> None:
+    """RFC 9110 §9.2.2: a kept-alive connection that closes after the request was written may
+    have been acted on (a transfer ran); the POST reaches the server once and the caller is told."""
+    srv = _CountingServer(lambda conn, req: "close" if req == 2 else "answer")
+    async with srv as port:
+        pool = H1Pool(f"http://127.0.0.1:{port}/")
+        url = f"http://127.0.0.1:{port}/mcp"
+        first = await pool.request("POST", url, {}, b'{"warm":1}', 5)
+        assert await first.read(5) == b"{}"
+        first.release()
+        with pytest.raises(H1Error, match="may have been processed") as info:
+            await pool.request("POST", url, {}, b'{"transfer":100}', 5)
+        assert "not sent again" in str(info.value)
+        await asyncio.sleep(0.2)  # a retry, had there been one, would have reached the server by now
+        posts = [r for r in srv.requests if r[2].startswith(b"POST")]
+        assert len(posts) == 2, srv.requests  # the warm-up and the transfer, each exactly once
+        assert srv.connections == 1
+        await pool.close()
+
+
+async def test_an_idle_connection_found_closed_before_writing_is_replaced() -> None:
+    """The server closed the kept-alive connection while it sat idle, and the event loop has not
+    yet run to notice: the pool checks the socket before reuse and sends on a fresh one."""
+    import time
+
+    for action in ("answer-then-close", "answer-then-garbage"):
+        srv = _CountingServer(lambda conn, req, action=action: action if req == 1 else "answer")
+        async with srv as port:
+            pool = H1Pool(f"http://127.0.0.1:{port}/")
+            url = f"http://127.0.0.1:{port}/mcp"
+            first = await pool.request("POST", url, {}, b"1", 5)
+            assert await first.read(5) == b"{}"
+            first.release()
+            time.sleep(0.2)  # blocks the loop: the close (or stray bytes) is on the socket, unseen
+            second = await pool.request("POST", url, {}, b"2", 5)
+            assert second.status == 200 and await second.read(5) == b"{}", action
+            second.release()
+            assert srv.connections == 2, action
+            assert [(c, r) for c, r, _ in srv.requests] == [(1, 1), (2, 1)], (action, srv.requests)
+            await pool.close()

@@ -10,6 +10,7 @@ It does exactly what the gateway needs — no redirects, cookies, proxies or dec
 from __future__ import annotations
 
 import asyncio
+import select
 import socket
 import ssl
 from collections import deque
@@ -28,7 +29,7 @@ class H1Error(Exception):
 
 
 class H1Timeout(H1Error):
-    """The server took too long; the request may have been processed, so it is never retried."""
+    """The server took too long; the request may have been processed (nothing is ever sent twice)."""
 
 
 def _expire(waiter: asyncio.Future[None], message: str) -> None:
@@ -147,6 +148,27 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         if self.transport is not None:
             self.transport.close()
+
+    def reusable(self) -> bool:
+        """True when an idle connection can carry the next request.
+
+        Checked before anything is written, because afterwards nothing may be retried: the
+        server may have acted on the request. An idle connection has no answer due, so a
+        readable socket means the server closed it (EOF) or sent bytes nobody asked for — the
+        event loop may not have run to notice either yet. This is httpcore's check, with
+        poll() instead of select() so descriptors above 1023 work too.
+        """
+        if self.closed or self.transport is None or self.transport.is_closing():
+            return False
+        sock = self.transport.get_extra_info("socket")
+        if sock is None:
+            return True
+        try:
+            poller = select.poll()
+            poller.register(sock.fileno(), select.POLLIN)
+            return not poller.poll(0)
+        except (OSError, ValueError):
+            return False
 
 
 class H1Response:
@@ -305,37 +327,38 @@ class H1Pool:
             if len(self._targets) < 64:
                 self._targets[url] = target
         request = self._request_bytes(method, target, headers, body)
-        for attempt in range(2):
-            conn, reused = None, False
-            while self._idle:
-                candidate = self._idle.pop()
-                if not candidate.closed:
-                    conn, reused = candidate, True
-                    break
-            if conn is None:
-                conn = await self._connect()
-            self._busy.add(conn)
-            response = H1Response(conn, reused, wait_for_data)
-            conn.start(request, response)
-            timer = None if timeout is None else asyncio.get_running_loop().call_later(
-                timeout, _expire, response.started, f"no response from {self.origin.host_header} within {timeout:g}s")
-            try:
-                await response.started
-                return response
-            except H1Error as exc:
-                response.release()
-                # A kept-alive connection the server closed just as we reused it: retry once on a
-                # fresh one (no response byte was read, and it was not a timeout).
-                if reused and attempt == 0 and response.status == 0 and not isinstance(exc, H1Timeout):
-                    continue
-                raise
-            except BaseException:
-                response.release()
-                raise
-            finally:
-                if timer is not None:
-                    timer.cancel()
-        raise H1Error("unreachable")  # pragma: no cover
+        conn, reused = None, False
+        while self._idle:
+            candidate = self._idle.pop()
+            if candidate.reusable():
+                conn, reused = candidate, True
+                break
+            candidate.close()
+        if conn is None:
+            conn = await self._connect()
+        self._busy.add(conn)
+        response = H1Response(conn, reused, wait_for_data)
+        conn.start(request, response)
+        # From here the request may reach the server, which may act on it (a POST can move
+        # money): nothing below sends it again (RFC 9110 §9.2.2). A connection that could not
+        # carry it was found out above, before any byte was written.
+        timer = None if timeout is None else asyncio.get_running_loop().call_later(
+            timeout, _expire, response.started, f"no response from {self.origin.host_header} within {timeout:g}s")
+        try:
+            await response.started
+            return response
+        except H1Error as exc:
+            response.release()
+            if response.status == 0 and not isinstance(exc, H1Timeout):
+                raise H1Error(f"{exc} before answering; the request may have been processed, "
+                              "so it was not sent again") from None
+            raise
+        except BaseException:
+            response.release()
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
 
     async def close(self) -> None:
         for conn in list(self._idle) + list(self._busy):

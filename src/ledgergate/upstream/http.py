@@ -63,7 +63,7 @@ class HttpPool:
         try:
             return await self._h1.request(method, url or self.url, all_headers, payload, self.timeout, wait_for_data)
         except H1Error as exc:
-            raise UpstreamError(f"upstream server unreachable: {exc}") from None
+            raise UpstreamError(f"upstream server: {exc}") from None
 
     async def post(self, body: Message, extra: Mapping[str, str]) -> H1Response:
         return await self.send("POST", extra, body, wait_for_data=True)
