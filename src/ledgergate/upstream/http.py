@@ -40,11 +40,13 @@ _NAME_FIELD = {"tools/call": "name", "prompts/get": "name", "resources/read": "u
 class HttpPool:
     """The keep-alive pool for one upstream URL, plus the server's configured headers."""
 
-    def __init__(self, url: str, headers: Mapping[str, str], timeout: float, limit: int = 100) -> None:
+    def __init__(self, url: str, headers: Mapping[str, str], timeout: float, limit: int = 100,
+                 keepalive_expiry: float = 4.0, pool_timeout: float = 30.0) -> None:
         self.url = url
         self.headers = {**headers}
         self.timeout = timeout
-        self._h1 = H1Pool(url)
+        self._h1 = H1Pool(url, max_connections=limit, keepalive_expiry=keepalive_expiry,
+                          pool_timeout=pool_timeout)
 
     def build_headers(self, extra: Mapping[str, str]) -> dict[str, str]:
         headers = {"Accept": _ACCEPT, "Content-Type": "application/json", **self.headers}
@@ -63,7 +65,7 @@ class HttpPool:
         try:
             return await self._h1.request(method, url or self.url, all_headers, payload, self.timeout, wait_for_data)
         except H1Error as exc:
-            raise UpstreamError(f"upstream server unreachable: {exc}") from None
+            raise UpstreamError(f"upstream server: {exc}") from None
 
     async def post(self, body: Message, extra: Mapping[str, str]) -> H1Response:
         return await self.send("POST", extra, body, wait_for_data=True)
