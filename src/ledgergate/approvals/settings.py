@@ -1,15 +1,75 @@
-"""The `approvals` section of the config."""
+"""The `approvals` section of the config.
+
+```yaml
+approvals:
+  timeout: 1h          # a pending approval expires (a denial, recorded) after this
+  grant_window: 5m     # once approved, the identical call passes once within this window
+  hold: 50s            # how long the gateway holds a waiting call on the wire
+  console_url: "https://gateway.example/ui/approvals"   # optional, named in notifications
+  webhooks:
+    - {url: "https://hooks.example/T000/B000/XXX", format: slack}
+    - {url: "https://siem.example/hooks/approvals", format: json, secret: "${APPROVAL_HOOK_SECRET}"}
+```
+
+A plain string in `webhooks` is read as `{url: STRING, format: slack}` (a Slack
+incoming-webhook URL is its own secret, so it needs no signing key).
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ledgergate.durations import Duration
 
 
-class ApprovalsSettings(BaseModel):
+class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    timeout: Duration = 600.0
+
+class WebhookSettings(_Strict):
+    """One receiver of approval notifications."""
+
+    url: str
+    format: Literal["slack", "json"] = "json"
+    #: HMAC-SHA256 key for `format: json` (required there); use `${ENV}` so it stays out of the file
+    secret: str | None = None
+    timeout: Duration = 5.0
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("a webhook url must start with http:// or https://")
+        return value
+
+    @model_validator(mode="after")
+    def _signed(self) -> WebhookSettings:
+        if self.format == "json" and not self.secret:
+            raise ValueError("a json webhook needs a 'secret' (its bodies are signed with HMAC-SHA256)")
+        if self.secret is not None and len(self.secret) < 16:
+            raise ValueError("a webhook 'secret' must be at least 16 characters")
+        return self
+
+
+class ApprovalsSettings(_Strict):
+    timeout: Duration = 3600.0
     grant_window: Duration = 300.0
-    webhooks: list[str] = Field(default_factory=list)
+    hold: Duration = 50.0
+    console_url: str | None = None
+    webhooks: list[WebhookSettings] = Field(default_factory=list)
+
+    @field_validator("webhooks", mode="before")
+    @classmethod
+    def _plain_urls(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"url": v, "format": "slack"} if isinstance(v, str) else v for v in value]
+        return value
+
+    @field_validator("timeout", "grant_window", "hold")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be a positive duration")
+        return value

@@ -13,6 +13,7 @@ class ApproverSpec:
     groups: tuple[str, ...] = ()
     subjects: tuple[str, ...] = ()
     count: int = 1
+    justification: Literal["required", "optional"] = "optional"
 
 
 @dataclass(frozen=True, slots=True)

@@ -270,7 +270,8 @@ def compile_rule(index: int, settings: PolicyRuleSettings, known_profiles: set[s
         a = settings.approvers
         if a is None or (not a.groups and not a.subjects):
             raise ValueError(f"{where}: approvers: an approve rule needs approvers (groups and/or subjects)")
-        approvers = ApproverSpec(groups=tuple(a.groups), subjects=tuple(a.subjects), count=a.count)
+        approvers = ApproverSpec(groups=tuple(a.groups), subjects=tuple(a.subjects), count=a.count,
+                                 justification=a.justification)
     elif settings.approvers is not None:
         raise ValueError(f"{where}: approvers: only an approve rule takes approvers")
     m = settings.match

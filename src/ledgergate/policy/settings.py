@@ -56,6 +56,8 @@ class ApproversSettings(_Strict):
     groups: list[str] = Field(default_factory=list)
     subjects: list[str] = Field(default_factory=list)
     count: int = Field(default=1, ge=1)
+    #: `required`: the requester must give a reason for the call before it is sent to approvers
+    justification: Literal["required", "optional"] = "optional"
 
 
 class PolicyRuleSettings(_Strict):

@@ -1,0 +1,194 @@
+"""`ledgergate approvals list|show|approve|deny`: decide held calls from a terminal.
+
+The CLI acts as an operator identity named by `--by` (default: the OS user).
+It reads the configured store directly, so it sees every approval; its
+decisions follow the same rules as everyone's (never the requester's own
+call, one person counts once, a reason always) and are recorded in the
+ledger before they take effect — in the CLI's own log (`<replica>-cli`), so it
+never writes into a running gateway's log. On PostgreSQL the gateway holding
+the call wakes at once (NOTIFY); on SQLite it notices within a second.
+
+Exit status: 0 done; 1 refused (unknown id, not pending, not allowed, bad
+reason); 2 bad config or usage; 3 the store or the ledger could not record it
+(nothing was applied).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from ledgergate.approvals import model
+from ledgergate.approvals.service import AppendFn, ApprovalService
+from ledgergate.commands.common import EXIT_USAGE, ConfigOption, load_or_exit
+from ledgergate.config import LoadedConfig
+from ledgergate.errors import GatewayError, LedgerUnavailable
+from ledgergate.store.approvals_store import ApprovalStore
+
+app = typer.Typer(no_args_is_help=True, help="List, show, approve and deny held calls (just-in-time approvals).")
+out = Console(soft_wrap=True, highlight=False)
+err = Console(stderr=True, highlight=False)
+
+EXIT_REFUSED, EXIT_UNAVAILABLE = 1, 3
+JsonOption = typer.Option(False, "--json", help="Machine-readable output.")
+ByOption = typer.Option(None, "--by", help="Who decides (recorded); default the OS user. "
+                                           "`issuer#subject` names an IdP identity exactly.")
+ReasonOption = typer.Option(..., "--reason", help="Why (recorded in the ledger and shown to the requester).")
+
+
+def _store(loaded: LoadedConfig) -> ApprovalStore:
+    try:
+        return ApprovalStore.from_url(loaded.settings.storage, loaded.base_dir)
+    except ValueError as exc:
+        err.print(f"[red]error[/red] storage: {escape(str(exc))}")
+        raise typer.Exit(EXIT_USAGE) from None
+
+
+def _fail(exc: GatewayError) -> typer.Exit:
+    err.print(f"[red]error[/red] {escape(exc.message)}")
+    unavailable = isinstance(exc, (LedgerUnavailable, model.ApprovalUnavailable))
+    return typer.Exit(EXIT_UNAVAILABLE if unavailable else EXIT_REFUSED)
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no passwd entry in a container
+        return "operator"
+
+
+async def _no_ledger(event: str, fields: Any) -> None:
+    raise LedgerUnavailable("the CLI reads approvals without writing records")
+
+
+async def _with_service(loaded: LoadedConfig, fn: Any, *, write: bool) -> Any:
+    """Run `fn(service)` with the store open (and, to write, the CLI's own ledger log)."""
+    s = loaded.settings
+    ledger = None
+    append: AppendFn = _no_ledger
+    if write:
+        from ledgergate.audit.ledger import Ledger
+
+        replica = f"{s.audit.replica or socket.gethostname()}-cli"
+        audit = s.audit.model_copy(update={"replica": replica, "checkpoint_interval": 0})
+        try:
+            ledger = await Ledger.open(audit, s.storage, loaded.base_dir)
+        except LedgerUnavailable:
+            raise
+        except Exception as exc:  # a key that cannot be read or made: nothing can be recorded
+            raise LedgerUnavailable(f"the audit ledger cannot be opened ({type(exc).__name__}: {exc}); "
+                                    "nothing was decided") from None
+        append = ledger.append
+    service = ApprovalService(_store(loaded), append, s.approvals, listen=False)
+    try:
+        await service.start(background=False)
+        return await fn(service)
+    finally:
+        await service.close()
+        if ledger is not None:
+            await ledger.close()
+
+
+def _run(loaded: LoadedConfig, fn: Any, *, write: bool = False) -> Any:
+    try:
+        return asyncio.run(_with_service(loaded, fn, write=write))
+    except GatewayError as exc:
+        raise _fail(exc) from None
+
+
+def _print(approval: model.Approval) -> None:
+    p = approval.public()
+    out.print(f"[bold]{p['id']}[/bold]  {p['status']}")
+    out.print(f"  requester  {escape(str(p['requester'].get('subject')))} ({escape(str(p['requester'].get('issuer')))})")
+    out.print(f"  call       {escape(p['server'])} {escape(p['method'])} {escape(str(p['target'] or ''))}")
+    out.print(f"  arguments  {escape(json.dumps(p['arguments'], ensure_ascii=False))}  (masked)")
+    out.print(f"  rule       {escape(p['rule'])} (policy {escape(p['policy_version'])})")
+    out.print(f"  approvers  {escape(model.describe_approvers(approval.approvers))}; {p['approvals']} so far")
+    if p["justification"]:
+        out.print(f"  why        {escape(p['justification'])}")
+    out.print(f"  created    {p['created']}   expires {p['expires']}")
+    for d in p["decisions"]:
+        out.print(f"  {d['verdict']:<9}  {escape(d['approver'])} at {d['time']}: {escape(d['reason'])}")
+    if p["granted_until"]:
+        out.print(f"  granted until {p['granted_until']}")
+    if p["executed_at"]:
+        out.print(f"  executed   {p['executed_at']} (request {escape(str(p['executed_request_id']))})")
+    if p["close_reason"]:
+        out.print(f"  closed     {escape(p['close_reason'])}")
+
+
+@app.command("list")
+def list_approvals(
+    config: Path = ConfigOption,
+    status: str = typer.Option("pending", "--status", help=f"One of {', '.join(model.STATUSES)}, or 'all'."),
+    limit: int = typer.Option(100, "--limit", min=1, max=1000),
+    as_json: bool = JsonOption,
+) -> None:
+    """List approvals, newest first (default: the pending ones)."""
+    if status != "all" and status not in model.STATUSES:
+        err.print(f"[red]error[/red] --status must be one of {', '.join(model.STATUSES)} or all")
+        raise typer.Exit(EXIT_USAGE)
+    loaded = load_or_exit(config)
+    found: list[model.Approval] = _run(loaded, lambda svc: svc.list(None if status == "all" else status, limit))
+    if as_json:
+        print(json.dumps([a.public() for a in found], ensure_ascii=False))
+        return
+    if not found:
+        out.print(f"no {'' if status == 'all' else status + ' '}approvals")
+        return
+    table = Table("id", "status", "requester", "call", "rule", "approvals", "expires")
+    for a in found:
+        p = a.public()
+        table.add_row(a.id, a.status, escape(str(p["requester"].get("subject"))),
+                      escape(f"{p['server']} {p['target'] or p['method']}"), escape(p["rule"]),
+                      f"{a.approvals}/{a.approvers.count}", str(p["expires"]))
+    out.print(table)
+
+
+@app.command("show")
+def show(approval_id: str = typer.Argument(..., metavar="ID"), config: Path = ConfigOption,
+         as_json: bool = JsonOption) -> None:
+    """Show one approval: the call (arguments masked), who may decide, decisions so far."""
+    loaded = load_or_exit(config)
+    approval: model.Approval = _run(loaded, lambda svc: svc.get(approval_id))
+    if as_json:
+        print(json.dumps(approval.public(), ensure_ascii=False))
+    else:
+        _print(approval)
+
+
+def _decide(verdict: str, approval_id: str, reason: str, config: Path, by: str | None, as_json: bool) -> None:
+    loaded = load_or_exit(config)
+    who = model.operator_principal(by or _os_user())
+    if not who.subject:
+        err.print("[red]error[/red] --by must name someone")
+        raise typer.Exit(EXIT_USAGE)
+    approval: model.Approval = _run(loaded, lambda svc: svc.decide(approval_id, who, verdict, reason), write=True)
+    if as_json:
+        print(json.dumps(approval.public(), ensure_ascii=False))
+        return
+    out.print(f"{'approved' if verdict == 'approve' else 'denied'} {approval.id} as {escape(who.subject)}: now {approval.status} "
+              f"({approval.approvals}/{approval.approvers.count} approvals)")
+
+
+@app.command("approve")
+def approve(approval_id: str = typer.Argument(..., metavar="ID"), reason: str = ReasonOption,
+            config: Path = ConfigOption, by: str | None = ByOption, as_json: bool = JsonOption) -> None:
+    """Approve a pending call (never your own)."""
+    _decide("approve", approval_id, reason, config, by, as_json)
+
+
+@app.command("deny")
+def deny(approval_id: str = typer.Argument(..., metavar="ID"), reason: str = ReasonOption,
+         config: Path = ConfigOption, by: str | None = ByOption, as_json: bool = JsonOption) -> None:
+    """Deny a pending call; one deny ends it."""
+    _decide("deny", approval_id, reason, config, by, as_json)

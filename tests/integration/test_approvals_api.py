@@ -1,0 +1,190 @@
+"""The approvals REST API over real HTTP (uvicorn on 127.0.0.1) with real tokens from the test OpenID
+provider: who sees what, who may decide, and every refusal's status and words."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+
+from ledgergate.api.approvals import approval_routes
+from ledgergate.approvals import model as m
+from ledgergate.approvals.service import ApprovalService
+from ledgergate.approvals.settings import ApprovalsSettings
+from ledgergate.audit.ledger import Ledger
+from ledgergate.audit.settings import AuditSettings
+from ledgergate.errors import AuthError
+from ledgergate.identity.principal import Principal
+from ledgergate.identity.service import IdentityService
+from ledgergate.identity.settings import IdentitySettings, OidcIssuerSettings
+from ledgergate.policy.decision import ApproverSpec
+from ledgergate.store.approvals_store import ApprovalStore
+from tests.support.oidc import Provider
+from tests.support.procs import free_port
+
+pytestmark = pytest.mark.timeout(90)
+
+MASKED = {"amount": 50000, "iban": "DE89**************3000"}
+
+
+class Api:
+    def __init__(self, base: str, provider: Provider, service: ApprovalService, issuer: str) -> None:
+        self.http = httpx.AsyncClient(base_url=base, timeout=10)
+        self.provider = provider
+        self.service = service
+        self.issuer = issuer
+
+    def token(self, sub: str, groups: list[str]) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.provider.token(sub, groups)}"}
+
+    async def ask(self, sub: str = "alice", groups: tuple[str, ...] = ("staff", "approvers"), count: int = 1,
+                  args: Any = None) -> m.Approval:
+        who = Principal(self.issuer, sub, groups=frozenset(groups))
+        return await self.service.request(principal=who, server="bank", method="tools/call", target="transfer",
+                                          arguments=args or {"amount": 50000, "iban": "DE89370400440532013000"},
+                                          masked_args=MASKED, rule="big-transfers", policy_version="v1",
+                                          approvers=ApproverSpec(("approvers",), (), count))
+
+
+@pytest.fixture
+async def api(provider: Provider, tmp_path: Path) -> AsyncIterator[Api]:
+    url = f"sqlite:///{tmp_path / 'data' / 'ledgergate.db'}"
+    ledger = await Ledger.open(AuditSettings(replica="a", checkpoint_interval=0), url, tmp_path)
+    service = ApprovalService(ApprovalStore.from_url(url), ledger.append, ApprovalsSettings())
+    await service.start(background=False)
+    identity = IdentityService(IdentitySettings(api_keys=False, oidc=[OidcIssuerSettings(issuer=provider.issuer)]),
+                               None, tmp_path)
+    await identity.start()
+
+    async def authenticate(request: Request) -> Principal:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer":
+            raise AuthError("a bearer token is required", "missing_token")
+        return await identity.authenticate(token.strip())
+
+    app = Starlette(routes=approval_routes(service, authenticate))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="off"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.02)
+    client = Api(f"http://127.0.0.1:{port}", provider, service, provider.issuer)
+    try:
+        yield client
+    finally:
+        await client.http.aclose()
+        server.should_exit = True
+        await task
+        await identity.close()
+        await service.close()
+        await ledger.close()
+
+
+async def test_an_approver_approves_over_rest(api: Api) -> None:
+    a = await api.ask()
+    listed = await api.http.get("/api/v1/approvals", params={"status": "pending"},
+                                headers=api.token("bob", ["approvers"]))
+    assert listed.status_code == 200
+    [item] = listed.json()["approvals"]
+    assert item["id"] == a.id and item["arguments"] == MASKED and item["tool"] == "transfer"
+    assert item["requester"]["subject"] == "alice" and item["approvers"]["count"] == 1
+    r = await api.http.post(f"/api/v1/approvals/{a.id}/approve", headers=api.token("bob", ["approvers"]),
+                            json={"reason": "matches ticket FIN-1182", "preview_digest": item["preview_digest"]})
+    assert r.status_code == 200 and r.json()["status"] == "approved"
+    assert r.json()["decisions"][0]["approver"] == "bob"
+    assert (await api.service.get(a.id)).status == "approved"
+
+
+async def test_the_requester_is_refused_even_in_the_approver_group(api: Api) -> None:
+    a = await api.ask()
+    for verdict in ("approve", "deny"):
+        r = await api.http.post(f"/api/v1/approvals/{a.id}/{verdict}", headers=api.token("alice", ["approvers"]),
+                                json={"reason": "it is mine"})
+        assert r.status_code == 403 and "you requested this call" in r.json()["error"]
+    assert (await api.service.get(a.id)).decisions == ()
+
+
+async def test_a_non_approver_is_refused_and_cannot_see_it(api: Api) -> None:
+    a = await api.ask()
+    r = await api.http.post(f"/api/v1/approvals/{a.id}/approve", headers=api.token("mallory", ["staff"]),
+                            json={"reason": "sure"})
+    assert r.status_code == 403 and "not an approver" in r.json()["error"]
+    assert (await api.http.get(f"/api/v1/approvals/{a.id}", headers=api.token("mallory", ["staff"]))).status_code == 403
+    listed = await api.http.get("/api/v1/approvals", headers=api.token("mallory", ["staff"]))
+    assert listed.status_code == 200 and listed.json() == {"approvals": []}
+    # The requester and an auditor see it; the auditor cannot decide it.
+    mine = await api.http.get(f"/api/v1/approvals/{a.id}", headers=api.token("alice", ["staff"]))
+    assert mine.status_code == 200 and mine.json()["id"] == a.id
+    audit = await api.http.get("/api/v1/approvals", headers=api.token("audrey", ["auditors"]))
+    assert [x["id"] for x in audit.json()["approvals"]] == [a.id]
+    r = await api.http.post(f"/api/v1/approvals/{a.id}/deny", headers=api.token("audrey", ["auditors"]),
+                            json={"reason": "no"})
+    assert r.status_code == 403
+
+
+async def test_unknown_is_404_and_not_pending_is_409(api: Api) -> None:
+    bob = api.token("bob", ["approvers"])
+    for unknown in (m.new_id(), "nonsense", "apr_" + "0" * 32):
+        r = await api.http.post(f"/api/v1/approvals/{unknown}/approve", headers=bob, json={"reason": "x"})
+        assert r.status_code == 404 and "no approval" in r.json()["error"]
+        assert (await api.http.get(f"/api/v1/approvals/{unknown}", headers=bob)).status_code == 404
+    a = await api.ask()
+    assert (await api.http.post(f"/api/v1/approvals/{a.id}/deny", headers=bob,
+                                json={"reason": "wrong account"})).status_code == 200
+    r = await api.http.post(f"/api/v1/approvals/{a.id}/approve", headers=api.token("carol", ["approvers"]),
+                            json={"reason": "fine"})
+    assert r.status_code == 409 and r.json()["status"] == "denied" and "denied, not pending" in r.json()["error"]
+
+
+async def test_count_two_over_rest_and_a_second_vote_of_the_same_person_is_409(api: Api) -> None:
+    a = await api.ask(count=2)
+    bob = api.token("bob", ["approvers"])
+    assert (await api.http.post(f"/api/v1/approvals/{a.id}/approve", headers=bob,
+                                json={"reason": "one"})).json()["status"] == "pending"
+    again = await api.http.post(f"/api/v1/approvals/{a.id}/approve", headers=bob, json={"reason": "two"})
+    assert again.status_code == 409 and "already decided" in again.json()["error"]
+    done = await api.http.post(f"/api/v1/approvals/{a.id}/approve", headers=api.token("carol", ["approvers"]),
+                               json={"reason": "two"})
+    assert done.json()["status"] == "approved" and done.json()["approvals"] == 2
+
+
+@pytest.mark.parametrize("body", [b"", b"not json", b"[1]", b'{"reason": ""}', b'{"reason": 5}', b"{}",
+                                  b'{"reason": "ok", "preview_digest": 7}',
+                                  orjson.dumps({"reason": "x" * 20000})])
+async def test_bad_bodies_are_400_with_our_words(api: Api, body: bytes) -> None:
+    a = await api.ask()
+    r = await api.http.post(f"/api/v1/approvals/{a.id}/approve", headers={**api.token("bob", ["approvers"]),
+                                                                          "Content-Type": "application/json"},
+                            content=body)
+    assert r.status_code == 400 and len(r.json()["error"]) <= 500
+    assert "Traceback" not in r.text
+    assert (await api.service.get(a.id)).status == "pending"
+
+
+async def test_a_stale_preview_is_refused(api: Api) -> None:
+    a = await api.ask()
+    r = await api.http.post(f"/api/v1/approvals/{a.id}/approve", headers=api.token("bob", ["approvers"]),
+                            json={"reason": "ok", "preview_digest": m.preview_digest({"amount": 1})})
+    assert r.status_code == 409 and "other arguments" in r.json()["error"]
+
+
+async def test_no_token_or_a_bad_token_is_401(api: Api) -> None:
+    a = await api.ask()
+    assert (await api.http.get("/api/v1/approvals")).status_code == 401
+    r = await api.http.post(f"/api/v1/approvals/{a.id}/approve", headers={"Authorization": "Bearer abc.def.ghi"},
+                            json={"reason": "x"})
+    assert r.status_code == 401 and (await api.service.get(a.id)).decisions == ()
+
+
+async def test_bad_query_is_400(api: Api) -> None:
+    bob = api.token("bob", ["approvers"])
+    assert (await api.http.get("/api/v1/approvals", params={"status": "maybe"}, headers=bob)).status_code == 400
+    assert (await api.http.get("/api/v1/approvals", params={"limit": "0"}, headers=bob)).status_code == 400
