@@ -28,6 +28,7 @@ from ledgergate.upstream.base import (
     strip_modern_meta,
 )
 from ledgergate.upstream.h1 import H1Error, H1Pool, H1Response
+from ledgergate.upstream.unix import is_unix_url, parse_unix_url
 
 log = logging.getLogger("ledgergate.upstream")
 
@@ -41,10 +42,12 @@ class HttpPool:
     """The keep-alive pool for one upstream URL, plus the server's configured headers."""
 
     def __init__(self, url: str, headers: Mapping[str, str], timeout: float, limit: int = 100) -> None:
-        self.url = url
+        unix = parse_unix_url(url) if is_unix_url(url) else None
+        # over a Unix socket, requests are built from the equivalent http://localhost URL
+        self.url = unix.http_url if unix is not None else url
         self.headers = {**headers}
         self.timeout = timeout
-        self._h1 = H1Pool(url)
+        self._h1 = H1Pool(self.url, unix_socket=unix.socket_path if unix is not None else None)
 
     def build_headers(self, extra: Mapping[str, str]) -> dict[str, str]:
         headers = {"Accept": _ACCEPT, "Content-Type": "application/json", **self.headers}
