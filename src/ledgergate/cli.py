@@ -81,6 +81,11 @@ def _register_optional() -> None:
                 continue
             raise
         app.add_typer(module.app, name=group)
+        if group == "audit":
+            # `audit siem` lives in its own module, beside the group's other verbs
+            from ledgergate.commands.siem import siem
+
+            module.app.command("siem")(siem)
 
 
 _register_optional()

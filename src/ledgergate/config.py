@@ -34,6 +34,7 @@ from ledgergate.policy.settings import (
     PolicyRuleSettings,
     ToolDriftSettings,
 )
+from ledgergate.upstream.unix import is_unix_url, parse_unix_url
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -59,8 +60,13 @@ class ServerSettings(_Strict):
     def _one_kind(self) -> ServerSettings:
         if (self.url is None) == (self.command is None):
             raise ValueError("a server needs exactly one of 'url' or 'command'")
-        if self.url is not None and not self.url.startswith(("http://", "https://")):
-            raise ValueError("'url' must start with http:// or https://")
+        if self.url is not None and is_unix_url(self.url):
+            try:
+                parse_unix_url(self.url)
+            except ValueError as exc:
+                raise ValueError(f"'url': {exc}") from None
+        elif self.url is not None and not self.url.startswith(("http://", "https://")):
+            raise ValueError("'url' must start with http:// or https:// (or unix:// for a Unix socket)")
         return self
 
     @property

@@ -280,9 +280,14 @@ class H1Pool:
     """
 
     def __init__(self, url: str, connect_timeout: float = 10.0, max_connections: int | None = None,
-                 keepalive_expiry: float = 4.0, pool_timeout: float = 30.0) -> None:
+                 keepalive_expiry: float = 4.0, pool_timeout: float = 30.0, unix_socket: str | None = None) -> None:
         self.origin = Origin.of(url)
-        self.host_header = self.origin.host_header
+        #: connect to this Unix socket instead of the URL's host and port (upstream/unix.py)
+        self.unix_socket = unix_socket
+        # Over a socket, Host carries the port too: servers whose DNS-rebinding guard admits
+        # "localhost:*" (the MCP SDKs' default) refuse a bare "localhost".
+        self.host_header = (self.origin.host_header if unix_socket is None
+                            else f"{self.origin.host}:{self.origin.port}")
         self.connect_timeout = connect_timeout
         self.max_connections = max_connections
         self.keepalive_expiry = keepalive_expiry
@@ -303,13 +308,17 @@ class H1Pool:
         loop = asyncio.get_running_loop()
         self._opening += 1
         try:
-            _, conn = await asyncio.wait_for(
-                loop.create_connection(lambda: _Connection(self), self.origin.host, self.origin.port, ssl=self._ssl),
-                self.connect_timeout)
+            if self.unix_socket is not None:
+                opening = loop.create_unix_connection(lambda: _Connection(self), self.unix_socket)
+            else:
+                opening = loop.create_connection(lambda: _Connection(self), self.origin.host, self.origin.port,
+                                                 ssl=self._ssl)
+            _, conn = await asyncio.wait_for(opening, self.connect_timeout)
         except (OSError, asyncio.TimeoutError) as exc:
             self._opening -= 1
             self._wake()  # its place is free again
-            raise H1Error(f"cannot connect to {self.origin.host_header}: {type(exc).__name__}") from None
+            where = f"unix:{self.unix_socket}" if self.unix_socket is not None else self.origin.host_header
+            raise H1Error(f"cannot connect to {where}: {type(exc).__name__}") from None
         except BaseException:
             self._opening -= 1
             self._wake()

@@ -28,6 +28,7 @@ from ledgergate.upstream.base import (
     strip_modern_meta,
 )
 from ledgergate.upstream.h1 import H1Error, H1Pool, H1Response
+from ledgergate.upstream.unix import is_unix_url, parse_unix_url
 
 log = logging.getLogger("ledgergate.upstream")
 
@@ -42,11 +43,13 @@ class HttpPool:
 
     def __init__(self, url: str, headers: Mapping[str, str], timeout: float, limit: int = 100,
                  keepalive_expiry: float = 4.0, pool_timeout: float = 30.0) -> None:
-        self.url = url
+        unix = parse_unix_url(url) if is_unix_url(url) else None
+        # over a Unix socket, requests are built from the equivalent http://localhost URL
+        self.url = unix.http_url if unix is not None else url
         self.headers = {**headers}
         self.timeout = timeout
-        self._h1 = H1Pool(url, max_connections=limit, keepalive_expiry=keepalive_expiry,
-                          pool_timeout=pool_timeout)
+        self._h1 = H1Pool(self.url, max_connections=limit, keepalive_expiry=keepalive_expiry,
+                          pool_timeout=pool_timeout, unix_socket=unix.socket_path if unix is not None else None)
 
     def build_headers(self, extra: Mapping[str, str]) -> dict[str, str]:
         headers = {"Accept": _ACCEPT, "Content-Type": "application/json", **self.headers}
