@@ -19,6 +19,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
+from ledgergate.approvals.service import ApprovalService
 from ledgergate.errors import UpstreamError
 from ledgergate.gateway.call import Call
 from ledgergate.gateway.drift import DriftGuard
@@ -39,12 +40,15 @@ from ledgergate.upstream.base import Message, UpstreamSession
 
 @dataclass(frozen=True)
 class Lasting:
-    """What outlives a config reload: the ledger, the drift guard's store, who owns which task."""
+    """What outlives a config reload: the ledger, the drift guard's store, who owns which task,
+    the approvals service and the key that seals a waiting client's state."""
 
     ledger: AuditPort
     digest: Callable[[Any], str]
     drift: DriftGuard
     tasks: TaskOwners
+    approvals: ApprovalService | None = None
+    state_key: bytes = b""
 
 
 class Pipeline:
@@ -64,7 +68,8 @@ class Pipeline:
             BudgetCheck(snapshot.budgets, evidence),
             DriftCheck(lasting.drift, evidence),
             TaskOwnership(lasting.tasks, evidence),
-            ApprovalGate(evidence),
+            ApprovalGate(lasting.approvals, evidence, snapshot.settings.approvals, snapshot.policy_version,
+                         lasting.state_key, snapshot.settings.public_url),
             AuditRequest(evidence),
         ]
         response: list[ResponseStage] = [
@@ -81,7 +86,12 @@ class Pipeline:
     async def handle(self, call: Call, upstream: UpstreamSession) -> AsyncGenerator[Message, None]:
         """Yield what the client should see: notifications and server requests, then the answer."""
         for stage in self.request_stages:
-            await stage.on_request(call)  # a refusal raises, after the stage recorded it
+            held = await stage.on_request(call)  # a refusal raises, after the stage recorded it
+            if held is not None:
+                async for message in held:  # what the client sees while a stage holds the call
+                    yield message
+                    if "method" not in message:
+                        return  # the stage answered in the upstream's place
         try:
             async with aclosing(upstream.call(call.message)) as messages:
                 async for message in messages:

@@ -7,7 +7,10 @@ started under one snapshot finishes under it.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+
+import orjson
 
 from ledgergate.config import Settings
 from ledgergate.identity.service import IdentityService
@@ -23,10 +26,13 @@ class Snapshot:
     policy: PolicyEngine
     budgets: Budgets
     identity: IdentityService
+    #: names the policy an approval was granted under: a changed policy needs new approvals
+    policy_version: str
 
     @classmethod
     def build(cls, settings: Settings, identity: IdentityService) -> Snapshot:
         """Validate and compile everything; raises (ValueError/ConfigError) without touching the running one."""
         masker = Masker.from_settings(settings.masking)
         policy = PolicyEngine.from_settings(settings.policies, set(masker.profiles))
-        return cls(settings, masker, policy, Budgets.from_settings(settings.budgets), identity)
+        version = hashlib.sha256(orjson.dumps([p.model_dump(mode="json") for p in settings.policies])).hexdigest()[:16]
+        return cls(settings, masker, policy, Budgets.from_settings(settings.budgets), identity, version)

@@ -1,23 +1,258 @@
-"""approval: a call whose decision is `approve` waits for a human."""
+"""approval: a call whose decision is `approve` waits for a human, and runs exactly once.
+
+The approval is bound to the exact call (principal, server, method and target,
+the SHA-256 of the canonical arguments, the rule, the policy version); the
+approvals service keeps it and records every step. This stage decides what the
+client sees while it waits, since clients commonly tear a call down after
+60–120 s:
+
+* first, a grant already open for this exact call is claimed (approved →
+  executed, once across every replica) and the call goes on;
+* otherwise the call is held for up to `approvals.hold`, with a progress and a
+  log notification every few seconds naming the approval, who may decide and
+  where; a decision releases it at once;
+* when the hold runs out, a handshake-era client gets an error naming the
+  approval, its URL and expiry (the identical call passes once after approval,
+  within `approvals.grant_window`); a 2026-07-28 client gets an input-required
+  result whose sealed `requestState` names the approval, so its retry, on any
+  replica, is held again and answered once the approval is decided.
+
+A rule may require a justification: taken from the call's `_meta`
+(`io.ledgergate/justification`), else asked with an elicitation where the client
+can answer one, else the call is refused saying how to give it.
+"""
 
 from __future__ import annotations
 
-from ledgergate.errors import ApprovalPending
+import asyncio
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from ledgergate.approvals import model
+from ledgergate.approvals.model import Approval, Binding, binding_for, describe_approvers, rfc3339
+from ledgergate.approvals.service import ApprovalService
+from ledgergate.approvals.settings import ApprovalsSettings
+from ledgergate.approvals.state import HeldState, StateRefused, is_ours, seal, unseal
+from ledgergate.errors import INVALID_PARAMS, ApprovalDenied, ApprovalPending, GatewayError
 from ledgergate.gateway.call import Call
 from ledgergate.gateway.stages.audit import Evidence
+from ledgergate.policy.decision import ApproverSpec
+from ledgergate.upstream.base import Message
+from ledgergate.wire import jsonrpc
+
+JUSTIFICATION_META = "io.ledgergate/justification"
+INPUT_REQUIRED = "input_required"
+_JUSTIFY_KEY = "justification"
+_ENDED = ("denied", "expired", "cancelled")
 
 
 class ApprovalGate:
-    def __init__(self, evidence: Evidence) -> None:
+    def __init__(self, approvals: ApprovalService | None, evidence: Evidence, settings: ApprovalsSettings,
+                 policy_version: str, state_key: bytes, public_url: str | None,
+                 notice_interval: float = 5.0) -> None:
+        self.approvals = approvals
         self.evidence = evidence
+        self.settings = settings
+        self.policy_version = policy_version
+        self.state_key = state_key
+        self.public_url = (public_url or "").rstrip("/")
+        self.notice_interval = notice_interval
 
-    async def on_request(self, call: Call) -> None:
+    async def on_request(self, call: Call) -> AsyncIterator[Message] | None:
+        state = call.params.get("requestState")
+        responses: Mapping[str, Any] = {}
+        if is_ours(state):
+            # Ours to read, never the upstream's: the call goes on without it.
+            responses = call.params.get("inputResponses") or {}
+            params = {k: v for k, v in call.params.items() if k not in ("requestState", "inputResponses")}
+            call.message = {**call.message, "params": params}
         decision = call.decision
         if decision is None or decision.effect != "approve":
+            return None
+        return self._hold(call, state if is_ours(state) else None, responses)
+
+    def url_for(self, approval_id: str) -> str:
+        if self.settings.console_url:
+            return f"{self.settings.console_url.rstrip('/')}/{approval_id}"
+        return f"{self.public_url}/api/v1/approvals/{approval_id}"
+
+    # ── the hold ────────────────────────────────────────────────────────────
+    async def _hold(self, call: Call, token: str | None, responses: Mapping[str, Any]) -> AsyncIterator[Message]:
+        if self.approvals is None:
+            raise ApprovalPending("this call needs approval, and approvals are not available on this gateway; "
+                                  f"it is refused (request id {call.request_id})")
+        decision = call.decision
+        assert decision is not None and decision.rule is not None
+        spec = decision.approvers or ApproverSpec()
+        binding = binding_for(call.principal, call.server, call.method, call.target, call.arguments,
+                              decision.rule, self.policy_version)
+        held = await self._open_state(call, token, binding) if token else None
+
+        claimed = await self.approvals.claim_grant(binding, call.request_id)
+        if claimed is not None:
+            call.approval_id = claimed.id
             return
-        await self.evidence.record("approval.requested", call, with_args=True, rule=decision.rule)
+
+        approval: Approval | None = None
+        if held is not None and held.kind == "approval":
+            approval = await self.approvals.get(held.ref)
+            if approval.status == "executed":
+                await self._refused(call, approval, "its call already ran")
+                raise ApprovalDenied(f"approval {approval.id} already ran its call once; the same call again needs "
+                                     f"a new approval (request id {call.request_id})",
+                                     data={"approvalId": approval.id, "status": approval.status})
+        if approval is None:
+            justification = self._justification(call, responses if held is not None else {})
+            if justification is None and spec.justification == "required":
+                async for message in self._ask_justification(call, binding):
+                    yield message
+                    if "method" not in message:
+                        return
+                justification = call.justification
+            masked_args, _ = self.evidence.mask(call.arguments if call.arguments is not None else {})
+            masked_reason = self.evidence.mask(justification)[0] if justification is not None else None
+            approval = await self.approvals.request(
+                principal=call.principal, server=call.server, method=call.method, target=call.target,
+                arguments=call.arguments, masked_args=masked_args, rule=decision.rule,
+                policy_version=self.policy_version, approvers=spec, justification=masked_reason,
+                session=call.session_id, request_id=call.request_id)
+
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        deadline = started + self.settings.hold
+        while True:
+            if approval.status == "approved":
+                claimed = await self.approvals.claim_grant(binding, call.request_id)
+                if claimed is not None:
+                    call.approval_id = claimed.id
+                    return
+                approval = await self.approvals.get(approval.id)  # used meanwhile by an identical call
+                if approval.status == "approved":
+                    raise ApprovalDenied(f"approval {approval.id} is no longer usable for this call "
+                                         f"(request id {call.request_id})", data={"approvalId": approval.id})
+            if approval.status == "executed":
+                await self._refused(call, approval, "its call already ran")
+                raise ApprovalDenied(f"approval {approval.id} was used by an identical call; this one needs a new "
+                                     f"approval (request id {call.request_id})",
+                                     data={"approvalId": approval.id, "status": approval.status})
+            if approval.status in _ENDED:
+                await self._refused(call, approval, approval.close_reason or approval.status)
+                raise ApprovalDenied(
+                    f"approval {approval.id} was {approval.status}"
+                    f"{': ' + approval.close_reason if approval.close_reason else ''} (request id {call.request_id})",
+                    data={"approvalId": approval.id, "status": approval.status, "reason": approval.close_reason})
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            for notice in self._notices(call, approval, spec, loop.time() - started):
+                yield notice
+            approval = await self.approvals.wait(approval.id, min(self.notice_interval, remaining))
+
+        await self.evidence.record("approval.held", call, approval=approval.id, held_s=self.settings.hold,
+                                   expires=rfc3339(approval.expires))
+        if call.era == "modern":
+            yield self._input_required(call, approval)
+            return
         raise ApprovalPending(
-            f"this call needs approval under rule {decision.rule!r}; approvals are not available yet, "
-            f"so it is refused (request id {call.request_id})",
-            data={"rule": decision.rule, "requestId": call.request_id},
-        )
+            f"waiting for approval {approval.id} ({describe_approvers(spec)}) at {self.url_for(approval.id)}; "
+            f"it expires at {rfc3339(approval.expires)}. Once approved, send the identical call again "
+            f"(request id {call.request_id})",
+            data={"approvalId": approval.id, "url": self.url_for(approval.id), "expires": rfc3339(approval.expires),
+                  "rule": decision.rule, "requestId": call.request_id})
+
+    async def _open_state(self, call: Call, token: str, binding: Binding) -> HeldState:
+        """The state a retry carries, checked; a refusal changes nothing (the approval stays as it is)."""
+        try:
+            held = unseal(self.state_key, token, call.principal.key, time.time())
+        except StateRefused as exc:
+            await self.evidence.record("approval.state_refused", call, reason=str(exc))
+            raise GatewayError(f"{exc} (request id {call.request_id})", rpc_code=INVALID_PARAMS) from None
+        if held.kind == "approval":
+            approval = await self.approvals.get(held.ref) if self.approvals else None
+            if approval is None or approval.binding != binding:
+                await self.evidence.record("approval.state_refused", call, reason="another call's approval",
+                                           approval=held.ref)
+                raise GatewayError("requestState names the approval of a different call (a changed call needs a new "
+                                   f"approval); send it again without requestState (request id {call.request_id})",
+                                   rpc_code=INVALID_PARAMS)
+        elif held.kind != "justify" or held.ref != binding.key:
+            raise GatewayError("requestState does not belong to this call; send it again without requestState",
+                               rpc_code=INVALID_PARAMS)
+        return held
+
+    # ── justification ───────────────────────────────────────────────────────
+    def _justification(self, call: Call, responses: Mapping[str, Any]) -> str | None:
+        meta = call.params.get("_meta")
+        given = meta.get(JUSTIFICATION_META) if isinstance(meta, Mapping) else None
+        if given is None:
+            answer = responses.get(_JUSTIFY_KEY)
+            if isinstance(answer, Mapping) and answer.get("action") == "accept":
+                given = (answer.get("content") or {}).get(_JUSTIFY_KEY)
+        if given is None:
+            return None
+        return model.check_reason(given, what="justification", limit=model.MAX_JUSTIFICATION)
+
+    def _form(self, call: Call) -> dict[str, Any]:
+        return {"mode": "form",
+                "message": f"Calling {call.target or call.method} on {call.server} needs a human's approval. "
+                           "Why is this call needed? Approvers will read your answer.",
+                "requestedSchema": {"type": "object", "required": [_JUSTIFY_KEY], "properties": {
+                    _JUSTIFY_KEY: {"type": "string", "title": "Justification", "minLength": 3,
+                                   "maxLength": model.MAX_JUSTIFICATION}}}}
+
+    async def _ask_justification(self, call: Call, binding: Binding) -> AsyncIterator[Message]:
+        """Ask the caller why; sets `call.justification`, or answers/refuses in the upstream's place."""
+        can_elicit = "elicitation" in call.client_capabilities
+        if call.era == "handshake" and can_elicit and call.ask_client is not None:
+            request, answer = call.ask_client("elicitation/create", self._form(call))
+            yield request
+            try:
+                reply = await asyncio.wait_for(answer, self.settings.hold)
+            except asyncio.TimeoutError:
+                raise ApprovalPending(f"no justification was given in time (request id {call.request_id})") from None
+            call.justification = self._justification(call, {_JUSTIFY_KEY: reply.get("result") or {}})
+            if call.justification is None:
+                raise ApprovalDenied(f"this call needs a justification and none was given "
+                                     f"(request id {call.request_id})")
+            return
+        if call.era == "modern" and can_elicit:
+            token = seal(self.state_key, HeldState("justify", binding.key, time.time() + self.settings.timeout),
+                         call.principal.key)
+            yield jsonrpc.result(call.message["id"], {
+                "resultType": INPUT_REQUIRED, "requestState": token,
+                "inputRequests": {_JUSTIFY_KEY: {"method": "elicitation/create", "params": self._form(call)}}})
+            return
+        await self.evidence.record("approval.refused", call, reason="justification required")
+        raise ApprovalDenied(f"rule {call.decision.rule if call.decision else None!r} needs a justification: send it "
+                             f"in the call's _meta as {JUSTIFICATION_META!r} (request id {call.request_id})",
+                             data={"reason": "justification_required", "meta": JUSTIFICATION_META})
+
+    # ── what the waiting client sees ────────────────────────────────────────
+    def _notices(self, call: Call, approval: Approval, spec: ApproverSpec, waited: float) -> list[Message]:
+        text = (f"waiting for approval {approval.id}: {describe_approvers(spec)} may decide at "
+                f"{self.url_for(approval.id)}; it expires at {rfc3339(approval.expires)}")
+        notices = [jsonrpc.notification("notifications/message", {
+            "level": "info", "logger": "ledgergate.approvals",
+            "data": {"message": text, "approvalId": approval.id, "url": self.url_for(approval.id),
+                     "approvers": describe_approvers(spec), "expires": rfc3339(approval.expires)}})]
+        meta = call.params.get("_meta")
+        token = meta.get("progressToken") if isinstance(meta, Mapping) else None
+        if token is not None:
+            notices.insert(0, jsonrpc.notification("notifications/progress", {
+                "progressToken": token, "progress": round(waited, 1), "message": text}))
+        return notices
+
+    def _input_required(self, call: Call, approval: Approval) -> Message:
+        token = seal(self.state_key, HeldState("approval", approval.id, approval.expires), call.principal.key)
+        result: dict[str, Any] = {"resultType": INPUT_REQUIRED, "requestState": token}
+        elicitation = call.client_capabilities.get("elicitation")
+        if isinstance(elicitation, Mapping) and "url" in elicitation:
+            result["inputRequests"] = {"approval": {"method": "elicitation/create", "params": {
+                "mode": "url", "elicitationId": approval.id, "url": self.url_for(approval.id),
+                "message": f"This call waits for approval {approval.id}; it runs once approved."}}}
+        return jsonrpc.result(call.message["id"], result)
+
+    async def _refused(self, call: Call, approval: Approval, reason: str) -> None:
+        await self.evidence.record("approval.refused", call, approval=approval.id, status=approval.status,
+                                   reason=reason)
