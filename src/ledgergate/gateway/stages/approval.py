@@ -45,6 +45,7 @@ JUSTIFICATION_META = "io.ledgergate/justification"
 INPUT_REQUIRED = "input_required"
 _JUSTIFY_KEY = "justification"
 _ENDED = ("denied", "expired", "cancelled")
+_ENDED_WORDS = {"denied": "was denied", "expired": "expired undecided", "cancelled": "was cancelled"}
 
 
 class ApprovalGate:
@@ -139,7 +140,7 @@ class ApprovalGate:
             if approval.status in _ENDED:
                 await self._refused(call, approval, approval.close_reason or approval.status)
                 raise ApprovalDenied(
-                    f"approval {approval.id} was {approval.status}"
+                    f"approval {approval.id} {_ENDED_WORDS[approval.status]}"
                     f"{': ' + approval.close_reason if approval.close_reason else ''} (request id {call.request_id})",
                     data={"approvalId": approval.id, "status": approval.status, "reason": approval.close_reason})
             remaining = deadline - loop.time()
@@ -244,7 +245,9 @@ class ApprovalGate:
         return notices
 
     def _input_required(self, call: Call, approval: Approval) -> Message:
-        token = seal(self.state_key, HeldState("approval", approval.id, approval.expires), call.principal.key)
+        # the state outlives the approval's own expiry, so a late retry learns that it expired
+        until = approval.expires + self.settings.grant_window
+        token = seal(self.state_key, HeldState("approval", approval.id, until), call.principal.key)
         result: dict[str, Any] = {"resultType": INPUT_REQUIRED, "requestState": token}
         elicitation = call.client_capabilities.get("elicitation")
         if isinstance(elicitation, Mapping) and "url" in elicitation:
