@@ -146,6 +146,8 @@ class Gateway:
         await self.sessions.close()
         await self.upstreams.close()
         await self.snapshot.identity.close()
+        if self.lasting is not None:
+            await self.lasting.gateway_tasks.close()
         if self.approvals is not None:
             await self.approvals.close()
         if self.webhooks is not None:

@@ -280,3 +280,43 @@ async def test_a_decision_on_one_replica_releases_the_call_held_on_another(tmp_p
         finally:
             await asyncio.to_thread(a.stop)
             await asyncio.to_thread(b.stop)
+
+
+# ── the Tasks extension: a task to poll ──────────────────────────────────────
+TASKS_META = {"io.modelcontextprotocol/protocolVersion": MODERN,
+              "io.modelcontextprotocol/clientCapabilities": {"extensions": {"io.modelcontextprotocol/tasks": {}}}}
+
+
+async def modern_post(gateway: gw.RunningGateway, token: str, method: str, params: dict[str, Any],
+                      name: str | None = None) -> httpx.Response:
+    headers = {**MODERN_HEADERS, "Mcp-Method": method}
+    headers.pop("Mcp-Name")
+    if name:
+        headers["Mcp-Name"] = name
+    async with gateway.http(token) as http:
+        return await http.post(gateway.url("everything"), headers=headers, json={
+            "jsonrpc": "2.0", "id": 5, "method": method, "params": {**params, "_meta": TASKS_META}})
+
+
+async def test_a_tasks_client_polls_a_task_that_runs_once_approved(gateway: gw.RunningGateway,
+                                                                   people: People) -> None:
+    created = (await modern_post(gateway, people.alice, "tools/call",
+                                 {"name": "get-sum", "arguments": {"a": 5555, "b": 1}}, "get-sum")).json()["result"]
+    assert created["resultType"] == "task" and created["status"] == "working", created
+    task_id = created["taskId"]
+    polled = (await modern_post(gateway, people.alice, "tasks/get", {"taskId": task_id})).json()["result"]
+    assert polled["status"] == "working" and "apr_" in polled["statusMessage"]
+    other = (await modern_post(gateway, people.dave, "tasks/get", {"taskId": task_id})).json()
+    assert "error" in other, "another identity cannot poll the task"
+
+    approval = await pending(gateway, people.bob, "alice")
+    assert approval["id"] in polled["statusMessage"]
+    assert (await decide(gateway, people.bob, approval["id"], "approve")).status_code == 200
+    for _ in range(100):
+        polled = (await modern_post(gateway, people.alice, "tasks/get", {"taskId": task_id})).json()["result"]
+        if polled["status"] != "working":
+            break
+        await asyncio.sleep(0.1)
+    assert polled["status"] == "completed" and "5556" in json.dumps(polled["result"]), polled
+    ran = [r for r in records(gateway) if r["event"] == "rpc.request" and r.get("approval") == approval["id"]]
+    assert len(ran) == 1

@@ -6,7 +6,7 @@ import itertools
 import secrets
 import time
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -67,6 +67,10 @@ class Call:
     approval_id: str | None = None
     #: why the caller says the call is needed (approval rules may require it)
     justification: str | None = None
+    #: runs the rest of the chain from `next_stage` (set by the pipeline): a stage that answers now and
+    #: lets the call run later (a task waiting for approval) resumes it with this
+    resume: Callable[[], Awaitable[Message]] | None = None
+    next_stage: int = 0
     target: str | None = field(init=False)
     arguments: Mapping[str, Any] | None = field(init=False)
 

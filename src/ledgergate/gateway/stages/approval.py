@@ -25,8 +25,10 @@ can answer one, else the call is refused saying how to give it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import secrets
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 from ledgergate.approvals import model
@@ -37,6 +39,7 @@ from ledgergate.approvals.state import HeldState, StateRefused, is_ours, seal, u
 from ledgergate.errors import INVALID_PARAMS, ApprovalDenied, ApprovalPending, GatewayError
 from ledgergate.gateway.call import Call
 from ledgergate.gateway.stages.audit import Evidence
+from ledgergate.gateway.tasks import GATEWAY_TASK_PREFIX, TASK_METHODS, GatewayTasks, TaskOwners, wants_tasks
 from ledgergate.policy.decision import ApproverSpec
 from ledgergate.upstream.base import Message
 from ledgergate.wire import jsonrpc
@@ -51,8 +54,11 @@ _ENDED_WORDS = {"denied": "was denied", "expired": "expired undecided", "cancell
 class ApprovalGate:
     def __init__(self, approvals: ApprovalService | None, evidence: Evidence, settings: ApprovalsSettings,
                  policy_version: str, state_key: bytes, public_url: str | None,
-                 notice_interval: float = 5.0) -> None:
+                 notice_interval: float = 5.0, tasks: GatewayTasks | None = None,
+                 owners: TaskOwners | None = None) -> None:
         self.approvals = approvals
+        self.tasks = tasks if tasks is not None else GatewayTasks()
+        self.owners = owners if owners is not None else TaskOwners()
         self.evidence = evidence
         self.settings = settings
         self.policy_version = policy_version
@@ -60,7 +66,10 @@ class ApprovalGate:
         self.public_url = (public_url or "").rstrip("/")
         self.notice_interval = notice_interval
 
-    async def on_request(self, call: Call) -> AsyncIterator[Message] | None:
+    async def on_request(self, call: Call) -> AsyncGenerator[Message, None] | None:
+        task_id = call.params.get("taskId")
+        if call.method in TASK_METHODS and isinstance(task_id, str) and task_id.startswith(GATEWAY_TASK_PREFIX):
+            return self._task_answer(call, task_id)  # a task of ours (ownership was checked before)
         state = call.params.get("requestState")
         responses: Mapping[str, Any] = {}
         if is_ours(state):
@@ -79,7 +88,7 @@ class ApprovalGate:
         return f"{self.public_url}/api/v1/approvals/{approval_id}"
 
     # ── the hold ────────────────────────────────────────────────────────────
-    async def _hold(self, call: Call, token: str | None, responses: Mapping[str, Any]) -> AsyncIterator[Message]:
+    async def _hold(self, call: Call, token: str | None, responses: Mapping[str, Any]) -> AsyncGenerator[Message, None]:
         if self.approvals is None:
             raise ApprovalPending("this call needs approval, and approvals are not available on this gateway; "
                                   f"it is refused (request id {call.request_id})")
@@ -118,6 +127,10 @@ class ApprovalGate:
                 arguments=call.arguments, masked_args=masked_args, rule=decision.rule,
                 policy_version=self.policy_version, approvers=spec, justification=masked_reason,
                 session=call.session_id, request_id=call.request_id)
+
+        if call.era == "modern" and wants_tasks(call.client_capabilities) and approval.status == "pending":
+            yield self._as_task(call, approval, spec, binding)
+            return
 
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -202,7 +215,7 @@ class ApprovalGate:
                     _JUSTIFY_KEY: {"type": "string", "title": "Justification", "minLength": 3,
                                    "maxLength": model.MAX_JUSTIFICATION}}}}
 
-    async def _ask_justification(self, call: Call, binding: Binding) -> AsyncIterator[Message]:
+    async def _ask_justification(self, call: Call, binding: Binding) -> AsyncGenerator[Message, None]:
         """Ask the caller why; sets `call.justification`, or answers/refuses in the upstream's place."""
         can_elicit = "elicitation" in call.client_capabilities
         if call.era == "handshake" and can_elicit and call.ask_client is not None:
@@ -255,6 +268,72 @@ class ApprovalGate:
                 "mode": "url", "elicitationId": approval.id, "url": self.url_for(approval.id),
                 "message": f"This call waits for approval {approval.id}; it runs once approved."}}}
         return jsonrpc.result(call.message["id"], result)
+
+    # ── a client that polls a task (the Tasks extension) ────────────────────
+    def _as_task(self, call: Call, approval: Approval, spec: ApproverSpec, binding: Binding) -> Message:
+        """Answer now with a task; the call runs in the background once approved, exactly once."""
+        task_id = GATEWAY_TASK_PREFIX + secrets.token_hex(16)
+        text = (f"waiting for approval {approval.id}: {describe_approvers(spec)} may decide at "
+                f"{self.url_for(approval.id)}; it expires at {rfc3339(approval.expires)}")
+        task = self.tasks.create(task_id, text, int(self.notice_interval * 1000), approval.id)
+        self.owners.record(call.server, call.principal.key, {"task": task})
+        self.tasks.track(asyncio.get_running_loop().create_task(self._run_when_approved(call, approval, binding,
+                                                                                        task_id)))
+        return jsonrpc.result(call.message["id"], {"resultType": "task", **task})
+
+    async def _run_when_approved(self, call: Call, approval: Approval, binding: Binding, task_id: str) -> None:
+        assert self.approvals is not None and call.resume is not None
+        resume = call.resume
+        try:
+            while approval.status == "pending":
+                approval = await self.approvals.wait(approval.id, max(1.0, approval.expires - time.time() + 1))
+                if approval.status == "pending" and approval.expires + 5 < time.time():
+                    break
+            claimed = await self.approvals.claim_grant(binding, call.request_id) \
+                if approval.status == "approved" else None
+            if claimed is None:
+                approval = await self.approvals.get(approval.id)
+                await self._refused(call, approval, approval.close_reason or approval.status)
+                self.tasks.finish(task_id, "failed", f"approval {approval.id} {_ENDED_WORDS.get(approval.status, 'ended')}",
+                                  {"error": {"code": ApprovalDenied.rpc_code,
+                                             "message": f"approval {approval.id} {_ENDED_WORDS.get(approval.status, 'ended')}"
+                                                        f"{': ' + approval.close_reason if approval.close_reason else ''}",
+                                             "data": {"approvalId": approval.id, "status": approval.status}}})
+                return
+            call.approval_id = claimed.id
+            answer = await resume()
+            if "error" in answer:
+                self.tasks.finish(task_id, "failed", "the call failed", {"error": answer["error"]})
+            else:
+                self.tasks.finish(task_id, "completed", f"approved ({approval.id}) and run",
+                                  {"result": answer.get("result")})
+        except GatewayError as exc:
+            self.tasks.finish(task_id, "failed", exc.message,
+                              {"error": {"code": exc.rpc_code, "message": exc.message, "data": exc.data}})
+
+    async def _task_answer(self, call: Call, task_id: str) -> AsyncGenerator[Message, None]:
+        entry = self.tasks.get(task_id)
+        if entry is None:
+            raise GatewayError(f"unknown task {task_id[:40]!r} (request id {call.request_id})", rpc_code=INVALID_PARAMS)
+        task = entry["task"]
+        if call.method == "tasks/cancel":
+            if task["status"] == "working" and self.approvals is not None:
+                with contextlib.suppress(GatewayError):
+                    await self.approvals.cancel(entry["approval"], "the requester cancelled the task")
+            yield jsonrpc.result(call.message["id"], {**self.tasks.get(task_id)["task"],  # type: ignore[index]
+                                                      "resultType": "complete"})
+            return
+        if call.method == "tasks/result":
+            if task["status"] == "working":
+                raise GatewayError("the task is still waiting for approval; poll tasks/get",
+                                   rpc_code=INVALID_PARAMS)
+            if "error" in entry:
+                yield {"jsonrpc": "2.0", "id": call.message["id"], "error": entry["error"]}
+            else:
+                yield jsonrpc.result(call.message["id"], entry["result"])
+            return
+        outcome = {k: entry[k] for k in ("result", "error") if k in entry}
+        yield jsonrpc.result(call.message["id"], {"resultType": "complete", **task, **outcome})
 
     async def _refused(self, call: Call, approval: Approval, reason: str) -> None:
         await self.evidence.record("approval.refused", call, approval=approval.id, status=approval.status,

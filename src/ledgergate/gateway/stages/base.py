@@ -12,7 +12,7 @@ replaced the answer with its own. Stages know nothing of HTTP.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any, Protocol
 
 from ledgergate.gateway.call import Call
@@ -22,7 +22,7 @@ from ledgergate.upstream.base import Message
 
 
 class RequestStage(Protocol):
-    async def on_request(self, call: Call) -> AsyncIterator[Message] | None:
+    async def on_request(self, call: Call) -> AsyncGenerator[Message, None] | None:
         """Let the call on (None), hold it (messages for the client meanwhile), or record why not and
         raise errors.GatewayError."""
 
