@@ -82,6 +82,14 @@ class LimitsSettings(_Strict):
     upstream_keepalive_expiry: Duration = Field(default=4.0, gt=0)
     #: open handshake sessions one identity may hold (each may be a stdio child process)
     max_sessions_per_principal: int = Field(default=64, ge=1)
+    #: a client's request head must be in within this of connecting (or of its first byte)
+    client_header_timeout: Duration = Field(default=10.0, gt=0)
+    #: a request body must be in within this of its head
+    client_body_timeout: Duration = Field(default=60.0, gt=0)
+    #: an idle kept-alive client connection is closed after this
+    client_keepalive_timeout: Duration = Field(default=5.0, gt=0)
+    #: clients connected at once; one more is answered 503 and closed
+    max_client_connections: int = Field(default=1000, ge=1)
 
 
 class Settings(_Strict):
