@@ -29,6 +29,7 @@ from ledgergate.audit.settings import AuditSettings
 from ledgergate.durations import Duration
 from ledgergate.identity.settings import IdentitySettings
 from ledgergate.masking.settings import MaskingSettings
+from ledgergate.numbers import parse_uint
 from ledgergate.policy.settings import (
     BudgetsSettings,
     PolicyRuleSettings,
@@ -114,7 +115,8 @@ class Settings(_Strict):
     @classmethod
     def _listen(cls, value: str) -> str:
         host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        number = parse_uint(port, 5)
+        if not sep or not host or number is None or not 0 < number < 65536:
             raise ValueError("'listen' must be host:port, e.g. 127.0.0.1:8080")
         return value
 

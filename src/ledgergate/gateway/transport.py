@@ -57,6 +57,7 @@ from ledgergate.gateway.sessions import (
 )
 from ledgergate.gateway.sse import PING, encode
 from ledgergate.identity.principal import Principal
+from ledgergate.numbers import parse_uint
 from ledgergate.upstream.base import (
     FULL_CLIENT_CAPABILITIES,
     HANDSHAKE_VERSIONS,
@@ -89,7 +90,7 @@ class HostPolicy:
             host, _, rest = hostport[1:].partition("]")
             return host, rest[1:] if rest.startswith(":") else None
         host, sep, port = hostport.rpartition(":")
-        return (host, port) if sep and port.isdigit() else (hostport, None)
+        return (host, port) if sep and parse_uint(port, 5) is not None else (hostport, None)
 
     def host_ok(self, value: str | None) -> bool:
         if not value:
@@ -107,7 +108,7 @@ class HostPolicy:
         if value in self.hostports:
             return True
         host, port = self._split(value)
-        return host in self.hostnames and (port is None or int(port) == self.port or value in self.hostports)
+        return host in self.hostnames and (port is None or parse_uint(port, 5) == self.port or value in self.hostports)
 
     def origin_ok(self, origin: str | None) -> bool:
         if origin is None:
