@@ -266,6 +266,8 @@ def load_config(path: str | Path, env: dict[str, str] | None = None) -> LoadedCo
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"cannot read the file: {exc.strerror}"], str(p)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"not UTF-8 text (byte {exc.start})"], str(p)) from None
     settings = parse_config(text, str(p), env)
     return LoadedConfig(settings=settings, path=p.resolve(), base_dir=p.resolve().parent)
 

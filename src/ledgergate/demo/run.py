@@ -36,6 +36,7 @@ from typing import Any
 import yaml
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 
@@ -413,7 +414,8 @@ def run_demo(port: int = 8080, data_dir: Path = Path("./ledgergate-demo")) -> No
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        console.print(f"[red]error[/red] cannot create {data_dir}: {exc.strerror}", soft_wrap=True)
+        make_console(stderr=True).print(f"[red]error[/red] cannot create {escape(str(data_dir))}: {exc.strerror}",
+                                        soft_wrap=True)
         raise SystemExit(2) from None
     os.environ.setdefault("PYTHONUNBUFFERED", "1")  # the bank server's stderr reaches the log promptly
     try:
