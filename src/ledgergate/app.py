@@ -34,7 +34,7 @@ from ledgergate.api.approvals import approval_routes
 from ledgergate.approvals.service import ApprovalService
 from ledgergate.approvals.webhooks import WebhookNotifier
 from ledgergate.audit.ledger import Ledger
-from ledgergate.config import ConfigError, LoadedConfig, load_config
+from ledgergate.config import ConfigError, LimitsSettings, LoadedConfig, load_config
 from ledgergate.errors import AuthError, ForbiddenError, GatewayError
 from ledgergate.gateway.auth import Authenticator
 from ledgergate.gateway.drift import DriftGuard
@@ -351,19 +351,24 @@ def run(config: LoadedConfig, ready: Callable[[Gateway], None] | None = None) ->
     sys.setswitchinterval(0.0005)
     gateway = Gateway(config)
     s = config.settings
-    server = uvicorn.Server(uvicorn_config(gateway.asgi, s.host, s.port))
+    server = uvicorn.Server(uvicorn_config(gateway.asgi, s.host, s.port, s.limits))
     server.run()
 
 
-def uvicorn_config(app: Any, host: str, port: int) -> Any:
+def uvicorn_config(app: Any, host: str, port: int, limits: LimitsSettings | None = None) -> Any:
     """How the gateway is served: uvloop and httptools, no access log (the ledger is the record),
     no proxy-header rewriting (the client address is what connected), no headers we do not mean,
-    and no WebSocket (nothing here speaks it: an upgrade request is answered as plain HTTP)."""
+    no WebSocket (nothing here speaks it: an upgrade request is answered as plain HTTP), and the
+    client limits of `limits` (slow clients, connection count; `gateway/serving.py`)."""
     import uvicorn
 
-    from ledgergate.gateway.serving import GatheringHttpToolsProtocol
+    from ledgergate.gateway.serving import ClientLimits, GatheringHttpToolsProtocol
 
-    return uvicorn.Config(app, host=host, port=port, loop="uvloop", http=GatheringHttpToolsProtocol, ws="none",
+    lim = limits or LimitsSettings()
+    http = GatheringHttpToolsProtocol.with_limits(ClientLimits(
+        header_timeout=lim.client_header_timeout, body_timeout=lim.client_body_timeout,
+        keepalive_timeout=lim.client_keepalive_timeout, max_connections=lim.max_client_connections))
+    return uvicorn.Config(app, host=host, port=port, loop="uvloop", http=http, ws="none",
                           lifespan="on", interface="asgi3", log_config=None, access_log=False,
                           timeout_graceful_shutdown=5, server_header=False, proxy_headers=False,
                           date_header=False)

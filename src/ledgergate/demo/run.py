@@ -36,10 +36,11 @@ from typing import Any
 import yaml
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 
-from ledgergate.config import ConfigError, LoadedConfig, load_config
+from ledgergate.config import ConfigError, LimitsSettings, LoadedConfig, load_config
 from ledgergate.demo.idp import DevIdentityProvider
 from ledgergate.principal import PrincipalKind
 from ledgergate.terminal import console as make_console
@@ -241,7 +242,7 @@ def _bind_issuer(port: int) -> socket.socket:
     return _bind(0)
 
 
-def _uvicorn_server(app: Any, sock: socket.socket, gateway: bool) -> Any:
+def _uvicorn_server(app: Any, sock: socket.socket, gateway: bool, limits: LimitsSettings | None = None) -> Any:
     """The gateway is served exactly as `ledgergate serve` serves it; the issuer plainly."""
     import uvicorn
 
@@ -255,7 +256,7 @@ def _uvicorn_server(app: Any, sock: socket.socket, gateway: bool) -> Any:
 
     host, port = sock.getsockname()[:2]
     if gateway:
-        return EmbeddedServer(uvicorn_config(app, host, port))
+        return EmbeddedServer(uvicorn_config(app, host, port, limits))
     return EmbeddedServer(uvicorn.Config(app, host=host, port=port, lifespan="auto", interface="asgi3",
                                          http="auto", log_config=None, access_log=False, server_header=False,
                                          timeout_graceful_shutdown=1))
@@ -357,7 +358,7 @@ async def _serve(port: int, data_dir: Path, console: Console) -> None:
     gateway = Gateway(config)
 
     idp_server = _uvicorn_server(issuer.app, issuer_sock, gateway=False)
-    gw_server = _uvicorn_server(gateway.asgi, gateway_sock, gateway=True)
+    gw_server = _uvicorn_server(gateway.asgi, gateway_sock, gateway=True, limits=config.settings.limits)
 
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
@@ -413,7 +414,8 @@ def run_demo(port: int = 8080, data_dir: Path = Path("./ledgergate-demo")) -> No
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        console.print(f"[red]error[/red] cannot create {data_dir}: {exc.strerror}", soft_wrap=True)
+        make_console(stderr=True).print(f"[red]error[/red] cannot create {escape(str(data_dir))}: {exc.strerror}",
+                                        soft_wrap=True)
         raise SystemExit(2) from None
     os.environ.setdefault("PYTHONUNBUFFERED", "1")  # the bank server's stderr reaches the log promptly
     try:
