@@ -354,6 +354,9 @@ _IBAN = re.compile(
     r"(?![A-Za-z0-9])"
 )
 _IBAN_SEP = frozenset(" ._/-")
+# Where an IBAN can start: two digits after two letters. Digit-led, so `re` tries few places
+# (a letter-led search would stop at every letter of every word).
+_IBAN_HEAD = re.compile(r"[0-9](?<=[A-Za-z]{2}[0-9])[0-9]")
 
 # A run of at least 6 digits joined by at most two separator characters: the only
 # places where SSNs, cards, routing/account numbers and phones can be.
@@ -402,12 +405,8 @@ _GATE = re.compile(
     r"\d(?:[ .()_/-]{0,2}\d){5,}|[@:=]|-----BEGIN|[A-Za-z]{2}\d\d|" + "|".join(re.escape(g) for g in _TOKEN_GATES)
 )
 # The same for the personal detectors: a cue word (any case) or a number before a capitalised word.
-_PERSONAL_GATE = re.compile(
-    r"(?i:holder|custom|client|benefic|paye|applic|borrow|member|patient|employ|insured|sign|authori|recipient"
-    r"|sender|contact|guarant|trustee|owner|attn|attention|name|dear|mr|ms|miss|dr|prof|sir|dame|born|d\.?o\.?b"
-    r"|birth)|\d[ ]+[A-Z0-9]|Box[ ]|US[SN]|USCGC"
-)
 _PERSONAL = frozenset({PERSON, ADDRESS, DATE_OF_BIRTH})
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 _NOT_A_VALUE = frozenset({"", "null", "none", "true", "false", "n/a", "na", "-"})
 
@@ -542,8 +541,11 @@ class TextScanner:
             long = len(text) > _SHORT
             if long or _GATE.search(text) is not None:
                 self._builtin(text, enabled, found)
-            if not enabled.isdisjoint(_PERSONAL) and (long or _PERSONAL_GATE.search(text) is not None):
-                self._personal(text, enabled, found.append)
+            if not enabled.isdisjoint(_PERSONAL):
+                lowered = text.lower()
+                if len(lowered) != len(text):  # a few characters lower-case to two: keep positions
+                    lowered = text.translate(_ASCII_LOWER)
+                self._personal(text, lowered, enabled, found.append)  # each finder gates itself
         for custom in self._customs:
             if custom.pattern is not None and custom.name in enabled:
                 found.extend((m.start(), m.end(), _RANK_CUSTOM, custom.name)
@@ -578,17 +580,22 @@ class TextScanner:
         if EMAIL in enabled and "@" in text:
             self._emails(text, add)
         if IBAN in enabled:
-            for m in _IBAN.finditer(text):
-                f = _iban_span(text, m)
+            done = 0
+            for h in _IBAN_HEAD.finditer(text):
+                if h.start() - 2 < done:
+                    continue
+                m = _IBAN.match(text, h.start() - 2)
+                f = None if m is None else _iban_span(text, m)
                 if f is not None:
                     add((f[0], f[1], _RANK_IBAN, IBAN))
+                    done = f[1]
         if not enabled.isdisjoint(_DIGIT_FAMILY):
             for m in _CLUSTER.finditer(text):
                 self._cluster(text, m.start(), m.end(), enabled, add)
 
     @staticmethod
-    def _personal(text: str, enabled: frozenset[str], add: Callable[[tuple[int, int, int, str]], None]) -> None:
-        lowered = text.lower()
+    def _personal(text: str, lowered: str, enabled: frozenset[str],
+                  add: Callable[[tuple[int, int, int, str]], None]) -> None:
         if PERSON in enabled:
             find_persons(text, lowered, add, _RANK_PERSONAL)
         if ADDRESS in enabled:
