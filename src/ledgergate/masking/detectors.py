@@ -376,7 +376,8 @@ _PHONE_NANP = re.compile(
     rf"(?<![\d+])(?:\+?1{_GS}?)?(?:\([2-9]\d{{2}}\)[ ]?|[2-9]\d{{2}}{_GS})[2-9]\d{{2}}{_GS}\d{{4}}{_NOT_BEFORE_GROUP}"
 )
 _PHONE_INTL = re.compile(r"(?<![\w+])\+[1-9]\d{0,2}(?:[ ._/-]?\(?\d{1,5}\)?){2,6}(?!\d|[._/-]\d)")
-_DIGITS = re.compile(r"(?<!\d)(?<!\d\.)\d{6,19}(?!\d)(?!\.\d)")
+# Digits glued to letters are part of an identifier (a hex hash, a UPS `1Z...` number), not a number.
+_DIGITS = re.compile(r"(?<![\dA-Za-z])(?<!\d\.)\d{6,19}(?![\dA-Za-z])(?!\.\d)")
 
 # Context keywords that must appear in the few characters before a *bare* digit run.
 # Every alternative starts with a literal so `re` can skip to candidate letters; whole
@@ -392,6 +393,7 @@ _CTX_ABA = re.compile("|".join(("routing", "transit", _word("aba"), _word("rtn")
 _CTX_ACCOUNT = re.compile("|".join(("account", "acct", "checking", "savings", _word("a/c"), _word("dda"))))
 _CTX_PHONE = re.compile("|".join(("phone", "mobile", "whatsapp", _word("tel"), _word("cell"), _word("fax"),
                                   _word("call"), _word("sms"))))
+_CTX_CARD = re.compile("|".join(("card", "visa", "mastercard", "amex", "discover", _word("pan"), _word("cc"))))
 _CTX_ANY = re.compile("|".join(p.pattern for p in (_CTX_SSN, _CTX_ABA, _CTX_ACCOUNT, _CTX_PHONE)))
 _CTX_WINDOW = 40
 _LAST_DIGIT = re.compile(r"\d(?=\D*\Z)")
@@ -406,6 +408,7 @@ _GATE = re.compile(
 )
 # The same for the personal detectors: a cue word (any case) or a number before a capitalised word.
 _PERSONAL = frozenset({PERSON, ADDRESS, DATE_OF_BIRTH})
+_ASCII_LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 _NOT_A_VALUE = frozenset({"", "null", "none", "true", "false", "n/a", "na", "-"})
@@ -445,7 +448,7 @@ def _digits(s: str) -> str:
 def _context(text: str, start: int, keywords: re.Pattern[str]) -> bool:
     """A keyword within the window before `start`, with no other number in between."""
     window = text[max(0, start - _CTX_WINDOW):start].lower()
-    if _CTX_ANY.search(window) is None:  # the common case: one cheap search, no keyword at all
+    if keywords is not _CTX_CARD and _CTX_ANY.search(window) is None:  # the common case: one cheap search, no keyword at all
         return False
     window = _IDENTIFIER.sub(" ", window)
     m = _LAST_DIGIT.search(window)
@@ -461,6 +464,10 @@ def classify_digit_run(text: str, s: int, e: int, enabled: frozenset[str]) -> st
     d = text[s:e]
     n = len(d)
     if n >= 12 and CREDIT_CARD in enabled and card_valid(d):
+        # 1 in 10 account numbers passes Luhn: an account keyword (and no card keyword) says which
+        if (n <= 17 and US_BANK_ACCOUNT in enabled and _context(text, s, _CTX_ACCOUNT)
+                and not _context(text, s, _CTX_CARD)):
+            return US_BANK_ACCOUNT
         return CREDIT_CARD
     if n == 9:
         if US_SSN in enabled and ssn_valid(d) and _context(text, s, _CTX_SSN):
@@ -660,6 +667,8 @@ class TextScanner:
         if cluster.isdigit():
             if s > 0 and (text[s - 1] == "+" or (text[s - 1] == "." and s > 1 and text[s - 2].isdigit())):
                 return
+            if (s > 0 and text[s - 1] in _ASCII_LETTERS) or (e < len(text) and text[e] in _ASCII_LETTERS):
+                return  # glued to letters: an identifier
             det = classify_digit_run(text, s, e, enabled) if len(cluster) <= 19 else None
             if det is not None:
                 add((s, e, _RANK_DIGITS, det))

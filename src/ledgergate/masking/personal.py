@@ -59,18 +59,19 @@ _AFTER_LABEL = re.compile(
     rf"(?:[ ]?[:=\-–][ ]?|[ ]+(?i:is|was|named|called)[ ]+|[ ]+)(?:(?i:mr|mrs|ms|miss|dr)\.?[ ]+)?{_FULL_NAME}"
 )
 
+# (Months that are also first names — April, May, June, August — are not on the list.)
 # Capitalised words that start or fill business phrases after a cue ("Customer Service Team",
 # "Account Holder Agreement"): any of them in a candidate means it is not a person's name.
 _NOT_NAME = frozenset("""
 account accounts acct action address admin administrator agreement alert all and annual api app application
-approved april august auto automatic balance bank banking basic benefit benefits billing board branch business
+approved   auto automatic balance bank banking basic benefit benefits billing board branch business
 call card care case cash center centre change charge checking claim class client closed code company compliance
 contact corporate credit customer customers daily data date day dear debit december default department deposit
 desk detail details digital direct division east email employee enterprise escrow experience external family
 fax february fee file final finance financial first for form fraud friday from fund funds general global gold
 group guest help high holder home hub id identity inbound info information insurance internal international
-into invoice it january joint july june last legal limit line list loan loans management manager march market
-may member members merchant message mobile monday money monthly mortgage name new no north not notice november
+into invoice it january joint july  last legal limit line list loan loans management manager march market
+ member members merchant message mobile monday money monthly mortgage name new no north not notice november
 number october office officer online open operations order our owner page partner payment payments pending
 personal phone platform plan platinum policy portal premier premium primary priority private product profile
 program qualified rate record records reference region relations relationship report request retail review risk
@@ -159,7 +160,7 @@ Villages Vlgs Ville Vl Vista Vis Walk Walks Wall Way Ways Well Wl Wells Wls
 _TYPES = "|".join(sorted({*(_STREET_TYPES), *(t.upper() for t in _STREET_TYPES)}, key=lambda t: (-len(t), t)))
 _STATES = (
     "AL AK AZ AR CA CO CT DE DC FL GA HI ID IL IN IA KS KY LA ME MD MA MI MN MS MO MT NE NV NH NJ NM NY NC ND OH "
-    "OK OR PA RI SC SD TN TX UT VT VA WA WV WI WY PR GU VI AS MP AA AE AP"
+    "OK OR PA RI SC SD TN TX UT VT VA WA WV WI WY PR GU VI AS MP FM MH PW AA AE AP"
 ).split()
 _STATE = "(?:" + "|".join(_STATES) + ")"
 _WORD = r"(?:[A-Z][A-Za-z'’]*(?:-[A-Z][A-Za-z'’]*)?\.?|\d{1,3}(?:st|nd|rd|th|ST|ND|RD|TH))"
