@@ -174,6 +174,9 @@ def builtin_key_detector(key: str) -> str | None:
     return None if weak is None else weak + WEAK
 
 
+_MASK_TOKEN = re.compile(r"\[[A-Z][A-Za-z0-9_]*\]|[A-Z][A-Z0-9_]*_[0-9a-f]{16}")
+
+
 def _canonical_key(key: str) -> str:
     c = canonicalize(key)
     return key if c is None else c.text
@@ -181,6 +184,8 @@ def _canonical_key(key: str) -> str:
 
 def weak_value_matches(detector: str, value: str) -> bool:
     """Whether a value under a generic key is the detector's kind of value."""
+    if _MASK_TOKEN.search(value) is not None:
+        return False  # holds what an earlier pass produced: judged by the scanner, not as a whole
     if not value.isascii():
         c = canonicalize(value)
         if c is not None:
@@ -309,12 +314,14 @@ _KEYED_VALUE = re.compile(
     r"|\\\"(?P<ke>(?:[^\"\\\n]|\\+(?![\\\"])|(?:\\\\\\\\)*\\\\\\\")*?)(?:\\\\\\\\)*\\\""
     # deeper escaping: left to the other detectors rather than cut in the wrong place
     r"|(?P<deep>\\{2,}\")"
-    # a digit run takes every separator and whatever sticks to it: no tail left bare
-    rf"|(?P<ku>(?i:(?:bearer|basic|token)[ \t]+)?(?:\d[\d \-./()_]*\d[^{_VALUE_STOP}]*|[^{_VALUE_STOP}]+)))"
+    # a digit run takes every separator and whatever sticks to it: no tail left bare; a bare value
+    # never starts with '[' or '{' (a JSON container in text: cutting into it would break the JSON)
+    rf"|(?P<ku>(?i:(?:bearer|basic|token)[ \t]+)?(?:\d[\d \-./()_]*\d[^{_VALUE_STOP}]*|[^{_VALUE_STOP}\[{{][^{_VALUE_STOP}]*)))"
 )
 # Unquoted values of names, addresses and dates run to the end of the phrase, not the first space.
 _PHRASE_TAIL = re.compile(r"[^\n,;\"'<>{}\[\]|]*")
 _PHRASES = frozenset({PERSON, ADDRESS, DATE_OF_BIRTH})
+_LABEL_AT = re.compile(r"[ \t]*\[[A-Z][A-Za-z0-9_]*\]")
 
 # --------------------------------------------------------------------------- patterns
 
@@ -591,8 +598,8 @@ class TextScanner:
             for h in _IBAN_HEAD.finditer(text):
                 if h.start() - 2 < done:
                     continue
-                m = _IBAN.match(text, h.start() - 2)
-                f = None if m is None else _iban_span(text, m)
+                im = _IBAN.match(text, h.start() - 2)
+                f = None if im is None else _iban_span(text, im)
                 if f is not None:
                     add((f[0], f[1], _RANK_IBAN, IBAN))
                     done = f[1]
@@ -641,8 +648,8 @@ class TextScanner:
                     if tail is not None:
                         end = start + len(text[start:tail.end()].rstrip())
                         value = text[start:end]
-                if value.strip().lower() in _NOT_A_VALUE or looks_masked(value):
-                    break
+                if value.strip().lower() in _NOT_A_VALUE or looks_masked(value) or _LABEL_AT.match(text, start):
+                    break  # nothing there, or what an earlier pass left (`[SECRET]` is cut at its ']')
                 if weak and not weak_value_matches(detector, value):
                     break
                 add((start, end, _RANK_KEYED, detector))

@@ -188,12 +188,15 @@ def find_addresses(text: str, add: _Add, rank: int) -> None:
         add((m.start(), m.end(), rank, ADDRESS))
 
 
+_NUMBER_WORD = re.compile(r"\d+[A-Za-z]?[ ]+[A-Za-z]{2,}")
+
+
 def looks_like_address(value: str) -> bool:
     """True for a value under a generic `address` key that is a postal address, not a host or wallet."""
     v = value.strip()
-    if " " not in v or not any(ch.isalpha() for ch in v) or "@" in v or "://" in v:
+    if " " not in v or "@" in v or "://" in v or "[" in v:
         return False
-    return any(ch.isdigit() for ch in v) or _ADDRESS_RE.search(v) is not None
+    return _NUMBER_WORD.search(v) is not None or _ADDRESS_RE.search(v) is not None
 
 
 # ----------------------------------------------------------------------------- dates of birth
