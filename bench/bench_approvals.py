@@ -148,8 +148,8 @@ async def bench_memory(base: Path, count: int) -> tuple[str, str]:
     finally:
         await svc.close()
         await ledger.close()
-    return (f"{grown / 1024:,.0f} KiB for {count:,} held calls ({grown / count / 1024:.1f} KiB each; "
-            f"Python heap, tracemalloc)",
+    return (f"{grown / 1024:,.0f} KiB for {count:,} held calls ({grown / count / 1024:.1f} KiB each, "
+            "with the asyncio task running each `wait()`; Python heap, tracemalloc)",
             f"one status poll over all {count:,}: {min(polled):.1f} ms; deciding all {count:,} one by one "
             f"(each recorded durably) and releasing them: {released:.1f} s")
 

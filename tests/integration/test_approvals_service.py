@@ -410,3 +410,38 @@ async def test_postgres_claims_from_two_processes_run_once(tmp_path: Path) -> No
         finally:
             await svc.close()
             await led.close()
+
+
+@pytest.mark.postgres
+async def test_postgres_store_reconnects_after_its_connection_is_killed(tmp_path: Path) -> None:
+    import psycopg
+
+    with throwaway_schema("lg_apr") as schema:
+        url = url_for(schema)
+        led = await Ledger.open(AuditSettings(replica="a", checkpoint_interval=0), url, tmp_path)
+        svc = await service(url, led)
+        try:
+            a = await ask(svc)
+            pid = svc.store._conn.info.backend_pid  # noqa: SLF001 - the one connection to cut
+            with psycopg.connect(url, autocommit=True) as admin:
+                killed = admin.execute("SELECT pg_terminate_backend(pid), application_name FROM pg_stat_activity "
+                                       "WHERE pid = %s", (pid,)).fetchone()
+            assert killed == (True, "ledgergate-approvals")
+            assert (await svc.decide(a.id, BOB, "approve", "after a reconnect")).status == "approved"
+            assert (await svc.latest(binding())).status == "approved"  # type: ignore[union-attr]
+        finally:
+            await svc.close()
+            await led.close()
+
+
+async def test_latest_names_the_outcome_of_the_same_call(store_url: str, ledger: Ledger) -> None:
+    svc = await service(store_url, ledger)
+    try:
+        assert await svc.latest(binding()) is None
+        a = await ask(svc)
+        await svc.decide(a.id, BOB, "deny", "no")
+        latest = await svc.latest(binding())
+        assert latest is not None and latest.id == a.id and latest.status == "denied"
+        assert await svc.latest(binding({"other": 1})) is None
+    finally:
+        await svc.close()

@@ -266,6 +266,11 @@ class ApprovalService:
             raise ApprovalNotFound(f"no approval {approval_id!r}")
         return found
 
+    async def latest(self, binding: Binding) -> Approval | None:
+        """The newest approval of this exact call in any state (e.g. to tell a repeated call it was denied)."""
+        found: Approval | None = await self._io(self.store.latest_for, binding.key)
+        return found
+
     async def list(self, status: str | None = None, limit: int = 100,
                    principal_key: str | None = None) -> list[Approval]:
         if status is not None and status not in model.STATUSES:
