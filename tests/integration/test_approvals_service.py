@@ -445,3 +445,24 @@ async def test_latest_names_the_outcome_of_the_same_call(store_url: str, ledger:
         assert await svc.latest(binding({"other": 1})) is None
     finally:
         await svc.close()
+
+
+async def test_a_required_justification_is_asked_for_and_recorded(store_url: str, ledger: Ledger) -> None:
+    svc = await service(store_url, ledger)
+    strict = ApproverSpec(("approvers",), (), 1, "required")
+    try:
+        with pytest.raises(m.BadDecision, match="needs a justification"):
+            await svc.request(principal=ALICE, server="bank", method="tools/call", target="transfer", arguments=RAW,
+                              masked_args=MASKED, rule="large-transfers", policy_version="v1", approvers=strict)
+        with pytest.raises(m.BadDecision, match="justification"):
+            await svc.request(principal=ALICE, server="bank", method="tools/call", target="transfer", arguments=RAW,
+                              masked_args=MASKED, rule="large-transfers", policy_version="v1", approvers=strict,
+                              justification="   ")
+        a = await svc.request(principal=ALICE, server="bank", method="tools/call", target="transfer", arguments=RAW,
+                              masked_args=MASKED, rule="large-transfers", policy_version="v1", approvers=strict,
+                              justification="payroll for March")
+        assert a.justification == "payroll for March"
+    finally:
+        await svc.close()
+    [rec] = [r for r in records(store_url) if r["event"] == "approval.requested"]
+    assert rec["justification"] == "payroll for March"

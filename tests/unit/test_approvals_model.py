@@ -172,3 +172,21 @@ def test_settings_defaults_and_webhook_forms() -> None:
         ApprovalsSettings(webhooks=[{"url": "http://127.0.0.1:1/h", "format": "json"}])
     with pytest.raises(ValueError, match="http"):
         ApprovalsSettings(webhooks=["ftp://x"])
+
+
+def test_a_rule_can_require_a_justification() -> None:
+    from ledgergate.policy.engine import PolicyEngine
+    from ledgergate.policy.settings import PolicyRuleSettings
+
+    rules = [PolicyRuleSettings(name="staff", match={"groups": ["staff"]}, effect="allow"),
+             PolicyRuleSettings(name="big", match={"tools": ["transfer"]}, effect="approve",
+                                approvers={"groups": ["approvers"], "justification": "required"}),
+             PolicyRuleSettings(name="small", match={"tools": ["refund"]}, effect="approve",
+                                approvers={"groups": ["approvers"]})]
+    engine = PolicyEngine.from_settings(rules, set())
+    big = engine.decide(ALICE, "bank", "tools/call", "transfer", {}, NOW)
+    small = engine.decide(ALICE, "bank", "tools/call", "refund", {}, NOW)
+    assert big.approvers is not None and big.approvers.justification == "required"
+    assert small.approvers is not None and small.approvers.justification == "optional"
+    with pytest.raises(ValueError):
+        PolicyRuleSettings(name="x", effect="approve", approvers={"groups": ["a"], "justification": "maybe"})
