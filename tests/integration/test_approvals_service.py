@@ -466,3 +466,34 @@ async def test_a_required_justification_is_asked_for_and_recorded(store_url: str
         await svc.close()
     [rec] = [r for r in records(store_url) if r["event"] == "approval.requested"]
     assert rec["justification"] == "payroll for March"
+
+
+async def test_identical_concurrent_requests_make_one_approval_and_one_record(store_url: str, ledger: Ledger) -> None:
+    svc = await service(store_url, ledger)
+    other = await service(store_url, ledger)  # a second instance: another replica's connection
+    try:
+        got = await asyncio.gather(*(ask(s) for _ in range(10) for s in (svc, other)))
+        assert len({a.id for a in got}) == 1
+    finally:
+        await svc.close()
+        await other.close()
+    events = [r["event"] for r in records(store_url)]
+    requested = events.count("approval.requested")
+    # Within a process identical requests queue behind one another; across instances the loser's record
+    # is followed by a void record naming the one that stood.
+    assert requested in (1, 2) and events.count("approval.void") == requested - 1
+
+
+async def test_closing_releases_waiters_with_an_error(store_url: str, ledger: Ledger) -> None:
+    svc = await service(store_url, ledger)
+    a = await ask(svc)
+    waiter = asyncio.create_task(svc.wait(a.id, 60))
+    await asyncio.sleep(0.05)
+    await svc.close()
+    with pytest.raises(m.ApprovalUnavailable, match="shutting down"):
+        await asyncio.wait_for(waiter, 5)
+    again = await service(store_url, ledger)
+    try:
+        assert (await again.get(a.id)).status == "pending"
+    finally:
+        await again.close()
