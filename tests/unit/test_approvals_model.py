@@ -190,3 +190,16 @@ def test_a_rule_can_require_a_justification() -> None:
     assert small.approvers is not None and small.approvers.justification == "optional"
     with pytest.raises(ValueError):
         PolicyRuleSettings(name="x", effect="approve", approvers={"groups": ["a"], "justification": "maybe"})
+
+
+def test_policy_version_follows_the_rules_only() -> None:
+    from ledgergate.config import load_config
+
+    root = __import__("pathlib").Path(__file__).resolve().parents[2]
+    a = load_config(root / "examples" / "ledgergate.yaml", env={"EVERYTHING_KEY": "x"}).settings
+    b = load_config(root / "examples" / "ledgergate.yaml", env={"EVERYTHING_KEY": "y"}).settings
+    assert m.policy_version(a.policies) == m.policy_version(b.policies)
+    changed = [r.model_copy(update={"when": "args.a > 1001"}) if r.name == "large-sums-need-approval" else r
+               for r in a.policies]
+    assert m.policy_version(changed) != m.policy_version(a.policies)
+    assert m.policy_version(a.policies).startswith("sha256:")

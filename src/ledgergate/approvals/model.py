@@ -137,6 +137,14 @@ class Binding:
         return hashlib.sha256(canonical.dumps(dataclasses.asdict(self))).hexdigest()
 
 
+def policy_version(rules: Iterable[Any]) -> str:
+    """A short content hash of the policy rules (pydantic models or plain data): equal rules, equal version,
+    so a config reload that leaves the rules alone keeps open approvals valid, and one that changes any
+    rule makes their calls need new approvals."""
+    data = [r.model_dump(mode="json") if hasattr(r, "model_dump") else r for r in rules]
+    return "sha256:" + hashlib.sha256(canonical.dumps(data)).hexdigest()[:16]
+
+
 def binding_for(principal: Principal, server: str, method: str, target: str | None, arguments: Any,
                 rule: str, policy_version: str) -> Binding:
     """The binding of a call as the gateway sees it (the raw arguments are only hashed)."""
@@ -389,5 +397,5 @@ __all__ = [
     "OPERATOR_ISSUER", "STATUSES", "Status", "VERDICTS", "Verdict", "Vote", "args_digest", "binding_for",
     "cancel", "check_reason", "decide", "describe_approvers", "display_name", "execute", "expire",
     "is_approver", "is_operator", "is_requester", "looks_like_id", "may_see", "new_id", "operator_principal",
-    "preview_digest", "rfc3339",
+    "policy_version", "preview_digest", "rfc3339",
 ]
