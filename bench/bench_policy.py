@@ -20,7 +20,7 @@ from typing import Any
 
 from report import write_section  # bench/ is on sys.path when run as a script
 
-from ledgergate.identity.principal import Principal
+from ledgergate.principal import Principal
 from ledgergate.policy.engine import PolicyEngine
 from ledgergate.policy.settings import PolicyRuleSettings
 

@@ -16,14 +16,19 @@ import uvicorn
 
 from ledgergate.app import uvicorn_config
 from ledgergate.config import config_from_settings, parse_config
+from ledgergate.gateway.auth import Authenticator
 from ledgergate.gateway.pipeline import Pipeline
 from ledgergate.gateway.sessions import SessionRegistry
-from ledgergate.gateway.transport import HostPolicy, McpEndpoint
-from ledgergate.identity.principal import Principal
+from ledgergate.gateway.snapshot import Snapshot
+from ledgergate.gateway.stages.audit import Evidence
+from ledgergate.gateway.stages.messages import Messages
+from ledgergate.gateway.transport.endpoint import McpEndpoint
+from ledgergate.gateway.transport.hosts import HostPolicy
 from ledgergate.identity.resource_metadata import www_authenticate
 from ledgergate.policy.budgets import Budgets
 from ledgergate.policy.decision import Decision
 from ledgergate.policy.settings import BudgetsSettings
+from ledgergate.principal import Principal
 from ledgergate.upstream.registry import Upstreams
 
 PRINCIPAL = Principal("bench", "bench", "human", frozenset({"bench"}))
@@ -57,22 +62,16 @@ class NoAudit:
         return 0
 
 
-class NoDrift:
-    async def is_blocked(self, server: str, tool: str | None) -> bool:
-        return False
-
-    async def observe(self, server: str, tools: list) -> Any:
-        raise AssertionError("not used")
-
-
 def build(port: int, upstream_url: str) -> McpEndpoint:
     settings = parse_config(f'listen: "127.0.0.1:{port}"\nservers:\n  everything:\n    url: "{upstream_url}"\n')
     config = config_from_settings(settings, Path.cwd())
-    identity, policy, masking = NoIdentity(), AllowAll(), NoMasking()
-    pipeline = Pipeline(lambda: identity, lambda: policy, lambda: masking, NoAudit(), lambda v: "",
-                        lambda: NO_BUDGETS, NoDrift())  # type: ignore[arg-type]
-    return McpEndpoint(pipeline, Upstreams(config), SessionRegistry(), HostPolicy("127.0.0.1", port, [], []),
-                       settings.limits.max_body_bytes, www_authenticate, None)
+    policy, masking = AllowAll(), NoMasking()
+    snapshot = Snapshot(settings, masking, policy, NO_BUDGETS, NoIdentity())  # type: ignore[arg-type]
+    evidence = Evidence(NoAudit(), masking, lambda v: "")
+    # the chain with no stages at all: transport, sessions, bridge and upstream only
+    pipeline = Pipeline(snapshot, (), (), evidence, Messages(policy, masking, evidence))
+    return McpEndpoint(lambda: pipeline, Authenticator(NoAudit(), www_authenticate), Upstreams(config),
+                       SessionRegistry(), HostPolicy("127.0.0.1", port, [], []), settings.limits.max_body_bytes, None)
 
 
 def main() -> None:

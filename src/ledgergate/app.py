@@ -31,20 +31,21 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ledgergate.audit.ledger import Ledger
-from ledgergate.config import ConfigError, LoadedConfig, Settings, load_config
-from ledgergate.errors import AuthError
+from ledgergate.config import ConfigError, LoadedConfig, load_config
+from ledgergate.errors import AuthError, GatewayError
+from ledgergate.gateway.auth import Authenticator
 from ledgergate.gateway.drift import DriftGuard
-from ledgergate.gateway.pipeline import Pipeline
+from ledgergate.gateway.pipeline import Lasting, Pipeline
 from ledgergate.gateway.sessions import SessionRegistry
-from ledgergate.gateway.transport import HostPolicy, McpEndpoint
+from ledgergate.gateway.snapshot import Snapshot
+from ledgergate.gateway.tasks import TaskOwners
+from ledgergate.gateway.transport.endpoint import McpEndpoint
+from ledgergate.gateway.transport.hosts import HostPolicy
 from ledgergate.identity.resource_metadata import (
     protected_resource_metadata,
     www_authenticate,
 )
 from ledgergate.identity.service import IdentityService
-from ledgergate.masking.engine import Masker
-from ledgergate.policy.budgets import Budgets
-from ledgergate.policy.engine import PolicyEngine
 from ledgergate.store.fingerprints_store import FingerprintStore
 from ledgergate.upstream.registry import Upstreams
 
@@ -63,37 +64,22 @@ class Metrics:
                                  buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5))
 
 
-@dataclass
-class Stages:
-    """The parts of the data path a config reload replaces, swapped together in one assignment."""
-
-    settings: Settings
-    masker: Masker
-    policy: PolicyEngine
-    budgets: Budgets
-    identity: IdentityService
-
-    @classmethod
-    def build(cls, settings: Settings, identity: IdentityService) -> Stages:
-        """Validate and compile everything; raises (ValueError/ConfigError) without touching the running ones."""
-        masker = Masker.from_settings(settings.masking)
-        policy = PolicyEngine.from_settings(settings.policies, set(masker.profiles))
-        return cls(settings, masker, policy, Budgets.from_settings(settings.budgets), identity)
-
-
 class Gateway:
     """Owns every long-lived part; `asgi` is what uvicorn serves."""
 
     def __init__(self, config: LoadedConfig) -> None:
         self.config = config
         s = config.settings
-        self.stages = Stages.build(s, IdentityService(s.identity, s.storage, config.base_dir))
+        self.snapshot = Snapshot.build(s, IdentityService(s.identity, s.storage, config.base_dir))
         self.upstreams = Upstreams(config)
         self.sessions = SessionRegistry(s.limits.session_idle_timeout, s.limits.max_sessions_per_principal)
         self.metrics = Metrics()
         self.ledger: Ledger | None = None
         self.endpoint: McpEndpoint | None = None
         self.drift: DriftGuard | None = None
+        self.lasting: Lasting | None = None
+        self.pipeline: Pipeline | None = None
+        self.auth: Authenticator | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._config_mtime = self._mtime()
         self._reload_lock = asyncio.Lock()
@@ -111,14 +97,14 @@ class Gateway:
     async def start(self) -> None:
         s = self.config.settings
         self.ledger = await Ledger.open(s.audit, s.storage, self.config.base_dir)
-        await self.stages.identity.start()
+        await self.snapshot.identity.start()
         self.drift = DriftGuard(FingerprintStore.open(s.storage, self.config.base_dir), s.tool_drift)
-        pipeline = Pipeline(lambda: self.stages.identity, lambda: self.stages.policy, lambda: self.stages.masker,
-                            self.ledger, self.ledger.hmac, lambda: self.stages.budgets, self.drift)
-        self.pipeline = pipeline
+        self.lasting = Lasting(self.ledger, self.ledger.hmac, self.drift, TaskOwners())
+        self.pipeline = Pipeline.build(self.snapshot, self.lasting)
+        self.auth = Authenticator(self.ledger, www_authenticate)
         hosts = HostPolicy(s.host, s.port, s.allowed_hosts, s.allowed_origins)
-        self.endpoint = McpEndpoint(pipeline, self.upstreams, self.sessions, hosts, s.limits.max_body_bytes,
-                                    www_authenticate, s.public_url)
+        self.endpoint = McpEndpoint(self._current_pipeline, self.auth, self.upstreams, self.sessions, hosts,
+                                    s.limits.max_body_bytes, s.public_url)
         from ledgergate.api.audit import audit_routes
 
         self._router.router.routes.extend(
@@ -130,6 +116,10 @@ class Gateway:
                 asyncio.get_running_loop().add_signal_handler(
                     signal.SIGHUP, lambda: self._tasks.append(asyncio.create_task(self.reload("SIGHUP"))))
 
+    def _current_pipeline(self) -> Pipeline:
+        assert self.pipeline is not None
+        return self.pipeline
+
     async def stop(self) -> None:
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
@@ -139,7 +129,7 @@ class Gateway:
             await self.endpoint.close()
         await self.sessions.close()
         await self.upstreams.close()
-        await self.stages.identity.close()
+        await self.snapshot.identity.close()
         if self.drift is not None:
             self.drift.close()
         if self.ledger is not None:
@@ -178,11 +168,11 @@ class Gateway:
                 digest = hashlib.sha256(text).hexdigest()
                 loaded = load_config(self.config.path)
                 new = loaded.settings
-                identity = self.stages.identity
+                identity = self.snapshot.identity
                 fresh_identity = None
                 if not identity.can_reconfigure(new.identity):
                     fresh_identity = IdentityService(new.identity, new.storage, loaded.base_dir)
-                stages = Stages.build(new, fresh_identity or identity)
+                snapshot = Snapshot.build(new, fresh_identity or identity)
             except (ConfigError, ValueError, OSError) as exc:
                 log.error("config reload (%s) refused, keeping the running config: %s", trigger, exc)
                 await self.ledger.append("config.reload_refused", {"trigger": trigger, "config_sha256": digest,
@@ -194,8 +184,9 @@ class Gateway:
                 identity.reconfigure(new.identity)
             restart_needed = [k for k in ("listen", "storage", "servers", "audit", "limits")
                               if getattr(new, k) != getattr(self.config.settings, k)]
-            old_identity = self.stages.identity
-            self.stages = stages
+            old_identity = self.snapshot.identity
+            assert self.lasting is not None
+            self.snapshot, self.pipeline = snapshot, Pipeline.build(snapshot, self.lasting)
             self.config.settings = new
             if self.drift is not None:
                 self.drift.settings = new.tool_drift
@@ -213,16 +204,18 @@ class Gateway:
         async def guarded(request: Request) -> Response:
             if not self.endpoint or not self.endpoint.hosts.host_ok(request.headers.get("host")):
                 return JSONResponse({"error": "Forbidden: Host header not allowed"}, status_code=403)
-            value = request.headers.get("authorization", "")
-            scheme, _, token = value.partition(" ")
-            credential = token.strip() if scheme.lower() == "bearer" and token.strip() else (None if not value else "")
+            assert self.auth is not None
             try:
-                principal = await self.pipeline.authenticate(credential, "api", request.client.host if request.client else None)
+                principal = await self.auth.authenticate(
+                    self.snapshot.identity, request.headers.get("authorization"), request.scope.get("query_string", b""),
+                    "api", request.client.host if request.client else None)
             except AuthError as exc:
                 base = self.config.settings.public_url or f"{request.url.scheme}://{request.headers.get('host')}"
                 challenge = www_authenticate(f"{base}/.well-known/oauth-protected-resource/mcp", None, exc.message)
                 return JSONResponse({"error": f"Unauthorized: {exc.message}"}, status_code=401,
                                     headers={"WWW-Authenticate": challenge})
+            except GatewayError as exc:
+                return JSONResponse({"error": exc.message}, status_code=exc.http_status)
             readers = set(self.config.settings.audit.reader_groups)
             if principal.groups.isdisjoint(readers):
                 return JSONResponse({"error": "Forbidden: reading the audit ledger needs one of the groups "
@@ -275,7 +268,7 @@ class Gateway:
         return JSONResponse({"status": "ok"})
 
     async def _readyz(self, request: Request) -> Response:
-        identity = self.stages.identity.readiness()
+        identity = self.snapshot.identity.readiness()
         checks: dict[str, Any] = {"identity": identity, "ledger": "ok" if self.ledger is not None else "not open"}
         # Ready when requests can be both authenticated and recorded: with no usable keys for any
         # issuer and no API keys, every caller would be refused.
@@ -346,5 +339,3 @@ def uvicorn_config(app: Any, host: str, port: int) -> Any:
                           timeout_graceful_shutdown=5, server_header=False, proxy_headers=False,
                           date_header=False)
 
-
-__all__ = ["Gateway", "run", "uvicorn_config", "ConfigError", "load_config", "signal"]

@@ -7,16 +7,16 @@ import sys
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
 from ledgergate.commands.common import ConfigOption, load_or_exit
+from ledgergate.terminal import console
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Identity-aware, audited gateway for MCP servers.")
 config_app = typer.Typer(no_args_is_help=True, help="Check configuration files.")
 app.add_typer(config_app, name="config")
 
-err = Console(stderr=True)
-out = Console()
+err = console(stderr=True)
+out = console()
 
 
 
@@ -81,6 +81,11 @@ def _register_optional() -> None:
                 continue
             raise
         app.add_typer(module.app, name=group)
+        if group == "audit":
+            # `audit siem` lives in its own module, beside the group's other verbs
+            from ledgergate.commands.siem import siem
+
+            module.app.command("siem")(siem)
 
 
 _register_optional()

@@ -26,6 +26,7 @@ from pydantic import (
 
 from ledgergate.approvals.settings import ApprovalsSettings
 from ledgergate.audit.settings import AuditSettings
+from ledgergate.durations import Duration
 from ledgergate.identity.settings import IdentitySettings
 from ledgergate.masking.settings import MaskingSettings
 from ledgergate.policy.settings import (
@@ -33,6 +34,7 @@ from ledgergate.policy.settings import (
     PolicyRuleSettings,
     ToolDriftSettings,
 )
+from ledgergate.upstream.unix import is_unix_url, parse_unix_url
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -58,8 +60,13 @@ class ServerSettings(_Strict):
     def _one_kind(self) -> ServerSettings:
         if (self.url is None) == (self.command is None):
             raise ValueError("a server needs exactly one of 'url' or 'command'")
-        if self.url is not None and not self.url.startswith(("http://", "https://")):
-            raise ValueError("'url' must start with http:// or https://")
+        if self.url is not None and is_unix_url(self.url):
+            try:
+                parse_unix_url(self.url)
+            except ValueError as exc:
+                raise ValueError(f"'url': {exc}") from None
+        elif self.url is not None and not self.url.startswith(("http://", "https://")):
+            raise ValueError("'url' must start with http:// or https:// (or unix:// for a Unix socket)")
         return self
 
     @property
@@ -73,7 +80,12 @@ class ServerSettings(_Strict):
 class LimitsSettings(_Strict):
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     session_idle_timeout: float = 3600.0
+    #: open connections to each upstream server (an open event stream holds one); beyond it, calls wait
     upstream_connections: int = Field(default=100, ge=1)
+    #: how long a call waits for a free upstream connection before it fails unsent
+    upstream_pool_timeout: Duration = Field(default=30.0, gt=0)
+    #: idle keep-alive upstream connections close after this (below the usual 5 s server default)
+    upstream_keepalive_expiry: Duration = Field(default=4.0, gt=0)
     #: open handshake sessions one identity may hold (each may be a stdio child process)
     max_sessions_per_principal: int = Field(default=64, ge=1)
 

@@ -30,9 +30,12 @@ class GatewayError(Exception):
 
     http_status: int = 400
     rpc_code: int = INVALID_REQUEST
+    #: extra response headers the answer needs (e.g. `Allow`, `WWW-Authenticate`)
+    headers: tuple[tuple[bytes, bytes], ...] = ()
 
     def __init__(self, message: str, *, data: dict[str, Any] | None = None,
-                 http_status: int | None = None, rpc_code: int | None = None) -> None:
+                 http_status: int | None = None, rpc_code: int | None = None,
+                 headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
         super().__init__(message)
         self.message = message
         self.data = data
@@ -40,6 +43,8 @@ class GatewayError(Exception):
             self.http_status = http_status
         if rpc_code is not None:
             self.rpc_code = rpc_code
+        if headers:
+            self.headers = headers
 
 
 class AuthError(GatewayError):
@@ -85,3 +90,42 @@ class LedgerUnavailable(GatewayError):
 class RateLimited(GatewayError):
     http_status = 429
     rpc_code = RATE_LIMITED
+
+
+# ── refusals of the HTTP exchange itself (the transport raises these; one function answers them) ──
+class BadRequest(GatewayError):
+    http_status = 400
+    rpc_code = INVALID_REQUEST
+
+
+class HeaderMismatch(GatewayError):
+    http_status = 400
+    rpc_code = HEADER_MISMATCH
+
+
+class NotFound(GatewayError):
+    http_status = 404
+    rpc_code = INVALID_REQUEST
+
+
+class MethodNotAllowed(GatewayError):
+    http_status = 405
+    rpc_code = INVALID_REQUEST
+
+    def __init__(self, allow: str) -> None:
+        super().__init__("Method Not Allowed", headers=((b"allow", allow.encode()),))
+
+
+class NotAcceptable(GatewayError):
+    http_status = 406
+    rpc_code = INVALID_REQUEST
+
+
+class PayloadTooLarge(GatewayError):
+    http_status = 413
+    rpc_code = INVALID_REQUEST
+
+
+class UnsupportedMediaType(GatewayError):
+    http_status = 415
+    rpc_code = INVALID_REQUEST

@@ -22,7 +22,7 @@ from ledgergate.approvals.settings import ApprovalsSettings
 from ledgergate.audit.ledger import Ledger
 from ledgergate.audit.settings import AuditSettings
 from ledgergate.errors import AuthError
-from ledgergate.identity.principal import Principal
+from ledgergate.principal import Principal
 from ledgergate.identity.service import IdentityService
 from ledgergate.identity.settings import IdentitySettings, OidcIssuerSettings
 from ledgergate.policy.decision import ApproverSpec

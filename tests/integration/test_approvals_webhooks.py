@@ -22,7 +22,7 @@ from ledgergate.approvals.settings import ApprovalsSettings, WebhookSettings
 from ledgergate.approvals.webhooks import SIGNATURE_HEADER, WebhookNotifier, verify
 from ledgergate.audit.ledger import Ledger
 from ledgergate.audit.settings import AuditSettings
-from ledgergate.identity.principal import Principal
+from ledgergate.principal import Principal
 from ledgergate.policy.decision import ApproverSpec
 from ledgergate.store.approvals_store import ApprovalStore
 

@@ -115,7 +115,8 @@ async def test_inserted_record_is_named(store_url: str, tmp_path: Path) -> None:
     forged.update(seq=5, tool="forged")
     data = orjson.dumps(forged, option=orjson.OPT_SORT_KEYS)
     run_sql(store_url, "INSERT INTO ledger_leaves (log_id, seq, time, event, session, leaf_hash, record) "
-            "VALUES ('replica-a', 5, 'x', 'rpc.request', NULL, ?, ?)", (merkle.leaf_hash(data), data))
+            "VALUES ('replica-a', 5, ?, ?, ?, ?, ?)",  # index columns forged to match, so only the seq chain tells
+            (forged["time"], forged["event"], forged["session"], merkle.leaf_hash(data), data))
     code, out = cli("audit", "verify", "--config", str(config))
     assert code == 1 and "record 6" in out and "seq 5" in out, out
 
@@ -179,3 +180,96 @@ async def test_tail_prints_newest_records(tmp_path: Path) -> None:
     code, out = cli("audit", "tail", "--config", str(config), "-n", "2")
     lines = [json.loads(x) for x in out.splitlines()]
     assert code == 0 and [x["seq"] for x in lines] == [3, 4]
+
+
+def flat(code: int, out: str) -> tuple[int, str]:
+    """CLI output with line wrapping undone (rich wraps at 80 columns when not on a terminal)."""
+    return code, " ".join(out.split())
+
+
+# --- index columns (issue 20 item 4): every column a command reads is checked against the hashed record ---
+@pytest.mark.parametrize(("seq", "assignment", "column"), [
+    (7, "time = '2020-01-01T00:00:00.000000Z'", "time"),
+    (6, "event = 'rpc.response'", "event"),
+    (7, "session = 's2'", "session"),
+    (7, "session = NULL", "session"),
+    (7, "session = 'new-session'", "session"),
+])
+async def test_edited_index_column_is_named(store_url: str, tmp_path: Path, seq: int, assignment: str,
+                                            column: str) -> None:
+    config = await build(tmp_path, store_url)
+    assert cli("audit", "verify", "--config", str(config))[0] == 0
+    run_sql(store_url, f"UPDATE ledger_leaves SET {assignment} WHERE log_id = 'replica-a' AND seq = ?", (seq,))
+    code, out = flat(*cli("audit", "verify", "--config", str(config)))
+    assert code == 1 and f"record {seq}" in out and f"{column} column" in out, out
+
+
+async def test_session_column_set_on_a_record_without_session(store_url: str, tmp_path: Path) -> None:
+    config = tmp_path / "ledgergate.yaml"
+    config.write_text(f"storage: {json.dumps(store_url)}\naudit:\n  signing_key: ./data/ledger.key\n"
+                      "  checkpoint_interval: 0\n  replica: replica-a\n")
+    ledger = await Ledger.open(AuditSettings(signing_key="./data/ledger.key", checkpoint_interval=0,
+                                             replica="replica-a"), store_url, tmp_path)
+    await ledger.append("auth.denied", {"reason": "no token"})
+    await ledger.close()
+    assert cli("audit", "verify", "--config", str(config))[0] == 0
+    run_sql(store_url, "UPDATE ledger_leaves SET session = 'victim' WHERE log_id = 'replica-a' AND seq = 0")
+    code, out = flat(*cli("audit", "verify", "--config", str(config)))
+    assert code == 1 and "record 0" in out and "session column" in out, out
+
+
+# --- a whole log gone (issue 20 item 10): verify accounts for every log anyone has seen ---
+async def two_logs(tmp_path: Path, url: str) -> Path:
+    config = await build(tmp_path, url, n=10, every=5)
+    settings = AuditSettings(signing_key="./data/ledger.key", checkpoint_interval=0, replica="replica-b",
+                             witnesses=["file://./data/witness.log"])
+    other = await Ledger.open(settings, url, tmp_path)
+    for i in range(4):
+        await other.append("rpc.request", {"n": i})
+    await other.close()
+    code, out = flat(*cli("audit", "verify", "--config", str(config)))
+    assert code == 0 and "log replica-a" in out and "log replica-b" in out, out
+    return config
+
+
+async def test_deleted_ledger_logs_row_is_missing(store_url: str, tmp_path: Path) -> None:
+    config = await two_logs(tmp_path, store_url)
+    run_sql(store_url, "DELETE FROM ledger_logs WHERE log_id = 'replica-a'")
+    code, out = flat(*cli("audit", "verify", "--config", str(config)))
+    assert code == 1 and "FAIL log replica-a" in out and "missing from the store" in out, out
+    assert "ok log replica-b" in out, out
+
+
+async def test_log_deleted_from_every_table_is_missing(store_url: str, tmp_path: Path) -> None:
+    config = await two_logs(tmp_path, store_url)
+    for table in ("ledger_logs", "ledger_leaves", "ledger_checkpoints"):
+        run_sql(store_url, f"DELETE FROM {table} WHERE log_id = 'replica-b'")
+    code, out = flat(*cli("audit", "verify", "--config", str(config)))
+    assert code == 1 and "FAIL log replica-b" in out and "missing from the store" in out, out
+    assert "witnessed checkpoint at size 4" in out and "only 0 records" in out, out
+    assert "ok log replica-a" in out, out
+
+
+async def test_every_log_deleted_is_not_no_logs(store_url: str, tmp_path: Path) -> None:
+    config = await two_logs(tmp_path, store_url)
+    for table in ("ledger_logs", "ledger_leaves", "ledger_checkpoints"):
+        run_sql(store_url, f"DELETE FROM {table}")
+    code, out = flat(*cli("audit", "verify", "--config", str(config)))
+    assert code == 1 and "FAIL log replica-a" in out and "FAIL log replica-b" in out, out
+
+
+async def test_ledger_logs_row_deleted_but_checkpoints_remain(store_url: str, tmp_path: Path) -> None:
+    """No witness to read back: the leaf and checkpoint tables still name the log."""
+    config = await two_logs(tmp_path, store_url)
+    (tmp_path / "data" / "witness.log").unlink()
+    run_sql(store_url, "DELETE FROM ledger_logs WHERE log_id = 'replica-b'")
+    run_sql(store_url, "DELETE FROM ledger_leaves WHERE log_id = 'replica-b'")
+    code, out = flat(*cli("audit", "verify", "--config", str(config)))
+    assert code == 1 and "FAIL log replica-b" in out and "missing from the store" in out, out
+
+
+async def test_altered_origin_is_named(store_url: str, tmp_path: Path) -> None:
+    config = await two_logs(tmp_path, store_url)
+    run_sql(store_url, "UPDATE ledger_logs SET origin = 'ledgergate/elsewhere' WHERE log_id = 'replica-b'")
+    code, out = flat(*cli("audit", "verify", "--config", str(config)))
+    assert code == 1 and "FAIL log replica-b" in out and "origin" in out, out

@@ -231,3 +231,97 @@ async def _connection_lost_then_back(tmp_path: Path, schema: str, psycopg) -> No
         assert await ledger.append("rpc.request", {"n": 3}) == 1  # reconnected, nothing skipped
     finally:
         await ledger.close()
+
+
+class WriteLock:
+    """Another session holding the lock the ledger's writer needs, as a long transaction or a DBA would:
+    SQLite's write lock (BEGIN IMMEDIATE) or an EXCLUSIVE lock on PostgreSQL's leaf table."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.conn = None
+
+    def __enter__(self) -> WriteLock:
+        if self.url.startswith("sqlite:///"):
+            import sqlite3
+
+            self.conn = sqlite3.connect(self.url[len("sqlite:///"):], isolation_level=None)
+            self.conn.execute("BEGIN IMMEDIATE")
+        else:
+            import psycopg
+
+            self.conn = psycopg.connect(self.url, autocommit=True)
+            self.conn.execute("BEGIN")
+            self.conn.execute("LOCK TABLE ledger_leaves IN EXCLUSIVE MODE")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.conn.execute("ROLLBACK")
+        self.conn.close()
+
+
+async def records(url: str, tmp_path: Path) -> list[dict]:
+    store = open_ledger_store(url, tmp_path)
+    try:
+        return [orjson.loads(r.record) for r in store.rows("replica-a", 0, 1 << 30)]
+    finally:
+        store.close()
+
+
+async def test_timed_out_append_never_commits_or_is_followed_by_a_refusal(store_url: str, tmp_path: Path) -> None:
+    """Issue 20 item 5: a caller told "the ledger could not record" must not find its record in the log as if
+    it had been allowed. A record still queued when it times out is never written; one already in a stalled
+    transaction that commits later is followed by an `append.abandoned` record naming it."""
+    ledger = await Ledger.open(settings(append_timeout=0.6), store_url, tmp_path)
+    try:
+        assert await ledger.append("rpc.request", {"session": "warm", "n": 0}) == 0
+        with WriteLock(store_url):
+            in_flight = asyncio.create_task(ledger.append("rpc.request", {"session": "sA", "n": 1}))
+            await asyncio.sleep(0.2)  # the writer has taken it and waits for the lock
+            queued = asyncio.create_task(ledger.append("rpc.request", {"session": "sB", "n": 2}))
+            cancelled = asyncio.create_task(ledger.append("session.opened", {"session": "sC", "n": 3}))
+            await asyncio.sleep(0.1)
+            cancelled.cancel()
+            started = time.monotonic()
+            for task in (in_flight, queued):
+                with pytest.raises(LedgerUnavailable):
+                    await task
+            assert time.monotonic() - started < 2, "the caller is answered by its deadline, not the store's"
+            with pytest.raises(asyncio.CancelledError):
+                await cancelled
+            await asyncio.sleep(0.5)
+        # the stalled transaction goes through now; later appends follow its follow-up
+        assert await ledger.append("rpc.request", {"session": "sD", "n": 4}) == 3
+        docs = await records(store_url, tmp_path)
+        assert [(d["seq"], d["event"], d.get("n"), d.get("session")) for d in docs] == [
+            (0, "rpc.request", 0, "warm"),
+            (1, "rpc.request", 1, "sA"),
+            (2, "append.abandoned", None, "sA"),
+            (3, "rpc.request", 4, "sD"),
+        ]
+        assert (docs[2]["abandoned_seq"], docs[2]["abandoned_event"], docs[2]["reason"]) == (1, "rpc.request", "timeout")
+    finally:
+        await ledger.close()
+    store = open_ledger_store(store_url, tmp_path)
+    try:
+        [report] = verify_store(store, load_verifier(tmp_path / "data" / "ledger.key.pub"), [])
+    finally:
+        store.close()
+    assert report.ok and report.size == 4, report.problems
+
+
+async def test_cancelled_in_flight_append_is_followed_by_a_refusal(store_url: str, tmp_path: Path) -> None:
+    ledger = await Ledger.open(settings(append_timeout=5), store_url, tmp_path)
+    try:
+        with WriteLock(store_url):
+            task = asyncio.create_task(ledger.append("rpc.response", {"session": "s1", "n": 1}))
+            await asyncio.sleep(0.3)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        assert await ledger.append("rpc.request", {"n": 2}) == 2
+        docs = await records(store_url, tmp_path)
+        assert [(d["event"], d.get("abandoned_seq"), d.get("reason")) for d in docs] == [
+            ("rpc.response", None, None), ("append.abandoned", 0, "cancelled"), ("rpc.request", None, None)]
+    finally:
+        await ledger.close()

@@ -189,6 +189,39 @@ async def test_reload_on_file_change_and_sighup(env: Env) -> None:
     assert "auth.denied" in events
 
 
+async def _reloaded(env: Env, count: int) -> None:
+    for _ in range(100):
+        if sum(r["event"] == "config.reloaded" for r in env.records()) >= count:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the gateway did not reload")
+
+
+async def test_a_call_keeps_the_config_snapshot_it_started_with(env: Env) -> None:
+    """A reload in the middle of a held upstream call does not change how that call's answer is
+    masked; the next call is masked by the new config."""
+    staff = env.provider.token("alice", ["staff"])
+    config = env.config()
+    config["policies"].insert(0, {"name": "staff-held", "match": {"groups": ["staff"], "tools": ["held"]},
+                                  "effect": "allow", "mask": "standard"})
+    env.write_config(config)
+    await _reloaded(env, 1)
+    ssn = "536-22-8143"
+
+    held = asyncio.create_task(env.call(staff, "held", {"message": f"SSN {ssn}"}))
+    await asyncio.wait_for(env.upstream.holding.wait(), 10)
+    config["masking"]["profiles"]["standard"]["operator"] = "redact"
+    env.write_config(config)
+    await _reloaded(env, 2)
+    env.upstream.release.set()
+    during = (await held).json()["result"]["content"][0]["text"]
+    after = (await env.call(staff, "held", {"message": f"SSN {ssn}"})).json()["result"]["content"][0]["text"]
+
+    assert ssn not in during and ssn not in after
+    assert during.endswith("8143"), f"masked by the snapshot the call started with (partial): {during!r}"
+    assert "8143" not in after, f"the next call is masked by the new config (redact): {after!r}"
+
+
 async def test_audit_rest_api_needs_an_auditor(env: Env) -> None:
     staff = env.provider.token("alice", ["staff"])
     auditor = env.provider.token("aud", ["auditors"])

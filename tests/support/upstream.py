@@ -21,6 +21,9 @@ class RecordingUpstream:
                 "type": "object", "properties": {"message": {"type": "string"}}}},
             {"name": "big", "description": "A large result", "inputSchema": {"type": "object"}},
         ]
+        #: a call of the tool "held" waits here until the test sets `release`
+        self.holding = asyncio.Event()
+        self.release = asyncio.Event()
         self.port = free_port()
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
@@ -64,6 +67,9 @@ class RecordingUpstream:
         elif method == "tools/call":
             name = request["params"]["name"]
             args = request["params"].get("arguments") or {}
+            if name == "held":
+                self.holding.set()
+                await self.release.wait()
             text = "x" * 100_000 if name == "big" else f"Echo: {args.get('message')}"
             result = {"content": [{"type": "text", "text": text}], "resultType": "complete"}
         else:

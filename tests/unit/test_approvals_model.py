@@ -9,7 +9,7 @@ import rfc8785
 
 from ledgergate.approvals import model as m
 from ledgergate.approvals.settings import ApprovalsSettings
-from ledgergate.identity.principal import Principal
+from ledgergate.principal import Principal
 from ledgergate.policy.decision import ApproverSpec
 
 IDP = "http://idp.test"

@@ -10,9 +10,9 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledgergate.identity.principal import Principal
+from ledgergate.principal import Principal
 from ledgergate.policy.budgets import Budgets, RateLimiter
-from ledgergate.policy.drift import compare, fingerprint_tool, fingerprint_tools
+from ledgergate.gateway.drift import compare, fingerprint_tool, fingerprint_tools
 from ledgergate.policy.settings import BudgetsSettings, ToolDriftSettings
 
 TOOL = {

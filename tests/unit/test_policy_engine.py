@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from ledgergate.config import load_config
-from ledgergate.identity.principal import Principal
+from ledgergate.principal import Principal
 from ledgergate.policy.cel import MAX_VALUE_DEPTH
 from ledgergate.policy.decision import ApproverSpec
 from ledgergate.policy.engine import PolicyEngine

@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledgergate.identity.principal import Principal
+from ledgergate.principal import Principal
 from ledgergate.policy.engine import PolicyEngine
 from ledgergate.policy.rules import LIST_ITEM_KEY, LIST_METHODS, is_housekeeping, is_server_to_client
 from ledgergate.policy.settings import PolicyRuleSettings

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledgergate.gateway.sse import SSEParser, encode
+from ledgergate.wire.sse import SSEParser, encode
 
 STREAM = (b": comment\n"
           b"event: message\nid: 1\ndata: {\"a\":1}\n\n"

@@ -28,7 +28,7 @@ from starlette.routing import Route
 from ledgergate.approvals import model
 from ledgergate.approvals.service import ApprovalService
 from ledgergate.errors import AuthError, GatewayError
-from ledgergate.identity.principal import Principal
+from ledgergate.principal import Principal
 
 Authenticate = Callable[[Request], Awaitable[Principal]]
 MAX_BODY = 16 * 1024

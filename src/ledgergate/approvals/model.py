@@ -31,7 +31,7 @@ from typing import Any, Literal, cast
 
 from ledgergate.audit import canonical
 from ledgergate.errors import GatewayError
-from ledgergate.identity.principal import Principal
+from ledgergate.principal import Principal
 from ledgergate.policy.decision import ApproverSpec
 
 Status = Literal["pending", "approved", "denied", "expired", "cancelled", "executed"]

@@ -41,7 +41,7 @@ from ledgergate.approvals.model import (
     rfc3339,
 )
 from ledgergate.approvals.settings import ApprovalsSettings
-from ledgergate.identity.principal import Principal
+from ledgergate.principal import Principal
 from ledgergate.policy.decision import ApproverSpec
 from ledgergate.store.approvals_store import (
     ApprovalStore,

@@ -10,6 +10,29 @@ that batch gets `LedgerUnavailable` and the Merkle state does not move.
 
 Checkpoints go through the same writer so (size, root) is always a committed
 prefix; they are signed, stored, then pushed to the witnesses.
+
+An append that is not durable within `append_timeout` (or whose caller is
+cancelled) fails its caller with `LedgerUnavailable`, and the caller forwards
+nothing. The ledger must then not say otherwise, so each append has a state
+that the writer and the watchdog change under one lock:
+
+- still queued when it times out: it is marked abandoned and the writer skips
+  it; it is never written, and takes no sequence number;
+- already taken into a batch (its transaction may be stalled on a lock, a
+  slow disk, a server that does not answer): the caller is not held past its
+  deadline, because a client must get its answer in bounded time. If that
+  batch then commits after all, the writer at once writes one
+  `append.abandoned` record per such record, naming its `abandoned_seq` and
+  `abandoned_event` (and its `session`, so a session's records include it):
+  "this record's caller was told it failed; nothing was done on its account".
+  Until that follow-up is durable the ledger does not count as ready and
+  every later batch writes it first.
+
+Waiting for the stalled commit instead would hold the client for as long as
+the store stalls; never committing a record that is already being written
+cannot be promised by a database. The one window left is a crash between the
+commit and its follow-up, which is the same window as a crash between any
+durable `rpc.request` and the forwarding it announces.
 """
 
 from __future__ import annotations
@@ -56,11 +79,17 @@ def origin_for(log_id: str) -> str:
     return f"ledgergate/{log_id}"
 
 
+QUEUED, WRITING, DONE, ABANDONED, ABANDONED_WRITING = range(5)
+
+
 @dataclass
 class _Append:
     event: str
     fields: Mapping[str, Any]
-    future: asyncio.Future[int]
+    future: asyncio.Future[int] | None  # None: written by the ledger itself (a follow-up), nobody waits
+    state: int = QUEUED
+    reason: str = ""  # why it was abandoned: "timeout" or "cancelled"
+    seq: int = -1  # its leaf index once written
 
 
 @dataclass
@@ -106,11 +135,13 @@ class Ledger:
         self._writer: threading.Thread | None = None
         self._broken = False
         self._closed = False
+        self._claim_lock = threading.Lock()  # guards _Append.state between the writer and the event loop
+        self._owed: list[_Append] = []  # follow-ups for records whose callers were told they failed (writer only)
         self._last_checkpoint_size = -1
         self._ticker: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
-        # (deadline, future) in submission order; cheaper than asyncio.wait_for per append.
-        self._pending: collections.deque[tuple[float, asyncio.Future[Any]]] = collections.deque()
+        # (deadline, append) in submission order; cheaper than asyncio.wait_for per append.
+        self._pending: collections.deque[tuple[float, _Append]] = collections.deque()
 
     # --- opening ------------------------------------------------------------
     @classmethod
@@ -187,9 +218,25 @@ class Ledger:
             raise ValueError(f"record fields may not use reserved names {sorted(clash)}")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[int] = loop.create_future()
-        self._pending.append((loop.time() + self.settings.append_timeout, fut))
-        self._queue.put(_Append(event, fields, fut))
-        return await fut
+        item = _Append(event, fields, fut)
+        self._pending.append((loop.time() + self.settings.append_timeout, item))
+        self._queue.put(item)
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            self._abandon(item, "cancelled")
+            raise
+
+    def _abandon(self, item: _Append, reason: str) -> None:
+        """The caller will be told the record failed: keep it out of the log, or owe a follow-up."""
+        with self._claim_lock:
+            if item.state == QUEUED:
+                item.state = ABANDONED
+            elif item.state == WRITING:
+                item.state = ABANDONED_WRITING
+            else:
+                return
+            item.reason = reason
 
     async def checkpoint(self) -> str:
         """Sign, store and push a checkpoint of the current size now; return the note."""
@@ -271,9 +318,11 @@ class Ledger:
         while True:
             await asyncio.sleep(min(0.25, self.settings.append_timeout / 4))
             now = loop.time()
-            while pending and (pending[0][1].done() or pending[0][0] <= now):
-                _, fut = pending.popleft()
-                if not fut.done():
+            while pending and (pending[0][1].state == DONE or pending[0][0] <= now):
+                _, item = pending.popleft()
+                fut = item.future
+                if fut is not None and not fut.done():
+                    self._abandon(item, "timeout")
                     fut.set_exception(LedgerUnavailable("audit ledger did not make the record durable in time"))
 
     async def _tick(self) -> None:
@@ -325,14 +374,19 @@ class Ledger:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if item is not _STOP:
+            if item is not _STOP and item.future is not None:
                 self._resolve([(item.future, LedgerUnavailable("audit ledger is closed"))])
+        if self._owed:
+            log.error("ledger closed with %d follow-up record(s) for refused callers unwritten", len(self._owed))
         self._store.close()
 
     def _process(self, batch: list[Any]) -> None:
         results: list[tuple[asyncio.Future[Any], Any]] = []
-        appends = [i for i in batch if isinstance(i, _Append)]
         jobs = [i for i in batch if isinstance(i, _Job)]
+        with self._claim_lock:  # from here on an abandoned append is owed a follow-up, not skipped
+            appends = [i for i in batch if isinstance(i, _Append) and i.state == QUEUED]
+            for item in appends:
+                item.state = WRITING
         if self._broken:
             try:
                 self._store.reconnect()
@@ -340,39 +394,24 @@ class Ledger:
                     raise StoreError("store no longer holds this log's records")
                 self._broken = False
             except StoreError as exc:
-                err = LedgerUnavailable(f"audit ledger store unavailable: {exc}")
-                self._resolve([(i.future, err) for i in batch])
+                self._fail_all(appends, jobs, LedgerUnavailable(f"audit ledger store unavailable: {exc}"))
                 return
+        if self._owed and not self._write_owed():
+            self._fail_all(appends, jobs, LedgerUnavailable("audit ledger store unavailable"))
+            return
         if appends:
-            rows: list[LeafRow] = []
-            seq = self.size
-            good: list[tuple[_Append, int]] = []
-            now = rfc3339_now()  # one time for the batch: the moment it was taken for commit
-            for item in appends:
-                try:
-                    record = canonical.dumps({**item.fields, "v": RECORD_VERSION, "log": self.log_id, "seq": seq,
-                                              "time": now, "event": item.event})
-                except Exception as exc:  # noqa: BLE001 - a bad value fails its own caller only
-                    results.append((item.future, ValueError(f"record is not canonical JSON: {exc}")))
-                    continue
-                session = item.fields.get("session")
-                rows.append(LeafRow(seq, now, item.event, session if isinstance(session, str) else None,
-                                    merkle.leaf_hash(record), record))
-                good.append((item, seq))
-                seq += 1
-            if rows:
-                try:
-                    self._store.append_batch(self.log_id, rows)
-                except StoreError as exc:
-                    self._broken = True
-                    log.error("ledger write failed, failing closed: %s", exc)
-                    err = LedgerUnavailable("audit ledger store unavailable")
-                    results.extend((item.future, err) for item, _ in good)
-                else:
-                    with self._state_lock:
-                        for r in rows:
-                            self._tree.append(r.leaf_hash)
-                    results.extend((item.future, s) for item, s in good)
+            written, failed = self._write(appends)
+            results.extend(failed)
+            if written:
+                with self._claim_lock:
+                    for item, _ in written:
+                        if item.state == ABANDONED_WRITING:
+                            self._owed.append(item)
+                        else:
+                            item.state = DONE
+                results.extend((item.future, seq) for item, seq in written if item.future is not None)
+                if self._owed:
+                    self._write_owed()
         for job in jobs:
             try:
                 results.append((job.future, job.fn()))
@@ -382,6 +421,68 @@ class Ledger:
             except Exception as exc:  # noqa: BLE001
                 results.append((job.future, exc))
         self._resolve(results)
+
+    def _fail_all(self, appends: list[_Append], jobs: list[_Job], err: BaseException) -> None:
+        futures: list[asyncio.Future[Any]] = [j.future for j in jobs]
+        futures.extend(a.future for a in appends if a.future is not None)
+        self._resolve([(f, err) for f in futures])
+
+    def _write(self, appends: list[_Append]) -> tuple[list[tuple[_Append, int]], list[tuple[asyncio.Future[Any], Any]]]:
+        """Writer thread: number, encode and commit `appends` in one transaction.
+        Returns (written with their seq, failed futures with their error)."""
+        failed: list[tuple[asyncio.Future[Any], Any]] = []
+        rows: list[LeafRow] = []
+        seq = self.size
+        good: list[tuple[_Append, int]] = []
+        now = rfc3339_now()  # one time for the batch: the moment it was taken for commit
+        for item in appends:
+            try:
+                record = canonical.dumps({**item.fields, "v": RECORD_VERSION, "log": self.log_id, "seq": seq,
+                                          "time": now, "event": item.event})
+            except Exception as exc:  # noqa: BLE001 - a bad value fails its own caller only
+                if item.future is not None:
+                    failed.append((item.future, ValueError(f"record is not canonical JSON: {exc}")))
+                continue
+            session = item.fields.get("session")
+            rows.append(LeafRow(seq, now, item.event, session if isinstance(session, str) else None,
+                                merkle.leaf_hash(record), record))
+            good.append((item, seq))
+            item.seq = seq
+            seq += 1
+        if not rows:
+            return [], failed
+        try:
+            self._store.append_batch(self.log_id, rows)
+        except StoreError as exc:
+            self._broken = True
+            log.error("ledger write failed, failing closed: %s", exc)
+            err = LedgerUnavailable("audit ledger store unavailable")
+            failed.extend((item.future, err) for item, _ in good if item.future is not None)
+            return [], failed
+        with self._state_lock:
+            for r in rows:
+                self._tree.append(r.leaf_hash)
+        return good, failed
+
+    def _write_owed(self) -> bool:
+        """Writer thread: make the follow-ups for records whose callers were told they failed durable."""
+        follow_ups = []
+        for item in self._owed:
+            fields: dict[str, Any] = {"abandoned_seq": item.seq, "abandoned_event": item.event, "reason": item.reason,
+                                      "note": "the caller was answered that this record failed before its commit "
+                                              "returned; nothing was forwarded or answered on its account"}
+            session = item.fields.get("session")
+            if isinstance(session, str):
+                fields["session"] = session
+            follow_ups.append(_Append("append.abandoned", fields, None))
+        written, _ = self._write(follow_ups)
+        if not written:
+            return False
+        for item, seq in written:
+            log.warning("record %s (%s) committed after its caller was refused (%s); follow-up record %d written",
+                        item.fields["abandoned_seq"], item.fields["abandoned_event"], item.fields["reason"], seq)
+        self._owed.clear()
+        return True
 
     def _resolve(self, results: list[tuple[asyncio.Future[Any], Any]]) -> None:
         def settle() -> None:

@@ -12,7 +12,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from ledgergate.commands.common import ConfigOption, load_or_exit
@@ -21,10 +20,11 @@ from ledgergate.durations import parse_duration
 from ledgergate.identity.apikeys import create_key, revoke_key, subject_for
 from ledgergate.store.apikeys_store import ApiKeyRecord, ApiKeyStore
 from ledgergate.store.db import StoreURL
+from ledgergate.terminal import console
 
 app = typer.Typer(no_args_is_help=True, help="Create, list and revoke API keys (hashed, expiring, revocable).")
-out = Console()
-err = Console(stderr=True)
+out = console()
+err = console(stderr=True)
 
 JsonOption = typer.Option(False, "--json", help="Machine-readable output.")
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import orjson
 import typer
-from rich.console import Console
 
 from ledgergate.audit.bundle import (
     Filter,
@@ -31,10 +30,11 @@ from ledgergate.audit.witness import FileWitness, file_witness_path
 from ledgergate.commands.common import ConfigOption, load_or_exit
 from ledgergate.config import LoadedConfig
 from ledgergate.store.ledger_store import LedgerStore, StoreError, open_ledger_store
+from ledgergate.terminal import console
 
 app = typer.Typer(no_args_is_help=True, help="Verify the tamper-evident audit ledger and export evidence.")
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+out = console()
+err = console(stderr=True)
 
 KeyOption = typer.Option(None, "--public-key", help="Verifier key file (default: <signing_key>.pub from the config).")
 

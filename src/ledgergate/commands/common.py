@@ -5,15 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from ledgergate.config import ConfigError, LoadedConfig, load_config
+from ledgergate.terminal import console
 
 ConfigOption = typer.Option(..., "--config", "-c", help="Path to the YAML config file.")
 EXIT_USAGE = 2
 
-_err = Console(stderr=True)
+_err = console(stderr=True)
 
 
 def load_or_exit(path: Path) -> LoadedConfig:

@@ -13,16 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from ledgergate.commands.common import load_or_exit
-from ledgergate.identity.principal import Principal
+from ledgergate.principal import Principal
 from ledgergate.policy.engine import PolicyEngine
+from ledgergate.terminal import console
 
 app = typer.Typer(no_args_is_help=True, help="Inspect and test the access policy.")
-out = Console(soft_wrap=True)
-err = Console(stderr=True)
+out = console()
+err = console(stderr=True)
 
 EXIT_ALLOW, EXIT_DENY, EXIT_USAGE, EXIT_APPROVE = 0, 1, 2, 3
 _EXIT = {"allow": EXIT_ALLOW, "deny": EXIT_DENY, "approve": EXIT_APPROVE}

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from ledgergate.commands.common import ConfigOption, load_or_exit
@@ -23,10 +22,11 @@ from ledgergate.store.fingerprints_store import (
     FingerprintStore,
     NothingToAccept,
 )
+from ledgergate.terminal import console
 
 app = typer.Typer(no_args_is_help=True, help="Tool definitions seen on upstream servers (drift control).")
-out = Console(soft_wrap=True)
-err = Console(stderr=True)
+out = console()
+err = console(stderr=True)
 
 
 

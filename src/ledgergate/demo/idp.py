@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from ledgergate.identity.principal import PrincipalKind
+from ledgergate.principal import PrincipalKind
 from ledgergate.identity.settings import OidcIssuerSettings
 
 KIND_CLAIM = "ledgergate_kind"

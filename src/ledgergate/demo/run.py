@@ -41,7 +41,8 @@ from rich.table import Table
 
 from ledgergate.config import ConfigError, LoadedConfig, load_config
 from ledgergate.demo.idp import DevIdentityProvider
-from ledgergate.identity.principal import PrincipalKind
+from ledgergate.principal import PrincipalKind
+from ledgergate.terminal import console as make_console
 
 HOST = "127.0.0.1"
 SERVER = "bank"
@@ -331,7 +332,12 @@ def _print_banner(console: Console, config: LoadedConfig, issuer: DevIdentityPro
 
 
 def _configure_logging(console: Console) -> None:
-    handler = RichHandler(console=console, show_path=False, rich_tracebacks=False, markup=False)
+    handler: logging.Handler
+    if console.is_terminal:
+        handler = RichHandler(console=console, show_path=False, rich_tracebacks=False, markup=False)
+    else:  # a pipe or a file: one plain line per record, never wrapped
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
@@ -401,8 +407,8 @@ async def _serve(port: int, data_dir: Path, console: Console) -> None:
 
 def run_demo(port: int = 8080, data_dir: Path = Path("./ledgergate-demo")) -> None:
     """Run the gateway, the demo bank server and the development issuer until Ctrl-C / SIGTERM."""
-    console = Console(highlight=False)
-    _configure_logging(Console(stderr=True))
+    console = make_console()
+    _configure_logging(make_console(stderr=True))
     data_dir = data_dir.expanduser().resolve()
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -419,5 +425,5 @@ def run_demo(port: int = 8080, data_dir: Path = Path("./ledgergate-demo")) -> No
             with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
                 runner.run(_serve(port, data_dir, console))
     except DemoError as exc:
-        Console(stderr=True).print(f"[red]error[/red] {exc}", soft_wrap=True, highlight=False)
+        make_console(stderr=True).print(f"[red]error[/red] {exc}", soft_wrap=True, highlight=False)
         raise SystemExit(1) from None

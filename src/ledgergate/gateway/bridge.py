@@ -25,10 +25,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from ledgergate.errors import INVALID_PARAMS, GatewayError, UpstreamError
-from ledgergate.gateway import jsonrpc
-from ledgergate.gateway.pipeline import SERVER_REQUESTS, Call, Pipeline
+from ledgergate.wire import jsonrpc
+from ledgergate.gateway.call import Call
+from ledgergate.gateway.pipeline import Pipeline
+from ledgergate.gateway.stages.messages import SERVER_REQUESTS
 from ledgergate.gateway.sessions import GatewaySession, SessionRegistry
-from ledgergate.identity.principal import Principal
+from ledgergate.principal import Principal
 from ledgergate.upstream.base import (
     FULL_CLIENT_CAPABILITIES,
     HANDSHAKE_VERSIONS,
@@ -69,13 +71,12 @@ class PendingInput:
 
 
 class Bridge:
-    def __init__(self, pipeline: Pipeline) -> None:
-        self.pipeline = pipeline
+    def __init__(self) -> None:
         self._pending: dict[str, PendingInput] = {}
         self._synth_ids = itertools.count(1)
 
     # ── hello ───────────────────────────────────────────────────────────────
-    async def initialize(self, session: GatewaySession, principal: Principal, message: Message) -> dict[str, Any]:
+    async def initialize(self, pipeline: Pipeline, session: GatewaySession, principal: Principal) -> dict[str, Any]:
         """Answer a handshake client's `initialize` (opening the upstream session first)."""
         upstream_session = await session.upstream_session_ready()
         hello = upstream_session.server_hello
@@ -91,7 +92,7 @@ class Bridge:
             }
             if hello.get("instructions"):
                 result["instructions"] = hello["instructions"]
-        await self.pipeline.audit.append("session.opened", {
+        await pipeline.evidence.append("session.opened", {
             "session": session.id, "server": session.server, "principal": principal.summary(),
             "client": session.hello.client_info, "protocol_version": result.get("protocolVersion"),
             "upstream_era": upstream_session.era,
@@ -129,19 +130,19 @@ class Bridge:
                            client_info=hello.client_info)
 
     # ── stateless client ────────────────────────────────────────────────────
-    async def modern_call(self, server: str, principal: Principal, message: Message, upstream: Upstream,
+    async def modern_call(self, pipeline: Pipeline, server: str, principal: Principal, message: Message, upstream: Upstream,
                           sessions: SessionRegistry, hello: ClientHello) -> AsyncGenerator[Message, None]:
         params = message.get("params") or {}
         state = params.get("requestState")
         if isinstance(state, str) and state.startswith(_STATE_PREFIX):
-            async with aclosing(self._resume(state, principal, server, message)) as resumed:
+            async with aclosing(self._resume(pipeline, state, principal, server, message)) as resumed:
                 async for item in resumed:
                     yield item
             return
         shared = sessions.shared_for(server, principal, upstream, self._shared_hello(hello))
         upstream_session = await self._ready(shared)
         call = Call(server=server, principal=principal, message=message)
-        stream = self.pipeline.handle(call, upstream_session)
+        stream = pipeline.handle(call, upstream_session)
         async with aclosing(self._until_input(stream, upstream_session, principal, server, message["id"])) as items:
             async for item in items:
                 yield self.modernize(message["method"], item) if "method" not in item else item
@@ -174,7 +175,7 @@ class Bridge:
             if not parked:
                 await stream.aclose()
 
-    async def _resume(self, token: str, principal: Principal, server: str,
+    async def _resume(self, pipeline: Pipeline, token: str, principal: Principal, server: str,
                       message: Message) -> AsyncGenerator[Message, None]:
         pending = self._pending.pop(token, None)
         if pending is None or pending.expires < time.monotonic():
@@ -191,7 +192,7 @@ class Bridge:
                 reply = {"jsonrpc": "2.0", "id": server_request_id, "error": answer["error"]}
             else:
                 reply = jsonrpc.result(server_request_id, answer)
-            await self.pipeline.client_message(server, principal, None, reply)
+            await pipeline.messages.from_client(server, principal, None, reply)
             await pending.upstream.reply(reply)
         async with aclosing(self._until_input(pending.stream, pending.upstream, principal, server,
                                               message["id"])) as items:
@@ -219,7 +220,7 @@ class Bridge:
             self._pending.pop(token, None)
 
     # ── handshake client ────────────────────────────────────────────────────
-    async def handshake_call(self, session: GatewaySession, principal: Principal,
+    async def handshake_call(self, pipeline: Pipeline, session: GatewaySession, principal: Principal,
                              message: Message) -> AsyncGenerator[Message, None]:
         upstream_session = await self._ready(session)
         current = message
@@ -228,7 +229,7 @@ class Bridge:
             final: Message | None = None
             # aclosing: the relay chain is closed the moment the answer is in, not by the garbage
             # collector (which would schedule a task per unfinished async generator)
-            async with aclosing(self.pipeline.handle(call, upstream_session)) as items:
+            async with aclosing(pipeline.handle(call, upstream_session)) as items:
                 async for item in items:
                     if "method" in item and "id" in item:
                         session.relayed.add(item["id"])
@@ -262,8 +263,8 @@ class Bridge:
             return
         raise UpstreamError("too many input rounds for one request")
 
-    async def client_notification(self, session: GatewaySession, principal: Principal, message: Message) -> None:
-        await self.pipeline.client_message(session.server, principal, session.id, message)
+    async def client_notification(self, pipeline: Pipeline, session: GatewaySession, principal: Principal, message: Message) -> None:
+        await pipeline.messages.from_client(session.server, principal, session.id, message)
         if message["method"] == "notifications/initialized":
             return  # the gateway already completed the upstream handshake
         upstream_session = await self._ready(session)
@@ -275,8 +276,8 @@ class Bridge:
             if task is not None:
                 asyncio.get_running_loop().call_later(_CANCEL_GRACE, task.cancel)
 
-    async def client_reply(self, session: GatewaySession, principal: Principal, message: Message) -> None:
-        await self.pipeline.client_message(session.server, principal, session.id, message)
+    async def client_reply(self, pipeline: Pipeline, session: GatewaySession, principal: Principal, message: Message) -> None:
+        await pipeline.messages.from_client(session.server, principal, session.id, message)
         fut = session.waiting.pop(message.get("id"), None)
         if fut is not None:
             if not fut.done():
@@ -288,13 +289,13 @@ class Bridge:
         upstream_session = await self._ready(session)
         await upstream_session.reply(message)
 
-    async def session_listen(self, session: GatewaySession, principal: Principal) -> AsyncGenerator[Message, None]:
+    async def session_listen(self, pipeline: Pipeline, session: GatewaySession, principal: Principal) -> AsyncGenerator[Message, None]:
         """A handshake client's GET stream: what the server sends outside calls, authorised and masked."""
         upstream_session = await self._ready(session)
         queue = await session.subscribe()
         try:
             while (item := await queue.get()) is not None:
-                outbound = await self.pipeline.unsolicited(session.server, principal, session.id, item)
+                outbound = await pipeline.messages.unsolicited(session.server, principal, session.id, item)
                 if outbound is None:
                     if "id" in item and "method" in item:
                         await upstream_session.reply(jsonrpc.error(item["id"], -32003, "refused by gateway policy"))
@@ -305,7 +306,7 @@ class Bridge:
         finally:
             session.unsubscribe(queue)
 
-    async def listen(self, server: str, principal: Principal, message: Message, upstream: Upstream,
+    async def listen(self, pipeline: Pipeline, server: str, principal: Principal, message: Message, upstream: Upstream,
                      sessions: SessionRegistry, hello: ClientHello) -> AsyncGenerator[Message, None]:
         """`subscriptions/listen` for a stateless client.
 
@@ -319,7 +320,7 @@ class Bridge:
         subscription = {SUBSCRIPTION_ID: message["id"]}
         if upstream_session.era == "modern":
             call = Call(server=server, principal=principal, message=message)
-            async with aclosing(self.pipeline.handle(call, upstream_session)) as items:
+            async with aclosing(pipeline.handle(call, upstream_session)) as items:
                 async for item in items:
                     if "method" in item:
                         params = dict(item.get("params") or {})
@@ -343,7 +344,7 @@ class Bridge:
                 request = {"jsonrpc": "2.0", "id": f"{message['id']}/subscribe/{n}", "method": "resources/subscribe",
                            "params": {"uri": uri}}
                 try:
-                    async for reply in self.pipeline.handle(Call(server=server, principal=principal,
+                    async for reply in pipeline.handle(Call(server=server, principal=principal,
                                                                  message=request), upstream_session):
                         if "result" in reply:
                             uris.add(uri)
@@ -360,7 +361,7 @@ class Bridge:
                 if "id" in received or not (notice in kinds or (notice == "notifications/resources/updated"
                                                                 and (received.get("params") or {}).get("uri") in uris)):
                     continue
-                outbound = await self.pipeline.unsolicited(server, principal, None, received)
+                outbound = await pipeline.messages.unsolicited(server, principal, None, received)
                 if outbound is not None:
                     params = dict(outbound.get("params") or {})
                     params["_meta"] = {**(params.get("_meta") or {}), **subscription}
@@ -368,10 +369,10 @@ class Bridge:
         finally:
             shared.unsubscribe(queue)
 
-    async def close_session(self, sessions: SessionRegistry, session_id: str, principal: Principal) -> None:
+    async def close_session(self, pipeline: Pipeline, sessions: SessionRegistry, session_id: str, principal: Principal) -> None:
         session = await sessions.remove(session_id)
         if session is not None:
-            await self.pipeline.audit.append("session.closed", {
+            await pipeline.evidence.append("session.closed", {
                 "session": session_id, "server": session.server, "principal": principal.summary()})
 
     @staticmethod

@@ -1,21 +1,186 @@
-"""Tool-definition drift ("rug pull") at the gateway: every upstream `tools/list` is compared with
-the accepted fingerprints; a changed tool is hidden and its calls refused (mode `block`) or only
-reported (mode `alert`) until an operator runs `ledgergate tools accept`.
+"""Tool-definition drift ("rug pull") at the gateway.
 
-The judgement is policy.drift's (pure); this shell keeps the latest verdicts per server in memory
+An MCP server can change a tool's description or schema after a human looked
+at it: the model then reads new instructions under an old, trusted name. The
+gateway fingerprints every tool the first time it sees it, accepts that
+fingerprint, and treats a later, different fingerprint as drift: the tool is
+hidden and its calls refused (mode `block`) or only reported (mode `alert`)
+until an operator runs `ledgergate tools accept SERVER TOOL`.
+
+The fingerprints and their comparison are pure functions; `observe` applies
+one upstream `tools/list` to the store (`store/fingerprints_store.py` only
+keeps rows), and `DriftGuard` keeps the latest verdicts per server in memory
 and does the store I/O off the event loop.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
-from typing import Any
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import anyio
+import rfc8785
 
-from ledgergate.policy.drift import DriftReport
 from ledgergate.policy.settings import DriftMode, ToolDriftSettings
 from ledgergate.store.fingerprints_store import FingerprintStore
+
+FINGERPRINT_FIELDS: tuple[str, ...] = ("name", "description", "inputSchema", "outputSchema", "annotations")
+"""What a model is told about a tool. `title`, `icons` and `_meta` are left out:
+they are display-only and change for cosmetic reasons."""
+
+Status = Literal["new", "unchanged", "changed"]
+
+
+def tool_definition(tool: Mapping[str, Any]) -> dict[str, Any]:
+    """The fingerprinted part of a tool: the five fields, an absent one as null."""
+    return {k: tool.get(k) for k in FINGERPRINT_FIELDS}
+
+
+def canonical_json(value: Any) -> bytes:
+    """RFC 8785 canonical JSON; values outside JCS's domain (huge ints, NaN) fall back
+    to sorted-key compact JSON, which is still deterministic for one input."""
+    try:
+        return rfc8785.dumps(value)
+    except (rfc8785.CanonicalizationError, TypeError, ValueError):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+
+
+def fingerprint_tool(tool: Mapping[str, Any]) -> str:
+    """Hex SHA-256 of the canonical JSON of the tool's name, description, schemas and annotations."""
+    return hashlib.sha256(canonical_json(tool_definition(tool))).hexdigest()
+
+
+def fingerprint_tools(tools: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """name → fingerprint for a `tools/list` answer.
+
+    A name listed twice with different definitions gets a fingerprint of both,
+    which matches no accepted one: an ambiguous tool is treated as changed.
+    Items without a string name are ignored (they cannot be called).
+    """
+    out: dict[str, str] = {}
+    for tool in tools:
+        name = tool.get("name") if isinstance(tool, Mapping) else None
+        if not isinstance(name, str):
+            continue
+        fp = fingerprint_tool(tool)
+        if name in out and out[name] != fp:
+            fp = hashlib.sha256(f"{out[name]}|{fp}".encode()).hexdigest()
+        out[name] = fp
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class DriftVerdict:
+    """One tool's state: `new` (record as accepted), `unchanged`, or `changed` (drift)."""
+
+    name: str
+    status: Status
+    seen: str
+    accepted: str | None
+    blocked: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DriftReport:
+    mode: DriftMode
+    verdicts: Mapping[str, DriftVerdict] = field(default_factory=dict)
+    removed: tuple[str, ...] = ()  # accepted before, absent from this listing
+
+    @property
+    def to_accept(self) -> dict[str, str]:
+        """First-seen tools: name → fingerprint to store as accepted."""
+        return {n: v.seen for n, v in self.verdicts.items() if v.status == "new"}
+
+    @property
+    def changed(self) -> dict[str, DriftVerdict]:
+        """Tools whose definition differs from the accepted one (store as pending; alert)."""
+        return {n: v for n, v in self.verdicts.items() if v.status == "changed"}
+
+    @property
+    def blocked(self) -> frozenset[str]:
+        return frozenset(n for n, v in self.verdicts.items() if v.blocked)
+
+    def blocks(self, name: str) -> bool:
+        """Whether a `tools/call` of `name` must be refused."""
+        v = self.verdicts.get(name)
+        return v is not None and v.blocked
+
+    def filter_tools(self, tools: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The listing without blocked tools (a model should not even read a drifted description)."""
+        blocked = self.blocked
+        if not blocked:
+            return list(tools)
+        return [t for t in tools if not (isinstance(t, Mapping) and t.get("name") in blocked)]
+
+
+def compare(seen: Mapping[str, str], accepted: Mapping[str, str], mode: DriftMode = "block") -> DriftReport:
+    """Judge a listing's fingerprints against the accepted ones.
+
+    `seen`: name → fingerprint from this listing; `accepted`: name → accepted
+    fingerprint (from the store). In mode `block` a changed tool is blocked; in
+    `alert` it is only reported; in `off` nothing is reported as changed
+    (first-seen tools are still returned in `to_accept`, so turning the check
+    on later has a baseline).
+    """
+    verdicts: dict[str, DriftVerdict] = {}
+    for name, fp in seen.items():
+        prior = accepted.get(name)
+        if prior is None:
+            verdicts[name] = DriftVerdict(name, "new", fp, None, False)
+        elif prior == fp or mode == "off":
+            verdicts[name] = DriftVerdict(name, "unchanged", fp, prior, False)
+        else:
+            verdicts[name] = DriftVerdict(name, "changed", fp, prior, mode == "block")
+    removed = tuple(sorted(n for n in accepted if n not in seen))
+    return DriftReport(mode=mode, verdicts=verdicts, removed=removed)
+
+
+def observe(store: FingerprintStore, server: str, tools: list[dict[str, Any]], mode: DriftMode,
+            now: float) -> DriftReport:
+    """Everything the gateway does with one upstream `tools/list` answer; returns the verdicts.
+
+    First-seen tools become accepted, changed ones are stored as pending (so
+    `tools accept` can promote exactly them), and a tool whose definition went
+    back to the accepted one has its pending change cleared. Several replicas
+    may observe the same first listing at once: the store keeps whichever
+    first-seen row won, and the report is computed from what it holds afterwards.
+    """
+    by_name: dict[str, dict[str, Any]] = {}
+    for t in tools:
+        if isinstance(t, dict) and isinstance(t.get("name"), str):
+            by_name.setdefault(t["name"], t)
+    seen = fingerprint_tools(tools)
+    records = {r.tool: r for r in store.list(server)}
+    new = [by_name[n] for n in seen if n not in records]
+    if new:
+        store.record_first_seen(server, [(t["name"], fingerprint_tool(t), _definition_json(t)) for t in new], now)
+        records = {r.tool: r for r in store.list(server)}  # what won, if another replica raced us
+    report = compare(seen, {n: r.accepted_fp for n, r in records.items()}, mode)
+    if new:  # report first-seen tools as "new" (unless a racing replica accepted something else)
+        fresh = {t["name"] for t in new}
+        verdicts = {
+            n: (DriftVerdict(n, "new", v.seen, v.accepted, False) if n in fresh and v.status == "unchanged" else v)
+            for n, v in report.verdicts.items()
+        }
+        report = DriftReport(mode=report.mode, verdicts=verdicts, removed=report.removed)
+    for name, fp in seen.items():
+        record = records.get(name)
+        if record is None:
+            continue
+        if fp != record.accepted_fp and fp != record.pending_fp:
+            # fingerprint_tools may combine duplicates; store the first definition under that fp
+            store.set_pending(server, name, fp, _definition_json(by_name[name]), now)
+        elif fp == record.accepted_fp and record.pending_fp is not None:
+            store.clear_pending(server, name)
+    return report
+
+
+def _definition_json(tool: Mapping[str, Any]) -> str:
+    return canonical_json(tool_definition(tool)).decode()
 
 
 class DriftGuard:
@@ -37,7 +202,7 @@ class DriftGuard:
         return accepted.get(tool) != report.verdicts[tool].seen
 
     async def observe(self, server: str, tools: list[dict[str, Any]]) -> DriftReport:
-        report = await anyio.to_thread.run_sync(self.store.observe, server, tools, self.mode_for(server), time.time())
+        report = await anyio.to_thread.run_sync(observe, self.store, server, tools, self.mode_for(server), time.time())
         self._reports[server] = report
         return report
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import orjson
-
-from ledgergate.gateway.jsonrpc import dumps
+from ledgergate.wire.jsonrpc import dumps
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -72,5 +70,3 @@ def json_error_body(id_: Any, code: int, message: str, data: Any = None) -> dict
         err["data"] = data
     return {"jsonrpc": "2.0", "id": id_, "error": err}
 
-
-__all__ = ["BodyTooLarge", "header", "read_body", "send_json", "send_empty", "start_sse", "orjson"]

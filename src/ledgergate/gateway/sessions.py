@@ -26,7 +26,7 @@ from ledgergate.errors import (
     ForbiddenError,
     GatewayError,
 )
-from ledgergate.identity.principal import Principal
+from ledgergate.principal import Principal
 from ledgergate.upstream.base import ClientHello, Message, UpstreamSession
 from ledgergate.upstream.registry import Upstream
 

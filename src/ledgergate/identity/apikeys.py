@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 
 from ledgergate.errors import AuthError
-from ledgergate.identity.principal import Principal
+from ledgergate.principal import Principal
 from ledgergate.store.apikeys_store import ApiKeyRecord, ApiKeyStore
 
 API_KEY_PREFIX = "lgk_"

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ledgergate.errors import AuthError
-from ledgergate.identity.principal import Principal, PrincipalKind
+from ledgergate.principal import Principal, PrincipalKind
 from ledgergate.identity.settings import OidcIssuerSettings
 
 _MISSING = object()

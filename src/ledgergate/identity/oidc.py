@@ -24,7 +24,7 @@ import orjson
 from ledgergate.errors import AuthError
 from ledgergate.identity.claims import principal_from_claims
 from ledgergate.identity.jwks import IssuerKeys, SigningKey
-from ledgergate.identity.principal import Principal
+from ledgergate.principal import Principal
 from ledgergate.identity.settings import ASYMMETRIC_ALGORITHMS
 
 MAX_TOKEN_BYTES = 16 * 1024

@@ -26,7 +26,7 @@ from ledgergate.errors import AuthError
 from ledgergate.identity.apikeys import check_key, is_api_key
 from ledgergate.identity.jwks import IssuerKeys, SigningKey
 from ledgergate.identity.oidc import OidcVerifier
-from ledgergate.identity.principal import Principal
+from ledgergate.principal import Principal
 from ledgergate.identity.settings import IdentitySettings
 from ledgergate.store.apikeys_store import ApiKeyStore
 from ledgergate.store.db import StoreURL

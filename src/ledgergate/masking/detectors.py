@@ -25,6 +25,28 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import cast
 
+from ledgergate.masking.canonical import canonicalize
+from ledgergate.masking.names import (
+    ABA_ROUTING,
+    ADDRESS,
+    BUILTIN_DETECTORS,
+    CREDIT_CARD,
+    DATE_OF_BIRTH,
+    EMAIL,
+    IBAN,
+    PERSON,
+    PHONE,
+    SECRET,
+    US_BANK_ACCOUNT,
+    US_SSN,
+)
+from ledgergate.masking.personal import (
+    find_addresses,
+    find_birth_dates,
+    find_persons,
+    looks_like_address,
+    looks_like_person,
+)
 from ledgergate.masking.validators import (
     IBAN_LENGTHS,
     aba_valid,
@@ -35,10 +57,13 @@ from ledgergate.masking.validators import (
 
 __all__ = [
     "ABA_ROUTING",
+    "ADDRESS",
     "BUILTIN_DETECTORS",
     "CREDIT_CARD",
+    "DATE_OF_BIRTH",
     "EMAIL",
     "IBAN",
+    "PERSON",
     "PHONE",
     "SECRET",
     "US_BANK_ACCOUNT",
@@ -49,19 +74,6 @@ __all__ = [
     "builtin_key_detector",
     "normalize_key",
 ]
-
-US_SSN = "US_SSN"
-CREDIT_CARD = "CREDIT_CARD"
-US_BANK_ACCOUNT = "US_BANK_ACCOUNT"
-ABA_ROUTING = "ABA_ROUTING"
-IBAN = "IBAN"
-EMAIL = "EMAIL"
-PHONE = "PHONE"
-SECRET = "SECRET"
-
-BUILTIN_DETECTORS: tuple[str, ...] = (
-    US_SSN, CREDIT_CARD, US_BANK_ACCOUNT, ABA_ROUTING, IBAN, EMAIL, PHONE, SECRET,
-)
 
 # (start, end, detector): a half-open span of the scanned string.
 Finding = tuple[int, int, str]
@@ -79,7 +91,28 @@ _KEY_EXACT: dict[str, str] = {
     "phone": PHONE, "tel": PHONE, "mobile": PHONE, "telephone": PHONE, "fax": PHONE, "cell": PHONE,
     "token": SECRET, "pwd": SECRET, "pin": SECRET, "cookie": SECRET, "setcookie": SECRET,
     "authorization": SECRET, "proxyauthorization": SECRET, "otp": SECRET,
+    "fullname": PERSON, "firstname": PERSON, "lastname": PERSON, "middlename": PERSON, "surname": PERSON,
+    "givenname": PERSON, "familyname": PERSON, "legalname": PERSON, "customername": PERSON,
+    "clientname": PERSON, "accountholder": PERSON, "accountholdername": PERSON, "holdername": PERSON,
+    "cardholder": PERSON, "cardholdername": PERSON, "nameoncard": PERSON, "beneficiaryname": PERSON,
+    "applicantname": PERSON, "borrowername": PERSON, "membername": PERSON, "patientname": PERSON,
+    "employeename": PERSON, "contactname": PERSON, "maidenname": PERSON, "mothersmaidenname": PERSON,
+    "payeename": PERSON, "recipientname": PERSON, "insuredname": PERSON, "ownername": PERSON,
+    "signername": PERSON, "primaryholder": PERSON, "jointholder": PERSON, "fname": PERSON, "lname": PERSON,
+    "streetaddress": ADDRESS, "homeaddress": ADDRESS, "mailingaddress": ADDRESS,
+    "billingaddress": ADDRESS, "shippingaddress": ADDRESS, "residentialaddress": ADDRESS,
+    "postaladdress": ADDRESS, "physicaladdress": ADDRESS, "customeraddress": ADDRESS, "street": ADDRESS,
+    "streetname": ADDRESS, "addressline": ADDRESS, "addressline1": ADDRESS, "addressline2": ADDRESS,
+    "address1": ADDRESS, "address2": ADDRESS, "addr": ADDRESS, "addr1": ADDRESS, "addr2": ADDRESS,
+    "residence": ADDRESS, "homeaddr": ADDRESS,
+    "dob": DATE_OF_BIRTH, "dateofbirth": DATE_OF_BIRTH, "birthdate": DATE_OF_BIRTH, "birthday": DATE_OF_BIRTH,
+    "birthdt": DATE_OF_BIRTH, "dtofbirth": DATE_OF_BIRTH, "bday": DATE_OF_BIRTH,
 }
+# Generic keys that also name tools, files, hosts and wallets: their value is masked only
+# if it reads as the detector's kind of value (a person's name, a postal address).
+_KEY_WEAK: dict[str, str] = {"name": PERSON, "displayname": PERSON, "holder": PERSON, "owner": PERSON,
+                             "address": ADDRESS, "location": ADDRESS}
+WEAK = "?"  # suffix of a detector name from a generic key: the value's shape decides
 
 # Checked longest first, so "primaryaccountnumber" is a card before "accountnumber" is an account.
 _KEY_SUFFIXES: tuple[tuple[str, str], ...] = tuple(sorted((
@@ -105,6 +138,15 @@ _KEY_SUFFIXES: tuple[tuple[str, str], ...] = tuple(sorted((
     ("authtoken", SECRET), ("bearertoken", SECRET), ("idtoken", SECRET), ("sessiontoken", SECRET),
     ("securitytoken", SECRET), ("privatekey", SECRET), ("signingkey", SECRET),
     ("credentials", SECRET), ("credential", SECRET),
+    ("fullname", PERSON), ("firstname", PERSON), ("lastname", PERSON), ("legalname", PERSON),
+    ("holdername", PERSON), ("accountholder", PERSON), ("cardholder", PERSON), ("middlename", PERSON),
+    ("surname", PERSON), ("maidenname", PERSON), ("customername", PERSON), ("clientname", PERSON),
+    ("streetaddress", ADDRESS), ("homeaddress", ADDRESS), ("mailingaddress", ADDRESS),
+    ("billingaddress", ADDRESS), ("shippingaddress", ADDRESS), ("postaladdress", ADDRESS),
+    ("residentialaddress", ADDRESS), ("physicaladdress", ADDRESS), ("addressline1", ADDRESS),
+    ("addressline2", ADDRESS),
+    ("dateofbirth", DATE_OF_BIRTH), ("birthdate", DATE_OF_BIRTH), ("dob", DATE_OF_BIRTH),
+    ("birthday", DATE_OF_BIRTH),
 ), key=lambda pair: -len(pair[0])))
 
 
@@ -114,8 +156,12 @@ def normalize_key(key: str) -> str:
 
 
 def builtin_key_detector(key: str) -> str | None:
-    """The built-in detector a structured key names, e.g. ``"ssn"`` → US_SSN, or None."""
-    norm = normalize_key(key)
+    """The built-in detector a structured key names, e.g. ``"ssn"`` → US_SSN, or None.
+
+    A generic key (`name`, `address`) gives the detector with the WEAK suffix
+    (``"PERSON?"``): its value is masked only if `weak_value_matches` says so.
+    """
+    norm = normalize_key(key if key.isascii() else _canonical_key(key))
     if not norm:
         return None
     hit = _KEY_EXACT.get(norm)
@@ -124,7 +170,26 @@ def builtin_key_detector(key: str) -> str | None:
     for suffix, detector in _KEY_SUFFIXES:
         if norm.endswith(suffix):
             return detector
-    return None
+    weak = _KEY_WEAK.get(norm)
+    return None if weak is None else weak + WEAK
+
+
+def _canonical_key(key: str) -> str:
+    c = canonicalize(key)
+    return key if c is None else c.text
+
+
+def weak_value_matches(detector: str, value: str) -> bool:
+    """Whether a value under a generic key is the detector's kind of value."""
+    if not value.isascii():
+        c = canonicalize(value)
+        if c is not None:
+            value = c.text
+    if detector == PERSON:
+        return looks_like_person(value)
+    if detector == ADDRESS:
+        return looks_like_address(value)
+    return True
 
 
 # --------------------------------------------------------------------------- key names in text
@@ -164,6 +229,14 @@ _KEY_GRAMMAR: tuple[tuple[_Node, ...], ...] = (
     (_alt("access", "refresh", "auth", "bearer", "id", "session", "security"), _S, "token"),
     ("private", _S, "key"),
     ("authorization",),
+    (_opt(_alt("full", "first", "last", "legal", "customer", "client", "holder", "middle", "given", "family"), _S),
+     "name"),
+    ("surname",),
+    (_alt("account", "card"), _S, "holder", _opt(_S, "name")),
+    (_opt(_alt("street", "home", "mailing", "billing", "shipping", "postal", "residential"), _S), "address"),
+    ("dob",),
+    ("date", _S, "of", _S, "birth"),
+    ("birth", _S, _alt("date", "day")),
 )
 
 
@@ -213,8 +286,9 @@ def _seq_last_chars(seq: tuple[_Node, ...]) -> set[str]:
 
 _KEY_LAST = "".join(sorted(set().union(*(_seq_last_chars(g) for g in _KEY_GRAMMAR)) | {"n"}))
 # The lookahead right after the separator rejects most ':' of ordinary JSON inside `re`.
+# An optional run of backslashes before the key's opening quote: JSON escaped inside text.
 _KEYED_REV_SRC = (
-    rf"[:=](?=[ \t]*[\"']?[{_KEY_LAST}{_KEY_LAST.upper()}])[ \t]*[\"']?(?P<rk>"
+    rf"[:=](?=[ \t]*(?:[\"']\\*)?[{_KEY_LAST}{_KEY_LAST.upper()}])[ \t]*(?:[\"']\\*)?(?P<rk>"
     + "|".join(f"{_render_seq(g, True)}(?![A-Za-z0-9])" for g in _KEY_GRAMMAR)
     + r"|nekot(?![A-Za-z0-9_.-]))"
 )
@@ -225,12 +299,22 @@ _KEYED_REV = re.compile(_KEYED_REV_SRC)
 _KEYED_REV_I = re.compile(_KEYED_REV_SRC, re.IGNORECASE)
 # Every key of the grammar contains one of these: a cheap `in` gate before the keyed scan.
 _KEY_STEMS = ("ssn", "social", "acc", "acct", "routing", "aba", "card", "iban", "phone", "mobile",
-              "secret", "pass", "api", "token", "private", "authorization")
+              "secret", "pass", "api", "token", "private", "authorization", "name", "holder", "address",
+              "dob", "birth")
 _VALUE_STOP = r"""\s"',;&}\]\)<>"""
 _KEYED_VALUE = re.compile(
     r"[ \t]*(?:\"(?P<kq>(?:[^\"\\\n]|\\.)*)\"|'(?P<ks>(?:[^'\\\n]|\\.)*)'"
-    rf"|(?P<ku>(?i:(?:bearer|basic|token)[ \t]+)?(?:\d[\d \-./()]*\d|[^{_VALUE_STOP}]+)))"
+    # a value quoted inside JSON escaped once (\"...\"): a backslash run of 4j+1 before a quote
+    # closes it, 4j+3 is an escaped quote inside it, any other run is an escape sequence
+    r"|\\\"(?P<ke>(?:[^\"\\\n]|\\+(?![\\\"])|(?:\\\\\\\\)*\\\\\\\")*?)(?:\\\\\\\\)*\\\""
+    # deeper escaping: left to the other detectors rather than cut in the wrong place
+    r"|(?P<deep>\\{2,}\")"
+    # a digit run takes every separator and whatever sticks to it: no tail left bare
+    rf"|(?P<ku>(?i:(?:bearer|basic|token)[ \t]+)?(?:\d[\d \-./()_]*\d[^{_VALUE_STOP}]*|[^{_VALUE_STOP}]+)))"
 )
+# Unquoted values of names, addresses and dates run to the end of the phrase, not the first space.
+_PHRASE_TAIL = re.compile(r"[^\n,;\"'<>{}\[\]|]*")
+_PHRASES = frozenset({PERSON, ADDRESS, DATE_OF_BIRTH})
 
 # --------------------------------------------------------------------------- patterns
 
@@ -264,23 +348,31 @@ _EMAIL_DOMAIN = re.compile(
     r"\.[A-Za-z]{2,24}(?![A-Za-z0-9-])"
 )
 
+# Any letter case; groups of four joined by one separator of any kind.
 _IBAN = re.compile(
-    r"[A-Z][A-Z]\d\d(?:[A-Z0-9]{11,30}|(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,4})?)(?![A-Za-z0-9])"
+    r"[A-Za-z][A-Za-z]\d\d(?:[A-Za-z0-9]{11,30}|(?:[ ._/-][A-Za-z0-9]{4}){2,7}(?:[ ._/-][A-Za-z0-9]{1,4})?)"
+    r"(?![A-Za-z0-9])"
 )
+_IBAN_SEP = frozenset(" ._/-")
 
 # A run of at least 6 digits joined by at most two separator characters: the only
 # places where SSNs, cards, routing/account numbers and phones can be.
-_CLUSTER = re.compile(r"\d(?:[ .()-]{0,2}\d){5,}")
+_CLUSTER = re.compile(r"\d(?:[ .()_/-]{0,2}\d){5,}")
 _DIGIT_GROUP = re.compile(r"\d+")
-_SSN_FMT = re.compile(r"(?<![\d-])\d{3}(?P<s1>[- ])\d{2}(?P=s1)\d{4}(?![\d-])")
+# Any single separator between digit groups: space, dash, dot, underscore or slash. A group
+# that continues a longer grouped number (a digit and a separator before or after) is not one.
+_GS = "[ ._/-]"
+_NOT_AFTER_GROUP = r"(?<!\d)(?<!\d[._/-])"
+_NOT_BEFORE_GROUP = r"(?!\d|[._/-]\d)"
+_SSN_FMT = re.compile(rf"{_NOT_AFTER_GROUP}\d{{3}}{_GS}\d{{2}}{_GS}\d{{4}}{_NOT_BEFORE_GROUP}")
 _CARD_GROUPED = re.compile(
-    r"(?<![\d-])\d{4}(?P<c1>[ -])\d{4}(?P=c1)\d{4}(?P=c1)\d{1,7}(?!\d)"
-    r"|(?<![\d-])\d{4}(?P<c2>[ -])\d{6}(?P=c2)\d{4,5}(?!\d)"
+    rf"{_NOT_AFTER_GROUP}\d{{4}}{_GS}\d{{4}}{_GS}\d{{4}}{_GS}\d{{1,7}}(?!\d)"
+    rf"|{_NOT_AFTER_GROUP}\d{{4}}{_GS}\d{{6}}{_GS}\d{{4,5}}(?!\d)"
 )
 _PHONE_NANP = re.compile(
-    r"(?<![\d+])(?:\+?1[ .-]?)?(?:\([2-9]\d{2}\)[ ]?|[2-9]\d{2}[ .-])[2-9]\d{2}[ .-]\d{4}(?![\d-])"
+    rf"(?<![\d+])(?:\+?1{_GS}?)?(?:\([2-9]\d{{2}}\)[ ]?|[2-9]\d{{2}}{_GS})[2-9]\d{{2}}{_GS}\d{{4}}{_NOT_BEFORE_GROUP}"
 )
-_PHONE_INTL = re.compile(r"(?<![\w+])\+[1-9]\d{0,2}(?:[ .-]?\(?\d{1,5}\)?){2,6}(?![\d-])")
+_PHONE_INTL = re.compile(r"(?<![\w+])\+[1-9]\d{0,2}(?:[ ._/-]?\(?\d{1,5}\)?){2,6}(?!\d|[._/-]\d)")
 _DIGITS = re.compile(r"(?<!\d)(?<!\d\.)\d{6,19}(?!\d)(?!\.\d)")
 
 # Context keywords that must appear in the few characters before a *bare* digit run.
@@ -307,22 +399,30 @@ _IDENTIFIER = re.compile(r"\b[a-z]+[-_#]?\d+\b")
 # Short strings are screened by one pattern first: most JSON leaves are short and clean.
 _SHORT = 256
 _GATE = re.compile(
-    r"\d(?:[ .()-]{0,2}\d){5,}|[@:=]|-----BEGIN|[A-Z]{2}\d\d|" + "|".join(re.escape(g) for g in _TOKEN_GATES)
+    r"\d(?:[ .()_/-]{0,2}\d){5,}|[@:=]|-----BEGIN|[A-Za-z]{2}\d\d|" + "|".join(re.escape(g) for g in _TOKEN_GATES)
 )
+# The same for the personal detectors: a cue word (any case) or a number before a capitalised word.
+_PERSONAL_GATE = re.compile(
+    r"(?i:holder|custom|client|benefic|paye|applic|borrow|member|patient|employ|insured|sign|authori|recipient"
+    r"|sender|contact|guarant|trustee|owner|attn|attention|name|dear|mr|ms|miss|dr|prof|sir|dame|born|d\.?o\.?b"
+    r"|birth)|\d[ ]+[A-Z0-9]|Box[ ]|US[SN]|USCGC"
+)
+_PERSONAL = frozenset({PERSON, ADDRESS, DATE_OF_BIRTH})
 
 _NOT_A_VALUE = frozenset({"", "null", "none", "true", "false", "n/a", "na", "-"})
 
 # Outputs of the operators, recognised so masking twice changes nothing (idempotence).
 _ALREADY_MASKED = re.compile(
     r"\[[A-Z][A-Za-z0-9_]*\]"                      # redact label
-    r"|[*\s().+/-]*\*[*\s().+/-]*(?:[A-Za-z0-9][*\s().+/-]*){0,4}"  # partial: stars, separators, last 4
+    r"|[*\s().+/_-]*\*[*\s().+/_-]*(?:[A-Za-z0-9][*\s().+/_-]*){0,4}"  # partial: stars, separators, last 4
     r"|\*+@\S+"                                     # partial e-mail
     r"|[A-Z][A-Z0-9_]*_[0-9a-f]{16}"                # pseudonym token
 )
 
 _DIGIT_FAMILY = frozenset({US_SSN, CREDIT_CARD, ABA_ROUTING, PHONE, US_BANK_ACCOUNT})
 # Rank breaks ties between findings that start at the same place with the same length.
-_RANK_PEM, _RANK_KEYED, _RANK_TOKEN, _RANK_EMAIL, _RANK_IBAN, _RANK_DIGITS, _RANK_CUSTOM = range(7)
+(_RANK_PEM, _RANK_KEYED, _RANK_TOKEN, _RANK_EMAIL, _RANK_IBAN, _RANK_DIGITS, _RANK_CUSTOM,
+ _RANK_PERSONAL) = range(8)
 
 
 def looks_masked(value: str) -> bool:
@@ -382,19 +482,20 @@ def _iban_span(text: str, m: re.Match[str]) -> Finding | None:
     if start > 0 and text[start - 1].isalnum():
         return None
     span = m.group()
-    expected = IBAN_LENGTHS.get(span[:2])
+    expected = IBAN_LENGTHS.get(span[:2].upper())
     if expected is None:
         return None
     # Grouped IBANs may have swallowed a following 4-letter word: cut at the registry length.
     count = 0
     for i, ch in enumerate(span):
-        if ch != " ":
+        if ch not in _IBAN_SEP:
             count += 1
             if count == expected:
                 end = i + 1
-                if end < len(span) and span[end] != " ":
+                if end < len(span) and span[end] not in _IBAN_SEP:
                     return None
-                return (start, start + end, IBAN) if iban_valid(span[:end].replace(" ", "")) else None
+                compact = "".join(c for c in span[:end] if c not in _IBAN_SEP)
+                return (start, start + end, IBAN) if iban_valid(compact) else None
     return None
 
 
@@ -437,9 +538,12 @@ class TextScanner:
     def find(self, text: str, enabled: frozenset[str]) -> list[Finding]:
         """Non-overlapping findings, in order, of the detectors in `enabled`."""
         found: list[tuple[int, int, int, str]] = []  # (start, end, rank, detector)
-        builtin = not enabled.isdisjoint(BUILTIN_DETECTORS)
-        if builtin and (len(text) > _SHORT or _GATE.search(text) is not None):
-            self._builtin(text, enabled, found)
+        if not enabled.isdisjoint(BUILTIN_DETECTORS):
+            long = len(text) > _SHORT
+            if long or _GATE.search(text) is not None:
+                self._builtin(text, enabled, found)
+            if not enabled.isdisjoint(_PERSONAL) and (long or _PERSONAL_GATE.search(text) is not None):
+                self._personal(text, enabled, found.append)
         for custom in self._customs:
             if custom.pattern is not None and custom.name in enabled:
                 found.extend((m.start(), m.end(), _RANK_CUSTOM, custom.name)
@@ -482,6 +586,16 @@ class TextScanner:
             for m in _CLUSTER.finditer(text):
                 self._cluster(text, m.start(), m.end(), enabled, add)
 
+    @staticmethod
+    def _personal(text: str, enabled: frozenset[str], add: Callable[[tuple[int, int, int, str]], None]) -> None:
+        lowered = text.lower()
+        if PERSON in enabled:
+            find_persons(text, lowered, add, _RANK_PERSONAL)
+        if ADDRESS in enabled:
+            find_addresses(text, add, _RANK_PERSONAL)
+        if DATE_OF_BIRTH in enabled:
+            find_birth_dates(text, lowered, add, _RANK_PERSONAL)
+
     def _keyed(self, text: str, enabled: frozenset[str], add: Callable[[tuple[int, int, int, str]], None]) -> None:
         n = len(text)
         rev = text[::-1].lower()
@@ -491,17 +605,34 @@ class TextScanner:
         for m in pattern.finditer(rev):
             key = text[n - m.end("rk"):n - m.start("rk")]
             detector = builtin_key_detector(key)
-            if detector is None or detector not in enabled:
+            if detector is None:
+                continue
+            weak = detector.endswith(WEAK)
+            if weak:
+                detector = detector[:-1]
+            if detector not in enabled:
                 continue
             v = _KEYED_VALUE.match(text, n - m.start())
             if v is None:
                 continue
-            for group in ("kq", "ks", "ku"):
+            if v.group("deep") is not None:
+                continue
+            for group in ("kq", "ks", "ke", "ku"):
                 value = v.group(group)
-                if value is not None:
-                    if value.strip().lower() not in _NOT_A_VALUE and not looks_masked(value):
-                        add((v.start(group), v.end(group), _RANK_KEYED, detector))
+                if value is None:
+                    continue
+                start, end = v.span(group)
+                if group == "ku" and detector in _PHRASES:
+                    tail = _PHRASE_TAIL.match(text, end)
+                    if tail is not None:
+                        end = start + len(text[start:tail.end()].rstrip())
+                        value = text[start:end]
+                if value.strip().lower() in _NOT_A_VALUE or looks_masked(value):
                     break
+                if weak and not weak_value_matches(detector, value):
+                    break
+                add((start, end, _RANK_KEYED, detector))
+                break
 
     @staticmethod
     def _emails(text: str, add: Callable[[tuple[int, int, int, str]], None]) -> None:

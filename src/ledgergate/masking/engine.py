@@ -17,26 +17,23 @@ from dataclasses import dataclass
 from typing import Any
 
 from ledgergate.errors import INTERNAL_ERROR, GatewayError
+from ledgergate.masking.canonical import canonicalize
 from ledgergate.masking.detectors import (
-    BUILTIN_DETECTORS,
+    WEAK,
     CustomDetector,
     TextScanner,
     builtin_key_detector,
     looks_masked,
     normalize_key,
+    weak_value_matches,
 )
+from ledgergate.masking.names import BLOB_UNSCANNED, BLOB_WITHHELD, BUILTIN_DETECTORS, LEDGER_PROFILE
 from ledgergate.masking.operators import OPERATORS, Operator, make_pseudonym, redact
-from ledgergate.masking.settings import MaskingSettings
+from ledgergate.masking.settings import MaskingSettings, check
 from ledgergate.masking.walker import UnsupportedValue, walk
 
-__all__ = ["BLOB_UNSCANNED", "LEDGER_PROFILE", "Masker", "MaskingError"]
+__all__ = ["BLOB_UNSCANNED", "BLOB_WITHHELD", "LEDGER_PROFILE", "Masker", "MaskingError"]
 
-LEDGER_PROFILE = "ledger"
-# Count key for base64 payloads that are not UTF-8 text (images, PDFs): passed on
-# unchanged, because we cannot inspect them, and counted so the audit record says so.
-BLOB_UNSCANNED = "BLOB_UNSCANNED"
-_CUSTOM_NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
-_MIN_PSEUDONYM_KEY = 16
 _KEY_CACHE_MAX = 4096
 _MIN_TEXT = 6  # no built-in detector matches fewer characters
 _MISS = object()
@@ -82,6 +79,7 @@ class _Profile:
     enabled: frozenset[str]
     operator: Operator
     has_custom_patterns: bool
+    withhold_blobs: bool = False
 
 
 class Masker:
@@ -100,47 +98,24 @@ class Masker:
     @classmethod
     def from_settings(cls, settings: MaskingSettings) -> Masker:
         """Compile every profile; ValueError names the profile or detector that is wrong."""
-        customs: list[CustomDetector] = []
-        for det in settings.detectors:
-            if not _CUSTOM_NAME.match(det.name):
-                raise ValueError(f"masking detector {det.name!r}: name must match [A-Z][A-Z0-9_]*")
-            if det.name in BUILTIN_DETECTORS or det.name == BLOB_UNSCANNED:
-                raise ValueError(f"masking detector {det.name!r}: name is taken by a built-in detector")
-            if any(c.name == det.name for c in customs):
-                raise ValueError(f"masking detector {det.name!r}: defined twice")
-            pattern: re.Pattern[str] | None = None
-            if det.pattern:
-                try:
-                    pattern = re.compile(det.pattern)
-                except re.error as exc:
-                    raise ValueError(f"masking detector {det.name!r}: bad pattern: {exc}") from None
-                if pattern.fullmatch("") is not None:
-                    raise ValueError(f"masking detector {det.name!r}: pattern matches the empty string")
-            keys = frozenset(normalize_key(k) for k in det.keys) - {""}
-            if pattern is None and not keys:
-                raise ValueError(f"masking detector {det.name!r}: needs a pattern or keys")
-            customs.append(CustomDetector(det.name, pattern, keys))
+        check(settings)  # the same rules the config load ran (a model may be built without validation)
+        customs = [CustomDetector(det.name, re.compile(det.pattern) if det.pattern else None,
+                                  frozenset(normalize_key(k) for k in det.keys) - {""})
+                   for det in settings.detectors]
         known = {*BUILTIN_DETECTORS, *(c.name for c in customs)}
         any_pattern = any(c.pattern is not None for c in customs)
         key = settings.pseudonym_key
         profiles: dict[str, _Profile] = {}
         for name, prof in settings.profiles.items():
-            if name == LEDGER_PROFILE:
-                raise ValueError(f"masking profile {name!r}: the name is reserved for the built-in ledger profile")
-            for det_name in prof.detectors:
-                if det_name not in known:
-                    raise ValueError(f"masking profile {name!r}: unknown detector {det_name!r} "
-                                     f"(known: {', '.join(sorted(known))})")
             if prof.operator == "pseudonym":
-                if not key or len(key) < _MIN_PSEUDONYM_KEY:
-                    raise ValueError(f"masking profile {name!r}: operator 'pseudonym' needs "
-                                     f"masking.pseudonym_key of at least {_MIN_PSEUDONYM_KEY} characters")
+                assert key is not None  # check() refused a pseudonym profile without a key
                 operator = make_pseudonym(key.encode())
             else:
                 operator = OPERATORS[prof.operator]
             enabled = frozenset(prof.detectors)
             profiles[name] = _Profile(name, enabled, operator,
-                                      any(c.pattern is not None and c.name in enabled for c in customs))
+                                      any(c.pattern is not None and c.name in enabled for c in customs),
+                                      prof.binary == "withhold")
         profiles[LEDGER_PROFILE] = _Profile(LEDGER_PROFILE, frozenset(known), redact, any_pattern)
         return cls(profiles, tuple(customs))
 
@@ -181,6 +156,10 @@ class Masker:
     # ------------------------------------------------------------------ internals used by _Run
 
     def _key_detector(self, key: str) -> str | None:
+        if not key.isascii():
+            canon = canonicalize(key)
+            if canon is not None:
+                key = canon.text
         norm = normalize_key(key)
         custom = self._custom_keys.get(norm)
         return custom if custom is not None else builtin_key_detector(key)
@@ -211,7 +190,8 @@ class _Run:
         short = len(value) <= _CLEAN_CACHE_LEN
         if short and value in self._clean:
             return value
-        findings = self._scan(value, self._enabled)
+        canon = None if value.isascii() else canonicalize(value)
+        findings = self._scan(value if canon is None else canon.text, self._enabled)
         if not findings:
             if short:
                 if len(self._clean) >= _CLEAN_CACHE_MAX:
@@ -221,9 +201,16 @@ class _Run:
         parts: list[str] = []
         pos = 0
         op = self._op
-        for start, end, detector in findings:
+        for cstart, cend, detector in findings:
+            if canon is None:
+                start, end, matched = cstart, cend, value[cstart:cend]
+            else:  # mask the original characters the canonical match came from
+                start, end = canon.original_span(cstart, cend)
+                matched = canon.text[cstart:cend]
+                if start < pos:
+                    start = pos
             parts.append(value[pos:start])
-            replacement = op(detector, value[start:end])
+            replacement = op(detector, matched)
             if _bare_json_number(value, start, end):
                 replacement = f'"{replacement}"'  # JSON-as-text stays parseable
             parts.append(replacement)
@@ -235,6 +222,10 @@ class _Run:
     def forced(self, detector: str, value: str) -> str:
         if not value.strip() or looks_masked(value):
             return value
+        if detector.endswith(WEAK):  # a generic key (`name`): the value's shape decides
+            detector = detector[:-1]
+            if not weak_value_matches(detector, value):
+                return self.text(value)
         self._count(detector)
         return self._op(detector, value)
 
@@ -256,7 +247,7 @@ class _Run:
         else:
             raise UnsupportedValue(f"key of type {type(key).__name__}")
         det = self._masker._key_detector(text)
-        if det not in self._enabled:
+        if det is not None and (det[:-1] if det.endswith(WEAK) else det) not in self._enabled:
             det = None
         masked = self.text(text)
         if masked is not text:
@@ -275,6 +266,9 @@ class _Run:
         try:
             decoded = raw.decode("utf-8")
         except UnicodeDecodeError:
+            if self._profile.withhold_blobs:
+                self._count(BLOB_WITHHELD)
+                return ""  # valid (empty) base64: the client gets no bytes it could not be shown
             self._count(BLOB_UNSCANNED)
             return value
         masked = self.text(decoded)

@@ -2,8 +2,8 @@
 
 Every operator output is safe to splice into any text, including text that is
 itself JSON: it contains no quote, backslash or control character (partial keeps
-only the original's separators, which the detectors limit to space, '-', '.',
-'(', ')' and the e-mail's domain). Outputs are also recognised by the scanner,
+only the original's separators, which the detectors limit to space, '-', '.', '_',
+'/', '(', ')' and the e-mail's domain). Outputs are also recognised by the scanner,
 so masking twice changes nothing.
 """
 
@@ -13,11 +13,14 @@ import hashlib
 import hmac
 from collections.abc import Callable
 
-from ledgergate.masking.detectors import (
+from ledgergate.masking.names import (
     ABA_ROUTING,
+    ADDRESS,
     CREDIT_CARD,
+    DATE_OF_BIRTH,
     EMAIL,
     IBAN,
+    PERSON,
     PHONE,
     SECRET,
     US_BANK_ACCOUNT,
@@ -33,7 +36,10 @@ Operator = Callable[[str, str], str]
 PSEUDONYM_HEX = 16
 _MIN_PARTIAL = 8  # fewer significant characters than this and showing 4 of them shows too much
 _DIGIT_DETECTORS = frozenset({US_SSN, CREDIT_CARD, US_BANK_ACCOUNT, ABA_ROUTING, PHONE})
-_SAFE_SEPARATORS = frozenset(" -.()/+")
+_SAFE_SEPARATORS = frozenset(" -.()/+_")
+# Never partially shown: the last four characters of a name, street or birth date identify too much.
+_NEVER_PARTIAL = frozenset({SECRET, PERSON, ADDRESS, DATE_OF_BIRTH})
+_PHRASE_DETECTORS = frozenset({PERSON, ADDRESS, DATE_OF_BIRTH})
 
 
 def redact(detector: str, text: str) -> str:
@@ -65,10 +71,10 @@ def _keep_last4(text: str) -> str | None:
 def partial(detector: str, text: str) -> str:
     """Keep what a support agent needs (`***-**-6789`, `************1111`), never more.
 
-    Secrets are never partially shown; an e-mail keeps its domain only; values too
+    Secrets, names, addresses and dates of birth are never partially shown; an e-mail keeps its domain only; values too
     short to hide 4 of their characters fall back to redact.
     """
-    if detector == SECRET:
+    if detector in _NEVER_PARTIAL:
         return redact(detector, text)
     if detector == US_SSN:
         digits = [ch for ch in text if "0" <= ch <= "9"]
@@ -97,7 +103,9 @@ def canonical(detector: str, text: str) -> str:
             digits = digits[1:]
         return digits or text.strip()
     if detector == IBAN:
-        return "".join(text.split()).upper()
+        return "".join(ch for ch in text if ch.isalnum()).upper()
+    if detector in _PHRASE_DETECTORS:
+        return " ".join(text.split()).casefold()
     if detector == EMAIL:
         return text.strip().lower()
     return text.strip()

@@ -50,13 +50,17 @@ def _leaf(value: Any, forced: str | None, run: LeafMasker) -> Any:
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, int):
-        return run.number(value) if forced is None else run.forced(forced, str(value))
-    if isinstance(value, float):
+        if forced is None:
+            return run.number(value)
+        text = str(value)
+    elif isinstance(value, float):
         if forced is None:
             return value
         text = str(int(value)) if value.is_integer() else repr(value)
-        return run.forced(forced, text)
-    raise UnsupportedValue(type(value).__name__)
+    else:
+        raise UnsupportedValue(type(value).__name__)
+    out = run.forced(forced, text)
+    return value if out is text else out  # a number the key's rule left alone stays a number
 
 
 def walk(value: Any, run: LeafMasker) -> Any:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from ledgergate.identity.principal import Principal
+from ledgergate.principal import Principal
 from ledgergate.policy.settings import BudgetMatchSettings, BudgetsSettings
 
 

@@ -30,7 +30,7 @@ from typing import Any
 
 import cel as _cel
 
-from ledgergate.identity.principal import Principal
+from ledgergate.principal import Principal
 
 VARIABLES: frozenset[str] = frozenset({"principal", "server", "method", "tool", "args", "resource", "prompt", "time"})
 

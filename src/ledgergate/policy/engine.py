@@ -37,7 +37,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ledgergate.identity.principal import Principal
+from ledgergate.principal import Principal
 from ledgergate.policy.cel import Activation, CelEvaluationError
 from ledgergate.policy.decision import Decision
 from ledgergate.policy.rules import (
@@ -102,10 +102,6 @@ class PolicyEngine:
     ) -> PolicyEngine:
         """Compile every rule; raises ValueError naming the rule (bad CEL, unknown mask profile, ...)."""
         return cls(compile_rules(rules, known_profiles))
-
-    @property
-    def rule_names(self) -> tuple[str, ...]:
-        return tuple(r.name for r in self.rules)
 
     # --- decisions -----------------------------------------------------------
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any, Literal
 
-from ledgergate.identity.principal import Principal
+from ledgergate.principal import Principal
 from ledgergate.policy.cel import CelCompileError, Condition
 from ledgergate.policy.decision import ApproverSpec, Effect
 from ledgergate.policy.settings import PolicyRuleSettings

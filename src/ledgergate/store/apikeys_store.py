@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from ledgergate.store.db import StoreURL, connect, sql
+from ledgergate.store.db import StoreURL, connect, connection_error, sql
 
 T = TypeVar("T")
 
@@ -81,14 +81,27 @@ class ApiKeyStore:
                     self._ensure_schema(self._conn)
                 try:
                     return fn(self._conn)
-                except Exception:
-                    # A dropped PostgreSQL connection: reopen once, then give up.
-                    broken = self.url.kind == "postgres" and getattr(self._conn, "closed", False)
-                    if attempt == 0 and broken:
-                        self._conn = None
-                        continue
-                    raise
+                except Exception as exc:
+                    # A broken connection (terminated backend, restarted server): reopen once; if that
+                    # fails too, the next call tries again, so the store recovers without a restart.
+                    if not connection_error(exc):
+                        raise
+                    conn, self._conn = self._conn, None
+                    try:
+                        conn.close()
+                    except Exception:  # noqa: BLE001 - it is broken; closing may fail
+                        pass
+                    if attempt == 1:
+                        raise
             raise AssertionError("unreachable")
+
+    def check(self) -> str | None:
+        """None when the store answers a read now, else why not (for readiness probes)."""
+        try:
+            self._run(lambda conn: conn.execute("SELECT 1 FROM api_keys LIMIT 1").fetchall())
+        except Exception as exc:  # noqa: BLE001 - any failure means "cannot serve"
+            return f"{type(exc).__name__}: {str(exc).strip()[:200]}"
+        return None
 
     def _ensure_schema(self, conn: Any) -> None:
         for attempt in (0, 1):

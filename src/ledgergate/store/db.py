@@ -45,6 +45,19 @@ def connect(url: StoreURL) -> Any:
     return psycopg.connect(url.target, autocommit=True)
 
 
+def connection_error(exc: BaseException) -> bool:
+    """Whether `exc` says the connection (not the statement) failed, so a new connection may succeed:
+    a terminated or restarted PostgreSQL backend, a lost socket, a SQLite handle that went bad.
+    Constraint violations and SQL errors are not: retrying them on a new connection changes nothing."""
+    if isinstance(exc, sqlite3.OperationalError | sqlite3.InterfaceError | sqlite3.ProgrammingError):
+        return True  # "disk I/O error", "unable to open database file", "Cannot operate on a closed database"
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        return False
+    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+
+
 def sql(url: StoreURL, statement: str) -> str:
     """Placeholders are written `?`; psycopg wants `%s`."""
     return statement.replace("?", "%s") if url.kind == "postgres" else statement

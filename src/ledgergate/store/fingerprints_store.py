@@ -1,35 +1,24 @@
 """Accepted tool-definition fingerprints, per server (SQLite or PostgreSQL).
 
 One row per (server, tool): the accepted fingerprint and definition, and the
-pending (changed, not yet accepted) ones if the upstream drifted. The
-comparison logic is pure and lives in `ledgergate.policy.drift`; this module
-only persists. Several gateway replicas may observe the same first listing at
-once: first-seen rows are inserted with ON CONFLICT DO NOTHING and the report
-is computed from what the store holds afterwards, so all replicas agree on
-which definition was accepted.
+pending (changed, not yet accepted) ones if the upstream drifted. Fingerprints
+and their comparison live with the gateway's drift guard (`gateway/drift.py`);
+this module only keeps rows. First-seen rows are inserted with ON CONFLICT DO
+NOTHING, so replicas racing on one listing all read back the same winner.
 """
 
 from __future__ import annotations
 
-import builtins
 import json
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from ledgergate.policy.drift import (
-    DriftReport,
-    DriftVerdict,
-    canonical_json,
-    compare,
-    fingerprint_tool,
-    fingerprint_tools,
-    tool_definition,
-)
-from ledgergate.policy.settings import DriftMode
-from ledgergate.store.db import StoreURL, connect, sql
+from ledgergate.store.db import StoreURL, connect, connection_error, sql
+
+T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tool_fingerprints (
@@ -82,14 +71,21 @@ class NothingToAccept(LookupError):
 
 
 class FingerprintStore:
-    """The `tool_fingerprints` table. Thread-safe (one connection behind a lock)."""
+    """The `tool_fingerprints` table. Thread-safe (one connection behind a lock).
+
+    The connection recovers the way the ledger's does: a call that finds it
+    broken (a terminated PostgreSQL backend, a restarted server, a failed
+    SQLite handle) drops it, opens a new one and runs the call once more;
+    every statement here is idempotent, so the retry cannot apply anything
+    twice. If the store is still unreachable the call raises, and the next
+    call tries again, so the gateway serves again as soon as the store is back.
+    """
 
     def __init__(self, url: StoreURL) -> None:
         self.url = url
-        self._conn = connect(url)
+        self._conn: Any = None
         self._lock = threading.Lock()
-        with self._lock:
-            self._conn.execute(_SCHEMA)
+        self._run(lambda conn: None)
 
     @classmethod
     def open(cls, storage: str, base_dir: Path | None = None) -> FingerprintStore:
@@ -98,7 +94,7 @@ class FingerprintStore:
 
     def close(self) -> None:
         with self._lock:
-            self._conn.close()
+            self._drop()
 
     def __enter__(self) -> FingerprintStore:
         return self
@@ -106,12 +102,44 @@ class FingerprintStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - a broken connection may fail to close; it is gone either way
+                pass
+
+    def _run(self, fn: Callable[[Any], T]) -> T:
+        """Run `fn(connection)` under the lock; reconnect and retry once if the connection broke."""
+        with self._lock:
+            for attempt in (0, 1):
+                try:
+                    if self._conn is None:
+                        self._conn = connect(self.url)
+                        self._conn.execute(_SCHEMA)
+                    return fn(self._conn)
+                except Exception as exc:
+                    if not connection_error(exc):
+                        raise
+                    self._drop()
+                    if attempt == 1:
+                        raise
+            raise AssertionError("unreachable")
+
+    def check(self) -> str | None:
+        """None when the store answers a read now, else why not (for readiness probes)."""
+        try:
+            self._run(lambda conn: conn.execute("SELECT 1 FROM tool_fingerprints LIMIT 1").fetchall())
+        except Exception as exc:  # noqa: BLE001 - any failure means "cannot serve"
+            return f"{type(exc).__name__}: {str(exc).strip()[:200]}"
+        return None
+
     def _q(self, statement: str) -> str:
         return sql(self.url, statement)
 
     def _rows(self, statement: str, params: tuple[Any, ...]) -> list[Any]:
-        with self._lock:
-            return list(self._conn.execute(self._q(statement), params).fetchall())
+        return self._run(lambda conn: list(conn.execute(self._q(statement), params).fetchall()))
 
     # --- reads -------------------------------------------------------------
 
@@ -142,79 +170,35 @@ class FingerprintStore:
 
     # --- writes ------------------------------------------------------------
 
-    def record_first_seen(self, server: str, tools: Iterable[Mapping[str, Any]], now: float) -> None:
-        """Accept these definitions unless the tool already has an accepted one."""
+    def record_first_seen(self, server: str, tools: Iterable[tuple[str, str, str]], now: float) -> None:
+        """Accept (name, fingerprint, definition JSON) rows unless the tool already has an accepted one."""
         stmt = self._q(
             "INSERT INTO tool_fingerprints (server, tool, accepted_fp, accepted_definition, accepted_at, accepted_by)"
             " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (server, tool) DO NOTHING"
         )
-        with self._lock:
-            for tool in tools:
-                definition = tool_definition(tool)
-                self._conn.execute(stmt, (server, tool["name"], fingerprint_tool(tool),
-                                          canonical_json(definition).decode(), now, FIRST_SEEN))
+        rows = [(server, name, fp, definition, now, FIRST_SEEN) for name, fp, definition in tools]
 
-    def record_pending(self, server: str, tool: Mapping[str, Any], now: float) -> None:
+        def op(conn: Any) -> None:
+            for row in rows:
+                conn.execute(stmt, row)
+        self._run(op)
+
+    def set_pending(self, server: str, name: str, fp: str, definition: str, now: float) -> None:
         """Remember a changed definition so `tools accept` can promote exactly it."""
-        self._set_pending(server, tool["name"], fingerprint_tool(tool), tool, now)
-
-    def _set_pending(self, server: str, name: str, fp: str, tool: Mapping[str, Any], now: float) -> None:
-        with self._lock:
-            self._conn.execute(
-                self._q(
-                    "UPDATE tool_fingerprints SET pending_fp = ?, pending_definition = ?, pending_seen_at = ?"
-                    " WHERE server = ? AND tool = ? AND accepted_fp <> ?"
-                    " AND (pending_fp IS NULL OR pending_fp <> ?)"
-                ),
-                (fp, canonical_json(tool_definition(tool)).decode(), now, server, name, fp, fp),
-            )
+        stmt = self._q(
+            "UPDATE tool_fingerprints SET pending_fp = ?, pending_definition = ?, pending_seen_at = ?"
+            " WHERE server = ? AND tool = ? AND accepted_fp <> ?"
+            " AND (pending_fp IS NULL OR pending_fp <> ?)"
+        )
+        params = (fp, definition, now, server, name, fp, fp)
+        self._run(lambda conn: conn.execute(stmt, params))
 
     def clear_pending(self, server: str, tool: str) -> None:
-        with self._lock:
-            self._conn.execute(
-                self._q(
-                    "UPDATE tool_fingerprints SET pending_fp = NULL, pending_definition = NULL,"
-                    " pending_seen_at = NULL WHERE server = ? AND tool = ?"
-                ),
-                (server, tool),
-            )
-
-    def observe(self, server: str, tools: builtins.list[dict[str, Any]], mode: DriftMode,
-                now: float) -> DriftReport:
-        """Everything the gateway does with one upstream `tools/list` answer; returns the verdicts.
-
-        First-seen tools become accepted, changed ones are stored as pending,
-        and a tool whose definition went back to the accepted one has its
-        pending change cleared.
-        """
-        by_name: dict[str, dict[str, Any]] = {}
-        for t in tools:
-            if isinstance(t, dict) and isinstance(t.get("name"), str):
-                by_name.setdefault(t["name"], t)
-        seen = fingerprint_tools(tools)
-        records = {r.tool: r for r in self.list(server)}
-        new = [by_name[n] for n in seen if n not in records]
-        if new:
-            self.record_first_seen(server, new, now)
-            records = {r.tool: r for r in self.list(server)}  # what won, if another replica raced us
-        report = compare(seen, {n: r.accepted_fp for n, r in records.items()}, mode)
-        if new:  # report first-seen tools as "new" (unless a racing replica accepted something else)
-            fresh = {t["name"] for t in new}
-            verdicts = {
-                n: (DriftVerdict(n, "new", v.seen, v.accepted, False) if n in fresh and v.status == "unchanged" else v)
-                for n, v in report.verdicts.items()
-            }
-            report = DriftReport(mode=report.mode, verdicts=verdicts, removed=report.removed)
-        for name, fp in seen.items():
-            record = records.get(name)
-            if record is None:
-                continue
-            if fp != record.accepted_fp and fp != record.pending_fp:
-                # fingerprint_tools may combine duplicates; store the first definition under that fp
-                self._set_pending(server, name, fp, by_name[name], now)
-            elif fp == record.accepted_fp and record.pending_fp is not None:
-                self.clear_pending(server, name)
-        return report
+        stmt = self._q(
+            "UPDATE tool_fingerprints SET pending_fp = NULL, pending_definition = NULL,"
+            " pending_seen_at = NULL WHERE server = ? AND tool = ?"
+        )
+        self._run(lambda conn: conn.execute(stmt, (server, tool)))
 
     def accept(self, server: str, tool: str, now: float, by: str, expected_fp: str | None = None) -> FingerprintRecord:
         """Make the pending definition the accepted one.
@@ -233,17 +217,16 @@ class FingerprintStore:
             raise NothingToAccept(
                 f"the pending fingerprint of {tool!r} is {record.pending_fp[:16]}…, not {expected_fp}…"
             )
-        with self._lock:
-            cur = self._conn.execute(
-                self._q(
-                    "UPDATE tool_fingerprints SET accepted_fp = pending_fp, accepted_definition = pending_definition,"
-                    " accepted_at = ?, accepted_by = ?, pending_fp = NULL, pending_definition = NULL,"
-                    " pending_seen_at = NULL WHERE server = ? AND tool = ? AND pending_fp = ?"
-                ),
-                (now, by, server, tool, record.pending_fp),
-            )
-            if cur.rowcount != 1:
-                raise NothingToAccept(f"the pending definition of {tool!r} changed meanwhile; look again")
+        stmt = self._q(
+            "UPDATE tool_fingerprints SET accepted_fp = pending_fp, accepted_definition = pending_definition,"
+            " accepted_at = ?, accepted_by = ?, pending_fp = NULL, pending_definition = NULL,"
+            " pending_seen_at = NULL WHERE server = ? AND tool = ? AND pending_fp = ?"
+        )
+        pending = record.pending_fp
+        if self._run(lambda conn: conn.execute(stmt, (now, by, server, tool, pending)).rowcount) != 1:
+            # also when a retry after a lost connection finds the first attempt already applied:
+            # `get` below then shows the accepted definition, but the caller is told to look again
+            raise NothingToAccept(f"the pending definition of {tool!r} changed meanwhile; look again")
         accepted = self.get(server, tool)
         assert accepted is not None
         return accepted

@@ -175,6 +175,24 @@ class LedgerStore:
             yield rows
             last = rows[-1][0]
 
+    def iter_indexed_leaves(self, log_id: str, chunk: int = 20000) -> Iterator[list[tuple[Any, ...]]]:
+        """(seq, leaf_hash, record, time, event, session) in seq order, chunked: what `verify` needs to
+        check that the index columns say what the hashed record says."""
+        last = -1
+        while True:
+            rows = self._run("SELECT seq, leaf_hash, record, time, event, session FROM ledger_leaves "
+                             "WHERE log_id = ? AND seq > ? ORDER BY seq LIMIT ?", (log_id, last, chunk)).fetchall()
+            if not rows:
+                return
+            yield rows
+            last = rows[-1][0]
+
+    def seen_log_ids(self) -> set[str]:
+        """Every log id any ledger table mentions (a log whose `ledger_logs` row is gone still shows here)."""
+        got = self._run("SELECT log_id FROM ledger_logs UNION SELECT DISTINCT log_id FROM ledger_leaves "
+                        "UNION SELECT DISTINCT log_id FROM ledger_checkpoints").fetchall()
+        return {r[0] for r in got}
+
     def rows(self, log_id: str, start: int, end: int) -> list[LeafRow]:
         got = self._run("SELECT seq, time, event, session, leaf_hash, record FROM ledger_leaves "
                         "WHERE log_id = ? AND seq >= ? AND seq < ? ORDER BY seq", (log_id, start, end)).fetchall()

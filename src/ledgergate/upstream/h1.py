@@ -10,6 +10,7 @@ It does exactly what the gateway needs — no redirects, cookies, proxies or dec
 from __future__ import annotations
 
 import asyncio
+import select
 import socket
 import ssl
 from collections import deque
@@ -28,7 +29,7 @@ class H1Error(Exception):
 
 
 class H1Timeout(H1Error):
-    """The server took too long; the request may have been processed, so it is never retried."""
+    """The server took too long; the request may have been processed (nothing is ever sent twice)."""
 
 
 def _expire(waiter: asyncio.Future[None], message: str) -> None:
@@ -66,6 +67,7 @@ class _Connection(asyncio.Protocol):
         # One parser per connection: llhttp starts over after each complete message.
         self._parser = httptools.HttpResponseParser(self)
         self._paused = False
+        self.idle_since = 0.0  # loop time it was last handed back to the pool
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -147,6 +149,27 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         if self.transport is not None:
             self.transport.close()
+
+    def reusable(self) -> bool:
+        """True when an idle connection can carry the next request.
+
+        Checked before anything is written, because afterwards nothing may be retried: the
+        server may have acted on the request. An idle connection has no answer due, so a
+        readable socket means the server closed it (EOF) or sent bytes nobody asked for — the
+        event loop may not have run to notice either yet. This is httpcore's check, with
+        poll() instead of select() so descriptors above 1023 work too.
+        """
+        if self.closed or self.transport is None or self.transport.is_closing():
+            return False
+        sock = self.transport.get_extra_info("socket")
+        if sock is None:
+            return True
+        try:
+            poller = select.poll()
+            poller.register(sock.fileno(), select.POLLIN)
+            return not poller.poll(0)
+        except (OSError, ValueError):
+            return False
 
 
 class H1Response:
@@ -247,36 +270,142 @@ class H1Response:
 
 
 class H1Pool:
-    """Keep-alive connections to one origin; a connection carries one exchange at a time."""
+    """Keep-alive connections to one origin; a connection carries one exchange at a time.
 
-    def __init__(self, url: str, connect_timeout: float = 10.0) -> None:
+    At most `max_connections` are open at once (idle, busy or connecting); a request that finds
+    them all busy waits its turn for up to `pool_timeout` seconds, then fails without having
+    been sent. A connection idle for `keepalive_expiry` seconds is closed: kept below the
+    common server defaults (5 s in Node and uvicorn), so the pool lets go of a connection
+    before the server does, not while a request is being written to it.
+    """
+
+    def __init__(self, url: str, connect_timeout: float = 10.0, max_connections: int | None = None,
+                 keepalive_expiry: float = 4.0, pool_timeout: float = 30.0, unix_socket: str | None = None) -> None:
         self.origin = Origin.of(url)
-        self.host_header = self.origin.host_header
+        #: connect to this Unix socket instead of the URL's host and port (upstream/unix.py)
+        self.unix_socket = unix_socket
+        # Over a socket, Host carries the port too: servers whose DNS-rebinding guard admits
+        # "localhost:*" (the MCP SDKs' default) refuse a bare "localhost".
+        self.host_header = (self.origin.host_header if unix_socket is None
+                            else f"{self.origin.host}:{self.origin.port}")
         self.connect_timeout = connect_timeout
-        self._idle: list[_Connection] = []
+        self.max_connections = max_connections
+        self.keepalive_expiry = keepalive_expiry
+        self.pool_timeout = pool_timeout
+        self._idle: list[_Connection] = []  # oldest first; reuse takes the newest
         self._busy: set[_Connection] = set()
+        self._opening = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._sweep: asyncio.TimerHandle | None = None
         self._targets: dict[str, str] = {}  # URL → request target, for URLs already checked to be ours
         self._ssl = ssl.create_default_context() if self.origin.scheme == "https" else None
 
+    @property
+    def open_connections(self) -> int:
+        return len(self._idle) + len(self._busy) + self._opening
+
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
+        self._opening += 1
         try:
-            _, conn = await asyncio.wait_for(
-                loop.create_connection(lambda: _Connection(self), self.origin.host, self.origin.port, ssl=self._ssl),
-                self.connect_timeout)
+            if self.unix_socket is not None:
+                opening = loop.create_unix_connection(lambda: _Connection(self), self.unix_socket)
+            else:
+                opening = loop.create_connection(lambda: _Connection(self), self.origin.host, self.origin.port,
+                                                 ssl=self._ssl)
+            _, conn = await asyncio.wait_for(opening, self.connect_timeout)
         except (OSError, asyncio.TimeoutError) as exc:
-            raise H1Error(f"cannot connect to {self.origin.host_header}: {type(exc).__name__}") from None
+            self._opening -= 1
+            self._wake()  # its place is free again
+            where = f"unix:{self.unix_socket}" if self.unix_socket is not None else self.origin.host_header
+            raise H1Error(f"cannot connect to {where}: {type(exc).__name__}") from None
+        except BaseException:
+            self._opening -= 1
+            self._wake()
+            raise
+        self._opening -= 1  # the caller counts it as busy before it yields again
         return conn
+
+    def _take_idle(self) -> _Connection | None:
+        """The newest idle connection that can carry a request; the unusable ones are closed."""
+        now = asyncio.get_running_loop().time() if self._idle else 0.0
+        while self._idle:
+            candidate = self._idle.pop()
+            if now - candidate.idle_since < self.keepalive_expiry and candidate.reusable():
+                return candidate
+            candidate.close()
+        return None
+
+    async def _acquire(self) -> tuple[_Connection, bool]:
+        """A connection for one exchange (and whether it was kept alive), counted as busy."""
+        loop = asyncio.get_running_loop()
+        deadline: float | None = None
+        while True:
+            conn = self._take_idle()
+            if conn is not None:
+                self._busy.add(conn)
+                return conn, True
+            if self.max_connections is None or self.open_connections < self.max_connections:
+                conn = await self._connect()
+                self._busy.add(conn)
+                return conn, False
+            waiter = loop.create_future()
+            if deadline is None:
+                deadline = loop.time() + self.pool_timeout
+                self._waiters.append(waiter)
+            else:  # woken, but a newcomer took the place first: keep our turn
+                self._waiters.appendleft(waiter)
+            remaining = deadline - loop.time()
+            timer = loop.call_later(max(remaining, 0.0), _expire, waiter, "")
+            try:
+                await waiter
+            except H1Timeout:
+                raise H1Error(f"all {self.max_connections} connections to {self.origin.host_header} are in use "
+                              f"and none came free within {self.pool_timeout:g}s (limits.upstream_connections); "
+                              "the request was not sent") from None
+            except BaseException:
+                # woken and cancelled at once: pass the turn on, or a free place goes unused
+                if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                    self._wake()
+                raise
+            finally:
+                timer.cancel()
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+
+    def _wake(self) -> None:
+        """A place came free (a connection went idle or away): the longest waiter tries again."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
 
     def _give_back(self, conn: _Connection) -> None:
         self._busy.discard(conn)
         if not conn.closed:
+            loop = asyncio.get_running_loop()
+            conn.idle_since = loop.time()
             self._idle.append(conn)
+            if self._sweep is None:
+                self._sweep = loop.call_later(self.keepalive_expiry, self._expire_idle)
+        self._wake()
+
+    def _expire_idle(self) -> None:
+        """Close the connections idle for keepalive_expiry; come back for the next one due."""
+        self._sweep = None
+        now = asyncio.get_running_loop().time()
+        while self._idle and now - self._idle[0].idle_since >= self.keepalive_expiry:
+            self._idle.pop(0).close()
+        if self._idle:
+            due = self._idle[0].idle_since + self.keepalive_expiry - now
+            self._sweep = asyncio.get_running_loop().call_later(due, self._expire_idle)
 
     def _forget(self, conn: _Connection) -> None:
         self._busy.discard(conn)
         if conn in self._idle:
             self._idle.remove(conn)
+        self._wake()
 
     def _request_bytes(self, method: str, target: str, headers: Mapping[str, str], body: bytes | None) -> bytes:
         fields = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
@@ -305,39 +434,34 @@ class H1Pool:
             if len(self._targets) < 64:
                 self._targets[url] = target
         request = self._request_bytes(method, target, headers, body)
-        for attempt in range(2):
-            conn, reused = None, False
-            while self._idle:
-                candidate = self._idle.pop()
-                if not candidate.closed:
-                    conn, reused = candidate, True
-                    break
-            if conn is None:
-                conn = await self._connect()
-            self._busy.add(conn)
-            response = H1Response(conn, reused, wait_for_data)
-            conn.start(request, response)
-            timer = None if timeout is None else asyncio.get_running_loop().call_later(
-                timeout, _expire, response.started, f"no response from {self.origin.host_header} within {timeout:g}s")
-            try:
-                await response.started
-                return response
-            except H1Error as exc:
-                response.release()
-                # A kept-alive connection the server closed just as we reused it: retry once on a
-                # fresh one (no response byte was read, and it was not a timeout).
-                if reused and attempt == 0 and response.status == 0 and not isinstance(exc, H1Timeout):
-                    continue
-                raise
-            except BaseException:
-                response.release()
-                raise
-            finally:
-                if timer is not None:
-                    timer.cancel()
-        raise H1Error("unreachable")  # pragma: no cover
+        conn, reused = await self._acquire()
+        response = H1Response(conn, reused, wait_for_data)
+        conn.start(request, response)
+        # From here the request may reach the server, which may act on it (a POST can move
+        # money): nothing below sends it again (RFC 9110 §9.2.2). A connection that could not
+        # carry it was found out above, before any byte was written.
+        timer = None if timeout is None else asyncio.get_running_loop().call_later(
+            timeout, _expire, response.started, f"no response from {self.origin.host_header} within {timeout:g}s")
+        try:
+            await response.started
+            return response
+        except H1Error as exc:
+            response.release()
+            if response.status == 0 and not isinstance(exc, H1Timeout):
+                raise H1Error(f"{exc} before answering; the request may have been processed, "
+                              "so it was not sent again") from None
+            raise
+        except BaseException:
+            response.release()
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
 
     async def close(self) -> None:
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
         for conn in list(self._idle) + list(self._busy):
             conn.close()
         self._idle.clear()

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from ledgergate.errors import UpstreamError
-from ledgergate.gateway.sse import SSEParser
+from ledgergate.wire.sse import SSEParser
 from ledgergate.upstream.base import (
     MODERN_VERSION,
     ClientHello,
@@ -28,6 +28,7 @@ from ledgergate.upstream.base import (
     strip_modern_meta,
 )
 from ledgergate.upstream.h1 import H1Error, H1Pool, H1Response
+from ledgergate.upstream.unix import is_unix_url, parse_unix_url
 
 log = logging.getLogger("ledgergate.upstream")
 
@@ -40,11 +41,15 @@ _NAME_FIELD = {"tools/call": "name", "prompts/get": "name", "resources/read": "u
 class HttpPool:
     """The keep-alive pool for one upstream URL, plus the server's configured headers."""
 
-    def __init__(self, url: str, headers: Mapping[str, str], timeout: float, limit: int = 100) -> None:
-        self.url = url
+    def __init__(self, url: str, headers: Mapping[str, str], timeout: float, limit: int = 100,
+                 keepalive_expiry: float = 4.0, pool_timeout: float = 30.0) -> None:
+        unix = parse_unix_url(url) if is_unix_url(url) else None
+        # over a Unix socket, requests are built from the equivalent http://localhost URL
+        self.url = unix.http_url if unix is not None else url
         self.headers = {**headers}
         self.timeout = timeout
-        self._h1 = H1Pool(url)
+        self._h1 = H1Pool(self.url, max_connections=limit, keepalive_expiry=keepalive_expiry,
+                          pool_timeout=pool_timeout, unix_socket=unix.socket_path if unix is not None else None)
 
     def build_headers(self, extra: Mapping[str, str]) -> dict[str, str]:
         headers = {"Accept": _ACCEPT, "Content-Type": "application/json", **self.headers}
@@ -63,7 +68,7 @@ class HttpPool:
         try:
             return await self._h1.request(method, url or self.url, all_headers, payload, self.timeout, wait_for_data)
         except H1Error as exc:
-            raise UpstreamError(f"upstream server unreachable: {exc}") from None
+            raise UpstreamError(f"upstream server: {exc}") from None
 
     async def post(self, body: Message, extra: Mapping[str, str]) -> H1Response:
         return await self.send("POST", extra, body, wait_for_data=True)

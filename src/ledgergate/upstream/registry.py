@@ -6,7 +6,7 @@ import asyncio
 import logging
 from typing import Any
 
-from ledgergate.config import LoadedConfig, ServerSettings
+from ledgergate.config import LimitsSettings, LoadedConfig, ServerSettings
 from ledgergate.errors import GatewayError, UpstreamError
 from ledgergate.upstream.base import ClientHello, Era, UpstreamSession
 from ledgergate.upstream.http import (
@@ -28,11 +28,12 @@ class UnknownServer(GatewayError):
 class Upstream:
     """One protected server. Learns its protocol era once (a `server/discover` probe) and opens sessions."""
 
-    def __init__(self, name: str, settings: ServerSettings, base_dir: str, pool_limit: int) -> None:
+    def __init__(self, name: str, settings: ServerSettings, base_dir: str, limits: LimitsSettings) -> None:
         self.name = name
         self.settings = settings
         self.base_dir = base_dir
-        self.pool = HttpPool(settings.url, settings.headers, settings.timeout, pool_limit) if settings.url else None
+        self.pool = HttpPool(settings.url, settings.headers, settings.timeout, limits.upstream_connections,
+                             limits.upstream_keepalive_expiry, limits.upstream_pool_timeout) if settings.url else None
         # stdio and legacy HTTP+SSE servers are handshake-era by definition: no discover probe
         self._era: Era | None = None if settings.url and settings.transport != "sse" else "handshake"
         self._discover: dict[str, Any] | None = None
@@ -77,7 +78,7 @@ class Upstreams:
     def __init__(self, config: LoadedConfig) -> None:
         s = config.settings
         self._servers = {
-            name: Upstream(name, server, str(config.base_dir), s.limits.upstream_connections)
+            name: Upstream(name, server, str(config.base_dir), s.limits)
             for name, server in s.servers.items()
         }
 

@@ -23,7 +23,7 @@ from urllib.parse import urljoin, urlsplit
 import orjson
 
 from ledgergate.errors import UpstreamError
-from ledgergate.gateway.sse import SSEParser
+from ledgergate.wire.sse import SSEParser
 from ledgergate.upstream.base import ClientHello, Message, UpstreamSessionLost
 from ledgergate.upstream.demux import Demux, DemuxedSession
 from ledgergate.upstream.h1 import H1Error, H1Response

@@ -1,7 +1,10 @@
-"""The interfaces of the stages the pipeline orders (see DESIGN.md, "The data path").
+"""What a stage is, and the ports the stages are built on.
 
-Each stage lives in its own package and knows nothing of HTTP; these protocols
-are the whole of what the pipeline relies on.
+A stage has a request hook, a response hook, or both, like mitmproxy's addons.
+A request hook that refuses the call writes its own ledger record and raises a
+`GatewayError` carrying the answer; a response hook returns the answer (the
+same or a changed one) and may set `call.answered` after writing its record,
+when it replaced the answer with its own. Stages know nothing of HTTP.
 """
 
 from __future__ import annotations
@@ -9,16 +12,29 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from ledgergate.identity.principal import Principal
+from ledgergate.gateway.call import Call
 from ledgergate.policy.decision import Decision
+from ledgergate.principal import Principal
+from ledgergate.upstream.base import Message
 
 
-class IdentityStage(Protocol):
+class RequestStage(Protocol):
+    async def on_request(self, call: Call) -> None:
+        """Let the call on, or record why not and raise errors.GatewayError."""
+
+
+class ResponseStage(Protocol):
+    async def on_response(self, call: Call, response: Message) -> Message:
+        """The answer as the next stage (finally the client) should see it."""
+
+
+# ── ports: what the stages need from the packages below the gateway ─────────
+class IdentityPort(Protocol):
     async def authenticate(self, credential: str | None) -> Principal:
         """The principal for a bearer credential; raises errors.AuthError."""
 
 
-class PolicyStage(Protocol):
+class PolicyPort(Protocol):
     def decide(self, principal: Principal, server: str, method: str, target: str | None,
                arguments: Mapping[str, Any] | None, now: float) -> Decision: ...
 
@@ -27,7 +43,7 @@ class PolicyStage(Protocol):
         """The items of a list answer (tools, resources, templates, prompts) the caller may use."""
 
 
-class MaskingStage(Protocol):
+class MaskingPort(Protocol):
     def mask(self, value: Any, profile: str | None) -> tuple[Any, dict[str, int]]:
         """A masked deep copy of a JSON value and counts of what was masked, by detector."""
 
@@ -35,6 +51,6 @@ class MaskingStage(Protocol):
         """The ledger's profile: every detector, redacted — never weaker than any caller's."""
 
 
-class AuditStage(Protocol):
+class AuditPort(Protocol):
     async def append(self, event: str, fields: Mapping[str, Any]) -> int:
         """Make one record durable; returns its leaf index. Raises errors.LedgerUnavailable."""

@@ -1,0 +1,79 @@
+"""The call being carried: one client request and what the stages learned about it on the way."""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ledgergate.policy.decision import Decision
+from ledgergate.policy.rules import request_target
+from ledgergate.principal import Principal
+from ledgergate.upstream.base import Message
+
+_REQUEST_PREFIX = "req_" + secrets.token_hex(4)
+_request_counter = itertools.count(1)
+
+
+def new_request_id() -> str:
+    """A short id the caller can quote to support; it names the ledger records of this request.
+    Unique per process (random prefix) without a system call per request."""
+    return f"{_REQUEST_PREFIX}{next(_request_counter):x}"
+
+
+def arguments_of(method: str, params: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """The caller-chosen values a method carries (what policy conditions and the ledger digest see)."""
+    if not params:
+        return None
+    if method in ("tools/call", "prompts/get"):
+        args = params.get("arguments")
+        return args if isinstance(args, Mapping) else None
+    if method == "completion/complete":
+        return params.get("argument")
+    return None
+
+
+@dataclass
+class Call:
+    """One client request on its way through the stages.
+
+    `target` and `arguments` are read from the message once, when the call is made, so every
+    stage judges and records the same values. `decision` is the policy stage's; `answered` is
+    set by a response stage that replaced the answer with its own (later stages then leave it).
+    """
+
+    server: str
+    principal: Principal
+    message: Message
+    session_id: str | None = None
+    request_id: str = field(default_factory=new_request_id)
+    started: float = field(default_factory=time.perf_counter)
+    decision: Decision | None = None
+    answered: bool = False
+    #: the answer as the upstream gave it, before the caller's masking (the ledger masks its own view)
+    clear_response: Message | None = None
+    masked: dict[str, int] = field(default_factory=dict)
+    target: str | None = field(init=False)
+    arguments: Mapping[str, Any] | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.target = request_target(self.method, self.params)
+        self.arguments = arguments_of(self.method, self.params)
+
+    @property
+    def method(self) -> str:
+        return self.message["method"]
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.message.get("params") or {}
+
+    @property
+    def mask_profile(self) -> str | None:
+        return self.decision.mask if self.decision is not None else None
+
+    def latency_ms(self) -> float:
+        return round((time.perf_counter() - self.started) * 1000, 3)

@@ -1,0 +1,41 @@
+"""task ownership (request side) and task records (response side), for the Tasks extension:
+a task is usable only by the identity whose call created it (see gateway/tasks.py)."""
+
+from __future__ import annotations
+
+from ledgergate.errors import PolicyDenied
+from ledgergate.gateway.call import Call
+from ledgergate.gateway.stages.audit import Evidence
+from ledgergate.gateway.tasks import TASK_METHODS, TaskOwners
+from ledgergate.upstream.base import Message
+
+
+class TaskOwnership:
+    def __init__(self, owners: TaskOwners, evidence: Evidence) -> None:
+        self.owners = owners
+        self.evidence = evidence
+
+    async def on_request(self, call: Call) -> None:
+        if call.method not in TASK_METHODS:
+            return
+        task_id = call.params.get("taskId")
+        if self.owners.owns(call.server, call.principal.key, task_id):
+            return
+        await self.evidence.record("policy.denied", call, reason="task not owned", task=task_id)
+        raise PolicyDenied(f"unknown task for this identity (request id {call.request_id})",
+                           data={"requestId": call.request_id, "reason": "task_not_owned"})
+
+
+class TaskRecords:
+    def __init__(self, owners: TaskOwners) -> None:
+        self.owners = owners
+
+    async def on_response(self, call: Call, response: Message) -> Message:
+        result = response.get("result")
+        if not isinstance(result, dict):
+            return response
+        if "task" in result:
+            self.owners.record(call.server, call.principal.key, result)
+        elif call.method == "tasks/list":
+            return {**response, "result": self.owners.filter_list(call.server, call.principal.key, result)}
+        return response

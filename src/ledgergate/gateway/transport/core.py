@@ -1,0 +1,210 @@
+"""The small request/answer core the transport modules share: one exchange, one way to refuse,
+and the ways an answer goes out (JSON, or SSE streamed, or SSE kept for resumption)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncGenerator, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from ledgergate.errors import (
+    INTERNAL_ERROR,
+    BadRequest,
+    GatewayError,
+    NotAcceptable,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    UpstreamError,
+)
+from ledgergate.gateway.http import BodyTooLarge, header, json_error_body, read_body, send_json, start_sse
+from ledgergate.gateway.pipeline import Pipeline
+from ledgergate.gateway.sessions import EventStream, GatewaySession
+from ledgergate.principal import Principal
+from ledgergate.wire import jsonrpc
+from ledgergate.wire.sse import PING, encode
+
+log = logging.getLogger("ledgergate.transport")
+
+_PING_INTERVAL = 15.0
+
+
+@dataclass
+class Exchange:
+    """One HTTP request to `/mcp/{server}` after its caller is known, and the pipeline it keeps."""
+
+    scope: dict[str, Any]
+    receive: Any
+    send: Any
+    server: str
+    principal: Principal
+    pipeline: Pipeline
+    #: the answer's head is out (an SSE stream began): a late refusal can only go into the stream
+    started: bool = False
+    #: the id of the JSON-RPC message being answered, once it is known
+    message_id: Any = None
+
+    def header(self, name: bytes) -> str | None:
+        return header(self.scope, name)
+
+
+async def refuse(send: Any, exc: GatewayError, message_id: Any = None) -> None:
+    """The one place a refusal becomes an answer: status, JSON-RPC error and headers from the exception."""
+    await send_json(send, exc.http_status, json_error_body(message_id, exc.rpc_code, exc.message, exc.data),
+                    exc.headers)
+
+
+def error_message(exc: GatewayError, message_id: Any) -> bytes:
+    return jsonrpc.dumps(json_error_body(message_id, exc.rpc_code, exc.message, exc.data))
+
+
+class Background:
+    """Tasks that outlive the HTTP request that started them (resumable streams, legacy SSE calls)."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await task
+
+
+async def respond(ex: Exchange, stream: AsyncGenerator[dict[str, Any], None], request_id: Any, wants_sse: bool,
+                  session: GatewaySession | None, background: Background) -> None:
+    """JSON when the first thing back is the answer; otherwise commit to SSE.
+
+    For a handshake session the rest of the stream is consumed by a task into an
+    `EventStream`, so a client that drops the connection can resume it.
+    """
+    try:
+        first = await stream.__anext__()
+    except StopAsyncIteration:
+        raise UpstreamError("no response from upstream") from None
+    if jsonrpc.is_final_for(first, request_id) or not wants_sse:
+        if not jsonrpc.is_final_for(first, request_id):
+            # A client that cannot read SSE only gets the answer.
+            async for item in stream:
+                first = item
+        await stream.aclose()  # now, rather than by a task the garbage collector would schedule
+        await send_json(ex.send, 200, first)
+        return
+    ex.started = True
+    await start_sse(ex.send)
+    if session is None:
+        await ex.send({"type": "http.response.body", "body": encode(jsonrpc.dumps(first)), "more_body": True})
+        await pump(ex.send, stream, request_id)
+        return
+    events = session.new_stream()
+    events.append(jsonrpc.dumps(first))
+    task = background.spawn(fill(events, stream, request_id))
+    session.running[request_id] = task
+    task.add_done_callback(lambda _t: session.running.pop(request_id, None))
+    await drain_watching(ex.send, ex.receive, events, 0)
+
+
+async def fill(events: EventStream, stream: AsyncGenerator[dict[str, Any], None], request_id: Any) -> None:
+    """Consume a call's messages into a resumable event stream; a failure becomes the stream's last event."""
+    try:
+        async for item in stream:
+            events.append(jsonrpc.dumps(item))
+    except GatewayError as exc:
+        events.append(error_message(exc, request_id))
+    except Exception:  # noqa: BLE001 - the client must get an answer, not a hang
+        log.exception("stream failed")
+        events.append(jsonrpc.dumps(json_error_body(request_id, INTERNAL_ERROR, "internal gateway error")))
+    finally:
+        events.close()
+
+
+async def _until_disconnect(receive: Any) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def drain_watching(send: Any, receive: Any, events: EventStream, seq: int) -> None:
+    """`drain` until the stream ends or the client hangs up (uvicorn drops writes to a gone
+    client silently, so only receive() tells)."""
+    draining = asyncio.create_task(drain(send, events, seq))
+    gone = asyncio.create_task(_until_disconnect(receive))
+    try:
+        await asyncio.wait({draining, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (draining, gone):
+            task.cancel()
+        for task in (draining, gone):
+            with contextlib.suppress(BaseException):
+                await task
+
+
+async def drain(send: Any, events: EventStream, seq: int) -> None:
+    reader = events.read_from(seq)
+    try:
+        while True:
+            try:
+                event_id, payload = await asyncio.wait_for(reader.__anext__(), _PING_INTERVAL)
+            except StopAsyncIteration:
+                break
+            except asyncio.TimeoutError:
+                await send({"type": "http.response.body", "body": PING, "more_body": True})
+                continue
+            await send({"type": "http.response.body", "body": encode(payload, event_id), "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    except OSError:
+        return
+    finally:
+        with contextlib.suppress(Exception):
+            await reader.aclose()
+
+
+async def pump(send: Any, stream: AsyncGenerator[dict[str, Any], None], request_id: Any) -> None:
+    """Stream messages straight to the client (stateless: no resumption, closing the stream cancels)."""
+    try:
+        async for item in stream:
+            await send({"type": "http.response.body", "body": encode(jsonrpc.dumps(item)), "more_body": True})
+    except GatewayError as exc:
+        await send({"type": "http.response.body", "body": encode(error_message(exc, request_id)), "more_body": True})
+    except OSError:
+        return
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+@dataclass
+class Posted:
+    """A POSTed JSON-RPC message, checked as far as the envelope goes."""
+
+    message: dict[str, Any]
+    kind: str  # request | notification | response
+    wants_sse: bool
+
+
+async def read_posted(ex: Exchange, max_body: int) -> Posted:
+    """Content type, `Accept`, size, JSON, a single message with a valid envelope — or a precise refusal."""
+    ctype = (ex.header(b"content-type") or "").split(";")[0].strip().lower()
+    if ctype != "application/json":
+        raise UnsupportedMediaType("Unsupported Media Type: Content-Type must be application/json")
+    accept = (ex.header(b"accept") or "").lower()
+    if "application/json" not in accept and "*/*" not in accept:
+        raise NotAcceptable("Not Acceptable: Accept must include application/json and text/event-stream")
+    wants_sse = "text/event-stream" in accept or "*/*" in accept
+    try:
+        body = await read_body(ex.receive, max_body)
+    except BodyTooLarge:
+        raise PayloadTooLarge(f"Payload Too Large: the body exceeds {max_body} bytes") from None
+    message = jsonrpc.loads(body)
+    if isinstance(message, list):
+        raise BadRequest("Invalid Request: JSON-RPC batches are not supported; send one message per POST")
+    if isinstance(message, dict):
+        ex.message_id = message.get("id")  # every refusal from here on answers this id
+    kind = jsonrpc.kind_of(message)
+    return Posted(message, kind, wants_sse)

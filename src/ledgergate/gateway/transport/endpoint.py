@@ -1,0 +1,110 @@
+"""`/mcp/{server}`: the client-facing MCP endpoint, routed by path, HTTP method and protocol era.
+
+In order, before anything reaches an era's module: `Host`/`Origin` (DNS rebinding), the server
+name, authentication (`gateway/auth.py`), and the pipeline of the current config snapshot, which
+the request then keeps to its end. Every refusal, wherever it is raised, is answered here by
+`core.refuse` from the exception; a bug becomes a 500 without a stack trace on the wire.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from ledgergate.errors import INTERNAL_ERROR, AuthError, ForbiddenError, GatewayError, MethodNotAllowed, NotFound
+from ledgergate.gateway.auth import Authenticator
+from ledgergate.gateway.bridge import Bridge
+from ledgergate.gateway.http import header, json_error_body, send_json
+from ledgergate.gateway.pipeline import Pipeline
+from ledgergate.gateway.sessions import SessionRegistry
+from ledgergate.gateway.transport.core import Background, Exchange, read_posted, refuse
+from ledgergate.gateway.transport.handshake import HandshakeEndpoint
+from ledgergate.gateway.transport.hosts import HostPolicy
+from ledgergate.gateway.transport.legacy_sse import LegacySseEndpoint
+from ledgergate.gateway.transport.modern import ModernEndpoint, is_modern
+from ledgergate.upstream.registry import UnknownServer, Upstreams
+
+log = logging.getLogger("ledgergate.transport")
+
+
+class McpEndpoint:
+    """ASGI app for `/mcp/{server}` (and `/mcp/{server}/sse` + `/messages` for legacy HTTP+SSE clients)."""
+
+    def __init__(self, pipeline: Callable[[], Pipeline], auth: Authenticator, upstreams: Upstreams,
+                 sessions: SessionRegistry, hosts: HostPolicy, max_body: int, public_url: str | None) -> None:
+        self.pipeline = pipeline
+        self.auth = auth
+        self.upstreams = upstreams
+        self.sessions = sessions
+        self.hosts = hosts
+        self.max_body = max_body
+        self.public_url = public_url
+        self.bridge = Bridge()
+        self.background = Background()
+        self.modern = ModernEndpoint(self.bridge, upstreams, sessions, self.background)
+        self.handshake = HandshakeEndpoint(self.bridge, upstreams, sessions, self.background)
+        self.legacy = LegacySseEndpoint(self.bridge, upstreams, sessions, self.background, max_body)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        ex: Exchange | None = None
+        try:
+            if not self.hosts.host_ok(header(scope, b"host")):
+                raise ForbiddenError("Forbidden: Host header not allowed")
+            if not self.hosts.origin_ok(header(scope, b"origin")):
+                raise ForbiddenError("Forbidden: Origin not allowed")
+            server, _, tail = scope["path"][len("/mcp/"):].partition("/")
+            try:
+                self.upstreams.get(server)
+            except UnknownServer as exc:
+                raise NotFound(exc.message) from None
+            if tail not in ("", "sse", "messages"):
+                raise NotFound("not found")
+            pipeline = self.pipeline()  # this request's config snapshot, kept to its end
+            principal = await self._authenticate(scope, server, pipeline)
+            ex = Exchange(scope, receive, send, server, principal, pipeline)
+            await self._route(ex, tail)
+        except ConnectionAbortedError:
+            return
+        except GatewayError as exc:
+            if ex is None or not ex.started:
+                await refuse(send, exc, ex.message_id if ex else None)
+        except Exception:  # noqa: BLE001 - a bug must not become a 500 with a stack trace
+            log.exception("internal error serving %s %s", scope["method"], scope["path"])
+            if ex is None or not ex.started:
+                with contextlib.suppress(Exception):
+                    await send_json(send, 500, json_error_body(None, INTERNAL_ERROR, "internal gateway error"))
+
+    async def _authenticate(self, scope: dict[str, Any], server: str, pipeline: Pipeline) -> Any:
+        client = scope.get("client")
+        try:
+            return await self.auth.authenticate(pipeline.snapshot.identity, header(scope, b"authorization"),
+                                                scope.get("query_string", b""), server, client[0] if client else None)
+        except AuthError as exc:
+            base = self.public_url or f"http://{header(scope, b'host')}"
+            refusal = AuthError(f"Unauthorized: {exc.message}", exc.reason)
+            refusal.headers = self.auth.challenge(exc, f"{base}/.well-known/oauth-protected-resource/mcp/{server}")
+            raise refusal from None
+
+    async def _route(self, ex: Exchange, tail: str) -> None:
+        if tail == "sse":
+            await self.legacy.stream(ex)
+        elif tail == "messages":
+            await self.legacy.post(ex)
+        elif ex.scope["method"] == "POST":
+            posted = await read_posted(ex, self.max_body)
+            version = ex.header(b"mcp-protocol-version")
+            if is_modern(version, posted):
+                await self.modern.post(ex, posted)
+            else:
+                await self.handshake.post(ex, posted, version)
+        elif ex.scope["method"] == "GET":
+            await self.handshake.get(ex)
+        elif ex.scope["method"] == "DELETE":
+            await self.handshake.delete(ex)
+        else:
+            raise MethodNotAllowed("GET, POST, DELETE")
+
+    async def close(self) -> None:
+        await self.background.close()

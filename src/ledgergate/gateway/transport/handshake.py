@@ -1,0 +1,98 @@
+"""MCP 2024-11-05 … 2025-11-25, the handshake revisions: `initialize` opens a gateway session
+(`Mcp-Session-Id`, bound to the identity that opened it), answers are JSON or SSE, GET opens the
+standalone stream, DELETE ends the session, and `Last-Event-ID` resumes a broken stream."""
+
+from __future__ import annotations
+
+from ledgergate.errors import BadRequest, GatewayError, NotAcceptable, NotFound
+from ledgergate.gateway.bridge import Bridge
+from ledgergate.gateway.http import send_empty, send_json, start_sse
+from ledgergate.gateway.sessions import GatewaySession, SessionRegistry
+from ledgergate.gateway.transport.core import Background, Exchange, Posted, drain_watching, fill, respond
+from ledgergate.upstream.base import HANDSHAKE_VERSIONS, ClientHello
+from ledgergate.upstream.registry import Upstreams
+from ledgergate.wire import jsonrpc
+
+
+def hello_from(params: dict[str, object], default_version: str) -> ClientHello:
+    """What the client said of itself in `initialize`."""
+    return ClientHello(protocol_version=str(params.get("protocolVersion") or default_version),
+                       capabilities=dict(params.get("capabilities") or {}),  # type: ignore[call-overload]
+                       client_info=dict(params.get("clientInfo")  # type: ignore[call-overload]
+                                        or {"name": "unknown", "version": "0"}))
+
+
+class HandshakeEndpoint:
+    def __init__(self, bridge: Bridge, upstreams: Upstreams, sessions: SessionRegistry,
+                 background: Background) -> None:
+        self.bridge = bridge
+        self.upstreams = upstreams
+        self.sessions = sessions
+        self.background = background
+
+    def _session(self, ex: Exchange) -> GatewaySession:
+        session_id = ex.header(b"mcp-session-id")
+        if not session_id:
+            raise BadRequest("Bad Request: Mcp-Session-Id header is required (call initialize first)"
+                             if ex.scope["method"] == "POST" else "Bad Request: Mcp-Session-Id header is required")
+        return self.sessions.get(session_id, ex.server, ex.principal)
+
+    # ── POST ────────────────────────────────────────────────────────────────
+    async def post(self, ex: Exchange, posted: Posted, version: str | None) -> None:
+        message, kind = posted.message, posted.kind
+        if kind == "request" and message["method"] == "initialize":
+            await self._initialize(ex, message)
+            return
+        session = self._session(ex)
+        if version and version not in HANDSHAKE_VERSIONS:
+            raise BadRequest(f"Bad Request: unsupported MCP-Protocol-Version {version!r}")
+        if kind == "notification":
+            await self.bridge.client_notification(ex.pipeline, session, ex.principal, message)
+            await send_empty(ex.send, 202)
+            return
+        if kind == "response":
+            await self.bridge.client_reply(ex.pipeline, session, ex.principal, message)
+            await send_empty(ex.send, 202)
+            return
+        stream = self.bridge.handshake_call(ex.pipeline, session, ex.principal, message)
+        await respond(ex, stream, message["id"], posted.wants_sse, session, self.background)
+
+    async def _initialize(self, ex: Exchange, message: dict[str, object]) -> None:
+        hello = hello_from(message.get("params") or {}, HANDSHAKE_VERSIONS[-1])  # type: ignore[arg-type]
+        session = self.sessions.create(ex.server, ex.principal, hello, self.upstreams.get(ex.server))
+        try:
+            result = await self.bridge.initialize(ex.pipeline, session, ex.principal)
+        except GatewayError:
+            await self.sessions.remove(session.id)
+            raise
+        session.protocol_version = result.get("protocolVersion", hello.protocol_version)
+        await send_json(ex.send, 200, jsonrpc.result(message["id"], result),
+                        [(b"mcp-session-id", session.id.encode())])
+
+    # ── GET: the standalone stream, or resumption ───────────────────────────
+    async def get(self, ex: Exchange) -> None:
+        if "text/event-stream" not in (ex.header(b"accept") or "").lower():
+            raise NotAcceptable("Not Acceptable: Accept must include text/event-stream")
+        session = self._session(ex)
+        last_event_id = ex.header(b"last-event-id")
+        if last_event_id:
+            found = session.find_event(last_event_id)
+            if found is None:
+                raise NotFound("unknown Last-Event-ID for this session")
+            events, seq = found
+            await start_sse(ex.send)
+            await drain_watching(ex.send, ex.receive, events, seq)
+            return
+        standalone = session.standalone
+        if standalone is None or standalone.closed:
+            standalone = session.standalone = session.new_stream()
+            self.background.spawn(fill(standalone, self.bridge.session_listen(ex.pipeline, session, ex.principal),
+                                       None))
+        await start_sse(ex.send)
+        await drain_watching(ex.send, ex.receive, standalone, standalone.next_seq)
+
+    # ── DELETE ──────────────────────────────────────────────────────────────
+    async def delete(self, ex: Exchange) -> None:
+        session = self._session(ex)
+        await self.bridge.close_session(ex.pipeline, self.sessions, session.id, ex.principal)
+        await send_empty(ex.send, 200)

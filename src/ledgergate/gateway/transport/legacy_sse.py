@@ -1,0 +1,92 @@
+"""The legacy HTTP+SSE transport (2024-11-05): GET `/mcp/{server}/sse` opens a session and its
+event stream, whose first event names the URL to POST messages to (`/mcp/{server}/messages`);
+answers travel on the stream."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import parse_qs
+
+from ledgergate.errors import INTERNAL_ERROR, BadRequest, GatewayError, MethodNotAllowed, PayloadTooLarge
+from ledgergate.gateway.bridge import Bridge
+from ledgergate.gateway.http import BodyTooLarge, json_error_body, read_body, send_empty, start_sse
+from ledgergate.gateway.pipeline import Pipeline
+from ledgergate.gateway.sessions import EventStream, GatewaySession, SessionRegistry
+from ledgergate.gateway.transport.core import Background, Exchange, drain_watching, error_message
+from ledgergate.gateway.transport.handshake import hello_from
+from ledgergate.principal import Principal
+from ledgergate.upstream.base import ClientHello
+from ledgergate.upstream.registry import Upstreams
+from ledgergate.wire import jsonrpc
+
+log = logging.getLogger("ledgergate.transport")
+
+
+class LegacySseEndpoint:
+    def __init__(self, bridge: Bridge, upstreams: Upstreams, sessions: SessionRegistry, background: Background,
+                 max_body: int) -> None:
+        self.bridge = bridge
+        self.upstreams = upstreams
+        self.sessions = sessions
+        self.background = background
+        self.max_body = max_body
+
+    async def stream(self, ex: Exchange) -> None:
+        if ex.scope["method"] != "GET":
+            raise MethodNotAllowed("GET")
+        upstream = self.upstreams.get(ex.server)
+        session = self.sessions.create(ex.server, ex.principal, ClientHello(protocol_version="2024-11-05"), upstream)
+        session.legacy_outbox = EventStream(0)
+        ex.started = True
+        await start_sse(ex.send)
+        endpoint = f"/mcp/{ex.server}/messages?session_id={session.id}"
+        await ex.send({"type": "http.response.body", "body": b"event: endpoint\ndata: " + endpoint.encode() + b"\n\n",
+                       "more_body": True})
+        # uvicorn's send() silently drops writes once the client is gone, so drain alone would never
+        # notice: watch receive() for the disconnect, or the session (and its upstream) would live forever.
+        try:
+            await drain_watching(ex.send, ex.receive, session.legacy_outbox, 0)
+        finally:
+            session.legacy_outbox.close()
+            await self.sessions.remove(session.id)
+
+    async def post(self, ex: Exchange) -> None:
+        if ex.scope["method"] != "POST":
+            raise MethodNotAllowed("POST")
+        query = parse_qs(ex.scope.get("query_string", b"").decode("latin-1"))
+        session = self.sessions.get((query.get("session_id") or [""])[0], ex.server, ex.principal)
+        outbox = getattr(session, "legacy_outbox", None)
+        if outbox is None:
+            raise BadRequest("not a legacy SSE session")
+        try:
+            body = await read_body(ex.receive, self.max_body)
+        except BodyTooLarge:
+            raise PayloadTooLarge("Payload Too Large") from None
+        message = jsonrpc.loads(body)
+        kind = jsonrpc.kind_of(message)
+        await send_empty(ex.send, 202)
+        self.background.spawn(self._handle(ex.pipeline, session, ex.principal, message, kind, outbox))
+
+    async def _handle(self, pipeline: Pipeline, session: GatewaySession, principal: Principal,
+                      message: dict[str, Any], kind: str, outbox: EventStream) -> None:
+        try:
+            if kind == "request" and message["method"] == "initialize":
+                session.hello = hello_from(message.get("params") or {}, "2024-11-05")
+                result = await self.bridge.initialize(pipeline, session, principal)
+                session.protocol_version = result.get("protocolVersion", session.hello.protocol_version)
+                outbox.append(jsonrpc.dumps(jsonrpc.result(message["id"], result)))
+            elif kind == "notification":
+                await self.bridge.client_notification(pipeline, session, principal, message)
+            elif kind == "response":
+                await self.bridge.client_reply(pipeline, session, principal, message)
+            else:
+                async for item in self.bridge.handshake_call(pipeline, session, principal, message):
+                    outbox.append(jsonrpc.dumps(item))
+        except GatewayError as exc:
+            if kind == "request":
+                outbox.append(error_message(exc, message["id"]))
+        except Exception:  # noqa: BLE001
+            log.exception("legacy request failed")
+            if kind == "request":
+                outbox.append(jsonrpc.dumps(json_error_body(message["id"], INTERNAL_ERROR, "internal gateway error")))

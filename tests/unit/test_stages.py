@@ -1,0 +1,316 @@
+"""The data path's stages, each alone, and the chain they form, with fakes in place of the ledger,
+policy, masker and upstream (no HTTP): order, short-circuit, and the record each ending writes.
+
+Fakes are used here on purpose: these tests pin the chain's contract; the integration tests
+(test_data_path.py, test_policy_gateway.py) drive the same stages through real clients and servers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Mapping
+from typing import Any
+
+import pytest
+
+from ledgergate.config import parse_config
+from ledgergate.errors import ApprovalPending, PolicyDenied, RateLimited, UpstreamError
+from ledgergate.gateway.call import Call
+from ledgergate.gateway.pipeline import Pipeline
+from ledgergate.gateway.snapshot import Snapshot
+from ledgergate.gateway.stages.approval import ApprovalGate
+from ledgergate.gateway.stages.audit import AuditRequest, AuditResponse, Evidence
+from ledgergate.gateway.stages.budget import BudgetCheck
+from ledgergate.gateway.stages.masking import MaskResponse
+from ledgergate.gateway.stages.messages import Messages
+from ledgergate.gateway.stages.policy import PolicyCheck
+from ledgergate.gateway.stages.results import ListFilter, ResultLimit
+from ledgergate.gateway.stages.tasks import TaskOwnership, TaskRecords
+from ledgergate.gateway.tasks import TaskOwners
+from ledgergate.policy.budgets import Budgets
+from ledgergate.policy.decision import Decision
+from ledgergate.policy.settings import BudgetsSettings
+from ledgergate.principal import Principal
+
+ALICE = Principal("https://idp", "alice", "human", frozenset({"staff"}))
+BOB = Principal("https://idp", "bob", "human", frozenset({"staff"}))
+
+
+class Ledger:
+    def __init__(self) -> None:
+        self.records: list[tuple[str, dict[str, Any]]] = []
+
+    async def append(self, event: str, fields: Mapping[str, Any]) -> int:
+        self.records.append((event, dict(fields)))
+        return len(self.records) - 1
+
+    @property
+    def events(self) -> list[str]:
+        return [e for e, _ in self.records]
+
+
+class Policy:
+    def __init__(self, decision: Decision, allowed_items: set[str] | None = None) -> None:
+        self.decision = decision
+        self.allowed_items = allowed_items
+
+    def decide(self, principal: Principal, server: str, method: str, target: str | None,
+               arguments: Mapping[str, Any] | None, now: float) -> Decision:
+        return self.decision
+
+    def filter_list(self, principal: Principal, server: str, method: str, items: list[dict[str, Any]],
+                    now: float) -> list[dict[str, Any]]:
+        return [i for i in items if self.allowed_items is None or i.get("name") in self.allowed_items]
+
+
+class Masker:
+    """Replaces the word "secret" (caller profile "p") and, for the ledger, also "hidden"."""
+
+    def _walk(self, value: Any, words: tuple[str, ...]) -> tuple[Any, int]:
+        if isinstance(value, str):
+            n = sum(value.count(w) for w in words)
+            for w in words:
+                value = value.replace(w, "[X]")
+            return value, n
+        if isinstance(value, dict):
+            out, total = {}, 0
+            for k, v in value.items():
+                out[k], n = self._walk(v, words)
+                total += n
+            return out, total
+        if isinstance(value, list):
+            items = [self._walk(v, words) for v in value]
+            return [i for i, _ in items], sum(n for _, n in items)
+        return value, 0
+
+    def mask(self, value: Any, profile: str | None) -> tuple[Any, dict[str, int]]:
+        if profile is None:
+            return value, {}
+        masked, n = self._walk(value, ("secret",))
+        return masked, ({"WORD": n} if n else {})
+
+    def mask_for_ledger(self, value: Any) -> tuple[Any, dict[str, int]]:
+        masked, n = self._walk(value, ("secret", "hidden"))
+        return masked, ({"WORD": n} if n else {})
+
+
+class Upstream:
+    def __init__(self, *messages: dict[str, Any], fail: bool = False) -> None:
+        self.messages = messages
+        self.fail = fail
+        self.sent: list[dict[str, Any]] = []
+        self.replies: list[dict[str, Any]] = []
+
+    async def call(self, message: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
+        self.sent.append(message)
+        if self.fail:
+            raise UpstreamError("upstream unreachable")
+        for m in self.messages:
+            yield m
+
+    async def reply(self, message: dict[str, Any]) -> None:
+        self.replies.append(message)
+
+
+def call_of(method: str = "tools/call", params: dict[str, Any] | None = None, who: Principal = ALICE) -> Call:
+    params = {"name": "echo", "arguments": {"text": "a secret, hidden"}} if params is None else params
+    return Call(server="bank", principal=who, message={"jsonrpc": "2.0", "id": 7, "method": method, "params": params})
+
+
+def evidence(ledger: Ledger) -> Evidence:
+    return Evidence(ledger, Masker(), lambda value: "digest")
+
+
+ALLOW = Decision("allow", "r-allow", mask="p")
+
+
+# ── request stages alone ──────────────────────────────────────────────────────
+async def test_policy_denial_records_the_rule_and_masked_arguments_then_refuses() -> None:
+    ledger = Ledger()
+    call = call_of()
+    with pytest.raises(PolicyDenied) as refused:
+        await PolicyCheck(Policy(Decision("deny", "r-deny", reason="no")), evidence(ledger)).on_request(call)
+    assert "r-deny" in refused.value.message and call.request_id in refused.value.message
+    [(event, fields)] = ledger.records
+    assert event == "policy.denied" and fields["rule"] == "r-deny" and fields["target"] == "echo"
+    assert fields["args"] == {"text": "a [X], [X]"} and fields["args_hmac"] == "digest"
+
+
+async def test_policy_allow_sets_the_decision_and_records_nothing() -> None:
+    ledger, call = Ledger(), call_of()
+    await PolicyCheck(Policy(ALLOW), evidence(ledger)).on_request(call)
+    assert call.decision == ALLOW and ledger.records == []
+
+
+async def test_budget_refusal_carries_retry_after() -> None:
+    ledger = Ledger()
+    settings = BudgetsSettings.model_validate({"rate": {"per_second": 0.001, "burst": 1}})
+    stage = BudgetCheck(Budgets.from_settings(settings), evidence(ledger))
+    await stage.on_request(call_of())
+    with pytest.raises(RateLimited) as refused:
+        await stage.on_request(call_of())
+    assert refused.value.data and refused.value.data["retryAfter"] > 0
+    assert ledger.events == ["budget.exceeded"]
+
+
+async def test_task_ownership_refuses_anothers_task_and_records_it() -> None:
+    ledger, owners = Ledger(), TaskOwners()
+    created = call_of()
+    await TaskRecords(owners).on_response(created, {"id": 7, "result": {"task": {"taskId": "t1", "ttl": 60000}}})
+    stage = TaskOwnership(owners, evidence(ledger))
+    await stage.on_request(call_of("tasks/get", {"taskId": "t1"}))
+    with pytest.raises(PolicyDenied):
+        await stage.on_request(call_of("tasks/get", {"taskId": "t1"}, who=BOB))
+    assert ledger.events == ["policy.denied"] and ledger.records[0][1]["task"] == "t1"
+
+
+async def test_approval_gate_lets_allow_through_and_holds_approve() -> None:
+    ledger = Ledger()
+    gate = ApprovalGate(evidence(ledger))
+    allowed = call_of()
+    allowed.decision = ALLOW
+    await gate.on_request(allowed)
+    held = call_of()
+    held.decision = Decision("approve", "r-approve")
+    with pytest.raises(ApprovalPending):
+        await gate.on_request(held)
+    assert ledger.events == ["approval.requested"]
+
+
+# ── response stages alone ────────────────────────────────────────────────────
+async def test_result_limit_answers_instead_and_stops_the_chain() -> None:
+    ledger = Ledger()
+    settings = BudgetsSettings.model_validate({"max_result_bytes": 10})
+    call = call_of()
+    answer = await ResultLimit(Budgets.from_settings(settings), evidence(ledger)).on_response(
+        call, {"jsonrpc": "2.0", "id": 7, "result": {"content": "x" * 100}})
+    assert answer["error"]["code"] == -32015 and call.answered
+    assert ledger.events == ["rpc.response"] and ledger.records[0][1]["error"] == "result too large"
+
+
+async def test_list_filter_keeps_what_the_caller_may_use() -> None:
+    response = {"id": 7, "result": {"tools": [{"name": "echo"}, {"name": "wire"}]}}
+    out = await ListFilter(Policy(ALLOW, {"echo"})).on_response(call_of("tools/list", {}), response)
+    assert out["result"]["tools"] == [{"name": "echo"}]
+    assert response["result"]["tools"] == [{"name": "echo"}, {"name": "wire"}], "the upstream's answer is not mutated"
+
+
+async def test_masking_masks_data_not_definitions_and_keeps_the_clear_answer_for_the_ledger() -> None:
+    call = call_of()
+    call.decision = ALLOW
+    response = {"id": 7, "result": {"content": [{"type": "text", "text": "secret"}], "_meta": {"note": "secret"}}}
+    out = await MaskResponse(Masker()).on_response(call, response)
+    assert out["result"]["content"][0]["text"] == "[X]" and out["result"]["_meta"] == {"note": "secret"}
+    assert call.clear_response is response and call.masked == {"WORD": 1}
+
+
+async def test_audit_response_records_the_ledger_view_of_the_clear_answer() -> None:
+    ledger, call = Ledger(), call_of()
+    call.clear_response = {"id": 7, "result": {"text": "hidden secret"}}
+    await AuditResponse(evidence(ledger)).on_response(call, {"id": 7, "result": {"text": "hidden [X]"}})
+    [(event, fields)] = ledger.records
+    assert event == "rpc.response" and fields["response"] == {"text": "[X] [X]"}
+
+
+# ── the chain ─────────────────────────────────────────────────────────────────
+class Tracer:
+    """A stage that notes when it ran; optionally refuses."""
+
+    def __init__(self, name: str, trace: list[str], refuse: bool = False) -> None:
+        self.name, self.trace, self.refuse = name, trace, refuse
+
+    async def on_request(self, call: Call) -> None:
+        self.trace.append(self.name)
+        if self.refuse:
+            raise PolicyDenied(f"{self.name} refuses")
+
+    async def on_response(self, call: Call, response: dict[str, Any]) -> dict[str, Any]:
+        self.trace.append(self.name)
+        return {**response, "seen": [*response.get("seen", []), self.name]}
+
+
+def chain(request: list[Any], response: list[Any], ledger: Ledger, policy: Policy | None = None) -> Pipeline:
+    ev = evidence(ledger)
+    settings = parse_config("servers:\n  bank:\n    url: http://127.0.0.1:1/mcp\n")
+    snapshot = Snapshot(settings, Masker(), policy or Policy(ALLOW), None, None)  # type: ignore[arg-type]
+    return Pipeline(snapshot, request, response, ev, Messages(policy or Policy(ALLOW), Masker(), ev))
+
+
+async def run(pipeline: Pipeline, call: Call, upstream: Upstream) -> list[dict[str, Any]]:
+    return [m async for m in pipeline.handle(call, upstream)]
+
+
+async def test_chain_runs_request_stages_in_order_then_upstream_then_response_stages() -> None:
+    trace: list[str] = []
+    upstream = Upstream({"jsonrpc": "2.0", "id": 7, "result": {}})
+    pipeline = chain([Tracer("a", trace), Tracer("b", trace)], [Tracer("x", trace), Tracer("y", trace)], Ledger())
+    [answer] = await run(pipeline, call_of(), upstream)
+    assert trace == ["a", "b", "x", "y"] and answer["seen"] == ["x", "y"] and len(upstream.sent) == 1
+
+
+async def test_a_refusing_request_stage_stops_the_chain_and_nothing_is_forwarded() -> None:
+    trace: list[str] = []
+    upstream = Upstream({"jsonrpc": "2.0", "id": 7, "result": {}})
+    pipeline = chain([Tracer("a", trace, refuse=True), Tracer("b", trace)], [Tracer("x", trace)], Ledger())
+    with pytest.raises(PolicyDenied):
+        await run(pipeline, call_of(), upstream)
+    assert trace == ["a"] and upstream.sent == []
+
+
+async def test_a_response_stage_that_answers_ends_the_response_chain() -> None:
+    ledger = Ledger()
+    limit = ResultLimit(Budgets.from_settings(BudgetsSettings.model_validate({"max_result_bytes": 5})), evidence(ledger))
+    trace: list[str] = []
+    pipeline = chain([], [limit, Tracer("after", trace)], ledger)
+    [answer] = await run(pipeline, call_of(), Upstream({"jsonrpc": "2.0", "id": 7, "result": {"t": "long text"}}))
+    assert "error" in answer and trace == [] and ledger.events == ["rpc.response"]
+
+
+async def test_the_built_chain_writes_request_then_response_records_and_masks_for_the_caller() -> None:
+    ledger = Ledger()
+    lasting_chain = chain([PolicyCheck(Policy(ALLOW), evidence(ledger)), AuditRequest(evidence(ledger))],
+                          [MaskResponse(Masker()), AuditResponse(evidence(ledger))], ledger)
+    upstream = Upstream({"jsonrpc": "2.0", "method": "notifications/message", "params": {"data": "secret"}},
+                        {"jsonrpc": "2.0", "id": 7, "result": {"content": [{"type": "text", "text": "secret"}]}})
+    note, answer = await run(lasting_chain, call_of(), upstream)
+    assert note["params"]["data"] == "[X]" and answer["result"]["content"][0]["text"] == "[X]"
+    assert ledger.events == ["rpc.request", "rpc.server_message", "rpc.response"]
+    assert "secret" not in repr(ledger.records) and "hidden" not in repr(ledger.records)
+
+
+async def test_an_upstream_failure_is_recorded_as_the_calls_response() -> None:
+    ledger = Ledger()
+    pipeline = chain([AuditRequest(evidence(ledger))], [AuditResponse(evidence(ledger))], ledger)
+    with pytest.raises(UpstreamError):
+        await run(pipeline, call_of(), Upstream(fail=True))
+    assert ledger.events == ["rpc.request", "rpc.response"] and ledger.records[1][1]["error"] == "upstream unreachable"
+
+
+async def test_a_server_request_the_policy_refuses_is_answered_upstream_and_not_relayed() -> None:
+    ledger = Ledger()
+    deny = Policy(Decision("deny", None))
+    pipeline = chain([], [], ledger, policy=deny)
+    upstream = Upstream({"jsonrpc": "2.0", "id": "s1", "method": "sampling/createMessage", "params": {}},
+                        {"jsonrpc": "2.0", "id": 7, "result": {}})
+    messages = await run(pipeline, call_of(), upstream)
+    assert [m.get("id") for m in messages] == [7]
+    assert upstream.replies[0]["id"] == "s1" and "error" in upstream.replies[0]
+    assert ledger.events == ["policy.denied"]
+
+
+def test_the_built_pipeline_orders_the_stages_as_the_design_draws_them(tmp_path: Any) -> None:
+    from ledgergate.gateway.drift import DriftGuard
+    from ledgergate.gateway.pipeline import Lasting
+    from ledgergate.identity.service import IdentityService
+    from ledgergate.store.fingerprints_store import FingerprintStore
+
+    settings = parse_config("servers:\n  bank:\n    url: http://127.0.0.1:1/mcp\n")
+    snapshot = Snapshot.build(settings, IdentityService(settings.identity, settings.storage, tmp_path))
+    store = FingerprintStore.open(f"sqlite:///{tmp_path / 'fp.db'}")
+    try:
+        built = Pipeline.build(snapshot, Lasting(Ledger(), lambda v: "", DriftGuard(store, settings.tool_drift),
+                                                 TaskOwners()))
+        assert [type(s).__name__ for s in built.request_stages] == [
+            "PolicyCheck", "BudgetCheck", "DriftCheck", "TaskOwnership", "ApprovalGate", "AuditRequest"]
+        assert [type(s).__name__ for s in built.response_stages] == [
+            "DriftObserve", "TaskRecords", "ResultLimit", "ListFilter", "MaskResponse", "AuditResponse"]
+    finally:
+        store.close()
