@@ -30,7 +30,7 @@ from ledgergate.approvals.service import ApprovalService
 from ledgergate.approvals.settings import ApprovalsSettings
 from ledgergate.audit.ledger import Ledger
 from ledgergate.audit.settings import AuditSettings
-from ledgergate.identity.principal import Principal
+from ledgergate.principal import Principal
 from ledgergate.policy.decision import ApproverSpec
 from ledgergate.store.approvals_store import ApprovalStore
 
