@@ -497,3 +497,35 @@ async def test_closing_releases_waiters_with_an_error(store_url: str, ledger: Le
         assert (await again.get(a.id)).status == "pending"
     finally:
         await again.close()
+
+
+async def test_the_stage_flow_admit_hold_decide_run_once(store_url: str, ledger: Ledger) -> None:
+    """What the approval stage does: admit, hold, then run the call once; a retry joins the same approval;
+    changed arguments need a new one; after it ran, the identical call needs a new approval too."""
+    svc = await service(store_url, ledger)
+
+    async def admit(args: Any, request_id: str) -> tuple[m.Approval, bool]:
+        return await svc.admit(principal=ALICE, server="bank", method="tools/call", target="transfer",
+                               arguments=args, masked_args=MASKED, rule="large-transfers", policy_version="v1",
+                               approvers=ApproverSpec(("approvers",), (), 1), session="s", request_id=request_id)
+    try:
+        held, run = await admit(RAW, "r1")
+        assert not run and held.status == "pending"
+        assert "waits for approval " + held.id in m.describe_pending(held, "https://gw/ui/approvals")
+        assert f"https://gw/ui/approvals/{held.id}" in m.describe_pending(held, "https://gw/ui/approvals")
+        retry, run = await admit(RAW, "r2")
+        assert (retry.id, run) == (held.id, False)
+        changed, run = await admit({**RAW, "amount": 25001}, "r3")
+        assert changed.id != held.id and not run
+        waiter = asyncio.create_task(svc.wait(held.id, 30))
+        await svc.decide(held.id, BOB, "approve", "ok")
+        assert (await waiter).status == "approved"
+        ran = await svc.claim_grant(held.binding, "r1")
+        assert ran is not None and ran.status == "executed"
+        again, run = await admit(RAW, "r4")
+        assert not run and again.id not in (held.id, changed.id)
+        assert "already used by request r1" in m.describe_outcome(await svc.get(held.id))
+        await svc.decide(again.id, CAROL, "deny", "once is enough")
+        assert "denied by carol: once is enough" in m.describe_outcome(await svc.get(again.id))
+    finally:
+        await svc.close()

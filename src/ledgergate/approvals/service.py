@@ -214,6 +214,24 @@ class ApprovalService:
         self._tell("approval.requested", stored)
         return stored
 
+    async def admit(self, *, principal: Principal, server: str, method: str, target: str | None, arguments: Any,
+                    masked_args: Any, rule: str, policy_version: str, approvers: ApproverSpec,
+                    justification: str | None = None, session: str | None = None,
+                    request_id: str | None = None) -> tuple[Approval, bool]:
+        """What the approval stage does first for an `approve` decision, in the right order:
+        `(approval, True)` when an open grant for this exact call was just claimed (run it now, once;
+        `approval.executed` is recorded), else `(pending approval, False)` to hold the call on
+        (`request` is idempotent, so a repeated call joins the approval already waiting)."""
+        binding = model.binding_for(principal, server, method, target, arguments, rule, policy_version)
+        granted = await self.claim_grant(binding, request_id)
+        if granted is not None:
+            return granted, True
+        pending = await self.request(principal=principal, server=server, method=method, target=target,
+                                     arguments=arguments, masked_args=masked_args, rule=rule,
+                                     policy_version=policy_version, approvers=approvers,
+                                     justification=justification, session=session, request_id=request_id)
+        return pending, False
+
     def _call_fields(self, a: Approval) -> dict[str, Any]:
         b = a.binding
         fields: dict[str, Any] = {"approval": a.id, "principal": dict(a.requester), "server": b.server,
