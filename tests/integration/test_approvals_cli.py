@@ -55,7 +55,8 @@ async def ask(svc: ApprovalService, count: int = 1) -> m.Approval:
     return await svc.request(principal=ALICE, server="bank", method="tools/call", target="transfer",
                              arguments={"amount": 70000, "ssn": "123-45-6789"},
                              masked_args={"amount": 70000, "ssn": "***-**-6789"}, rule="big", policy_version="v1",
-                             approvers=ApproverSpec(("approvers",), (), count), justification="quarter close")
+                             approvers=ApproverSpec(("approvers",), (), count), justification="quarter close",
+                             session="sess-cli")
 
 
 def cli_records(url: str) -> list[dict[str, Any]]:
@@ -117,6 +118,18 @@ async def test_list_show_approve_deny_from_the_cli(tmp_path: Path) -> None:
     verify = subprocess.run([*CLI, "audit", "verify", "--config", config], capture_output=True, text=True,
                             timeout=60)
     assert verify.returncode == 0, verify.stdout + verify.stderr
+    # `audit export` of the requester's session carries its approval, from both logs, provably.
+    bundle = tmp_path / "session.json"
+    export = subprocess.run([*CLI, "audit", "export", "--config", config, "--session", "sess-cli", "-o", str(bundle)],
+                            capture_output=True, text=True, timeout=60)
+    assert export.returncode == 0, export.stdout + export.stderr
+    doc = json.loads(bundle.read_text())
+    carried = sorted((entry["log"], json.loads(r)["event"]) for entry in doc["logs"] for r in entry["records"])
+    assert carried == [("gw", "approval.requested"), ("gw-cli", "approval.decided"), ("gw-cli", "approval.decided"),
+                       ("gw-cli", "approval.granted")]
+    checked = subprocess.run([*CLI, "audit", "verify-bundle", str(bundle), "--public-key",
+                              str(tmp_path / "data" / "ledger.key.pub")], capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 async def test_a_cli_decision_fails_closed_when_the_ledger_cannot_open(tmp_path: Path) -> None:

@@ -410,3 +410,122 @@ async def test_postgres_claims_from_two_processes_run_once(tmp_path: Path) -> No
         finally:
             await svc.close()
             await led.close()
+
+
+@pytest.mark.postgres
+async def test_postgres_store_reconnects_after_its_connection_is_killed(tmp_path: Path) -> None:
+    import psycopg
+
+    with throwaway_schema("lg_apr") as schema:
+        url = url_for(schema)
+        led = await Ledger.open(AuditSettings(replica="a", checkpoint_interval=0), url, tmp_path)
+        svc = await service(url, led)
+        try:
+            a = await ask(svc)
+            pid = svc.store._conn.info.backend_pid  # noqa: SLF001 - the one connection to cut
+            with psycopg.connect(url, autocommit=True) as admin:
+                killed = admin.execute("SELECT pg_terminate_backend(pid), application_name FROM pg_stat_activity "
+                                       "WHERE pid = %s", (pid,)).fetchone()
+            assert killed == (True, "ledgergate-approvals")
+            assert (await svc.decide(a.id, BOB, "approve", "after a reconnect")).status == "approved"
+            assert (await svc.latest(binding())).status == "approved"  # type: ignore[union-attr]
+        finally:
+            await svc.close()
+            await led.close()
+
+
+async def test_latest_names_the_outcome_of_the_same_call(store_url: str, ledger: Ledger) -> None:
+    svc = await service(store_url, ledger)
+    try:
+        assert await svc.latest(binding()) is None
+        a = await ask(svc)
+        await svc.decide(a.id, BOB, "deny", "no")
+        latest = await svc.latest(binding())
+        assert latest is not None and latest.id == a.id and latest.status == "denied"
+        assert await svc.latest(binding({"other": 1})) is None
+    finally:
+        await svc.close()
+
+
+async def test_a_required_justification_is_asked_for_and_recorded(store_url: str, ledger: Ledger) -> None:
+    svc = await service(store_url, ledger)
+    strict = ApproverSpec(("approvers",), (), 1, "required")
+    try:
+        with pytest.raises(m.BadDecision, match="needs a justification"):
+            await svc.request(principal=ALICE, server="bank", method="tools/call", target="transfer", arguments=RAW,
+                              masked_args=MASKED, rule="large-transfers", policy_version="v1", approvers=strict)
+        with pytest.raises(m.BadDecision, match="justification"):
+            await svc.request(principal=ALICE, server="bank", method="tools/call", target="transfer", arguments=RAW,
+                              masked_args=MASKED, rule="large-transfers", policy_version="v1", approvers=strict,
+                              justification="   ")
+        a = await svc.request(principal=ALICE, server="bank", method="tools/call", target="transfer", arguments=RAW,
+                              masked_args=MASKED, rule="large-transfers", policy_version="v1", approvers=strict,
+                              justification="payroll for March")
+        assert a.justification == "payroll for March"
+    finally:
+        await svc.close()
+    [rec] = [r for r in records(store_url) if r["event"] == "approval.requested"]
+    assert rec["justification"] == "payroll for March"
+
+
+async def test_identical_concurrent_requests_make_one_approval_and_one_record(store_url: str, ledger: Ledger) -> None:
+    svc = await service(store_url, ledger)
+    other = await service(store_url, ledger)  # a second instance: another replica's connection
+    try:
+        got = await asyncio.gather(*(ask(s) for _ in range(10) for s in (svc, other)))
+        assert len({a.id for a in got}) == 1
+    finally:
+        await svc.close()
+        await other.close()
+    events = [r["event"] for r in records(store_url)]
+    requested = events.count("approval.requested")
+    # Within a process identical requests queue behind one another; across instances the loser's record
+    # is followed by a void record naming the one that stood.
+    assert requested in (1, 2) and events.count("approval.void") == requested - 1
+
+
+async def test_closing_releases_waiters_with_an_error(store_url: str, ledger: Ledger) -> None:
+    svc = await service(store_url, ledger)
+    a = await ask(svc)
+    waiter = asyncio.create_task(svc.wait(a.id, 60))
+    await asyncio.sleep(0.05)
+    await svc.close()
+    with pytest.raises(m.ApprovalUnavailable, match="shutting down"):
+        await asyncio.wait_for(waiter, 5)
+    again = await service(store_url, ledger)
+    try:
+        assert (await again.get(a.id)).status == "pending"
+    finally:
+        await again.close()
+
+
+async def test_the_stage_flow_admit_hold_decide_run_once(store_url: str, ledger: Ledger) -> None:
+    """What the approval stage does: admit, hold, then run the call once; a retry joins the same approval;
+    changed arguments need a new one; after it ran, the identical call needs a new approval too."""
+    svc = await service(store_url, ledger)
+
+    async def admit(args: Any, request_id: str) -> tuple[m.Approval, bool]:
+        return await svc.admit(principal=ALICE, server="bank", method="tools/call", target="transfer",
+                               arguments=args, masked_args=MASKED, rule="large-transfers", policy_version="v1",
+                               approvers=ApproverSpec(("approvers",), (), 1), session="s", request_id=request_id)
+    try:
+        held, run = await admit(RAW, "r1")
+        assert not run and held.status == "pending"
+        assert "waits for approval " + held.id in m.describe_pending(held, "https://gw/ui/approvals")
+        assert f"https://gw/ui/approvals/{held.id}" in m.describe_pending(held, "https://gw/ui/approvals")
+        retry, run = await admit(RAW, "r2")
+        assert (retry.id, run) == (held.id, False)
+        changed, run = await admit({**RAW, "amount": 25001}, "r3")
+        assert changed.id != held.id and not run
+        waiter = asyncio.create_task(svc.wait(held.id, 30))
+        await svc.decide(held.id, BOB, "approve", "ok")
+        assert (await waiter).status == "approved"
+        ran = await svc.claim_grant(held.binding, "r1")
+        assert ran is not None and ran.status == "executed"
+        again, run = await admit(RAW, "r4")
+        assert not run and again.id not in (held.id, changed.id)
+        assert "already used by request r1" in m.describe_outcome(await svc.get(held.id))
+        await svc.decide(again.id, CAROL, "deny", "once is enough")
+        assert "denied by carol: once is enough" in m.describe_outcome(await svc.get(again.id))
+    finally:
+        await svc.close()

@@ -172,3 +172,34 @@ def test_settings_defaults_and_webhook_forms() -> None:
         ApprovalsSettings(webhooks=[{"url": "http://127.0.0.1:1/h", "format": "json"}])
     with pytest.raises(ValueError, match="http"):
         ApprovalsSettings(webhooks=["ftp://x"])
+
+
+def test_a_rule_can_require_a_justification() -> None:
+    from ledgergate.policy.engine import PolicyEngine
+    from ledgergate.policy.settings import PolicyRuleSettings
+
+    rules = [PolicyRuleSettings(name="staff", match={"groups": ["staff"]}, effect="allow"),
+             PolicyRuleSettings(name="big", match={"tools": ["transfer"]}, effect="approve",
+                                approvers={"groups": ["approvers"], "justification": "required"}),
+             PolicyRuleSettings(name="small", match={"tools": ["refund"]}, effect="approve",
+                                approvers={"groups": ["approvers"]})]
+    engine = PolicyEngine.from_settings(rules, set())
+    big = engine.decide(ALICE, "bank", "tools/call", "transfer", {}, NOW)
+    small = engine.decide(ALICE, "bank", "tools/call", "refund", {}, NOW)
+    assert big.approvers is not None and big.approvers.justification == "required"
+    assert small.approvers is not None and small.approvers.justification == "optional"
+    with pytest.raises(ValueError):
+        PolicyRuleSettings(name="x", effect="approve", approvers={"groups": ["a"], "justification": "maybe"})
+
+
+def test_policy_version_follows_the_rules_only() -> None:
+    from ledgergate.config import load_config
+
+    root = __import__("pathlib").Path(__file__).resolve().parents[2]
+    a = load_config(root / "examples" / "ledgergate.yaml", env={"EVERYTHING_KEY": "x"}).settings
+    b = load_config(root / "examples" / "ledgergate.yaml", env={"EVERYTHING_KEY": "y"}).settings
+    assert m.policy_version(a.policies) == m.policy_version(b.policies)
+    changed = [r.model_copy(update={"when": "args.a > 1001"}) if r.name == "large-sums-need-approval" else r
+               for r in a.policies]
+    assert m.policy_version(changed) != m.policy_version(a.policies)
+    assert m.policy_version(a.policies).startswith("sha256:")

@@ -137,6 +137,14 @@ class Binding:
         return hashlib.sha256(canonical.dumps(dataclasses.asdict(self))).hexdigest()
 
 
+def policy_version(rules: Iterable[Any]) -> str:
+    """A short content hash of the policy rules (pydantic models or plain data): equal rules, equal version,
+    so a config reload that leaves the rules alone keeps open approvals valid, and one that changes any
+    rule makes their calls need new approvals."""
+    data = [r.model_dump(mode="json") if hasattr(r, "model_dump") else r for r in rules]
+    return "sha256:" + hashlib.sha256(canonical.dumps(data)).hexdigest()[:16]
+
+
 def binding_for(principal: Principal, server: str, method: str, target: str | None, arguments: Any,
                 rule: str, policy_version: str) -> Binding:
     """The binding of a call as the gateway sees it (the raw arguments are only hashed)."""
@@ -378,16 +386,46 @@ def execute(approval: Approval, now: float, request_id: str | None) -> Approval:
     return dataclasses.replace(approval, status="executed", executed_at=now, executed_request_id=request_id)
 
 
+def approval_url(console_url: str | None, approval_id: str) -> str | None:
+    """Where a person decides this approval, if a console is configured."""
+    return f"{console_url.rstrip('/')}/{approval_id}" if console_url else None
+
+
+def describe_pending(approval: Approval, console_url: str | None = None) -> str:
+    """What a held caller is told while it waits: which approval, who may decide, where, until when."""
+    where = approval_url(console_url, approval.id)
+    how = f"decide at {where}" if where else f"an approver runs `ledgergate approvals approve {approval.id} --reason ...`"
+    return (f"this call waits for approval {approval.id} under rule {approval.binding.rule!r}: "
+            f"{describe_approvers(approval.approvers)}, {approval.approvals} so far; {how}; "
+            f"it expires at {rfc3339(approval.expires)}")
+
+
+def describe_outcome(approval: Approval) -> str:
+    """Why a call whose approval is no longer pending does not run (or that it did)."""
+    if approval.status == "denied":
+        return f"approval {approval.id} was {approval.close_reason}"
+    if approval.status == "expired":
+        return f"approval {approval.id} expired: {approval.close_reason} (expiry is a denial)"
+    if approval.status == "cancelled":
+        return f"approval {approval.id} was cancelled: {approval.close_reason}"
+    if approval.status == "executed":
+        return (f"approval {approval.id} was already used by request {approval.executed_request_id}; "
+                "an approved call runs once, ask again")
+    if approval.status == "approved":
+        return f"approval {approval.id} is approved until {rfc3339(approval.granted_until)}"
+    return f"approval {approval.id} is pending"
+
+
 def describe_approvers(spec: ApproverSpec) -> str:
     who = [f"group {g}" for g in spec.groups] + [f"subject {s}" for s in spec.subjects]
     return f"{spec.count} of {', '.join(who) or 'nobody'} (never the requester)"
 
 
 __all__ = [
-    "AlreadyDecided", "Approval", "ApprovalError", "ApprovalNotFound", "ApprovalUnavailable", "BadDecision",
+    "AlreadyDecided", "Approval", "approval_url", "describe_outcome", "describe_pending", "ApprovalError", "ApprovalNotFound", "ApprovalUnavailable", "BadDecision",
     "Binding", "FINAL", "ID_PREFIX", "MAX_JUSTIFICATION", "MAX_REASON", "NotAllowed", "NotPending",
     "OPERATOR_ISSUER", "STATUSES", "Status", "VERDICTS", "Verdict", "Vote", "args_digest", "binding_for",
     "cancel", "check_reason", "decide", "describe_approvers", "display_name", "execute", "expire",
     "is_approver", "is_operator", "is_requester", "looks_like_id", "may_see", "new_id", "operator_principal",
-    "preview_digest", "rfc3339",
+    "policy_version", "preview_digest", "rfc3339",
 ]

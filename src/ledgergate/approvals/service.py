@@ -28,6 +28,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any, Protocol
 
 from ledgergate.approvals import model
@@ -82,11 +83,28 @@ class ApprovalService:
         self._listener: Listener | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._lock = asyncio.Lock()  # one decision at a time in this process; replicas race on `version`
+        self._asking: dict[str, list[Any]] = {}  # one request per identical call at a time in this process
+        self._closed = False
+        self._owns_notifier = False
+
+    @classmethod
+    def from_settings(cls, settings: ApprovalsSettings, storage: str, base_dir: Path | None, append: AppendFn,
+                      **kw: Any) -> ApprovalService:
+        """The service the gateway runs: the configured store, and webhooks if any are configured
+        (started and closed with the service)."""
+        from ledgergate.approvals.webhooks import WebhookNotifier
+
+        notifier = WebhookNotifier(settings.webhooks, console_url=settings.console_url) if settings.webhooks else None
+        service = cls(ApprovalStore.from_url(storage, base_dir), append, settings, notifier=notifier, **kw)
+        service._owns_notifier = notifier is not None
+        return service
 
     # ── lifecycle ────────────────────────────────────────────────────────────
     async def start(self, *, background: bool = True) -> None:
         """Open the store; start the bus listener (PostgreSQL), the poll and the expiry sweep."""
         await self._io(self.store.open)
+        if self._owns_notifier:
+            await self._notifier.start()  # type: ignore[union-attr]
         if self._listen:
             self._listener = Listener(self.store.url, self._wake, self._wake_all)
             if not await self._listener.start():
@@ -96,6 +114,8 @@ class ApprovalService:
             self._tasks.append(asyncio.create_task(self._sweep(), name="approvals-expiry"))
 
     async def close(self) -> None:
+        """Stop background work; calls still waiting get ApprovalUnavailable (their approvals stay stored)."""
+        self._closed = True
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -106,6 +126,8 @@ class ApprovalService:
             await self._listener.stop()
             self._listener = None
         self._wake_all()
+        if self._owns_notifier:
+            await self._notifier.close()  # type: ignore[union-attr]
         await asyncio.to_thread(self.store.close)
 
     @property
@@ -150,6 +172,19 @@ class ApprovalService:
             justification = model.check_reason(justification, what="justification", limit=model.MAX_JUSTIFICATION)
         elif approvers.justification == "required":
             raise model.BadDecision(f"rule {rule!r} needs a justification for this call")
+        entry = self._asking.setdefault(binding.key, [asyncio.Lock(), 0])
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                return await self._request(binding, principal, masked_args, approvers, justification, session,
+                                           request_id)
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0:
+                self._asking.pop(binding.key, None)
+
+    async def _request(self, binding: Binding, principal: Principal, masked_args: Any, approvers: ApproverSpec,
+                       justification: str | None, session: str | None, request_id: str | None) -> Approval:
         existing = await self._io(self.store.pending_for, binding.key)
         now = self._clock()
         if existing is not None:
@@ -178,6 +213,24 @@ class ApprovalService:
             raise
         self._tell("approval.requested", stored)
         return stored
+
+    async def admit(self, *, principal: Principal, server: str, method: str, target: str | None, arguments: Any,
+                    masked_args: Any, rule: str, policy_version: str, approvers: ApproverSpec,
+                    justification: str | None = None, session: str | None = None,
+                    request_id: str | None = None) -> tuple[Approval, bool]:
+        """What the approval stage does first for an `approve` decision, in the right order:
+        `(approval, True)` when an open grant for this exact call was just claimed (run it now, once;
+        `approval.executed` is recorded), else `(pending approval, False)` to hold the call on
+        (`request` is idempotent, so a repeated call joins the approval already waiting)."""
+        binding = model.binding_for(principal, server, method, target, arguments, rule, policy_version)
+        granted = await self.claim_grant(binding, request_id)
+        if granted is not None:
+            return granted, True
+        pending = await self.request(principal=principal, server=server, method=method, target=target,
+                                     arguments=arguments, masked_args=masked_args, rule=rule,
+                                     policy_version=policy_version, approvers=approvers,
+                                     justification=justification, session=session, request_id=request_id)
+        return pending, False
 
     def _call_fields(self, a: Approval) -> dict[str, Any]:
         b = a.binding
@@ -266,6 +319,11 @@ class ApprovalService:
             raise ApprovalNotFound(f"no approval {approval_id!r}")
         return found
 
+    async def latest(self, binding: Binding) -> Approval | None:
+        """The newest approval of this exact call in any state (e.g. to tell a repeated call it was denied)."""
+        found: Approval | None = await self._io(self.store.latest_for, binding.key)
+        return found
+
     async def list(self, status: str | None = None, limit: int = 100,
                    principal_key: str | None = None) -> list[Approval]:
         if status is not None and status not in model.STATUSES:
@@ -302,6 +360,8 @@ class ApprovalService:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, timeout)
         while True:
+            if self._closed:
+                raise ApprovalUnavailable("the approvals service is shutting down; retry the call")
             fut: asyncio.Future[None] = loop.create_future()
             waiters = self._waiters.setdefault(approval_id, set())
             waiters.add(fut)  # before reading, so a change between the read and the wait is not missed

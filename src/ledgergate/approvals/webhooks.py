@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 
-from ledgergate.approvals.model import Approval, describe_approvers, rfc3339
+from ledgergate.approvals.model import Approval, approval_url, describe_approvers, rfc3339
 from ledgergate.approvals.settings import WebhookSettings
 
 log = logging.getLogger("ledgergate.approvals.webhooks")
@@ -77,10 +77,6 @@ def where(url: str) -> str:
 
 def _slack_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def approval_url(console_url: str | None, approval_id: str) -> str | None:
-    return f"{console_url.rstrip('/')}/{approval_id}" if console_url else None
 
 
 def json_body(event: str, delivery: str, approval: Approval, console_url: str | None) -> bytes:

@@ -119,6 +119,7 @@ def check(
             "mask": d.mask,
             "approvers": None if d.approvers is None else {
                 "groups": list(d.approvers.groups), "subjects": list(d.approvers.subjects), "count": d.approvers.count,
+                "justification": d.approvers.justification,
             },
             "reason": d.reason,
             "matched": list(d.matched),

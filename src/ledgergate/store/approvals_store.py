@@ -88,9 +88,7 @@ class ApprovalStore:
             for attempt in (0, 1):
                 try:
                     if self._conn is None:
-                        self._conn = connect(self.url)
-                        if self.is_postgres:
-                            self._conn.execute("SET statement_timeout = 10000")
+                        self._conn = self._connect()
                         self._ensure_schema(self._conn)
                     return fn(self._conn)
                 except (DuplicatePending, ApprovalStoreError):
@@ -103,6 +101,18 @@ class ApprovalStore:
                         continue
                     raise ApprovalStoreError(f"{type(exc).__name__}: {str(exc)[:300]}") from exc
             raise AssertionError("unreachable")
+
+    def _connect(self) -> Any:
+        if not self.is_postgres:
+            return connect(self.url)
+        import psycopg
+
+        # Short timeouts: a decision against an unreachable database fails promptly (closed), not after minutes.
+        conn = psycopg.connect(self.url.target, autocommit=True, connect_timeout=5, keepalives=1,
+                               keepalives_idle=5, keepalives_interval=2, keepalives_count=2,
+                               application_name="ledgergate-approvals")
+        conn.execute("SET statement_timeout = 10000")
+        return conn
 
     def _ensure_schema(self, conn: Any) -> None:
         for attempt in (0, 1, 2):
@@ -232,6 +242,15 @@ class ApprovalStore:
             return [_row(r) for r in rows]
         return self._run(op)
 
+    def latest_for(self, binding_key: str) -> Approval | None:
+        """The newest approval of this exact call, whatever its state."""
+        def op(conn: Any) -> Approval | None:
+            row = conn.execute(
+                sql(self.url, f"SELECT {_COLS} FROM approvals WHERE binding_key = ? ORDER BY created DESC, id "
+                              "LIMIT 1"), (binding_key,)).fetchone()
+            return None if row is None else _row(row)
+        return self._run(op)
+
     def due(self, now: float, limit: int = 500) -> builtins.list[Approval]:
         """Pending approvals whose expiry has passed, oldest first."""
         def op(conn: Any) -> builtins.list[Approval]:
@@ -311,7 +330,8 @@ class Listener:
         while True:
             conn: Any = None
             try:
-                conn = await psycopg.AsyncConnection.connect(self.url.target, autocommit=True, connect_timeout=5)
+                conn = await psycopg.AsyncConnection.connect(self.url.target, autocommit=True, connect_timeout=5,
+                                                             application_name="ledgergate-approvals-listener")
                 await conn.execute(f"LISTEN {CHANNEL}")
                 self.listening.set()
                 if not first:
