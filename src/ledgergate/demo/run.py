@@ -135,6 +135,7 @@ def demo_settings(port: int, issuer: DevIdentityProvider) -> dict[str, Any]:
             "standard": {"detectors": STANDARD_DETECTORS, "operator": "partial"},
             "strict": {"detectors": STANDARD_DETECTORS, "operator": "redact"},
         }},
+        "public_url": f"http://{HOST}:{port}",
         "approvals": {"timeout": "10m"},
         "audit": {"signing_key": "./ledger.key", "checkpoint_interval": "5s", "replica": "demo",
                   "witnesses": ["file://./witness.log"]},
@@ -306,8 +307,19 @@ def _print_banner(console: Console, config: LoadedConfig, issuer: DevIdentityPro
         extra = f" when {rule['when']}" if "when" in rule else ""
         mask = f", mask {rule['mask']}" if rule.get("mask") else ""
         p(f"  [{colour}]{rule['effect']:<7}[/{colour}] {rule['name']}{extra}{mask}", soft_wrap=True)
-    p(f"  [dim]transfer_funds over ${APPROVAL_THRESHOLD:,} needs approval from 'approvers'. Approvals are not "
-      "built yet, so such a call is refused with an error naming the rule (needs approval).[/dim]", soft_wrap=True)
+    p()
+    api = f"http://{HOST}:{port}/api/v1/approvals"
+    p(f"[bold]Approvals[/bold] — transfer_funds over ${APPROVAL_THRESHOLD:,} waits for one of 'approvers' (bob), "
+      "never the requester. Alice's call is held (up to 50 s, with progress notices naming the approval "
+      "and where to decide it) and runs once, as soon as bob approves:", soft_wrap=True)
+    p(f"  ledgergate approvals list --config {cfg}", soft_wrap=True, highlight=False, markup=False)
+    p(f"  ledgergate approvals approve APPROVAL_ID --reason \"checked with the customer\" --by bob --config {cfg}",
+      soft_wrap=True, highlight=False, markup=False)
+    p(f"  curl -s -X POST {api}/APPROVAL_ID/approve -H \"Authorization: Bearer $BOB_TOKEN\" "
+      "-H 'Content-Type: application/json' -d '{\"reason\": \"checked with the customer\"}'",
+      soft_wrap=True, highlight=False, markup=False)
+    p(f"  [dim]pending approvals: curl -s {api}?status=pending -H \"Authorization: Bearer $BOB_TOKEN\"[/dim]",
+      soft_wrap=True)
     p()
     p("[bold]Tokens[/bold] — paste into your shell:")
     for u in USERS:

@@ -7,11 +7,9 @@ started under one snapshot finishes under it.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
-import orjson
-
+from ledgergate.approvals.model import policy_version
 from ledgergate.config import Settings
 from ledgergate.identity.service import IdentityService
 from ledgergate.masking.engine import Masker
@@ -34,5 +32,5 @@ class Snapshot:
         """Validate and compile everything; raises (ValueError/ConfigError) without touching the running one."""
         masker = Masker.from_settings(settings.masking)
         policy = PolicyEngine.from_settings(settings.policies, set(masker.profiles))
-        version = hashlib.sha256(orjson.dumps([p.model_dump(mode="json") for p in settings.policies])).hexdigest()[:16]
-        return cls(settings, masker, policy, Budgets.from_settings(settings.budgets), identity, version)
+        return cls(settings, masker, policy, Budgets.from_settings(settings.budgets), identity,
+                   policy_version(settings.policies))
