@@ -30,6 +30,9 @@ POLICIES = [
      "effect": "allow", "mask": "standard"},
     {"name": "large-sums-need-approval", "match": {"servers": ["everything"], "tools": ["get-sum"]},
      "when": "args.a > 1000", "effect": "approve", "approvers": {"groups": ["approvers"], "count": 1}},
+    {"name": "big-b-needs-a-reason", "match": {"servers": ["everything"], "tools": ["get-sum"]},
+     "when": "args.a <= 1000 && args.b > 100000", "effect": "approve",
+     "approvers": {"groups": ["approvers"], "justification": "required"}},
     {"name": "wires-need-two", "match": {"servers": ["everything"], "tools": ["echo"]},
      "when": 'args.message.startsWith("wire")', "effect": "approve", "approvers": {"groups": ["approvers"], "count": 2}},
 ]
@@ -320,3 +323,32 @@ async def test_a_tasks_client_polls_a_task_that_runs_once_approved(gateway: gw.R
     assert polled["status"] == "completed" and "5556" in json.dumps(polled["result"]), polled
     ran = [r for r in records(gateway) if r["event"] == "rpc.request" and r.get("approval") == approval["id"]]
     assert len(ran) == 1
+
+
+# ── a rule that needs the requester's justification ─────────────────────────
+async def approval_of(gateway: gw.RunningGateway, token: str, approval_id: str) -> dict[str, Any]:
+    async with gateway.http(token) as http:
+        return (await http.get(f"{gateway.base}/api/v1/approvals/{approval_id}")).json()
+
+
+async def test_justification_is_asked_by_elicitation_in_both_eras(gateway: gw.RunningGateway,
+                                                                  people: People) -> None:
+    for mode, b in (("legacy", 200001), (MODERN, 200002)):
+        rec = Recorder(elicit_content={"justification": f"month-end close ({mode})"})
+        async with connect(gateway.url("everything"), people.alice, mode, rec) as client:
+            call = asyncio.create_task(client.call_tool("get-sum", {"a": 1, "b": b}))
+            approval = await pending(gateway, people.bob, "alice")
+            assert rec.elicitations, f"{mode}: the gateway asked why"
+            assert approval["justification"] == f"month-end close ({mode})"
+            assert (await decide(gateway, people.bob, approval["id"], "approve")).status_code == 200
+            assert str(b + 1) in text_of(await asyncio.wait_for(call, 10))
+
+
+async def test_justification_from_meta_or_the_call_is_refused(gateway: gw.RunningGateway, people: People) -> None:
+    refused = await raw_call(gateway, people.dave, {"a": 1, "b": 300000})
+    assert "error" in refused and "io.ledgergate/justification" in refused["error"]["message"]
+    given = await raw_call(gateway, people.dave, {"a": 1, "b": 300001},
+                           _meta={**META, "io.ledgergate/justification": "reconciling ticket FIN-42"})
+    assert given["result"]["resultType"] == "input_required"
+    approval = await pending(gateway, people.bob, "dave")
+    assert approval["justification"] == "reconciling ticket FIN-42"
