@@ -21,7 +21,7 @@ from tests.support import gateway as gw
 from tests.support.client import MODERN, Recorder, connect
 from tests.support.oidc import Provider
 from tests.support.pg import throwaway_schema, url_for
-from tests.support.procs import Proc, start_everything
+from tests.support.procs import Proc, free_port, start_everything
 
 pytestmark = pytest.mark.node
 
@@ -30,6 +30,10 @@ POLICIES = [
      "effect": "allow", "mask": "standard"},
     {"name": "large-sums-need-approval", "match": {"servers": ["everything"], "tools": ["get-sum"]},
      "when": "args.a > 1000", "effect": "approve", "approvers": {"groups": ["approvers"], "count": 1}},
+    {"name": "staff-modern-add", "match": {"groups": ["staff"], "servers": ["modern"], "tools": ["add"]},
+     "effect": "allow"},
+    {"name": "large-adds-need-approval", "match": {"servers": ["modern"], "tools": ["add"]}, "when": "args.a > 1000",
+     "effect": "approve", "approvers": {"groups": ["approvers"]}},
     {"name": "big-b-needs-a-reason", "match": {"servers": ["everything"], "tools": ["get-sum"]},
      "when": "args.a <= 1000 && args.b > 100000", "effect": "approve",
      "approvers": {"groups": ["approvers"], "justification": "required"}},
@@ -58,9 +62,20 @@ def servers(upstream: Proc) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory, idp: Provider, upstream: Proc) -> Iterator[gw.RunningGateway]:
-    running = gw.start(tmp_path_factory.mktemp("approvals"), idp.issuer, servers(upstream), POLICIES,
-                       {"approvals": APPROVALS})
+def modern_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
+    """An SDK server that speaks nothing but 2026-07-28."""
+    port = free_port()
+    proc = Proc([*gw.STATELESS_ARGV, "--port", str(port), "--modern-only"], port=port,
+                log=tmp_path_factory.mktemp("modern") / "server.log")
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory, idp: Provider, upstream: Proc,
+            modern_upstream: Proc) -> Iterator[gw.RunningGateway]:
+    both = {**servers(upstream), "modern": {"url": f"http://127.0.0.1:{modern_upstream.port}/mcp"}}
+    running = gw.start(tmp_path_factory.mktemp("approvals"), idp.issuer, both, POLICIES, {"approvals": APPROVALS})
     yield running
     running.stop()
 
@@ -352,3 +367,15 @@ async def test_justification_from_meta_or_the_call_is_refused(gateway: gw.Runnin
     assert given["result"]["resultType"] == "input_required"
     approval = await pending(gateway, people.bob, "dave")
     assert approval["justification"] == "reconciling ticket FIN-42"
+
+
+async def test_a_handshake_client_over_a_modern_only_upstream_is_held_and_released(gateway: gw.RunningGateway,
+                                                                                   people: People) -> None:
+    """The bridge keeps working under approvals: a 2025 client, a 2026-07-28-only server."""
+    async with connect(gateway.url("modern"), people.alice, "legacy") as client:
+        call = asyncio.create_task(client.call_tool("add", {"a": 2500, "b": 5}))
+        approval = await pending(gateway, people.bob, "alice")
+        assert approval["rule"] == "large-adds-need-approval"
+        assert (await decide(gateway, people.bob, approval["id"], "approve")).status_code == 200
+        result = await asyncio.wait_for(call, 10)
+    assert result.structured_content["sum"] == 2505
