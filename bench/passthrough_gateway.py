@@ -66,7 +66,7 @@ def build(port: int, upstream_url: str) -> McpEndpoint:
     settings = parse_config(f'listen: "127.0.0.1:{port}"\nservers:\n  everything:\n    url: "{upstream_url}"\n')
     config = config_from_settings(settings, Path.cwd())
     policy, masking = AllowAll(), NoMasking()
-    snapshot = Snapshot(settings, masking, policy, NO_BUDGETS, NoIdentity())  # type: ignore[arg-type]
+    snapshot = Snapshot(settings, masking, policy, NO_BUDGETS, NoIdentity(), "bench")  # type: ignore[arg-type]
     evidence = Evidence(NoAudit(), masking, lambda v: "")
     # the chain with no stages at all: transport, sessions, bridge and upstream only
     pipeline = Pipeline(snapshot, (), (), evidence, Messages(policy, masking, evidence))

@@ -30,9 +30,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ledgergate.api.approvals import approval_routes
+from ledgergate.approvals.service import ApprovalService
+from ledgergate.approvals.webhooks import WebhookNotifier
 from ledgergate.audit.ledger import Ledger
-from ledgergate.config import ConfigError, LoadedConfig, load_config
-from ledgergate.errors import AuthError, GatewayError
+from ledgergate.config import ConfigError, LimitsSettings, LoadedConfig, load_config
+from ledgergate.errors import AuthError, ForbiddenError, GatewayError
 from ledgergate.gateway.auth import Authenticator
 from ledgergate.gateway.drift import DriftGuard
 from ledgergate.gateway.pipeline import Lasting, Pipeline
@@ -46,6 +49,8 @@ from ledgergate.identity.resource_metadata import (
     www_authenticate,
 )
 from ledgergate.identity.service import IdentityService
+from ledgergate.principal import Principal
+from ledgergate.store.approvals_store import ApprovalStore
 from ledgergate.store.fingerprints_store import FingerprintStore
 from ledgergate.upstream.registry import Upstreams
 
@@ -80,6 +85,8 @@ class Gateway:
         self.lasting: Lasting | None = None
         self.pipeline: Pipeline | None = None
         self.auth: Authenticator | None = None
+        self.approvals: ApprovalService | None = None
+        self.webhooks: WebhookNotifier | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._config_mtime = self._mtime()
         self._reload_lock = asyncio.Lock()
@@ -99,7 +106,13 @@ class Gateway:
         self.ledger = await Ledger.open(s.audit, s.storage, self.config.base_dir)
         await self.snapshot.identity.start()
         self.drift = DriftGuard(FingerprintStore.open(s.storage, self.config.base_dir), s.tool_drift)
-        self.lasting = Lasting(self.ledger, self.ledger.hmac, self.drift, TaskOwners())
+        self.webhooks = WebhookNotifier(s.approvals.webhooks, console_url=s.approvals.console_url)
+        await self.webhooks.start()
+        self.approvals = ApprovalService(ApprovalStore.from_url(s.storage, self.config.base_dir), self.ledger.append,
+                                         s.approvals, notifier=self.webhooks)
+        await self.approvals.start()
+        self.lasting = Lasting(self.ledger, self.ledger.hmac, self.drift, TaskOwners(), self.approvals,
+                               self.ledger.subkey("approval-state"))
         self.pipeline = Pipeline.build(self.snapshot, self.lasting)
         self.auth = Authenticator(self.ledger, www_authenticate)
         hosts = HostPolicy(s.host, s.port, s.allowed_hosts, s.allowed_origins)
@@ -109,6 +122,9 @@ class Gateway:
 
         self._router.router.routes.extend(
             Route(r.path, self._audit_reader(r.endpoint), methods=r.methods) for r in audit_routes(self.ledger))
+        self._router.router.routes.extend(approval_routes(
+            self.approvals, self._api_principal, auditor_groups=s.audit.reader_groups,
+            unauthorized=self._api_unauthorized))
         self._tasks.append(asyncio.create_task(self._expire_sessions()))
         if self.config.path is not None:
             self._tasks.append(asyncio.create_task(self._watch_config()))
@@ -130,6 +146,12 @@ class Gateway:
         await self.sessions.close()
         await self.upstreams.close()
         await self.snapshot.identity.close()
+        if self.lasting is not None:
+            await self.lasting.gateway_tasks.close()
+        if self.approvals is not None:
+            await self.approvals.close()
+        if self.webhooks is not None:
+            await self.webhooks.close()
         if self.drift is not None:
             self.drift.close()
         if self.ledger is not None:
@@ -199,21 +221,28 @@ class Gateway:
                      f"restart needed for {', '.join(restart_needed)}" if restart_needed else "all applied")
             return True
 
-    # ── REST: the audit API needs an authenticated reader ──────────────────
+    # ── REST: callers authenticate as on /mcp ───────────────────────────────
+    async def _api_principal(self, request: Request) -> Principal:
+        """The caller of a REST route (raises AuthError, recorded; a foreign Host is refused first)."""
+        if not self.endpoint or not self.endpoint.hosts.host_ok(request.headers.get("host")):
+            raise ForbiddenError("Forbidden: Host header not allowed")
+        assert self.auth is not None
+        return await self.auth.authenticate(
+            self.snapshot.identity, request.headers.get("authorization"), request.scope.get("query_string", b""),
+            "api", request.client.host if request.client else None)
+
+    def _api_unauthorized(self, request: Request, exc: AuthError) -> Response:
+        base = self.config.settings.public_url or f"{request.url.scheme}://{request.headers.get('host')}"
+        challenge = www_authenticate(f"{base}/.well-known/oauth-protected-resource/mcp", None, exc.message)
+        return JSONResponse({"error": f"Unauthorized: {exc.message}"}, status_code=401,
+                            headers={"WWW-Authenticate": challenge})
+
     def _audit_reader(self, endpoint: Callable[[Request], Any]) -> Callable[[Request], Any]:
         async def guarded(request: Request) -> Response:
-            if not self.endpoint or not self.endpoint.hosts.host_ok(request.headers.get("host")):
-                return JSONResponse({"error": "Forbidden: Host header not allowed"}, status_code=403)
-            assert self.auth is not None
             try:
-                principal = await self.auth.authenticate(
-                    self.snapshot.identity, request.headers.get("authorization"), request.scope.get("query_string", b""),
-                    "api", request.client.host if request.client else None)
+                principal = await self._api_principal(request)
             except AuthError as exc:
-                base = self.config.settings.public_url or f"{request.url.scheme}://{request.headers.get('host')}"
-                challenge = www_authenticate(f"{base}/.well-known/oauth-protected-resource/mcp", None, exc.message)
-                return JSONResponse({"error": f"Unauthorized: {exc.message}"}, status_code=401,
-                                    headers={"WWW-Authenticate": challenge})
+                return self._api_unauthorized(request, exc)
             except GatewayError as exc:
                 return JSONResponse({"error": exc.message}, status_code=exc.http_status)
             readers = set(self.config.settings.audit.reader_groups)
@@ -322,19 +351,24 @@ def run(config: LoadedConfig, ready: Callable[[Gateway], None] | None = None) ->
     sys.setswitchinterval(0.0005)
     gateway = Gateway(config)
     s = config.settings
-    server = uvicorn.Server(uvicorn_config(gateway.asgi, s.host, s.port))
+    server = uvicorn.Server(uvicorn_config(gateway.asgi, s.host, s.port, s.limits))
     server.run()
 
 
-def uvicorn_config(app: Any, host: str, port: int) -> Any:
+def uvicorn_config(app: Any, host: str, port: int, limits: LimitsSettings | None = None) -> Any:
     """How the gateway is served: uvloop and httptools, no access log (the ledger is the record),
     no proxy-header rewriting (the client address is what connected), no headers we do not mean,
-    and no WebSocket (nothing here speaks it: an upgrade request is answered as plain HTTP)."""
+    no WebSocket (nothing here speaks it: an upgrade request is answered as plain HTTP), and the
+    client limits of `limits` (slow clients, connection count; `gateway/serving.py`)."""
     import uvicorn
 
-    from ledgergate.gateway.serving import GatheringHttpToolsProtocol
+    from ledgergate.gateway.serving import ClientLimits, GatheringHttpToolsProtocol
 
-    return uvicorn.Config(app, host=host, port=port, loop="uvloop", http=GatheringHttpToolsProtocol, ws="none",
+    lim = limits or LimitsSettings()
+    http = GatheringHttpToolsProtocol.with_limits(ClientLimits(
+        header_timeout=lim.client_header_timeout, body_timeout=lim.client_body_timeout,
+        keepalive_timeout=lim.client_keepalive_timeout, max_connections=lim.max_client_connections))
+    return uvicorn.Config(app, host=host, port=port, loop="uvloop", http=http, ws="none",
                           lifespan="on", interface="asgi3", log_config=None, access_log=False,
                           timeout_graceful_shutdown=5, server_header=False, proxy_headers=False,
                           date_header=False)

@@ -3,15 +3,18 @@ a verb is registered here only once it works."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from ledgergate.commands.common import ConfigOption, load_or_exit
 from ledgergate.terminal import console
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Identity-aware, audited gateway for MCP servers.")
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Identity-aware, audited gateway for MCP servers.")
 config_app = typer.Typer(no_args_is_help=True, help="Check configuration files.")
 app.add_typer(config_app, name="config")
 
@@ -53,7 +56,7 @@ def serve(config: Path = ConfigOption) -> None:
 
 @app.command()
 def demo(
-    port: int = typer.Option(8080, help="Gateway port on 127.0.0.1."),
+    port: int = typer.Option(8080, min=1, max=65535, help="Gateway port on 127.0.0.1 (1-65535)."),
     data_dir: Path = typer.Option(Path("./ledgergate-demo"), help="Where the demo keeps its database and keys."),
 ) -> None:
     """Gateway + demo bank MCP server + development identity provider, all embedded."""
@@ -91,11 +94,39 @@ def _register_optional() -> None:
 _register_optional()
 
 
+def _one_line(text: str, limit: int = 300) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[:limit - 1] + "…"
+
+
 def main() -> None:
+    """Run a verb. Whatever goes wrong is one line on stderr and a non-zero exit: usage errors
+    exit 2 naming the option and the help command; a failure nobody foresaw exits 1 naming the
+    error's type (LEDGERGATE_DEBUG=1 shows the traceback instead)."""
     try:
-        app()
+        code = app(standalone_mode=False, prog_name="ledgergate")
+    except typer.Abort:
+        err.print("[red]error[/red] aborted", highlight=False)
+        sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence against a traceback
+        # Usage errors are click's exceptions, which typer may vendor: known by their interface.
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            exc.show()  # type: ignore[attr-defined]  # a verb group without a verb: its help
+            sys.exit(2)
+        exit_code = getattr(exc, "exit_code", None)
+        if hasattr(exc, "format_message") and isinstance(exit_code, int):
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            err.print(f"[red]error[/red] {escape(_one_line(exc.format_message()))}{escape(hint)}", highlight=False)
+            sys.exit(exit_code)
+        if os.environ.get("LEDGERGATE_DEBUG"):
+            raise
+        err.print(f"[red]error[/red] unexpected {type(exc).__name__}: {escape(_one_line(str(exc), 200))} "
+                  "(this is a bug; LEDGERGATE_DEBUG=1 shows where)", highlight=False)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from ledgergate.audit.settings import AuditSettings
 from ledgergate.durations import Duration
 from ledgergate.identity.settings import IdentitySettings
 from ledgergate.masking.settings import MaskingSettings
+from ledgergate.numbers import parse_uint
 from ledgergate.policy.settings import (
     BudgetsSettings,
     PolicyRuleSettings,
@@ -88,6 +89,14 @@ class LimitsSettings(_Strict):
     upstream_keepalive_expiry: Duration = Field(default=4.0, gt=0)
     #: open handshake sessions one identity may hold (each may be a stdio child process)
     max_sessions_per_principal: int = Field(default=64, ge=1)
+    #: a client's request head must be in within this of connecting (or of its first byte)
+    client_header_timeout: Duration = Field(default=10.0, gt=0)
+    #: a request body must be in within this of its head
+    client_body_timeout: Duration = Field(default=60.0, gt=0)
+    #: an idle kept-alive client connection is closed after this
+    client_keepalive_timeout: Duration = Field(default=5.0, gt=0)
+    #: clients connected at once; one more is answered 503 and closed
+    max_client_connections: int = Field(default=1000, ge=1)
 
 
 class Settings(_Strict):
@@ -112,7 +121,8 @@ class Settings(_Strict):
     @classmethod
     def _listen(cls, value: str) -> str:
         host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        number = parse_uint(port, 5)
+        if not sep or not host or number is None or not 0 < number < 65536:
             raise ValueError("'listen' must be host:port, e.g. 127.0.0.1:8080")
         return value
 
@@ -262,6 +272,8 @@ def load_config(path: str | Path, env: dict[str, str] | None = None) -> LoadedCo
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"cannot read the file: {exc.strerror}"], str(p)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"not UTF-8 text (byte {exc.start})"], str(p)) from None
     settings = parse_config(text, str(p), env)
     return LoadedConfig(settings=settings, path=p.resolve(), base_dir=p.resolve().parent)
 

@@ -75,6 +75,13 @@ class ApprovalPending(GatewayError):
     rpc_code = APPROVAL_REQUIRED
 
 
+class ApprovalDenied(GatewayError):
+    """The approval a call waited for was denied, expired or used; 200 with a JSON-RPC error naming it."""
+
+    http_status = 200
+    rpc_code = FORBIDDEN
+
+
 class UpstreamError(GatewayError):
     http_status = 502
     rpc_code = UPSTREAM_UNAVAILABLE

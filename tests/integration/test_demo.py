@@ -3,6 +3,7 @@ the tokens it prints, the demo policies and masking, then `ledgergate audit veri
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from mcp.shared.exceptions import MCPError
 
@@ -102,10 +104,35 @@ async def test_alice_sees_allowed_tools_and_masked_pii(demo: Demo) -> None:
         resource = await client.read_resource("bank://customers/C-1001")
         assert RAW.ssn not in resource.contents[0].text
 
-        with pytest.raises(MCPError) as failure:
-            await client.call_tool("transfer_funds", {"from_account": "A-2001", "to_account": "A-2002",
-                                                      "amount": 50000})
-        assert "large-transfers-need-approval" in str(failure.value)
+
+
+async def test_a_large_transfer_waits_for_bob_and_runs_once_he_approves(demo: Demo) -> None:
+    """The story the demo tells: alice's large transfer is held; bob approves it with the command the
+    demo printed; the held call completes."""
+    config = demo.dir / "ledgergate.yaml"
+    printed = demo.output()
+    assert f"ledgergate approvals approve APPROVAL_ID" in printed and f"--by bob --config {config}" in printed
+    assert f"http://127.0.0.1:{demo.port}/api/v1/approvals/APPROVAL_ID/approve" in printed
+    async with connect(demo.url, demo.tokens["alice"], "legacy") as client:
+        call = asyncio.create_task(client.call_tool(
+            "transfer_funds", {"from_account": "A-2001", "to_account": "A-2002", "amount": 50000}))
+        approval_id = None
+        async with httpx.AsyncClient(headers={"Authorization": f"Bearer {demo.tokens['bob']}"}) as bob:
+            for _ in range(200):
+                listed = (await bob.get(f"http://127.0.0.1:{demo.port}/api/v1/approvals",
+                                        params={"status": "pending"})).json()["approvals"]
+                if listed:
+                    approval_id = listed[0]["id"]
+                    break
+                await asyncio.sleep(0.1)
+        assert approval_id is not None and not call.done()
+        approve = await asyncio.to_thread(subprocess.run, [
+            sys.executable, "-m", "ledgergate.cli", "approvals", "approve", approval_id, "--reason",
+            "checked with the customer", "--by", "bob", "--config", str(config)],
+            capture_output=True, text=True, timeout=60)
+        assert approve.returncode == 0, approve.stdout + approve.stderr
+        result = await asyncio.wait_for(call, 30)
+    assert not result.is_error and result.structured_content["status"] == "completed"
 
 
 async def test_carol_is_denied_bulk_export_by_name(demo: Demo) -> None:

@@ -38,6 +38,7 @@ EXTRA = {
     "budgets": {"overrides": [{"name": "limited-rate", "match": {"groups": ["limited"]},
                                "rate": {"per_second": 0.5, "burst": 2}, "max_result_bytes": 10000}]},
     "tool_drift": {"mode": "block"},
+    "approvals": {"hold": "1s"},
 }
 
 
@@ -112,11 +113,23 @@ async def test_tools_list_is_filtered_per_caller(env: Env) -> None:
     assert sorted(await env.tools(env.provider.token("lim", ["limited"]))) == ["big", "echo"]
 
 
+def last_message(response: httpx.Response) -> dict:
+    """The answer of a JSON or SSE response (the last `data:` event of a stream)."""
+    if response.headers["content-type"].startswith("text/event-stream"):
+        data = [line[5:].strip() for line in response.text.splitlines() if line.startswith("data:")]
+        return json.loads(data[-1])
+    return response.json()
+
+
 async def test_cel_condition_on_arguments_switches_allow_to_approve(env: Env) -> None:
     staff = env.provider.token("alice", ["staff"])
-    r = (await env.call(staff, "echo", {"message": "wire"})).json()
-    assert r["error"]["code"] == -32010 and "wires-need-approval" in r["error"]["message"]
+    r = last_message(await env.call(staff, "echo", {"message": "wire"}))
+    assert "result" in r, r
+    assert r["result"]["resultType"] == "input_required" and r["result"]["requestState"].startswith("lga1.")
     assert env.upstream.calls == []
+    records = env.records()
+    requested = [x for x in records if x["event"] == "approval.requested"]
+    assert requested and requested[-1]["rule"] == "wires-need-approval"
     assert (await env.call(staff, "echo", {"message": "not a wire"})).json()["result"]
 
 

@@ -3,6 +3,7 @@ resumable, and a tampered record stops the export with nothing after it emitted.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import subprocess
@@ -26,14 +27,14 @@ runner = CliRunner()
 LOG = "replica-a"
 
 
-def _settings() -> AuditSettings:
-    return AuditSettings(signing_key="./data/ledger.key", checkpoint_interval=0, replica=LOG,
+def _settings(replica: str = LOG) -> AuditSettings:
+    return AuditSettings(signing_key="./data/ledger.key", checkpoint_interval=0, replica=replica,
                          witnesses=["file://./data/witness.log"])
 
 
-async def grow(tmp_path: Path, url: str, n: int, every: int = 10) -> None:
+async def grow(tmp_path: Path, url: str, n: int, every: int = 10, replica: str = LOG) -> None:
     """Append n records to the log, with a signed checkpoint after every `every`-th record of the log."""
-    ledger = await Ledger.open(_settings(), url, tmp_path)
+    ledger = await Ledger.open(_settings(replica), url, tmp_path)
     for _ in range(n):
         seq = await ledger.append("rpc.request", {"session": "s1", "tool": "echo", "args": {"text": "hi"}})
         if (seq + 1) % every == 0:
@@ -41,7 +42,7 @@ async def grow(tmp_path: Path, url: str, n: int, every: int = 10) -> None:
     size = seq + 1
     await ledger.close()
     if size % every:  # closing signs the tail too; keep it unsigned, as between two checkpoint ticks
-        run_sql(url, "DELETE FROM ledger_checkpoints WHERE log_id = ? AND size = ?", (LOG, size))
+        run_sql(url, "DELETE FROM ledger_checkpoints WHERE log_id = ? AND size = ?", (replica, size))
 
 
 async def build(tmp_path: Path, url: str, n: int = 35) -> Path:
@@ -257,3 +258,47 @@ async def test_syslog(tmp_path: Path, transport: str) -> None:
         assert (pri_version, app_name, msgid) == (b"<134>1", b"ledgergate", b"rpc.request")
         assert timestamp.decode() == orjson.loads(record)["time"]
         assert msg == record
+
+
+async def test_every_replica_log(store_url: str, tmp_path: Path) -> None:
+    """Several replicas write their own logs into one store; each is exported and resumed on its own."""
+    config = await build(tmp_path, store_url, 20)
+    await grow(tmp_path, store_url, 30, replica="replica-b")
+    out, state = tmp_path / "siem.jsonl", tmp_path / "siem.state"
+    code, text = siem(config, "--output", str(out), "--state", str(state))
+    assert code == 0, text
+    got = [(d["log"], d["seq"]) for d in map(orjson.loads, lines(out))]
+    assert got == [(LOG, i) for i in range(20)] + [("replica-b", i) for i in range(30)]
+    await grow(tmp_path, store_url, 10, replica="replica-b")
+    code, text = siem(config, "--output", str(out), "--state", str(state))
+    assert code == 0, text
+    assert [(d["log"], d["seq"]) for d in map(orjson.loads, lines(out))][50:] == [("replica-b", i) for i in range(30, 40)]
+    code, text = siem(config, "--from", "replica-b=35", "--output", str(tmp_path / "b.jsonl"))
+    assert code == 0, text
+    assert [(d["log"], d["seq"]) for d in map(orjson.loads, lines(tmp_path / "b.jsonl"))] == \
+        [(LOG, i) for i in range(20)] + [("replica-b", i) for i in range(35, 40)]
+
+
+async def test_follow_emits_each_new_checkpoint(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'data' / 'ledgergate.db'}"
+    config = await build(tmp_path, url, 10)
+    out, state = tmp_path / "siem.jsonl", tmp_path / "siem.state"
+    proc = subprocess.Popen([sys.executable, "-m", "ledgergate.cli", "audit", "siem", "--config", str(config),
+                             "--output", str(out), "--state", str(state), "--follow", "--interval", "0.2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        async def until(n: int) -> None:
+            for _ in range(150):
+                if len(lines(out)) >= n or proc.poll() is not None:
+                    break
+                await asyncio.sleep(0.1)
+        await until(10)
+        assert seqs(out) == list(range(10))
+        await grow(tmp_path, url, 20)
+        await until(30)
+        assert seqs(out) == list(range(30))
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=20)
+    assert b"Traceback" not in err, err
+    assert json.loads(state.read_text())["logs"][LOG]["next"] == 30

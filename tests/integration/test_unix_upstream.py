@@ -51,7 +51,7 @@ def sockets() -> Iterator[Path]:
 def unix_servers(sockets: Path) -> Iterator[dict[str, Path]]:
     procs, paths = [], {}
     try:
-        for mode in ("stateless", "session"):
+        for mode in ("stateless", "session", "sse"):
             path = sockets / f"{mode}.sock"
             proc = Proc([*UNIX_SERVER, "--socket", str(path), "--mode", mode], log=sockets / f"{mode}.log")
             procs.append(proc)
@@ -69,6 +69,7 @@ def unix_gateway(tmp_path_factory: pytest.TempPathFactory, provider: Provider, u
     servers = {
         "stateless": {"url": f"unix://{unix_servers['stateless']}:/mcp"},
         "session": {"url": f"unix://{unix_servers['session']}:/mcp"},
+        "legacy": {"url": f"unix://{unix_servers['sse']}:/sse", "transport": "sse"},
         "gone": {"url": f"unix://{sockets / 'nobody-listens.sock'}:/mcp", "timeout": 5},
     }
     running = gw.start(tmp_path_factory.mktemp("unix-gateway"), provider.issuer, servers, POLICIES)
@@ -101,6 +102,16 @@ async def test_handshake_server_with_sessions_on_a_socket(unix_gateway: gw.Runni
         for a in range(3):  # several calls on one upstream session, over the kept-alive socket
             got = await client.call_tool("add", {"a": a, "b": 100})
             assert got.content[0].text == str(a + 100)
+
+
+@pytest.mark.parametrize("mode", ["legacy", MODERN])
+async def test_legacy_sse_server_on_a_socket(unix_gateway: gw.RunningGateway, token: str, mode: str) -> None:
+    """The legacy HTTP+SSE transport over a socket: the message endpoint the server announces
+    resolves against the socket's URL and the POSTs reach the same server."""
+    async with connect(unix_gateway.url("legacy"), token, mode) as client:
+        got = await client.call_tool("add", {"a": 2, "b": 3})
+        assert not got.is_error, got
+        assert got.content[0].text == "5"
 
 
 async def test_missing_socket_is_a_clean_502(unix_gateway: gw.RunningGateway, token: str) -> None:

@@ -4,7 +4,7 @@ Streamable HTTP app served by uvicorn with ``uds=``.
 ``--mode stateless`` serves tests/servers/stateless_server.py's app (2026-07-28 and legacy
 stateless); ``--mode session`` serves a handshake-era server with sessions
 (``Mcp-Session-Id``), built with the SDK's own ``streamable_http_app()`` and its defaults, as a
-user would write it.
+user would write it; ``--mode sse`` the same server over the legacy HTTP+SSE transport.
 
 Run::
 
@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from stateless_server import build_app  # noqa: E402
 
 
-def session_app() -> Starlette:
+def _server() -> MCPServer:
     server = MCPServer(name="ledgergate-test-unix", version="0.1.0", log_level="WARNING")
 
     @server.tool()
@@ -42,15 +42,23 @@ def session_app() -> Starlette:
         """Adds two numbers."""
         return a + b
 
-    return server.streamable_http_app()
+    return server
+
+
+def session_app() -> Starlette:
+    return _server().streamable_http_app()
+
+
+def sse_app() -> Starlette:
+    return _server().sse_app()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--socket", required=True)
-    parser.add_argument("--mode", choices=("stateless", "session"), default="stateless")
+    parser.add_argument("--mode", choices=("stateless", "session", "sse"), default="stateless")
     args = parser.parse_args()
-    app = build_app() if args.mode == "stateless" else session_app()
+    app = {"stateless": build_app, "session": session_app, "sse": sse_app}[args.mode]()
     config = uvicorn.Config(app, uds=args.socket, log_level="warning", lifespan="on")
     userver = uvicorn.Server(config)
 

@@ -40,6 +40,9 @@ class RunningGateway:
         self.proc.stop()
 
 
+AUDIT = {"signing_key": "./data/ledger.key", "checkpoint_interval": "1s", "witnesses": ["file://./data/witness.log"]}
+
+
 def write_config(directory: Path, port: int, issuer: str, servers: dict[str, Any],
                  policies: list[dict[str, Any]], extra: dict[str, Any] | None = None) -> Path:
     config = {
@@ -53,8 +56,7 @@ def write_config(directory: Path, port: int, issuer: str, servers: dict[str, Any
         "masking": {"profiles": {"standard": {"detectors": ["US_SSN", "CREDIT_CARD", "US_BANK_ACCOUNT",
                                                             "ABA_ROUTING", "IBAN", "EMAIL", "PHONE", "SECRET"],
                                               "operator": "partial"}}},
-        "audit": {"signing_key": "./data/ledger.key", "checkpoint_interval": "1s",
-                  "witnesses": ["file://./data/witness.log"]},
+        "audit": AUDIT,
         **(extra or {}),
     }
     path = directory / "ledgergate.yaml"
@@ -63,8 +65,9 @@ def write_config(directory: Path, port: int, issuer: str, servers: dict[str, Any
 
 
 def start(directory: Path, issuer: str, servers: dict[str, Any], policies: list[dict[str, Any]],
-          extra: dict[str, Any] | None = None) -> RunningGateway:
-    port = free_port()
+          extra: dict[str, Any] | None = None, port: int | None = None) -> RunningGateway:
+    directory.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
     config = write_config(directory, port, issuer, servers, policies, extra)
     proc = start_gateway(config, port, directory / "gateway.log")
     return RunningGateway(proc, port, directory)

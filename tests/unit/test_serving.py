@@ -103,3 +103,71 @@ async def _test_order_is_kept_across_turns() -> None:
     assert data == b"0,1,2,3,4,"
     transport.close()
     peer.close()
+
+
+# ── client limits: the protocol under a real uvicorn server ─────────────────
+
+
+async def _reading_app(scope, receive, send):  # noqa: ANN001 - reads the whole body, then answers
+    if scope["type"] != "http":
+        return
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        size += len(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    body = b"%d" % size
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(body))]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _serve(limits):  # noqa: ANN001, ANN202
+    import uvicorn
+
+    from ledgergate.gateway.serving import GatheringHttpToolsProtocol
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(_reading_app, http=GatheringHttpToolsProtocol.with_limits(limits), ws="none",
+                            lifespan="off", log_config=None, access_log=False)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        await asyncio.sleep(0.01)
+    return server, task, sock.getsockname()[1]
+
+
+async def _until_closed(reader: asyncio.StreamReader, bound: float) -> bytes:
+    return await asyncio.wait_for(reader.read(), bound)
+
+
+def test_a_body_that_does_not_arrive_in_time_is_answered_408() -> None:
+    uvloop.run(_test_a_body_that_does_not_arrive_in_time_is_answered_408())
+
+
+async def _test_a_body_that_does_not_arrive_in_time_is_answered_408() -> None:
+    from ledgergate.gateway.serving import ClientLimits
+
+    server, task, port = await _serve(ClientLimits(header_timeout=5, body_timeout=0.5))
+    try:
+        # a whole request is served, and the connection stays usable for the next one
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2)
+        assert head.startswith(b"HTTP/1.1 200 ") and await reader.readexactly(1) == b"3"
+        await asyncio.sleep(0.7)  # longer than the body bound: no deadline runs between requests
+        writer.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        answer = await _until_closed(reader, 3)
+        assert 0.4 <= loop.time() - start < 2, loop.time() - start
+        assert answer.startswith(b"HTTP/1.1 408 "), answer
+        assert b'"the request body did not arrive within 0.5s"' in answer
+        writer.close()
+    finally:
+        server.should_exit = True
+        await task

@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 
+from ledgergate.approvals.service import ApprovalService
+from ledgergate.approvals.settings import ApprovalsSettings
 from ledgergate.config import parse_config
-from ledgergate.errors import ApprovalPending, PolicyDenied, RateLimited, UpstreamError
+from ledgergate.errors import ApprovalDenied, ApprovalPending, GatewayError, PolicyDenied, RateLimited, UpstreamError
 from ledgergate.gateway.call import Call
 from ledgergate.gateway.pipeline import Pipeline
 from ledgergate.gateway.snapshot import Snapshot
@@ -26,9 +28,10 @@ from ledgergate.gateway.stages.results import ListFilter, ResultLimit
 from ledgergate.gateway.stages.tasks import TaskOwnership, TaskRecords
 from ledgergate.gateway.tasks import TaskOwners
 from ledgergate.policy.budgets import Budgets
-from ledgergate.policy.decision import Decision
+from ledgergate.policy.decision import ApproverSpec, Decision
 from ledgergate.policy.settings import BudgetsSettings
 from ledgergate.principal import Principal
+from ledgergate.store.approvals_store import ApprovalStore
 
 ALICE = Principal("https://idp", "alice", "human", frozenset({"staff"}))
 BOB = Principal("https://idp", "bob", "human", frozenset({"staff"}))
@@ -162,17 +165,88 @@ async def test_task_ownership_refuses_anothers_task_and_records_it() -> None:
     assert ledger.events == ["policy.denied"] and ledger.records[0][1]["task"] == "t1"
 
 
-async def test_approval_gate_lets_allow_through_and_holds_approve() -> None:
+async def _gate(tmp_path: Any, ledger: Ledger, hold: float = 0.3) -> tuple[ApprovalGate, ApprovalService]:
+    """The approval stage over a real approvals service on a real SQLite file (the ledger is a fake)."""
+    settings = ApprovalsSettings(hold=hold)
+    service = ApprovalService(ApprovalStore.from_url(f"sqlite:///{tmp_path / 'a.db'}"), ledger.append, settings)
+    await service.start(background=False)
+    gate = ApprovalGate(service, evidence(ledger), settings, "v1", b"k" * 32, "https://gw.example",
+                        notice_interval=0.1)
+    return gate, service
+
+
+async def drain(held: Any) -> list[dict[str, Any]]:
+    return [m async for m in held] if held is not None else []
+
+
+NEEDS_BOB = Decision("approve", "r-approve", approvers=ApproverSpec(groups=("approvers",)))
+BOB_APPROVER = Principal("https://idp", "bob", "human", frozenset({"approvers"}))
+
+
+async def test_approval_gate_lets_allow_through_untouched(tmp_path: Any) -> None:
     ledger = Ledger()
-    gate = ApprovalGate(evidence(ledger))
-    allowed = call_of()
-    allowed.decision = ALLOW
-    await gate.on_request(allowed)
-    held = call_of()
-    held.decision = Decision("approve", "r-approve")
-    with pytest.raises(ApprovalPending):
-        await gate.on_request(held)
-    assert ledger.events == ["approval.requested"]
+    gate, service = await _gate(tmp_path, ledger)
+    try:
+        allowed = call_of()
+        allowed.decision = ALLOW
+        assert await gate.on_request(allowed) is None and ledger.records == []
+    finally:
+        await service.close()
+
+
+async def test_approval_gate_holds_with_notices_then_names_the_approval(tmp_path: Any) -> None:
+    ledger = Ledger()
+    gate, service = await _gate(tmp_path, ledger)
+    try:
+        held = call_of()
+        held.decision = NEEDS_BOB
+        notices: list[dict[str, Any]] = []
+        with pytest.raises(ApprovalPending) as waiting:
+            async for message in await gate.on_request(held):  # type: ignore[union-attr]
+                notices.append(message)
+        approval_id = waiting.value.data["approvalId"]  # type: ignore[index]
+        assert approval_id in waiting.value.message and "https://gw.example/api/v1/approvals/" in waiting.value.message
+        assert notices and all(approval_id in str(n["params"]) for n in notices)
+        assert ledger.events == ["approval.requested", "approval.held"]
+        # approved by someone else: the identical call passes once, and only once
+        await service.decide(approval_id, BOB_APPROVER, "approve", "looks right")
+        again = call_of()
+        again.decision = NEEDS_BOB
+        assert await drain(await gate.on_request(again)) == [] and again.approval_id == approval_id
+        third = call_of()
+        third.decision = NEEDS_BOB
+        with pytest.raises(ApprovalPending):
+            await drain(await gate.on_request(third))
+        assert (await service.get(approval_id)).status == "executed"
+    finally:
+        await service.close()
+
+
+async def test_approval_gate_gives_a_modern_client_sealed_state_and_refuses_it_to_others(tmp_path: Any) -> None:
+    ledger = Ledger()
+    gate, service = await _gate(tmp_path, ledger, hold=0.1)
+    try:
+        first = call_of()
+        first.era, first.decision = "modern", NEEDS_BOB
+        *_, answer = await drain(await gate.on_request(first))
+        state = answer["result"]["requestState"]
+        assert answer["result"]["resultType"] == "input_required" and state.startswith("lga1.")
+        stolen = call_of(params={**first.params, "requestState": state}, who=BOB)
+        stolen.era, stolen.decision = "modern", NEEDS_BOB
+        with pytest.raises(GatewayError, match="another caller"):
+            await drain(await gate.on_request(stolen))
+        [approval] = await service.list("pending")
+        await service.decide(approval.id, BOB_APPROVER, "approve", "fine")
+        retry = call_of(params={**first.params, "requestState": state, "inputResponses": {}})
+        retry.era, retry.decision = "modern", NEEDS_BOB
+        assert await drain(await gate.on_request(retry)) == [] and retry.approval_id == approval.id
+        assert "requestState" not in retry.params, "the gateway's own state never goes upstream"
+        replay = call_of(params={**first.params, "requestState": state})
+        replay.era, replay.decision = "modern", NEEDS_BOB
+        with pytest.raises(ApprovalDenied, match="already ran"):
+            await drain(await gate.on_request(replay))
+    finally:
+        await service.close()
 
 
 # ── response stages alone ────────────────────────────────────────────────────
@@ -230,7 +304,7 @@ class Tracer:
 def chain(request: list[Any], response: list[Any], ledger: Ledger, policy: Policy | None = None) -> Pipeline:
     ev = evidence(ledger)
     settings = parse_config("servers:\n  bank:\n    url: http://127.0.0.1:1/mcp\n")
-    snapshot = Snapshot(settings, Masker(), policy or Policy(ALLOW), None, None)  # type: ignore[arg-type]
+    snapshot = Snapshot(settings, Masker(), policy or Policy(ALLOW), None, None, "v1")  # type: ignore[arg-type]
     return Pipeline(snapshot, request, response, ev, Messages(policy or Policy(ALLOW), Masker(), ev))
 
 

@@ -57,6 +57,8 @@ def approval_routes(service: ApprovalService, authenticate: Authenticate, *,
             if unauthorized is not None:
                 return unauthorized(request, exc)
             return _error(f"Unauthorized: {exc.message}", 401)
+        except GatewayError as exc:  # a foreign Host, or a refusal the ledger could not record
+            return _from(exc)
 
     async def list_approvals(request: Request) -> Response:
         principal = await who(request)

@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from ledgergate.errors import LedgerUnavailable
+from ledgergate.numbers import MAX_DIGITS, parse_uint
 
 if TYPE_CHECKING:
     from ledgergate.audit.ledger import Ledger
@@ -26,19 +27,29 @@ def _b64(h: bytes) -> str:
     return base64.b64encode(h).decode()
 
 
+class _BadQuery(Exception):
+    """A query the caller got wrong; the message is ours, short, and never echoes the input."""
+
+
 def _int(request: Request, name: str, default: int | None = None) -> int:
     raw = request.query_params.get(name)
     if raw is None:
         if default is None:
-            raise ValueError(f"query parameter '{name}' is required")
+            raise _BadQuery(f"query parameter '{name}' is required")
         return default
-    if not raw.isdigit():
-        raise ValueError(f"query parameter '{name}' must be a non-negative integer")
-    return int(raw)
+    value = parse_uint(raw)
+    if value is None:
+        raise _BadQuery(f"query parameter '{name}' must be a non-negative integer "
+                        f"(ASCII digits, at most {MAX_DIGITS})")
+    return value
 
 
 def _bad(message: str, status: int = 400) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
+
+
+#: a proof the ledger cannot give for sizes already checked here (the log shrank under us?)
+_NO_PROOF = "no proof for these tree sizes"
 
 
 def audit_routes(ledger: Ledger) -> list[Route]:
@@ -54,12 +65,16 @@ def audit_routes(ledger: Ledger) -> list[Route]:
         try:
             index = _int(request, "index")
             size = _int(request, "size", ledger.size)
+            if size > ledger.size:
+                raise _BadQuery(f"size {size} is beyond the ledger's size {ledger.size}")
             if not 0 <= index < size:
-                raise ValueError(f"index {index} is not in a tree of size {size}")
+                raise _BadQuery(f"index {index} is not in a tree of size {size}")
             proof = await ledger.inclusion_proof(index, size)
             leaf = await ledger.leaf(index)
-        except ValueError as exc:
+        except _BadQuery as exc:
             return _bad(str(exc))
+        except ValueError:
+            return _bad(_NO_PROOF)
         except LedgerUnavailable as exc:
             return _bad(exc.message, 503)
         return JSONResponse({
@@ -73,11 +88,15 @@ def audit_routes(ledger: Ledger) -> list[Route]:
         try:
             old = _int(request, "from")
             new = _int(request, "to", ledger.size)
+            if new > ledger.size:
+                raise _BadQuery(f"'to' {new} is beyond the ledger's size {ledger.size}")
             if old > new:
-                raise ValueError("'from' must not exceed 'to'")
+                raise _BadQuery("'from' must not exceed 'to'")
             proof = await ledger.consistency_proof(old, new)
-        except ValueError as exc:
+        except _BadQuery as exc:
             return _bad(str(exc))
+        except ValueError:
+            return _bad(_NO_PROOF)
         except LedgerUnavailable as exc:
             return _bad(exc.message, 503)
         return JSONResponse({"origin": ledger.origin, "from": old, "to": new, "proof": [_b64(p) for p in proof]})

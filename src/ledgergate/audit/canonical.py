@@ -82,3 +82,8 @@ def dumps(value: Any) -> bytes:
 def hmac_hex(key: bytes, value: Any) -> str:
     """Hex HMAC-SHA256 of the canonical bytes: proves a raw value later without storing it."""
     return _hmac.new(key, dumps(value), hashlib.sha256).hexdigest()
+
+
+def derive_key(key: bytes, purpose: str) -> bytes:
+    """A separate key per purpose from one secret (HMAC-SHA256 as a PRF over the purpose's name)."""
+    return _hmac.new(key, b"ledgergate/" + purpose.encode(), hashlib.sha256).digest()

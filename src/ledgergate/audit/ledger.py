@@ -205,6 +205,11 @@ class Ledger:
         with self._state_lock:
             return self._tree.root()
 
+    def subkey(self, purpose: str) -> bytes:
+        """A key for one purpose (e.g. sealing approval state), derived from the HMAC key every replica
+        of one deployment shares, so what one replica seals another can open."""
+        return canonical.derive_key(self._hmac_key, purpose)
+
     def hmac(self, value: Any) -> str:
         """Hex HMAC-SHA256 of the RFC 8785 bytes of a raw value: provable later, never stored raw."""
         return canonical.hmac_hex(self._hmac_key, value)

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ledgergate.commands.common import ConfigOption, load_or_exit
@@ -36,7 +37,7 @@ def _store(loaded: LoadedConfig) -> ApiKeyStore:
         store = ApiKeyStore(StoreURL.parse(loaded.settings.storage, loaded.base_dir))
         store.open()
     except Exception as exc:
-        err.print(f"[red]error[/red] cannot open the store: {type(exc).__name__}: {exc}", highlight=False)
+        err.print(f"[red]error[/red] cannot open the store: {type(exc).__name__}: {escape(str(exc))}", highlight=False)
         raise typer.Exit(1) from None
     return store
 
@@ -75,13 +76,13 @@ def create(
         if lifetime is not None and lifetime <= 0:
             raise ValueError("--expires must be positive")
     except ValueError as exc:
-        err.print(f"[red]error[/red] --expires: {exc}", highlight=False)
+        err.print(f"[red]error[/red] --expires: {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
     store = _store(loaded)
     try:
         created = create_key(store, name, groups.split(","), lifetime)
     except ValueError as exc:
-        err.print(f"[red]error[/red] {exc}", highlight=False)
+        err.print(f"[red]error[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(1) from None
     finally:
         store.close()

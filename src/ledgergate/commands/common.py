@@ -24,3 +24,9 @@ def load_or_exit(path: Path) -> LoadedConfig:
         for problem in exc.problems:
             _err.print(f"[red]error[/red] {escape(exc.source)}: {escape(problem)}", highlight=False)
         raise typer.Exit(EXIT_USAGE) from None
+
+
+def shown(value: str, limit: int = 40) -> str:
+    """A caller's value quoted in an error, cut short: an error names the problem, it does not echo."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 4] + "…'"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import typer
 from rich.markup import escape
 
-from ledgergate.commands.common import load_or_exit
+from ledgergate.commands.common import load_or_exit, shown
 from ledgergate.principal import Principal
 from ledgergate.policy.engine import PolicyEngine
 from ledgergate.terminal import console
@@ -35,17 +36,18 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(EXIT_USAGE)
 
 
+_EPOCH = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,9})?")
+
+
 def _parse_time(value: str | None) -> float:
     if value is None:
         return time.time()
-    try:
+    if _EPOCH.fullmatch(value):  # ASCII digits only: float() would also take '١٢' or 'inf'
         return float(value)
-    except ValueError:
-        pass
     try:
         parsed = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise _fail(f"--at: expected epoch seconds or an ISO 8601 time, got {value!r}") from None
+        raise _fail(f"--at: expected epoch seconds or an ISO 8601 time, got {shown(value)}") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=_dt.timezone.utc)
     return parsed.timestamp()

@@ -36,10 +36,11 @@ from typing import Any
 import yaml
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 
-from ledgergate.config import ConfigError, LoadedConfig, load_config
+from ledgergate.config import ConfigError, LimitsSettings, LoadedConfig, load_config
 from ledgergate.demo.idp import DevIdentityProvider
 from ledgergate.principal import PrincipalKind
 from ledgergate.terminal import console as make_console
@@ -134,6 +135,7 @@ def demo_settings(port: int, issuer: DevIdentityProvider) -> dict[str, Any]:
             "standard": {"detectors": STANDARD_DETECTORS, "operator": "partial"},
             "strict": {"detectors": STANDARD_DETECTORS, "operator": "redact"},
         }},
+        "public_url": f"http://{HOST}:{port}",
         "approvals": {"timeout": "10m"},
         "audit": {"signing_key": "./ledger.key", "checkpoint_interval": "5s", "replica": "demo",
                   "witnesses": ["file://./witness.log"]},
@@ -241,7 +243,7 @@ def _bind_issuer(port: int) -> socket.socket:
     return _bind(0)
 
 
-def _uvicorn_server(app: Any, sock: socket.socket, gateway: bool) -> Any:
+def _uvicorn_server(app: Any, sock: socket.socket, gateway: bool, limits: LimitsSettings | None = None) -> Any:
     """The gateway is served exactly as `ledgergate serve` serves it; the issuer plainly."""
     import uvicorn
 
@@ -255,7 +257,7 @@ def _uvicorn_server(app: Any, sock: socket.socket, gateway: bool) -> Any:
 
     host, port = sock.getsockname()[:2]
     if gateway:
-        return EmbeddedServer(uvicorn_config(app, host, port))
+        return EmbeddedServer(uvicorn_config(app, host, port, limits))
     return EmbeddedServer(uvicorn.Config(app, host=host, port=port, lifespan="auto", interface="asgi3",
                                          http="auto", log_config=None, access_log=False, server_header=False,
                                          timeout_graceful_shutdown=1))
@@ -305,8 +307,19 @@ def _print_banner(console: Console, config: LoadedConfig, issuer: DevIdentityPro
         extra = f" when {rule['when']}" if "when" in rule else ""
         mask = f", mask {rule['mask']}" if rule.get("mask") else ""
         p(f"  [{colour}]{rule['effect']:<7}[/{colour}] {rule['name']}{extra}{mask}", soft_wrap=True)
-    p(f"  [dim]transfer_funds over ${APPROVAL_THRESHOLD:,} needs approval from 'approvers'. Approvals are not "
-      "built yet, so such a call is refused with an error naming the rule (needs approval).[/dim]", soft_wrap=True)
+    p()
+    api = f"http://{HOST}:{port}/api/v1/approvals"
+    p(f"[bold]Approvals[/bold] — transfer_funds over ${APPROVAL_THRESHOLD:,} waits for one of 'approvers' (bob), "
+      "never the requester. Alice's call is held (up to 50 s, with progress notices naming the approval "
+      "and where to decide it) and runs once, as soon as bob approves:", soft_wrap=True)
+    p(f"  ledgergate approvals list --config {cfg}", soft_wrap=True, highlight=False, markup=False)
+    p(f"  ledgergate approvals approve APPROVAL_ID --reason \"checked with the customer\" --by bob --config {cfg}",
+      soft_wrap=True, highlight=False, markup=False)
+    p(f"  curl -s -X POST {api}/APPROVAL_ID/approve -H \"Authorization: Bearer $BOB_TOKEN\" "
+      "-H 'Content-Type: application/json' -d '{\"reason\": \"checked with the customer\"}'",
+      soft_wrap=True, highlight=False, markup=False)
+    p(f"  [dim]pending approvals: curl -s {api}?status=pending -H \"Authorization: Bearer $BOB_TOKEN\"[/dim]",
+      soft_wrap=True)
     p()
     p("[bold]Tokens[/bold] — paste into your shell:")
     for u in USERS:
@@ -357,7 +370,7 @@ async def _serve(port: int, data_dir: Path, console: Console) -> None:
     gateway = Gateway(config)
 
     idp_server = _uvicorn_server(issuer.app, issuer_sock, gateway=False)
-    gw_server = _uvicorn_server(gateway.asgi, gateway_sock, gateway=True)
+    gw_server = _uvicorn_server(gateway.asgi, gateway_sock, gateway=True, limits=config.settings.limits)
 
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
@@ -413,7 +426,8 @@ def run_demo(port: int = 8080, data_dir: Path = Path("./ledgergate-demo")) -> No
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        console.print(f"[red]error[/red] cannot create {data_dir}: {exc.strerror}", soft_wrap=True)
+        make_console(stderr=True).print(f"[red]error[/red] cannot create {escape(str(data_dir))}: {exc.strerror}",
+                                        soft_wrap=True)
         raise SystemExit(2) from None
     os.environ.setdefault("PYTHONUNBUFFERED", "1")  # the bank server's stderr reaches the log promptly
     try:

@@ -19,7 +19,7 @@ import asyncio
 import itertools
 import secrets
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
@@ -141,7 +141,8 @@ class Bridge:
             return
         shared = sessions.shared_for(server, principal, upstream, self._shared_hello(hello))
         upstream_session = await self._ready(shared)
-        call = Call(server=server, principal=principal, message=message)
+        call = Call(server=server, principal=principal, message=message, era="modern",
+                    client_capabilities=hello.capabilities)
         stream = pipeline.handle(call, upstream_session)
         async with aclosing(self._until_input(stream, upstream_session, principal, server, message["id"])) as items:
             async for item in items:
@@ -225,7 +226,8 @@ class Bridge:
         upstream_session = await self._ready(session)
         current = message
         for _ in range(_MAX_INPUT_ROUNDS):
-            call = Call(server=session.server, principal=principal, message=current, session_id=session.id)
+            call = Call(server=session.server, principal=principal, message=current, session_id=session.id,
+                        client_capabilities=session.hello.capabilities, ask_client=self._asker(session))
             final: Message | None = None
             # aclosing: the relay chain is closed the moment the answer is in, not by the garbage
             # collector (which would schedule a task per unfinished async generator)
@@ -262,6 +264,15 @@ class Bridge:
             yield final
             return
         raise UpstreamError("too many input rounds for one request")
+
+    def _asker(self, session: GatewaySession) -> Callable[[str, dict[str, Any]], tuple[Message, asyncio.Future[Message]]]:
+        """How a stage asks this session's client something mid-call (the answer comes by `client_reply`)."""
+        def ask(method: str, params: dict[str, Any]) -> tuple[Message, asyncio.Future[Message]]:
+            synth_id = f"lgw-{next(self._synth_ids)}"
+            answer: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+            session.waiting[synth_id] = answer
+            return {"jsonrpc": "2.0", "id": synth_id, "method": method, "params": params}, answer
+        return ask
 
     async def client_notification(self, pipeline: Pipeline, session: GatewaySession, principal: Principal, message: Message) -> None:
         await pipeline.messages.from_client(session.server, principal, session.id, message)
@@ -319,7 +330,8 @@ class Bridge:
         upstream_session = await self._ready(shared)
         subscription = {SUBSCRIPTION_ID: message["id"]}
         if upstream_session.era == "modern":
-            call = Call(server=server, principal=principal, message=message)
+            call = Call(server=server, principal=principal, message=message, era="modern",
+                        client_capabilities=hello.capabilities)
             async with aclosing(pipeline.handle(call, upstream_session)) as items:
                 async for item in items:
                     if "method" in item:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import itertools
 import secrets
 import time
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from ledgergate.policy.decision import Decision
 from ledgergate.policy.rules import request_target
@@ -49,6 +50,12 @@ class Call:
     principal: Principal
     message: Message
     session_id: str | None = None
+    #: which protocol era the client speaks, and the capabilities it declared
+    era: Literal["handshake", "modern"] = "handshake"
+    client_capabilities: Mapping[str, Any] = field(default_factory=dict)
+    #: for a handshake client that can answer server requests mid-call: sends one (the message to
+    #: yield) and gives the future its answer resolves
+    ask_client: Callable[[str, dict[str, Any]], tuple[Message, asyncio.Future[Message]]] | None = None
     request_id: str = field(default_factory=new_request_id)
     started: float = field(default_factory=time.perf_counter)
     decision: Decision | None = None
@@ -56,6 +63,14 @@ class Call:
     #: the answer as the upstream gave it, before the caller's masking (the ledger masks its own view)
     clear_response: Message | None = None
     masked: dict[str, int] = field(default_factory=dict)
+    #: the approval this call runs under, once the approval stage released it
+    approval_id: str | None = None
+    #: why the caller says the call is needed (approval rules may require it)
+    justification: str | None = None
+    #: runs the rest of the chain from `next_stage` (set by the pipeline): a stage that answers now and
+    #: lets the call run later (a task waiting for approval) resumes it with this
+    resume: Callable[[], Awaitable[Message]] | None = None
+    next_stage: int = 0
     target: str | None = field(init=False)
     arguments: Mapping[str, Any] | None = field(init=False)
 

@@ -64,7 +64,13 @@ async def start_sse(send: Any, headers: Iterable[tuple[bytes, bytes]] = ()) -> N
         (b"x-accel-buffering", b"no"), *headers]})
 
 
+#: an error message quotes at most this much (names and values in it may come from the caller)
+MAX_ERROR_MESSAGE = 500
+
+
 def json_error_body(id_: Any, code: int, message: str, data: Any = None) -> dict[str, Any]:
+    if len(message) > MAX_ERROR_MESSAGE:
+        message = message[:MAX_ERROR_MESSAGE - 1] + "…"
     err: dict[str, Any] = {"code": code, "message": message}
     if data is not None:
         err["data"] = data

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass
+from functools import partial
+from dataclasses import dataclass, field
 from typing import Any
 
+from ledgergate.approvals.service import ApprovalService
 from ledgergate.errors import UpstreamError
 from ledgergate.gateway.call import Call
 from ledgergate.gateway.drift import DriftGuard
@@ -33,18 +35,22 @@ from ledgergate.gateway.stages.messages import Messages
 from ledgergate.gateway.stages.policy import PolicyCheck
 from ledgergate.gateway.stages.results import ListFilter, ResultLimit
 from ledgergate.gateway.stages.tasks import TaskOwnership, TaskRecords
-from ledgergate.gateway.tasks import TaskOwners
+from ledgergate.gateway.tasks import GatewayTasks, TaskOwners
 from ledgergate.upstream.base import Message, UpstreamSession
 
 
 @dataclass(frozen=True)
 class Lasting:
-    """What outlives a config reload: the ledger, the drift guard's store, who owns which task."""
+    """What outlives a config reload: the ledger, the drift guard's store, who owns which task,
+    the approvals service and the key that seals a waiting client's state."""
 
     ledger: AuditPort
     digest: Callable[[Any], str]
     drift: DriftGuard
     tasks: TaskOwners
+    approvals: ApprovalService | None = None
+    state_key: bytes = b""
+    gateway_tasks: GatewayTasks = field(default_factory=GatewayTasks)
 
 
 class Pipeline:
@@ -64,7 +70,9 @@ class Pipeline:
             BudgetCheck(snapshot.budgets, evidence),
             DriftCheck(lasting.drift, evidence),
             TaskOwnership(lasting.tasks, evidence),
-            ApprovalGate(evidence),
+            ApprovalGate(lasting.approvals, evidence, snapshot.settings.approvals, snapshot.policy_version,
+                         lasting.state_key, snapshot.settings.public_url, tasks=lasting.gateway_tasks,
+                         owners=lasting.tasks),
             AuditRequest(evidence),
         ]
         response: list[ResponseStage] = [
@@ -78,10 +86,18 @@ class Pipeline:
         return cls(snapshot, request, response, evidence,
                    Messages(snapshot.policy, snapshot.masker, evidence))
 
-    async def handle(self, call: Call, upstream: UpstreamSession) -> AsyncGenerator[Message, None]:
+    async def handle(self, call: Call, upstream: UpstreamSession, start: int = 0) -> AsyncGenerator[Message, None]:
         """Yield what the client should see: notifications and server requests, then the answer."""
-        for stage in self.request_stages:
-            await stage.on_request(call)  # a refusal raises, after the stage recorded it
+        call.resume = partial(self._finish, call, upstream)
+        for index in range(start, len(self.request_stages)):
+            call.next_stage = index + 1
+            held = await self.request_stages[index].on_request(call)  # a refusal raises, after its record
+            if held is not None:
+                async with aclosing(held) as waiting:
+                    async for message in waiting:  # what the client sees while a stage holds the call
+                        yield message
+                        if "method" not in message:
+                            return  # the stage answered in the upstream's place
         try:
             async with aclosing(upstream.call(call.message)) as messages:
                 async for message in messages:
@@ -95,6 +111,17 @@ class Pipeline:
         except UpstreamError as exc:
             await self.evidence.record("rpc.response", call, error=exc.message, latency_ms=call.latency_ms())
             raise
+
+    async def _finish(self, call: Call, upstream: UpstreamSession) -> Message:
+        """The rest of the chain for a call a stage let go on later: its answer (notifications dropped)."""
+        answer: Message | None = None
+        async with aclosing(self.handle(call, upstream, call.next_stage)) as messages:
+            async for message in messages:
+                if "method" not in message:
+                    answer = message
+        if answer is None:
+            raise UpstreamError("upstream ended the call without an answer")
+        return answer
 
     async def answer(self, call: Call, response: Message) -> Message:
         """The upstream's answer through the response stages, until one of them answers instead."""

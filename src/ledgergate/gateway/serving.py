@@ -6,15 +6,27 @@ woken twice for one answer. Handing uvicorn a transport that gathers the writes 
 current loop turn and sends them together at the start of the next makes a JSON answer
 one `send()` and one wake-up of the client (about 60 µs off the c=1 median latency in an
 alternating comparison here; docs/benchmarks.md).
-Everything else is uvicorn's own protocol, unchanged.
+
+It also bounds what a client may hold (uvicorn bounds only the idle time between requests):
+the request head must arrive within `header_timeout` of the connection or of its first byte,
+the body within `body_timeout` of the head, and at most `max_connections` clients are
+connected at once — a slow or silent client (slowloris) is answered 408 and closed, one too
+many is answered 503 and closed, so a few hundred of them cannot take every file descriptor.
+And it refuses, before any application code runs, a request whose meaning depends on which of
+two copies of a header one reads: two `Host` lines (RFC 9112 §3.2), or two of any header the
+gateway reads as a single value (identity, media type, origin, MCP session and routing).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+from dataclasses import dataclass
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from ledgergate.errors import INVALID_REQUEST, RATE_LIMITED
 
 
 class GatheringTransport(asyncio.Transport):
@@ -85,6 +97,126 @@ class GatheringTransport(asyncio.Transport):
         self._real.write_eof()
 
 
+@dataclass(frozen=True)
+class ClientLimits:
+    """How long a client may take to send a request, and how many may be connected at once."""
+
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
+    keepalive_timeout: float = 5.0
+    max_connections: int = 1000
+
+
+#: headers the gateway reads as one value: a second copy makes the request ambiguous
+#: (one reader takes the first, another the last), so it is refused with 400
+SINGLE_VALUED = frozenset({
+    b"host", b"authorization", b"content-type", b"origin",
+    b"mcp-session-id", b"mcp-protocol-version", b"mcp-method", b"mcp-name", b"last-event-id",
+})
+
+_IDLE, _HEAD, _BODY = 0, 1, 2  # where the current request stands on the wire
+
+
+def _error_response(status: int, code: int, message: str) -> bytes:
+    body = json.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}}).encode()
+    return b"".join([STATUS_LINE[status], b"content-type: application/json\r\ncontent-length: ",
+                     str(len(body)).encode(), b"\r\nconnection: close\r\n\r\n", body])
+
+
+class _Refused(Exception):
+    """Raised from a parser callback to stop parsing a request that is refused."""
+
+
 class GatheringHttpToolsProtocol(HttpToolsProtocol):
+    limits = ClientLimits()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.timeout_keep_alive = self.limits.keepalive_timeout  # type: ignore[assignment]
+        self._phase = _IDLE
+        self._deadline: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def with_limits(cls, limits: ClientLimits) -> type[GatheringHttpToolsProtocol]:
+        """The protocol class uvicorn instantiates per connection, carrying these limits."""
+        return type("LimitedHttpToolsProtocol", (cls,), {"limits": limits})
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
         super().connection_made(GatheringTransport(transport, self.loop))  # type: ignore[arg-type]
+        if len(self.connections) > self.limits.max_connections:
+            self._refuse(503, RATE_LIMITED, "too many connections to the gateway; try again later")
+            return
+        self._deadline = self.loop.call_later(self.limits.header_timeout, self._timed_out)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_deadline()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        # Deadlines are armed here, once per read, rather than per parser event: a request that
+        # arrives whole in one read costs no timer at all.
+        if self._deadline is not None or self.transport.is_closing():
+            return
+        if self._phase == _HEAD:
+            self._deadline = self.loop.call_later(self.limits.header_timeout, self._timed_out)
+        elif self._phase == _BODY:
+            self._deadline = self.loop.call_later(self.limits.body_timeout, self._timed_out)
+        elif self.timeout_keep_alive_task is None and (self.cycle is None or self.cycle.response_complete):
+            # bytes between requests that began none (blank lines): a head is due
+            self._deadline = self.loop.call_later(self.limits.header_timeout, self._timed_out)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._phase = _HEAD
+
+    def on_headers_complete(self) -> None:
+        self._cancel_deadline()
+        seen: set[bytes] = set()
+        for name, _ in self.headers:
+            if name in SINGLE_VALUED:
+                if name in seen:
+                    self._refuse(400, INVALID_REQUEST, f"more than one {name.decode().title()} header")
+                    raise _Refused
+                seen.add(name)
+        if b"host" not in seen and self.parser.get_http_version() == "1.1":
+            self._refuse(400, INVALID_REQUEST, "no Host header")  # RFC 9112 §3.2
+            raise _Refused
+        self._phase = _BODY
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._cancel_deadline()
+        self._phase = _IDLE
+        super().on_message_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        if self.transport.is_closing():  # refused by us already; the parser error is our _Refused
+            return
+        super().send_400_response(msg)
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _timed_out(self) -> None:
+        self._deadline = None
+        if self.transport.is_closing():
+            return
+        what, limit = ("body", self.limits.body_timeout) if self._phase == _BODY \
+            else ("head", self.limits.header_timeout)
+        if self._phase == _BODY and self.cycle is not None and self.cycle.response_started:
+            self.transport.close()  # an answer is under way (the body was refused early): just end it
+            return
+        if self._phase != _BODY and self.cycle is not None and not self.cycle.response_complete:
+            self.transport.close()  # a pipelined head is late while an answer is being written
+            return
+        self._refuse(408, INVALID_REQUEST, f"the request {what} did not arrive within {limit:g}s")
+
+    def _refuse(self, status: int, code: int, message: str) -> None:
+        """Answer with a JSON-RPC error and close; no application code sees the request."""
+        self._cancel_deadline()
+        if not self.transport.is_closing():
+            self.transport.write(_error_response(status, code, message))
+            self.transport.close()

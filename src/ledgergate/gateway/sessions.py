@@ -27,6 +27,7 @@ from ledgergate.errors import (
     GatewayError,
 )
 from ledgergate.principal import Principal
+from ledgergate.numbers import parse_uint
 from ledgergate.upstream.base import ClientHello, Message, UpstreamSession
 from ledgergate.upstream.registry import Upstream
 
@@ -169,13 +170,14 @@ class GatewaySession:
         return stream
 
     def find_event(self, last_event_id: str) -> tuple[EventStream, int] | None:
-        stream_no, _, seq = last_event_id.partition("-")
-        if not stream_no.isdigit() or not seq.isdigit():
+        stream_text, _, seq_text = last_event_id.partition("-")
+        stream_no, seq = parse_uint(stream_text), parse_uint(seq_text)
+        if stream_no is None or seq is None:
             return None
-        stream = self.streams.get(int(stream_no))
+        stream = self.streams.get(stream_no)
         if stream is None:
             return None
-        return stream, int(seq) + 1
+        return stream, seq + 1
 
     async def close(self) -> None:
         if self._pump is not None:

@@ -46,3 +46,60 @@ class TaskOwners:
             return result
         mine = [t for t in result["tasks"] if isinstance(t, dict) and self.owns(server, principal_key, t.get("taskId"))]
         return {**result, "tasks": mine}
+
+
+TASKS_EXTENSION = "io.modelcontextprotocol/tasks"
+GATEWAY_TASK_PREFIX = "lgt_"
+
+
+def wants_tasks(capabilities: Any) -> bool:
+    """Whether a 2026-07-28 client declared the Tasks extension in its per-request capabilities."""
+    extensions = capabilities.get("extensions") if isinstance(capabilities, dict) else None
+    return isinstance(extensions, dict) and TASKS_EXTENSION in extensions
+
+
+class GatewayTasks:
+    """Tasks the gateway itself runs: a call waiting for approval, answered with a task the client
+    polls. Kept in memory on the replica that created them (bounded, with their TTL); the call runs
+    in the background once approved, and its answer waits here for `tasks/get`."""
+
+    def __init__(self, ttl: float = _DEFAULT_TTL) -> None:
+        self.ttl = ttl
+        self._tasks: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._running: set[Any] = set()
+
+    def create(self, task_id: str, message: str, poll_ms: int, approval_id: str) -> dict[str, Any]:
+        now = _iso(time.time())
+        task = {"taskId": task_id, "status": "working", "statusMessage": message, "createdAt": now,
+                "lastUpdatedAt": now, "ttl": int(self.ttl * 1000), "pollInterval": poll_ms}
+        self._tasks[task_id] = {"task": task, "approval": approval_id, "expires": time.monotonic() + self.ttl}
+        while len(self._tasks) > _MAX:
+            self._tasks.popitem(last=False)
+        return task
+
+    def get(self, task_id: str) -> dict[str, Any] | None:
+        entry = self._tasks.get(task_id)
+        if entry is None or entry["expires"] < time.monotonic():
+            return None
+        return entry
+
+    def finish(self, task_id: str, status: str, message: str, outcome: dict[str, Any]) -> None:
+        """`outcome` is {"result": ...} or {"error": ...}."""
+        entry = self._tasks.get(task_id)
+        if entry is None:
+            return
+        entry["task"] = {**entry["task"], "status": status, "statusMessage": message,
+                         "lastUpdatedAt": _iso(time.time())}
+        entry.update(outcome)
+
+    def track(self, job: Any) -> None:
+        self._running.add(job)
+        job.add_done_callback(self._running.discard)
+
+    async def close(self) -> None:
+        for job in list(self._running):
+            job.cancel()
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))

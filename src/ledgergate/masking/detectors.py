@@ -174,6 +174,9 @@ def builtin_key_detector(key: str) -> str | None:
     return None if weak is None else weak + WEAK
 
 
+_MASK_TOKEN = re.compile(r"\[[A-Z][A-Za-z0-9_]*\]|[A-Z][A-Z0-9_]*_[0-9a-f]{16}")
+
+
 def _canonical_key(key: str) -> str:
     c = canonicalize(key)
     return key if c is None else c.text
@@ -181,6 +184,8 @@ def _canonical_key(key: str) -> str:
 
 def weak_value_matches(detector: str, value: str) -> bool:
     """Whether a value under a generic key is the detector's kind of value."""
+    if _MASK_TOKEN.search(value) is not None:
+        return False  # holds what an earlier pass produced: judged by the scanner, not as a whole
     if not value.isascii():
         c = canonicalize(value)
         if c is not None:
@@ -309,12 +314,14 @@ _KEYED_VALUE = re.compile(
     r"|\\\"(?P<ke>(?:[^\"\\\n]|\\+(?![\\\"])|(?:\\\\\\\\)*\\\\\\\")*?)(?:\\\\\\\\)*\\\""
     # deeper escaping: left to the other detectors rather than cut in the wrong place
     r"|(?P<deep>\\{2,}\")"
-    # a digit run takes every separator and whatever sticks to it: no tail left bare
-    rf"|(?P<ku>(?i:(?:bearer|basic|token)[ \t]+)?(?:\d[\d \-./()_]*\d[^{_VALUE_STOP}]*|[^{_VALUE_STOP}]+)))"
+    # a digit run takes every separator and whatever sticks to it: no tail left bare; a bare value
+    # never starts with '[' or '{' (a JSON container in text: cutting into it would break the JSON)
+    rf"|(?P<ku>(?i:(?:bearer|basic|token)[ \t]+)?(?:\d[\d \-./()_]*\d[^{_VALUE_STOP}]*|[^{_VALUE_STOP}\[{{][^{_VALUE_STOP}]*)))"
 )
 # Unquoted values of names, addresses and dates run to the end of the phrase, not the first space.
 _PHRASE_TAIL = re.compile(r"[^\n,;\"'<>{}\[\]|]*")
 _PHRASES = frozenset({PERSON, ADDRESS, DATE_OF_BIRTH})
+_LABEL_AT = re.compile(r"[ \t]*\[[A-Z][A-Za-z0-9_]*\]")
 
 # --------------------------------------------------------------------------- patterns
 
@@ -354,6 +361,9 @@ _IBAN = re.compile(
     r"(?![A-Za-z0-9])"
 )
 _IBAN_SEP = frozenset(" ._/-")
+# Where an IBAN can start: two digits after two letters. Digit-led, so `re` tries few places
+# (a letter-led search would stop at every letter of every word).
+_IBAN_HEAD = re.compile(r"[0-9](?<=[A-Za-z]{2}[0-9])[0-9]")
 
 # A run of at least 6 digits joined by at most two separator characters: the only
 # places where SSNs, cards, routing/account numbers and phones can be.
@@ -373,7 +383,8 @@ _PHONE_NANP = re.compile(
     rf"(?<![\d+])(?:\+?1{_GS}?)?(?:\([2-9]\d{{2}}\)[ ]?|[2-9]\d{{2}}{_GS})[2-9]\d{{2}}{_GS}\d{{4}}{_NOT_BEFORE_GROUP}"
 )
 _PHONE_INTL = re.compile(r"(?<![\w+])\+[1-9]\d{0,2}(?:[ ._/-]?\(?\d{1,5}\)?){2,6}(?!\d|[._/-]\d)")
-_DIGITS = re.compile(r"(?<!\d)(?<!\d\.)\d{6,19}(?!\d)(?!\.\d)")
+# Digits glued to letters are part of an identifier (a hex hash, a UPS `1Z...` number), not a number.
+_DIGITS = re.compile(r"(?<![\dA-Za-z])(?<!\d\.)\d{6,19}(?![\dA-Za-z])(?!\.\d)")
 
 # Context keywords that must appear in the few characters before a *bare* digit run.
 # Every alternative starts with a literal so `re` can skip to candidate letters; whole
@@ -389,6 +400,7 @@ _CTX_ABA = re.compile("|".join(("routing", "transit", _word("aba"), _word("rtn")
 _CTX_ACCOUNT = re.compile("|".join(("account", "acct", "checking", "savings", _word("a/c"), _word("dda"))))
 _CTX_PHONE = re.compile("|".join(("phone", "mobile", "whatsapp", _word("tel"), _word("cell"), _word("fax"),
                                   _word("call"), _word("sms"))))
+_CTX_CARD = re.compile("|".join(("card", "visa", "mastercard", "amex", "discover", _word("pan"), _word("cc"))))
 _CTX_ANY = re.compile("|".join(p.pattern for p in (_CTX_SSN, _CTX_ABA, _CTX_ACCOUNT, _CTX_PHONE)))
 _CTX_WINDOW = 40
 _LAST_DIGIT = re.compile(r"\d(?=\D*\Z)")
@@ -402,12 +414,9 @@ _GATE = re.compile(
     r"\d(?:[ .()_/-]{0,2}\d){5,}|[@:=]|-----BEGIN|[A-Za-z]{2}\d\d|" + "|".join(re.escape(g) for g in _TOKEN_GATES)
 )
 # The same for the personal detectors: a cue word (any case) or a number before a capitalised word.
-_PERSONAL_GATE = re.compile(
-    r"(?i:holder|custom|client|benefic|paye|applic|borrow|member|patient|employ|insured|sign|authori|recipient"
-    r"|sender|contact|guarant|trustee|owner|attn|attention|name|dear|mr|ms|miss|dr|prof|sir|dame|born|d\.?o\.?b"
-    r"|birth)|\d[ ]+[A-Z0-9]|Box[ ]|US[SN]|USCGC"
-)
 _PERSONAL = frozenset({PERSON, ADDRESS, DATE_OF_BIRTH})
+_ASCII_LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 _NOT_A_VALUE = frozenset({"", "null", "none", "true", "false", "n/a", "na", "-"})
 
@@ -446,7 +455,7 @@ def _digits(s: str) -> str:
 def _context(text: str, start: int, keywords: re.Pattern[str]) -> bool:
     """A keyword within the window before `start`, with no other number in between."""
     window = text[max(0, start - _CTX_WINDOW):start].lower()
-    if _CTX_ANY.search(window) is None:  # the common case: one cheap search, no keyword at all
+    if keywords is not _CTX_CARD and _CTX_ANY.search(window) is None:  # the common case: one cheap search, no keyword at all
         return False
     window = _IDENTIFIER.sub(" ", window)
     m = _LAST_DIGIT.search(window)
@@ -462,6 +471,10 @@ def classify_digit_run(text: str, s: int, e: int, enabled: frozenset[str]) -> st
     d = text[s:e]
     n = len(d)
     if n >= 12 and CREDIT_CARD in enabled and card_valid(d):
+        # 1 in 10 account numbers passes Luhn: an account keyword (and no card keyword) says which
+        if (n <= 17 and US_BANK_ACCOUNT in enabled and _context(text, s, _CTX_ACCOUNT)
+                and not _context(text, s, _CTX_CARD)):
+            return US_BANK_ACCOUNT
         return CREDIT_CARD
     if n == 9:
         if US_SSN in enabled and ssn_valid(d) and _context(text, s, _CTX_SSN):
@@ -542,8 +555,11 @@ class TextScanner:
             long = len(text) > _SHORT
             if long or _GATE.search(text) is not None:
                 self._builtin(text, enabled, found)
-            if not enabled.isdisjoint(_PERSONAL) and (long or _PERSONAL_GATE.search(text) is not None):
-                self._personal(text, enabled, found.append)
+            if not enabled.isdisjoint(_PERSONAL):
+                lowered = text.lower()
+                if len(lowered) != len(text):  # a few characters lower-case to two: keep positions
+                    lowered = text.translate(_ASCII_LOWER)
+                self._personal(text, lowered, enabled, found.append)  # each finder gates itself
         for custom in self._customs:
             if custom.pattern is not None and custom.name in enabled:
                 found.extend((m.start(), m.end(), _RANK_CUSTOM, custom.name)
@@ -578,17 +594,22 @@ class TextScanner:
         if EMAIL in enabled and "@" in text:
             self._emails(text, add)
         if IBAN in enabled:
-            for m in _IBAN.finditer(text):
-                f = _iban_span(text, m)
+            done = 0
+            for h in _IBAN_HEAD.finditer(text):
+                if h.start() - 2 < done:
+                    continue
+                im = _IBAN.match(text, h.start() - 2)
+                f = None if im is None else _iban_span(text, im)
                 if f is not None:
                     add((f[0], f[1], _RANK_IBAN, IBAN))
+                    done = f[1]
         if not enabled.isdisjoint(_DIGIT_FAMILY):
             for m in _CLUSTER.finditer(text):
                 self._cluster(text, m.start(), m.end(), enabled, add)
 
     @staticmethod
-    def _personal(text: str, enabled: frozenset[str], add: Callable[[tuple[int, int, int, str]], None]) -> None:
-        lowered = text.lower()
+    def _personal(text: str, lowered: str, enabled: frozenset[str],
+                  add: Callable[[tuple[int, int, int, str]], None]) -> None:
         if PERSON in enabled:
             find_persons(text, lowered, add, _RANK_PERSONAL)
         if ADDRESS in enabled:
@@ -627,8 +648,8 @@ class TextScanner:
                     if tail is not None:
                         end = start + len(text[start:tail.end()].rstrip())
                         value = text[start:end]
-                if value.strip().lower() in _NOT_A_VALUE or looks_masked(value):
-                    break
+                if value.strip().lower() in _NOT_A_VALUE or looks_masked(value) or _LABEL_AT.match(text, start):
+                    break  # nothing there, or what an earlier pass left (`[SECRET]` is cut at its ']')
                 if weak and not weak_value_matches(detector, value):
                     break
                 add((start, end, _RANK_KEYED, detector))
@@ -653,6 +674,8 @@ class TextScanner:
         if cluster.isdigit():
             if s > 0 and (text[s - 1] == "+" or (text[s - 1] == "." and s > 1 and text[s - 2].isdigit())):
                 return
+            if (s > 0 and text[s - 1] in _ASCII_LETTERS) or (e < len(text) and text[e] in _ASCII_LETTERS):
+                return  # glued to letters: an identifier
             det = classify_digit_run(text, s, e, enabled) if len(cluster) <= 19 else None
             if det is not None:
                 add((s, e, _RANK_DIGITS, det))

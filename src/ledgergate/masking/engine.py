@@ -37,6 +37,7 @@ __all__ = ["BLOB_UNSCANNED", "BLOB_WITHHELD", "LEDGER_PROFILE", "Masker", "Maski
 _KEY_CACHE_MAX = 4096
 _MIN_TEXT = 6  # no built-in detector matches fewer characters
 _MISS = object()
+_JSON_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?")
 # Short strings found clean (statuses, dates, currency codes repeat in every row) are
 # remembered per profile; nothing with a finding is ever cached.
 _CLEAN_CACHE_LEN = 48
@@ -50,7 +51,7 @@ def _bare_json_number(text: str, start: int, end: int) -> bool:
     string (MCP `content[].text` is often JSON.stringify'd), so it gets quotes. Prose
     ("Account A-2001: 2951500533") is left unquoted: only text that opens like JSON counts.
     """
-    if not text[start:end].isdigit():
+    if _JSON_NUMBER.fullmatch(text, start, end) is None:
         return False
     opening = text.lstrip()[:1]
     if opening not in ("{", "["):

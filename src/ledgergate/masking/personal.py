@@ -44,32 +44,34 @@ _NAME_END = rf"(?![{_UP}{_LO}0-9_@])"
 _FULL_NAME = rf"(?P<name>{_TOKEN}(?:[ ](?:{_INITIAL}|{_TOKEN})){{0,2}}[ ]{_TOKEN}{_NAME_END}{_SUFFIX}?)"
 _SURNAME_OK = rf"(?P<sur>{_TOKEN}(?:[ ](?:{_INITIAL}|{_TOKEN})){{0,3}}{_NAME_END}{_SUFFIX}?)"
 
-_HONORIFIC = r"(?<![A-Za-z])(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Dame|MR|MRS|MS|DR)\.?[ ]+"
-_LABEL = (r"(?<![A-Za-z])(?i:account[ _-]?holder|acct[ _-]?holder|card[ _-]?holder|policy[ _-]?holder|holder"
-          r"|customer|client|beneficiary|payee|payer|applicant|co-?applicant|borrower|co-?borrower|member"
-          r"|patient|employee|insured|signatory|signer|authori[sz]ed[ ]user|recipient|sender|contact|guarantor"
-          r"|trustee|owner|attn|attention|full[ _-]?name|legal[ _-]?name|first[ _-]?name|last[ _-]?name"
-          r"|customer[ _-]?name|client[ _-]?name|name|dear)(?:'s)?"
-          r"(?:[ ]?[:=\-–][ ]?|[ ]+(?i:is|was|named|called)[ ]+|[ ]+)")
-_PERSON_RE = re.compile(rf"{_HONORIFIC}{_SURNAME_OK}|{_LABEL}(?:(?i:mr|mrs|ms|miss|dr)\.?[ ]+)?{_FULL_NAME}")
-_PERSON_GATE = re.compile(
-    r"holder|customer|client|benefic|payee|payer|applicant|borrower|member|patient|employee|insured|sign"
-    r"|authori|recipient|sender|contact|guarantor|trustee|owner|attn|attention|name|dear"
-    r"|(?<![a-z])(?:mr|mrs|ms|miss|mx|dr|prof|sir|dame)(?![a-z])"
+# Cues are found in the lower-cased text by one case-sensitive pattern (literals, so `re`
+# skips ahead fast); the name is then matched in the original text where the cue ends.
+_CUE = re.compile(
+    r"(?<![a-z])(?:(?P<hon>mr|mrs|ms|miss|mx|dr|prof|sir|dame)(?![a-z])"
+    r"|(?:account[ _-]?holder|acct[ _-]?holder|card[ _-]?holder|policy[ _-]?holder|holder"
+    r"|customer|client|beneficiary|payee|payer|applicant|co-?applicant|borrower|co-?borrower|member"
+    r"|patient|employee|insured|signatory|signer|authori[sz]ed[ ]user|recipient|sender|contact|guarantor"
+    r"|trustee|owner|attn|attention|full[ _-]?name|legal[ _-]?name|first[ _-]?name|last[ _-]?name"
+    r"|customer[ _-]?name|client[ _-]?name|name|dear)(?:'s)?(?![a-z]))"
+)
+_AFTER_HONORIFIC = re.compile(rf"\.?[ ]+{_SURNAME_OK}")
+_AFTER_LABEL = re.compile(
+    rf"(?:[ ]?[:=\-–][ ]?|[ ]+(?i:is|was|named|called)[ ]+|[ ]+)(?:(?i:mr|mrs|ms|miss|dr)\.?[ ]+)?{_FULL_NAME}"
 )
 
+# (Months that are also first names — April, May, June, August — are not on the list.)
 # Capitalised words that start or fill business phrases after a cue ("Customer Service Team",
 # "Account Holder Agreement"): any of them in a candidate means it is not a person's name.
 _NOT_NAME = frozenset("""
 account accounts acct action address admin administrator agreement alert all and annual api app application
-approved april august auto automatic balance bank banking basic benefit benefits billing board branch business
+approved   auto automatic balance bank banking basic benefit benefits billing board branch business
 call card care case cash center centre change charge checking claim class client closed code company compliance
 contact corporate credit customer customers daily data date day dear debit december default department deposit
 desk detail details digital direct division east email employee enterprise escrow experience external family
 fax february fee file final finance financial first for form fraud friday from fund funds general global gold
 group guest help high holder home hub id identity inbound info information insurance internal international
-into invoice it january joint july june last legal limit line list loan loans management manager march market
-may member members merchant message mobile monday money monthly mortgage name new no north not notice november
+into invoice it january joint july  last legal limit line list loan loans management manager march market
+ member members merchant message mobile monday money monthly mortgage name new no north not notice november
 number october office officer online open operations order our owner page partner payment payments pending
 personal phone platform plan platinum policy portal premier premium primary priority private product profile
 program qualified rate record records reference region relations relationship report request retail review risk
@@ -93,12 +95,24 @@ def _name_ok(name: str) -> bool:
     return True
 
 
+# Every name this module finds has a capital letter right after a space: text without one
+# (most JSON) is done after one literal-led search.
+_NAME_GATE = re.compile(f"[ ](?=[{_UP}])")
+
+
 def find_persons(text: str, lowered: str, add: _Add, rank: int) -> None:
-    """Names that stand right after a person cue."""
-    if _PERSON_GATE.search(lowered) is None:
+    """Names that stand right after a person cue (`lowered` is text.lower(), the same length)."""
+    if _NAME_GATE.search(text) is None:
         return
-    for m in _PERSON_RE.finditer(text):
-        group = "sur" if m.start("sur") >= 0 else "name"
+    for cue in _CUE.finditer(lowered):
+        if cue.group("hon") is not None:
+            m = _AFTER_HONORIFIC.match(text, cue.end())
+            group = "sur"
+        else:
+            m = _AFTER_LABEL.match(text, cue.end())
+            group = "name"
+        if m is None:
+            continue
         s, e = m.span(group)
         if _name_ok(m.group(group)) and _COMPANY_AFTER.match(text, e) is None:
             add((s, e, rank, PERSON))
@@ -146,7 +160,7 @@ Villages Vlgs Ville Vl Vista Vis Walk Walks Wall Way Ways Well Wl Wells Wls
 _TYPES = "|".join(sorted({*(_STREET_TYPES), *(t.upper() for t in _STREET_TYPES)}, key=lambda t: (-len(t), t)))
 _STATES = (
     "AL AK AZ AR CA CO CT DE DC FL GA HI ID IL IN IA KS KY LA ME MD MA MI MN MS MO MT NE NV NH NJ NM NY NC ND OH "
-    "OK OR PA RI SC SD TN TX UT VT VA WA WV WI WY PR GU VI AS MP AA AE AP"
+    "OK OR PA RI SC SD TN TX UT VT VA WA WV WI WY PR GU VI AS MP FM MH PW AA AE AP"
 ).split()
 _STATE = "(?:" + "|".join(_STATES) + ")"
 _WORD = r"(?:[A-Z][A-Za-z'’]*(?:-[A-Z][A-Za-z'’]*)?\.?|\d{1,3}(?:st|nd|rd|th|ST|ND|RD|TH))"
@@ -161,23 +175,28 @@ _MILITARY = (r"(?<![A-Za-z])(?:(?:PSC|Unit|UNIT|CMR)[ ]+\d{3,5},?[ ]+Box[ ]+\d{1
              rf"{_SEP}(?:APO|FPO|DPO)[ ]+A[AEP][ ]+\d{{5}}(?:-\d{{4}})?(?!\d)")
 _PO_BOX = rf"(?<![A-Za-z])(?:P\.?[ ]?O\.?|Post[ ]Office)[ ]+Box[ ]+\d{{1,6}}{_CITY_ZIP}?"
 _ADDRESS_RE = re.compile(f"{_STREET}|{_MILITARY}|{_PO_BOX}")
-_ADDRESS_GATE = re.compile(r"\d[ ]+[A-Z0-9NSEW]|Box[ ]|US[SN]|USCGC")
+# Literal-led gates: a number, a space and a capital or digit; a PO box; a ship.
+_STREET_GATE = re.compile(r"[ ](?<=\d[ ])[A-Z0-9]")
+_OTHER_GATE = re.compile(r"Box[ ]|US[SN]|USCGC")
 
 
 def find_addresses(text: str, add: _Add, rank: int) -> None:
     """Street, PO box and military addresses by their shape."""
-    if _ADDRESS_GATE.search(text) is None:
+    if _STREET_GATE.search(text) is None and _OTHER_GATE.search(text) is None:
         return
     for m in _ADDRESS_RE.finditer(text):
         add((m.start(), m.end(), rank, ADDRESS))
 
 
+_NUMBER_WORD = re.compile(r"\d+[A-Za-z]?[ ]+[A-Za-z]{2,}")
+
+
 def looks_like_address(value: str) -> bool:
     """True for a value under a generic `address` key that is a postal address, not a host or wallet."""
     v = value.strip()
-    if " " not in v or not any(ch.isalpha() for ch in v) or "@" in v or "://" in v:
+    if " " not in v or "@" in v or "://" in v or "[" in v:
         return False
-    return any(ch.isdigit() for ch in v) or _ADDRESS_RE.search(v) is not None
+    return _NUMBER_WORD.search(v) is not None or _ADDRESS_RE.search(v) is not None
 
 
 # ----------------------------------------------------------------------------- dates of birth
@@ -190,17 +209,20 @@ _DATE = (rf"(?:\d{{4}}{_DS}\d{{1,2}}{_DS}\d{{1,2}}(?:T\d\d:\d\d(?::\d\d(?:\.\d+)
          rf"|(?i:{_MONTH})\.?[ ]+\d{{1,2}}(?:st|nd|rd|th)?,?[ ]+\d{{4}}"
          rf"|\d{{1,2}}(?:st|nd|rd|th)?[ ]+(?:of[ ]+)?(?i:{_MONTH})\.?,?[ ]+\d{{4}}"
          rf"|(?:19|20)\d{{2}}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01]))(?![\d])")
-_DOB_RE = re.compile(
-    r"(?<![A-Za-z])(?i:born(?:[ ]+on)?|d\.?o\.?b\.?|date[ _-]?of[ _-]?birth|birth[ _-]?date|birthdate|birthday"
+_DOB_CUE = re.compile(
+    r"(?<![a-z])(?:born(?:[ ]+on)?|d\.?o\.?b\.?|date[ _-]?of[ _-]?birth|birth[ _-]?date|birthdate|birthday"
     r"|birth)"
+)
+_AFTER_DOB = re.compile(
     rf"(?:[ ]*[:=\-–][ ]*|[ ]+(?i:is|was|of|on)[ ]+|[ ]*\([^)]{{0,12}}\)[ ]*[:=]?[ ]*|[ ]+)(?P<date>{_DATE})"
 )
-_DOB_GATE = re.compile(r"born|d\.?o\.?b|birth")
 
 
 def find_birth_dates(text: str, lowered: str, add: _Add, rank: int) -> None:
-    """Dates that stand right after a birth cue."""
-    if _DOB_GATE.search(lowered) is None:
+    """Dates that stand right after a birth cue (`lowered` is text.lower(), the same length)."""
+    if "birth" not in lowered and "born" not in lowered and "dob" not in lowered and "d.o.b" not in lowered:
         return
-    for m in _DOB_RE.finditer(text):
-        add((m.start("date"), m.end("date"), rank, DATE_OF_BIRTH))
+    for cue in _DOB_CUE.finditer(lowered):
+        m = _AFTER_DOB.match(text, cue.end())
+        if m is not None:
+            add((m.start("date"), m.end("date"), rank, DATE_OF_BIRTH))

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ledgergate.numbers import parse_uint
+
 
 @dataclass(slots=True)
 class Event:
@@ -66,8 +68,8 @@ class SSEParser:
                 self._event = value
             elif name == "id":
                 self._id = value
-            elif name == "retry" and value.isdigit():
-                self._retry = int(value)
+            elif name == "retry" and (retry := parse_uint(value)) is not None:  # ASCII digits only (WHATWG)
+                self._retry = retry
         return events
 
 

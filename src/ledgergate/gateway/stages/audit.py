@@ -64,9 +64,10 @@ class AuditRequest:
 
     async def on_request(self, call: Call) -> None:
         decision = call.decision
+        released = {"approval": call.approval_id} if call.approval_id is not None else {}
         await self.evidence.record("rpc.request", call, with_args=True,
                                    rule=decision.rule if decision else None,
-                                   decision=decision.effect if decision else None)
+                                   decision=decision.effect if decision else None, **released)
 
 
 class AuditResponse:

@@ -2,14 +2,17 @@
 
 A stage has a request hook, a response hook, or both, like mitmproxy's addons.
 A request hook that refuses the call writes its own ledger record and raises a
-`GatewayError` carrying the answer; a response hook returns the answer (the
-same or a changed one) and may set `call.answered` after writing its record,
-when it replaced the answer with its own. Stages know nothing of HTTP.
+`GatewayError` carrying the answer. A request hook that holds the call (the
+approval stage) returns an async iterator of what the client should see while
+it waits; if that ends with an answer (a message without a method), the call is
+answered there and not forwarded. A response hook returns the answer (the same
+or a changed one) and may set `call.answered` after writing its record, when it
+replaced the answer with its own. Stages know nothing of HTTP.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any, Protocol
 
 from ledgergate.gateway.call import Call
@@ -19,8 +22,9 @@ from ledgergate.upstream.base import Message
 
 
 class RequestStage(Protocol):
-    async def on_request(self, call: Call) -> None:
-        """Let the call on, or record why not and raise errors.GatewayError."""
+    async def on_request(self, call: Call) -> AsyncGenerator[Message, None] | None:
+        """Let the call on (None), hold it (messages for the client meanwhile), or record why not and
+        raise errors.GatewayError."""
 
 
 class ResponseStage(Protocol):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from ledgergate.numbers import parse_uint
+
 
 class HostPolicy:
     """Which `Host` and `Origin` values name this gateway (MCP transport spec: DNS rebinding)."""
@@ -25,7 +27,7 @@ class HostPolicy:
             host, _, rest = hostport[1:].partition("]")
             return host, rest[1:] if rest.startswith(":") else None
         host, sep, port = hostport.rpartition(":")
-        return (host, port) if sep and port.isdigit() else (hostport, None)
+        return (host, port) if sep and parse_uint(port, 5) is not None else (hostport, None)
 
     def host_ok(self, value: str | None) -> bool:
         if not value:
@@ -43,7 +45,7 @@ class HostPolicy:
         if value in self.hostports:
             return True
         host, port = self._split(value)
-        return host in self.hostnames and (port is None or int(port) == self.port or value in self.hostports)
+        return host in self.hostnames and (port is None or parse_uint(port, 5) == self.port or value in self.hostports)
 
     def origin_ok(self, origin: str | None) -> bool:
         if origin is None:

@@ -1,0 +1,322 @@
+"""Just-in-time approvals through a real gateway: the official SDK client in both protocol eras,
+real OIDC tokens, server-everything as the upstream, decisions over the REST API, SQLite and a
+real PostgreSQL with two gateway processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from tests.support import gateway as gw
+from tests.support.client import MODERN, Recorder, connect
+from tests.support.oidc import Provider
+from tests.support.pg import throwaway_schema, url_for
+from tests.support.procs import Proc, start_everything
+
+pytestmark = pytest.mark.node
+
+POLICIES = [
+    {"name": "staff-sums", "match": {"groups": ["staff"], "servers": ["everything"], "tools": ["echo", "get-sum"]},
+     "effect": "allow", "mask": "standard"},
+    {"name": "large-sums-need-approval", "match": {"servers": ["everything"], "tools": ["get-sum"]},
+     "when": "args.a > 1000", "effect": "approve", "approvers": {"groups": ["approvers"], "count": 1}},
+    {"name": "wires-need-two", "match": {"servers": ["everything"], "tools": ["echo"]},
+     "when": 'args.message.startsWith("wire")', "effect": "approve", "approvers": {"groups": ["approvers"], "count": 2}},
+]
+APPROVALS = {"hold": "4s", "timeout": "10m", "grant_window": "2m"}
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[Proc]:
+    proc = start_everything()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def idp() -> Iterator[Provider]:
+    p = Provider()
+    yield p
+    p.stop()
+
+
+def servers(upstream: Proc) -> dict[str, Any]:
+    return {"everything": {"url": f"http://127.0.0.1:{upstream.port}/mcp"}}
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory, idp: Provider, upstream: Proc) -> Iterator[gw.RunningGateway]:
+    running = gw.start(tmp_path_factory.mktemp("approvals"), idp.issuer, servers(upstream), POLICIES,
+                       {"approvals": APPROVALS})
+    yield running
+    running.stop()
+
+
+class People:
+    def __init__(self, idp: Provider) -> None:
+        self.alice = idp.token("alice", ["staff"])
+        self.bob = idp.token("bob", ["approvers"])
+        self.erin = idp.token("erin", ["approvers"])
+        self.carol = idp.token("carol", ["staff", "approvers"])  # may approve, but never her own calls
+        self.dave = idp.token("dave", ["staff"])
+
+
+@pytest.fixture(scope="module")
+def people(idp: Provider) -> People:
+    return People(idp)
+
+
+async def pending(gateway: gw.RunningGateway, token: str, requester: str, exclude: set[str] = frozenset(),
+                  timeout: float = 15.0) -> dict[str, Any]:
+    """The newest pending approval requested by `requester` (as an approver sees it)."""
+    deadline = time.monotonic() + timeout
+    async with gateway.http(token) as http:
+        while time.monotonic() < deadline:
+            r = await http.get(f"{gateway.base}/api/v1/approvals", params={"status": "pending"})
+            assert r.status_code == 200, r.text
+            mine = [a for a in r.json()["approvals"] if requester in json.dumps(a["requester"])
+                    and a["id"] not in exclude]
+            if mine:
+                return mine[0]
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"no pending approval from {requester}")
+
+
+async def decide(gateway: gw.RunningGateway, token: str, approval_id: str, verdict: str,
+                 reason: str = "checked the ticket") -> httpx.Response:
+    async with gateway.http(token) as http:
+        return await http.post(f"{gateway.base}/api/v1/approvals/{approval_id}/{verdict}", json={"reason": reason})
+
+
+def text_of(result: Any) -> str:
+    return " ".join(getattr(c, "text", "") for c in result.content)
+
+
+def records(gateway: gw.RunningGateway) -> list[dict[str, Any]]:
+    out = subprocess.run([sys.executable, "-m", "ledgergate.cli", "audit", "tail", "--config",
+                          str(gateway.dir / "ledgergate.yaml"), "-n", "100000"],
+                         cwd=gateway.dir, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return [json.loads(line) for line in out.stdout.splitlines() if line.strip().startswith("{")]
+
+
+# ── held, then released ──────────────────────────────────────────────────────
+async def test_handshake_client_is_held_with_notices_and_completes_once_approved(gateway: gw.RunningGateway,
+                                                                                people: People) -> None:
+    rec = Recorder()
+    async with connect(gateway.url("everything"), people.alice, "legacy", rec) as client:
+        call = asyncio.create_task(client.call_tool("get-sum", {"a": 5000, "b": 7}))
+        approval = await pending(gateway, people.bob, "alice")
+        assert approval["status"] == "pending" and approval["rule"] == "large-sums-need-approval"
+        started = time.monotonic()
+        assert (await decide(gateway, people.bob, approval["id"], "approve")).status_code == 200
+        result = await asyncio.wait_for(call, 10)
+        released_after = time.monotonic() - started
+    assert "5007" in text_of(result) and not result.is_error
+    assert released_after < 2.0
+    assert any(approval["id"] in json.dumps(getattr(log, "data", log), default=str) for log in rec.logs), rec.logs
+    events = records(gateway)
+    kinds = [r["event"] for r in events if r.get("approval") == approval["id"]]
+    assert kinds[:4] == ["approval.requested", "approval.decided", "approval.granted", "approval.executed"]
+    forwarded = [r for r in events if r["event"] == "rpc.request" and r.get("approval") == approval["id"]]
+    assert len(forwarded) == 1, "the approved call ran exactly once"
+
+
+async def test_modern_client_retries_with_sealed_state_and_completes(gateway: gw.RunningGateway,
+                                                                      people: People) -> None:
+    async with connect(gateway.url("everything"), people.alice, MODERN) as client:
+        call = asyncio.create_task(client.call_tool("get-sum", {"a": 6000, "b": 1}))
+        approval = await pending(gateway, people.bob, "alice")
+        await asyncio.sleep(5.0)  # past approvals.hold: the client has its input-required state and retried
+        assert not call.done()
+        assert (await decide(gateway, people.bob, approval["id"], "approve")).status_code == 200
+        result = await asyncio.wait_for(call, 10)
+    assert "6001" in text_of(result)
+    held = [r for r in records(gateway) if r["event"] == "approval.held" and r.get("approval") == approval["id"]]
+    assert held, "the first round ended with the state handed to the client"
+
+
+async def test_a_denial_reaches_the_client_with_its_reason(gateway: gw.RunningGateway, people: People) -> None:
+    for mode in ("legacy", MODERN):
+        async with connect(gateway.url("everything"), people.alice, mode) as client:
+            call = asyncio.create_task(client.call_tool("get-sum", {"a": 7000 + len(mode), "b": 0}))
+            approval = await pending(gateway, people.bob, "alice")
+            assert (await decide(gateway, people.bob, approval["id"], "deny", "no transfers on Fridays")).status_code == 200
+            with pytest.raises(Exception) as refused:
+                result = await asyncio.wait_for(call, 10)
+                assert result.is_error, "a denied call must not return a result"
+            assert "no transfers on Fridays" in str(refused.value), (mode, str(refused.value))
+
+
+# ── who may decide ───────────────────────────────────────────────────────────
+async def test_requester_and_non_approvers_cannot_decide(gateway: gw.RunningGateway, people: People) -> None:
+    async with connect(gateway.url("everything"), people.carol, "legacy") as client:
+        call = asyncio.create_task(client.call_tool("get-sum", {"a": 8000, "b": 2}))
+        approval = await pending(gateway, people.bob, "carol")
+        own = await decide(gateway, people.carol, approval["id"], "approve")
+        assert own.status_code == 403 and "you requested this call" in own.json()["error"]
+        outsider = await decide(gateway, people.dave, approval["id"], "approve")
+        assert outsider.status_code == 403
+        async with gateway.http(people.bob) as http:
+            assert (await http.get(f"{gateway.base}/api/v1/approvals/{approval['id']}")).json()["status"] == "pending"
+        assert (await decide(gateway, people.bob, approval["id"], "approve")).status_code == 200
+        assert "8002" in text_of(await asyncio.wait_for(call, 10))
+
+
+async def test_two_approvers_are_needed_when_the_rule_says_two(gateway: gw.RunningGateway, people: People) -> None:
+    async with connect(gateway.url("everything"), people.alice, "legacy") as client:
+        call = asyncio.create_task(client.call_tool("echo", {"message": "wire 10000 to acct 9"}))
+        approval = await pending(gateway, people.bob, "alice")
+        assert (await decide(gateway, people.bob, approval["id"], "approve")).status_code == 200
+        again = await decide(gateway, people.bob, approval["id"], "approve")
+        assert again.status_code == 409, "the same person cannot count twice"
+        await asyncio.sleep(0.5)
+        assert not call.done(), "one approval of two must not release the call"
+        assert (await decide(gateway, people.erin, approval["id"], "approve")).status_code == 200
+        assert "wire 10000" in text_of(await asyncio.wait_for(call, 10))
+
+
+# ── exactly once, exactly this call ──────────────────────────────────────────
+MODERN_HEADERS = {"Accept": "application/json", "Content-Type": "application/json", "MCP-Protocol-Version": MODERN,
+                  "Mcp-Method": "tools/call", "Mcp-Name": "get-sum"}
+META = {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}}
+
+
+async def raw_call(gateway: gw.RunningGateway, token: str, args: dict[str, Any], expect: int = 200,
+                   **extra: Any) -> dict[str, Any]:
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "get-sum", "arguments": args, "_meta": META, **extra}}
+    async with gateway.http(token) as http:
+        r = await http.post(gateway.url("everything"), headers=MODERN_HEADERS, json=body)
+    assert r.status_code == expect, r.text
+    return r.json()
+
+
+async def test_one_approval_runs_one_call_and_changed_arguments_need_a_new_one(gateway: gw.RunningGateway,
+                                                                             people: People) -> None:
+    first = await raw_call(gateway, people.dave, {"a": 9000, "b": 3})
+    state = first["result"]["requestState"]
+    approval = await pending(gateway, people.bob, "dave")
+    assert (await decide(gateway, people.bob, approval["id"], "approve")).status_code == 200
+
+    changed = await raw_call(gateway, people.dave, {"a": 9000, "b": 4}, 400, requestState=state)
+    assert "error" in changed and "different call" in changed["error"]["message"]
+    stolen = await raw_call(gateway, people.alice, {"a": 9000, "b": 3}, 400, requestState=state)
+    assert "error" in stolen and "another caller" in stolen["error"]["message"]
+
+    done = await raw_call(gateway, people.dave, {"a": 9000, "b": 3}, requestState=state)
+    assert "9003" in json.dumps(done["result"]), "refusals above consumed nothing"
+    replayed = await raw_call(gateway, people.dave, {"a": 9000, "b": 3}, requestState=state)
+    assert "error" in replayed and "already ran" in replayed["error"]["message"]
+    repeated = await raw_call(gateway, people.dave, {"a": 9000, "b": 3})
+    assert repeated["result"]["resultType"] == "input_required", "the same call again needs a new approval"
+    fresh = await pending(gateway, people.bob, "dave")
+    assert fresh["id"] != approval["id"]
+
+
+# ── survives a restart; expiry ───────────────────────────────────────────────
+async def test_a_pending_approval_survives_a_restart(tmp_path: Path, idp: Provider, upstream: Proc,
+                                                     people: People) -> None:
+    running = await asyncio.to_thread(gw.start, tmp_path, idp.issuer, servers(upstream), POLICIES,
+                                      {"approvals": APPROVALS})
+    try:
+        first = await raw_call(running, people.alice, {"a": 4242, "b": 0})
+        approval = await pending(running, people.bob, "alice")
+        await asyncio.to_thread(running.stop)
+        running = await asyncio.to_thread(gw.start, tmp_path, idp.issuer, servers(upstream), POLICIES,
+                                          {"approvals": APPROVALS}, port=running.port)
+        assert (await pending(running, people.bob, "alice"))["id"] == approval["id"]
+        assert (await decide(running, people.bob, approval["id"], "approve")).status_code == 200
+        done = await raw_call(running, people.alice, {"a": 4242, "b": 0},
+                              requestState=first["result"]["requestState"])
+        assert "4242" in json.dumps(done["result"])
+    finally:
+        await asyncio.to_thread(running.stop)
+
+
+async def test_an_expired_approval_is_a_recorded_denial(tmp_path: Path, idp: Provider, upstream: Proc,
+                                                        people: People) -> None:
+    running = await asyncio.to_thread(gw.start, tmp_path, idp.issuer, servers(upstream), POLICIES,
+                                      {"approvals": {"hold": "1s", "timeout": "2s"}})
+    try:
+        first = await raw_call(running, people.alice, {"a": 1234, "b": 0})
+        await asyncio.sleep(3.5)
+        late = await raw_call(running, people.alice, {"a": 1234, "b": 0}, requestState=first["result"]["requestState"])
+        assert "error" in late and "expired" in late["error"]["message"], late
+        assert "approval.expired" in [r["event"] for r in records(running)]
+    finally:
+        await asyncio.to_thread(running.stop)
+
+
+# ── two replicas on one PostgreSQL ───────────────────────────────────────────
+async def test_a_decision_on_one_replica_releases_the_call_held_on_another(tmp_path: Path, idp: Provider,
+                                                                          upstream: Proc, people: People) -> None:
+    with throwaway_schema("lg_apr") as schema:
+        extra = {"storage": url_for(schema), "approvals": APPROVALS}
+        a = await asyncio.to_thread(gw.start, tmp_path / "a", idp.issuer, servers(upstream), POLICIES,
+                                    {**extra, "audit": {**gw.AUDIT, "replica": "a"}})
+        b = await asyncio.to_thread(gw.start, tmp_path / "b", idp.issuer, servers(upstream), POLICIES,
+                                    {**extra, "audit": {**gw.AUDIT, "replica": "b"}})
+        try:
+            async with connect(b.url("everything"), people.alice, "legacy") as client:
+                call = asyncio.create_task(client.call_tool("get-sum", {"a": 3333, "b": 3}))
+                approval = await pending(a, people.bob, "alice")
+                started = time.monotonic()
+                assert (await decide(a, people.bob, approval["id"], "approve")).status_code == 200
+                result = await asyncio.wait_for(call, 10)
+                across = time.monotonic() - started
+            assert "3336" in text_of(result)
+            assert across < 2.0, f"released {across:.2f}s after the decision on the other replica"
+        finally:
+            await asyncio.to_thread(a.stop)
+            await asyncio.to_thread(b.stop)
+
+
+# ── the Tasks extension: a task to poll ──────────────────────────────────────
+TASKS_META = {"io.modelcontextprotocol/protocolVersion": MODERN,
+              "io.modelcontextprotocol/clientCapabilities": {"extensions": {"io.modelcontextprotocol/tasks": {}}}}
+
+
+async def modern_post(gateway: gw.RunningGateway, token: str, method: str, params: dict[str, Any],
+                      name: str | None = None) -> httpx.Response:
+    headers = {**MODERN_HEADERS, "Mcp-Method": method}
+    headers.pop("Mcp-Name")
+    if name:
+        headers["Mcp-Name"] = name
+    async with gateway.http(token) as http:
+        return await http.post(gateway.url("everything"), headers=headers, json={
+            "jsonrpc": "2.0", "id": 5, "method": method, "params": {**params, "_meta": TASKS_META}})
+
+
+async def test_a_tasks_client_polls_a_task_that_runs_once_approved(gateway: gw.RunningGateway,
+                                                                   people: People) -> None:
+    created = (await modern_post(gateway, people.alice, "tools/call",
+                                 {"name": "get-sum", "arguments": {"a": 5555, "b": 1}}, "get-sum")).json()["result"]
+    assert created["resultType"] == "task" and created["status"] == "working", created
+    task_id = created["taskId"]
+    polled = (await modern_post(gateway, people.alice, "tasks/get", {"taskId": task_id})).json()["result"]
+    assert polled["status"] == "working" and "apr_" in polled["statusMessage"]
+    other = (await modern_post(gateway, people.dave, "tasks/get", {"taskId": task_id})).json()
+    assert "error" in other, "another identity cannot poll the task"
+
+    approval = await pending(gateway, people.bob, "alice")
+    assert approval["id"] in polled["statusMessage"]
+    assert (await decide(gateway, people.bob, approval["id"], "approve")).status_code == 200
+    for _ in range(100):
+        polled = (await modern_post(gateway, people.alice, "tasks/get", {"taskId": task_id})).json()["result"]
+        if polled["status"] != "working":
+            break
+        await asyncio.sleep(0.1)
+    assert polled["status"] == "completed" and "5556" in json.dumps(polled["result"]), polled
+    ran = [r for r in records(gateway) if r["event"] == "rpc.request" and r.get("approval") == approval["id"]]
+    assert len(ran) == 1

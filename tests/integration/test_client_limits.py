@@ -1,0 +1,165 @@
+"""Slow and excess clients against a real gateway process (`ledgergate serve`), over raw sockets.
+
+A client that never finishes its request head or body (slowloris) is answered 408 and closed
+within the configured bound, even while it keeps trickling bytes; one connection beyond
+`limits.max_client_connections` is answered 503 and closed at once, so a few hundred of them
+cannot take the gateway's file descriptors; and ordinary clients are served all along.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from tests.support.procs import Proc, free_port, start_gateway
+
+HEADER_TIMEOUT = 1.0
+BODY_TIMEOUT = 1.5
+MAX_CONNECTIONS = 40
+SLACK = 1.5  # scheduling on a shared 2-core machine
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proc, int]]:
+    directory = tmp_path_factory.mktemp("limits")
+    port = free_port()
+    config = {
+        "listen": f"127.0.0.1:{port}",
+        "storage": "sqlite:///./data/ledgergate.db",
+        "servers": {"nowhere": {"url": f"http://127.0.0.1:{free_port()}/mcp"}},
+        "audit": {"signing_key": "./data/ledger.key"},
+        "limits": {"client_header_timeout": f"{HEADER_TIMEOUT:g}s", "client_body_timeout": f"{BODY_TIMEOUT:g}s",
+                   "max_client_connections": MAX_CONNECTIONS},
+    }
+    path = directory / "ledgergate.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = start_gateway(path, port, directory / "gateway.log")
+    yield proc, port
+    proc.stop()
+
+
+def _connect(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    return sock
+
+
+def _read_until_closed(sock: socket.socket, deadline: float, trickle: bytes = b"") -> bytes:
+    """Everything the gateway sends until it closes; sends `trickle` every 0.2 s meanwhile."""
+    received = b""
+    sock.settimeout(0.2)
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            if trickle:
+                try:
+                    sock.sendall(trickle)
+                except OSError:
+                    return received
+            continue
+        except ConnectionResetError:
+            return received
+        if not chunk:
+            return received
+        received += chunk
+    raise AssertionError(f"still open after the deadline; got {received!r}")
+
+
+def _healthy(port: int) -> None:
+    r = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+    assert r.status_code == 200, r.text
+
+
+def _error_message(answer: bytes) -> str:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return str(json.loads(body)["error"]["message"])
+
+
+def test_a_silent_connection_is_closed_after_the_header_timeout(gateway: tuple[Proc, int]) -> None:
+    _, port = gateway
+    with _connect(port) as sock:
+        start = time.monotonic()
+        answer = _read_until_closed(sock, start + HEADER_TIMEOUT + SLACK)
+        assert time.monotonic() - start >= HEADER_TIMEOUT * 0.9
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    assert _error_message(answer) == f"the request head did not arrive within {HEADER_TIMEOUT:g}s"
+
+
+def test_a_trickled_head_is_cut_off_although_bytes_keep_coming(gateway: tuple[Proc, int]) -> None:
+    _, port = gateway
+    with _connect(port) as sock:
+        start = time.monotonic()
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        answer = _read_until_closed(sock, start + HEADER_TIMEOUT + SLACK, trickle=b"X-Slow: 1\r\n")
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+
+
+def test_blank_lines_between_requests_do_not_hold_the_connection(gateway: tuple[Proc, int]) -> None:
+    _, port = gateway
+    with _connect(port) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        time.sleep(0.2)
+        start = time.monotonic()
+        answer = _read_until_closed(sock, start + HEADER_TIMEOUT + SLACK, trickle=b"\r\n")
+    assert answer.startswith(b"HTTP/1.1 200 "), answer
+    assert b"HTTP/1.1 408 " in answer, answer
+
+
+def test_a_trickled_body_is_cut_off(gateway: tuple[Proc, int]) -> None:
+    """The gateway refuses the unauthenticated request at once; the client keeps trickling the
+    body it announced, and the connection still ends within the body bound (a body the
+    application does read is answered 408: tests/unit/test_serving.py)."""
+    _, port = gateway
+    with _connect(port) as sock:
+        start = time.monotonic()
+        sock.sendall(b"POST /mcp/nowhere HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     b"Accept: application/json, text/event-stream\r\nContent-Length: 100000\r\n\r\n{")
+        answer = _read_until_closed(sock, start + BODY_TIMEOUT + SLACK, trickle=b" ")
+    assert answer.startswith(b"HTTP/1.1 401 "), answer
+
+
+def test_normal_clients_are_served_while_slow_ones_hold_connections(gateway: tuple[Proc, int]) -> None:
+    _, port = gateway
+    slow = [_connect(port) for _ in range(MAX_CONNECTIONS - 10)]
+    try:
+        for sock in slow:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        start = time.monotonic()
+        _healthy(port)
+        assert time.monotonic() - start < 1.0
+    finally:
+        for sock in slow:
+            sock.close()
+
+
+def test_connections_beyond_the_limit_are_refused_and_the_gateway_keeps_its_descriptors(
+        gateway: tuple[Proc, int]) -> None:
+    proc, port = gateway
+    fd_dir = Path(f"/proc/{proc.proc.pid}/fd")
+    time.sleep(HEADER_TIMEOUT + 0.5)  # earlier tests' connections are gone
+    baseline = len(os.listdir(fd_dir))
+    held: list[socket.socket] = []
+    try:
+        for _ in range(300):  # a few hundred slow clients
+            held.append(_connect(port))
+        time.sleep(0.5)
+        open_fds = len(os.listdir(fd_dir))
+        assert open_fds <= baseline + MAX_CONNECTIONS + 5, (baseline, open_fds)
+        refused = held[-1]
+        answer = _read_until_closed(refused, time.monotonic() + 2)
+        assert answer == b"" or answer.startswith(b"HTTP/1.1 503 "), answer
+        if answer:
+            assert _error_message(answer) == "too many connections to the gateway; try again later"
+    finally:
+        for sock in held:
+            sock.close()
+    time.sleep(0.3)
+    _healthy(port)  # the gateway serves again at once
