@@ -529,3 +529,23 @@ async def test_the_stage_flow_admit_hold_decide_run_once(store_url: str, ledger:
         assert "denied by carol: once is enough" in m.describe_outcome(await svc.get(again.id))
     finally:
         await svc.close()
+
+
+async def test_cancel_is_recorded_wakes_the_waiter_and_ends_the_approval(store_url: str, ledger: Ledger) -> None:
+    svc = await service(store_url, ledger)
+    try:
+        a = await ask(svc)
+        waiter = asyncio.create_task(svc.wait(a.id, 30))
+        await asyncio.sleep(0.02)
+        with pytest.raises(m.BadDecision):
+            await svc.cancel(a.id, "")
+        c = await svc.cancel(a.id, "the client went away")
+        assert c.status == "cancelled" and (await asyncio.wait_for(waiter, 5)).status == "cancelled"
+        with pytest.raises(m.NotPending, match="cancelled"):
+            await svc.decide(a.id, BOB, "approve", "late")
+        with pytest.raises(m.NotPending, match="cancelled"):
+            await svc.cancel(a.id, "again")
+    finally:
+        await svc.close()
+    [rec] = [r for r in records(store_url) if r["event"] == "approval.cancelled"]
+    assert rec["reason"] == "the client went away"

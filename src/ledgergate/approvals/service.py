@@ -303,7 +303,11 @@ class ApprovalService:
             current = await self.get(approval_id)
             new = model.cancel(current, self._clock(), reason)
             await self._append("approval.cancelled", {**self._call_fields(new), "reason": new.close_reason})
-            stored = await self._io(self.store.update, new, current.version)
+            try:
+                stored = await self._io(self.store.update, new, current.version)
+            except ApprovalUnavailable:
+                await self._void(approval_id, "the approvals store could not apply the cancellation")
+                raise
             if stored is None:
                 await self._void(approval_id, "the approval changed before it was cancelled")
                 raise NotPending(f"approval {approval_id} changed before it was cancelled; look again", "changed")
