@@ -3,6 +3,7 @@ the tokens it prints, the demo policies and masking, then `ledgergate audit veri
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -193,10 +194,50 @@ def test_cli_command_prefers_the_running_script() -> None:
         sys.argv[0] = saved
 
 
-def test_zz_stops_cleanly_and_the_ledger_verifies(demo: Demo) -> None:
-    demo.proc.stop()
+async def _open_event_stream(demo: Demo) -> tuple[asyncio.Task[list[str]], asyncio.Event]:
+    """A handshake-era session with its GET event stream open, as SDK clients keep one."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {demo.tokens['alice']}", "Accept": "application/json, text/event-stream",
+               "Content-Type": "application/json", "MCP-Protocol-Version": "2025-06-18"}
+    http = httpx.AsyncClient(timeout=30)
+    init = await http.post(demo.url, headers=headers, json={
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})
+    assert init.status_code == 200, init.text
+    headers["Mcp-Session-Id"] = init.headers["mcp-session-id"]
+    assert (await http.post(demo.url, headers=headers,
+                            json={"jsonrpc": "2.0", "method": "notifications/initialized"})).status_code == 202
+    opened = asyncio.Event()
+
+    async def listen() -> list[str]:
+        lines: list[str] = []
+        try:
+            async with http.stream("GET", demo.url, headers={**headers, "Accept": "text/event-stream"}) as r:
+                assert r.status_code == 200
+                opened.set()
+                async for line in r.aiter_lines():  # raises if the stream does not end cleanly
+                    lines.append(line)
+        finally:
+            await http.aclose()
+        return lines
+
+    return asyncio.create_task(listen()), opened
+
+
+async def test_zz_stops_cleanly_and_the_ledger_verifies(demo: Demo) -> None:
+    """Stopping with an event stream open ends the stream in order and prints no traceback
+    (it used to wait out uvicorn's 5 s grace period, then log the cancelled stream's traceback)."""
+    stream, opened = await _open_event_stream(demo)
+    await asyncio.wait_for(opened.wait(), 10)
+    start = time.monotonic()
+    await asyncio.to_thread(demo.proc.stop)
+    assert time.monotonic() - start < 4, "the open stream held the shutdown"
+    await asyncio.wait_for(stream, 5)  # ended cleanly, not by a broken connection
     assert demo.proc.proc.returncode == 0, demo.output()[-3000:]
     assert "stopped;" in demo.output()
+    assert "Traceback" not in demo.output(), demo.output()[-3000:]
+    assert "ERROR" not in demo.output(), demo.output()[-3000:]
     verify = subprocess.run([_printed_cli(demo.output()), "audit", "verify", "--config",
                              str(demo.dir / "ledgergate.yaml")], capture_output=True, text=True, timeout=60)
     assert verify.returncode == 0, verify.stdout + verify.stderr
