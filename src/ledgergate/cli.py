@@ -61,7 +61,8 @@ def demo(
                                   "(or any free port)."),
     data_dir: Path | None = typer.Option(
         None, help="Where the demo keeps its database, signing key and tokens "
-                   "[default: $XDG_STATE_HOME/ledgergate/demo, else ~/.local/state/ledgergate/demo]."),
+                   "(default: ~/.local/state/ledgergate/demo, or under $XDG_STATE_HOME).",
+        show_default=False),
 ) -> None:
     """Gateway + demo bank MCP server + development identity provider, all embedded."""
     from ledgergate.demo.run import run_demo
