@@ -189,3 +189,26 @@ def test_partial_never_shows_part_of_a_name_address_or_birth_date() -> None:
 ])
 def test_lookalikes_pass_the_ledger_profile_untouched(text: str) -> None:
     assert MASKER.mask_for_ledger(text) == (text, {})
+
+
+def test_identifier_between_cue_and_name() -> None:
+    """The demo bank server writes `Customer C-1001: Alice Nguyen, born 1975-03-02`."""
+    text = "Customer C-1001: Alice Nguyen, born 1975-03-02\nAddress: 12 Maple Ave, Springfield, IL 62701"
+    masked, counts = MASKER.mask_for_ledger(text)
+    assert masked == "Customer C-1001: [PERSON], born [DATE_OF_BIRTH]\nAddress: [ADDRESS]"
+    assert counts == {"PERSON": 1, "DATE_OF_BIRTH": 1, "ADDRESS": 1}
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Ship to 123 Main Street, Springfield.", "Ship to [ADDRESS]."),
+    ("address: 12 Elm Rd, Fairview, TN", "address: [ADDRESS]"),
+    ("Meet at 5 Park Ave, Then we talk", "Meet at [ADDRESS], Then we talk"),  # a sentence is no city
+])
+def test_address_takes_a_city_that_ends_the_phrase(text: str, expected: str) -> None:
+    assert _mask(text)[0] == expected
+
+
+def test_negative_number_in_json_text_stays_json() -> None:
+    text = json.dumps({"account": -123456789, "list": ["ACCOUNT", -100000]})
+    masked, counts = MASKER.mask(text, None)
+    assert json.loads(masked) == {"account": "[US_BANK_ACCOUNT]", "list": ["ACCOUNT", "[US_BANK_ACCOUNT]"]}

@@ -377,6 +377,7 @@ _KEYED_VALUE = re.compile(
 )
 # Unquoted values of names, addresses and dates run to the end of the phrase, not the first space.
 _PHRASE_TAIL = re.compile(r"[^\n,;\"'<>{}\[\]|]*")
+_ADDRESS_TAIL = re.compile(r"[^\n;\"'<>{}\[\]|]*")  # an address has commas in it: the line ends it
 _PHRASES = frozenset({PERSON, ADDRESS, DATE_OF_BIRTH})
 _LABEL_AT = re.compile(r"[ \t]*\[[A-Z][A-Za-z0-9_]*\]")
 
@@ -711,7 +712,7 @@ class TextScanner:
                     continue
                 start, end = v.span(group)
                 if group == "ku" and detector in _PHRASES:
-                    tail = _PHRASE_TAIL.match(text, end)
+                    tail = (_ADDRESS_TAIL if detector == ADDRESS else _PHRASE_TAIL).match(text, end)
                     if tail is not None:
                         end = start + len(text[start:tail.end()].rstrip())
                         value = text[start:end]

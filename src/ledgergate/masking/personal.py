@@ -70,17 +70,18 @@ def _rev_alternation(words: tuple[str, ...]) -> str:
     return "(?:" + "|".join(re.escape(sp) for sp in spelled) + ")"
 
 
-# Read backwards from a capital: [honorific + space]? separator, ['s]? cue word | space, honorific.
+# Read backwards from a capital: an honorific and a space (then a surname alone will do), or:
+# [honorific]? separator [identifier]? ['s]? cue word — "Customer C-1001: Alice Nguyen".
 _CUE_REV = re.compile(
     r"(?:[ ]+\.?(?P<hon>" + _rev_alternation(_HONORIFICS) + r")(?![a-z])"
     r"|(?:[ ]+\.?(?:rm|srm|sm|ssim|rd))?"
     r"(?:[ ]?[:=\-–][ ]?|[ ]+(?:si|saw|deman|dellac)[ ]+|[ ]+)"
+    r"(?:[a-z0-9_#-]*[0-9][a-z0-9_#-]*[ ]+)?"
     r"(?P<lab>(?:s')?" + _rev_alternation(_CUE_WORDS) + r")(?![a-z]))"
 )
-_AFTER_HONORIFIC = re.compile(rf"\.?[ ]+{_SURNAME_OK}")
-_AFTER_LABEL = re.compile(
-    rf"(?:[ ]?[:=\-–][ ]?|[ ]+(?i:is|was|named|called)[ ]+|[ ]+)(?:(?i:mr|mrs|ms|miss|dr)\.?[ ]+)?{_FULL_NAME}"
-)
+# The name itself, matched forwards from the capital once a cue stands before it.
+_SURNAME_AT = re.compile(_SURNAME_OK)
+_FULL_NAME_AT = re.compile(_FULL_NAME)
 
 # (Months that are also first names — April, May, June, August — are not on the list.)
 # Capitalised words that start or fill business phrases after a cue ("Customer Service Team",
@@ -138,10 +139,10 @@ def find_persons(text: str, lowered: str, add: _Add, rank: int) -> None:
         if cue is None:
             continue
         if cue.group("hon") is not None:
-            m = _AFTER_HONORIFIC.match(text, n - cue.start("hon"))
+            m = _SURNAME_AT.match(text, q)
             group = "sur"
         else:
-            m = _AFTER_LABEL.match(text, n - cue.start("lab"))
+            m = _FULL_NAME_AT.match(text, q)
             group = "name"
         if m is None:
             continue
@@ -202,8 +203,10 @@ _UNIT = (r"(?:,?[ ]+(?:Apt|APT|Apartment|Suite|SUITE|Ste|STE|Unit|UNIT|Fl|Floor|
          r"[ ]*#?[ ]*[A-Za-z0-9-]{1,8}|[ ]*#[ ]*[A-Za-z0-9-]{1,8})")
 _SEP = r"(?:,[ ]*\n?[ ]*|[ ]*\n[ ]*|,?[ ]+)"
 _CITY_ZIP = rf"(?:{_SEP}(?:[A-Z][A-Za-z.'’-]*[ ]+){{0,3}}[A-Z][A-Za-z.'’-]*,?[ ]+{_STATE}\.?[ ]+\d{{5}}(?:-\d{{4}})?(?!\d))"
+# A city with no state or ZIP is taken only where the phrase ends right after it.
+_CITY_ONLY = r"(?:,[ ]*[A-Z][A-Za-z'’-]+(?:[ ][A-Z][A-Za-z'’-]+){0,2}(?=[ ]*(?:$|[\n.;:)\"'\]}|]|,[ ]+[a-z])))"
 _STREET = (rf"(?<![\w.,/#-])\d{{1,6}}[A-Z]?(?:-\d{{1,4}})?[ ]+(?:{_DIR}[ ]+)?(?:{_WORD}[ ]+){{1,4}}?"
-           rf"(?:{_TYPES})(?![A-Za-z0-9])\.?(?:[ ]+{_DIR}(?![A-Za-z]))?{_UNIT}?{_CITY_ZIP}?")
+           rf"(?:{_TYPES})(?![A-Za-z0-9])\.?(?:[ ]+{_DIR}(?![A-Za-z]))?{_UNIT}?(?:{_CITY_ZIP}|{_CITY_ONLY})?")
 _MILITARY = (r"(?<![A-Za-z])(?:(?:PSC|Unit|UNIT|CMR)[ ]+\d{3,5},?[ ]+Box[ ]+\d{1,5}|(?:USS|USNS|USNV|USCGC)[ ]+[A-Z][A-Za-z'’-]+)"
              rf"{_SEP}(?:APO|FPO|DPO)[ ]+A[AEP][ ]+\d{{5}}(?:-\d{{4}})?(?!\d)")
 _PO_BOX = rf"(?<![A-Za-z])(?:P\.?[ ]?O\.?|Post[ ]Office)[ ]+Box[ ]+\d{{1,6}}{_CITY_ZIP}?"
