@@ -210,10 +210,13 @@ class _Run:
                 matched = canon.text[cstart:cend]
                 if start < pos:
                     start = pos
-            parts.append(value[pos:start])
             replacement = op(detector, matched)
-            if _bare_json_number(value, start, end):
+            if start > pos and value[start - 1] == "-" and _bare_json_number(value, start - 1, end):
+                start -= 1  # a negative JSON number: the minus goes inside the quotes too
+                replacement = f'"{replacement}"'
+            elif _bare_json_number(value, start, end):
                 replacement = f'"{replacement}"'  # JSON-as-text stays parseable
+            parts.append(value[pos:start])
             parts.append(replacement)
             self._count(detector)
             pos = end
