@@ -31,7 +31,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ledgergate.api.approvals import approval_routes
-from ledgergate.approvals.service import ApprovalService
+from ledgergate.approvals.service import ApprovalService, open_store
 from ledgergate.approvals.webhooks import WebhookNotifier
 from ledgergate.audit.ledger import Ledger
 from ledgergate.config import ConfigError, LimitsSettings, LoadedConfig, load_config
@@ -50,9 +50,9 @@ from ledgergate.identity.resource_metadata import (
 )
 from ledgergate.identity.service import IdentityService
 from ledgergate.principal import Principal
-from ledgergate.store.approvals_store import ApprovalStore
 from ledgergate.store.fingerprints_store import FingerprintStore
 from ledgergate.upstream.registry import Upstreams
+from ledgergate.upstream.settings import PoolLimits
 
 log = logging.getLogger("ledgergate")
 
@@ -76,7 +76,8 @@ class Gateway:
         self.config = config
         s = config.settings
         self.snapshot = Snapshot.build(s, IdentityService(s.identity, s.storage, config.base_dir))
-        self.upstreams = Upstreams(config)
+        self.upstreams = Upstreams(s.servers, str(config.base_dir), PoolLimits(
+            s.limits.upstream_connections, s.limits.upstream_keepalive_expiry, s.limits.upstream_pool_timeout))
         self.sessions = SessionRegistry(s.limits.session_idle_timeout, s.limits.max_sessions_per_principal)
         self.metrics = Metrics()
         self.ledger: Ledger | None = None
@@ -108,7 +109,7 @@ class Gateway:
         self.drift = DriftGuard(FingerprintStore.open(s.storage, self.config.base_dir), s.tool_drift)
         self.webhooks = WebhookNotifier(s.approvals.webhooks, console_url=s.approvals.console_url)
         await self.webhooks.start()
-        self.approvals = ApprovalService(ApprovalStore.from_url(s.storage, self.config.base_dir), self.ledger.append,
+        self.approvals = ApprovalService(open_store(s.storage, self.config.base_dir), self.ledger.append,
                                          s.approvals, notifier=self.webhooks)
         await self.approvals.start()
         self.lasting = Lasting(self.ledger, self.ledger.hmac, self.drift, TaskOwners(), self.approvals,

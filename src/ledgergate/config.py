@@ -12,7 +12,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import (
@@ -35,7 +35,7 @@ from ledgergate.policy.settings import (
     PolicyRuleSettings,
     ToolDriftSettings,
 )
-from ledgergate.upstream.unix import is_unix_url, parse_unix_url
+from ledgergate.upstream.settings import ServerSettings
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -43,39 +43,6 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class ServerSettings(_Strict):
-    """One protected MCP server: either `url` (Streamable HTTP or legacy SSE) or `command` (stdio)."""
-
-    url: str | None = None
-    transport: Literal["streamable-http", "sse"] = "streamable-http"
-    command: str | list[str] | None = None
-    args: list[str] = Field(default_factory=list)
-    env: dict[str, str] = Field(default_factory=dict)
-    cwd: str | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
-    timeout: float = 300.0
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> ServerSettings:
-        if (self.url is None) == (self.command is None):
-            raise ValueError("a server needs exactly one of 'url' or 'command'")
-        if self.url is not None and is_unix_url(self.url):
-            try:
-                parse_unix_url(self.url)
-            except ValueError as exc:
-                raise ValueError(f"'url': {exc}") from None
-        elif self.url is not None and not self.url.startswith(("http://", "https://")):
-            raise ValueError("'url' must start with http:// or https:// (or unix:// for a Unix socket)")
-        return self
-
-    @property
-    def argv(self) -> list[str]:
-        if self.command is None:
-            return []
-        base = [self.command] if isinstance(self.command, str) else list(self.command)
-        return base + list(self.args)
 
 
 class LimitsSettings(_Strict):
