@@ -45,6 +45,7 @@ import queue
 import secrets
 import socket
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -99,6 +100,7 @@ class _Job:
 
 
 _STOP = object()
+PROBE_IDLE = 5.0  # seconds without a committed write after which a probe write checks the store
 
 
 def _load_or_create_hmac_key(path: Path) -> bytes:
@@ -137,6 +139,11 @@ class Ledger:
         self._closed = False
         self._claim_lock = threading.Lock()  # guards _Append.state between the writer and the event loop
         self._owed: list[_Append] = []  # follow-ups for records whose callers were told they failed (writer only)
+        # readiness: the last write's outcome (None = it committed), and when a write last committed
+        self._problem: str | None = None
+        self._last_ok = time.monotonic()
+        self.probe_idle = PROBE_IDLE
+        self._prober: asyncio.Task[None] | None = None
         self._last_checkpoint_size = -1
         self._ticker: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
@@ -173,6 +180,7 @@ class Ledger:
         ledger._writer = threading.Thread(target=ledger._run_writer, name=f"ledger-writer-{log_id}", daemon=True)
         ledger._writer.start()
         ledger._watchdog = asyncio.create_task(ledger._watch(), name="ledger-watchdog")
+        ledger._prober = asyncio.create_task(ledger._probe_loop(), name="ledger-probe")
         if settings.checkpoint_interval > 0:
             ledger._ticker = asyncio.create_task(ledger._tick(), name="ledger-checkpoints")
         return ledger
@@ -264,11 +272,47 @@ class Ledger:
         rows = await asyncio.to_thread(self._locked_read, lambda r: r.rows(self.log_id, index, index + 1))
         return rows[0] if rows else None
 
+    def readiness(self) -> str:
+        """"ok" when the ledger can make records durable now, else why not. Cheap (no I/O): it is the
+        outcome of the last write, whether a record or the probe write made while idle
+        (`_probe_loop`), so a replica whose store cannot write (a full disk, a lost server) stops
+        being ready even when no request comes, and is ready again once a write succeeds."""
+        if self._closed:
+            return "closed"
+        if self._owed:
+            return "a record committed after its caller was refused still waits for its follow-up record"
+        return self._problem or "ok"
+
+    async def _probe_loop(self) -> None:
+        me = asyncio.current_task()
+        while True:
+            # Python 3.11's wait_for (in _submit) can swallow a cancellation that races the result
+            if me is not None and me.cancelling():
+                raise asyncio.CancelledError
+            await asyncio.sleep(min(1.0, self.probe_idle))
+            if self._problem is None and not self._owed and time.monotonic() - self._last_ok < self.probe_idle:
+                continue  # records are being written: their outcome is the readiness
+            try:
+                await self._submit(self._probe)
+            except LedgerUnavailable as exc:
+                self._problem = exc.message
+            except Exception as exc:  # noqa: BLE001 - keep probing
+                self._problem = f"probe failed: {type(exc).__name__}"
+
+    def _probe(self) -> None:
+        """Writer thread: a small durable write that is not a record."""
+        self._store.probe(self.log_id, rfc3339_now())
+        self._wrote()
+
+    def _wrote(self) -> None:
+        self._problem = None
+        self._last_ok = time.monotonic()
+
     async def close(self) -> None:
         """Final checkpoint, stop the checkpoint task and the writer, close connections."""
         if self._closed:
             return
-        for task in (self._ticker, self._watchdog):
+        for task in (self._ticker, self._watchdog, self._prober):
             if task is not None:
                 task.cancel()
                 try:
@@ -323,6 +367,7 @@ class Ledger:
                 fut = item.future
                 if fut is not None and not fut.done():
                     self._abandon(item, "timeout")
+                    self._problem = "a record was not made durable within append_timeout"
                     fut.set_exception(LedgerUnavailable("audit ledger did not make the record durable in time"))
 
     async def _tick(self) -> None:
@@ -345,6 +390,7 @@ class Ledger:
         note = self.signer.sign(Checkpoint(self.origin, size, root).body())
         row = CheckpointRow(self.log_id, size, root, note, edge, rfc3339_now())
         self._store.add_checkpoint(row)
+        self._wrote()
         self._last_checkpoint_size = size
         return row, True
 
@@ -394,6 +440,7 @@ class Ledger:
                     raise StoreError("store no longer holds this log's records")
                 self._broken = False
             except StoreError as exc:
+                self._problem = f"the store cannot be reached: {exc}"
                 self._fail_all(appends, jobs, LedgerUnavailable(f"audit ledger store unavailable: {exc}"))
                 return
         if self._owed and not self._write_owed():
@@ -417,6 +464,7 @@ class Ledger:
                 results.append((job.future, job.fn()))
             except StoreError as exc:
                 self._broken = True
+                self._problem = f"the last write failed: {exc}"
                 results.append((job.future, LedgerUnavailable(f"audit ledger store unavailable: {exc}")))
             except Exception as exc:  # noqa: BLE001
                 results.append((job.future, exc))
@@ -455,6 +503,7 @@ class Ledger:
             self._store.append_batch(self.log_id, rows)
         except StoreError as exc:
             self._broken = True
+            self._problem = f"the last write failed: {exc}"
             log.error("ledger write failed, failing closed: %s", exc)
             err = LedgerUnavailable("audit ledger store unavailable")
             failed.extend((item.future, err) for item, _ in good if item.future is not None)
@@ -462,6 +511,7 @@ class Ledger:
         with self._state_lock:
             for r in rows:
                 self._tree.append(r.leaf_hash)
+        self._wrote()
         return good, failed
 
     def _write_owed(self) -> bool:
