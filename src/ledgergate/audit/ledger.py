@@ -57,6 +57,8 @@ from ledgergate.audit.checkpoint import Checkpoint, Signer, load_or_create_signe
 from ledgergate.audit.settings import AuditSettings
 from ledgergate.audit.witness import Witness, make_witnesses, push_all
 from ledgergate.errors import LedgerUnavailable
+from ledgergate.store.claims import ClaimRefused, LogClaim
+from ledgergate.store.db import StoreURL
 from ledgergate.store.ledger_store import (
     CheckpointRow,
     LeafRow,
@@ -144,6 +146,8 @@ class Ledger:
         self._last_ok = time.monotonic()
         self.probe_idle = PROBE_IDLE
         self._prober: asyncio.Task[None] | None = None
+        self._claim: LogClaim | None = None
+        self._claim_problem: str | None = None  # set while this replica does not hold its log id
         self._last_checkpoint_size = -1
         self._ticker: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
@@ -164,15 +168,27 @@ class Ledger:
         def setup() -> Ledger:
             signer = load_or_create_signer(key_path, settings.key_name)
             hmac_key = _load_or_create_hmac_key(hmac_path)
+            claim = None
             try:
+                # one writer per log id: a second replica with this id refuses to start (store/claims.py)
+                claim = LogClaim(StoreURL.parse(store_url, base_dir), log_id)
                 store = open_ledger_store(store_url, base_dir)
                 store.init_schema()
                 store.ensure_log(log_id, origin_for(log_id), rfc3339_now())
                 reader = open_ledger_store(store_url, base_dir)
             except StoreError as exc:
+                if claim is not None:
+                    claim.release()
+                if isinstance(exc, ClaimRefused):
+                    raise LedgerUnavailable(str(exc)) from exc
                 raise LedgerUnavailable(f"audit ledger store unavailable: {exc}") from exc
             ledger = cls(settings, store, reader, signer, hmac_key, log_id, make_witnesses(settings.witnesses, base_dir))
-            ledger._rebuild()
+            ledger._claim = claim
+            try:
+                ledger._rebuild()
+            except BaseException:
+                claim.release()
+                raise
             return ledger
 
         ledger = await asyncio.to_thread(setup)
@@ -221,6 +237,8 @@ class Ledger:
         """Make one record durable; return its leaf index. Fails closed with LedgerUnavailable."""
         if self._closed:
             raise LedgerUnavailable("audit ledger is closed")
+        if self._claim_problem:
+            raise LedgerUnavailable(f"audit ledger cannot write: {self._claim_problem}")
         clash = RESERVED.intersection(fields)
         if clash:
             raise ValueError(f"record fields may not use reserved names {sorted(clash)}")
@@ -279,6 +297,8 @@ class Ledger:
         being ready even when no request comes, and is ready again once a write succeeds."""
         if self._closed:
             return "closed"
+        if self._claim_problem:
+            return self._claim_problem
         if self._owed:
             return "a record committed after its caller was refused still waits for its follow-up record"
         return self._problem or "ok"
@@ -290,6 +310,8 @@ class Ledger:
             if me is not None and me.cancelling():
                 raise asyncio.CancelledError
             await asyncio.sleep(min(1.0, self.probe_idle))
+            if self._claim is not None:
+                self._claim_problem = await asyncio.to_thread(self._claim.check)
             if self._problem is None and not self._owed and time.monotonic() - self._last_ok < self.probe_idle:
                 continue  # records are being written: their outcome is the readiness
             try:
@@ -331,6 +353,8 @@ class Ledger:
         for w in self._witnesses:
             await w.aclose()
         self._reader.close()
+        if self._claim is not None:
+            self._claim.release()
 
     # --- internals ----------------------------------------------------------
     def _check_size(self, size: int) -> None:
