@@ -299,11 +299,17 @@ class Gateway:
 
     async def _readyz(self, request: Request) -> Response:
         identity = self.snapshot.identity.readiness()
-        checks: dict[str, Any] = {"identity": identity, "ledger": "ok" if self.ledger is not None else "not open"}
+        # The ledger's state is the outcome of its last write (records or an idle probe write), so a
+        # replica that cannot record (full disk, lost database) is taken out of rotation; the
+        # fingerprint store is asked now (one small read), since every tools/list needs it.
+        ledger = self.ledger.readiness() if self.ledger is not None else "not open"
+        problem = "not open" if self.drift is None else await asyncio.to_thread(self.drift.store.check)
+        fingerprints = problem or "ok"
+        checks: dict[str, Any] = {"identity": identity, "ledger": ledger, "tool_fingerprints": fingerprints}
         # Ready when requests can be both authenticated and recorded: with no usable keys for any
         # issuer and no API keys, every caller would be refused.
         can_authenticate = not identity or any(state == "ok" for state in identity.values())
-        ready = self.ledger is not None and self.endpoint is not None and can_authenticate
+        ready = ledger == "ok" and fingerprints == "ok" and self.endpoint is not None and can_authenticate
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
     async def _metrics(self, request: Request) -> Response:

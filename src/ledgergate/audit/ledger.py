@@ -45,6 +45,7 @@ import queue
 import secrets
 import socket
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -56,6 +57,8 @@ from ledgergate.audit.checkpoint import Checkpoint, Signer, load_or_create_signe
 from ledgergate.audit.settings import AuditSettings
 from ledgergate.audit.witness import Witness, make_witnesses, push_all
 from ledgergate.errors import LedgerUnavailable
+from ledgergate.store.claims import ClaimRefused, LogClaim
+from ledgergate.store.db import StoreURL
 from ledgergate.store.ledger_store import (
     CheckpointRow,
     LeafRow,
@@ -99,6 +102,7 @@ class _Job:
 
 
 _STOP = object()
+PROBE_IDLE = 5.0  # seconds without a committed write after which a probe write checks the store
 
 
 def _load_or_create_hmac_key(path: Path) -> bytes:
@@ -137,6 +141,13 @@ class Ledger:
         self._closed = False
         self._claim_lock = threading.Lock()  # guards _Append.state between the writer and the event loop
         self._owed: list[_Append] = []  # follow-ups for records whose callers were told they failed (writer only)
+        # readiness: the last write's outcome (None = it committed), and when a write last committed
+        self._problem: str | None = None
+        self._last_ok = time.monotonic()
+        self.probe_idle = PROBE_IDLE
+        self._prober: asyncio.Task[None] | None = None
+        self._claim: LogClaim | None = None
+        self._claim_problem: str | None = None  # set while this replica does not hold its log id
         self._last_checkpoint_size = -1
         self._ticker: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
@@ -157,15 +168,27 @@ class Ledger:
         def setup() -> Ledger:
             signer = load_or_create_signer(key_path, settings.key_name)
             hmac_key = _load_or_create_hmac_key(hmac_path)
+            claim = None
             try:
+                # one writer per log id: a second replica with this id refuses to start (store/claims.py)
+                claim = LogClaim(StoreURL.parse(store_url, base_dir), log_id)
                 store = open_ledger_store(store_url, base_dir)
                 store.init_schema()
                 store.ensure_log(log_id, origin_for(log_id), rfc3339_now())
                 reader = open_ledger_store(store_url, base_dir)
             except StoreError as exc:
+                if claim is not None:
+                    claim.release()
+                if isinstance(exc, ClaimRefused):
+                    raise LedgerUnavailable(str(exc)) from exc
                 raise LedgerUnavailable(f"audit ledger store unavailable: {exc}") from exc
             ledger = cls(settings, store, reader, signer, hmac_key, log_id, make_witnesses(settings.witnesses, base_dir))
-            ledger._rebuild()
+            ledger._claim = claim
+            try:
+                ledger._rebuild()
+            except BaseException:
+                claim.release()
+                raise
             return ledger
 
         ledger = await asyncio.to_thread(setup)
@@ -173,6 +196,7 @@ class Ledger:
         ledger._writer = threading.Thread(target=ledger._run_writer, name=f"ledger-writer-{log_id}", daemon=True)
         ledger._writer.start()
         ledger._watchdog = asyncio.create_task(ledger._watch(), name="ledger-watchdog")
+        ledger._prober = asyncio.create_task(ledger._probe_loop(), name="ledger-probe")
         if settings.checkpoint_interval > 0:
             ledger._ticker = asyncio.create_task(ledger._tick(), name="ledger-checkpoints")
         return ledger
@@ -218,6 +242,8 @@ class Ledger:
         """Make one record durable; return its leaf index. Fails closed with LedgerUnavailable."""
         if self._closed:
             raise LedgerUnavailable("audit ledger is closed")
+        if self._claim_problem:
+            raise LedgerUnavailable(f"audit ledger cannot write: {self._claim_problem}")
         clash = RESERVED.intersection(fields)
         if clash:
             raise ValueError(f"record fields may not use reserved names {sorted(clash)}")
@@ -269,11 +295,51 @@ class Ledger:
         rows = await asyncio.to_thread(self._locked_read, lambda r: r.rows(self.log_id, index, index + 1))
         return rows[0] if rows else None
 
+    def readiness(self) -> str:
+        """"ok" when the ledger can make records durable now, else why not. Cheap (no I/O): it is the
+        outcome of the last write, whether a record or the probe write made while idle
+        (`_probe_loop`), so a replica whose store cannot write (a full disk, a lost server) stops
+        being ready even when no request comes, and is ready again once a write succeeds."""
+        if self._closed:
+            return "closed"
+        if self._claim_problem:
+            return self._claim_problem
+        if self._owed:
+            return "a record committed after its caller was refused still waits for its follow-up record"
+        return self._problem or "ok"
+
+    async def _probe_loop(self) -> None:
+        me = asyncio.current_task()
+        while True:
+            # Python 3.11's wait_for (in _submit) can swallow a cancellation that races the result
+            if me is not None and me.cancelling():
+                raise asyncio.CancelledError
+            await asyncio.sleep(min(1.0, self.probe_idle))
+            if self._claim is not None:
+                self._claim_problem = await asyncio.to_thread(self._claim.check)
+            if self._problem is None and not self._owed and time.monotonic() - self._last_ok < self.probe_idle:
+                continue  # records are being written: their outcome is the readiness
+            try:
+                await self._submit(self._probe)
+            except LedgerUnavailable as exc:
+                self._problem = exc.message
+            except Exception as exc:  # noqa: BLE001 - keep probing
+                self._problem = f"probe failed: {type(exc).__name__}"
+
+    def _probe(self) -> None:
+        """Writer thread: a small durable write that is not a record."""
+        self._store.probe(self.log_id, rfc3339_now())
+        self._wrote()
+
+    def _wrote(self) -> None:
+        self._problem = None
+        self._last_ok = time.monotonic()
+
     async def close(self) -> None:
         """Final checkpoint, stop the checkpoint task and the writer, close connections."""
         if self._closed:
             return
-        for task in (self._ticker, self._watchdog):
+        for task in (self._ticker, self._watchdog, self._prober):
             if task is not None:
                 task.cancel()
                 try:
@@ -292,6 +358,8 @@ class Ledger:
         for w in self._witnesses:
             await w.aclose()
         self._reader.close()
+        if self._claim is not None:
+            self._claim.release()
 
     # --- internals ----------------------------------------------------------
     def _check_size(self, size: int) -> None:
@@ -328,6 +396,7 @@ class Ledger:
                 fut = item.future
                 if fut is not None and not fut.done():
                     self._abandon(item, "timeout")
+                    self._problem = "a record was not made durable within append_timeout"
                     fut.set_exception(LedgerUnavailable("audit ledger did not make the record durable in time"))
 
     async def _tick(self) -> None:
@@ -350,6 +419,7 @@ class Ledger:
         note = self.signer.sign(Checkpoint(self.origin, size, root).body())
         row = CheckpointRow(self.log_id, size, root, note, edge, rfc3339_now())
         self._store.add_checkpoint(row)
+        self._wrote()
         self._last_checkpoint_size = size
         return row, True
 
@@ -399,6 +469,7 @@ class Ledger:
                     raise StoreError("store no longer holds this log's records")
                 self._broken = False
             except StoreError as exc:
+                self._problem = f"the store cannot be reached: {exc}"
                 self._fail_all(appends, jobs, LedgerUnavailable(f"audit ledger store unavailable: {exc}"))
                 return
         if self._owed and not self._write_owed():
@@ -422,6 +493,7 @@ class Ledger:
                 results.append((job.future, job.fn()))
             except StoreError as exc:
                 self._broken = True
+                self._problem = f"the last write failed: {exc}"
                 results.append((job.future, LedgerUnavailable(f"audit ledger store unavailable: {exc}")))
             except Exception as exc:  # noqa: BLE001
                 results.append((job.future, exc))
@@ -460,6 +532,7 @@ class Ledger:
             self._store.append_batch(self.log_id, rows)
         except StoreError as exc:
             self._broken = True
+            self._problem = f"the last write failed: {exc}"
             log.error("ledger write failed, failing closed: %s", exc)
             err = LedgerUnavailable("audit ledger store unavailable")
             failed.extend((item.future, err) for item, _ in good if item.future is not None)
@@ -467,6 +540,7 @@ class Ledger:
         with self._state_lock:
             for r in rows:
                 self._tree.append(r.leaf_hash)
+        self._wrote()
         return good, failed
 
     def _write_owed(self) -> bool:

@@ -51,6 +51,8 @@ _SCHEMA = [
     "PRIMARY KEY (log_id, seq))",
     "CREATE TABLE IF NOT EXISTS ledger_checkpoints (log_id TEXT NOT NULL, size BIGINT NOT NULL, root {blob} NOT NULL, "
     "note TEXT NOT NULL, edge {blob} NOT NULL, created TEXT NOT NULL, PRIMARY KEY (log_id, size))",
+    # one row per log, rewritten by readiness probes: a durable write that is not a record
+    "CREATE TABLE IF NOT EXISTS ledger_probes (log_id TEXT PRIMARY KEY, at TEXT NOT NULL)",
 ]
 
 
@@ -203,6 +205,14 @@ class LedgerStore:
         self._tx(lambda: self.conn.execute(
             self._q("INSERT INTO ledger_checkpoints (log_id, size, root, note, edge, created) VALUES (?, ?, ?, ?, ?, ?)"),
             (row.log_id, row.size, row.root, row.note, row.edge, row.created)))
+
+    def probe(self, log_id: str, at: str) -> None:
+        """One small durable write (a commit that must reach the disk or the server), so a store that
+        cannot write (a full disk, a read-only or replaced file, a lost server) is found while idle."""
+        self.check_alive()
+        self._tx(lambda: self.conn.execute(
+            self._q("INSERT INTO ledger_probes (log_id, at) VALUES (?, ?) "
+                    "ON CONFLICT (log_id) DO UPDATE SET at = excluded.at"), (log_id, at)))
 
     def checkpoints(self, log_id: str) -> list[CheckpointRow]:
         got = self._run("SELECT log_id, size, root, note, edge, created FROM ledger_checkpoints WHERE log_id = ? "
