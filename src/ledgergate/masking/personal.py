@@ -213,9 +213,9 @@ _PO_BOX = rf"(?<![A-Za-z])(?:P\.?[ ]?O\.?|Post[ ]Office)[ ]+Box[ ]+\d{{1,6}}{_CI
 _ADDRESS_RE = re.compile(f"{_STREET}|{_MILITARY}|{_PO_BOX}")
 _STREET_AT = re.compile(_STREET)
 _OTHER_RE = re.compile(f"{_MILITARY}|{_PO_BOX}")
-# Literal-led gates: a space after a digit, then a capital or a digit (the street name); a PO
+# Literal-led gates: a space after a digit, then a capital or an ordinal (the street name); a PO
 # box or military unit; a ship. The street pattern is then tried only where a house number starts.
-_STREET_GATE = re.compile(r"[ ](?<=\d[ ])[A-Z0-9]")
+_STREET_GATE = re.compile(r"[ ](?<=\d[ ])(?:[A-Z]|\d{1,3}(?:st|nd|rd|th|ST|ND|RD|TH)(?![A-Za-z0-9]))")
 _OTHER_GATE = re.compile(r"Box[ ]|US[SN]|USCGC")
 _HOUSE_NUMBER_CHARS = frozenset("0123456789-ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
