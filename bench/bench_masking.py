@@ -232,7 +232,8 @@ def corpus(per_detector: int, lookalikes: int, seed: int = CORPUS_SEED) -> list[
 
         plant("EMAIL", "prose", prose("mail {}"), fake.email())
 
-        n = f"{rng.randint(2, 9)}{rng.randint(0, 99):02d}{rng.randint(2, 9)}{rng.randint(0, 99):02d}{rng.randint(0, 9999):04d}"
+        n = (f"{rng.randint(2, 9)}{rng.randint(0, 99):02d}{rng.randint(2, 9)}{rng.randint(0, 99):02d}"
+             f"{rng.randint(0, 9999):04d}")  # NANP: area and exchange start 2-9
         phone = rng.choice([f"({n[:3]}) {n[3:6]}-{n[6:]}", f"{n[:3]}-{n[3:6]}-{n[6:]}", f"{n[:3]}.{n[3:6]}.{n[6:]}",
                             f"+1 {n[:3]} {n[3:6]} {n[6:]}", f"{n[:3]}_{n[3:6]}_{n[6:]}", f"{n[:3]}/{n[3:6]}/{n[6:]}"])
         plant("PHONE", "formatted", prose("phone {}"), phone, 0.1)
@@ -282,7 +283,8 @@ def corpus(per_detector: int, lookalikes: int, seed: int = CORPUS_SEED) -> list[
         lambda: f"Customer Service Team will reply within {rng.randint(2, 48)} hours.",
         lambda: f"created {fake.date_time_between('-3y').isoformat()}Z by {fake.user_name()}",
         lambda: json.dumps({"event": "login", "at": fake.iso8601() + "Z"}),
-        lambda: f"Invoice date {fake.date_this_decade().isoformat()}, due {fake.date_this_decade().strftime('%m/%d/%Y')}",
+        lambda: (f"Invoice date {fake.date_this_decade().isoformat()}, "
+                 f"due {fake.date_this_decade().strftime('%m/%d/%Y')}"),
         lambda: f"ZIP+4 {fake.zipcode_plus4()}",
         lambda: f"UPS tracking 1Z{fake.bothify('???###').upper()}{fake.numerify('##########')}",
         lambda: f"USPS tracking {_grouped(fake.numerify('94' + '#' * 20), (4, 4, 4, 4, 4, 2), ' ')}",

@@ -198,16 +198,19 @@ _STATES = (
 ).split()
 _STATE = "(?:" + "|".join(_STATES) + ")"
 _WORD = r"(?:[A-Z][A-Za-z'’]*(?:-[A-Z][A-Za-z'’]*)?\.?|\d{1,3}(?:st|nd|rd|th|ST|ND|RD|TH))"
-_DIR = r"(?:North|South|East|West|Northeast|Northwest|Southeast|Southwest|NORTH|SOUTH|EAST|WEST|N\.?E\.?|N\.?W\.?|S\.?E\.?|S\.?W\.?|[NSEW]\.?)"
+_DIR = (r"(?:North|South|East|West|Northeast|Northwest|Southeast|Southwest|NORTH|SOUTH|EAST|WEST"
+        r"|N\.?E\.?|N\.?W\.?|S\.?E\.?|S\.?W\.?|[NSEW]\.?)")
 _UNIT = (r"(?:,?[ ]+(?:Apt|APT|Apartment|Suite|SUITE|Ste|STE|Unit|UNIT|Fl|Floor|Rm|Room|Bldg|Building|Lot|Trlr|Dept)\.?"
          r"[ ]*#?[ ]*[A-Za-z0-9-]{1,8}|[ ]*#[ ]*[A-Za-z0-9-]{1,8})")
 _SEP = r"(?:,[ ]*\n?[ ]*|[ ]*\n[ ]*|,?[ ]+)"
-_CITY_ZIP = rf"(?:{_SEP}(?:[A-Z][A-Za-z.'’-]*[ ]+){{0,3}}[A-Z][A-Za-z.'’-]*,?[ ]+{_STATE}\.?[ ]+\d{{5}}(?:-\d{{4}})?(?!\d))"
+_CITY_ZIP = (rf"(?:{_SEP}(?:[A-Z][A-Za-z.'’-]*[ ]+){{0,3}}[A-Z][A-Za-z.'’-]*,?[ ]+{_STATE}\.?[ ]+"
+             rf"\d{{5}}(?:-\d{{4}})?(?!\d))")
 # A city with no state or ZIP is taken only where the phrase ends right after it.
 _CITY_ONLY = r"(?:,[ ]*[A-Z][A-Za-z'’-]+(?:[ ][A-Z][A-Za-z'’-]+){0,2}(?=[ ]*(?:$|[\n.;:)\"'\]}|]|,[ ]+[a-z])))"
 _STREET = (rf"(?<![\w.,/#-])\d{{1,6}}[A-Z]?(?:-\d{{1,4}})?[ ]+(?:{_DIR}[ ]+)?(?:{_WORD}[ ]+){{1,4}}?"
            rf"(?:{_TYPES})(?![A-Za-z0-9])\.?(?:[ ]+{_DIR}(?![A-Za-z]))?{_UNIT}?(?:{_CITY_ZIP}|{_CITY_ONLY})?")
-_MILITARY = (r"(?<![A-Za-z])(?:(?:PSC|Unit|UNIT|CMR)[ ]+\d{3,5},?[ ]+Box[ ]+\d{1,5}|(?:USS|USNS|USNV|USCGC)[ ]+[A-Z][A-Za-z'’-]+)"
+_MILITARY = (r"(?<![A-Za-z])(?:(?:PSC|Unit|UNIT|CMR)[ ]+\d{3,5},?[ ]+Box[ ]+\d{1,5}"
+             r"|(?:USS|USNS|USNV|USCGC)[ ]+[A-Z][A-Za-z'’-]+)"
              rf"{_SEP}(?:APO|FPO|DPO)[ ]+A[AEP][ ]+\d{{5}}(?:-\d{{4}})?(?!\d)")
 _PO_BOX = rf"(?<![A-Za-z])(?:P\.?[ ]?O\.?|Post[ ]Office)[ ]+Box[ ]+\d{{1,6}}{_CITY_ZIP}?"
 _ADDRESS_RE = re.compile(f"{_STREET}|{_MILITARY}|{_PO_BOX}")
