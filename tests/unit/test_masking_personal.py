@@ -212,3 +212,9 @@ def test_negative_number_in_json_text_stays_json() -> None:
     text = json.dumps({"account": -123456789, "list": ["ACCOUNT", -100000]})
     masked, counts = MASKER.mask(text, None)
     assert json.loads(masked) == {"account": "[US_BANK_ACCOUNT]", "list": ["ACCOUNT", "[US_BANK_ACCOUNT]"]}
+
+
+def test_nested_key_rule_beats_a_generic_one() -> None:
+    value = {"name": {"ssn": "078051120", "full_name": "Jane", "label": "Jane Doe", "tag": "vip"}}
+    masked, counts = MASKER.mask_for_ledger(value)
+    assert masked == {"name": {"ssn": "[US_SSN]", "full_name": "[PERSON]", "label": "[PERSON]", "tag": "vip"}}

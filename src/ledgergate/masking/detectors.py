@@ -362,7 +362,6 @@ _STEMS_BY_DETECTOR: dict[str, tuple[str, ...]] = {
     SECRET: ("secret", "pass", "api", "token", "private", "authorization"),
     PERSON: ("name", "holder"), ADDRESS: ("address",), DATE_OF_BIRTH: ("dob", "birth"),  # EMAIL: none
 }
-_KEY_STEMS = tuple(dict.fromkeys(st for stems in _STEMS_BY_DETECTOR.values() for st in stems))
 _VALUE_STOP = r"""\s"',;&}\]\)<>"""
 _KEYED_VALUE = re.compile(
     r"[ \t]*(?:\"(?P<kq>(?:[^\"\\\n]|\\.)*)\"|'(?P<ks>(?:[^'\\\n]|\\.)*)'"
@@ -373,7 +372,8 @@ _KEYED_VALUE = re.compile(
     r"|(?P<deep>\\{2,}\")"
     # a digit run takes every separator and whatever sticks to it: no tail left bare; a bare value
     # never starts with '[' or '{' (a JSON container in text: cutting into it would break the JSON)
-    rf"|(?P<ku>(?i:(?:bearer|basic|token)[ \t]+)?(?:\d[\d \-./()_]*\d[^{_VALUE_STOP}]*|[^{_VALUE_STOP}\[{{][^{_VALUE_STOP}]*)))"
+    rf"|(?P<ku>(?i:(?:bearer|basic|token)[ \t]+)?"
+    rf"(?:\d[\d \-./()_]*\d[^{_VALUE_STOP}]*|[^{_VALUE_STOP}\[{{][^{_VALUE_STOP}]*)))"
 )
 # Unquoted values of names, addresses and dates run to the end of the phrase, not the first space.
 _PHRASE_TAIL = re.compile(r"[^\n,;\"'<>{}\[\]|]*")
@@ -471,7 +471,6 @@ _SHORT = 256
 _GATE = re.compile(
     r"\d(?:[ .()_/-]{0,2}\d){5,}|[@:=]|-----BEGIN|[A-Za-z]{2}\d\d|" + "|".join(re.escape(g) for g in _TOKEN_GATES)
 )
-# The same for the personal detectors: a cue word (any case) or a number before a capitalised word.
 _PERSONAL = frozenset({PERSON, ADDRESS, DATE_OF_BIRTH})
 _ASCII_LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
@@ -513,7 +512,8 @@ def _digits(s: str) -> str:
 def _context(text: str, start: int, keywords: re.Pattern[str]) -> bool:
     """A keyword within the window before `start`, with no other number in between."""
     window = text[max(0, start - _CTX_WINDOW):start].lower()
-    if keywords is not _CTX_CARD and _CTX_ANY.search(window) is None:  # the common case: one cheap search, no keyword at all
+    # the common case: one cheap search finds no keyword at all (card keywords are asked for rarely)
+    if keywords is not _CTX_CARD and _CTX_ANY.search(window) is None:
         return False
     window = _IDENTIFIER.sub(" ", window)
     m = _LAST_DIGIT.search(window)

@@ -109,7 +109,8 @@ class Masker:
         profiles: dict[str, _Profile] = {}
         for name, prof in settings.profiles.items():
             if prof.operator == "pseudonym":
-                assert key is not None  # check() refused a pseudonym profile without a key
+                if key is None:  # check() refuses this; kept so no path can build an unkeyed pseudonym
+                    raise ValueError(f"masking profile {name!r}: operator 'pseudonym' needs masking.pseudonym_key")
                 operator = make_pseudonym(key.encode())
             else:
                 operator = OPERATORS[prof.operator]
@@ -231,6 +232,10 @@ class _Run:
             if not weak_value_matches(detector, value):
                 return self.text(value)
         self._count(detector)
+        if not value.isascii():  # the operator sees the canonical form: `partial` and pseudonyms as for ASCII
+            canon = canonicalize(value)
+            if canon is not None:
+                return self._op(detector, canon.text)
         return self._op(detector, value)
 
     def number(self, value: int) -> int | str:

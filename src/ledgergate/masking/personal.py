@@ -61,7 +61,7 @@ _HONORIFICS = ("mr", "mrs", "ms", "miss", "mx", "dr", "prof", "sir", "dame")
 def _spellings(word: str) -> list[str]:
     out = [""]
     for part in word.split("~"):
-        out = [o + sep + part for o in out for sep in ((("",) if not o else ("", " ", "_", "-")))]
+        out = [o + sep + part for o in out for sep in (("", " ", "_", "-") if o else ("",))]
     return out
 
 
@@ -83,27 +83,27 @@ _CUE_REV = re.compile(
 _SURNAME_AT = re.compile(_SURNAME_OK)
 _FULL_NAME_AT = re.compile(_FULL_NAME)
 
-# (Months that are also first names — April, May, June, August — are not on the list.)
 # Capitalised words that start or fill business phrases after a cue ("Customer Service Team",
 # "Account Holder Agreement"): any of them in a candidate means it is not a person's name.
+# (Months that are also first names — April, May, June, August — are not on the list.)
 _NOT_NAME = frozenset("""
 account accounts acct action address admin administrator agreement alert all and annual api app application
-approved   auto automatic balance bank banking basic benefit benefits billing board branch business
-call card care case cash center centre change charge checking claim class client closed code company compliance
-contact corporate credit customer customers daily data date day dear debit december default department deposit
-desk detail details digital direct division east email employee enterprise escrow experience external family
-fax february fee file final finance financial first for form fraud friday from fund funds general global gold
+approved auto automatic balance bank banking basic benefit benefits billing board branch business call card
+care case cash center centre change charge checking claim class client closed code company compliance contact
+corporate credit customer customers daily data date day dear debit december default department deposit desk
+detail details digital direct division east email employee enterprise escrow experience external family fax
+february fee file final finance financial first for form fraud friday from fund funds general global gold
 group guest help high holder home hub id identity inbound info information insurance internal international
-into invoice it january joint july  last legal limit line list loan loans management manager march market
- member members merchant message mobile monday money monthly mortgage name new no north not notice november
+into invoice it january joint july last legal limit line list loan loans management manager march market
+member members merchant message mobile monday money monthly mortgage name new no north not notice november
 number october office officer online open operations order our owner page partner payment payments pending
 personal phone platform plan platinum policy portal premier premium primary priority private product profile
-program qualified rate record records reference region relations relationship report request retail review risk
-saturday savings second security segment september service services settings since south standard statement
-status success sunday support system team tax technical the this thursday ticket to today total trade transfer
-trust tuesday type unit unknown update user users vip wallet wednesday west wire with your
-inc llc ltd limited corp corporation co company plc gmbh ag llp lp holdings partners associates foundation
-capital ventures industries enterprises solutions technologies systems sons
+program qualified rate record records reference region relations relationship report request retail review
+risk saturday savings second security segment september service services settings since south standard
+statement status success sunday support system team tax technical the this thursday ticket to today total
+trade transfer trust tuesday type unit unknown update user users vip wallet wednesday west wire with your inc
+llc ltd limited corp corporation co company plc gmbh ag llp lp holdings partners associates foundation capital
+ventures industries enterprises solutions technologies systems sons
 """.split())
 _COMPANY_AFTER = re.compile(
     r"(?:,?[ ]+(?:Inc|LLC|L\.L\.C|Ltd|Limited|Corp|Corporation|Co|Company|Group|PLC|GmbH|AG|SA|NV|BV|LLP|LP"
@@ -198,24 +198,27 @@ _STATES = (
 ).split()
 _STATE = "(?:" + "|".join(_STATES) + ")"
 _WORD = r"(?:[A-Z][A-Za-z'’]*(?:-[A-Z][A-Za-z'’]*)?\.?|\d{1,3}(?:st|nd|rd|th|ST|ND|RD|TH))"
-_DIR = r"(?:North|South|East|West|Northeast|Northwest|Southeast|Southwest|NORTH|SOUTH|EAST|WEST|N\.?E\.?|N\.?W\.?|S\.?E\.?|S\.?W\.?|[NSEW]\.?)"
+_DIR = (r"(?:North|South|East|West|Northeast|Northwest|Southeast|Southwest|NORTH|SOUTH|EAST|WEST"
+        r"|N\.?E\.?|N\.?W\.?|S\.?E\.?|S\.?W\.?|[NSEW]\.?)")
 _UNIT = (r"(?:,?[ ]+(?:Apt|APT|Apartment|Suite|SUITE|Ste|STE|Unit|UNIT|Fl|Floor|Rm|Room|Bldg|Building|Lot|Trlr|Dept)\.?"
          r"[ ]*#?[ ]*[A-Za-z0-9-]{1,8}|[ ]*#[ ]*[A-Za-z0-9-]{1,8})")
 _SEP = r"(?:,[ ]*\n?[ ]*|[ ]*\n[ ]*|,?[ ]+)"
-_CITY_ZIP = rf"(?:{_SEP}(?:[A-Z][A-Za-z.'’-]*[ ]+){{0,3}}[A-Z][A-Za-z.'’-]*,?[ ]+{_STATE}\.?[ ]+\d{{5}}(?:-\d{{4}})?(?!\d))"
+_CITY_ZIP = (rf"(?:{_SEP}(?:[A-Z][A-Za-z.'’-]*[ ]+){{0,3}}[A-Z][A-Za-z.'’-]*,?[ ]+{_STATE}\.?[ ]+"
+             rf"\d{{5}}(?:-\d{{4}})?(?!\d))")
 # A city with no state or ZIP is taken only where the phrase ends right after it.
 _CITY_ONLY = r"(?:,[ ]*[A-Z][A-Za-z'’-]+(?:[ ][A-Z][A-Za-z'’-]+){0,2}(?=[ ]*(?:$|[\n.;:)\"'\]}|]|,[ ]+[a-z])))"
 _STREET = (rf"(?<![\w.,/#-])\d{{1,6}}[A-Z]?(?:-\d{{1,4}})?[ ]+(?:{_DIR}[ ]+)?(?:{_WORD}[ ]+){{1,4}}?"
            rf"(?:{_TYPES})(?![A-Za-z0-9])\.?(?:[ ]+{_DIR}(?![A-Za-z]))?{_UNIT}?(?:{_CITY_ZIP}|{_CITY_ONLY})?")
-_MILITARY = (r"(?<![A-Za-z])(?:(?:PSC|Unit|UNIT|CMR)[ ]+\d{3,5},?[ ]+Box[ ]+\d{1,5}|(?:USS|USNS|USNV|USCGC)[ ]+[A-Z][A-Za-z'’-]+)"
+_MILITARY = (r"(?<![A-Za-z])(?:(?:PSC|Unit|UNIT|CMR)[ ]+\d{3,5},?[ ]+Box[ ]+\d{1,5}"
+             r"|(?:USS|USNS|USNV|USCGC)[ ]+[A-Z][A-Za-z'’-]+)"
              rf"{_SEP}(?:APO|FPO|DPO)[ ]+A[AEP][ ]+\d{{5}}(?:-\d{{4}})?(?!\d)")
 _PO_BOX = rf"(?<![A-Za-z])(?:P\.?[ ]?O\.?|Post[ ]Office)[ ]+Box[ ]+\d{{1,6}}{_CITY_ZIP}?"
 _ADDRESS_RE = re.compile(f"{_STREET}|{_MILITARY}|{_PO_BOX}")
 _STREET_AT = re.compile(_STREET)
 _OTHER_RE = re.compile(f"{_MILITARY}|{_PO_BOX}")
-# Literal-led gates: a space after a digit, then a capital or a digit (the street name); a PO
+# Literal-led gates: a space after a digit, then a capital or an ordinal (the street name); a PO
 # box or military unit; a ship. The street pattern is then tried only where a house number starts.
-_STREET_GATE = re.compile(r"[ ](?<=\d[ ])[A-Z0-9]")
+_STREET_GATE = re.compile(r"[ ](?<=\d[ ])(?:[A-Z]|\d{1,3}(?:st|nd|rd|th|ST|ND|RD|TH)(?![A-Za-z0-9]))")
 _OTHER_GATE = re.compile(r"Box[ ]|US[SN]|USCGC")
 _HOUSE_NUMBER_CHARS = frozenset("0123456789-ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
