@@ -355,11 +355,11 @@ class Bridge:
                     continue
                 request = {"jsonrpc": "2.0", "id": f"{message['id']}/subscribe/{n}", "method": "resources/subscribe",
                            "params": {"uri": uri}}
+                call = Call(server=server, principal=principal, message=request)
                 try:
-                    async for reply in pipeline.handle(Call(server=server, principal=principal,
-                                                                 message=request), upstream_session):
+                    async for reply in pipeline.handle(call, upstream_session):
                         if "result" in reply:
-                            uris.add(uri)
+                            uris.add(call.target or uri)  # the normal form the upstream was subscribed to
                 except GatewayError:
                     continue  # not allowed or not possible: simply not honoured
             if uris:

@@ -1,6 +1,6 @@
 """The data path for one client request, as an ordered chain of stages (DESIGN.md, "The data path").
 
-    request:  policy ─▶ budget ─▶ tool drift ─▶ task ownership ─▶ approval ─▶ audit(request, durable)
+    request:  target ─▶ policy ─▶ budget ─▶ tool drift ─▶ task ownership ─▶ approval ─▶ audit(request, durable)
                                                                                         │
                                                                                     upstream
                                                                                         │
@@ -34,6 +34,7 @@ from ledgergate.gateway.stages.masking import MaskResponse
 from ledgergate.gateway.stages.messages import Messages
 from ledgergate.gateway.stages.policy import PolicyCheck
 from ledgergate.gateway.stages.results import ListFilter, ResultLimit
+from ledgergate.gateway.stages.target import TargetCheck
 from ledgergate.gateway.stages.tasks import TaskOwnership, TaskRecords
 from ledgergate.gateway.tasks import GatewayTasks, TaskOwners
 from ledgergate.upstream.base import Message, UpstreamSession
@@ -66,6 +67,7 @@ class Pipeline:
     def build(cls, snapshot: Snapshot, lasting: Lasting) -> Pipeline:
         evidence = Evidence(lasting.ledger, snapshot.masker, lasting.digest)
         request: list[RequestStage] = [
+            TargetCheck(evidence),
             PolicyCheck(snapshot.policy, evidence),
             BudgetCheck(snapshot.budgets, evidence),
             DriftCheck(lasting.drift, evidence),
