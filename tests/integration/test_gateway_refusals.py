@@ -189,3 +189,32 @@ async def test_the_standalone_stream_is_authorised(env: Env) -> None:
     assert stream.status_code == 403 and "carol-no-stream" in stream.json()["error"]["message"]
     denied = [r for r in env.records() if r["event"] == "policy.denied" and r["principal"]["subject"] == "carol"]
     assert [(r["method"], r["rule"]) for r in denied] == [("subscriptions/listen", "carol-no-stream")]
+
+
+# ── item 8: a refusal consumes nothing ────────────────────────────────────────
+async def test_another_identitys_request_state_is_refused_and_still_works_for_its_owner(env: Env) -> None:
+    """A 2026-07-28 client over a handshake upstream (the bank, stdio) that asks for confirmation mid-call:
+    the paused call's `requestState` presented by someone else is refused, and the owner's retry still
+    finishes the same call. (The approval stage's sealed state is checked the same way by
+    test_approvals_gateway.py::test_one_approval_runs_one_call_and_changed_arguments_need_a_new_one.)"""
+    alice, bob = env.token("alice", ["staff"]), env.token("bob", ["staff"])
+    call = {"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+            "params": {"name": "confirm_large_action", "arguments": {"action": "wire transfer", "amount": 50000}}}
+    async with env.gateway.http(alice) as http:
+        first = (await env.modern(http, "bank", call, "confirm_large_action")).json()
+    result = first["result"]
+    assert result["resultType"] == "input_required", first
+    state = result["requestState"]
+    key = next(iter(result["inputRequests"]))
+    answer = {key: {"action": "accept", "content": {"confirm": True, "reason": "checked by phone"}}}
+    retry = {**call, "params": {**call["params"], "requestState": state, "inputResponses": answer}}
+    async with env.gateway.http(bob) as http:
+        stolen = await env.modern(http, "bank", retry, "confirm_large_action")
+    assert stolen.status_code == 400 and "another caller" in stolen.json()["error"]["message"]
+    async with env.gateway.http(alice) as http:
+        done = (await env.modern(http, "bank", retry, "confirm_large_action")).json()
+        assert done["result"]["structuredContent"]["decision"] == "approved", done
+        replayed = await env.modern(http, "bank", retry, "confirm_large_action")
+    assert "unknown or expired" in replayed.json()["error"]["message"], "the owner's state is still used once"
+    refused = [r for r in env.records() if r["event"] == "rpc.refused" and r.get("reason") == "foreign_request_state"]
+    assert len(refused) == 1 and refused[0]["principal"]["subject"] == "bob"

@@ -201,12 +201,18 @@ class Bridge:
 
     async def _resume(self, pipeline: Pipeline, token: str, principal: Principal, server: str,
                       message: Message) -> AsyncGenerator[Message, None]:
-        pending = self._pending.pop(token, None)
+        pending = self._pending.get(token)
         if pending is None or pending.expires < time.monotonic():
+            self._pending.pop(token, None)
             raise GatewayError("requestState is unknown or expired; send the request again without it",
                                rpc_code=INVALID_PARAMS)
         if pending.principal_key != principal.key or pending.server != server:
-            raise GatewayError("requestState belongs to another caller", rpc_code=INVALID_PARAMS)
+            # Refused without consuming it: someone else's presenting it must not end the owner's call.
+            call = Call(server=server, principal=principal, message=message, era="modern")
+            await pipeline.evidence.record("rpc.refused", call, reason="foreign_request_state")
+            raise GatewayError(f"requestState belongs to another caller (request id {call.request_id})",
+                               rpc_code=INVALID_PARAMS)
+        del self._pending[token]  # the owner's: used once (no await since the check above)
         responses = (message.get("params") or {}).get("inputResponses") or {}
         for key, server_request_id in pending.requests.items():
             answer = responses.get(key)
