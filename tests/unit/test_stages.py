@@ -382,7 +382,7 @@ def test_the_built_pipeline_orders_the_stages_as_the_design_draws_them(tmp_path:
         built = Pipeline.build(snapshot, Lasting(Ledger(), lambda v: "", DriftGuard(store, settings.tool_drift),
                                                  TaskOwners()))
         assert [type(s).__name__ for s in built.request_stages] == [
-            "PolicyCheck", "BudgetCheck", "DriftCheck", "TaskOwnership", "ApprovalGate", "AuditRequest"]
+            "TargetCheck", "PolicyCheck", "BudgetCheck", "DriftCheck", "TaskOwnership", "ApprovalGate", "AuditRequest"]
         assert [type(s).__name__ for s in built.response_stages] == [
             "DriftObserve", "TaskRecords", "ResultLimit", "ListFilter", "MaskResponse", "AuditResponse"]
     finally:

@@ -1,6 +1,6 @@
 """The data path for one client request, as an ordered chain of stages (DESIGN.md, "The data path").
 
-    request:  policy ─▶ budget ─▶ tool drift ─▶ task ownership ─▶ approval ─▶ audit(request, durable)
+    request:  target ─▶ policy ─▶ budget ─▶ tool drift ─▶ task ownership ─▶ approval ─▶ audit(request, durable)
                                                                                         │
                                                                                     upstream
                                                                                         │
@@ -34,8 +34,10 @@ from ledgergate.gateway.stages.masking import MaskResponse
 from ledgergate.gateway.stages.messages import Messages
 from ledgergate.gateway.stages.policy import PolicyCheck
 from ledgergate.gateway.stages.results import ListFilter, ResultLimit
+from ledgergate.gateway.stages.target import TargetCheck
 from ledgergate.gateway.stages.tasks import TaskOwnership, TaskRecords
 from ledgergate.gateway.tasks import GatewayTasks, TaskOwners
+from ledgergate.principal import Principal
 from ledgergate.upstream.base import Message, UpstreamSession
 
 
@@ -55,8 +57,9 @@ class Lasting:
 
 class Pipeline:
     def __init__(self, snapshot: Snapshot, request: Sequence[RequestStage], response: Sequence[ResponseStage],
-                 evidence: Evidence, messages: Messages) -> None:
+                 evidence: Evidence, messages: Messages, policy: PolicyCheck | None = None) -> None:
         self.snapshot = snapshot
+        self.policy = policy if policy is not None else PolicyCheck(snapshot.policy, evidence)
         self.request_stages = tuple(request)
         self.response_stages = tuple(response)
         self.evidence = evidence
@@ -65,8 +68,10 @@ class Pipeline:
     @classmethod
     def build(cls, snapshot: Snapshot, lasting: Lasting) -> Pipeline:
         evidence = Evidence(lasting.ledger, snapshot.masker, lasting.digest)
+        policy = PolicyCheck(snapshot.policy, evidence)
         request: list[RequestStage] = [
-            PolicyCheck(snapshot.policy, evidence),
+            TargetCheck(evidence),
+            policy,
             BudgetCheck(snapshot.budgets, evidence),
             DriftCheck(lasting.drift, evidence),
             TaskOwnership(lasting.tasks, evidence),
@@ -84,7 +89,12 @@ class Pipeline:
             AuditResponse(evidence),
         ]
         return cls(snapshot, request, response, evidence,
-                   Messages(snapshot.policy, snapshot.masker, evidence))
+                   Messages(snapshot.policy, snapshot.masker, evidence), policy)
+
+    async def admit(self, server: str, principal: Principal, method: str, session_id: str | None = None) -> None:
+        """Before anything is opened upstream for `principal`: may it use `server` at all? Raises
+        stages.policy.ServerDenied (recorded as `policy.denied`) when not."""
+        await self.policy.admit(server, principal, method, session_id)
 
     async def handle(self, call: Call, upstream: UpstreamSession, start: int = 0) -> AsyncGenerator[Message, None]:
         """Yield what the client should see: notifications and server requests, then the answer."""

@@ -224,6 +224,10 @@ class SessionRegistry:
         session.last_used = time.time()
         return session
 
+    def peek_shared(self, server: str, principal: Principal) -> GatewaySession | None:
+        """The principal's shared session if one exists (nothing is created)."""
+        return self._shared.get((server, principal.key))
+
     def shared_for(self, server: str, principal: Principal, upstream: Upstream, hello: ClientHello) -> GatewaySession:
         """The per-principal upstream session a stateless (2026-07-28) client's calls use."""
         key = (server, principal.key)
