@@ -34,8 +34,8 @@ from ledgergate.api.approvals import approval_routes
 from ledgergate.approvals.service import ApprovalService, open_store
 from ledgergate.approvals.webhooks import WebhookNotifier
 from ledgergate.audit.ledger import Ledger
-from ledgergate.config import ConfigError, LimitsSettings, LoadedConfig, load_config
-from ledgergate.errors import AuthError, ForbiddenError, GatewayError
+from ledgergate.config import ConfigError, LimitsSettings, LoadedConfig, parse_config
+from ledgergate.errors import AuthError, ForbiddenError, GatewayError, LedgerUnavailable
 from ledgergate.gateway.auth import Authenticator
 from ledgergate.gateway.drift import DriftGuard
 from ledgergate.gateway.pipeline import Lasting, Pipeline
@@ -50,6 +50,7 @@ from ledgergate.identity.resource_metadata import (
 )
 from ledgergate.identity.service import IdentityService
 from ledgergate.principal import Principal
+from ledgergate.reload import UnstableFile, file_signature, plan_reload, read_stable
 from ledgergate.store.fingerprints_store import FingerprintStore
 from ledgergate.upstream.registry import Upstreams
 from ledgergate.upstream.settings import PoolLimits
@@ -89,7 +90,11 @@ class Gateway:
         self.approvals: ApprovalService | None = None
         self.webhooks: WebhookNotifier | None = None
         self._tasks: list[asyncio.Task[Any]] = []
-        self._config_mtime = self._mtime()
+        #: restart-only keys are compared with what the process started with, not with the last reload
+        self._started_settings = config.settings
+        self._config_digest = self._file_digest()
+        self._reload_owed = False
+        self._last_attempt = 0.0
         self._reload_lock = asyncio.Lock()
         self._router = Starlette(routes=self._routes())
 
@@ -130,8 +135,16 @@ class Gateway:
         if self.config.path is not None:
             self._tasks.append(asyncio.create_task(self._watch_config()))
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread
-                asyncio.get_running_loop().add_signal_handler(
-                    signal.SIGHUP, lambda: self._tasks.append(asyncio.create_task(self.reload("SIGHUP"))))
+                asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_sighup)
+
+    def _file_digest(self) -> str | None:
+        """SHA-256 of the config file as it is now (at start: the bytes the running config came from)."""
+        if self.config.path is None:
+            return None
+        try:
+            return hashlib.sha256(self.config.path.read_bytes()).hexdigest()
+        except OSError:
+            return None
 
     def _current_pipeline(self) -> Pipeline:
         assert self.pipeline is not None
@@ -165,62 +178,122 @@ class Gateway:
                 await self.sessions.expire_idle()
 
     # ── reload ──────────────────────────────────────────────────────────────
-    def _mtime(self) -> float | None:
-        try:
-            return self.config.path.stat().st_mtime if self.config.path else None
-        except OSError:
-            return None
+    #: seconds between the watcher's looks at the file
+    WATCH_INTERVAL = 1.0
+    #: a reload that could not be recorded is tried again after this long
+    RETRY_INTERVAL = 2.0
 
     async def _watch_config(self) -> None:
+        """Poll the file; reload when its (size, mtime, inode) changed, or when a reload could not be
+        recorded. Nothing a reload raises may end this loop: a dead watcher ignores every later save."""
+        assert self.config.path is not None
+        seen = file_signature(self.config.path)
         while True:
-            await asyncio.sleep(1.0)
-            mtime = self._mtime()
-            if mtime is not None and mtime != self._config_mtime:
-                self._config_mtime = mtime
-                await self.reload("file change")
+            await asyncio.sleep(self.WATCH_INTERVAL)
+            try:
+                current = file_signature(self.config.path)
+                retry = self._reload_owed and time.monotonic() - self._last_attempt >= self.RETRY_INTERVAL
+                changed = current != seen
+                if current is not None and (changed or retry):
+                    seen = current
+                    await self.reload("file change" if changed else "retry")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the watcher must outlive any one reload
+                self._reload_owed = True
+                log.error("config watcher: reload failed, will try again: %s: %s", type(exc).__name__, exc)
+
+    def _on_sighup(self) -> None:
+        task = asyncio.create_task(self._reload_logged("SIGHUP"))
+        self._tasks.append(task)
+        task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
+
+    async def _reload_logged(self, trigger: str) -> None:
+        try:
+            await self.reload(trigger)
+        except Exception as exc:  # noqa: BLE001 - a signal handler has no caller to raise to
+            self._reload_owed = True
+            log.error("config reload (%s) failed, will try again: %s: %s", trigger, type(exc).__name__, exc)
 
     async def reload(self, trigger: str) -> bool:
-        """Re-read the config file; a valid one replaces policy, masking, budgets and off-boarding lists
-        atomically, an invalid one is refused with the error logged and the old one kept. Listeners,
-        servers, storage and the ledger need a restart (the reload says so)."""
-        assert self.config.path is not None and self.ledger is not None
+        """Re-read the config file; True when a new config was applied.
+
+        The file is used only once it is stable (`reload.read_stable`). Bytes equal to the last ones
+        applied or refused are a no-op, so a save announced by both SIGHUP and the watcher reloads
+        once. A valid config replaces policy, masking, budgets, drift mode, off-boarding lists and
+        audit readers atomically; an invalid one is refused and the running one kept. Either way the
+        outcome is recorded *before* anything changes: when the ledger cannot record it, nothing is
+        applied, and the watcher tries again (`RETRY_INTERVAL`)."""
+        assert self.config.path is not None and self.ledger is not None and self.lasting is not None
         async with self._reload_lock:
-            digest = None
+            self._last_attempt = time.monotonic()
+            self._reload_owed = False
+            digest: str | None = None
             try:
-                text = self.config.path.read_bytes()
-                digest = hashlib.sha256(text).hexdigest()
-                loaded = load_config(self.config.path)
-                new = loaded.settings
+                stable = await read_stable(self.config.path, self.RELOAD_SETTLE)
+                digest = stable.sha256
+                if digest == self._config_digest:
+                    log.info("config reload (%s): file unchanged since the last reload, nothing to do", trigger)
+                    return False
+                try:
+                    text = stable.data.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise ConfigError([f"not UTF-8 text (byte {exc.start})"], str(self.config.path)) from None
+                new = parse_config(text, str(self.config.path))
+                plan = plan_reload(self._started_settings, self.config.settings, new)
                 identity = self.snapshot.identity
                 fresh_identity = None
-                if not identity.can_reconfigure(new.identity):
-                    fresh_identity = IdentityService(new.identity, new.storage, loaded.base_dir)
-                snapshot = Snapshot.build(new, fresh_identity or identity)
-            except (ConfigError, ValueError, OSError) as exc:
+                if not identity.can_reconfigure(plan.effective.identity):
+                    fresh_identity = IdentityService(plan.effective.identity, plan.effective.storage,
+                                                     self.config.base_dir)
+                snapshot = Snapshot.build(plan.effective, fresh_identity or identity)
+            except Exception as exc:  # noqa: BLE001 - whatever the new config trips over refuses it
+                if not isinstance(exc, (ConfigError, ValueError, OSError, UnstableFile)):
+                    exc = ConfigError([f"{type(exc).__name__}: {exc}"], str(self.config.path))
                 log.error("config reload (%s) refused, keeping the running config: %s", trigger, exc)
-                await self.ledger.append("config.reload_refused", {"trigger": trigger, "config_sha256": digest,
-                                                                   "error": str(exc)[:2000]})
+                if await self._record_reload("config.reload_refused", trigger, {"config_sha256": digest,
+                                                                             "error": str(exc)[:2000]}):
+                    self._config_digest = digest or self._config_digest
                 return False
             if fresh_identity is not None:
                 await fresh_identity.start()
-            else:
-                identity.reconfigure(new.identity)
-            restart_needed = [k for k in ("listen", "storage", "servers", "audit", "limits")
-                              if getattr(new, k) != getattr(self.config.settings, k)]
+            recorded = await self._record_reload("config.reloaded", trigger, {
+                "config_sha256": digest, "policies": len(plan.effective.policies),
+                "applied": plan.applied, "needs_restart": plan.needs_restart})
+            if not recorded:
+                if fresh_identity is not None:
+                    await fresh_identity.close()
+                return False
+            # Recorded: swap. Nothing below can fail half-way (assignments and an in-place list swap).
+            if fresh_identity is None:
+                identity.reconfigure(plan.effective.identity)
             old_identity = self.snapshot.identity
-            assert self.lasting is not None
             self.snapshot, self.pipeline = snapshot, Pipeline.build(snapshot, self.lasting)
-            self.config.settings = new
+            self.config.settings = plan.effective
+            self._config_digest = digest
             if self.drift is not None:
-                self.drift.settings = new.tool_drift
+                self.drift.settings = plan.effective.tool_drift
             if fresh_identity is not None:
                 await old_identity.close()
-            await self.ledger.append("config.reloaded", {"trigger": trigger, "config_sha256": digest,
-                                                         "policies": len(new.policies),
-                                                         "needs_restart": restart_needed})
-            log.info("config reloaded (%s); %s", trigger,
-                     f"restart needed for {', '.join(restart_needed)}" if restart_needed else "all applied")
+            log.info("config reloaded (%s): applied %s; %s", trigger, ", ".join(plan.applied) or "nothing new",
+                     f"restart needed for {', '.join(plan.needs_restart)}" if plan.needs_restart
+                     else "nothing waits for a restart")
             return True
+
+    #: seconds between the two reads that must agree before a config file is used
+    RELOAD_SETTLE = 0.15
+
+    async def _record_reload(self, event: str, trigger: str, fields: dict[str, Any]) -> bool:
+        """Append a reload record; False (logged, retried by the watcher) when the ledger cannot."""
+        assert self.ledger is not None
+        try:
+            await self.ledger.append(event, {"trigger": trigger, **fields})
+        except (LedgerUnavailable, ValueError) as exc:
+            self._reload_owed = True
+            log.error("config reload (%s) not applied: the ledger cannot record it (%s); the running config "
+                      "stays and the reload is tried again", trigger, getattr(exc, "message", str(exc)))
+            return False
+        return True
 
     # ── REST: callers authenticate as on /mcp ───────────────────────────────
     async def _api_principal(self, request: Request) -> Principal:

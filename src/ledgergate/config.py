@@ -191,17 +191,87 @@ def _line_for(path: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> int |
     return lines.get(())
 
 
+#: nesting levels a config may use (the deepest real one uses about ten)
+MAX_DEPTH = 64
+#: values a config may expand to once aliases are followed ("billion laughs" stays a refusal, not a hang)
+MAX_VALUES = 100_000
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _shape_problem(root: yaml.Node) -> str | None:
+    """Why the composed document cannot be a config, or None: an alias that contains itself, nesting
+    deeper than MAX_DEPTH, or more than MAX_VALUES values once aliases are expanded. Iterative, so
+    neither a cycle nor a deep alias chain can exhaust the stack of what reads the document later."""
+    size: dict[int, int] = {}
+    height: dict[int, int] = {}
+    expanding: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        line = node.start_mark.line + 1
+        if finished:
+            kids = _children(node)
+            size[key] = 1 + sum(size[id(k)] for k in kids)
+            height[key] = 1 + max((height[id(k)] for k in kids), default=0)
+            expanding.discard(key)
+            if height[key] > MAX_DEPTH:
+                return f"line {line}: nested more than {MAX_DEPTH} levels deep"
+            if size[key] > MAX_VALUES:
+                return f"line {line}: the document expands to more than {MAX_VALUES} values (through aliases)"
+            continue
+        if key in size:
+            continue
+        expanding.add(key)
+        stack.append((node, True))
+        for kid in _children(node):
+            if id(kid) in expanding:
+                return f"line {kid.start_mark.line + 1}: an alias refers to a value that contains it"
+            stack.append((kid, False))
+    return None
+
+
+def _deep_line(text: str) -> int:
+    """The first line whose bracket or indentation depth passes MAX_DEPTH (best effort), else 1."""
+    depth = 0
+    for number, line in enumerate(text.splitlines(), 1):
+        if (len(line) - len(line.lstrip(" "))) // 2 > MAX_DEPTH:
+            return number
+        for char in line:
+            depth += 1 if char in "[{" else -1 if char in "]}" else 0
+            if depth > MAX_DEPTH:
+                return number
+    return 1
+
+
 def parse_config(text: str, source: str = "config", env: dict[str, str] | None = None) -> Settings:
     """Validate config text; raises ConfigError naming key and line for every problem."""
     env = dict(os.environ) if env is None else env
     try:
         node = yaml.compose(text)
+        shape_problem = _shape_problem(node) if node is not None else None
+        if shape_problem:
+            raise ConfigError([shape_problem], source)
         raw = yaml.safe_load(text)
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow (NUL, most C0/C1 controls)
+        at = text.count("\n", 0, max(0, exc.position)) + 1
+        raise ConfigError([f"line {at}: invalid YAML: character U+{exc.character:04X} is not allowed"
+                           if isinstance(exc.character, int) else f"line {at}: invalid YAML: {exc.reason}"],
+                          source) from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark is not None else ""
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else "line 1: "
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError([f"{where}invalid YAML: {problem}"], source) from None
+    except RecursionError:  # the YAML parser itself recurses once per nesting level
+        raise ConfigError([f"line {_deep_line(text)}: nested more than {MAX_DEPTH} levels deep"], source) from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):

@@ -16,7 +16,7 @@ LAYERS: list[set[str]] = [
     {"store"},                           # persistence only
     {"audit", "identity", "upstream"},
     {"approvals"},
-    {"config"},                          # the whole config: every package's settings
+    {"config", "reload"},                # the whole config (every package's settings) and reading it again
     {"gateway"},
     {"api", "ui"},
     {"app"},
