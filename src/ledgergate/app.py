@@ -31,6 +31,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ledgergate.api.approvals import approval_routes
+from ledgergate.api.ledger_reader import LedgerReader
 from ledgergate.approvals.service import ApprovalService
 from ledgergate.approvals.webhooks import WebhookNotifier
 from ledgergate.audit.ledger import Ledger
@@ -87,6 +88,7 @@ class Gateway:
         self.auth: Authenticator | None = None
         self.approvals: ApprovalService | None = None
         self.webhooks: WebhookNotifier | None = None
+        self.reader: LedgerReader | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._config_mtime = self._mtime()
         self._reload_lock = asyncio.Lock()
@@ -125,6 +127,13 @@ class Gateway:
         self._router.router.routes.extend(approval_routes(
             self.approvals, self._api_principal, auditor_groups=s.audit.reader_groups,
             unauthorized=self._api_unauthorized))
+        # ── records' offline proofs (auditors), and the web console at /ui/ ──
+        from ledgergate.api.records import record_routes
+
+        self.reader = LedgerReader(s.storage, self.config.base_dir, self.ledger.signer.verifier,
+                                   tuple(s.audit.witnesses))
+        self._router.router.routes.extend(
+            Route(r.path, self._audit_reader(r.endpoint), methods=r.methods) for r in record_routes(self.reader))
         self._tasks.append(asyncio.create_task(self._expire_sessions()))
         if self.config.path is not None:
             self._tasks.append(asyncio.create_task(self._watch_config()))
