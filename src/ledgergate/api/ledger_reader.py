@@ -22,6 +22,7 @@ import orjson
 
 from ledgergate.audit.checkpoint import Verifier
 from ledgergate.audit.prover import LogProver
+from ledgergate.audit.sessions import Entry, Session, collect
 from ledgergate.audit.witness import FileWitness, file_witness_path
 from ledgergate.store.ledger_store import LedgerStore, open_ledger_store
 
@@ -93,4 +94,9 @@ def read_record(store: LedgerStore, log_id: str, index: int) -> StoredRecord | N
     return None
 
 
-__all__ = ["LedgerReader", "RecordProblem", "StoredRecord", "checked", "iter_records", "read_record"]
+def load_sessions(store: LedgerStore) -> dict[str, Session]:
+    """Every session named by a verified record, across every log (see `audit.sessions`)."""
+    return collect(Entry(r.log_id, r.index, r.doc) for r in iter_records(store))
+
+
+__all__ = ["LedgerReader", "RecordProblem", "StoredRecord", "checked", "iter_records", "load_sessions", "read_record"]
