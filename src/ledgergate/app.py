@@ -134,6 +134,12 @@ class Gateway:
                                    tuple(s.audit.witnesses))
         self._router.router.routes.extend(
             Route(r.path, self._audit_reader(r.endpoint), methods=r.methods) for r in record_routes(self.reader))
+        from ledgergate.ui.console import ConsoleContext, console_routes
+
+        self._router.router.routes.extend(console_routes(ConsoleContext(
+            settings=lambda: self.config.settings, identity=lambda: self.snapshot.identity, approvals=self.approvals,
+            ledger=self.ledger, reader=self.reader, host_ok=hosts.host_ok, fingerprints=self.drift.store,
+            config_path=self.config.path)))
         self._tasks.append(asyncio.create_task(self._expire_sessions()))
         if self.config.path is not None:
             self._tasks.append(asyncio.create_task(self._watch_config()))

@@ -75,9 +75,18 @@ def _str(value: Any) -> str | None:
 
 
 def collect(entries: Iterable[Entry]) -> dict[str, Session]:
-    """Every session named by a record, with its records in time order (then log and index)."""
+    """Every session named by a record, with its records in time order (then log and index).
+
+    A call held for an approval may join an approval another of the requester's sessions opened
+    (the same exact call asked twice); the approval's records then name that other session. So a
+    session also holds every record about an approval one of its own records names.
+    """
     sessions: dict[str, Session] = {}
+    by_approval: dict[str, list[Entry]] = {}
     for e in entries:
+        approval = _str(e.doc.get("approval"))
+        if approval and e.event.startswith("approval."):
+            by_approval.setdefault(approval, []).append(e)
         sid = _str(e.doc.get("session"))
         if not sid or e.event == REPLAYED:
             continue
@@ -85,6 +94,14 @@ def collect(entries: Iterable[Entry]) -> dict[str, Session]:
         if s is None:
             s = sessions[sid] = Session(sid)
         s.entries.append(e)
+    for s in sessions.values():
+        have = {(e.log_id, e.index) for e in s.entries}
+        named = {a for e in s.entries if (a := _str(e.doc.get("approval")))}
+        for approval in sorted(named):
+            for e in by_approval.get(approval, ()):
+                if (e.log_id, e.index) not in have:
+                    have.add((e.log_id, e.index))
+                    s.entries.append(e)
     for s in sessions.values():
         s.entries.sort(key=lambda x: (x.time, x.log_id, x.index))
         s.start, s.end = s.entries[0].time, s.entries[-1].time
