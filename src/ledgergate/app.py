@@ -31,6 +31,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ledgergate.api.approvals import approval_routes
+from ledgergate.api.ledger_reader import LedgerReader
 from ledgergate.approvals.service import ApprovalService, open_store
 from ledgergate.approvals.webhooks import WebhookNotifier
 from ledgergate.audit.ledger import Ledger
@@ -89,6 +90,7 @@ class Gateway:
         self.auth: Authenticator | None = None
         self.approvals: ApprovalService | None = None
         self.webhooks: WebhookNotifier | None = None
+        self.reader: LedgerReader | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         #: restart-only keys are compared with what the process started with, not with the last reload
         self._started_settings = config.settings
@@ -131,6 +133,19 @@ class Gateway:
         self._router.router.routes.extend(approval_routes(
             self.approvals, self._api_principal, auditor_groups=s.audit.reader_groups,
             unauthorized=self._api_unauthorized))
+        # ── records' offline proofs (auditors), and the web console at /ui/ ──
+        from ledgergate.api.records import record_routes
+
+        self.reader = LedgerReader(s.storage, self.config.base_dir, self.ledger.signer.verifier,
+                                   tuple(s.audit.witnesses))
+        self._router.router.routes.extend(
+            Route(r.path, self._audit_reader(r.endpoint), methods=r.methods) for r in record_routes(self.reader))
+        from ledgergate.ui.console import ConsoleContext, console_routes
+
+        self._router.router.routes.extend(console_routes(ConsoleContext(
+            settings=lambda: self.config.settings, identity=lambda: self.snapshot.identity, approvals=self.approvals,
+            ledger=self.ledger, reader=self.reader, host_ok=hosts.host_ok, fingerprints=self.drift.store,
+            config_path=self.config.path)))
         self._tasks.append(asyncio.create_task(self._expire_sessions()))
         if self.config.path is not None:
             self._tasks.append(asyncio.create_task(self._watch_config()))

@@ -94,6 +94,11 @@ def _register_optional() -> None:
             from ledgergate.commands.siem import siem
 
             module.app.command("siem")(siem)
+            # one record's offline proof (C2SP tlog-proof): its own module too
+            from ledgergate.commands.proofs import prove, verify_proof
+
+            module.app.command("verify-proof")(verify_proof)
+            module.app.command("prove")(prove)
 
 
 _register_optional()

@@ -66,6 +66,26 @@ class LimitsSettings(_Strict):
     max_client_connections: int = Field(default=1000, ge=1)
 
 
+class ConsoleRoles(_Strict):
+    """Which IdP groups hold which console role (a person may hold several)."""
+
+    approver: list[str] = Field(default_factory=lambda: ["approvers"])
+    auditor: list[str] = Field(default_factory=lambda: ["auditors"])
+    admin: list[str] = Field(default_factory=lambda: ["admins"])
+
+
+class ConsoleSettings(_Strict):
+    """The web console at /ui/: OIDC login (authorization code + PKCE) against `issuer`."""
+
+    issuer: str | None = None  # default: the first identity.oidc issuer
+    client_id: str = "ledgergate-console"
+    client_secret: str | None = None  # for a confidential client: ${ENV}
+    scopes: str = "openid profile"
+    roles: ConsoleRoles = Field(default_factory=ConsoleRoles)
+    session_ttl: Duration = 8 * 3600.0
+    http_timeout: Duration = 10.0
+
+
 class Settings(_Strict):
     listen: str = "127.0.0.1:8080"
     data_dir: str = "./data"
@@ -82,6 +102,7 @@ class Settings(_Strict):
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     budgets: BudgetsSettings = Field(default_factory=BudgetsSettings)
     tool_drift: ToolDriftSettings = Field(default_factory=ToolDriftSettings)
+    console: ConsoleSettings | None = None  # absent: no web console
     log_level: str = "info"
 
     @field_validator("listen")

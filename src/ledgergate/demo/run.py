@@ -45,7 +45,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from ledgergate.config import ConfigError, LimitsSettings, LoadedConfig, load_config
-from ledgergate.demo.idp import DevIdentityProvider
+from ledgergate.demo.idp import DevIdentityProvider, DevUser
 from ledgergate.principal import PrincipalKind
 from ledgergate.terminal import console as make_console
 
@@ -164,7 +164,11 @@ def demo_settings(port: int, issuer: DevIdentityProvider) -> dict[str, Any]:
             "strict": {"detectors": STANDARD_DETECTORS, "operator": "redact"},
         }},
         "public_url": f"http://{HOST}:{port}",
-        "approvals": {"timeout": "10m"},
+        "approvals": {"timeout": "10m", "console_url": f"http://{HOST}:{port}/ui/approvals"},
+        "console": {"issuer": issuer.issuer, "client_id": "ledgergate-console",
+                    "roles": {"approver": ["approvers"], "auditor": ["approvers", "auditors"],
+                              "admin": ["approvers", "admins"]},
+                    "session_ttl": "8h"},
         "audit": {"signing_key": "./ledger.key", "checkpoint_interval": "5s", "replica": "demo",
                   "witnesses": ["file://./witness.log"]},
         "log_level": "warning",
@@ -313,6 +317,8 @@ def _print_banner(console: Console, config: LoadedConfig, issuer: DevIdentityPro
       soft_wrap=True)
     p()
     p(f"  MCP endpoint   [bold cyan]{url}[/bold cyan]", soft_wrap=True)
+    p(f"  Web console    [bold cyan]http://{HOST}:{port}/ui/[/bold cyan]  [dim](sign in as bob to approve)[/dim]",
+      soft_wrap=True)
     issuer_port = issuer.issuer.rsplit(":", 1)[1]
     p(f"  Issuer (OIDC)  {issuer.issuer}  [dim](the demo's second port, {issuer_port}: a development identity "
       "provider whose key lives in this process)[/dim]", soft_wrap=True)
@@ -395,7 +401,8 @@ async def _serve(port: int, data_dir: Path, console: Console) -> None:
     gateway_sock = _bind_gateway(port)
     issuer_sock = _bind_issuer(port)
     issuer_port = issuer_sock.getsockname()[1]
-    issuer = DevIdentityProvider(f"http://{HOST}:{issuer_port}", max_lifetime=TOKEN_LIFETIME)
+    issuer = DevIdentityProvider(f"http://{HOST}:{issuer_port}", max_lifetime=TOKEN_LIFETIME,
+                                 users={u.name: DevUser(u.groups, u.kind) for u in USERS})
     try:
         config = write_config(data_dir, port, issuer)
     except ConfigError as exc:  # a bug in the demo's own config; say so plainly
