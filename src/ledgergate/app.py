@@ -44,6 +44,7 @@ from ledgergate.identity.resource_metadata import (
 )
 from ledgergate.identity.service import IdentityService
 from ledgergate.principal import Principal
+from ledgergate.requestlog import REQUEST_ID
 from ledgergate.store.approvals_store import ApprovalStore
 from ledgergate.store.fingerprints_store import FingerprintStore
 from ledgergate.upstream.registry import Upstreams
@@ -317,6 +318,9 @@ def configure_logging(level: str) -> None:
         def format(self, record: logging.LogRecord) -> str:
             payload = {"time": self.formatTime(record), "level": record.levelname.lower(),
                        "logger": record.name, "message": record.getMessage()}
+            request_id = REQUEST_ID.get()
+            if request_id is not None:
+                payload["request_id"] = request_id
             if record.exc_info:
                 payload["exception"] = self.formatException(record.exc_info)
             return json.dumps(payload)

@@ -171,3 +171,34 @@ async def test_metrics_follow_an_approval_from_request_to_decision(gateway: gw.R
     assert delta(before, after, "ledgergate_approval_decision_seconds_bucket", le="1.0") == 0
     assert delta(before, after, "ledgergate_approval_decision_seconds_bucket", le="15.0") == 1
     assert value(after, "ledgergate_approvals_pending") == 0
+
+
+# ── JSON logs carry the request id ──────────────────────────────────────────
+async def test_a_warning_logged_while_serving_a_call_names_the_request_id_the_client_quotes(
+        tmp_path: Path, idp: Provider) -> None:
+    dying = start_everything()
+    gateway = await asyncio.to_thread(gw.start, tmp_path / "gw", idp.issuer,
+                                      {"everything": {"url": f"http://127.0.0.1:{dying.port}/mcp"}}, POLICIES)
+    alice = idp.token("alice", ["staff"])
+    try:
+        assert "result" in await modern_call(gateway, alice, "echo", {"message": "still up"})
+        dying.stop()  # the upstream goes away between calls
+        headers = {"Accept": "application/json", "Content-Type": "application/json",
+                   "MCP-Protocol-Version": MODERN, "Mcp-Method": "tools/call", "Mcp-Name": "echo"}
+        async with gateway.http(alice) as http:
+            r = await http.post(gateway.url("everything"), headers=headers, json={
+                "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                "params": {"name": "echo", "arguments": {"message": "arg-never-logged"}, "_meta": META}})
+        error = r.json()["error"]
+        request_id = error["data"]["requestId"]
+        assert request_id.startswith("req_") and f"quote request id {request_id}" in error["message"], error
+    finally:
+        await asyncio.to_thread(gateway.stop)
+        dying.stop()
+    lines = [json.loads(line) for line in gateway.log().splitlines() if line.startswith("{")]
+    warned = [line for line in lines if line.get("request_id") == request_id]
+    assert any(line["level"] == "warning" and "upstream everything failed" in line["message"] for line in warned), \
+        warned or lines[-10:]
+    # lines written outside any call (startup, shutdown) carry no id
+    assert any("request_id" not in line and "startup" in line["message"].lower() for line in lines), lines[:5]
+    assert "arg-never-logged" not in gateway.log()
