@@ -15,16 +15,9 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    generate_latest,
-)
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -39,6 +32,7 @@ from ledgergate.config import ConfigError, LimitsSettings, LoadedConfig, parse_c
 from ledgergate.errors import AuthError, ForbiddenError, GatewayError, LedgerUnavailable
 from ledgergate.gateway.auth import Authenticator
 from ledgergate.gateway.drift import DriftGuard
+from ledgergate.gateway.metrics import GatewayMetrics, MeteredLedger
 from ledgergate.gateway.pipeline import Lasting, Pipeline
 from ledgergate.gateway.sessions import SessionRegistry
 from ledgergate.gateway.snapshot import Snapshot
@@ -52,23 +46,12 @@ from ledgergate.identity.resource_metadata import (
 from ledgergate.identity.service import IdentityService
 from ledgergate.principal import Principal
 from ledgergate.reload import UnstableFile, file_signature, plan_reload, read_stable
+from ledgergate.requestlog import REQUEST_ID
 from ledgergate.store.fingerprints_store import FingerprintStore
 from ledgergate.upstream.registry import Upstreams
 from ledgergate.upstream.settings import PoolLimits
 
 log = logging.getLogger("ledgergate")
-
-
-@dataclass
-class Metrics:
-    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
-
-    def __post_init__(self) -> None:
-        self.requests = Counter("ledgergate_http_requests_total", "MCP HTTP requests by server and status",
-                                ["server", "status"], registry=self.registry)
-        self.latency = Histogram("ledgergate_http_request_seconds", "MCP HTTP request time (to response start)",
-                                 ["server"], registry=self.registry,
-                                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5))
 
 
 class Gateway:
@@ -81,7 +64,8 @@ class Gateway:
         self.upstreams = Upstreams(s.servers, str(config.base_dir), PoolLimits(
             s.limits.upstream_connections, s.limits.upstream_keepalive_expiry, s.limits.upstream_pool_timeout))
         self.sessions = SessionRegistry(s.limits.session_idle_timeout, s.limits.max_sessions_per_principal)
-        self.metrics = Metrics()
+        self.metrics = GatewayMetrics()
+        self._started = time.time()
         self.ledger: Ledger | None = None
         self.endpoint: McpEndpoint | None = None
         self.drift: DriftGuard | None = None
@@ -112,17 +96,19 @@ class Gateway:
     async def start(self) -> None:
         s = self.config.settings
         self.ledger = await Ledger.open(s.audit, s.storage, self.config.base_dir)
+        metered = MeteredLedger(self.ledger, self.metrics)  # every record is counted where it is written
         await self.snapshot.identity.start()
         self.drift = DriftGuard(FingerprintStore.open(s.storage, self.config.base_dir), s.tool_drift)
         self.webhooks = WebhookNotifier(s.approvals.webhooks, console_url=s.approvals.console_url)
         await self.webhooks.start()
-        self.approvals = ApprovalService(open_store(s.storage, self.config.base_dir), self.ledger.append,
+        self.approvals = ApprovalService(open_store(s.storage, self.config.base_dir), metered.append,
                                          s.approvals, notifier=self.webhooks)
         await self.approvals.start()
-        self.lasting = Lasting(self.ledger, self.ledger.hmac, self.drift, TaskOwners(), self.approvals,
+        metered.approval_created = self._approval_created
+        self.lasting = Lasting(metered, self.ledger.hmac, self.drift, TaskOwners(), self.approvals,
                                self.ledger.subkey("approval-state"))
         self.pipeline = Pipeline.build(self.snapshot, self.lasting)
-        self.auth = Authenticator(self.ledger, www_authenticate)
+        self.auth = Authenticator(metered, www_authenticate)
         hosts = HostPolicy(s.host, s.port, s.allowed_hosts, s.allowed_origins)
         self.endpoint = McpEndpoint(self._current_pipeline, self.auth, self.upstreams, self.sessions, hosts,
                                     s.limits.max_body_bytes, s.public_url)
@@ -401,7 +387,14 @@ class Gateway:
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
     async def _metrics(self, request: Request) -> Response:
+        approvals = self.approvals
+        pending = (lambda: asyncio.to_thread(approvals.store.count, "pending")) if approvals is not None else None
+        await self.metrics.state.refresh(self.ledger, pending, self._started)
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def _approval_created(self, approval_id: str) -> float:
+        assert self.approvals is not None
+        return (await self.approvals.get(approval_id)).created
 
     async def _resource_metadata(self, request: Request) -> Response:
         server = request.path_params["server"]
@@ -420,6 +413,9 @@ def configure_logging(level: str) -> None:
         def format(self, record: logging.LogRecord) -> str:
             payload = {"time": self.formatTime(record), "level": record.levelname.lower(),
                        "logger": record.name, "message": record.getMessage()}
+            request_id = REQUEST_ID.get()
+            if request_id is not None:
+                payload["request_id"] = request_id
             if record.exc_info:
                 payload["exception"] = self.formatException(record.exc_info)
             return json.dumps(payload)

@@ -14,6 +14,7 @@ out, so one call is never decided by one policy and masked by another.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
 from functools import partial
@@ -38,7 +39,10 @@ from ledgergate.gateway.stages.target import TargetCheck
 from ledgergate.gateway.stages.tasks import TaskOwnership, TaskRecords
 from ledgergate.gateway.tasks import GatewayTasks, TaskOwners
 from ledgergate.principal import Principal
+from ledgergate.requestlog import REQUEST_ID
 from ledgergate.upstream.base import Message, UpstreamSession
+
+log = logging.getLogger("ledgergate.pipeline")
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,7 @@ class Pipeline:
     async def handle(self, call: Call, upstream: UpstreamSession, start: int = 0) -> AsyncGenerator[Message, None]:
         """Yield what the client should see: notifications and server requests, then the answer."""
         call.resume = partial(self._finish, call, upstream)
+        REQUEST_ID.set(call.request_id)  # every log line of this call names it (app.configure_logging)
         for index in range(start, len(self.request_stages)):
             call.next_stage = index + 1
             held = await self.request_stages[index].on_request(call)  # a refusal raises, after its record
@@ -119,8 +124,11 @@ class Pipeline:
                     yield await self.answer(call, message)
                     return
         except UpstreamError as exc:
+            log.warning("upstream %s failed on %s: %s", call.server, call.method, exc.message)
             await self.evidence.record("rpc.response", call, error=exc.message, latency_ms=call.latency_ms())
-            raise
+            raise UpstreamError(f"{exc.message}; quote request id {call.request_id} to support",
+                                data={**(exc.data or {}), "requestId": call.request_id},
+                                http_status=exc.http_status, rpc_code=exc.rpc_code) from None
 
     async def _finish(self, call: Call, upstream: UpstreamSession) -> Message:
         """The rest of the chain for a call a stage let go on later: its answer (notifications dropped)."""

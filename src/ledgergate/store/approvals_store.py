@@ -270,6 +270,13 @@ class ApprovalStore(Generic[Approval]):
             return [self._row(r) for r in rows]
         return self._run(op)
 
+    def count(self, status: str) -> int:
+        """How many approvals are in `status` (the pending gauge, read at scrape time)."""
+        def op(conn: Any) -> int:
+            return int(conn.execute(sql(self.url, "SELECT count(*) FROM approvals WHERE status = ?"),
+                                    (status,)).fetchone()[0])
+        return self._run(op)
+
     def latest_for(self, binding_key: str) -> Approval | None:
         """The newest approval of this exact call, whatever its state."""
         def op(conn: Any) -> Approval | None:
