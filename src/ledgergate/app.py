@@ -116,6 +116,9 @@ class Gateway:
 
         self._router.router.routes.extend(
             Route(r.path, self._audit_reader(r.endpoint), methods=r.methods) for r in audit_routes(self.ledger))
+        from ledgergate.api.tiles import tile_routes  # checkpoint and hash tiles open, entry bundles for auditors
+
+        self._router.router.routes.extend(tile_routes(self.ledger, self._audit_reader))
         self._router.router.routes.extend(approval_routes(
             self.approvals, self._api_principal, auditor_groups=s.audit.reader_groups,
             unauthorized=self._api_unauthorized))

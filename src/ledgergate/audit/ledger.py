@@ -3,8 +3,9 @@
 Write path (DESIGN.md "The ledger"): `append` hands an event to one writer
 thread and waits. The writer drains whatever is queued (up to `max_batch`),
 numbers the records, makes their RFC 8785 bytes and RFC 9162 leaf hashes,
-writes them in one transaction with one commit (one fsync for the batch), then
-extends the in-memory Merkle state and wakes every waiter at once. Nothing is
+writes them, with the interior hashes they complete (audit/stored.py), in one
+transaction with one commit (one fsync for the batch), then moves the
+in-memory compact range and wakes every waiter at once. Nothing is
 acknowledged before its commit returned; if the store fails, every waiter of
 that batch gets `LedgerUnavailable` and the Merkle state does not move.
 
@@ -46,13 +47,13 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ledgergate.audit import canonical, merkle
+from ledgergate.audit import canonical, merkle, stored
 from ledgergate.audit.checkpoint import Checkpoint, Signer, load_or_create_signer
 from ledgergate.audit.settings import AuditSettings
 from ledgergate.audit.witness import Witness, make_witnesses, push_all
@@ -132,7 +133,8 @@ class Ledger:
         self._reader = reader  # proofs and reads, under _read_lock
         self._read_lock = threading.Lock()
         self._state_lock = threading.Lock()
-        self._tree = merkle.ProofTree(self._fetch_leaves)
+        self._range = merkle.CompactRange()  # the committed prefix's right edge; replaced whole by the writer
+        self._stored = merkle.StoredTree(self._read_nodes)  # proofs from stored hashes, read through _reader
         self._witnesses = witnesses
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -157,7 +159,7 @@ class Ledger:
     # --- opening ------------------------------------------------------------
     @classmethod
     async def open(cls, settings: AuditSettings, store_url: str, base_dir: Path) -> Ledger:
-        """Create keys, schema and log on first start; rebuild the Merkle state from stored leaf hashes."""
+        """Create keys, schema and log on first start; read the Merkle state from stored hashes."""
         base_dir = Path(base_dir)
         key_path = Path(settings.signing_key)
         key_path = key_path if key_path.is_absolute() else base_dir / key_path
@@ -202,32 +204,34 @@ class Ledger:
         return ledger
 
     def _rebuild(self) -> None:
-        """Replay stored leaf hashes through the compact range (O(n) hashing, no record reads)."""
-        size = 0
-        for chunk in self._store.iter_leaf_hashes(self.log_id):
-            for h in chunk:
-                self._tree.append(h)
-            size += len(chunk)
-        if self._store.size(self.log_id) != size:
-            raise LedgerUnavailable(f"log {self.log_id} has gaps in its sequence numbers; run `ledgergate audit verify`")
-        latest = self._store.latest_checkpoint(self.log_id)
+        """Read the compact range from stored hashes: O(log n) hashes, no replay (a log written
+        before stored hashes existed is backfilled once, see audit/stored.py)."""
+        try:
+            self._range = stored.open_range(self._store, self.log_id)
+            latest = self._store.latest_checkpoint(self.log_id)
+            size = self._range.size
+            mismatch = latest is not None and latest.size <= size and self._stored.root_at(latest.size) != latest.root
+        except (stored.HashesBeyondRecords, ValueError, LookupError) as exc:
+            raise LedgerUnavailable(f"{exc}; run `ledgergate audit verify`") from None
+        except StoreError as exc:
+            raise LedgerUnavailable(f"audit ledger store unavailable: {exc}") from exc
         self._last_checkpoint_size = latest.size if latest else -1
-        if latest is not None and latest.size <= size and self._tree.root_at(latest.size) != latest.root:
+        if mismatch:
             log.error("log %s: stored records do not match checkpoint at size %d; run `ledgergate audit verify`",
-                      self.log_id, latest.size)
+                      self.log_id, latest.size if latest else -1)
 
-    def _fetch_leaves(self, start: int, end: int) -> list[bytes]:
-        with self._read_lock:
-            return self._reader.leaf_hashes(self.log_id, start, end)
+    def _read_nodes(self, level: int, indices: Sequence[int]) -> dict[int, bytes]:
+        got: dict[int, bytes] = self._locked_read(lambda r: r.node_hashes(self.log_id, level, indices))
+        return got
 
     # --- public API ---------------------------------------------------------
     @property
     def size(self) -> int:
-        return self._tree.size
+        return self._range.size
 
     def root(self) -> bytes:
         with self._state_lock:
-            return self._tree.root()
+            return self._range.root()
 
     def subkey(self, purpose: str) -> bytes:
         """A key for one purpose (e.g. sealing approval state), derived from the HMAC key every replica
@@ -281,15 +285,32 @@ class Ledger:
 
     async def inclusion_proof(self, index: int, size: int) -> list[bytes]:
         self._check_size(size)
-        return await asyncio.to_thread(self._tree.inclusion_proof, index, size)
+        return await self._from_stored(self._stored.inclusion_proof, index, size)
 
     async def consistency_proof(self, old: int, new: int) -> list[bytes]:
         self._check_size(new)
-        return await asyncio.to_thread(self._tree.consistency_proof, old, new)
+        return await self._from_stored(self._stored.consistency_proof, old, new)
 
     async def root_at(self, size: int) -> bytes:
         self._check_size(size)
-        return await asyncio.to_thread(self._tree.root_at, size)
+        root: bytes = await self._from_stored(self._stored.root_at, size)
+        return root
+
+    async def read_store(self, fn: Callable[[LedgerStore], Any]) -> Any:
+        """Run a read against the store on a worker thread (tiles, listings); fails closed."""
+        try:
+            return await asyncio.to_thread(self._locked_read, fn)
+        except StoreError as exc:
+            raise LedgerUnavailable(f"audit ledger store unavailable: {exc}") from exc
+
+    async def _from_stored(self, fn: Callable[..., Any], *args: int) -> Any:
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except StoreError as exc:
+            raise LedgerUnavailable(f"audit ledger store unavailable: {exc}") from exc
+        except LookupError as exc:
+            log.error("log %s: %s; run `ledgergate audit verify`", self.log_id, exc)
+            raise LedgerUnavailable("the ledger's stored hashes are incomplete; run `ledgergate audit verify`") from None
 
     async def leaf(self, index: int) -> LeafRow | None:
         rows = await asyncio.to_thread(self._locked_read, lambda r: r.rows(self.log_id, index, index + 1))
@@ -411,7 +432,7 @@ class Ledger:
     def _make_checkpoint(self) -> tuple[CheckpointRow, bool]:
         """Writer thread: sign (size, root) of the committed prefix and store it."""
         with self._state_lock:
-            size, root, edge = self._tree.size, self._tree.root(), b"".join(self._tree.range.edge)
+            size, root, edge = self._range.size, self._range.root(), b"".join(self._range.edge)
         if size == self._last_checkpoint_size:
             latest = self._store.latest_checkpoint(self.log_id)
             if latest is not None and latest.size == size:
@@ -528,8 +549,13 @@ class Ledger:
             seq += 1
         if not rows:
             return [], failed
+        nodes = merkle.StoredNodes()  # the interior hashes these leaves complete, committed with them
+        cr = merkle.CompactRange(self._range.size, self._range.edge, on_node=nodes)
+        for r in rows:
+            cr.append(r.leaf_hash)
+        cr.on_node = None
         try:
-            self._store.append_batch(self.log_id, rows)
+            self._store.append_batch(self.log_id, rows, nodes.nodes)
         except StoreError as exc:
             self._broken = True
             self._problem = f"the last write failed: {exc}"
@@ -538,8 +564,7 @@ class Ledger:
             failed.extend((item.future, err) for item, _ in good if item.future is not None)
             return [], failed
         with self._state_lock:
-            for r in rows:
-                self._tree.append(r.leaf_hash)
+            self._range = cr
         self._wrote()
         return good, failed
 
