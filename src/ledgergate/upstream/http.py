@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from ledgergate.errors import UpstreamError
+from ledgergate.gateway import jsonrpc
 from ledgergate.gateway.sse import SSEParser
 from ledgergate.upstream.base import (
     MODERN_VERSION,
@@ -56,7 +57,7 @@ class HttpPool:
                    wait_for_data: bool = False) -> H1Response:
         """One request; the response head is awaited (with `wait_for_data`, its first body bytes too),
         the body is read by the caller (then `release()`)."""
-        payload = orjson.dumps(body) if body is not None else None
+        payload = jsonrpc.dumps(body) if body is not None else None
         all_headers = dict(headers) if headers is not None else self.build_headers(extra)
         if payload is None:
             all_headers.pop("Content-Type", None)
@@ -109,7 +110,7 @@ class Messages:
                     return None
                 if self._parser is None:
                     self._done = True
-                    payload = orjson.loads(await self._resp.read(self._timeout, MAX_MESSAGE_BYTES))
+                    payload = jsonrpc.parse(await self._resp.read(self._timeout, MAX_MESSAGE_BYTES))
                     self._ready.extend(payload if isinstance(payload, list) else [payload])
                     continue
                 chunk = await self._resp.next_chunk(self._timeout)
@@ -122,7 +123,7 @@ class Messages:
                     if event.event != "message" or not event.data.strip():
                         continue
                     try:
-                        self._ready.append(orjson.loads(event.data))
+                        self._ready.append(jsonrpc.parse(event.data))
                     except orjson.JSONDecodeError:
                         log.warning("upstream sent an SSE event that is not JSON; dropped")
         except H1Error as exc:
@@ -135,7 +136,7 @@ class Messages:
 async def _error_text(resp: H1Response) -> str:
     try:
         body = (await resp.read(5.0))[:300]
-        data = orjson.loads(body)
+        data = jsonrpc.parse(body)
         if isinstance(data, dict) and isinstance(data.get("error"), dict):
             return str(data["error"].get("message", ""))[:200]
     except Exception:  # noqa: BLE001 - only for a friendlier message

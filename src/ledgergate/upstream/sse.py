@@ -23,6 +23,7 @@ from urllib.parse import urljoin, urlsplit
 import orjson
 
 from ledgergate.errors import UpstreamError
+from ledgergate.gateway import jsonrpc
 from ledgergate.gateway.sse import SSEParser
 from ledgergate.upstream.base import ClientHello, Message, UpstreamSessionLost
 from ledgergate.upstream.demux import Demux, DemuxedSession
@@ -125,7 +126,7 @@ class SseSession(DemuxedSession):
                     if event.event != "message" or not event.data.strip():
                         continue
                     try:
-                        msg = orjson.loads(event.data)
+                        msg = jsonrpc.parse(event.data)
                     except orjson.JSONDecodeError:
                         log.warning("upstream %s sent an SSE event that is not JSON; dropped", self.name)
                         continue
