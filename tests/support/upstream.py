@@ -64,6 +64,11 @@ class RecordingUpstream:
             result = {**task, "resultType": "complete"}
         elif method == "tasks/list":
             result = {"tasks": getattr(self, "tasks_created", []), "resultType": "complete"}
+        elif method == "tools/call" and request["params"]["name"] == "numbers":
+            # the arguments back as structured content, so a test can see numbers travel both ways
+            args = request["params"].get("arguments") or {}
+            result = {"content": [{"type": "text", "text": "numbers"}], "structuredContent": args,
+                      "resultType": "complete"}
         elif method == "tools/call":
             name = request["params"]["name"]
             args = request["params"].get("arguments") or {}
