@@ -143,6 +143,8 @@ class Gateway:
             task.cancel()
         if self.endpoint is not None:
             await self.endpoint.close()
+        if self.auth is not None and self.ledger is not None:
+            await self.auth.close()  # the refusals still counted are recorded before the ledger closes
         await self.sessions.close()
         await self.upstreams.close()
         await self.snapshot.identity.close()
@@ -247,8 +249,11 @@ class Gateway:
                 return JSONResponse({"error": exc.message}, status_code=exc.http_status)
             readers = set(self.config.settings.audit.reader_groups)
             if principal.groups.isdisjoint(readers):
-                return JSONResponse({"error": "Forbidden: reading the audit ledger needs one of the groups "
-                                              f"{sorted(readers)}"}, status_code=403)
+                detail = f"Forbidden: reading the audit ledger needs one of the groups {sorted(readers)}"
+                assert self.auth is not None
+                await self.auth.forbidden(principal, "api", request.client.host if request.client else None,
+                                          detail, path=request.url.path)
+                return JSONResponse({"error": detail}, status_code=403)
             return await endpoint(request)
 
         return guarded

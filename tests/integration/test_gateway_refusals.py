@@ -162,18 +162,22 @@ async def test_an_identity_no_rule_lets_use_a_server_opens_nothing_upstream(env:
                                 "lookup_customer")
         rec_init = await env.initialize(http, "rec")
         rec_discover = await env.modern(http, "rec", {"jsonrpc": "2.0", "id": 4, "method": "server/discover"})
-    for answer in (init, legacy, discover, call, rec_init, rec_discover):
+    for answer in (init, legacy, discover, rec_init, rec_discover):
         assert answer.status_code == 403, answer.text
         assert answer.json()["error"]["code"] == -32003
         assert "no policy rule lets this identity use server" in answer.json()["error"]["message"]
+    # a stateless call is refused as the call it is (as any policy refusal: a JSON-RPC error)
+    assert call.status_code == 200 and call.json()["error"]["code"] == -32003
+    assert "no rule allows it" in call.json()["error"]["message"]
     assert "mcp-session-id" not in init.headers
     await asyncio.sleep(0.5)
     assert not env.marker.exists(), "a stdio child was started for an identity with no rule"
     assert env.upstream.requests[before:] == [], "an upstream session was opened for an identity with no rule"
     denied = [r for r in env.records() if r["event"] == "policy.denied" and r["principal"]["subject"] == "eve"]
     assert sorted(r["method"] for r in denied) == sorted(
-        ["initialize", "initialize", "server/discover", "initialize", "initialize", "server/discover"])
-    assert all(r["stage"] == "admission" and r["rule"] is None for r in denied)
+        ["initialize", "initialize", "server/discover", "tools/call", "initialize", "server/discover"])
+    assert all(r.get("stage") == "admission" for r in denied if r["method"] != "tools/call")
+    assert [r["target"] for r in denied if r["method"] == "tools/call"] == ["lookup_customer"]
 
     # The marker is a real witness: an allowed identity's initialize does start the child.
     async with env.gateway.http(env.token("alice", ["staff"])) as http:
@@ -218,3 +222,60 @@ async def test_another_identitys_request_state_is_refused_and_still_works_for_it
     assert "unknown or expired" in replayed.json()["error"]["message"], "the owner's state is still used once"
     refused = [r for r in env.records() if r["event"] == "rpc.refused" and r.get("reason") == "foreign_request_state"]
     assert len(refused) == 1 and refused[0]["principal"]["subject"] == "bob"
+
+
+# ── item 9: refusals an investigator looks for are recorded; anonymous floods are bounded ──
+async def test_another_identitys_session_is_refused_and_recorded_on_every_verb(env: Env) -> None:
+    alice, mallory = env.token("alice", ["staff"]), env.token("mallory", ["staff"])
+    async with env.gateway.http(alice) as mine, env.gateway.http(mallory) as theirs:
+        headers = await env.session(mine, "rec")
+        session_id = headers["Mcp-Session-Id"]
+        ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
+        answers = [await theirs.post(env.gateway.url("rec"), headers=headers, json=ping),
+                   await theirs.get(env.gateway.url("rec"), headers={**headers, "Accept": "text/event-stream"}),
+                   await theirs.delete(env.gateway.url("rec"), headers=headers)]
+        async with mine.stream("GET", f"{env.gateway.url('rec')}/sse", headers={"Accept": "text/event-stream"}) as s:
+            lines = s.aiter_lines()
+            endpoint = await endpoint_of(lines)
+            answers.append(await theirs.post(f"{env.gateway.base}{endpoint}", json=ping))
+        legacy_id = endpoint.rpartition("=")[2]
+        assert (await mine.post(env.gateway.url("rec"), headers=headers, json=ping)).status_code == 200
+    assert [a.status_code for a in answers] == [403, 403, 403, 403]
+    foreign = [r for r in env.records() if r["event"] == "session.foreign"]
+    assert [(r["session"], r["http_method"]) for r in foreign] == [
+        (session_id, "POST"), (session_id, "GET"), (session_id, "DELETE"), (legacy_id, "POST")]
+    assert all(r["principal"]["subject"] == "mallory" and r["server"] == "rec" and r["remote"] == "127.0.0.1"
+               for r in foreign)
+
+
+async def test_an_identity_the_audit_api_refuses_is_recorded(env: Env) -> None:
+    async with env.gateway.http(env.token("bob", ["staff"])) as http:
+        refused = await http.get(f"{env.gateway.base}/api/v1/audit/checkpoint")
+    assert refused.status_code == 403
+    forbidden = [r for r in env.records() if r["event"] == "auth.forbidden"]
+    assert len(forbidden) == 1 and forbidden[0]["principal"]["subject"] == "bob"
+    assert forbidden[0]["path"] == "/api/v1/audit/checkpoint" and forbidden[0]["remote"] == "127.0.0.1"
+
+
+async def test_an_anonymous_flood_gives_few_records_whose_counts_add_up(env: Env) -> None:
+    def denied() -> list[dict[str, Any]]:
+        return [r for r in env.records() if r["event"] == "auth.denied" and r.get("remote") == "127.0.0.1"]
+
+    before = denied()
+    start = asyncio.get_running_loop().time()
+    async with httpx.AsyncClient(timeout=30) as http:
+        for i in range(500):
+            headers = {**JSON_HEADERS, **({"Authorization": "Bearer not-a-token"} if i % 5 == 0 else {})}
+            r = await http.post(env.gateway.url("rec"), headers=headers, json={"jsonrpc": "2.0", "id": 1,
+                                                                               "method": "ping"})
+            assert r.status_code == 401
+    elapsed = asyncio.get_running_loop().time() - start
+    for _ in range(100):  # the counts of the last interval are flushed on a timer
+        new = denied()[len(before):]
+        if sum(r["count"] for r in new) >= 500:
+            break
+        await asyncio.sleep(0.2)
+    assert sum(r["count"] for r in new) == 500, [(r["reason"], r["count"]) for r in new]
+    assert sum(r["count"] for r in new if r["reason"] == "missing_token") == 400
+    # per (source, reason) and 5 s interval: one record at once and one flush of what it counted
+    assert len(new) <= 2 * 2 * (int(elapsed / 5) + 2), f"{len(new)} records for 500 refusals in {elapsed:.1f}s"
