@@ -41,6 +41,7 @@ from ledgergate.gateway.drift import DriftGuard
 from ledgergate.gateway.pipeline import Lasting, Pipeline
 from ledgergate.gateway.sessions import SessionRegistry
 from ledgergate.gateway.snapshot import Snapshot
+from ledgergate.gateway.stages.audit import MaskedLedger
 from ledgergate.gateway.tasks import TaskOwners
 from ledgergate.gateway.transport.endpoint import McpEndpoint
 from ledgergate.gateway.transport.hosts import HostPolicy
@@ -108,13 +109,15 @@ class Gateway:
         self.drift = DriftGuard(FingerprintStore.open(s.storage, self.config.base_dir), s.tool_drift)
         self.webhooks = WebhookNotifier(s.approvals.webhooks, console_url=s.approvals.console_url)
         await self.webhooks.start()
-        self.approvals = ApprovalService(ApprovalStore.from_url(s.storage, self.config.base_dir), self.ledger.append,
+        # records written outside the pipeline are masked whole too (gateway/stages/audit.py `seal`)
+        masked_ledger = MaskedLedger(self.ledger, lambda: self.snapshot.masker)
+        self.approvals = ApprovalService(ApprovalStore.from_url(s.storage, self.config.base_dir), masked_ledger.append,
                                          s.approvals, notifier=self.webhooks)
         await self.approvals.start()
         self.lasting = Lasting(self.ledger, self.ledger.hmac, self.drift, TaskOwners(), self.approvals,
                                self.ledger.subkey("approval-state"))
         self.pipeline = Pipeline.build(self.snapshot, self.lasting)
-        self.auth = Authenticator(self.ledger, www_authenticate)
+        self.auth = Authenticator(masked_ledger, www_authenticate)
         hosts = HostPolicy(s.host, s.port, s.allowed_hosts, s.allowed_origins)
         self.endpoint = McpEndpoint(self._current_pipeline, self.auth, self.upstreams, self.sessions, hosts,
                                     s.limits.max_body_bytes, s.public_url)

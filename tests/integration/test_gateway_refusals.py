@@ -279,3 +279,52 @@ async def test_an_anonymous_flood_gives_few_records_whose_counts_add_up(env: Env
     assert sum(r["count"] for r in new if r["reason"] == "missing_token") == 400
     # per (source, reason) and 5 s interval: one record at once and one flush of what it counted
     assert len(new) <= 2 * 2 * (int(elapsed / 5) + 2), f"{len(new)} records for 500 refusals in {elapsed:.1f}s"
+
+
+# ── item 3: every string that enters a record is masked ──────────────────────
+SSN, CARD, AWS_KEY = "536-22-8143", "4111111111111111", "AKIAIOSFODNN7EXAMPLE"
+
+
+def forged_token(alg: str) -> str:
+    import base64
+
+    def b64(value: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    return f"{b64({'alg': alg, 'typ': 'JWT'})}.{b64({'sub': 'x'})}.c2ln"
+
+
+async def test_sensitive_data_outside_arguments_and_results_never_reaches_the_ledger(env: Env) -> None:
+    alice = env.token("alice", ["staff"])
+    planted = f"ssn {SSN} card {CARD} key {AWS_KEY}"
+    async with env.gateway.http(alice) as http:
+        headers = await env.session(http, "rec", client_info={"name": f"agent {planted}", "version": "1"})
+        ask = [("resources/read", {"uri": f"rec://docs/a.md?ssn={SSN}&card={CARD}&key={AWS_KEY}"}),
+               ("resources/read", {"uri": f"rec://docs/a b?ssn={SSN}&card={CARD}"}),  # refused: ambiguous
+               ("tools/call", {"name": f"pay ssn {SSN} card {CARD}", "arguments": {}}),
+               ("tools/call", {"name": "fail", "arguments": {"message": planted}}),
+               ("prompts/get", {"name": f"prompt {AWS_KEY}"})]
+        answers = []
+        for n, (method, params) in enumerate(ask):
+            r = await http.post(env.gateway.url("rec"), headers=headers,
+                                json={"jsonrpc": "2.0", "id": 10 + n, "method": method, "params": params})
+            answers.append(r)
+        assert answers[1].json()["error"]["code"] == -32602  # the ambiguous URI: refused, and recorded
+        assert answers[3].json()["error"]["message"].startswith("declined:")  # the upstream's own error
+    async with env.gateway.http(forged_token(SSN)) as http:
+        assert (await env.initialize(http, "rec")).status_code == 401
+    records = env.records()
+    tail = env.tail
+    for secret in (SSN, CARD, AWS_KEY, SSN.replace("-", "")):
+        assert secret not in tail, f"{secret} reached the ledger in the clear"
+    # the records are there, masked (not missing)
+    opened = [r for r in records if r["event"] == "session.opened" and "agent" in json.dumps(r.get("client"))]
+    assert opened and "[US_SSN]" in opened[-1]["client"]["name"] and "[SECRET]" in opened[-1]["client"]["name"]
+    targets = [r.get("target", "") for r in records if r.get("principal", {}).get("subject") == "alice"]
+    assert any(t.startswith("rec://docs/a.md?ssn=[US_SSN]") for t in targets)
+    assert any(t.startswith("pay ssn [US_SSN]") for t in targets)
+    assert any(t.startswith("rec://docs/a b?ssn=[US_SSN]") for t in targets)
+    failed = [r for r in records if r["event"] == "rpc.response" and r.get("target") == "fail"]
+    assert failed and "[US_SSN]" in failed[-1]["error"]["message"]
+    forged = [r for r in records if r["event"] == "auth.denied" and "signing algorithm" in (r.get("detail") or "")]
+    assert forged and "[US_SSN]" in forged[-1]["detail"]
