@@ -20,6 +20,54 @@ msg = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "ec
 resp = {"content": [{"type": "text", "text": "Echo: hello world"}]}
 ev = Evidence(L(), M, lambda v: "d")
 
+
+# The Evidence of the commit before whole-record sealing, verbatim.
+from collections.abc import Callable, Mapping
+from typing import Any
+from ledgergate.gateway.stages.base import AuditPort, MaskingPort
+class OldEvidence:
+    """How stages write records: the call's common fields, masked arguments and their digest."""
+
+    def __init__(self, ledger: AuditPort, masker: MaskingPort, digest: Callable[[Any], str]) -> None:
+        self.ledger = ledger
+        self.masker = masker
+        self.digest = digest
+
+    def mask(self, value: Any) -> tuple[Any, dict[str, int]]:
+        return self.masker.mask_for_ledger(value)
+
+    async def append(self, event: str, fields: Mapping[str, Any]) -> int:
+        return await self.ledger.append(event, fields)
+
+    async def record(self, event: str, call: Call, *, method: str | None = None, with_args: bool = False,
+                     **fields: Any) -> int:
+        """One record about `call`: its ids, principal, server, method and target, then `fields`."""
+        base = self.base(call, method)
+        if with_args:
+            base.update(self.args(call.arguments))
+        base.update(fields)
+        return await self.ledger.append(event, base)
+
+    @staticmethod
+    def base(call: Call, method: str | None = None) -> dict[str, Any]:
+        fields: dict[str, Any] = {"request_id": call.request_id, "session": call.session_id,
+                                  "principal": call.principal.summary(), "server": call.server,
+                                  "method": method or call.method}
+        if method is None and call.target is not None:
+            fields["target"] = call.target
+        return fields
+
+    def args(self, arguments: Mapping[str, Any] | None) -> dict[str, Any]:
+        if arguments is None:
+            return {}
+        masked, counts = self.mask(arguments)
+        return {"args": masked, "args_hmac": self.digest(arguments), "args_masked": counts}
+
+
+
+
+old_ev = OldEvidence(L(), M, lambda v: "d")
+
 async def new(n):
     for _ in range(n):
         c = Call(server="everything", principal=P, message=msg)
@@ -27,14 +75,13 @@ async def new(n):
         view, _ = ev.mask(resp)
         await ev.record("rpc.response", c, premasked={"response": view}, latency_ms=1.0, masked={})
 
-async def old(n):  # what the previous code did: args and response masked, the rest written as is
+async def old(n):  # the previous AuditRequest and AuditResponse records
     for _ in range(n):
         c = Call(server="everything", principal=P, message=msg)
-        base = ev.base(c); base.update(ev.args(c.arguments)); base.update(rule="r", decision="allow")
-        await ev.ledger.append("rpc.request", base)
-        view, _ = ev.mask(resp)
-        base = ev.base(c); base.update(latency_ms=1.0, masked={}, response=view)
-        await ev.ledger.append("rpc.response", base)
+        await old_ev.record("rpc.request", c, with_args=True, rule="r", decision="allow")
+        view, _ = old_ev.mask(resp)
+        await old_ev.record("rpc.response", c, latency_ms=1.0, masked={}, response=view)
+
 
 async def main():
     n = 5000
