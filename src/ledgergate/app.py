@@ -36,6 +36,7 @@ from ledgergate.gateway.metrics import GatewayMetrics, MeteredLedger
 from ledgergate.gateway.pipeline import Lasting, Pipeline
 from ledgergate.gateway.sessions import SessionRegistry
 from ledgergate.gateway.snapshot import Snapshot
+from ledgergate.gateway.stages.audit import MaskedLedger
 from ledgergate.gateway.tasks import TaskOwners
 from ledgergate.gateway.transport.endpoint import McpEndpoint
 from ledgergate.gateway.transport.hosts import HostPolicy
@@ -73,6 +74,8 @@ class Gateway:
         self.pipeline: Pipeline | None = None
         self.auth: Authenticator | None = None
         self.approvals: ApprovalService | None = None
+        #: the ledger as everything outside the pipeline writes to it: masked whole, then counted
+        self.records: MaskedLedger | None = None
         self.webhooks: WebhookNotifier | None = None
         self.reader: LedgerReader | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -101,14 +104,16 @@ class Gateway:
         self.drift = DriftGuard(FingerprintStore.open(s.storage, self.config.base_dir), s.tool_drift)
         self.webhooks = WebhookNotifier(s.approvals.webhooks, console_url=s.approvals.console_url)
         await self.webhooks.start()
-        self.approvals = ApprovalService(open_store(s.storage, self.config.base_dir), metered.append,
+        # records written outside the pipeline are masked whole too (gateway/stages/audit.py `seal`), then counted
+        masked_ledger = self.records = MaskedLedger(metered, lambda: self.snapshot.masker)
+        self.approvals = ApprovalService(open_store(s.storage, self.config.base_dir), masked_ledger.append,
                                          s.approvals, notifier=self.webhooks)
         await self.approvals.start()
         metered.approval_created = self._approval_created
         self.lasting = Lasting(metered, self.ledger.hmac, self.drift, TaskOwners(), self.approvals,
                                self.ledger.subkey("approval-state"))
         self.pipeline = Pipeline.build(self.snapshot, self.lasting)
-        self.auth = Authenticator(metered, www_authenticate)
+        self.auth = Authenticator(masked_ledger, www_authenticate)
         hosts = HostPolicy(s.host, s.port, s.allowed_hosts, s.allowed_origins)
         self.endpoint = McpEndpoint(self._current_pipeline, self.auth, self.upstreams, self.sessions, hosts,
                                     s.limits.max_body_bytes, s.public_url)
@@ -161,6 +166,8 @@ class Gateway:
             task.cancel()
         if self.endpoint is not None:
             await self.endpoint.close()
+        if self.auth is not None and self.ledger is not None:
+            await self.auth.close()  # the refusals still counted are recorded before the ledger closes
         await self.sessions.close()
         await self.upstreams.close()
         await self.snapshot.identity.close()
@@ -289,9 +296,9 @@ class Gateway:
 
     async def _record_reload(self, event: str, trigger: str, fields: dict[str, Any]) -> bool:
         """Append a reload record; False (logged, retried by the watcher) when the ledger cannot."""
-        assert self.ledger is not None
+        assert self.records is not None
         try:
-            await self.ledger.append(event, {"trigger": trigger, **fields})
+            await self.records.append(event, {"trigger": trigger, **fields})
         except (LedgerUnavailable, ValueError) as exc:
             self._reload_owed = True
             log.error("config reload (%s) not applied: the ledger cannot record it (%s); the running config "
@@ -325,8 +332,11 @@ class Gateway:
                 return JSONResponse({"error": exc.message}, status_code=exc.http_status)
             readers = set(self.config.settings.audit.reader_groups)
             if principal.groups.isdisjoint(readers):
-                return JSONResponse({"error": "Forbidden: reading the audit ledger needs one of the groups "
-                                              f"{sorted(readers)}"}, status_code=403)
+                detail = f"Forbidden: reading the audit ledger needs one of the groups {sorted(readers)}"
+                assert self.auth is not None
+                await self.auth.forbidden(principal, "api", request.client.host if request.client else None,
+                                          detail, path=request.url.path)
+                return JSONResponse({"error": detail}, status_code=403)
             return await endpoint(request)
 
         return guarded

@@ -61,9 +61,11 @@ class Lasting:
 
 class Pipeline:
     def __init__(self, snapshot: Snapshot, request: Sequence[RequestStage], response: Sequence[ResponseStage],
-                 evidence: Evidence, messages: Messages, policy: PolicyCheck | None = None) -> None:
+                 evidence: Evidence, messages: Messages, policy: PolicyCheck | None = None,
+                 target: RequestStage | None = None) -> None:
         self.snapshot = snapshot
         self.policy = policy if policy is not None else PolicyCheck(snapshot.policy, evidence)
+        self.target = target if target is not None else TargetCheck(evidence)
         self.request_stages = tuple(request)
         self.response_stages = tuple(response)
         self.evidence = evidence
@@ -93,12 +95,18 @@ class Pipeline:
             AuditResponse(evidence),
         ]
         return cls(snapshot, request, response, evidence,
-                   Messages(snapshot.policy, snapshot.masker, evidence), policy)
+                   Messages(snapshot.policy, snapshot.masker, evidence), policy, request[0])
 
     async def admit(self, server: str, principal: Principal, method: str, session_id: str | None = None) -> None:
         """Before anything is opened upstream for `principal`: may it use `server` at all? Raises
         stages.policy.ServerDenied (recorded as `policy.denied`) when not."""
         await self.policy.admit(server, principal, method, session_id)
+
+    async def precheck(self, call: Call) -> None:
+        """The call's target and policy stages alone, before an upstream session is opened for it: a call
+        policy refuses opens nothing (the chain runs them again, to the same effect)."""
+        await self.target.on_request(call)
+        await self.policy.on_request(call)
 
     async def handle(self, call: Call, upstream: UpstreamSession, start: int = 0) -> AsyncGenerator[Message, None]:
         """Yield what the client should see: notifications and server requests, then the answer."""
