@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ledgergate.approvals.service import ApprovalService
-from ledgergate.errors import UpstreamError
+from ledgergate.errors import GatewayError, LedgerUnavailable, UpstreamError
 from ledgergate.gateway.call import Call
 from ledgergate.gateway.drift import DriftGuard
 from ledgergate.gateway.snapshot import Snapshot
@@ -89,15 +89,20 @@ class Pipeline:
     async def handle(self, call: Call, upstream: UpstreamSession, start: int = 0) -> AsyncGenerator[Message, None]:
         """Yield what the client should see: notifications and server requests, then the answer."""
         call.resume = partial(self._finish, call, upstream)
-        for index in range(start, len(self.request_stages)):
-            call.next_stage = index + 1
-            held = await self.request_stages[index].on_request(call)  # a refusal raises, after its record
-            if held is not None:
-                async with aclosing(held) as waiting:
-                    async for message in waiting:  # what the client sees while a stage holds the call
-                        yield message
-                        if "method" not in message:
-                            return  # the stage answered in the upstream's place
+        try:
+            for index in range(start, len(self.request_stages)):
+                call.next_stage = index + 1
+                held = await self.request_stages[index].on_request(call)  # a refusal raises, after its record
+                if held is not None:
+                    async with aclosing(held) as waiting:
+                        async for message in waiting:  # what the client sees while a stage holds the call
+                            yield message
+                            if "method" not in message:
+                                return  # the stage answered in the upstream's place
+        except GatewayError as exc:
+            # the stage contract: a stage records its refusal before raising it (unless the ledger failed)
+            exc.recorded = not isinstance(exc, LedgerUnavailable)
+            raise
         try:
             async with aclosing(upstream.call(call.message)) as messages:
                 async for message in messages:
@@ -110,6 +115,7 @@ class Pipeline:
                     return
         except UpstreamError as exc:
             await self.evidence.record("rpc.response", call, error=exc.message, latency_ms=call.latency_ms())
+            exc.recorded = True
             raise
 
     async def _finish(self, call: Call, upstream: UpstreamSession) -> Message:
