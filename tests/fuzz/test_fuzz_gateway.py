@@ -12,7 +12,7 @@ Properties, for every generated request:
 
 from __future__ import annotations
 
-import asyncio
+import http.server
 import json
 import socket
 import sqlite3
@@ -52,6 +52,7 @@ class Served:
     db: Path
     gateway: Gateway
     thread: threading.Thread
+    hostile: HostileUpstream
 
     def ledger_size(self) -> int:
         assert self.gateway.ledger is not None
@@ -63,15 +64,59 @@ class Served:
                                                    (seq,))]
 
 
+class HostileUpstream:
+    """An MCP server that answers whatever the test sets in `reply` (status, content type, body), with
+    `__ID__` in the body replaced by the JSON of the request's id: a compromised server, for real
+    over HTTP/1.1 (the gateway's own upstream client and SSE parser read it)."""
+
+    def __init__(self) -> None:
+        self.reply: tuple[int, str, bytes] = (200, "application/json", b"{}")
+        hostile = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                try:
+                    request_id = json.loads(body).get("id")
+                except (ValueError, AttributeError):
+                    request_id = None
+                status, content_type, reply = hostile.reply
+                reply = reply.replace(b'"__ID__"', json.dumps(request_id).encode())
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(reply)))
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.wfile.write(reply)
+
+            do_GET = do_DELETE = do_POST
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     directory = tmp_path_factory.mktemp("fuzz-gateway")
     provider = Provider()
     upstream = RecordingUpstream()
+    hostile = HostileUpstream()
     port = free_port()
     limits = {"client_header_timeout": "3s", "client_body_timeout": "3s", "client_keepalive_timeout": "2s",
               "max_body_bytes": 65536}
-    config = load_config(write_config(directory, port, provider.issuer, {"rec": {"url": upstream.url}}, POLICIES,
+    config = load_config(write_config(directory, port, provider.issuer, {"rec": {"url": upstream.url},
+                                                                               "hostile": {"url": f"http://127.0.0.1:{hostile.port}/mcp", "timeout": 10}}, POLICIES,
                                       {"limits": limits, "tool_drift": {"mode": "alert"}}))
     gateway = Gateway(config)
     server = uvicorn.Server(uvicorn_config(gateway.asgi, "127.0.0.1", port, config.settings.limits))
@@ -90,10 +135,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         assert thread.is_alive() and time.monotonic() < deadline, "the gateway did not start"
         time.sleep(0.05)
     try:
-        yield Served(port, provider.token("alice", ["staff"]), directory / "data" / "ledgergate.db", gateway, thread)
+        yield Served(port, provider.token("alice", ["staff"]), directory / "data" / "ledgergate.db", gateway, thread,
+                     hostile)
     finally:
         server.should_exit = True
         thread.join(30)
+        hostile.close()
         provider.stop()
 
 
@@ -392,3 +439,90 @@ def test_a_malformed_origin_is_refused_not_a_500(served: Served, origin: str) ->
     answer = send(served, "POST", "/mcp/rec", BASE_HEADERS + [("Origin", origin), ("Content-Length", "2")], b"{}",
                   "HTTP/1.1")
     assert answer is not None and answer.status == 403 and b"Origin not allowed" in answer.body, answer
+
+
+# ── a compromised MCP server ───────────────────────────────────────────────────────────────────
+ANY_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) | st.floats(allow_nan=False)
+    | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=10)
+RESULTS = st.one_of(
+    st.fixed_dictionaries({"content": st.lists(st.fixed_dictionaries({"type": st.just("text"), "text": st.text(max_size=20)})
+                                               | ANY_JSON, max_size=2)}),
+    st.fixed_dictionaries({"tools": st.lists(st.fixed_dictionaries({"name": st.text(max_size=8) | ANY_JSON},
+                                                                   optional={"inputSchema": ANY_JSON,
+                                                                             "description": ANY_JSON}), max_size=2)}),
+    st.just({"resultType": "input_required", "inputRequests": {"x": {"method": "elicitation/create"}}}),
+    ANY_JSON)
+MESSAGES = st.one_of(
+    st.builds(lambda r: {"jsonrpc": "2.0", "id": "__ID__", "result": r}, RESULTS),
+    st.builds(lambda e: {"jsonrpc": "2.0", "id": "__ID__", "error": e}, ANY_JSON
+              | st.fixed_dictionaries({"code": ANY_JSON, "message": ANY_JSON})),
+    st.builds(lambda m, p: {"jsonrpc": "2.0", "method": m, "params": p},
+              st.sampled_from(["notifications/progress", "notifications/message", "x/y", ""]), ANY_JSON),
+    st.builds(lambda m, p: {"jsonrpc": "2.0", "id": 7, "method": m, "params": p},
+              st.sampled_from(["sampling/createMessage", "elicitation/create", "roots/list", "ping"]), ANY_JSON),
+    st.builds(lambda v: {"jsonrpc": "2.0", "id": v, "result": {}}, ANY_JSON),
+    ANY_JSON)
+
+
+@st.composite
+def hostile_replies(draw: st.DrawFn) -> tuple[int, str, bytes]:
+    status = draw(st.sampled_from([200, 200, 200, 202, 400, 404, 500, 302]))
+    if draw(st.booleans()):
+        events = draw(st.lists(MESSAGES, max_size=3))
+        stream = b"".join(draw(st.sampled_from([b"", b"event: message\n", b"event: other\n", b": c\n", b"id: 1\n"]))
+                          + b"data: " + json.dumps(m).encode() + b"\n\n" for m in events)
+        stream += draw(st.sampled_from([b"", b"data: {", b"data: \xff\n\n", b"retry: x\n\n"]))
+        return status, draw(st.sampled_from(["text/event-stream", "text/event-stream; charset=utf-8"])), stream
+    body = draw(MESSAGES.map(lambda m: json.dumps(m).encode()) | st.lists(MESSAGES, max_size=2).map(
+        lambda ms: json.dumps(ms).encode()) | st.binary(max_size=20))
+    return status, draw(st.sampled_from(["application/json", "application/json", "text/plain", ""])), body
+
+
+HOSTILE_CALLS = st.sampled_from([
+    ("tools/call", "echo", rpc("tools/call", {"name": "echo", "arguments": {"message": "hi"}, "_meta": META})),
+    ("tools/list", None, rpc("tools/list", {"_meta": META})),
+    ("server/discover", None, rpc("server/discover", {"_meta": META})),
+    ("resources/read", "demo://x", rpc("resources/read", {"uri": "demo://x", "_meta": META})),
+])
+
+
+@settings(max_examples=examples(80), deadline=None, suppress_health_check=list(HealthCheck))
+@given(hostile_replies(), HOSTILE_CALLS)
+def test_whatever_a_compromised_server_answers_the_client_gets_no_500(
+        served: Served, reply: tuple[int, str, bytes], call: tuple[str, str | None, Any]) -> None:
+    served.hostile.reply = reply
+    method, name, message = call
+    body = json.dumps(message).encode()
+    headers = [("Host", "127.0.0.1:{port}"), ("Authorization", f"Bearer {GOOD}"),
+               ("Accept", "application/json, text/event-stream"), ("Content-Type", "application/json"),
+               ("MCP-Protocol-Version", MODERN), ("Mcp-Method", method), ("Content-Length", str(len(body)))]
+    if name is not None:
+        headers.append(("Mcp-Name", name))
+    answer = send(served, "POST", "/mcp/hostile", headers, body, "HTTP/1.1")
+    assert served.thread.is_alive()
+    assert answer is not None, "the gateway closed the connection without an answer"
+    shown = f"{reply!r} -> {answer.head[:200]} {answer.body[:300]!r}"
+    assert answer.status != 500 and b"internal gateway error" not in answer.body, shown
+    assert b"Traceback" not in answer.body, shown
+
+
+@pytest.mark.parametrize("reply", [
+    (200, "application/json", b"false"),
+    (200, "application/json", b"[1]"),
+    (200, "application/json", b'"x"'),
+    (200, "text/event-stream", b"data: 5\n\n"),
+    (200, "text/event-stream", b'data: [1]\n\ndata: "x"\n\n'),
+], ids=["false", "list-of-number", "string", "sse-number", "sse-list-and-string"])
+def test_json_that_is_not_a_message_from_the_server_is_a_502(served: Served, reply: tuple[int, str, bytes]) -> None:
+    """Found by the fuzzer above: a JSON value that is not an object made the gateway answer 500."""
+    served.hostile.reply = reply
+    body = json.dumps(rpc("tools/call", {"name": "echo", "arguments": {"message": "hi"}, "_meta": META})).encode()
+    answer = send(served, "POST", "/mcp/hostile", [
+        ("Host", "127.0.0.1:{port}"), ("Authorization", f"Bearer {GOOD}"),
+        ("Accept", "application/json, text/event-stream"), ("Content-Type", "application/json"),
+        ("MCP-Protocol-Version", MODERN), ("Mcp-Method", "tools/call"), ("Mcp-Name", "echo"),
+        ("Content-Length", str(len(body)))], body, "HTTP/1.1")
+    assert answer is not None and answer.status == 502, answer
