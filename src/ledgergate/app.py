@@ -81,6 +81,8 @@ class Gateway:
         self._tasks: list[asyncio.Task[Any]] = []
         #: restart-only keys are compared with what the process started with, not with the last reload
         self._started_settings = config.settings
+        #: what the watcher compares with, taken before the digest: a save during startup is not missed
+        self._config_signature = file_signature(config.path) if config.path is not None else None
         self._config_digest = self._file_digest()
         self._reload_owed = False
         self._last_attempt = 0.0
@@ -198,7 +200,7 @@ class Gateway:
         """Poll the file; reload when its (size, mtime, inode) changed, or when a reload could not be
         recorded. Nothing a reload raises may end this loop: a dead watcher ignores every later save."""
         assert self.config.path is not None
-        seen = file_signature(self.config.path)
+        seen = self._config_signature
         while True:
             await asyncio.sleep(self.WATCH_INTERVAL)
             try:

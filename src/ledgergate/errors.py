@@ -32,6 +32,9 @@ class GatewayError(Exception):
     rpc_code: int = INVALID_REQUEST
     #: extra response headers the answer needs (e.g. `Allow`, `WWW-Authenticate`)
     headers: tuple[tuple[bytes, bytes], ...] = ()
+    #: a ledger record of this refusal exists (a stage wrote it before raising); the transport
+    #: records every other refusal of an authenticated request itself
+    recorded: bool = False
 
     def __init__(self, message: str, *, data: dict[str, Any] | None = None,
                  http_status: int | None = None, rpc_code: int | None = None,

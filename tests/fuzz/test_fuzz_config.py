@@ -92,7 +92,7 @@ def check(text: str) -> None:
     assert isinstance(result, Settings)
 
 
-@settings(max_examples=examples(150), deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(texts())
 @example("a: &x [*x]\n")  # a recursive alias
 @example("servers: &s {a: *s}\n")

@@ -28,7 +28,7 @@ ENVELOPE = st.dictionaries(ENVELOPE_KEYS | st.text(max_size=6),
                            JSON | st.sampled_from(["2.0", "tools/call", "", 1, True]), max_size=6)
 
 
-@settings(max_examples=examples(150))
+@settings(max_examples=examples(100))
 @given(st.binary(max_size=200) | JSON.map(lambda v: json.dumps(v).encode()))
 def test_loads_gives_a_value_or_a_parse_error(body: bytes) -> None:
     try:
@@ -37,7 +37,7 @@ def test_loads_gives_a_value_or_a_parse_error(body: bytes) -> None:
         assert exc.http_status == 400 and len(exc.message) < 300
 
 
-@settings(max_examples=examples(200))
+@settings(max_examples=examples(80))
 @given(JSON | ENVELOPE)
 def test_kind_of_classifies_or_refuses_precisely(message: Any) -> None:
     try:

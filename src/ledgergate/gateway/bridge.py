@@ -145,9 +145,11 @@ class Bridge:
             return
         call = Call(server=server, principal=principal, message=message, session_id=session_id)
         await pipeline.evidence.record("rpc.refused", call, with_args=True, reason="not_a_notification")
-        raise BadRequest(f"Invalid Request: {method!r} is not a notification, so it needs an \"id\"; nothing was "
-                         f"forwarded (request id {call.request_id})",
-                         data={"reason": "not_a_notification", "requestId": call.request_id})
+        refusal = BadRequest(f"Invalid Request: {method!r} is not a notification, so it needs an \"id\"; nothing "
+                             f"was forwarded (request id {call.request_id})",
+                             data={"reason": "not_a_notification", "requestId": call.request_id})
+        refusal.recorded = True
+        raise refusal
 
     @staticmethod
     def _shared_hello(hello: ClientHello) -> ClientHello:

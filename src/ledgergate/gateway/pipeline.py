@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ledgergate.approvals.service import ApprovalService
-from ledgergate.errors import UpstreamError
+from ledgergate.errors import GatewayError, LedgerUnavailable, UpstreamError
 from ledgergate.gateway.call import Call
 from ledgergate.gateway.drift import DriftGuard
 from ledgergate.gateway.snapshot import Snapshot
@@ -112,15 +112,20 @@ class Pipeline:
         """Yield what the client should see: notifications and server requests, then the answer."""
         call.resume = partial(self._finish, call, upstream)
         REQUEST_ID.set(call.request_id)  # every log line of this call names it (app.configure_logging)
-        for index in range(start, len(self.request_stages)):
-            call.next_stage = index + 1
-            held = await self.request_stages[index].on_request(call)  # a refusal raises, after its record
-            if held is not None:
-                async with aclosing(held) as waiting:
-                    async for message in waiting:  # what the client sees while a stage holds the call
-                        yield message
-                        if "method" not in message:
-                            return  # the stage answered in the upstream's place
+        try:
+            for index in range(start, len(self.request_stages)):
+                call.next_stage = index + 1
+                held = await self.request_stages[index].on_request(call)  # a refusal raises, after its record
+                if held is not None:
+                    async with aclosing(held) as waiting:
+                        async for message in waiting:  # what the client sees while a stage holds the call
+                            yield message
+                            if "method" not in message:
+                                return  # the stage answered in the upstream's place
+        except GatewayError as exc:
+            # the stage contract: a stage records its refusal before raising it (unless the ledger failed)
+            exc.recorded = not isinstance(exc, LedgerUnavailable)
+            raise
         try:
             async with aclosing(upstream.call(call.message)) as messages:
                 async for message in messages:
@@ -134,9 +139,11 @@ class Pipeline:
         except UpstreamError as exc:
             log.warning("upstream %s failed on %s: %s", call.server, call.method, exc.message)
             await self.evidence.record("rpc.response", call, error=exc.message, latency_ms=call.latency_ms())
-            raise UpstreamError(f"{exc.message}; quote request id {call.request_id} to support",
-                                data={**(exc.data or {}), "requestId": call.request_id},
-                                http_status=exc.http_status, rpc_code=exc.rpc_code) from None
+            refusal = UpstreamError(f"{exc.message}; quote request id {call.request_id} to support",
+                                    data={**(exc.data or {}), "requestId": call.request_id},
+                                    http_status=exc.http_status, rpc_code=exc.rpc_code)
+            refusal.recorded = True
+            raise refusal from None
 
     async def _finish(self, call: Call, upstream: UpstreamSession) -> Message:
         """The rest of the chain for a call a stage let go on later: its answer (notifications dropped)."""

@@ -116,7 +116,10 @@ class Messages:
                 if self._parser is None:
                     self._done = True
                     payload = jsonrpc.parse(await self._resp.read(self._timeout, MAX_MESSAGE_BYTES))
-                    self._ready.extend(payload if isinstance(payload, list) else [payload])
+                    messages = payload if isinstance(payload, list) else [payload]
+                    if not all(isinstance(m, dict) for m in messages):  # `false`, `[1]`: a hostile server
+                        raise UpstreamError("upstream answered with JSON that is not a JSON-RPC message")
+                    self._ready.extend(messages)
                     continue
                 chunk = await self._resp.next_chunk(self._timeout)
                 if chunk is None:
@@ -128,9 +131,14 @@ class Messages:
                     if event.event != "message" or not event.data.strip():
                         continue
                     try:
-                        self._ready.append(jsonrpc.parse(event.data))
+                        message = jsonrpc.parse(event.data)
                     except orjson.JSONDecodeError:
                         log.warning("upstream sent an SSE event that is not JSON; dropped")
+                        continue
+                    if isinstance(message, dict):
+                        self._ready.append(message)
+                    else:
+                        log.warning("upstream sent an SSE event that is not a JSON-RPC message; dropped")
         except H1Error as exc:
             raise UpstreamError(f"upstream connection failed: {exc}") from None
         except orjson.JSONDecodeError:

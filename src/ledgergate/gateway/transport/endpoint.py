@@ -13,7 +13,15 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from ledgergate.errors import INTERNAL_ERROR, AuthError, ForbiddenError, GatewayError, MethodNotAllowed, NotFound
+from ledgergate.errors import (
+    INTERNAL_ERROR,
+    AuthError,
+    ForbiddenError,
+    GatewayError,
+    LedgerUnavailable,
+    MethodNotAllowed,
+    NotFound,
+)
 from ledgergate.gateway.auth import Authenticator
 from ledgergate.gateway.bridge import Bridge
 from ledgergate.gateway.http import header, json_error_body, send_json
@@ -70,6 +78,8 @@ class McpEndpoint:
         except GatewayError as exc:
             if isinstance(exc, ForeignSession) and ex is not None:
                 await self._record_foreign(ex, exc)
+            elif ex is not None and not exc.recorded:
+                await self._record_refusal(ex, exc)
             if ex is None or not ex.started:
                 await refuse(send, exc, ex.message_id if ex else None)
         except Exception:  # noqa: BLE001 - a bug must not become a 500 with a stack trace
@@ -77,6 +87,20 @@ class McpEndpoint:
             if ex is None or not ex.started:
                 with contextlib.suppress(Exception):
                     await send_json(send, 500, json_error_body(None, INTERNAL_ERROR, "internal gateway error"))
+
+    async def _record_refusal(self, ex: Exchange, exc: GatewayError) -> None:
+        """A refusal of an authenticated request that no stage recorded (wrong media type, a body that
+        is not JSON-RPC, an unknown session, ...): an investigator looks for exactly these."""
+        if isinstance(exc, LedgerUnavailable):
+            return  # nothing can be recorded; the 503 says so
+        evidence = ex.pipeline.evidence
+        message, _ = evidence.mask(exc.message[:500])
+        try:
+            await evidence.append("request.refused", {
+                "principal": ex.principal.summary(), "server": ex.server, "http_method": ex.scope["method"],
+                "status": exc.http_status, "code": exc.rpc_code, "error": message})
+        except (LedgerUnavailable, ValueError) as failed:
+            log.error("a refusal (%s) could not be recorded: %s", exc.http_status, failed)
 
     async def _authenticate(self, scope: dict[str, Any], server: str, pipeline: Pipeline) -> Any:
         client = scope.get("client")

@@ -24,8 +24,10 @@ class HostPolicy:
     @staticmethod
     def _split(hostport: str) -> tuple[str, str | None]:
         if hostport.startswith("["):
-            host, _, rest = hostport[1:].partition("]")
-            return host, rest[1:] if rest.startswith(":") else None
+            host, close, rest = hostport[1:].partition("]")
+            if not close or (rest and not rest.startswith(":")):
+                return hostport, None  # not an IP literal ("[::1", "[::1]x"): it names nothing
+            return host, rest[1:] if rest else None
         host, sep, port = hostport.rpartition(":")
         return (host, port) if sep and parse_uint(port, 5) is not None else (hostport, None)
 
@@ -53,5 +55,8 @@ class HostPolicy:
         origin = origin.rstrip("/").lower()
         if origin in self.origins:
             return True
-        parts = urlsplit(origin)
-        return bool(parts.netloc) and self.host_ok(parts.netloc)
+        try:
+            parts = urlsplit(origin)
+        except ValueError:  # e.g. "http://[x" (an unclosed IPv6 literal): any page can send it
+            return False
+        return parts.scheme in ("http", "https") and bool(parts.netloc) and self.host_ok(parts.netloc)
