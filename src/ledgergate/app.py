@@ -35,6 +35,7 @@ from ledgergate.gateway.metrics import GatewayMetrics, MeteredLedger
 from ledgergate.gateway.pipeline import Lasting, Pipeline
 from ledgergate.gateway.sessions import SessionRegistry
 from ledgergate.gateway.snapshot import Snapshot
+from ledgergate.gateway.telemetry import Tracing
 from ledgergate.gateway.tasks import TaskOwners
 from ledgergate.gateway.transport.endpoint import McpEndpoint
 from ledgergate.gateway.transport.hosts import HostPolicy
@@ -71,6 +72,7 @@ class Gateway:
         self.auth: Authenticator | None = None
         self.approvals: ApprovalService | None = None
         self.webhooks: WebhookNotifier | None = None
+        self.tracing: Tracing | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._config_mtime = self._mtime()
         self._reload_lock = asyncio.Lock()
@@ -97,8 +99,10 @@ class Gateway:
                                          s.approvals, notifier=self.webhooks)
         await self.approvals.start()
         metered.approval_created = self._approval_created
+        if s.telemetry.otlp_endpoint:
+            self.tracing = Tracing.start(s.telemetry)  # the SDK is imported only here
         self.lasting = Lasting(metered, self.ledger.hmac, self.drift, TaskOwners(), self.approvals,
-                               self.ledger.subkey("approval-state"))
+                               self.ledger.subkey("approval-state"), tracing=self.tracing)
         self.pipeline = Pipeline.build(self.snapshot, self.lasting)
         self.auth = Authenticator(metered, www_authenticate)
         hosts = HostPolicy(s.host, s.port, s.allowed_hosts, s.allowed_origins)
@@ -142,6 +146,8 @@ class Gateway:
             self.drift.close()
         if self.ledger is not None:
             await self.ledger.close()
+        if self.tracing is not None:
+            await self.tracing.close()
 
     async def _expire_sessions(self) -> None:
         while True:
