@@ -37,6 +37,7 @@ from ledgergate.gateway.pipeline import Lasting, Pipeline
 from ledgergate.gateway.sessions import SessionRegistry
 from ledgergate.gateway.snapshot import Snapshot
 from ledgergate.gateway.stages.audit import MaskedLedger
+from ledgergate.gateway.telemetry import Tracing
 from ledgergate.gateway.tasks import TaskOwners
 from ledgergate.gateway.transport.endpoint import McpEndpoint
 from ledgergate.gateway.transport.hosts import HostPolicy
@@ -78,6 +79,7 @@ class Gateway:
         self.records: MaskedLedger | None = None
         self.webhooks: WebhookNotifier | None = None
         self.reader: LedgerReader | None = None
+        self.tracing: Tracing | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         #: restart-only keys are compared with what the process started with, not with the last reload
         self._started_settings = config.settings
@@ -112,8 +114,10 @@ class Gateway:
                                          s.approvals, notifier=self.webhooks)
         await self.approvals.start()
         metered.approval_created = self._approval_created
+        if s.telemetry.otlp_endpoint:
+            self.tracing = Tracing.start(s.telemetry)  # the SDK is imported only here
         self.lasting = Lasting(metered, self.ledger.hmac, self.drift, TaskOwners(), self.approvals,
-                               self.ledger.subkey("approval-state"))
+                               self.ledger.subkey("approval-state"), tracing=self.tracing)
         self.pipeline = Pipeline.build(self.snapshot, self.lasting)
         self.auth = Authenticator(masked_ledger, www_authenticate)
         hosts = HostPolicy(s.host, s.port, s.allowed_hosts, s.allowed_origins)
@@ -183,6 +187,8 @@ class Gateway:
             self.drift.close()
         if self.ledger is not None:
             await self.ledger.close()
+        if self.tracing is not None:
+            await self.tracing.close()
 
     async def _expire_sessions(self) -> None:
         while True:
