@@ -27,6 +27,7 @@ import asyncio
 import os
 import platform
 import random
+import resource
 import statistics
 import sys
 import tempfile
@@ -122,16 +123,24 @@ async def bench_open_proofs(url: str, base: Path, size: int) -> dict[str, Any]:
             "cons_med": statistics.median(clat)}
 
 
-def bench_verify(url: str, base: Path) -> tuple[int, float]:
+def _cpu() -> float:
+    """CPU seconds of this process and of its finished children (verify's worker processes)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def bench_verify(url: str, base: Path, workers: int | None) -> tuple[int, float, float]:
     store = open_ledger_store(url)
     verifier = load_verifier(base / "data" / "ledger.key.pub")
+    c0 = _cpu()
     t0 = time.perf_counter()
-    rep = verify_log(store, LOG, "ledgergate/" + LOG, verifier)
+    rep = verify_log(store, LOG, "ledgergate/" + LOG, verifier, workers=workers)
     dt = time.perf_counter() - t0
+    cpu = _cpu() - c0
     store.close()
     assert rep.ok, rep.problems
     assert rep.stored_hashes > 0 and rep.checkpoints >= 1 and rep.covered == rep.size
-    return rep.size, dt
+    return rep.size, dt, cpu
 
 
 async def bench_appends(url: str, base: Path, total: int, writers: int) -> float:
@@ -179,9 +188,14 @@ def run_engine(engine: str, size: int, appends: int, writers: int, log: list[str
                     conn.execute(f"VACUUM ANALYZE {schema}.ledger_hashes")
             res = asyncio.run(bench_open_proofs(url, base, size))
             print(f"[{engine}] open {res['open_s']:.3f}s; inclusion median {res['incl_med']:.2f} ms", flush=True)
-            n, dt = bench_verify(url, base)
-            res.update(verify_n=n, verify_s=dt)
-            print(f"[{engine}] verify {n:,} records in {dt:.1f}s = {n / dt:,.0f}/s", flush=True)
+            n, dt, cpu = bench_verify(url, base, 1)
+            res.update(verify_n=n, verify1_s=dt, verify1_cpu=cpu)
+            print(f"[{engine}] verify (1 process) {n:,} records in {dt:.1f}s = {n / dt:,.0f}/s, "
+                  f"{n / cpu:,.0f} per CPU-second", flush=True)
+            n, dt, cpu = bench_verify(url, base, None)
+            res.update(verify_s=dt, verify_cpu=cpu)
+            print(f"[{engine}] verify (workers) {n:,} records in {dt:.1f}s = {n / dt:,.0f}/s, "
+                  f"{n / cpu:,.0f} per CPU-second", flush=True)
             res["appends"] = asyncio.run(bench_appends(url, base, appends, writers))
             print(f"[{engine}] appends {res['appends']:,.0f}/s with {writers} writers", flush=True)
             res["build_s"] = build_s
@@ -204,14 +218,20 @@ def main() -> None:
     ap.add_argument("--write", type=Path)
     args = ap.parse_args()
     log: list[str] = []
+    load0 = os.getloadavg()
     results = {e: run_engine(e, args.size, args.appends, args.writers, log) for e in args.engines.split(",")}
     cmd = ("`.venv/bin/python bench/bench_ledger_scale.py --size " + str(args.size) + " --engines " + args.engines
            + f" --appends {args.appends} --writers {args.writers} --write docs/benchmarks.md`")
     rows = [
         ("`Ledger.open` (compact range from stored hashes, no replay)", lambda r: f"{r['open_s'] * 1000:,.0f} ms",
          "< 1 s at 10,000,000"),
-        ("`verify` (every record read, hashed, parsed, index columns checked; tree, stored hashes, checkpoint)",
-         lambda r: f"{r['verify_n'] / r['verify_s']:,.0f} records/s ({r['verify_s']:.1f} s)", "≥ 500,000 records/s"),
+        ("`verify` in one process (every record read, hashed, parsed, index columns checked; tree, stored "
+         "hashes, checkpoint): wall / per CPU-second",
+         lambda r: f"{r['verify_n'] / r['verify1_s']:,.0f} / {r['verify_n'] / r['verify1_cpu']:,.0f} records/s",
+         "≥ 500,000 records/s"),
+        (f"`verify` as `audit verify` runs it ({os.cpu_count()} worker processes): wall / per CPU-second",
+         lambda r: f"{r['verify_n'] / r['verify_s']:,.0f} / {r['verify_n'] / r['verify_cpu']:,.0f} records/s",
+         "≥ 500,000 records/s"),
         (f"durable appends, {args.writers} concurrent writers, onto that log (group commit, one commit per batch)",
          lambda r: f"{r['appends']:,.0f} records/s", "≥ 20,000 records/s"),
         ("inclusion proof (200 random leaves), median / p99", lambda r: f"{r['incl_med']:.2f} / {r['incl_p99']:.2f} ms",
@@ -223,18 +243,23 @@ def main() -> None:
     head = "| what | " + " | ".join(engines) + " | target |\n|---|" + "---:|" * len(engines) + "---:|\n"
     body = "".join(f"| {name} | " + " | ".join(fmt(results[e]) for e in engines) + f" | {target} |\n"
                    for name, fmt, target in rows)
+    heading = f"Ledger at scale, {args.size:,} records"
     section = (
-        f"## Ledger at scale\n\nCommand: {cmd}\n\n"
+        f"## {heading}\n\nCommand: {cmd}\n\n"
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU(s) shared with other work, Python "
         f"{platform.python_version()}; SQLite WAL `synchronous=FULL`, PostgreSQL at 127.0.0.1 (defaults); "
         f"log of {args.size:,} realistic `rpc.request` records (~440 bytes each); measured "
-        f"{datetime.now(UTC):%Y-%m-%d}.\n\n" + head + body + "\n"
+        f"{datetime.now(UTC):%Y-%m-%d}; load average (1 min) {load0[0]:.1f} at the start, "
+        f"{os.getloadavg()[0]:.1f} at the end, on {os.cpu_count()} cores: other agents' work ran throughout, so "
+        f"wall-clock rates are a fraction of what the code does on an idle machine, and CPU-second rates "
+        f"(records per second of CPU this process and its workers used) are given beside them.\n\n"
+        + head + body + "\n"
         "The log is built through `LedgerStore.append_batch` (the ledger writer's own batch write, with the same "
         "record bytes, leaf hashes and stored interior hashes), not through `append` one record at a time; "
         "open, proofs, verify and appends then run on it as the gateway runs them.\n")
     print(section)
     if args.write:
-        write_section(args.write, "Ledger at scale", section)
+        write_section(args.write, heading, section)
 
 
 if __name__ == "__main__":
