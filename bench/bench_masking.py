@@ -540,7 +540,8 @@ def render(rows: list[tuple[str, float]], ours: dict[str, dict[str, float]], our
     lines += ["", f"ledgergate (ledger profile: every detector, redact): {ours_s * 1e3:.0f} ms for the corpus, "
               f"{ours_s / len(samples) * 1e6:.0f} µs a text."]
     if presidio is not None and presidio_s is not None:
-        lines.append(f"Presidio `AnalyzerEngine.analyze` (analysis only, no anonymising): {presidio_s:.1f} s, "
+        lines.append(f"Presidio `AnalyzerEngine.analyze` (analysis only, no anonymising; CPU time like ours, "
+                     f"all its threads): {presidio_s:.1f} s, "
                      f"{presidio_s / len(samples) * 1e3:.1f} ms a text. **ledgergate is "
                      f"{presidio_s / ours_s:.0f}× Presidio's throughput** on the same texts.")
     worst_recall = min(ours[d]["recall"] for d in ALL_DETECTORS)
