@@ -158,6 +158,7 @@ async def test_carol_is_denied_bulk_export_by_name(demo: Demo) -> None:
         result = await client.call_tool("lookup_customer", {"customer_id": "C-1001"})
         assert RAW.ssn[-4:] not in result.content[0].text  # strict profile: redacted outright
         assert "[US_SSN]" in result.content[0].text
+        assert RAW.name not in result.content[0].text and "[PERSON]" in result.content[0].text
 
 
 async def test_ci_service_account_may_only_list_transactions(demo: Demo) -> None:

@@ -106,6 +106,8 @@ def cli_command() -> str:
 
 
 STANDARD_DETECTORS = ["US_SSN", "CREDIT_CARD", "US_BANK_ACCOUNT", "ABA_ROUTING", "IBAN", "EMAIL", "PHONE", "SECRET"]
+#: contractors and CI see no customer's name, street address or date of birth either
+STRICT_DETECTORS = [*STANDARD_DETECTORS, "PERSON", "ADDRESS", "DATE_OF_BIRTH"]
 
 POLICIES: list[dict[str, Any]] = [
     {"name": "analysts-read",
@@ -161,7 +163,7 @@ def demo_settings(port: int, issuer: DevIdentityProvider) -> dict[str, Any]:
         "policies": POLICIES,
         "masking": {"profiles": {
             "standard": {"detectors": STANDARD_DETECTORS, "operator": "partial"},
-            "strict": {"detectors": STANDARD_DETECTORS, "operator": "redact"},
+            "strict": {"detectors": STRICT_DETECTORS, "operator": "redact"},
         }},
         "public_url": f"http://{HOST}:{port}",
         "approvals": {"timeout": "10m", "console_url": f"http://{HOST}:{port}/ui/approvals"},
