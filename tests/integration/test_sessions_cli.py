@@ -104,12 +104,16 @@ def test_export_of_one_session_verifies_offline(demo: Demo, sessions: dict[str, 
     sid = sessions["carol"]["session"]
     import time
 
-    time.sleep(6)  # the demo signs a checkpoint every 5 s; the bundle proves records against one
     bundle = tmp_path / "carol.json"
-    run = demo.cli("sessions", "export", sid, "--config", str(demo.config), "-o", str(bundle))
-    assert run.returncode == 0, run.stderr
-    doc = json.loads(bundle.read_text())
-    held = [json.loads(r) for entry in doc["logs"] for r in entry.get("records", [])]
+    deadline = time.monotonic() + 30
+    while True:  # the demo signs a checkpoint every 5 s; the bundle proves records against one
+        run = demo.cli("sessions", "export", sid, "--config", str(demo.config), "-o", str(bundle))
+        assert run.returncode == 0, run.stderr
+        doc = json.loads(bundle.read_text())
+        held = [json.loads(r) for entry in doc["logs"] for r in entry.get("records", [])]
+        if "newer records" not in run.stdout or time.monotonic() > deadline:
+            break
+        time.sleep(1)
     assert held and all(r["session"] == sid for r in held)
     assert any(r["event"] == "policy.denied" for r in held)
     check = demo.cli("audit", "verify-bundle", str(bundle), "--public-key", str(demo.dir / "ledger.key.pub"))
