@@ -70,7 +70,7 @@ def test_list_counts_and_filters(demo: Demo, sessions: dict[str, Any]) -> None:
 
 def test_replay_shows_calls_in_order_masked_and_is_recorded(demo: Demo, sessions: dict[str, Any]) -> None:
     sid = sessions["alice"]["session"]
-    run = demo.cli("sessions", "replay", sid, "--config", str(demo.config), "--by", "auditor-ann")
+    run = demo.cli("sessions", "replay", "--config", str(demo.config), "--by", "auditor-ann", "--", sid)
     assert run.returncode == 0, run.stderr
     text = run.stdout
     lines = [line for line in text.splitlines() if line.strip()]
@@ -83,14 +83,14 @@ def test_replay_shows_calls_in_order_masked_and_is_recorded(demo: Demo, sessions
     assert "latency=" in text
     assert RAW.ssn not in text and RAW.card_number not in text and RAW.email not in text
     assert "US_SSN" in text  # the ledger's masked form of the SSN in the looked-up record
-    doc = json.loads(demo.cli("sessions", "replay", sid, "--config", str(demo.config), "--json").stdout)
+    doc = json.loads(demo.cli("sessions", "replay", "--config", str(demo.config), "--json", "--", sid).stdout)
     times = [st["time"] for st in doc["timeline"]]
     assert times == sorted(times) and doc["timeline"][0]["offset_ms"] == 0
     looks = [r for r in demo.records() if r["event"] == "session.replayed" and r.get("replayed_session") == sid]
     assert {r["viewer"]["subject"] for r in looks} >= {"auditor-ann"}
     assert all(r["log"] == "demo-cli" for r in looks)
     # a replay is not part of the session it looks at
-    again = json.loads(demo.cli("sessions", "show", sid, "--config", str(demo.config), "--json").stdout)
+    again = json.loads(demo.cli("sessions", "show", "--config", str(demo.config), "--json", "--", sid).stdout)
     assert again["records"] == len(doc["timeline"])
 
 
@@ -104,12 +104,16 @@ def test_export_of_one_session_verifies_offline(demo: Demo, sessions: dict[str, 
     sid = sessions["carol"]["session"]
     import time
 
-    time.sleep(6)  # the demo signs a checkpoint every 5 s; the bundle proves records against one
     bundle = tmp_path / "carol.json"
-    run = demo.cli("sessions", "export", sid, "--config", str(demo.config), "-o", str(bundle))
-    assert run.returncode == 0, run.stderr
-    doc = json.loads(bundle.read_text())
-    held = [json.loads(r) for entry in doc["logs"] for r in entry.get("records", [])]
+    deadline = time.monotonic() + 30
+    while True:  # the demo signs a checkpoint every 5 s; the bundle proves records against one
+        run = demo.cli("sessions", "export", "--config", str(demo.config), "-o", str(bundle), "--", sid)
+        assert run.returncode == 0, run.stderr
+        doc = json.loads(bundle.read_text())
+        held = [json.loads(r) for entry in doc["logs"] for r in entry.get("records", [])]
+        if "newer records" not in run.stdout or time.monotonic() > deadline:
+            break
+        time.sleep(1)
     assert held and all(r["session"] == sid for r in held)
     assert any(r["event"] == "policy.denied" for r in held)
     check = demo.cli("audit", "verify-bundle", str(bundle), "--public-key", str(demo.dir / "ledger.key.pub"))

@@ -225,7 +225,8 @@ def export_session(session_id: str = typer.Argument(..., metavar="ID"), config: 
     finally:
         store.close()
     held = sum(len(entry.get("records", [])) for entry in doc["logs"])
+    own = sum(1 for e in s.entries if e.doc.get("session") == s.id)  # the bundle selects by the record's session
     output.write_bytes(dump_bundle(doc))
     out.print(f"wrote {escape(str(output))}: {held} records of session {escape(s.id)} from {len(doc['logs'])} log(s)"
-              + ("" if held >= len(s.entries) else
-                 f" ({len(s.entries) - held} newer records are not in a signed checkpoint yet)"), highlight=False)
+              + ("" if held >= own else f" ({own - held} newer records are not in a signed checkpoint yet)"),
+              highlight=False)
