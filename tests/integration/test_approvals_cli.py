@@ -15,13 +15,12 @@ import orjson
 import pytest
 
 from ledgergate.approvals import model as m
-from ledgergate.approvals.service import ApprovalService
+from ledgergate.approvals.service import ApprovalService, open_store
 from ledgergate.approvals.settings import ApprovalsSettings
 from ledgergate.audit.ledger import Ledger
 from ledgergate.audit.settings import AuditSettings
 from ledgergate.principal import Principal
 from ledgergate.policy.decision import ApproverSpec
-from ledgergate.store.approvals_store import ApprovalStore
 from ledgergate.store.ledger_store import open_ledger_store
 from tests.support.pg import throwaway_schema, url_for
 
@@ -46,7 +45,7 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 async def gateway_side(url: str, tmp_path: Path, **kw: Any) -> tuple[ApprovalService, Ledger]:
     led = await Ledger.open(AuditSettings(replica="gw", checkpoint_interval=0, signing_key="./data/ledger.key"),
                             url, tmp_path)
-    svc = ApprovalService(ApprovalStore.from_url(url), led.append, ApprovalsSettings(), **kw)
+    svc = ApprovalService(open_store(url), led.append, ApprovalsSettings(), **kw)
     await svc.start(background=False)
     return svc, led
 

@@ -21,7 +21,7 @@ from tests.support import gateway as gw
 from tests.support.client import MODERN, Recorder, connect
 from tests.support.oidc import Provider
 from tests.support.pg import throwaway_schema, url_for
-from tests.support.procs import Proc, start_everything
+from tests.support.procs import Proc, free_port, start_everything
 
 pytestmark = pytest.mark.node
 
@@ -30,6 +30,13 @@ POLICIES = [
      "effect": "allow", "mask": "standard"},
     {"name": "large-sums-need-approval", "match": {"servers": ["everything"], "tools": ["get-sum"]},
      "when": "args.a > 1000", "effect": "approve", "approvers": {"groups": ["approvers"], "count": 1}},
+    {"name": "staff-modern-add", "match": {"groups": ["staff"], "servers": ["modern"], "tools": ["add"]},
+     "effect": "allow"},
+    {"name": "large-adds-need-approval", "match": {"servers": ["modern"], "tools": ["add"]}, "when": "args.a > 1000",
+     "effect": "approve", "approvers": {"groups": ["approvers"]}},
+    {"name": "big-b-needs-a-reason", "match": {"servers": ["everything"], "tools": ["get-sum"]},
+     "when": "args.a <= 1000 && args.b > 100000", "effect": "approve",
+     "approvers": {"groups": ["approvers"], "justification": "required"}},
     {"name": "wires-need-two", "match": {"servers": ["everything"], "tools": ["echo"]},
      "when": 'args.message.startsWith("wire")', "effect": "approve", "approvers": {"groups": ["approvers"], "count": 2}},
 ]
@@ -55,9 +62,20 @@ def servers(upstream: Proc) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory, idp: Provider, upstream: Proc) -> Iterator[gw.RunningGateway]:
-    running = gw.start(tmp_path_factory.mktemp("approvals"), idp.issuer, servers(upstream), POLICIES,
-                       {"approvals": APPROVALS})
+def modern_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
+    """An SDK server that speaks nothing but 2026-07-28."""
+    port = free_port()
+    proc = Proc([*gw.STATELESS_ARGV, "--port", str(port), "--modern-only"], port=port,
+                log=tmp_path_factory.mktemp("modern") / "server.log")
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory, idp: Provider, upstream: Proc,
+            modern_upstream: Proc) -> Iterator[gw.RunningGateway]:
+    both = {**servers(upstream), "modern": {"url": f"http://127.0.0.1:{modern_upstream.port}/mcp"}}
+    running = gw.start(tmp_path_factory.mktemp("approvals"), idp.issuer, both, POLICIES, {"approvals": APPROVALS})
     yield running
     running.stop()
 
@@ -320,3 +338,44 @@ async def test_a_tasks_client_polls_a_task_that_runs_once_approved(gateway: gw.R
     assert polled["status"] == "completed" and "5556" in json.dumps(polled["result"]), polled
     ran = [r for r in records(gateway) if r["event"] == "rpc.request" and r.get("approval") == approval["id"]]
     assert len(ran) == 1
+
+
+# ── a rule that needs the requester's justification ─────────────────────────
+async def approval_of(gateway: gw.RunningGateway, token: str, approval_id: str) -> dict[str, Any]:
+    async with gateway.http(token) as http:
+        return (await http.get(f"{gateway.base}/api/v1/approvals/{approval_id}")).json()
+
+
+async def test_justification_is_asked_by_elicitation_in_both_eras(gateway: gw.RunningGateway,
+                                                                  people: People) -> None:
+    for mode, b in (("legacy", 200001), (MODERN, 200002)):
+        rec = Recorder(elicit_content={"justification": f"month-end close ({mode})"})
+        async with connect(gateway.url("everything"), people.alice, mode, rec) as client:
+            call = asyncio.create_task(client.call_tool("get-sum", {"a": 1, "b": b}))
+            approval = await pending(gateway, people.bob, "alice")
+            assert rec.elicitations, f"{mode}: the gateway asked why"
+            assert approval["justification"] == f"month-end close ({mode})"
+            assert (await decide(gateway, people.bob, approval["id"], "approve")).status_code == 200
+            assert str(b + 1) in text_of(await asyncio.wait_for(call, 10))
+
+
+async def test_justification_from_meta_or_the_call_is_refused(gateway: gw.RunningGateway, people: People) -> None:
+    refused = await raw_call(gateway, people.dave, {"a": 1, "b": 300000})
+    assert "error" in refused and "io.ledgergate/justification" in refused["error"]["message"]
+    given = await raw_call(gateway, people.dave, {"a": 1, "b": 300001},
+                           _meta={**META, "io.ledgergate/justification": "reconciling ticket FIN-42"})
+    assert given["result"]["resultType"] == "input_required"
+    approval = await pending(gateway, people.bob, "dave")
+    assert approval["justification"] == "reconciling ticket FIN-42"
+
+
+async def test_a_handshake_client_over_a_modern_only_upstream_is_held_and_released(gateway: gw.RunningGateway,
+                                                                                   people: People) -> None:
+    """The bridge keeps working under approvals: a 2025 client, a 2026-07-28-only server."""
+    async with connect(gateway.url("modern"), people.alice, "legacy") as client:
+        call = asyncio.create_task(client.call_tool("add", {"a": 2500, "b": 5}))
+        approval = await pending(gateway, people.bob, "alice")
+        assert approval["rule"] == "large-adds-need-approval"
+        assert (await decide(gateway, people.bob, approval["id"], "approve")).status_code == 200
+        result = await asyncio.wait_for(call, 10)
+    assert result.structured_content["sum"] == 2505

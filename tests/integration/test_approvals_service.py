@@ -13,14 +13,13 @@ import orjson
 import pytest
 
 from ledgergate.approvals import model as m
-from ledgergate.approvals.service import ApprovalService
+from ledgergate.approvals.service import ApprovalService, open_store
 from ledgergate.approvals.settings import ApprovalsSettings
 from ledgergate.audit.ledger import Ledger
 from ledgergate.audit.settings import AuditSettings
 from ledgergate.errors import LedgerUnavailable
 from ledgergate.principal import Principal
 from ledgergate.policy.decision import ApproverSpec
-from ledgergate.store.approvals_store import ApprovalStore
 from ledgergate.store.ledger_store import open_ledger_store
 from tests.support.pg import throwaway_schema, url_for
 
@@ -61,7 +60,7 @@ async def ledger(store_url: str, tmp_path: Path) -> AsyncIterator[Ledger]:
 
 async def service(url: str, ledger: Ledger, clock: Any = time.time, **kw: Any) -> ApprovalService:
     settings = kw.pop("settings", ApprovalsSettings(timeout=600, grant_window=60))
-    svc = ApprovalService(ApprovalStore.from_url(url), ledger.append, settings, clock=clock, **kw)
+    svc = ApprovalService(open_store(url), ledger.append, settings, clock=clock, **kw)
     await svc.start(background=False)
     return svc
 
@@ -193,7 +192,7 @@ async def test_expiry_is_a_recorded_denial(store_url: str, ledger: Ledger) -> No
 
 
 async def test_the_background_sweep_expires_and_wakes_the_waiter(store_url: str, ledger: Ledger) -> None:
-    svc = ApprovalService(ApprovalStore.from_url(store_url), ledger.append,
+    svc = ApprovalService(open_store(store_url), ledger.append,
                           ApprovalsSettings(timeout=0.3), expire_interval=0.05)
     await svc.start()
     try:
@@ -395,8 +394,8 @@ async def test_postgres_claims_from_two_processes_run_once(tmp_path: Path) -> No
             script = (
                 "import sys, time\n"
                 "from ledgergate.approvals import model as m\n"
-                "from ledgergate.store.approvals_store import ApprovalStore\n"
-                "store = ApprovalStore.from_url(sys.argv[1]); store.open()\n"
+                "from ledgergate.approvals.service import open_store\n"
+                "store = open_store(sys.argv[1]); store.open()\n"
                 "while time.time() < float(sys.argv[3]): pass\n"
                 "now = time.time()\n"
                 "got = store.claim(sys.argv[2], now, lambda a: m.execute(a, now, 'proc'))\n"
@@ -529,3 +528,23 @@ async def test_the_stage_flow_admit_hold_decide_run_once(store_url: str, ledger:
         assert "denied by carol: once is enough" in m.describe_outcome(await svc.get(again.id))
     finally:
         await svc.close()
+
+
+async def test_cancel_is_recorded_wakes_the_waiter_and_ends_the_approval(store_url: str, ledger: Ledger) -> None:
+    svc = await service(store_url, ledger)
+    try:
+        a = await ask(svc)
+        waiter = asyncio.create_task(svc.wait(a.id, 30))
+        await asyncio.sleep(0.02)
+        with pytest.raises(m.BadDecision):
+            await svc.cancel(a.id, "")
+        c = await svc.cancel(a.id, "the client went away")
+        assert c.status == "cancelled" and (await asyncio.wait_for(waiter, 5)).status == "cancelled"
+        with pytest.raises(m.NotPending, match="cancelled"):
+            await svc.decide(a.id, BOB, "approve", "late")
+        with pytest.raises(m.NotPending, match="cancelled"):
+            await svc.cancel(a.id, "again")
+    finally:
+        await svc.close()
+    [rec] = [r for r in records(store_url) if r["event"] == "approval.cancelled"]
+    assert rec["reason"] == "the client went away"

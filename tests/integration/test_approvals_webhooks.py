@@ -17,14 +17,13 @@ from typing import Any
 import orjson
 import pytest
 
-from ledgergate.approvals.service import ApprovalService
+from ledgergate.approvals.service import ApprovalService, open_store
 from ledgergate.approvals.settings import ApprovalsSettings, WebhookSettings
 from ledgergate.approvals.webhooks import SIGNATURE_HEADER, WebhookNotifier, verify
 from ledgergate.audit.ledger import Ledger
 from ledgergate.audit.settings import AuditSettings
 from ledgergate.principal import Principal
 from ledgergate.policy.decision import ApproverSpec
-from ledgergate.store.approvals_store import ApprovalStore
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -87,7 +86,7 @@ async def make(tmp_path: Path, hooks: list[WebhookSettings], **kw: Any) -> tuple
     led = await Ledger.open(AuditSettings(replica="a", checkpoint_interval=0), url, tmp_path)
     notifier = WebhookNotifier(hooks, console_url="https://gw.example/ui/approvals", **kw)
     await notifier.start()
-    svc = ApprovalService(ApprovalStore.from_url(url), led.append, ApprovalsSettings(), notifier=notifier)
+    svc = ApprovalService(open_store(url), led.append, ApprovalsSettings(), notifier=notifier)
     await svc.start(background=False)
     return svc, notifier, led
 

@@ -209,7 +209,7 @@ async def test_stdio_upstream_crash_gives_clear_error_then_recovers(gateway: gw.
             os.kill(int(pid), signal.SIGKILL)
         with pytest.raises(MCPError) as failure:
             await slow
-        assert "exited" in str(failure.value) or "upstream" in str(failure.value)
+        assert "upstream process 'bank' exited" in str(failure.value), str(failure.value)
         again = await client.call_tool("lookup_customer", {"customer_id": "C-1002"})
         assert again.structured_content and again.structured_content["customer_id"] == "C-1002"
 

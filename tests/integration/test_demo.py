@@ -44,12 +44,16 @@ class Demo:
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    """The demo as a user starts it: no --data-dir, so its data goes to the per-user state dir
+    (here XDG_STATE_HOME points into the test's directory), never into the working directory."""
     base = tmp_path_factory.mktemp("demo")
-    data_dir = base / "data"
+    work = base / "checkout"
+    work.mkdir()
+    data_dir = base / "state" / "ledgergate" / "demo"
     port = free_port()
     log = base / "demo.log"
-    proc = Proc([sys.executable, "-m", "ledgergate.cli", "demo", "--port", str(port), "--data-dir", str(data_dir)],
-                env={"PYTHONUNBUFFERED": "1"}, cwd=base, port=port, log=log)
+    proc = Proc([sys.executable, "-m", "ledgergate.cli", "demo", "--port", str(port)],
+                env={"PYTHONUNBUFFERED": "1", "XDG_STATE_HOME": str(base / "state")}, cwd=work, port=port, log=log)
     running = Demo(proc, port, data_dir, log, {})
     try:
         deadline = time.monotonic() + 60
@@ -67,12 +71,21 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
 RAW = Bank().customers["C-1001"]
 
 
+def _printed_cli(out: str) -> str:
+    """The command the demo tells the user to run for `audit verify`."""
+    found = re.search(r"^\s*(\S+) audit verify --config (\S+)$", out, re.MULTILINE)
+    assert found, out
+    return found.group(1)
+
+
 def test_prints_everything_a_user_needs(demo: Demo) -> None:
     out = demo.output()
     assert set(demo.tokens) == {"alice", "bob", "carol", "nightly-ci"}
     assert demo.url in out
-    assert re.search(r"Issuer \(OIDC\)\s+http://127\.0\.0\.1:\d+", out)
-    assert f"ledgergate audit verify --config {demo.dir / 'ledgergate.yaml'}" in out
+    issuer = re.search(r"Issuer \(OIDC\)\s+http://127\.0\.0\.1:(\d+)\s+\(the demo's second port, (\d+)", out)
+    assert issuer and issuer.group(1) == issuer.group(2), out
+    assert f"Data           {demo.dir}" in out
+    assert f"audit verify --config {demo.dir / 'ledgergate.yaml'}" in out
     assert "mcp.client.client import Client" in out and "streamable_http_client" in out
     assert "curl -s " + demo.url in out
     assert json.loads((demo.dir / "tokens.json").read_text()) == demo.tokens
@@ -165,11 +178,93 @@ def test_printed_python_example_runs(demo: Demo) -> None:
     assert RAW.ssn not in run.stdout
 
 
-def test_zz_stops_cleanly_and_the_ledger_verifies(demo: Demo) -> None:
-    demo.proc.stop()
+def test_follow_up_commands_run_without_an_activated_venv(demo: Demo) -> None:
+    """The printed `ledgergate` is a path that runs as printed from a shell whose PATH has no venv."""
+    cli = _printed_cli(demo.output())
+    assert "/" in cli and os.access(cli, os.X_OK), cli
+    run = subprocess.run(f"{cli} config validate --config {demo.dir / 'ledgergate.yaml'}", shell=True,
+                         capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_the_demo_data_stays_out_of_the_working_directory(demo: Demo) -> None:
+    assert list((demo.dir.parents[2] / "checkout").iterdir()) == []
+    assert {"ledgergate.yaml", "ledger.key", "tokens.json"} <= {p.name for p in demo.dir.iterdir()}
+
+
+async def test_the_demo_auditor_reads_the_audit_api(demo: Demo) -> None:
+    import httpx
+
+    url = f"http://127.0.0.1:{demo.port}/api/v1/audit/checkpoint"
+    assert re.search(rf"curl -s {re.escape(url)} -H \"Authorization: Bearer \$BOB_TOKEN\"", demo.output())
+    async with httpx.AsyncClient(timeout=30) as http:
+        bob = await http.get(url, headers={"Authorization": f"Bearer {demo.tokens['bob']}"})
+        assert bob.status_code == 200 and bob.text.startswith("ledgergate/demo\n"), bob.text
+        alice = await http.get(url, headers={"Authorization": f"Bearer {demo.tokens['alice']}"})
+        assert alice.status_code == 403
+
+
+def test_cli_command_prefers_the_running_script() -> None:
+    from ledgergate.demo import run
+
+    saved = sys.argv[0]
+    try:
+        sys.argv[0] = ".venv/bin/ledgergate"
+        assert run.cli_command() == ".venv/bin/ledgergate"
+        sys.argv[0] = "/opt/my tools/bin/ledgergate"
+        assert run.cli_command() == "'/opt/my tools/bin/ledgergate'"
+        sys.argv[0] = str(Path(run.__file__).parents[1] / "cli.py")  # python -m ledgergate.cli
+        beside = Path(sys.executable).parent / "ledgergate"
+        assert run.cli_command() == (str(beside) if beside.exists() else f"{sys.executable} -m ledgergate.cli")
+    finally:
+        sys.argv[0] = saved
+
+
+async def _open_event_stream(demo: Demo) -> tuple[asyncio.Task[list[str]], asyncio.Event]:
+    """A handshake-era session with its GET event stream open, as SDK clients keep one."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {demo.tokens['alice']}", "Accept": "application/json, text/event-stream",
+               "Content-Type": "application/json", "MCP-Protocol-Version": "2025-06-18"}
+    http = httpx.AsyncClient(timeout=30)
+    init = await http.post(demo.url, headers=headers, json={
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})
+    assert init.status_code == 200, init.text
+    headers["Mcp-Session-Id"] = init.headers["mcp-session-id"]
+    assert (await http.post(demo.url, headers=headers,
+                            json={"jsonrpc": "2.0", "method": "notifications/initialized"})).status_code == 202
+    opened = asyncio.Event()
+
+    async def listen() -> list[str]:
+        lines: list[str] = []
+        try:
+            async with http.stream("GET", demo.url, headers={**headers, "Accept": "text/event-stream"}) as r:
+                assert r.status_code == 200
+                opened.set()
+                async for line in r.aiter_lines():  # raises if the stream does not end cleanly
+                    lines.append(line)
+        finally:
+            await http.aclose()
+        return lines
+
+    return asyncio.create_task(listen()), opened
+
+
+async def test_zz_stops_cleanly_and_the_ledger_verifies(demo: Demo) -> None:
+    """Stopping with an event stream open ends the stream in order and prints no traceback
+    (it used to wait out uvicorn's 5 s grace period, then log the cancelled stream's traceback)."""
+    stream, opened = await _open_event_stream(demo)
+    await asyncio.wait_for(opened.wait(), 10)
+    start = time.monotonic()
+    await asyncio.to_thread(demo.proc.stop)
+    assert time.monotonic() - start < 4, "the open stream held the shutdown"
+    await asyncio.wait_for(stream, 5)  # ended cleanly, not by a broken connection
     assert demo.proc.proc.returncode == 0, demo.output()[-3000:]
     assert "stopped;" in demo.output()
-    verify = subprocess.run([sys.executable, "-m", "ledgergate.cli", "audit", "verify", "--config",
+    assert "Traceback" not in demo.output(), demo.output()[-3000:]
+    assert "ERROR" not in demo.output(), demo.output()[-3000:]
+    verify = subprocess.run([_printed_cli(demo.output()), "audit", "verify", "--config",
                              str(demo.dir / "ledgergate.yaml")], capture_output=True, text=True, timeout=60)
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert "verified" in verify.stdout

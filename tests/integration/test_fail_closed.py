@@ -109,7 +109,9 @@ async def test_no_usable_keys_starts_but_refuses_and_says_why(tmp_path) -> None:
         async with running.http("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln") as http:
             ready = await http.get(f"{running.base}/readyz")
             assert ready.status_code == 503
-            assert dead_issuer in ready.text or "reach" in ready.text
+            body = ready.json()
+            assert body["ready"] is False and body["checks"]["ledger"] == "ok", body
+            assert body["checks"]["identity"][dead_issuer].startswith("no usable keys: cannot reach the issuer"), body
             refused = await http.post(running.url("rec"), headers=HEADERS, json={
                 "jsonrpc": "2.0", "id": 1, "method": "tools/call",
                 "params": {"name": "echo", "arguments": {"message": "x"}, "_meta": META}})

@@ -128,8 +128,22 @@ def test_concurrent_first_sightings_agree(store_url: str) -> None:
 
 
 def test_schema_creation_is_idempotent(store_url: str) -> None:
+    """Opening a store again creates its schema again without error and without losing a row:
+    what was accepted and what is pending survive every reopening."""
+    first = FingerprintStore(StoreURL.parse(store_url))
+    observe(first, "s", [ECHO], "block", 1.0)
+    observe(first, "s", [{**ECHO, "description": "changed"}], "block", 2.0)
+    first.close()
     for _ in range(2):
-        FingerprintStore(StoreURL.parse(store_url)).close()
+        again = FingerprintStore(StoreURL.parse(store_url))
+        try:
+            assert again.accepted("s") == {"echo": fingerprint_tool(ECHO)}
+            record = again.get("s", "echo")
+            assert record is not None and record.status == "changed"
+            assert record.pending_fp == fingerprint_tool({**ECHO, "description": "changed"})
+            assert [r.tool for r in again.list()] == ["echo"]
+        finally:
+            again.close()
 
 
 def _terminate(app_name: str) -> int:

@@ -325,3 +325,82 @@ async def test_cancelled_in_flight_append_is_followed_by_a_refusal(store_url: st
             ("rpc.response", None, None), ("append.abandoned", 0, "cancelled"), ("rpc.request", None, None)]
     finally:
         await ledger.close()
+
+
+async def wait_for(predicate, timeout: float = 10.0) -> bool:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(0.05)
+    return predicate()
+
+
+@pytest.mark.postgres
+async def test_readiness_follows_the_store_without_traffic(tmp_path: Path) -> None:
+    """Issue 20 item 6: readiness goes bad when the store cannot write, even with no request coming
+    (an idle probe write finds it), and comes back once it can."""
+    import secrets
+
+    import psycopg
+
+    role = f"lg_rd_{secrets.token_hex(4)}"
+    with psycopg.connect(PG, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+        admin.execute(f"CREATE SCHEMA {role} AUTHORIZATION {role}")
+    ledger = await Ledger.open(settings(), f"postgresql://{role}@127.0.0.1:5432/test?options=-csearch_path%3D{role}",
+                               tmp_path)
+    ledger.probe_idle = 0.2
+    try:
+        await ledger.append("rpc.request", {"n": 1})
+        assert ledger.readiness() == "ok"
+        with psycopg.connect(PG, autocommit=True) as admin:
+            admin.execute(f"ALTER ROLE {role} NOLOGIN")
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,))
+        assert await wait_for(lambda: ledger.readiness() != "ok"), "no request came, yet the store is gone"
+        assert "terminat" in ledger.readiness() or "not permitted" in ledger.readiness(), ledger.readiness()
+        with psycopg.connect(PG, autocommit=True) as admin:
+            admin.execute(f"ALTER ROLE {role} LOGIN")
+        assert await wait_for(lambda: ledger.readiness() == "ok"), ledger.readiness()
+        assert await ledger.append("rpc.request", {"n": 2}) == 1
+    finally:
+        await ledger.close()
+        with psycopg.connect(PG, autocommit=True) as admin:
+            admin.execute(f"ALTER ROLE {role} LOGIN")
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,))
+            admin.execute(f"DROP SCHEMA {role} CASCADE")
+            admin.execute(f"DROP ROLE {role}")
+
+
+async def test_readiness_on_sqlite_file_replaced_without_traffic(tmp_path: Path) -> None:
+    db = tmp_path / "rd" / "l.db"
+    ledger = await Ledger.open(settings(), f"sqlite:///{db}", tmp_path)
+    ledger.probe_idle = 0.2
+    try:
+        await ledger.append("rpc.request", {"n": 1})
+        await asyncio.sleep(0.5)  # idle probes succeed
+        assert ledger.readiness() == "ok"
+        backup = db.with_suffix(".bak")
+        shutil.copy(db, backup)
+        os.replace(backup, db)
+        assert await wait_for(lambda: ledger.readiness() != "ok")
+        assert "replaced" in ledger.readiness(), ledger.readiness()
+    finally:
+        await ledger.close()
+
+
+async def test_readiness_bad_after_failed_write_and_while_a_follow_up_is_owed(store_url: str,
+                                                                               tmp_path: Path) -> None:
+    ledger = await Ledger.open(settings(append_timeout=0.4), store_url, tmp_path)
+    try:
+        assert ledger.readiness() == "ok"
+        with WriteLock(store_url):
+            with pytest.raises(LedgerUnavailable):
+                await ledger.append("rpc.request", {"n": 1})
+            assert "not made durable" in ledger.readiness()
+            await asyncio.sleep(0.3)
+            assert ledger.readiness() != "ok"
+        assert await wait_for(lambda: ledger.readiness() == "ok")
+        assert [d["event"] for d in await records(store_url, tmp_path)] == ["rpc.request", "append.abandoned"]
+    finally:
+        await ledger.close()

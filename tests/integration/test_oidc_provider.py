@@ -136,8 +136,14 @@ async def test_leeway_accepts_small_clock_skew(provider: Provider) -> None:
     now = int(time.time())
     try:
         # Issued by a clock 10 s ahead of ours, expired 10 s ago by ours: both within leeway.
-        await svc.authenticate(provider.token_with({"iat": now + 10, "nbf": now + 10, "exp": now + 600}))
-        await svc.authenticate(provider.token_with({"iat": now - 600, "nbf": now - 600, "exp": now - 10}))
+        ahead = await svc.authenticate(provider.token_with({"sub": "ahead", "iat": now + 10, "nbf": now + 10,
+                                                            "exp": now + 600}))
+        late = await svc.authenticate(provider.token_with({"sub": "late", "iat": now - 600, "nbf": now - 600,
+                                                           "exp": now - 10}))
+        assert (ahead.subject, late.subject) == ("ahead", "late")
+        # ... and the leeway is a bound: a minute off is refused either way
+        await refused(svc, provider.token_with({"iat": now + 60, "nbf": now + 60, "exp": now + 600}), "not_yet_valid")
+        await refused(svc, provider.token_with({"iat": now - 600, "nbf": now - 600, "exp": now - 60}), "expired")
     finally:
         await svc.close()
 

@@ -125,5 +125,5 @@ async def test_missing_socket_is_a_clean_502(unix_gateway: gw.RunningGateway, to
                      "MCP-Protocol-Version": MODERN, "Mcp-Method": "tools/list"})
     assert resp.status_code == 502, resp.text
     message = resp.json()["error"]["message"]
-    assert "unreachable" in message and "nobody-listens.sock" in message
+    assert "cannot connect to unix:" in message and "nobody-listens.sock" in message
     assert "Traceback" not in unix_gateway.log()

@@ -72,6 +72,10 @@ class RecordingUpstream:
                 await self.release.wait()
             text = "x" * 100_000 if name == "big" else f"Echo: {args.get('message')}"
             result = {"content": [{"type": "text", "text": text}], "resultType": "complete"}
+        elif method == "resources/read":
+            uri = request["params"].get("uri")
+            result = {"contents": [{"uri": uri, "mimeType": "text/plain", "text": f"contents of {uri}"}],
+                      "resultType": "complete"}
         else:
             result = {"resultType": "complete"}
         payload = json.dumps({"jsonrpc": "2.0", "id": request.get("id"), "result": result}).encode()

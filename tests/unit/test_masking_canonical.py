@@ -185,3 +185,9 @@ def test_json_text_stays_json(value: Any, profile: str | None) -> None:
     text = json.dumps(value)
     masked, _ = MASKER.mask(text, profile)
     assert _shape(json.loads(masked)) == _shape(json.loads(text)) or isinstance(json.loads(text), (int, float))
+
+
+def test_forced_value_is_masked_in_canonical_form() -> None:
+    wide = {"ssn": SSN.translate(FULLWIDTH)}
+    assert MASKER.mask(wide, "partial")[0] == {"ssn": "***-**-1120"}
+    assert MASKER.mask(wide, "pseudo")[0] == MASKER.mask({"ssn": SSN}, "pseudo")[0]

@@ -166,3 +166,55 @@ def test_partial_never_shows_part_of_a_name_address_or_birth_date() -> None:
         {"profiles": {"p": {"detectors": ["PERSON", "ADDRESS", "DATE_OF_BIRTH"], "operator": "partial"}}}))
     masked, _ = m.mask({"full_name": "Jane Doe", "dob": "1984-03-05", "street": "123 Main Street"}, "p")
     assert masked == {"full_name": "[PERSON]", "dob": "[DATE_OF_BIRTH]", "street": "[ADDRESS]"}
+
+
+# ------------------------------------------------------------------- look-alikes, all detectors
+
+@pytest.mark.parametrize("text", [
+    "ZIP+4 90210-1234 and 10001-0001",
+    "UPS 1Z999AA10123456784, 1ZKQY5894076584219",
+    "USPS 9400 1000 0000 0000 0000 00",
+    "FedEx 748920119466",
+    "SKU WH-2291-0043, SKU 123-ABC-456",
+    "sha256 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+    "commit a585552472136c1960ecb502d3204bdaa18a712a",
+    "request 3f0c2b1e-7a4d-4c59-9b1e-2f7d8c6a5b40",
+    "created 2024-03-05T10:22:11Z, updated 2024-03-06T08:00:00+01:00",
+    "order 123456789 shipped",
+    "version 2.13.4 released",
+    "from 10.0.12.7 at 12:30:00",
+    "epoch 1712345678901",
+    json.dumps({"name": "transfer_funds", "arguments": {"limit": 25, "cursor": "eyJwYWdlIjoyfQ"}}),
+    "Customer Service Team will reply within 24 hours.",
+])
+def test_lookalikes_pass_the_ledger_profile_untouched(text: str) -> None:
+    assert MASKER.mask_for_ledger(text) == (text, {})
+
+
+def test_identifier_between_cue_and_name() -> None:
+    """The demo bank server writes `Customer C-1001: Alice Nguyen, born 1975-03-02`."""
+    text = "Customer C-1001: Alice Nguyen, born 1975-03-02\nAddress: 12 Maple Ave, Springfield, IL 62701"
+    masked, counts = MASKER.mask_for_ledger(text)
+    assert masked == "Customer C-1001: [PERSON], born [DATE_OF_BIRTH]\nAddress: [ADDRESS]"
+    assert counts == {"PERSON": 1, "DATE_OF_BIRTH": 1, "ADDRESS": 1}
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Ship to 123 Main Street, Springfield.", "Ship to [ADDRESS]."),
+    ("address: 12 Elm Rd, Fairview, TN", "address: [ADDRESS]"),
+    ("Meet at 5 Park Ave, Then we talk", "Meet at [ADDRESS], Then we talk"),  # a sentence is no city
+])
+def test_address_takes_a_city_that_ends_the_phrase(text: str, expected: str) -> None:
+    assert _mask(text)[0] == expected
+
+
+def test_negative_number_in_json_text_stays_json() -> None:
+    text = json.dumps({"account": -123456789, "list": ["ACCOUNT", -100000]})
+    masked, counts = MASKER.mask(text, None)
+    assert json.loads(masked) == {"account": "[US_BANK_ACCOUNT]", "list": ["ACCOUNT", "[US_BANK_ACCOUNT]"]}
+
+
+def test_nested_key_rule_beats_a_generic_one() -> None:
+    value = {"name": {"ssn": "078051120", "full_name": "Jane", "label": "Jane Doe", "tag": "vip"}}
+    masked, counts = MASKER.mask_for_ledger(value)
+    assert masked == {"name": {"ssn": "[US_SSN]", "full_name": "[PERSON]", "label": "[PERSON]", "tag": "vip"}}

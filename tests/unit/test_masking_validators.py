@@ -74,10 +74,32 @@ def test_iban(iban: str, ok: bool) -> None:
     assert iban_valid(iban) is ok
 
 
+def _reference_luhn(digits: str) -> bool:
+    """Luhn written another way (from the left, with a lookup of doubled digits), as an oracle."""
+    doubled = [0, 2, 4, 6, 8, 1, 3, 5, 7, 9]
+    parity = len(digits) % 2
+    return sum(doubled[int(c)] if i % 2 == parity else int(c) for i, c in enumerate(digits)) % 10 == 0
+
+
 def test_validators_total_on_junk() -> None:
+    """Never an exception, always a bool; anything but ASCII digits is not a number (an Arabic-Indic
+    '٣' is not a 3); IBANs take ASCII letters and digits only; and Luhn agrees with an oracle."""
     rng = random.Random(1)
     alphabet = "0123456789ABCDEFxyz -\u0663\x00"
-    for _ in range(2000):
+    digit_checks = (luhn_valid, card_valid, ssn_valid, aba_valid)
+    seen_true = 0
+    for _ in range(4000):
         s = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
-        for fn in (luhn_valid, card_valid, ssn_valid, aba_valid, iban_valid):
-            assert isinstance(fn(s), bool)
+        results = {fn: fn(s) for fn in (*digit_checks, iban_valid)}
+        assert all(type(r) is bool for r in results.values()), (s, results)
+        if not (s.isascii() and s.isdigit()):
+            assert not any(results[fn] for fn in digit_checks), (s, results)
+        else:
+            assert luhn_valid(s) == _reference_luhn(s), s
+            seen_true += luhn_valid(s)
+        if not (s.isascii() and s.isalnum()):
+            assert not results[iban_valid], s
+        # the same digits with a non-ASCII digit in them are never valid
+        if s.isascii() and s.isdigit() and len(s) > 1:
+            assert not luhn_valid(s[:-1] + "\u0663"), s
+    assert seen_true > 10  # the oracle was exercised on valid numbers too

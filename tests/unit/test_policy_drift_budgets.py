@@ -57,8 +57,14 @@ def test_fingerprint_changes_with_any_fingerprinted_field(change: dict[str, Any]
 
 
 def test_fingerprint_survives_values_outside_jcs() -> None:
-    assert fingerprint_tool({"name": "x", "inputSchema": {"maximum": 2**70}}) == fingerprint_tool(
-        {"name": "x", "inputSchema": {"maximum": 2**70}})
+    """Integers beyond 2**53 (which RFC 8785 cannot encode exactly) neither break fingerprinting
+    nor get rounded: 2**70 and 2**70 + 1 are different definitions."""
+    def fp(maximum: int) -> str:
+        return fingerprint_tool({"name": "x", "inputSchema": {"maximum": maximum}})
+
+    assert fp(2**70) != fp(2**70 + 1)
+    assert fp(2**53 + 1) != fp(2**53)
+    assert fp(2**70) == fp(2**70)  # and still deterministic
 
 
 def test_duplicate_names_with_different_definitions_count_as_changed() -> None:

@@ -296,7 +296,13 @@ def test_bad_cel_rejected_at_load_naming_the_rule(when: str, message: str) -> No
 
 
 def test_comprehension_variables_are_not_unknown() -> None:
-    engine({"name": "r", "when": "args.items.all(item, item.size < 10) && [1].exists(x, x == 1)", "effect": "allow"})
+    """`item` and `x` are bound by the macros, so the rule loads, and it decides on them."""
+    e = engine({"name": "r", "when": "args.items.all(item, item.size < 10) && [1].exists(x, x == 1)",
+                "effect": "allow"})
+    small = e.decide(STAFF, "s", "tools/call", "t", {"items": [{"size": 1}, {"size": 9}]}, NOON)
+    assert (small.effect, small.rule) == ("allow", "r")
+    large = e.decide(STAFF, "s", "tools/call", "t", {"items": [{"size": 1}, {"size": 10}]}, NOON)
+    assert (large.effect, large.rule) == ("deny", None)
 
 
 @pytest.mark.parametrize(

@@ -171,3 +171,36 @@ async def _test_a_body_that_does_not_arrive_in_time_is_answered_408() -> None:
     finally:
         server.should_exit = True
         await task
+
+
+def test_a_request_cancelled_by_the_end_of_the_grace_period_logs_no_traceback(caplog) -> None:  # noqa: ANN001
+    uvloop.run(_test_a_request_cancelled_by_the_end_of_the_grace_period_logs_no_traceback(caplog))
+
+
+async def _test_a_request_cancelled_by_the_end_of_the_grace_period_logs_no_traceback(caplog) -> None:  # noqa: ANN001
+    import logging
+
+    import uvicorn
+
+    from ledgergate.gateway.serving import ClientLimits, GatheringHttpToolsProtocol
+
+    async def forever(scope, receive, send):  # noqa: ANN001
+        if scope["type"] == "http":
+            await asyncio.sleep(3600)
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(forever, http=GatheringHttpToolsProtocol.with_limits(ClientLimits()),
+                                           ws="none", lifespan="off", log_config=None, timeout_graceful_shutdown=0.3))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        await asyncio.sleep(0.01)
+    reader, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+    writer.write(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+    await asyncio.sleep(0.1)
+    with caplog.at_level(logging.INFO):
+        server.should_exit = True
+        await asyncio.wait_for(task, 5)
+    writer.close()
+    assert "a POST /slow still running at the end of the shutdown grace period was cancelled" in caplog.text
+    assert not [r for r in caplog.records if r.exc_info], caplog.text  # no traceback

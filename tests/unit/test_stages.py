@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from ledgergate.approvals.service import ApprovalService
+from ledgergate.approvals.service import ApprovalService, open_store
 from ledgergate.approvals.settings import ApprovalsSettings
 from ledgergate.config import parse_config
 from ledgergate.errors import ApprovalDenied, ApprovalPending, GatewayError, PolicyDenied, RateLimited, UpstreamError
@@ -31,7 +31,6 @@ from ledgergate.policy.budgets import Budgets
 from ledgergate.policy.decision import ApproverSpec, Decision
 from ledgergate.policy.settings import BudgetsSettings
 from ledgergate.principal import Principal
-from ledgergate.store.approvals_store import ApprovalStore
 
 ALICE = Principal("https://idp", "alice", "human", frozenset({"staff"}))
 BOB = Principal("https://idp", "bob", "human", frozenset({"staff"}))
@@ -168,7 +167,7 @@ async def test_task_ownership_refuses_anothers_task_and_records_it() -> None:
 async def _gate(tmp_path: Any, ledger: Ledger, hold: float = 0.3) -> tuple[ApprovalGate, ApprovalService]:
     """The approval stage over a real approvals service on a real SQLite file (the ledger is a fake)."""
     settings = ApprovalsSettings(hold=hold)
-    service = ApprovalService(ApprovalStore.from_url(f"sqlite:///{tmp_path / 'a.db'}"), ledger.append, settings)
+    service = ApprovalService(open_store(f"sqlite:///{tmp_path / 'a.db'}"), ledger.append, settings)
     await service.start(background=False)
     gate = ApprovalGate(service, evidence(ledger), settings, "v1", b"k" * 32, "https://gw.example",
                         notice_interval=0.1)
@@ -383,7 +382,7 @@ def test_the_built_pipeline_orders_the_stages_as_the_design_draws_them(tmp_path:
         built = Pipeline.build(snapshot, Lasting(Ledger(), lambda v: "", DriftGuard(store, settings.tool_drift),
                                                  TaskOwners()))
         assert [type(s).__name__ for s in built.request_stages] == [
-            "PolicyCheck", "BudgetCheck", "DriftCheck", "TaskOwnership", "ApprovalGate", "AuditRequest"]
+            "TargetCheck", "PolicyCheck", "BudgetCheck", "DriftCheck", "TaskOwnership", "ApprovalGate", "AuditRequest"]
         assert [type(s).__name__ for s in built.response_stages] == [
             "DriftObserve", "TaskRecords", "ResultLimit", "ListFilter", "MaskResponse", "AuditResponse"]
     finally:

@@ -188,6 +188,14 @@ class Approval:
     version: int = field(default=0, compare=False)
 
     @property
+    def binding_key(self) -> str:
+        return self.binding.key
+
+    @property
+    def principal_key(self) -> str:
+        return self.binding.principal
+
+    @property
     def approvals(self) -> int:
         return sum(1 for v in self.decisions if v.verdict == "approve")
 

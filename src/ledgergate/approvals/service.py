@@ -43,6 +43,7 @@ from ledgergate.approvals.model import (
 from ledgergate.approvals.settings import ApprovalsSettings
 from ledgergate.principal import Principal
 from ledgergate.policy.decision import ApproverSpec
+from ledgergate.store.db import StoreURL
 from ledgergate.store.approvals_store import (
     ApprovalStore,
     ApprovalStoreError,
@@ -53,6 +54,11 @@ from ledgergate.store.approvals_store import (
 log = logging.getLogger("ledgergate.approvals")
 
 AppendFn = Callable[[str, Mapping[str, Any]], Awaitable[Any]]
+
+
+def open_store(url: str | StoreURL, base_dir: Any = None) -> ApprovalStore[Approval]:
+    """The approvals table of the configured store, handing back `Approval`s."""
+    return ApprovalStore.from_url(url, Approval.from_doc, base_dir)
 
 
 class Notifier(Protocol):
@@ -68,7 +74,7 @@ def _approvers(spec: ApproverSpec) -> dict[str, Any]:
 class ApprovalService:
     """One per gateway process (and one per CLI run). `await start()` before use, `await close()` after."""
 
-    def __init__(self, store: ApprovalStore, append: AppendFn, settings: ApprovalsSettings, *,
+    def __init__(self, store: ApprovalStore[Approval], append: AppendFn, settings: ApprovalsSettings, *,
                  notifier: Notifier | None = None, clock: Callable[[], float] = time.time,
                  poll_interval: float | None = None, expire_interval: float = 1.0, listen: bool = True) -> None:
         self.store = store
@@ -95,7 +101,7 @@ class ApprovalService:
         from ledgergate.approvals.webhooks import WebhookNotifier
 
         notifier = WebhookNotifier(settings.webhooks, console_url=settings.console_url) if settings.webhooks else None
-        service = cls(ApprovalStore.from_url(storage, base_dir), append, settings, notifier=notifier, **kw)
+        service = cls(open_store(storage, base_dir), append, settings, notifier=notifier, **kw)
         service._owns_notifier = notifier is not None
         return service
 
@@ -303,7 +309,11 @@ class ApprovalService:
             current = await self.get(approval_id)
             new = model.cancel(current, self._clock(), reason)
             await self._append("approval.cancelled", {**self._call_fields(new), "reason": new.close_reason})
-            stored = await self._io(self.store.update, new, current.version)
+            try:
+                stored = await self._io(self.store.update, new, current.version)
+            except ApprovalUnavailable:
+                await self._void(approval_id, "the approvals store could not apply the cancellation")
+                raise
             if stored is None:
                 await self._void(approval_id, "the approval changed before it was cancelled")
                 raise NotPending(f"approval {approval_id} changed before it was cancelled; look again", "changed")
@@ -446,4 +456,4 @@ def _settle(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
-__all__ = ["AppendFn", "ApprovalService", "Notifier"]
+__all__ = ["AppendFn", "ApprovalService", "Notifier", "open_store"]

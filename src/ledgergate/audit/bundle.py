@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from ledgergate.audit import merkle
+from ledgergate.audit import merkle, stored
 from ledgergate.audit.checkpoint import NoteError, Verifier, open_checkpoint
 from ledgergate.store.ledger_store import LedgerStore
 
@@ -82,12 +82,7 @@ def export_bundle(store: LedgerStore, verifier: Verifier, flt: Filter | None = N
         if not cps:
             continue
         n = cps[-1].size
-        tree = merkle.ProofTree(functools.partial(store.leaf_hashes, log_id))
-        for chunk in store.iter_leaf_hashes(log_id):
-            for h in chunk[: max(0, n - tree.size)]:
-                tree.append(h)
-            if tree.size >= n:
-                break
+        tree = _proof_source(store, log_id, n)
         entry: dict[str, Any] = {"log": log_id, "origin": origin, "tree_size": n}
         if flt.active:
             entry["checkpoints"] = [cps[-1].note]
@@ -117,6 +112,23 @@ def export_bundle(store: LedgerStore, verifier: Verifier, flt: Filter | None = N
         "filter": {"session": flt.session, "since": flt.since, "until": flt.until} if flt.active else None,
         "logs": logs,
     }
+
+
+def _proof_source(store: LedgerStore, log_id: str, n: int) -> merkle.StoredTree | merkle.ProofTree:
+    """Proofs from the stored interior hashes; a log written before they existed (not yet opened
+    by a gateway that backfills them) is replayed from its leaf hashes instead."""
+    try:
+        if stored.covers(store, log_id, store.size(log_id)):
+            return stored.tree(store, log_id)
+    except stored.HashesBeyondRecords:
+        pass  # the log lost records; replay what is there, and let the proofs fail against the checkpoints
+    tree = merkle.ProofTree(functools.partial(store.leaf_hashes, log_id))
+    for chunk in store.iter_leaf_hashes(log_id):
+        for h in chunk[: max(0, n - tree.size)]:
+            tree.append(h)
+        if tree.size >= n:
+            break
+    return tree
 
 
 def dump_bundle(doc: dict[str, Any]) -> bytes:

@@ -3,8 +3,9 @@
 Write path (DESIGN.md "The ledger"): `append` hands an event to one writer
 thread and waits. The writer drains whatever is queued (up to `max_batch`),
 numbers the records, makes their RFC 8785 bytes and RFC 9162 leaf hashes,
-writes them in one transaction with one commit (one fsync for the batch), then
-extends the in-memory Merkle state and wakes every waiter at once. Nothing is
+writes them, with the interior hashes they complete (audit/stored.py), in one
+transaction with one commit (one fsync for the batch), then moves the
+in-memory compact range and wakes every waiter at once. Nothing is
 acknowledged before its commit returned; if the store fails, every waiter of
 that batch gets `LedgerUnavailable` and the Merkle state does not move.
 
@@ -45,17 +46,20 @@ import queue
 import secrets
 import socket
 import threading
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ledgergate.audit import canonical, merkle
+from ledgergate.audit import canonical, merkle, stored
 from ledgergate.audit.checkpoint import Checkpoint, Signer, load_or_create_signer
 from ledgergate.audit.settings import AuditSettings
 from ledgergate.audit.witness import Witness, make_witnesses, push_all
 from ledgergate.errors import LedgerUnavailable
+from ledgergate.store.claims import ClaimRefused, LogClaim
+from ledgergate.store.db import StoreURL
 from ledgergate.store.ledger_store import (
     CheckpointRow,
     LeafRow,
@@ -99,6 +103,7 @@ class _Job:
 
 
 _STOP = object()
+PROBE_IDLE = 5.0  # seconds without a committed write after which a probe write checks the store
 
 
 def _load_or_create_hmac_key(path: Path) -> bytes:
@@ -128,7 +133,8 @@ class Ledger:
         self._reader = reader  # proofs and reads, under _read_lock
         self._read_lock = threading.Lock()
         self._state_lock = threading.Lock()
-        self._tree = merkle.ProofTree(self._fetch_leaves)
+        self._range = merkle.CompactRange()  # the committed prefix's right edge; replaced whole by the writer
+        self._stored = merkle.StoredTree(self._read_nodes)  # proofs from stored hashes, read through _reader
         self._witnesses = witnesses
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -137,6 +143,13 @@ class Ledger:
         self._closed = False
         self._claim_lock = threading.Lock()  # guards _Append.state between the writer and the event loop
         self._owed: list[_Append] = []  # follow-ups for records whose callers were told they failed (writer only)
+        # readiness: the last write's outcome (None = it committed), and when a write last committed
+        self._problem: str | None = None
+        self._last_ok = time.monotonic()
+        self.probe_idle = PROBE_IDLE
+        self._prober: asyncio.Task[None] | None = None
+        self._claim: LogClaim | None = None
+        self._claim_problem: str | None = None  # set while this replica does not hold its log id
         self._last_checkpoint_size = -1
         self._ticker: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
@@ -146,7 +159,7 @@ class Ledger:
     # --- opening ------------------------------------------------------------
     @classmethod
     async def open(cls, settings: AuditSettings, store_url: str, base_dir: Path) -> Ledger:
-        """Create keys, schema and log on first start; rebuild the Merkle state from stored leaf hashes."""
+        """Create keys, schema and log on first start; read the Merkle state from stored hashes."""
         base_dir = Path(base_dir)
         key_path = Path(settings.signing_key)
         key_path = key_path if key_path.is_absolute() else base_dir / key_path
@@ -157,15 +170,27 @@ class Ledger:
         def setup() -> Ledger:
             signer = load_or_create_signer(key_path, settings.key_name)
             hmac_key = _load_or_create_hmac_key(hmac_path)
+            claim = None
             try:
+                # one writer per log id: a second replica with this id refuses to start (store/claims.py)
+                claim = LogClaim(StoreURL.parse(store_url, base_dir), log_id)
                 store = open_ledger_store(store_url, base_dir)
                 store.init_schema()
                 store.ensure_log(log_id, origin_for(log_id), rfc3339_now())
                 reader = open_ledger_store(store_url, base_dir)
             except StoreError as exc:
+                if claim is not None:
+                    claim.release()
+                if isinstance(exc, ClaimRefused):
+                    raise LedgerUnavailable(str(exc)) from exc
                 raise LedgerUnavailable(f"audit ledger store unavailable: {exc}") from exc
             ledger = cls(settings, store, reader, signer, hmac_key, log_id, make_witnesses(settings.witnesses, base_dir))
-            ledger._rebuild()
+            ledger._claim = claim
+            try:
+                ledger._rebuild()
+            except BaseException:
+                claim.release()
+                raise
             return ledger
 
         ledger = await asyncio.to_thread(setup)
@@ -173,37 +198,40 @@ class Ledger:
         ledger._writer = threading.Thread(target=ledger._run_writer, name=f"ledger-writer-{log_id}", daemon=True)
         ledger._writer.start()
         ledger._watchdog = asyncio.create_task(ledger._watch(), name="ledger-watchdog")
+        ledger._prober = asyncio.create_task(ledger._probe_loop(), name="ledger-probe")
         if settings.checkpoint_interval > 0:
             ledger._ticker = asyncio.create_task(ledger._tick(), name="ledger-checkpoints")
         return ledger
 
     def _rebuild(self) -> None:
-        """Replay stored leaf hashes through the compact range (O(n) hashing, no record reads)."""
-        size = 0
-        for chunk in self._store.iter_leaf_hashes(self.log_id):
-            for h in chunk:
-                self._tree.append(h)
-            size += len(chunk)
-        if self._store.size(self.log_id) != size:
-            raise LedgerUnavailable(f"log {self.log_id} has gaps in its sequence numbers; run `ledgergate audit verify`")
-        latest = self._store.latest_checkpoint(self.log_id)
+        """Read the compact range from stored hashes: O(log n) hashes, no replay (a log written
+        before stored hashes existed is backfilled once, see audit/stored.py)."""
+        try:
+            self._range = stored.open_range(self._store, self.log_id)
+            latest = self._store.latest_checkpoint(self.log_id)
+            size = self._range.size
+            mismatch = latest is not None and latest.size <= size and self._stored.root_at(latest.size) != latest.root
+        except (stored.HashesBeyondRecords, ValueError, LookupError) as exc:
+            raise LedgerUnavailable(f"{exc}; run `ledgergate audit verify`") from None
+        except StoreError as exc:
+            raise LedgerUnavailable(f"audit ledger store unavailable: {exc}") from exc
         self._last_checkpoint_size = latest.size if latest else -1
-        if latest is not None and latest.size <= size and self._tree.root_at(latest.size) != latest.root:
+        if mismatch:
             log.error("log %s: stored records do not match checkpoint at size %d; run `ledgergate audit verify`",
-                      self.log_id, latest.size)
+                      self.log_id, latest.size if latest else -1)
 
-    def _fetch_leaves(self, start: int, end: int) -> list[bytes]:
-        with self._read_lock:
-            return self._reader.leaf_hashes(self.log_id, start, end)
+    def _read_nodes(self, level: int, indices: Sequence[int]) -> dict[int, bytes]:
+        got: dict[int, bytes] = self._locked_read(lambda r: r.node_hashes(self.log_id, level, indices))
+        return got
 
     # --- public API ---------------------------------------------------------
     @property
     def size(self) -> int:
-        return self._tree.size
+        return self._range.size
 
     def root(self) -> bytes:
         with self._state_lock:
-            return self._tree.root()
+            return self._range.root()
 
     def subkey(self, purpose: str) -> bytes:
         """A key for one purpose (e.g. sealing approval state), derived from the HMAC key every replica
@@ -218,6 +246,8 @@ class Ledger:
         """Make one record durable; return its leaf index. Fails closed with LedgerUnavailable."""
         if self._closed:
             raise LedgerUnavailable("audit ledger is closed")
+        if self._claim_problem:
+            raise LedgerUnavailable(f"audit ledger cannot write: {self._claim_problem}")
         clash = RESERVED.intersection(fields)
         if clash:
             raise ValueError(f"record fields may not use reserved names {sorted(clash)}")
@@ -255,25 +285,82 @@ class Ledger:
 
     async def inclusion_proof(self, index: int, size: int) -> list[bytes]:
         self._check_size(size)
-        return await asyncio.to_thread(self._tree.inclusion_proof, index, size)
+        return await self._from_stored(self._stored.inclusion_proof, index, size)
 
     async def consistency_proof(self, old: int, new: int) -> list[bytes]:
         self._check_size(new)
-        return await asyncio.to_thread(self._tree.consistency_proof, old, new)
+        return await self._from_stored(self._stored.consistency_proof, old, new)
 
     async def root_at(self, size: int) -> bytes:
         self._check_size(size)
-        return await asyncio.to_thread(self._tree.root_at, size)
+        root: bytes = await self._from_stored(self._stored.root_at, size)
+        return root
+
+    async def read_store(self, fn: Callable[[LedgerStore], Any]) -> Any:
+        """Run a read against the store on a worker thread (tiles, listings); fails closed."""
+        try:
+            return await asyncio.to_thread(self._locked_read, fn)
+        except StoreError as exc:
+            raise LedgerUnavailable(f"audit ledger store unavailable: {exc}") from exc
+
+    async def _from_stored(self, fn: Callable[..., Any], *args: int) -> Any:
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except StoreError as exc:
+            raise LedgerUnavailable(f"audit ledger store unavailable: {exc}") from exc
+        except LookupError as exc:
+            log.error("log %s: %s; run `ledgergate audit verify`", self.log_id, exc)
+            raise LedgerUnavailable("the ledger's stored hashes are incomplete; run `ledgergate audit verify`") from None
 
     async def leaf(self, index: int) -> LeafRow | None:
         rows = await asyncio.to_thread(self._locked_read, lambda r: r.rows(self.log_id, index, index + 1))
         return rows[0] if rows else None
 
+    def readiness(self) -> str:
+        """"ok" when the ledger can make records durable now, else why not. Cheap (no I/O): it is the
+        outcome of the last write, whether a record or the probe write made while idle
+        (`_probe_loop`), so a replica whose store cannot write (a full disk, a lost server) stops
+        being ready even when no request comes, and is ready again once a write succeeds."""
+        if self._closed:
+            return "closed"
+        if self._claim_problem:
+            return self._claim_problem
+        if self._owed:
+            return "a record committed after its caller was refused still waits for its follow-up record"
+        return self._problem or "ok"
+
+    async def _probe_loop(self) -> None:
+        me = asyncio.current_task()
+        while True:
+            # Python 3.11's wait_for (in _submit) can swallow a cancellation that races the result
+            if me is not None and me.cancelling():
+                raise asyncio.CancelledError
+            await asyncio.sleep(min(1.0, self.probe_idle))
+            if self._claim is not None:
+                self._claim_problem = await asyncio.to_thread(self._claim.check)
+            if self._problem is None and not self._owed and time.monotonic() - self._last_ok < self.probe_idle:
+                continue  # records are being written: their outcome is the readiness
+            try:
+                await self._submit(self._probe)
+            except LedgerUnavailable as exc:
+                self._problem = exc.message
+            except Exception as exc:  # noqa: BLE001 - keep probing
+                self._problem = f"probe failed: {type(exc).__name__}"
+
+    def _probe(self) -> None:
+        """Writer thread: a small durable write that is not a record."""
+        self._store.probe(self.log_id, rfc3339_now())
+        self._wrote()
+
+    def _wrote(self) -> None:
+        self._problem = None
+        self._last_ok = time.monotonic()
+
     async def close(self) -> None:
         """Final checkpoint, stop the checkpoint task and the writer, close connections."""
         if self._closed:
             return
-        for task in (self._ticker, self._watchdog):
+        for task in (self._ticker, self._watchdog, self._prober):
             if task is not None:
                 task.cancel()
                 try:
@@ -292,6 +379,8 @@ class Ledger:
         for w in self._witnesses:
             await w.aclose()
         self._reader.close()
+        if self._claim is not None:
+            self._claim.release()
 
     # --- internals ----------------------------------------------------------
     def _check_size(self, size: int) -> None:
@@ -328,6 +417,7 @@ class Ledger:
                 fut = item.future
                 if fut is not None and not fut.done():
                     self._abandon(item, "timeout")
+                    self._problem = "a record was not made durable within append_timeout"
                     fut.set_exception(LedgerUnavailable("audit ledger did not make the record durable in time"))
 
     async def _tick(self) -> None:
@@ -342,7 +432,7 @@ class Ledger:
     def _make_checkpoint(self) -> tuple[CheckpointRow, bool]:
         """Writer thread: sign (size, root) of the committed prefix and store it."""
         with self._state_lock:
-            size, root, edge = self._tree.size, self._tree.root(), b"".join(self._tree.range.edge)
+            size, root, edge = self._range.size, self._range.root(), b"".join(self._range.edge)
         if size == self._last_checkpoint_size:
             latest = self._store.latest_checkpoint(self.log_id)
             if latest is not None and latest.size == size:
@@ -350,6 +440,7 @@ class Ledger:
         note = self.signer.sign(Checkpoint(self.origin, size, root).body())
         row = CheckpointRow(self.log_id, size, root, note, edge, rfc3339_now())
         self._store.add_checkpoint(row)
+        self._wrote()
         self._last_checkpoint_size = size
         return row, True
 
@@ -399,6 +490,7 @@ class Ledger:
                     raise StoreError("store no longer holds this log's records")
                 self._broken = False
             except StoreError as exc:
+                self._problem = f"the store cannot be reached: {exc}"
                 self._fail_all(appends, jobs, LedgerUnavailable(f"audit ledger store unavailable: {exc}"))
                 return
         if self._owed and not self._write_owed():
@@ -422,6 +514,7 @@ class Ledger:
                 results.append((job.future, job.fn()))
             except StoreError as exc:
                 self._broken = True
+                self._problem = f"the last write failed: {exc}"
                 results.append((job.future, LedgerUnavailable(f"audit ledger store unavailable: {exc}")))
             except Exception as exc:  # noqa: BLE001
                 results.append((job.future, exc))
@@ -456,17 +549,23 @@ class Ledger:
             seq += 1
         if not rows:
             return [], failed
+        nodes = merkle.StoredNodes()  # the interior hashes these leaves complete, committed with them
+        cr = merkle.CompactRange(self._range.size, self._range.edge, on_node=nodes)
+        for r in rows:
+            cr.append(r.leaf_hash)
+        cr.on_node = None
         try:
-            self._store.append_batch(self.log_id, rows)
+            self._store.append_batch(self.log_id, rows, nodes.nodes)
         except StoreError as exc:
             self._broken = True
+            self._problem = f"the last write failed: {exc}"
             log.error("ledger write failed, failing closed: %s", exc)
             err = LedgerUnavailable("audit ledger store unavailable")
             failed.extend((item.future, err) for item, _ in good if item.future is not None)
             return [], failed
         with self._state_lock:
-            for r in rows:
-                self._tree.append(r.leaf_hash)
+            self._range = cr
+        self._wrote()
         return good, failed
 
     def _write_owed(self) -> bool:

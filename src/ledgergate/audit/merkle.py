@@ -13,7 +13,7 @@ without holding every node in memory.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 HASH_SIZE = 32
 _sha256 = hashlib.sha256
@@ -320,3 +320,120 @@ def naive_root(leaf_hashes: Sequence[bytes]) -> bytes:
         return leaf_hashes[0]
     k = _split(n)
     return node_hash(naive_root(leaf_hashes[:k]), naive_root(leaf_hashes[k:]))
+
+
+# --- stored interior hashes ---------------------------------------------------
+
+#: The ledger stores MTH of every perfect subtree whose level is a multiple of
+#: STRIDE (level 0, the leaf hashes, lives beside the records). Any other
+#: perfect subtree hash is a fold over at most 2^(STRIDE-1) stored hashes of the
+#: stored level below it, so a proof or a root never needs more than that many
+#: hashes per element, and the store holds about n/15 interior hashes, not 2n
+#: as every level would (Go's sumdb/tlog "stored hashes" keep every level).
+#: Every C2SP tlog-tiles level (tree level 8·L) is a stored level.
+STRIDE = 4
+
+#: (level, indices) -> {index: MTH of the perfect subtree at (level, index)} for
+#: level 0 (leaf hashes) or a stored level; absent indices are simply missing.
+NodeReader = Callable[[int, Sequence[int]], Mapping[int, bytes]]
+
+
+def is_stored_level(level: int) -> bool:
+    return level > 0 and level % STRIDE == 0
+
+
+def subtrees(start: int, end: int) -> list[tuple[int, int]]:
+    """(level, index) of the perfect subtrees that make up D[start:end], left to right.
+
+    The range must be aligned as RFC 9162 §2.1.1's split produces it (every
+    proof range and every prefix [0, n) is): its hash is then the right fold
+    of these subtrees' hashes."""
+    if not 0 <= start < end:
+        raise ValueError(f"range [{start}, {end}) is empty or negative")
+    out: list[tuple[int, int]] = []
+    pos = start
+    for width in edge_sizes(end - start):
+        level = width.bit_length() - 1
+        if pos % width:
+            raise ValueError(f"range [{start}, {end}) is not aligned to a subtree")
+        out.append((level, pos >> level))
+        pos += width
+    return out
+
+
+def edge_nodes(size: int) -> list[tuple[int, int]]:
+    """(level, index) of the compact range at `size`: its right edge, largest subtree first."""
+    return subtrees(0, size) if size else []
+
+
+class StoredTree:
+    """Roots, compact ranges and proofs of any size, from stored hashes only.
+
+    Nothing is held in memory and nothing is replayed: each answer plans the
+    perfect subtrees it needs (RFC 9162 §2.1.3.1 / §2.1.4.1 ranges, split as
+    `subtrees`), reads their stored hashes with one `read` per stored level,
+    and folds. A subtree at level k costs 2^(k mod STRIDE) stored hashes.
+    """
+
+    def __init__(self, read: NodeReader) -> None:
+        self.read = read
+
+    def perfect_hashes(self, nodes: Sequence[tuple[int, int]]) -> list[bytes]:
+        want: dict[int, set[int]] = {}
+        for level, index in nodes:
+            shift = level % STRIDE
+            want.setdefault(level - shift, set()).update(range(index << shift, (index + 1) << shift))
+        got = {base: self.read(base, sorted(ix)) for base, ix in want.items()}
+        out: list[bytes] = []
+        for level, index in nodes:
+            shift = level % STRIDE
+            have = got[level - shift]
+            try:
+                hs = [have[i] for i in range(index << shift, (index + 1) << shift)]
+            except KeyError as exc:
+                raise LookupError(f"stored hash at level {level - shift} index {exc.args[0]} is missing") from None
+            while len(hs) > 1:
+                hs = [node_hash(hs[i], hs[i + 1]) for i in range(0, len(hs), 2)]
+            out.append(hs[0])
+        return out
+
+    def range_hashes(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        """MTH(D[a:b]) for each aligned range, with one read per stored level for all of them."""
+        plans = [subtrees(a, b) for a, b in ranges]
+        flat = self.perfect_hashes([n for p in plans for n in p])
+        out: list[bytes] = []
+        k = 0
+        for p in plans:
+            parts = flat[k:k + len(p)]
+            k += len(p)
+            r = parts[-1]
+            for h in reversed(parts[:-1]):
+                r = node_hash(h, r)
+            out.append(r)
+        return out
+
+    def root_at(self, size: int) -> bytes:
+        return EMPTY_ROOT if size == 0 else self.range_hashes([(0, size)])[0]
+
+    def compact_range(self, size: int) -> CompactRange:
+        """The writer's state at `size`: popcount(size) subtree hashes, O(log n) reads."""
+        return CompactRange(size, self.perfect_hashes(edge_nodes(size)))
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        return self.range_hashes(inclusion_path(index, size))
+
+    def consistency_proof(self, old: int, new: int) -> list[bytes]:
+        return self.range_hashes(consistency_path(old, new))
+
+
+class StoredNodes:
+    """The `on_node` hook of a writer's CompactRange: keeps the hashes to store, (level, index, hash)."""
+
+    __slots__ = ("nodes",)
+
+    def __init__(self) -> None:
+        self.nodes: list[tuple[int, int, bytes]] = []
+
+    def __call__(self, level: int, index: int, h: bytes) -> None:
+        if level % STRIDE == 0:
+            self.nodes.append((level, index, h))

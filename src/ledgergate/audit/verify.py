@@ -12,7 +12,11 @@ For each log, in leaf order:
    checkpoint's root (an edit that also rewrote the stored leaf hashes);
 5. every checkpoint's signature verifies with the verifier key (a swapped key
    or forged checkpoint), and no witnessed checkpoint is larger than the log
-   (a truncated tail).
+   (a truncated tail);
+6. every stored interior hash (`ledger_hashes`, which opening, proofs and
+   tiles read) is the hash recomputed from the records (an altered or
+   missing stored hash). A log with none at all was written before they
+   existed; the gateway backfills it at its next start.
 The first record that fails names the log and index; scanning that log stops
 there, because everything after it is unproven.
 """
@@ -43,6 +47,7 @@ class LogReport:
     covered: int = 0  # largest size a valid checkpoint vouches for
     root: bytes = merkle.EMPTY_ROOT
     problems: list[str] = field(default_factory=list)
+    stored_hashes: int = 0  # interior hashes compared with the recomputed tree
 
     @property
     def ok(self) -> bool:
@@ -117,6 +122,7 @@ def verify_log(store: LedgerStore, log_id: str, origin: str, verifier: Verifier,
     # (the record's place and its index columns), an inlined compact-range append
     # (merkle.CompactRange.append).
     sha256 = hashlib.sha256
+    nodes = _StoredCheck(store, log_id, rep)
     edge: list[bytes] = []
     roots: dict[int, bytes] = {0: merkle.EMPTY_ROOT} if 0 in claims else {}
     expected = 0
@@ -140,9 +146,18 @@ def verify_log(store: LedgerStore, log_id: str, origin: str, verifier: Verifier,
                 bad = True
                 break
             s = expected
-            while s & 1:
-                h = sha256(b"\x01" + edge.pop() + h).digest()
-                s >>= 1
+            if s & 15 != 15:  # no subtree of a stored level completes here
+                while s & 1:
+                    h = sha256(b"\x01" + edge.pop() + h).digest()
+                    s >>= 1
+            else:
+                level = 0
+                while s & 1:
+                    h = sha256(b"\x01" + edge.pop() + h).digest()
+                    s >>= 1
+                    level += 1
+                    if level % merkle.STRIDE == 0:
+                        nodes.check(level, expected >> level, h)
             edge.append(h)
             expected += 1
             if expected in claims:
@@ -164,6 +179,50 @@ def verify_log(store: LedgerStore, log_id: str, origin: str, verifier: Verifier,
             else:
                 rep.covered = max(rep.covered, size)
     return rep
+
+
+class _StoredCheck:
+    """Compares the stored interior hashes with the recomputed ones as the scan completes them,
+    reading each stored level in index order beside the records."""
+
+    MAX_PROBLEMS = 5
+
+    def __init__(self, store: LedgerStore, log_id: str, rep: LogReport) -> None:
+        self.rep = rep
+        self.problems = 0
+        levels = store.node_levels(log_id)
+        self.active = bool(levels)  # none at all: written before stored hashes existed, nothing to compare
+        self.iters = {lv: (p for chunk in store.iter_nodes(log_id, lv) for p in chunk) for lv in levels}
+        self.next: dict[int, tuple[int, bytes] | None] = {}
+
+    def _peek(self, level: int) -> tuple[int, bytes] | None:
+        if level not in self.next:
+            it = self.iters.get(level)
+            self.next[level] = next(it, None) if it is not None else None
+        return self.next[level]
+
+    def check(self, level: int, index: int, h: bytes) -> None:
+        if not self.active:
+            return
+        got = self._peek(level)
+        while got is not None and got[0] < index:
+            self.next.pop(level)
+            got = self._peek(level)
+        if got is None or got[0] != index:
+            self._problem(f"stored hash at level {level} index {index} is missing (stored hash deleted)")
+            return
+        self.next.pop(level)
+        self.rep.stored_hashes += 1
+        if got[1] != h:
+            self._problem(f"stored hash at level {level} index {index} (records {index << level}.."
+                          f"{((index + 1) << level) - 1}) does not match the records (stored hash altered)")
+
+    def _problem(self, text: str) -> None:
+        self.problems += 1
+        if self.problems <= self.MAX_PROBLEMS:
+            self.rep.problems.append(text)
+        if self.problems == self.MAX_PROBLEMS + 1:
+            self.rep.problems.append("more stored hashes do not match; not listing them")
 
 
 def _witnessed_log_ids(witness_notes: Iterable[WitnessNote]) -> dict[str, str]:

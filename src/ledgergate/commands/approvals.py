@@ -28,7 +28,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ledgergate.approvals import model
-from ledgergate.approvals.service import AppendFn, ApprovalService
+from ledgergate.approvals.service import AppendFn, ApprovalService, open_store
 from ledgergate.commands.common import EXIT_USAGE, ConfigOption, load_or_exit
 from ledgergate.config import LoadedConfig
 from ledgergate.errors import GatewayError, LedgerUnavailable
@@ -45,9 +45,9 @@ ByOption = typer.Option(None, "--by", help="Who decides (recorded); default the 
 ReasonOption = typer.Option(..., "--reason", help="Why (recorded in the ledger and shown to the requester).")
 
 
-def _store(loaded: LoadedConfig) -> ApprovalStore:
+def _store(loaded: LoadedConfig) -> ApprovalStore[model.Approval]:
     try:
-        return ApprovalStore.from_url(loaded.settings.storage, loaded.base_dir)
+        return open_store(loaded.settings.storage, loaded.base_dir)
     except ValueError as exc:
         err.print(f"[red]error[/red] storage: {escape(str(exc))}")
         raise typer.Exit(EXIT_USAGE) from None

@@ -7,6 +7,9 @@ One event loop serves two uvicorn servers on 127.0.0.1:
 - the gateway on `port`, fronting the demo bank MCP server (`bank`, a stdio
   child process) with demo policies, masking and the audit ledger.
 
+The data dir defaults to a per-user state directory (`$XDG_STATE_HOME/ledgergate/demo`,
+else `~/.local/state/ledgergate/demo`), never the current directory: it holds a private
+signing key and bearer tokens, which have no business inside a git checkout.
 The generated config is written to `<data_dir>/ledgergate.yaml` and loaded from
 there, so the CLI verbs (`audit verify`, `policy check`, ...) work on the
 demo's data while it runs and after it stops. The database, ledger key and
@@ -25,6 +28,7 @@ import errno
 import json
 import logging
 import os
+import shlex
 import signal
 import socket
 import sys
@@ -41,7 +45,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from ledgergate.config import ConfigError, LimitsSettings, LoadedConfig, load_config
-from ledgergate.demo.idp import DevIdentityProvider
+from ledgergate.demo.idp import DevIdentityProvider, DevUser
 from ledgergate.principal import PrincipalKind
 from ledgergate.terminal import console as make_console
 
@@ -69,13 +73,37 @@ USERS: tuple[DemoUser, ...] = (
     DemoUser("alice", "human", ("analysts",),
              "all bank tools, resources and prompts; transfers over $10,000 need approval; "
              "PII partially masked"),
-    DemoUser("bob", "human", ("approvers", "analysts"),
-             "as alice, and approves large transfers"),
+    DemoUser("bob", "human", ("approvers", "analysts", "auditors"),
+             "as alice, approves large transfers, and reads the audit API"),
     DemoUser("carol", "human", ("contractors",),
              "lookup/list tools, PII redacted; export_customers denied"),
     DemoUser("nightly-ci", "service", ("ci",),
              "list_transactions only"),
 )
+
+AUDITOR = "bob"  # in `auditors`, the default audit.reader_groups
+
+
+def default_data_dir() -> Path:
+    """Where the demo keeps its ledger, key and tokens unless told otherwise: per user, outside
+    any checkout (XDG base directories: state that survives restarts)."""
+    state = os.environ.get("XDG_STATE_HOME")
+    base = Path(state) if state and Path(state).is_absolute() else Path.home() / ".local" / "state"
+    return base / "ledgergate" / "demo"
+
+
+def cli_command() -> str:
+    """How to run `ledgergate` again from this shell: the script that is running now (say
+    `.venv/bin/ledgergate`, whose venv need not be activated), else the one beside this
+    interpreter, else this interpreter with `-m`."""
+    argv0 = Path(sys.argv[0])
+    if argv0.name == "ledgergate":
+        return shlex.quote(str(argv0))
+    beside = Path(sys.executable).parent / "ledgergate"
+    if beside.exists():
+        return shlex.quote(str(beside))
+    return f"{shlex.quote(sys.executable)} -m ledgergate.cli"
+
 
 STANDARD_DETECTORS = ["US_SSN", "CREDIT_CARD", "US_BANK_ACCOUNT", "ABA_ROUTING", "IBAN", "EMAIL", "PHONE", "SECRET"]
 
@@ -136,7 +164,11 @@ def demo_settings(port: int, issuer: DevIdentityProvider) -> dict[str, Any]:
             "strict": {"detectors": STANDARD_DETECTORS, "operator": "redact"},
         }},
         "public_url": f"http://{HOST}:{port}",
-        "approvals": {"timeout": "10m"},
+        "approvals": {"timeout": "10m", "console_url": f"http://{HOST}:{port}/ui/approvals"},
+        "console": {"issuer": issuer.issuer, "client_id": "ledgergate-console",
+                    "roles": {"approver": ["approvers"], "auditor": ["approvers", "auditors"],
+                              "admin": ["approvers", "admins"]},
+                    "session_ttl": "8h"},
         "audit": {"signing_key": "./ledger.key", "checkpoint_interval": "5s", "replica": "demo",
                   "witnesses": ["file://./witness.log"]},
         "log_level": "warning",
@@ -147,15 +179,15 @@ CONFIG_HEADER = """\
 # Written by `ledgergate demo` on every start (the development issuer's port and key
 # change per run, so tokens from an earlier run no longer verify). The ledger, its key
 # and the witness file in this folder persist across runs.
-#   ledgergate audit verify --config {path}
-#   ledgergate policy check --config {path} --subject carol --groups contractors \\
+#   {cli} audit verify --config {path}
+#   {cli} policy check --config {path} --subject carol --groups contractors \\
 #       --server bank --tool export_customers
 """
 
 
 def write_config(data_dir: Path, port: int, issuer: DevIdentityProvider) -> LoadedConfig:
     path = data_dir / "ledgergate.yaml"
-    text = CONFIG_HEADER.format(path=path) + yaml.safe_dump(demo_settings(port, issuer), sort_keys=False, width=100)
+    text = CONFIG_HEADER.format(path=path, cli=cli_command()) + yaml.safe_dump(demo_settings(port, issuer), sort_keys=False, width=100)
     path.write_text(text, encoding="utf-8")
     return load_config(path)
 
@@ -285,8 +317,11 @@ def _print_banner(console: Console, config: LoadedConfig, issuer: DevIdentityPro
       soft_wrap=True)
     p()
     p(f"  MCP endpoint   [bold cyan]{url}[/bold cyan]", soft_wrap=True)
-    p(f"  Issuer (OIDC)  {issuer.issuer}  [dim](development only: its key lives in this process)[/dim]",
+    p(f"  Web console    [bold cyan]http://{HOST}:{port}/ui/[/bold cyan]  [dim](sign in as bob to approve)[/dim]",
       soft_wrap=True)
+    issuer_port = issuer.issuer.rsplit(":", 1)[1]
+    p(f"  Issuer (OIDC)  {issuer.issuer}  [dim](the demo's second port, {issuer_port}: a development identity "
+      "provider whose key lives in this process)[/dim]", soft_wrap=True)
     p(f"  Upstream       {SERVER}: the demo bank MCP server over stdio", soft_wrap=True)
     p(f"  Data           {data_dir}", soft_wrap=True)
     p()
@@ -334,9 +369,13 @@ def _print_banner(console: Console, config: LoadedConfig, issuer: DevIdentityPro
     p()
     p(f"[bold]Audit ledger[/bold]  {data_dir / 'ledgergate.db'} (signing key {data_dir / 'ledger.key'}, "
       f"witness {data_dir / 'witness.log'})", soft_wrap=True)
-    p(f"  ledgergate audit verify --config {cfg}", soft_wrap=True, highlight=False, markup=False)
-    p(f"  ledgergate policy check --config {cfg} --subject carol --groups contractors --server bank "
+    cli = cli_command()
+    p(f"  {cli} audit verify --config {cfg}", soft_wrap=True, highlight=False, markup=False)
+    p(f"  {cli} policy check --config {cfg} --subject carol --groups contractors --server bank "
       "--tool export_customers", soft_wrap=True, highlight=False, markup=False)
+    p(f"  curl -s http://{HOST}:{port}/api/v1/audit/checkpoint -H \"Authorization: Bearer "
+      f"${next(u for u in USERS if u.name == AUDITOR).env_var}\"   [dim]# {AUDITOR} is in 'auditors'[/dim]",
+      soft_wrap=True, highlight=False)
     p()
     p("[green]ledgergate demo is running[/green] — press Ctrl-C to stop.")
 
@@ -362,7 +401,8 @@ async def _serve(port: int, data_dir: Path, console: Console) -> None:
     gateway_sock = _bind_gateway(port)
     issuer_sock = _bind_issuer(port)
     issuer_port = issuer_sock.getsockname()[1]
-    issuer = DevIdentityProvider(f"http://{HOST}:{issuer_port}", max_lifetime=TOKEN_LIFETIME)
+    issuer = DevIdentityProvider(f"http://{HOST}:{issuer_port}", max_lifetime=TOKEN_LIFETIME,
+                                 users={u.name: DevUser(u.groups, u.kind) for u in USERS})
     try:
         config = write_config(data_dir, port, issuer)
     except ConfigError as exc:  # a bug in the demo's own config; say so plainly
@@ -415,14 +455,15 @@ async def _serve(port: int, data_dir: Path, console: Console) -> None:
         for sock in (gateway_sock, issuer_sock):
             sock.close()
     console.print(f"stopped; the ledger stays in {data_dir} — "
-                  f"ledgergate audit verify --config {config.path}", soft_wrap=True, highlight=False)
+                  f"{cli_command()} audit verify --config {config.path}", soft_wrap=True, highlight=False,
+                  markup=False)
 
 
-def run_demo(port: int = 8080, data_dir: Path = Path("./ledgergate-demo")) -> None:
+def run_demo(port: int = 8080, data_dir: Path | None = None) -> None:
     """Run the gateway, the demo bank server and the development issuer until Ctrl-C / SIGTERM."""
     console = make_console()
     _configure_logging(make_console(stderr=True))
-    data_dir = data_dir.expanduser().resolve()
+    data_dir = (data_dir or default_data_dir()).expanduser().resolve()
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -24,7 +24,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
-from ledgergate.errors import INVALID_PARAMS, GatewayError, UpstreamError
+from ledgergate.errors import INVALID_PARAMS, BadRequest, GatewayError, UpstreamError
 from ledgergate.wire import jsonrpc
 from ledgergate.gateway.call import Call
 from ledgergate.gateway.pipeline import Pipeline
@@ -122,6 +122,29 @@ class Bridge:
                 result["instructions"] = base["instructions"]
         return result
 
+    async def _shared(self, pipeline: Pipeline, server: str, principal: Principal, upstream: Upstream,
+                      sessions: SessionRegistry, hello: ClientHello) -> GatewaySession:
+        """The principal's shared upstream session; before one is opened (a stdio child, an upstream
+        handshake), the principal must be one that may use the server at all."""
+        shared = sessions.peek_shared(server, principal)
+        if shared is None or shared.upstream_session is None or not shared.upstream_session.alive:
+            await pipeline.admit(server, principal, "initialize")
+        return sessions.shared_for(server, principal, upstream, self._shared_hello(hello))
+
+    @staticmethod
+    async def refuse_unless_notification(pipeline: Pipeline, server: str, principal: Principal,
+                                         session_id: str | None, message: Message) -> None:
+        """Only `notifications/*` may arrive without an id: a request shaped as a notification (a
+        `tools/call` with no id) would skip every decision, so it is refused and recorded."""
+        method = message["method"]
+        if method.startswith("notifications/"):
+            return
+        call = Call(server=server, principal=principal, message=message, session_id=session_id)
+        await pipeline.evidence.record("rpc.refused", call, with_args=True, reason="not_a_notification")
+        raise BadRequest(f"Invalid Request: {method!r} is not a notification, so it needs an \"id\"; nothing was "
+                         f"forwarded (request id {call.request_id})",
+                         data={"reason": "not_a_notification", "requestId": call.request_id})
+
     @staticmethod
     def _shared_hello(hello: ClientHello) -> ClientHello:
         # One upstream session serves all of a principal's stateless calls, so it offers every
@@ -139,7 +162,7 @@ class Bridge:
                 async for item in resumed:
                     yield item
             return
-        shared = sessions.shared_for(server, principal, upstream, self._shared_hello(hello))
+        shared = await self._shared(pipeline, server, principal, upstream, sessions, hello)
         upstream_session = await self._ready(shared)
         call = Call(server=server, principal=principal, message=message, era="modern",
                     client_capabilities=hello.capabilities)
@@ -178,12 +201,18 @@ class Bridge:
 
     async def _resume(self, pipeline: Pipeline, token: str, principal: Principal, server: str,
                       message: Message) -> AsyncGenerator[Message, None]:
-        pending = self._pending.pop(token, None)
+        pending = self._pending.get(token)
         if pending is None or pending.expires < time.monotonic():
+            self._pending.pop(token, None)
             raise GatewayError("requestState is unknown or expired; send the request again without it",
                                rpc_code=INVALID_PARAMS)
         if pending.principal_key != principal.key or pending.server != server:
-            raise GatewayError("requestState belongs to another caller", rpc_code=INVALID_PARAMS)
+            # Refused without consuming it: someone else's presenting it must not end the owner's call.
+            call = Call(server=server, principal=principal, message=message, era="modern")
+            await pipeline.evidence.record("rpc.refused", call, reason="foreign_request_state")
+            raise GatewayError(f"requestState belongs to another caller (request id {call.request_id})",
+                               rpc_code=INVALID_PARAMS)
+        del self._pending[token]  # the owner's: used once (no await since the check above)
         responses = (message.get("params") or {}).get("inputResponses") or {}
         for key, server_request_id in pending.requests.items():
             answer = responses.get(key)
@@ -275,6 +304,7 @@ class Bridge:
         return ask
 
     async def client_notification(self, pipeline: Pipeline, session: GatewaySession, principal: Principal, message: Message) -> None:
+        await self.refuse_unless_notification(pipeline, session.server, principal, session.id, message)
         await pipeline.messages.from_client(session.server, principal, session.id, message)
         if message["method"] == "notifications/initialized":
             return  # the gateway already completed the upstream handshake
@@ -326,7 +356,7 @@ class Bridge:
         session, and its list-changed and updated notices are filtered to what the client asked.
         Every notice carries the client's subscription id.
         """
-        shared = sessions.shared_for(server, principal, upstream, self._shared_hello(hello))
+        shared = await self._shared(pipeline, server, principal, upstream, sessions, hello)
         upstream_session = await self._ready(shared)
         subscription = {SUBSCRIPTION_ID: message["id"]}
         if upstream_session.era == "modern":
@@ -355,11 +385,11 @@ class Bridge:
                     continue
                 request = {"jsonrpc": "2.0", "id": f"{message['id']}/subscribe/{n}", "method": "resources/subscribe",
                            "params": {"uri": uri}}
+                call = Call(server=server, principal=principal, message=request)
                 try:
-                    async for reply in pipeline.handle(Call(server=server, principal=principal,
-                                                                 message=request), upstream_session):
+                    async for reply in pipeline.handle(call, upstream_session):
                         if "result" in reply:
-                            uris.add(uri)
+                            uris.add(call.target or uri)  # the normal form the upstream was subscribed to
                 except GatewayError:
                     continue  # not allowed or not possible: simply not honoured
             if uris:

@@ -1,6 +1,6 @@
 """The data path for one client request, as an ordered chain of stages (DESIGN.md, "The data path").
 
-    request:  policy ─▶ budget ─▶ tool drift ─▶ task ownership ─▶ approval ─▶ audit(request, durable)
+    request:  target ─▶ policy ─▶ budget ─▶ tool drift ─▶ task ownership ─▶ approval ─▶ audit(request, durable)
                                                                                         │
                                                                                     upstream
                                                                                         │
@@ -14,6 +14,7 @@ out, so one call is never decided by one policy and masked by another.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
 from functools import partial
@@ -34,9 +35,14 @@ from ledgergate.gateway.stages.masking import MaskResponse
 from ledgergate.gateway.stages.messages import Messages
 from ledgergate.gateway.stages.policy import PolicyCheck
 from ledgergate.gateway.stages.results import ListFilter, ResultLimit
+from ledgergate.gateway.stages.target import TargetCheck
 from ledgergate.gateway.stages.tasks import TaskOwnership, TaskRecords
 from ledgergate.gateway.tasks import GatewayTasks, TaskOwners
+from ledgergate.principal import Principal
+from ledgergate.requestlog import REQUEST_ID
 from ledgergate.upstream.base import Message, UpstreamSession
+
+log = logging.getLogger("ledgergate.pipeline")
 
 
 @dataclass(frozen=True)
@@ -55,8 +61,9 @@ class Lasting:
 
 class Pipeline:
     def __init__(self, snapshot: Snapshot, request: Sequence[RequestStage], response: Sequence[ResponseStage],
-                 evidence: Evidence, messages: Messages) -> None:
+                 evidence: Evidence, messages: Messages, policy: PolicyCheck | None = None) -> None:
         self.snapshot = snapshot
+        self.policy = policy if policy is not None else PolicyCheck(snapshot.policy, evidence)
         self.request_stages = tuple(request)
         self.response_stages = tuple(response)
         self.evidence = evidence
@@ -65,8 +72,10 @@ class Pipeline:
     @classmethod
     def build(cls, snapshot: Snapshot, lasting: Lasting) -> Pipeline:
         evidence = Evidence(lasting.ledger, snapshot.masker, lasting.digest)
+        policy = PolicyCheck(snapshot.policy, evidence)
         request: list[RequestStage] = [
-            PolicyCheck(snapshot.policy, evidence),
+            TargetCheck(evidence),
+            policy,
             BudgetCheck(snapshot.budgets, evidence),
             DriftCheck(lasting.drift, evidence),
             TaskOwnership(lasting.tasks, evidence),
@@ -84,11 +93,17 @@ class Pipeline:
             AuditResponse(evidence),
         ]
         return cls(snapshot, request, response, evidence,
-                   Messages(snapshot.policy, snapshot.masker, evidence))
+                   Messages(snapshot.policy, snapshot.masker, evidence), policy)
+
+    async def admit(self, server: str, principal: Principal, method: str, session_id: str | None = None) -> None:
+        """Before anything is opened upstream for `principal`: may it use `server` at all? Raises
+        stages.policy.ServerDenied (recorded as `policy.denied`) when not."""
+        await self.policy.admit(server, principal, method, session_id)
 
     async def handle(self, call: Call, upstream: UpstreamSession, start: int = 0) -> AsyncGenerator[Message, None]:
         """Yield what the client should see: notifications and server requests, then the answer."""
         call.resume = partial(self._finish, call, upstream)
+        REQUEST_ID.set(call.request_id)  # every log line of this call names it (app.configure_logging)
         try:
             for index in range(start, len(self.request_stages)):
                 call.next_stage = index + 1
@@ -114,9 +129,13 @@ class Pipeline:
                     yield await self.answer(call, message)
                     return
         except UpstreamError as exc:
+            log.warning("upstream %s failed on %s: %s", call.server, call.method, exc.message)
             await self.evidence.record("rpc.response", call, error=exc.message, latency_ms=call.latency_ms())
-            exc.recorded = True
-            raise
+            refusal = UpstreamError(f"{exc.message}; quote request id {call.request_id} to support",
+                                    data={**(exc.data or {}), "requestId": call.request_id},
+                                    http_status=exc.http_status, rpc_code=exc.rpc_code)
+            refusal.recorded = True
+            raise refusal from None
 
     async def _finish(self, call: Call, upstream: UpstreamSession) -> Message:
         """The rest of the chain for a call a stage let go on later: its answer (notifications dropped)."""

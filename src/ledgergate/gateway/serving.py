@@ -12,6 +12,11 @@ the request head must arrive within `header_timeout` of the connection or of its
 the body within `body_timeout` of the head, and at most `max_connections` clients are
 connected at once — a slow or silent client (slowloris) is answered 408 and closed, one too
 many is answered 503 and closed, so a few hundred of them cannot take every file descriptor.
+It stops in order: at shutdown an open event stream (a GET whose answer has begun and never
+ends by itself) is finished — its chunked body terminated, the connection closed, the
+application told the client has gone — instead of holding the shutdown until uvicorn's grace
+period runs out and cancels it with a logged traceback; a request still running when the grace
+period ends is cancelled with one log line, not a traceback.
 And it refuses, before any application code runs, a request whose meaning depends on which of
 two copies of a header one reads: two `Host` lines (RFC 9112 §3.2), or two of any header the
 gateway reads as a single value (identity, media type, origin, MCP session and routing).
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,6 +122,8 @@ SINGLE_VALUED = frozenset({
 
 _IDLE, _HEAD, _BODY = 0, 1, 2  # where the current request stands on the wire
 
+log = logging.getLogger("ledgergate.serving")
+
 
 def _error_response(status: int, code: int, message: str) -> bytes:
     body = json.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}}).encode()
@@ -135,6 +143,8 @@ class GatheringHttpToolsProtocol(HttpToolsProtocol):
         self.timeout_keep_alive = self.limits.keepalive_timeout  # type: ignore[assignment]
         self._phase = _IDLE
         self._deadline: asyncio.TimerHandle | None = None
+        self._shutting_down = False
+        self.app = self._cancelled_quietly(self.app)
 
     @classmethod
     def with_limits(cls, limits: ClientLimits) -> type[GatheringHttpToolsProtocol]:
@@ -194,6 +204,34 @@ class GatheringHttpToolsProtocol(HttpToolsProtocol):
         if self.transport.is_closing():  # refused by us already; the parser error is our _Refused
             return
         super().send_400_response(msg)
+
+    def shutdown(self) -> None:
+        """uvicorn's graceful shutdown, which waits for every connection to close."""
+        self._shutting_down = True
+        cycle = self.cycle
+        if (cycle is not None and cycle.response_started and not cycle.response_complete
+                and cycle.scope["method"] == "GET" and not self.transport.is_closing()):
+            # An event stream ends only when its client goes: end it as a server does, with the
+            # last chunk, and tell the application its client is gone so it closes the stream.
+            if cycle.chunked_encoding:
+                self.transport.write(b"0\r\n\r\n")
+            cycle.disconnected = True
+            cycle.message_event.set()
+            self.transport.close()
+            return
+        super().shutdown()
+
+    def _cancelled_quietly(self, app: Any) -> Any:
+        async def run(scope: Any, receive: Any, send: Any) -> None:
+            try:
+                await app(scope, receive, send)
+            except asyncio.CancelledError:
+                if not self._shutting_down:
+                    raise
+                # uvicorn's grace period ran out: the cancellation is the shutdown, not a fault
+                log.warning("a %s %s still running at the end of the shutdown grace period was cancelled",
+                            scope.get("method", ""), scope.get("path", ""))
+        return run
 
     def _cancel_deadline(self) -> None:
         if self._deadline is not None:

@@ -32,6 +32,13 @@ from ledgergate.upstream.base import ClientHello, Message, UpstreamSession
 from ledgergate.upstream.registry import Upstream
 
 
+#: What a client hears for a session id this process does not hold: it may have expired or been
+#: closed, or it lived in another replica that has since gone (sessions are not shared between
+#: replicas). Either way the remedy is the MCP one: initialize again, without the old id.
+UNKNOWN_SESSION = ("session not found: it expired, was closed, or was opened on a gateway replica that is "
+                   "no longer serving it; send initialize without Mcp-Session-Id to start a new session")
+
+
 class SessionNotFound(GatewayError):
     http_status = 404
     rpc_code = SESSION_NOT_FOUND
@@ -218,11 +225,15 @@ class SessionRegistry:
     def get(self, session_id: str, server: str, principal: Principal) -> GatewaySession:
         session = self._sessions.get(session_id)
         if session is None or session.server != server:
-            raise SessionNotFound("unknown or expired session; start a new one with initialize")
+            raise SessionNotFound(UNKNOWN_SESSION)
         if session.principal_key != principal.key:
             raise ForbiddenError("this session belongs to another identity")
         session.last_used = time.time()
         return session
+
+    def peek_shared(self, server: str, principal: Principal) -> GatewaySession | None:
+        """The principal's shared session if one exists (nothing is created)."""
+        return self._shared.get((server, principal.key))
 
     def shared_for(self, server: str, principal: Principal, upstream: Upstream, hello: ClientHello) -> GatewaySession:
         """The per-principal upstream session a stateless (2026-07-28) client's calls use."""

@@ -34,7 +34,8 @@ _INVISIBLE_RANGES = (
 )
 _INVISIBLE_CLASS = "".join(f"\\U{a:08x}" if a == b else f"\\U{a:08x}-\\U{b:08x}" for a, b in _INVISIBLE_RANGES)
 _INVISIBLE = frozenset(chr(c) for a, b in _INVISIBLE_RANGES for c in range(a, b + 1))
-_DASHES = "\u058a\u05be\u1400\u1806\u2010-\u2015\u2212\u2e17\u2e1a\u2e3a\u2e3b\u2e40\u2e5d\u301c\u3030\ufe31\ufe32\ufe58\ufe63\uff0d"
+_DASHES = ("\u058a\u05be\u1400\u1806\u2010-\u2015\u2212\u2e17\u2e1a\u2e3a\u2e3b\u2e40\u2e5d\u301c\u3030"
+           "\ufe31\ufe32\ufe58\ufe63\uff0d")
 _DASH_SET = frozenset(re.sub(r"(.)-(.)", lambda m: "".join(chr(c) for c in range(ord(m[1]), ord(m[2]) + 1)), _DASHES))
 # Anything the cheap path cannot leave as it is: invisibles, dashes, non-ASCII digits.
 _ODD = re.compile(f"[{_INVISIBLE_CLASS}{_DASHES}]|(?=\\d)[^\\x00-\\x7f]")

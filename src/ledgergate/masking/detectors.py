@@ -290,22 +290,78 @@ def _seq_last_chars(seq: tuple[_Node, ...]) -> set[str]:
 
 
 _KEY_LAST = "".join(sorted(set().union(*(_seq_last_chars(g) for g in _KEY_GRAMMAR)) | {"n"}))
+_SEP_TOKEN = "\x00"  # one required separator character, [_ .-]
+
+
+def _spell(node: _Node) -> list[tuple[str, ...]]:
+    """Every spelling of a grammar node, as tuples of single characters and _SEP_TOKEN."""
+    if node == _S:
+        return [(), (_SEP_TOKEN,)]
+    if isinstance(node, str):
+        return [tuple(node)]
+    kind, items = cast(tuple[str, tuple[_Node, ...]], node)
+    if kind == "|":
+        return [sp for x in items for sp in _spell(x)]
+    if kind == "?":
+        return [(), *_spell_seq(items)]
+    return _spell_seq(cast(tuple[_Node, ...], node))
+
+
+def _spell_seq(seq: tuple[_Node, ...]) -> list[tuple[str, ...]]:
+    out: list[tuple[str, ...]] = [()]
+    for node in seq:
+        out = [a + b for a in out for b in _spell(node)]
+    return out
+
+
+def _trie_regex(spellings: dict[tuple[str, ...], str]) -> str:
+    """One regex for many literal spellings, factored by common prefix.
+
+    Why: `re` tries alternatives one by one, but skips in C an alternative whose first item
+    is a literal or a character set that does not match. Factored, each ':' of ordinary JSON
+    costs one or two such checks instead of one entry into every alternative.
+    """
+    trie: dict[str, object] = {}
+    for tokens, end in spellings.items():
+        node = trie
+        for tok in tokens:
+            node = cast(dict[str, object], node.setdefault(tok, {}))
+        node[""] = end  # the end of a key: its boundary pattern
+
+    def render(node: dict[str, object]) -> str:
+        parts = [("[_ .-]" if tok == _SEP_TOKEN else re.escape(tok)) + render(cast(dict[str, object], child))
+                 for tok, child in sorted(node.items()) if tok != ""]
+        if "" in node:
+            parts.append(cast(str, node[""]))  # after the longer keys: the longest key wins
+        return parts[0] if len(parts) == 1 else "(?:" + "|".join(parts) + ")"
+
+    return render(trie)
+
+
+_KEY_SPELLINGS: dict[tuple[str, ...], str] = {
+    tuple(reversed(sp)): "(?![A-Za-z0-9])" for g in _KEY_GRAMMAR for sp in _spell_seq(g)
+}
+# `token` alone is a key only as a whole word: `next_page_token` and `token_count` are not secrets.
+_KEY_SPELLINGS[tuple("nekot")] = "(?![A-Za-z0-9_.-])"
 # The lookahead right after the separator rejects most ':' of ordinary JSON inside `re`.
 # An optional run of backslashes before the key's opening quote: JSON escaped inside text.
 _KEYED_REV_SRC = (
     rf"[:=](?=[ \t]*(?:[\"']\\*)?[{_KEY_LAST}{_KEY_LAST.upper()}])[ \t]*(?:[\"']\\*)?(?P<rk>"
-    + "|".join(f"{_render_seq(g, True)}(?![A-Za-z0-9])" for g in _KEY_GRAMMAR)
-    + r"|nekot(?![A-Za-z0-9_.-]))"
+    + _trie_regex(_KEY_SPELLINGS) + ")"
 )
 # Matched on the lower-cased reversed text (case-sensitive literals let `re` reject
 # alternatives on their first character); the IGNORECASE twin is for the rare text
 # whose lower-casing changes its length (e.g. 'İ').
 _KEYED_REV = re.compile(_KEYED_REV_SRC)
 _KEYED_REV_I = re.compile(_KEYED_REV_SRC, re.IGNORECASE)
-# Every key of the grammar contains one of these: a cheap `in` gate before the keyed scan.
-_KEY_STEMS = ("ssn", "social", "acc", "acct", "routing", "aba", "card", "iban", "phone", "mobile",
-              "secret", "pass", "api", "token", "private", "authorization", "name", "holder", "address",
-              "dob", "birth")
+# Every key of the grammar contains one of these: a cheap `in` gate before the keyed scan,
+# per detector so a profile only pays for the keys it can use.
+_STEMS_BY_DETECTOR: dict[str, tuple[str, ...]] = {
+    US_SSN: ("ssn", "social"), US_BANK_ACCOUNT: ("acc",), ABA_ROUTING: ("routing", "aba"),
+    CREDIT_CARD: ("card",), IBAN: ("iban",), PHONE: ("phone", "mobile"),
+    SECRET: ("secret", "pass", "api", "token", "private", "authorization"),
+    PERSON: ("name", "holder"), ADDRESS: ("address",), DATE_OF_BIRTH: ("dob", "birth"),  # EMAIL: none
+}
 _VALUE_STOP = r"""\s"',;&}\]\)<>"""
 _KEYED_VALUE = re.compile(
     r"[ \t]*(?:\"(?P<kq>(?:[^\"\\\n]|\\.)*)\"|'(?P<ks>(?:[^'\\\n]|\\.)*)'"
@@ -316,10 +372,12 @@ _KEYED_VALUE = re.compile(
     r"|(?P<deep>\\{2,}\")"
     # a digit run takes every separator and whatever sticks to it: no tail left bare; a bare value
     # never starts with '[' or '{' (a JSON container in text: cutting into it would break the JSON)
-    rf"|(?P<ku>(?i:(?:bearer|basic|token)[ \t]+)?(?:\d[\d \-./()_]*\d[^{_VALUE_STOP}]*|[^{_VALUE_STOP}\[{{][^{_VALUE_STOP}]*)))"
+    rf"|(?P<ku>(?i:(?:bearer|basic|token)[ \t]+)?"
+    rf"(?:\d[\d \-./()_]*\d[^{_VALUE_STOP}]*|[^{_VALUE_STOP}\[{{][^{_VALUE_STOP}]*)))"
 )
 # Unquoted values of names, addresses and dates run to the end of the phrase, not the first space.
 _PHRASE_TAIL = re.compile(r"[^\n,;\"'<>{}\[\]|]*")
+_ADDRESS_TAIL = re.compile(r"[^\n;\"'<>{}\[\]|]*")  # an address has commas in it: the line ends it
 _PHRASES = frozenset({PERSON, ADDRESS, DATE_OF_BIRTH})
 _LABEL_AT = re.compile(r"[ \t]*\[[A-Z][A-Za-z0-9_]*\]")
 
@@ -413,7 +471,6 @@ _SHORT = 256
 _GATE = re.compile(
     r"\d(?:[ .()_/-]{0,2}\d){5,}|[@:=]|-----BEGIN|[A-Za-z]{2}\d\d|" + "|".join(re.escape(g) for g in _TOKEN_GATES)
 )
-# The same for the personal detectors: a cue word (any case) or a number before a capitalised word.
 _PERSONAL = frozenset({PERSON, ADDRESS, DATE_OF_BIRTH})
 _ASCII_LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
@@ -455,7 +512,8 @@ def _digits(s: str) -> str:
 def _context(text: str, start: int, keywords: re.Pattern[str]) -> bool:
     """A keyword within the window before `start`, with no other number in between."""
     window = text[max(0, start - _CTX_WINDOW):start].lower()
-    if keywords is not _CTX_CARD and _CTX_ANY.search(window) is None:  # the common case: one cheap search, no keyword at all
+    # the common case: one cheap search finds no keyword at all (card keywords are asked for rarely)
+    if keywords is not _CTX_CARD and _CTX_ANY.search(window) is None:
         return False
     window = _IDENTIFIER.sub(" ", window)
     m = _LAST_DIGIT.search(window)
@@ -547,6 +605,16 @@ class TextScanner:
             "(?:" + "|".join(re.escape(n) for n in names) + r")_[0-9a-f]{16}(?![A-Za-z0-9_])"
         )
         self._shape_cache: dict[tuple[int, ...], tuple[bool, bool, bool, bool]] = {}
+        self._stems: dict[frozenset[str], tuple[str, ...]] = {}
+
+    def _stems_for(self, enabled: frozenset[str]) -> tuple[str, ...]:
+        stems = self._stems.get(enabled)
+        if stems is None:
+            stems = tuple(dict.fromkeys(st for det in BUILTIN_DETECTORS if det in enabled
+                                        for st in _STEMS_BY_DETECTOR.get(det, ())))
+            if len(self._stems) < 64:
+                self._stems[enabled] = stems
+        return stems
 
     def find(self, text: str, enabled: frozenset[str]) -> list[Finding]:
         """Non-overlapping findings, in order, of the detectors in `enabled`."""
@@ -589,7 +657,7 @@ class TextScanner:
                     add((m.start(), m.end(), _RANK_TOKEN, SECRET))
         if ":" in text or "=" in text:
             lowered = text.lower()
-            if any(stem in lowered for stem in _KEY_STEMS):
+            if any(stem in lowered for stem in self._stems_for(enabled)):
                 self._keyed(text, enabled, add)
         if EMAIL in enabled and "@" in text:
             self._emails(text, add)
@@ -644,7 +712,7 @@ class TextScanner:
                     continue
                 start, end = v.span(group)
                 if group == "ku" and detector in _PHRASES:
-                    tail = _PHRASE_TAIL.match(text, end)
+                    tail = (_ADDRESS_TAIL if detector == ADDRESS else _PHRASE_TAIL).match(text, end)
                     if tail is not None:
                         end = start + len(text[start:tail.end()].rstrip())
                         value = text[start:end]

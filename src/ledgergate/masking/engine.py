@@ -109,7 +109,8 @@ class Masker:
         profiles: dict[str, _Profile] = {}
         for name, prof in settings.profiles.items():
             if prof.operator == "pseudonym":
-                assert key is not None  # check() refused a pseudonym profile without a key
+                if key is None:  # check() refuses this; kept so no path can build an unkeyed pseudonym
+                    raise ValueError(f"masking profile {name!r}: operator 'pseudonym' needs masking.pseudonym_key")
                 operator = make_pseudonym(key.encode())
             else:
                 operator = OPERATORS[prof.operator]
@@ -210,10 +211,13 @@ class _Run:
                 matched = canon.text[cstart:cend]
                 if start < pos:
                     start = pos
-            parts.append(value[pos:start])
             replacement = op(detector, matched)
-            if _bare_json_number(value, start, end):
+            if start > pos and value[start - 1] == "-" and _bare_json_number(value, start - 1, end):
+                start -= 1  # a negative JSON number: the minus goes inside the quotes too
+                replacement = f'"{replacement}"'
+            elif _bare_json_number(value, start, end):
                 replacement = f'"{replacement}"'  # JSON-as-text stays parseable
+            parts.append(value[pos:start])
             parts.append(replacement)
             self._count(detector)
             pos = end
@@ -228,6 +232,10 @@ class _Run:
             if not weak_value_matches(detector, value):
                 return self.text(value)
         self._count(detector)
+        if not value.isascii():  # the operator sees the canonical form: `partial` and pseudonyms as for ASCII
+            canon = canonicalize(value)
+            if canon is not None:
+                return self._op(detector, canon.text)
         return self._op(detector, value)
 
     def number(self, value: int) -> int | str:

@@ -44,42 +44,66 @@ _NAME_END = rf"(?![{_UP}{_LO}0-9_@])"
 _FULL_NAME = rf"(?P<name>{_TOKEN}(?:[ ](?:{_INITIAL}|{_TOKEN})){{0,2}}[ ]{_TOKEN}{_NAME_END}{_SUFFIX}?)"
 _SURNAME_OK = rf"(?P<sur>{_TOKEN}(?:[ ](?:{_INITIAL}|{_TOKEN})){{0,3}}{_NAME_END}{_SUFFIX}?)"
 
-# Cues are found in the lower-cased text by one case-sensitive pattern (literals, so `re`
-# skips ahead fast); the name is then matched in the original text where the cue ends.
-_CUE = re.compile(
-    r"(?<![a-z])(?:(?P<hon>mr|mrs|ms|miss|mx|dr|prof|sir|dame)(?![a-z])"
-    r"|(?:account[ _-]?holder|acct[ _-]?holder|card[ _-]?holder|policy[ _-]?holder|holder"
-    r"|customer|client|beneficiary|payee|payer|applicant|co-?applicant|borrower|co-?borrower|member"
-    r"|patient|employee|insured|signatory|signer|authori[sz]ed[ ]user|recipient|sender|contact|guarantor"
-    r"|trustee|owner|attn|attention|full[ _-]?name|legal[ _-]?name|first[ _-]?name|last[ _-]?name"
-    r"|customer[ _-]?name|client[ _-]?name|name|dear)(?:'s)?(?![a-z]))"
+# Cue words ('~': an optional space, '_' or '-'). Found backwards from each capital letter
+# that follows a space — names start there — by one pattern over the reversed lower-cased
+# text, so text without such a capital costs one literal-led search, and each candidate
+# costs one anchored match (a scan for every cue at every position would cost ~50 ns a character).
+_CUE_WORDS = (
+    "account~holder", "acct~holder", "card~holder", "policy~holder", "holder", "customer", "client",
+    "beneficiary", "payee", "payer", "applicant", "co~applicant", "borrower", "co~borrower", "member",
+    "patient", "employee", "insured", "signatory", "signer", "authorized user", "authorised user",
+    "recipient", "sender", "contact", "guarantor", "trustee", "owner", "attn", "attention", "full~name",
+    "legal~name", "first~name", "last~name", "customer~name", "client~name", "name", "dear",
 )
-_AFTER_HONORIFIC = re.compile(rf"\.?[ ]+{_SURNAME_OK}")
-_AFTER_LABEL = re.compile(
-    rf"(?:[ ]?[:=\-–][ ]?|[ ]+(?i:is|was|named|called)[ ]+|[ ]+)(?:(?i:mr|mrs|ms|miss|dr)\.?[ ]+)?{_FULL_NAME}"
-)
+_HONORIFICS = ("mr", "mrs", "ms", "miss", "mx", "dr", "prof", "sir", "dame")
 
-# (Months that are also first names — April, May, June, August — are not on the list.)
+
+def _spellings(word: str) -> list[str]:
+    out = [""]
+    for part in word.split("~"):
+        out = [o + sep + part for o in out for sep in (("", " ", "_", "-") if o else ("",))]
+    return out
+
+
+def _rev_alternation(words: tuple[str, ...]) -> str:
+    spelled = sorted({sp[::-1] for w in words for sp in _spellings(w)}, key=lambda x: (-len(x), x))
+    return "(?:" + "|".join(re.escape(sp) for sp in spelled) + ")"
+
+
+# Read backwards from a capital: an honorific and a space (then a surname alone will do), or:
+# [honorific]? separator [identifier]? ['s]? cue word — "Customer C-1001: Alice Nguyen".
+_CUE_REV = re.compile(
+    r"(?:[ ]+\.?(?P<hon>" + _rev_alternation(_HONORIFICS) + r")(?![a-z])"
+    r"|(?:[ ]+\.?(?:rm|srm|sm|ssim|rd))?"
+    r"(?:[ ]?[:=\-–][ ]?|[ ]+(?:si|saw|deman|dellac)[ ]+|[ ]+)"
+    r"(?:[a-z0-9_#-]*[0-9][a-z0-9_#-]*[ ]+)?"
+    r"(?P<lab>(?:s')?" + _rev_alternation(_CUE_WORDS) + r")(?![a-z]))"
+)
+# The name itself, matched forwards from the capital once a cue stands before it.
+_SURNAME_AT = re.compile(_SURNAME_OK)
+_FULL_NAME_AT = re.compile(_FULL_NAME)
+
 # Capitalised words that start or fill business phrases after a cue ("Customer Service Team",
 # "Account Holder Agreement"): any of them in a candidate means it is not a person's name.
+# (Months that are also first names — April, May, June, August — are not on the list.)
 _NOT_NAME = frozenset("""
 account accounts acct action address admin administrator agreement alert all and annual api app application
-approved   auto automatic balance bank banking basic benefit benefits billing board branch business
-call card care case cash center centre change charge checking claim class client closed code company compliance
-contact corporate credit customer customers daily data date day dear debit december default department deposit
-desk detail details digital direct division east email employee enterprise escrow experience external family
-fax february fee file final finance financial first for form fraud friday from fund funds general global gold
+approved auto automatic balance bank banking basic benefit benefits billing board branch business call card
+care case cash center centre change charge checking claim class client closed code company compliance contact
+corporate credit customer customers daily data date day dear debit december default department deposit desk
+detail details digital direct division east email employee enterprise escrow experience external family fax
+february fee file final finance financial first for form fraud friday from fund funds general global gold
 group guest help high holder home hub id identity inbound info information insurance internal international
-into invoice it january joint july  last legal limit line list loan loans management manager march market
- member members merchant message mobile monday money monthly mortgage name new no north not notice november
+into invoice it january joint july last legal limit line list loan loans management manager march market
+member members merchant message mobile monday money monthly mortgage name new no north not notice november
 number october office officer online open operations order our owner page partner payment payments pending
 personal phone platform plan platinum policy portal premier premium primary priority private product profile
-program qualified rate record records reference region relations relationship report request retail review risk
-saturday savings second security segment september service services settings since south standard statement
-status success sunday support system team tax technical the this thursday ticket to today total trade transfer
-trust tuesday type unit unknown update user users vip wallet wednesday west wire with your
-inc llc ltd limited corp corporation co company plc gmbh ag llp lp holdings partners associates foundation
-capital ventures industries enterprises solutions technologies systems sons
+program qualified rate record records reference region relations relationship report request retail review
+risk saturday savings second security segment september service services settings since south standard
+statement status success sunday support system team tax technical the this thursday ticket to today total
+trade transfer trust tuesday type unit unknown update user users vip wallet wednesday west wire with your inc
+llc ltd limited corp corporation co company plc gmbh ag llp lp holdings partners associates foundation capital
+ventures industries enterprises solutions technologies systems sons
 """.split())
 _COMPANY_AFTER = re.compile(
     r"(?:,?[ ]+(?:Inc|LLC|L\.L\.C|Ltd|Limited|Corp|Corporation|Co|Company|Group|PLC|GmbH|AG|SA|NV|BV|LLP|LP"
@@ -102,20 +126,30 @@ _NAME_GATE = re.compile(f"[ ](?=[{_UP}])")
 
 def find_persons(text: str, lowered: str, add: _Add, rank: int) -> None:
     """Names that stand right after a person cue (`lowered` is text.lower(), the same length)."""
-    if _NAME_GATE.search(text) is None:
-        return
-    for cue in _CUE.finditer(lowered):
+    n = len(text)
+    rev = ""
+    done = -1
+    for gate in _NAME_GATE.finditer(text):
+        q = gate.end()  # the capital
+        if q <= done:
+            continue
+        if not rev:
+            rev = lowered[::-1]
+        cue = _CUE_REV.match(rev, n - q)
+        if cue is None:
+            continue
         if cue.group("hon") is not None:
-            m = _AFTER_HONORIFIC.match(text, cue.end())
+            m = _SURNAME_AT.match(text, q)
             group = "sur"
         else:
-            m = _AFTER_LABEL.match(text, cue.end())
+            m = _FULL_NAME_AT.match(text, q)
             group = "name"
         if m is None:
             continue
         s, e = m.span(group)
         if _name_ok(m.group(group)) and _COMPANY_AFTER.match(text, e) is None:
             add((s, e, rank, PERSON))
+            done = e
 
 
 _WHOLE_NAME = re.compile(rf"(?:(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof)\.?[ ]+)?{_FULL_NAME}[ ]*")
@@ -164,28 +198,49 @@ _STATES = (
 ).split()
 _STATE = "(?:" + "|".join(_STATES) + ")"
 _WORD = r"(?:[A-Z][A-Za-z'’]*(?:-[A-Z][A-Za-z'’]*)?\.?|\d{1,3}(?:st|nd|rd|th|ST|ND|RD|TH))"
-_DIR = r"(?:North|South|East|West|Northeast|Northwest|Southeast|Southwest|NORTH|SOUTH|EAST|WEST|N\.?E\.?|N\.?W\.?|S\.?E\.?|S\.?W\.?|[NSEW]\.?)"
+_DIR = (r"(?:North|South|East|West|Northeast|Northwest|Southeast|Southwest|NORTH|SOUTH|EAST|WEST"
+        r"|N\.?E\.?|N\.?W\.?|S\.?E\.?|S\.?W\.?|[NSEW]\.?)")
 _UNIT = (r"(?:,?[ ]+(?:Apt|APT|Apartment|Suite|SUITE|Ste|STE|Unit|UNIT|Fl|Floor|Rm|Room|Bldg|Building|Lot|Trlr|Dept)\.?"
          r"[ ]*#?[ ]*[A-Za-z0-9-]{1,8}|[ ]*#[ ]*[A-Za-z0-9-]{1,8})")
 _SEP = r"(?:,[ ]*\n?[ ]*|[ ]*\n[ ]*|,?[ ]+)"
-_CITY_ZIP = rf"(?:{_SEP}(?:[A-Z][A-Za-z.'’-]*[ ]+){{0,3}}[A-Z][A-Za-z.'’-]*,?[ ]+{_STATE}\.?[ ]+\d{{5}}(?:-\d{{4}})?(?!\d))"
+_CITY_ZIP = (rf"(?:{_SEP}(?:[A-Z][A-Za-z.'’-]*[ ]+){{0,3}}[A-Z][A-Za-z.'’-]*,?[ ]+{_STATE}\.?[ ]+"
+             rf"\d{{5}}(?:-\d{{4}})?(?!\d))")
+# A city with no state or ZIP is taken only where the phrase ends right after it.
+_CITY_ONLY = r"(?:,[ ]*[A-Z][A-Za-z'’-]+(?:[ ][A-Z][A-Za-z'’-]+){0,2}(?=[ ]*(?:$|[\n.;:)\"'\]}|]|,[ ]+[a-z])))"
 _STREET = (rf"(?<![\w.,/#-])\d{{1,6}}[A-Z]?(?:-\d{{1,4}})?[ ]+(?:{_DIR}[ ]+)?(?:{_WORD}[ ]+){{1,4}}?"
-           rf"(?:{_TYPES})(?![A-Za-z0-9])\.?(?:[ ]+{_DIR}(?![A-Za-z]))?{_UNIT}?{_CITY_ZIP}?")
-_MILITARY = (r"(?<![A-Za-z])(?:(?:PSC|Unit|UNIT|CMR)[ ]+\d{3,5},?[ ]+Box[ ]+\d{1,5}|(?:USS|USNS|USNV|USCGC)[ ]+[A-Z][A-Za-z'’-]+)"
+           rf"(?:{_TYPES})(?![A-Za-z0-9])\.?(?:[ ]+{_DIR}(?![A-Za-z]))?{_UNIT}?(?:{_CITY_ZIP}|{_CITY_ONLY})?")
+_MILITARY = (r"(?<![A-Za-z])(?:(?:PSC|Unit|UNIT|CMR)[ ]+\d{3,5},?[ ]+Box[ ]+\d{1,5}"
+             r"|(?:USS|USNS|USNV|USCGC)[ ]+[A-Z][A-Za-z'’-]+)"
              rf"{_SEP}(?:APO|FPO|DPO)[ ]+A[AEP][ ]+\d{{5}}(?:-\d{{4}})?(?!\d)")
 _PO_BOX = rf"(?<![A-Za-z])(?:P\.?[ ]?O\.?|Post[ ]Office)[ ]+Box[ ]+\d{{1,6}}{_CITY_ZIP}?"
 _ADDRESS_RE = re.compile(f"{_STREET}|{_MILITARY}|{_PO_BOX}")
-# Literal-led gates: a number, a space and a capital or digit; a PO box; a ship.
-_STREET_GATE = re.compile(r"[ ](?<=\d[ ])[A-Z0-9]")
+_STREET_AT = re.compile(_STREET)
+_OTHER_RE = re.compile(f"{_MILITARY}|{_PO_BOX}")
+# Literal-led gates: a space after a digit, then a capital or an ordinal (the street name); a PO
+# box or military unit; a ship. The street pattern is then tried only where a house number starts.
+_STREET_GATE = re.compile(r"[ ](?<=\d[ ])(?:[A-Z]|\d{1,3}(?:st|nd|rd|th|ST|ND|RD|TH)(?![A-Za-z0-9]))")
 _OTHER_GATE = re.compile(r"Box[ ]|US[SN]|USCGC")
+_HOUSE_NUMBER_CHARS = frozenset("0123456789-ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
 def find_addresses(text: str, add: _Add, rank: int) -> None:
     """Street, PO box and military addresses by their shape."""
-    if _STREET_GATE.search(text) is None and _OTHER_GATE.search(text) is None:
-        return
-    for m in _ADDRESS_RE.finditer(text):
-        add((m.start(), m.end(), rank, ADDRESS))
+    done = -1
+    for gate in _STREET_GATE.finditer(text):
+        start = gate.start()  # the space after the house number: walk back to where it starts
+        while start > 0 and gate.start() - start < 12 and text[start - 1] in _HOUSE_NUMBER_CHARS:
+            start -= 1
+        if start <= done:
+            continue
+        while start < gate.start() and not text[start].isdigit():
+            start += 1
+        m = _STREET_AT.match(text, start)
+        if m is not None:
+            add((m.start(), m.end(), rank, ADDRESS))
+            done = m.end()
+    if _OTHER_GATE.search(text) is not None:
+        for m in _OTHER_RE.finditer(text):
+            add((m.start(), m.end(), rank, ADDRESS))
 
 
 _NUMBER_WORD = re.compile(r"\d+[A-Za-z]?[ ]+[A-Za-z]{2,}")

@@ -29,7 +29,11 @@ class LeafMasker(Protocol):
     """One masking run: knows the profile and accumulates the counts."""
 
     def key(self, key: object) -> tuple[object, str | None]:
-        """(key to emit, detector the key name forces on its value or None)."""
+        """(key to emit, detector the key name forces on its value or None).
+
+        A detector name ending in '?' is tentative (a generic key such as `name`): `forced`
+        decides by the value, and a nested key's own detector replaces it.
+        """
 
     def text(self, value: str) -> str:
         """A string scanned for sensitive spans."""
@@ -92,7 +96,9 @@ def walk(value: Any, run: LeafMasker) -> Any:
                     while f"{nk} #{i}" in out:
                         i += 1
                     nk = f"{nk} #{i}"
-                det = forced if forced is not None else kdet
+                # a tentative rule inherited from a generic key ("PERSON?" from `name`) yields to the
+                # key's own rule: {"name": {"ssn": ...}} masks the SSN as an SSN
+                det = kdet if forced is None or (kdet is not None and forced.endswith("?")) else forced
                 if isinstance(v, (dict, list, tuple)):
                     out[nk] = None
                     push((v, out, nk, det, depth + 1))

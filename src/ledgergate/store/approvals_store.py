@@ -19,17 +19,44 @@ import asyncio
 import builtins
 import logging
 import threading
-from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Generic, Protocol, TypeVar
 
 import orjson
 
-from ledgergate.approvals.model import Approval
 from ledgergate.store.db import StoreURL, connect, sql
 
 log = logging.getLogger("ledgergate.store.approvals")
 
 T = TypeVar("T")
+
+
+class StoredApproval(Protocol):
+    """What the store reads of an approval to index it; the approvals model provides it (a frozen
+    dataclass), and the store hands back whatever its `decode` makes of a row — it keeps rows only."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def binding_key(self) -> str: ...
+    @property
+    def principal_key(self) -> str: ...
+    @property
+    def created(self) -> float: ...
+    @property
+    def expires(self) -> float: ...
+    @property
+    def granted_until(self) -> float | None: ...
+
+    def to_doc(self) -> dict[str, Any]: ...
+
+
+Approval = TypeVar("Approval", bound=StoredApproval)
 CHANNEL = "ledgergate_approvals"
 
 _SCHEMA = [
@@ -59,25 +86,26 @@ class DuplicatePending(Exception):
     """A pending approval with the same binding exists already."""
 
 
-def _row(row: Any) -> Approval:
-    return Approval.from_doc(orjson.loads(row[0]), int(row[1]))
-
-
-def _doc(approval: Approval) -> str:
+def _doc(approval: StoredApproval) -> str:
     return orjson.dumps(approval.to_doc()).decode()
 
 
-class ApprovalStore:
+class ApprovalStore(Generic[Approval]):
     """Table access over one connection, serialised by a lock, reopened after a failure."""
 
-    def __init__(self, url: StoreURL) -> None:
+    def __init__(self, url: StoreURL, decode: Callable[[Mapping[str, Any], int], Approval]) -> None:
         self.url = url
+        self._decode = decode
         self._conn: Any = None
         self._lock = threading.Lock()
 
     @classmethod
-    def from_url(cls, url: str | StoreURL, base_dir: Any = None) -> ApprovalStore:
-        return cls(url if isinstance(url, StoreURL) else StoreURL.parse(url, base_dir))
+    def from_url(cls, url: str | StoreURL, decode: Callable[[Mapping[str, Any], int], Approval],
+                 base_dir: Any = None) -> ApprovalStore[Approval]:
+        return cls(url if isinstance(url, StoreURL) else StoreURL.parse(url, base_dir), decode)
+
+    def _row(self, row: Any) -> Approval:
+        return self._decode(orjson.loads(row[0]), int(row[1]))
 
     @property
     def is_postgres(self) -> bool:
@@ -151,11 +179,11 @@ class ApprovalStore:
                 conn.execute(
                     sql(self.url, "INSERT INTO approvals (id, binding_key, status, version, principal_key, created, "
                                   "expires, granted_until, doc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
-                    (approval.id, approval.binding.key, approval.status, 1, approval.binding.principal,
+                    (approval.id, approval.binding_key, approval.status, 1, approval.principal_key,
                      approval.created, approval.expires, approval.granted_until, _doc(approval)))
             except Exception as exc:
                 if _is_unique_violation(exc):
-                    raise DuplicatePending(approval.binding.key) from exc
+                    raise DuplicatePending(approval.binding_key) from exc
                 raise
             self._notify(conn, approval.id)
             return _replace_version(approval, 1)
@@ -187,7 +215,7 @@ class ApprovalStore:
                 sql(self.url, f"SELECT {_COLS} FROM approvals WHERE binding_key = ? AND status = 'approved' "
                               "AND granted_until > ? ORDER BY created"), (binding_key, now)).fetchall()
             for row in rows:
-                current = _row(row)
+                current = self._row(row)
                 done = make(current)
                 cur = conn.execute(
                     sql(self.url, "UPDATE approvals SET status = 'executed', version = version + 1, doc = ? "
@@ -214,7 +242,7 @@ class ApprovalStore:
         def op(conn: Any) -> Approval | None:
             row = conn.execute(sql(self.url, f"SELECT {_COLS} FROM approvals WHERE id = ?"),
                                (approval_id,)).fetchone()
-            return None if row is None else _row(row)
+            return None if row is None else self._row(row)
         return self._run(op)
 
     def pending_for(self, binding_key: str) -> Approval | None:
@@ -222,7 +250,7 @@ class ApprovalStore:
             row = conn.execute(
                 sql(self.url, f"SELECT {_COLS} FROM approvals WHERE binding_key = ? AND status = 'pending'"),
                 (binding_key,)).fetchone()
-            return None if row is None else _row(row)
+            return None if row is None else self._row(row)
         return self._run(op)
 
     def list(self, status: str | None = None, limit: int = 100, principal_key: str | None = None) -> list[Approval]:
@@ -239,7 +267,14 @@ class ApprovalStore:
         def op(conn: Any) -> builtins.list[Approval]:
             rows = conn.execute(sql(self.url, f"SELECT {_COLS} FROM approvals {clause}ORDER BY created DESC, id "
                                               "LIMIT ?"), (*params, limit)).fetchall()
-            return [_row(r) for r in rows]
+            return [self._row(r) for r in rows]
+        return self._run(op)
+
+    def count(self, status: str) -> int:
+        """How many approvals are in `status` (the pending gauge, read at scrape time)."""
+        def op(conn: Any) -> int:
+            return int(conn.execute(sql(self.url, "SELECT count(*) FROM approvals WHERE status = ?"),
+                                    (status,)).fetchone()[0])
         return self._run(op)
 
     def latest_for(self, binding_key: str) -> Approval | None:
@@ -248,7 +283,7 @@ class ApprovalStore:
             row = conn.execute(
                 sql(self.url, f"SELECT {_COLS} FROM approvals WHERE binding_key = ? ORDER BY created DESC, id "
                               "LIMIT 1"), (binding_key,)).fetchone()
-            return None if row is None else _row(row)
+            return None if row is None else self._row(row)
         return self._run(op)
 
     def due(self, now: float, limit: int = 500) -> builtins.list[Approval]:
@@ -256,7 +291,7 @@ class ApprovalStore:
         def op(conn: Any) -> builtins.list[Approval]:
             rows = conn.execute(sql(self.url, f"SELECT {_COLS} FROM approvals WHERE status = 'pending' AND "
                                               "expires <= ? ORDER BY expires LIMIT ?"), (now, limit)).fetchall()
-            return [_row(r) for r in rows]
+            return [self._row(r) for r in rows]
         return self._run(op)
 
     def statuses(self, ids: Iterable[str]) -> dict[str, str]:
@@ -276,9 +311,7 @@ class ApprovalStore:
 
 
 def _replace_version(approval: Approval, version: int) -> Approval:
-    import dataclasses
-
-    return dataclasses.replace(approval, version=version)
+    return dataclasses.replace(approval, version=version)  # type: ignore[type-var]
 
 
 def _is_unique_violation(exc: Exception) -> bool:

@@ -42,7 +42,7 @@ def connect(url: StoreURL) -> Any:
         return conn
     import psycopg
 
-    return psycopg.connect(url.target, autocommit=True)
+    return psycopg.connect(url.target, autocommit=True, connect_timeout=5)  # an unreachable server fails promptly
 
 
 def connection_error(exc: BaseException) -> bool:

@@ -7,6 +7,12 @@ Every engine error surfaces as `StoreError`, which the ledger turns into
 
 Leaf hashes are stored beside the record bytes: `verify` recomputes them and
 compares, and proofs read them without rehashing records.
+
+`ledger_hashes` holds the Merkle tree's interior: MTH of every perfect subtree
+at the levels `merkle.STRIDE` divides, written in the same transaction as the
+leaves that complete it. Opening a log reads O(log n) of them instead of
+replaying every leaf, proofs and C2SP tlog-tiles read them, and `verify`
+recomputes and compares them like the leaf hashes.
 """
 
 from __future__ import annotations
@@ -51,7 +57,14 @@ _SCHEMA = [
     "PRIMARY KEY (log_id, seq))",
     "CREATE TABLE IF NOT EXISTS ledger_checkpoints (log_id TEXT NOT NULL, size BIGINT NOT NULL, root {blob} NOT NULL, "
     "note TEXT NOT NULL, edge {blob} NOT NULL, created TEXT NOT NULL, PRIMARY KEY (log_id, size))",
+    # one row per log, rewritten by readiness probes: a durable write that is not a record
+    "CREATE TABLE IF NOT EXISTS ledger_probes (log_id TEXT PRIMARY KEY, at TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS ledger_hashes (log_id TEXT NOT NULL, level INTEGER NOT NULL, idx BIGINT NOT NULL, "
+    "hash {blob} NOT NULL, PRIMARY KEY (log_id, level, idx))",
 ]
+
+#: (level, index, hash) of a perfect subtree; see merkle.StoredNodes.
+Node = tuple[int, int, bytes]
 
 
 class LedgerStore:
@@ -138,13 +151,73 @@ class LedgerStore:
     def count(self, log_id: str) -> int:
         return int(self._run("SELECT COUNT(*) FROM ledger_leaves WHERE log_id = ?", (log_id,)).fetchone()[0])
 
-    def append_batch(self, log_id: str, rows: Sequence[LeafRow]) -> None:
-        """All rows in one transaction, one durable commit."""
+    def append_batch(self, log_id: str, rows: Sequence[LeafRow], nodes: Sequence[Node] = ()) -> None:
+        """All rows, and the interior hashes they complete, in one transaction, one durable commit."""
         self.check_alive()
         stmt = self._q("INSERT INTO ledger_leaves (log_id, seq, time, event, session, leaf_hash, record) "
                        "VALUES (?, ?, ?, ?, ?, ?, ?)")
         params = [(log_id, r.seq, r.time, r.event, r.session, r.leaf_hash, r.record) for r in rows]
-        self._tx(lambda: self._executemany(stmt, params))
+
+        def write() -> None:
+            self._executemany(stmt, params)
+            if nodes:
+                self._executemany(self._q(_INSERT_NODE), [(log_id, lv, ix, h) for lv, ix, h in nodes])
+
+        self._tx(write)
+
+    # --- stored interior hashes (ledger_hashes) -----------------------------
+    def add_nodes(self, log_id: str, nodes: Sequence[Node]) -> None:
+        """Backfill: store interior hashes, keeping any already there (one commit)."""
+        self.check_alive()
+        stmt = self._q(_INSERT_NODE + " ON CONFLICT DO NOTHING")
+        self._tx(lambda: self._executemany(stmt, [(log_id, lv, ix, h) for lv, ix, h in nodes]))
+
+    def node_hashes(self, log_id: str, level: int, indices: Sequence[int]) -> dict[int, bytes]:
+        """{index: hash} of the perfect subtrees at `level` (0: leaf hashes) that are stored."""
+        out: dict[int, bytes] = {}
+        for i in range(0, len(indices), 500):
+            part = list(indices[i:i + 500])
+            marks = ", ".join("?" * len(part))
+            if level == 0:
+                q = f"SELECT seq, leaf_hash FROM ledger_leaves WHERE log_id = ? AND seq IN ({marks})"
+                got = self._run(q, (log_id, *part)).fetchall()
+            else:
+                q = f"SELECT idx, hash FROM ledger_hashes WHERE log_id = ? AND level = ? AND idx IN ({marks})"
+                got = self._run(q, (log_id, level, *part)).fetchall()
+            out.update((int(r[0]), bytes(r[1])) for r in got)
+        return out
+
+    def node_range(self, log_id: str, level: int, start: int, end: int) -> list[tuple[int, bytes]]:
+        """(index, hash) of the stored subtrees at `level` with start <= index < end, in order."""
+        if level == 0:
+            q = "SELECT seq, leaf_hash FROM ledger_leaves WHERE log_id = ? AND seq >= ? AND seq < ? ORDER BY seq"
+            got = self._run(q, (log_id, start, end)).fetchall()
+        else:
+            q = ("SELECT idx, hash FROM ledger_hashes WHERE log_id = ? AND level = ? AND idx >= ? AND idx < ? "
+                 "ORDER BY idx")
+            got = self._run(q, (log_id, level, start, end)).fetchall()
+        return [(int(r[0]), bytes(r[1])) for r in got]
+
+    def last_node(self, log_id: str, level: int) -> int | None:
+        """The largest stored index at `level` (> 0), or None."""
+        row = self._run("SELECT MAX(idx) FROM ledger_hashes WHERE log_id = ? AND level = ?", (log_id, level)).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def node_levels(self, log_id: str) -> list[int]:
+        """The levels that hold stored hashes for this log."""
+        return sorted(int(r[0]) for r in self._run(
+            "SELECT DISTINCT level FROM ledger_hashes WHERE log_id = ?", (log_id,)).fetchall())
+
+    def iter_nodes(self, log_id: str, level: int, chunk: int = 20000) -> Iterator[list[tuple[int, bytes]]]:
+        """(index, hash) at `level` in index order, chunked; gaps are visible to the caller."""
+        last = -1
+        while True:
+            rows = self._run("SELECT idx, hash FROM ledger_hashes WHERE log_id = ? AND level = ? AND idx > ? "
+                             "ORDER BY idx LIMIT ?", (log_id, level, last, chunk)).fetchall()
+            if not rows:
+                return
+            yield [(int(r[0]), bytes(r[1])) for r in rows]
+            last = int(rows[-1][0])
 
     def _executemany(self, stmt: str, params: list[tuple[Any, ...]]) -> None:
         self.conn.executemany(stmt, params)
@@ -204,6 +277,14 @@ class LedgerStore:
             self._q("INSERT INTO ledger_checkpoints (log_id, size, root, note, edge, created) VALUES (?, ?, ?, ?, ?, ?)"),
             (row.log_id, row.size, row.root, row.note, row.edge, row.created)))
 
+    def probe(self, log_id: str, at: str) -> None:
+        """One small durable write (a commit that must reach the disk or the server), so a store that
+        cannot write (a full disk, a read-only or replaced file, a lost server) is found while idle."""
+        self.check_alive()
+        self._tx(lambda: self.conn.execute(
+            self._q("INSERT INTO ledger_probes (log_id, at) VALUES (?, ?) "
+                    "ON CONFLICT (log_id) DO UPDATE SET at = excluded.at"), (log_id, at)))
+
     def checkpoints(self, log_id: str) -> list[CheckpointRow]:
         got = self._run("SELECT log_id, size, root, note, edge, created FROM ledger_checkpoints WHERE log_id = ? "
                         "ORDER BY size", (log_id,)).fetchall()
@@ -213,6 +294,9 @@ class LedgerStore:
         r = self._run("SELECT log_id, size, root, note, edge, created FROM ledger_checkpoints WHERE log_id = ? "
                       "ORDER BY size DESC LIMIT 1", (log_id,)).fetchone()
         return None if r is None else CheckpointRow(r[0], int(r[1]), bytes(r[2]), r[3], bytes(r[4]), r[5])
+
+
+_INSERT_NODE = "INSERT INTO ledger_hashes (log_id, level, idx, hash) VALUES (?, ?, ?, ?)"
 
 
 class SQLiteLedgerStore(LedgerStore):

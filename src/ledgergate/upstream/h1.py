@@ -68,6 +68,7 @@ class _Connection(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self._paused = False
         self.idle_since = 0.0  # loop time it was last handed back to the pool
+        self._idle_check: select.poll | None = None
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -78,6 +79,11 @@ class _Connection(asyncio.Protocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
+            try:  # one poll object per connection: the check before each reuse is then one syscall
+                self._idle_check = select.poll()
+                self._idle_check.register(sock.fileno(), select.POLLIN)
+            except (OSError, ValueError):
+                self._idle_check = None
 
     def data_received(self, data: bytes) -> None:
         if self.response is None or self.response.complete:
@@ -161,14 +167,11 @@ class _Connection(asyncio.Protocol):
         """
         if self.closed or self.transport is None or self.transport.is_closing():
             return False
-        sock = self.transport.get_extra_info("socket")
-        if sock is None:
+        if self._idle_check is None:
             return True
         try:
-            poller = select.poll()
-            poller.register(sock.fileno(), select.POLLIN)
-            return not poller.poll(0)
-        except (OSError, ValueError):
+            return not self._idle_check.poll(0)
+        except OSError:
             return False
 
 

@@ -14,7 +14,6 @@ from typing import Any
 import orjson
 
 from ledgergate.errors import UpstreamError
-from ledgergate.wire.sse import SSEParser
 from ledgergate.upstream.base import (
     MODERN_VERSION,
     ClientHello,
@@ -29,6 +28,7 @@ from ledgergate.upstream.base import (
 )
 from ledgergate.upstream.h1 import H1Error, H1Pool, H1Response
 from ledgergate.upstream.unix import is_unix_url, parse_unix_url
+from ledgergate.wire.sse import SSEParser
 
 log = logging.getLogger("ledgergate.upstream")
 

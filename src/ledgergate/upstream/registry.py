@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from typing import Any
 
-from ledgergate.config import LimitsSettings, LoadedConfig, ServerSettings
 from ledgergate.errors import GatewayError, UpstreamError
 from ledgergate.upstream.base import ClientHello, Era, UpstreamSession
 from ledgergate.upstream.http import (
@@ -15,6 +15,7 @@ from ledgergate.upstream.http import (
     HttpPool,
     discover,
 )
+from ledgergate.upstream.settings import PoolLimits, ServerSettings
 from ledgergate.upstream.sse import SseSession
 from ledgergate.upstream.stdio import StdioSession
 
@@ -28,12 +29,12 @@ class UnknownServer(GatewayError):
 class Upstream:
     """One protected server. Learns its protocol era once (a `server/discover` probe) and opens sessions."""
 
-    def __init__(self, name: str, settings: ServerSettings, base_dir: str, limits: LimitsSettings) -> None:
+    def __init__(self, name: str, settings: ServerSettings, base_dir: str, limits: PoolLimits) -> None:
         self.name = name
         self.settings = settings
         self.base_dir = base_dir
-        self.pool = HttpPool(settings.url, settings.headers, settings.timeout, limits.upstream_connections,
-                             limits.upstream_keepalive_expiry, limits.upstream_pool_timeout) if settings.url else None
+        self.pool = HttpPool(settings.url, settings.headers, settings.timeout, limits.connections,
+                             limits.keepalive_expiry, limits.pool_timeout) if settings.url else None
         # stdio and legacy HTTP+SSE servers are handshake-era by definition: no discover probe
         self._era: Era | None = None if settings.url and settings.transport != "sse" else "handshake"
         self._discover: dict[str, Any] | None = None
@@ -75,12 +76,8 @@ class Upstream:
 
 
 class Upstreams:
-    def __init__(self, config: LoadedConfig) -> None:
-        s = config.settings
-        self._servers = {
-            name: Upstream(name, server, str(config.base_dir), s.limits)
-            for name, server in s.servers.items()
-        }
+    def __init__(self, servers: Mapping[str, ServerSettings], base_dir: str, limits: PoolLimits) -> None:
+        self._servers = {name: Upstream(name, server, base_dir, limits) for name, server in servers.items()}
 
     def get(self, name: str) -> Upstream:
         try:

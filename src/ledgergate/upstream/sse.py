@@ -23,11 +23,11 @@ from urllib.parse import urljoin, urlsplit
 import orjson
 
 from ledgergate.errors import UpstreamError
-from ledgergate.wire.sse import SSEParser
 from ledgergate.upstream.base import ClientHello, Message, UpstreamSessionLost
 from ledgergate.upstream.demux import Demux, DemuxedSession
 from ledgergate.upstream.h1 import H1Error, H1Response
 from ledgergate.upstream.http import MAX_MESSAGE_BYTES, HttpPool
+from ledgergate.wire.sse import SSEParser
 
 log = logging.getLogger("ledgergate.upstream.sse")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 
+from ledgergate.errors import ForbiddenError
 from ledgergate.gateway.call import Call
 from ledgergate.gateway.stages.audit import Evidence
 from ledgergate.gateway.stages.base import MaskingPort, PolicyPort
@@ -42,7 +43,18 @@ class Messages:
 
     async def from_client(self, server: str, principal: Principal, session_id: str | None,
                           message: Message) -> None:
-        """Record a client notification or a client's answer to a server request before it is forwarded."""
+        """Record a client notification or a client's answer to a server request before it is forwarded.
+        A notification is decided like housekeeping (a deny rule, or an identity no rule lets use the
+        server any more, refuses it); a reply answers a server request policy already let through."""
+        if "method" in message:
+            decision = self.policy.decide(principal, server, message["method"], None, None, time.time())
+            if decision.effect == "deny":
+                call = Call(server=server, principal=principal, message=message, session_id=session_id)
+                await self.evidence.record("policy.denied", call, rule=decision.rule, reason=decision.reason,
+                                           direction="client-to-server")
+                raise ForbiddenError(f"Forbidden: policy refuses {message['method']} for this identity "
+                                     f"(request id {call.request_id})",
+                                     data={"rule": decision.rule, "requestId": call.request_id})
         ledger_view, _ = self.evidence.mask(message)
         kind = "rpc.notification" if "method" in message else "rpc.reply"
         await self.evidence.append(kind, {"server": server, "session": session_id,

@@ -1,13 +1,23 @@
-"""policy: the first request stage. Decides allow, deny or approve; a denial ends the call here."""
+"""policy: the first deciding request stage. Decides allow, deny or approve; a denial ends the call here.
+
+`admit` is the same question asked before anything is opened upstream (a session, a stdio
+child, a stream): may this principal use this server at all? The engine answers it as it
+answers protocol housekeeping (`policy/rules.py` `is_housekeeping`): allowed when some allow
+rule lets the principal use the server and no deny rule matches the method."""
 
 from __future__ import annotations
 
 import time
 
-from ledgergate.errors import PolicyDenied
+from ledgergate.errors import ForbiddenError, PolicyDenied
 from ledgergate.gateway.call import Call
 from ledgergate.gateway.stages.audit import Evidence
 from ledgergate.gateway.stages.base import PolicyPort
+from ledgergate.principal import Principal
+
+
+class ServerDenied(ForbiddenError):
+    """No rule lets this principal use the server: refused before any upstream session is opened (403)."""
 
 
 class PolicyCheck:
@@ -27,3 +37,18 @@ class PolicyCheck:
             f"quote request id {call.request_id} to support",
             data={"rule": decision.rule, "requestId": call.request_id},
         )
+
+    async def admit(self, server: str, principal: Principal, method: str, session_id: str | None = None) -> None:
+        """Raise ServerDenied (after its `policy.denied` record) unless `principal` may use `server` for
+        `method`, a housekeeping method (`initialize`, `server/discover`, `subscriptions/listen`)."""
+        decision = self.policy.decide(principal, server, method, None, None, time.time())
+        if decision.effect == "allow":
+            return
+        call = Call(server=server, principal=principal, message={"jsonrpc": "2.0", "method": method},
+                    session_id=session_id)
+        await self.evidence.record("policy.denied", call, rule=decision.rule, reason=decision.reason, stage="admission")
+        raise ServerDenied(
+            f"Forbidden: {'policy rule ' + repr(decision.rule) + ' denies' if decision.rule else 'no policy rule lets'} "
+            f"this identity {'' if decision.rule else 'use '}server {server!r}"
+            f"{' (' + method + ')' if decision.rule else ''}; quote request id {call.request_id} to support",
+            data={"rule": decision.rule, "requestId": call.request_id})

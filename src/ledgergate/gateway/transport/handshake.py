@@ -58,6 +58,7 @@ class HandshakeEndpoint:
         await respond(ex, stream, message["id"], posted.wants_sse, session, self.background)
 
     async def _initialize(self, ex: Exchange, message: dict[str, object]) -> None:
+        await ex.pipeline.admit(ex.server, ex.principal, "initialize")  # before a session or an upstream opens
         hello = hello_from(message.get("params") or {}, HANDSHAKE_VERSIONS[-1])  # type: ignore[arg-type]
         session = self.sessions.create(ex.server, ex.principal, hello, self.upstreams.get(ex.server))
         try:
@@ -74,6 +75,8 @@ class HandshakeEndpoint:
         if "text/event-stream" not in (ex.header(b"accept") or "").lower():
             raise NotAcceptable("Not Acceptable: Accept must include text/event-stream")
         session = self._session(ex)
+        # the standalone stream is the handshake era's subscriptions/listen: still allowed for this identity?
+        await ex.pipeline.admit(ex.server, ex.principal, "subscriptions/listen", session.id)
         last_event_id = ex.header(b"last-event-id")
         if last_event_id:
             found = session.find_event(last_event_id)

@@ -35,6 +35,7 @@ class LegacySseEndpoint:
     async def stream(self, ex: Exchange) -> None:
         if ex.scope["method"] != "GET":
             raise MethodNotAllowed("GET")
+        await ex.pipeline.admit(ex.server, ex.principal, "initialize")  # before a session or an upstream opens
         upstream = self.upstreams.get(ex.server)
         session = self.sessions.create(ex.server, ex.principal, ClientHello(protocol_version="2024-11-05"), upstream)
         session.legacy_outbox = EventStream(0)
@@ -65,6 +66,8 @@ class LegacySseEndpoint:
             raise PayloadTooLarge("Payload Too Large") from None
         message = jsonrpc.loads(body)
         kind = jsonrpc.kind_of(message)
+        if kind == "notification":
+            await self.bridge.refuse_unless_notification(ex.pipeline, ex.server, ex.principal, session.id, message)
         await send_empty(ex.send, 202)
         self.background.spawn(self._handle(ex.pipeline, session, ex.principal, message, kind, outbox))
 

@@ -42,6 +42,8 @@ class ModernEndpoint:
 
     async def post(self, ex: Exchange, posted: Posted) -> None:
         if posted.kind != "request":
+            if posted.kind == "notification":
+                await self.bridge.refuse_unless_notification(ex.pipeline, ex.server, ex.principal, None, posted.message)
             await send_empty(ex.send, 202)  # no client-to-server notifications on this wire; acknowledged and dropped
             return
         message = posted.message
@@ -57,6 +59,7 @@ class ModernEndpoint:
                             client_info=verdict.client_info or {"name": "unknown", "version": "0"})
         method = message["method"]
         if method == "server/discover":
+            await ex.pipeline.admit(ex.server, ex.principal, "server/discover")  # before an upstream opens
             result = await self.bridge.discover(ex.server, ex.principal, upstream, self.sessions, hello)
             await send_json(ex.send, 200, jsonrpc.result(message["id"], result))
             return

@@ -1,0 +1,109 @@
+"""GET /api/v1/audit/tiles/<log>/checkpoint, /tile/<L>/<N>[.p/<W>], /tile/entries/<N>[.p/<W>]:
+every log in the store served read-only as C2SP tlog-tiles, so transparency-log tooling and
+outside witnesses can follow it with no code of ours (audit/tiles.py has the format).
+
+Who may read what (README "Audit API"): the checkpoint and the hash tiles carry
+nothing but sizes and hashes — what every witness already receives — so they
+need no token, and a witness outside the company can follow the log; the entry
+bundles are the records themselves (who called what, masked arguments), so
+they need the same auditor token as the rest of the audit API (`entries_guard`).
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from ledgergate.audit import tiles
+from ledgergate.errors import LedgerUnavailable
+from ledgergate.store.ledger_store import LedgerStore
+
+if TYPE_CHECKING:
+    from ledgergate.audit.ledger import Ledger
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+IMMUTABLE = "public, max-age=31536000, immutable"  # §"Merkle Tree": "its caching headers SHOULD be long-lived"
+MUTABLE = "no-cache"  # §"Checkpoints": "SHOULD prevent caching beyond a few seconds"
+PREFIX = "/api/v1/audit/tiles"
+
+
+def _error(message: str, status: int) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers={"Cache-Control": "no-store"})
+
+
+def tile_routes(ledger: Ledger, entries_guard: Callable[[Endpoint], Endpoint]) -> list[Route]:
+    async def known(log_id: str) -> bool:
+        logs = await ledger.read_store(lambda s: s.logs())
+        return any(lid == log_id for lid, _ in logs)
+
+    async def checkpoint(request: Request) -> Response:
+        log_id = request.path_params["log"]
+        try:
+            if not await known(log_id):
+                return _error("no such log", 404)
+            row = await ledger.read_store(lambda s: s.latest_checkpoint(log_id))
+            if row is None and log_id == ledger.log_id:
+                note = await ledger.checkpoint()
+            elif row is None:
+                return _error("the log has no checkpoint yet", 404)
+            else:
+                note = row.note
+        except LedgerUnavailable as exc:
+            return _error(exc.message, 503)
+        return PlainTextResponse(note, media_type="text/plain; charset=utf-8", headers={"Cache-Control": MUTABLE})
+
+    async def read(request: Request, tile: tiles.Tile) -> Response:
+        log_id = request.path_params["log"]
+
+        def fetch(store: LedgerStore) -> bytes | None:
+            if log_id not in {lid for lid, _ in store.logs()}:
+                return None
+            size = ledger.size if log_id == ledger.log_id else store.size(log_id)
+            return tiles.read_tile(store, log_id, size, tile)
+
+        try:
+            data = await ledger.read_store(fetch)
+        except tiles.TileNotFound as exc:
+            return _error(str(exc), 404)
+        except tiles.EntryTooLarge as exc:
+            return _error(f"{exc}; read the record through /api/v1/audit/proof/inclusion", 500)
+        except LookupError as exc:
+            return _error(f"{exc}; run `ledgergate audit verify`", 500)
+        except LedgerUnavailable as exc:
+            return _error(exc.message, 503)
+        if data is None:
+            return _error("no such log", 404)
+        headers = {"Cache-Control": IMMUTABLE}
+        if tile.level is None and "gzip" in request.headers.get("accept-encoding", ""):
+            data = gzip.compress(data, 6)  # §"Log entries": bundles SHOULD be compressed at the HTTP layer
+            headers["Content-Encoding"] = "gzip"
+            headers["Vary"] = "Accept-Encoding"
+        return Response(data, media_type="application/octet-stream", headers=headers)
+
+    async def hash_tile(request: Request, tile: tiles.Tile) -> Response:
+        return await read(request, tile)
+
+    async def entries(request: Request) -> Response:
+        return await read(request, tiles.parse_tile_path("tile/" + request.path_params["path"]))
+
+    guarded_entries = entries_guard(entries)
+
+    async def tile(request: Request) -> Response:
+        try:
+            parsed = tiles.parse_tile_path("tile/" + request.path_params["path"])
+        except tiles.TileNotFound as exc:
+            return _error(str(exc), 404)
+        if parsed.level is None:
+            return await guarded_entries(request)
+        return await hash_tile(request, parsed)
+
+    return [
+        Route(PREFIX + "/{log}/checkpoint", checkpoint, methods=["GET"]),
+        Route(PREFIX + "/{log}/tile/{path:path}", tile, methods=["GET"]),
+    ]

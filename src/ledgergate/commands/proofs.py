@@ -1,0 +1,84 @@
+"""`ledgergate audit verify-proof PROOF --public-key FILE` and `audit prove LOG INDEX -o PROOF`.
+
+verify-proof needs no config and no database: the proof (C2SP tlog-proof, the
+record in its `extra` line) and the log's verifier key are all it reads.
+Exit status: 0 the proof verifies; 1 it does not (the reason is printed: the
+signature, the record's place, or the inclusion path); 2 the files cannot be
+read (usage).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+
+from ledgergate.audit import proof
+from ledgergate.audit.checkpoint import NoteError, load_verifier
+from ledgergate.terminal import console
+
+out = console()
+err = console(stderr=True)
+
+
+def verify_proof(
+    proof_file: Path = typer.Argument(..., metavar="PROOF", help="A .tlog-proof file."),
+    public_key: Path = typer.Option(..., "--public-key", help="The log's verifier key (<signing_key>.pub)."),
+    record: Path | None = typer.Option(None, "--record", help="The record's exact bytes, if the proof does not "
+                                                               "carry it (or to check it is this one)."),
+) -> None:
+    """Check one record's offline proof (C2SP tlog-proof): signed checkpoint, record place, inclusion path."""
+    try:
+        verifier = load_verifier(public_key)
+    except (OSError, NoteError, UnicodeDecodeError) as exc:
+        err.print(f"[red]error[/red] verifier key {escape(str(public_key))}: {escape(str(exc))}", highlight=False)
+        raise typer.Exit(2) from None
+    try:
+        text = proof_file.read_bytes().decode("utf-8")
+        data = record.read_bytes() if record is not None else None
+    except OSError as exc:
+        err.print(f"[red]error[/red] cannot read {escape(str(exc.filename))}: {escape(str(exc.strerror))}",
+                  highlight=False)
+        raise typer.Exit(2) from None
+    except UnicodeDecodeError:
+        out.print(f"[red]invalid[/red] {escape(str(proof_file))}: not UTF-8 text", highlight=False)
+        raise typer.Exit(1) from None
+    try:
+        ok = proof.verify(text, verifier, data)
+    except proof.ProofError as exc:
+        out.print(f"[red]invalid[/red] {escape(str(proof_file))}: {escape(str(exc))}", highlight=False)
+        raise typer.Exit(1) from None
+    witnesses = f"; other signatures present, not checked: {', '.join(ok.other_signers)}" if ok.other_signers else ""
+    out.print(f"[green]ok[/green] record {ok.index} of log {escape(ok.log_id)} ({escape(str(ok.event))} at "
+              f"{escape(str(ok.time))}) is in the checkpoint of size {ok.tree_size} signed by "
+              f"{escape(ok.key_name)}{escape(witnesses)}", highlight=False)
+
+
+def prove(
+    log_id: str = typer.Argument(..., metavar="LOG", help="The log id (the gateway's replica, or <replica>-cli)."),
+    index: int = typer.Argument(..., metavar="INDEX", min=0, help="The record's index in that log."),
+    config: Path = typer.Option(..., "--config", "-c", help="Path to the YAML config file."),
+    output: Path = typer.Option(..., "-o", "--output", help="Where to write the .tlog-proof."),
+) -> None:
+    """Write one record's offline proof against its log's latest signed checkpoint (verified before it is written)."""
+    from ledgergate.audit.prover import prove_record
+    from ledgergate.commands.common import load_or_exit
+    from ledgergate.commands.ledger_files import open_store, verifier_of, witness_notes
+    from ledgergate.store.ledger_store import StoreError
+
+    loaded = load_or_exit(config)
+    verifier = verifier_of(loaded)
+    store = open_store(loaded)
+    try:
+        text = prove_record(store, log_id, index, verifier, witness_notes(loaded))
+    except proof.ProofError as exc:
+        err.print(f"[red]error[/red] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(1) from None
+    except StoreError as exc:
+        err.print(f"[red]error[/red] storage: {escape(str(exc))}", highlight=False)
+        raise typer.Exit(3) from None
+    finally:
+        store.close()
+    output.write_text(text, encoding="utf-8")
+    out.print(f"wrote {escape(str(output))}: record {index} of log {escape(log_id)}", highlight=False)

@@ -1,0 +1,231 @@
+"""`ledgergate sessions list|show|replay|export`: who did what in a session, from the ledger alone.
+
+Everything shown is read from record bytes that hash to their stored leaf
+and say their own place, parsed from their canonical JSON; the store's index
+columns are not trusted. A record that fails those checks stops the command
+(exit 1) naming it: run `ledgergate audit verify`.
+
+Looking is recorded: `replay` writes `session.replayed` and `export` writes
+`session.exported` (who, which session) in the CLI's own log
+(`<replica>-cli`) before anything is shown or written; if that record cannot
+be made, nothing is shown (exit 3).
+
+Exit status: 0 done; 1 unknown session or a record that does not verify;
+2 usage or config; 3 the ledger cannot record the look.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from ledgergate.api.ledger_reader import RecordProblem, load_sessions
+from ledgergate.audit.bundle import Filter, dump_bundle, export_bundle, normalize_time
+from ledgergate.audit.sessions import Session, SessionFilter, replay, select
+from ledgergate.commands.common import EXIT_USAGE, ConfigOption, load_or_exit
+from ledgergate.commands.ledger_files import open_store, verifier_of
+from ledgergate.config import LoadedConfig
+from ledgergate.errors import LedgerUnavailable
+from ledgergate.store.ledger_store import StoreError
+from ledgergate.terminal import console
+
+app = typer.Typer(no_args_is_help=True, help="List, show, replay and export sessions from the audit ledger.")
+out = console()
+err = console(stderr=True)
+
+EXIT_REFUSED, EXIT_UNAVAILABLE = 1, 3
+JsonOption = typer.Option(False, "--json", help="Machine-readable output.")
+ByOption = typer.Option(None, "--by", help="Who is looking (recorded); default the OS user.")
+
+
+def _sessions(loaded: LoadedConfig) -> dict[str, Session]:
+    store = open_store(loaded)
+    try:
+        return load_sessions(store)
+    except RecordProblem as exc:
+        err.print(f"[red]error[/red] {escape(str(exc))}; run `ledgergate audit verify`", highlight=False)
+        raise typer.Exit(EXIT_REFUSED) from None
+    except StoreError as exc:
+        err.print(f"[red]error[/red] storage: {escape(str(exc))}", highlight=False)
+        raise typer.Exit(EXIT_UNAVAILABLE) from None
+    finally:
+        store.close()
+
+
+def _one(loaded: LoadedConfig, session_id: str) -> Session:
+    found = _sessions(loaded).get(session_id)
+    if found is None:
+        err.print(f"[red]error[/red] no session {escape(session_id[:80])!s} in the ledger", highlight=False)
+        raise typer.Exit(EXIT_REFUSED)
+    return found
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no passwd entry in a container
+        return "operator"
+
+
+async def _record(loaded: LoadedConfig, event: str, fields: dict[str, Any]) -> int:
+    from ledgergate.audit.ledger import Ledger
+
+    s = loaded.settings
+    replica = f"{s.audit.replica or socket.gethostname()}-cli"
+    audit = s.audit.model_copy(update={"replica": replica, "checkpoint_interval": 0})
+    try:
+        ledger = await Ledger.open(audit, s.storage, loaded.base_dir)
+    except LedgerUnavailable:
+        raise
+    except Exception as exc:  # a key that cannot be read or made: nothing can be recorded
+        raise LedgerUnavailable(f"the audit ledger cannot be opened ({type(exc).__name__})") from None
+    try:
+        return await ledger.append(event, fields)
+    finally:
+        await ledger.close()
+
+
+def record_look(loaded: LoadedConfig, event: str, by: str | None, fields: dict[str, Any]) -> None:
+    """Record who looked at what, or exit 3 with nothing shown."""
+    who = {"issuer": "ledgergate-cli", "subject": by or _os_user(), "kind": "human"}
+    try:
+        asyncio.run(_record(loaded, event, {"viewer": who, "via": "cli", **fields}))
+    except LedgerUnavailable as exc:
+        err.print(f"[red]error[/red] {escape(exc.message)}; nothing was shown", highlight=False)
+        raise typer.Exit(EXIT_UNAVAILABLE) from None
+
+
+def _time(value: str | None, option: str) -> str | None:
+    try:
+        return normalize_time(value)
+    except ValueError:
+        err.print(f"[red]error[/red] {option} must be an ISO 8601 time such as 2026-01-31T09:00:00Z", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
+
+
+@app.command("list")
+def list_sessions(
+    config: Path = ConfigOption,
+    principal: str | None = typer.Option(None, "--principal", help="Subject, or issuer#subject."),
+    server: str | None = typer.Option(None, "--server"),
+    tool: str | None = typer.Option(None, "--tool", help="Sessions that called this tool."),
+    decision: str | None = typer.Option(None, "--decision", help="allow, deny or approve: sessions with such a decision."),
+    since: str | None = typer.Option(None, "--since", help="Active at or after this ISO 8601 time."),
+    until: str | None = typer.Option(None, "--until", help="Started at or before this ISO 8601 time."),
+    limit: int = typer.Option(100, "--limit", min=1, max=100000),
+    as_json: bool = JsonOption,
+) -> None:
+    """Sessions, newest first: principal, server, start, calls, denials, approvals."""
+    if decision is not None and decision not in ("allow", "deny", "approve"):
+        err.print("[red]error[/red] --decision must be allow, deny or approve", highlight=False)
+        raise typer.Exit(EXIT_USAGE)
+    flt = SessionFilter(principal, server, tool, decision, _time(since, "--since"), _time(until, "--until"))
+    loaded = load_or_exit(config)
+    found = select(_sessions(loaded), flt)[:limit]
+    if as_json:
+        print(json.dumps([s.summary() for s in found], ensure_ascii=False))
+        return
+    if not found:
+        out.print("no sessions")
+        return
+    table = Table("session", "principal", "server", "start", "calls", "denials", "approvals")
+    for s in found:
+        table.add_row(s.id, escape(s.subject), escape(s.server or ""), s.start, str(s.calls), str(s.denials),
+                      str(s.approvals))
+    out.print(table)
+
+
+@app.command("show")
+def show(session_id: str = typer.Argument(..., metavar="ID"), config: Path = ConfigOption,
+         as_json: bool = JsonOption) -> None:
+    """One session's summary: who, where, when, how many calls, denials and approvals, which tools."""
+    loaded = load_or_exit(config)
+    s = _one(loaded, session_id)
+    if as_json:
+        print(json.dumps(s.summary(), ensure_ascii=False))
+        return
+    out.print(f"[bold]{escape(s.id)}[/bold]", highlight=False)
+    out.print(f"  principal  {escape(s.subject)} ({escape(str(s.principal.get('issuer')))})", highlight=False)
+    out.print(f"  server     {escape(s.server or '')}", highlight=False)
+    out.print(f"  from       {s.start}  to {s.end}", highlight=False)
+    out.print(f"  calls {s.calls}, denials {s.denials}, approvals {s.approvals}; {len(s.entries)} records",
+              highlight=False)
+    if s.tools:
+        out.print(f"  tools      {escape(', '.join(sorted(s.tools)))}", highlight=False)
+
+
+def _line(st: dict[str, Any]) -> str:
+    offset = st.get("offset_ms")
+    parts = [f"+{offset / 1000:.3f}s".rjust(10) if isinstance(offset, (int, float)) else "?".rjust(10), st["event"]]
+    what = st.get("target") or st.get("method")
+    if what:
+        parts.append(str(what))
+    if st.get("decision"):
+        parts.append(f"decision={st['decision']}")
+    if st.get("rule"):
+        parts.append(f"rule={st['rule']}")
+    if st.get("approval"):
+        parts.append(f"approval={st['approval']}")
+    if st.get("approver"):
+        parts.append(f"by={st['approver']}")
+    if st.get("verdict"):
+        parts.append(f"verdict={st['verdict']}")
+    if st.get("reason"):
+        parts.append(f"reason={json.dumps(st['reason'], ensure_ascii=False)}")
+    if st.get("latency_ms") is not None:
+        parts.append(f"latency={st['latency_ms']}ms")
+    if "payload" in st:
+        parts.append(f"{st['payload_kind']}={json.dumps(st['payload'], ensure_ascii=False, separators=(',', ':'))}")
+    parts.append(f"[{st['log']}#{st['index']}]")
+    return "  ".join(parts)
+
+
+@app.command("replay")
+def replay_session(session_id: str = typer.Argument(..., metavar="ID"), config: Path = ConfigOption,
+                   by: str | None = ByOption, as_json: bool = JsonOption) -> None:
+    """Every record of a session in order: timing, masked payloads, decision and rule, approvals, latency.
+    Recorded as `session.replayed` before it is shown."""
+    loaded = load_or_exit(config)
+    s = _one(loaded, session_id)
+    record_look(loaded, "session.replayed", by, {"replayed_session": s.id, "records": len(s.entries)})
+    doc = replay(s)
+    if as_json:
+        print(json.dumps(doc, ensure_ascii=False))
+        return
+    out.print(f"[bold]session {escape(s.id)}[/bold]  {escape(s.subject)} on {escape(s.server or '')}, "
+              f"{s.start} .. {s.end}; {s.calls} calls, {s.denials} denials, {s.approvals} approvals", highlight=False)
+    for st in doc["timeline"]:
+        out.print(escape(_line(st)), highlight=False, soft_wrap=True)
+
+
+@app.command("export")
+def export_session(session_id: str = typer.Argument(..., metavar="ID"), config: Path = ConfigOption,
+                   output: Path = typer.Option(..., "-o", "--output", help="Bundle file to write."),
+                   by: str | None = ByOption) -> None:
+    """An evidence bundle of one session (its records with inclusion proofs; `audit verify-bundle` checks it).
+    Recorded as `session.exported` before it is written."""
+    loaded = load_or_exit(config)
+    s = _one(loaded, session_id)
+    verifier = verifier_of(loaded)
+    record_look(loaded, "session.exported", by, {"exported_session": s.id})
+    store = open_store(loaded)
+    try:
+        doc = export_bundle(store, verifier, Filter(session=s.id))
+    except StoreError as exc:
+        err.print(f"[red]error[/red] storage: {escape(str(exc))}", highlight=False)
+        raise typer.Exit(EXIT_UNAVAILABLE) from None
+    finally:
+        store.close()
+    held = sum(len(entry.get("records", [])) for entry in doc["logs"])
+    output.write_bytes(dump_bundle(doc))
+    out.print(f"wrote {escape(str(output))}: {held} records of session {escape(s.id)} from {len(doc['logs'])} log(s)"
+              + ("" if held >= len(s.entries) else
+                 f" ({len(s.entries) - held} newer records are not in a signed checkpoint yet)"), highlight=False)

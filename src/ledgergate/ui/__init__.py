@@ -1,0 +1,1 @@
+"""The web console at /ui/: approvals inbox, sessions and replay, ledger, admin (server-rendered)."""

@@ -1,0 +1,634 @@
+"""The web console's routes: login, approvals inbox, sessions and replay, ledger, admin.
+
+Server-rendered (Jinja2, autoescaped), with one static script for the live
+parts (countdowns, polling the inbox, keyboard). Who is signed in lives in a
+sealed cookie (`ui.security`); roles come from the IdP groups named in
+`console.roles`. Everything the console does on someone's behalf is in the
+ledger before it takes effect or is shown: `console.login`, `console.logout`,
+approval decisions (the approvals service records them), `session.replayed`,
+`session.exported`, `record.proof_exported`, `ledger.verified`. If the
+ledger cannot record, the page says so and nothing is shown or done.
+
+Values shown are the ledger's and the approvals store's masked views only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlencode, urlsplit
+
+import yaml
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from ledgergate.api.ledger_reader import LedgerReader, RecordProblem, load_sessions
+from ledgergate.api.records import NotFound, make_proof, proof_filename, valid_log_id
+from ledgergate.approvals import model
+from ledgergate.approvals.service import ApprovalService
+from ledgergate.audit import proof as tlog_proof
+from ledgergate.audit.bundle import Filter, dump_bundle, export_bundle, normalize_time
+from ledgergate.audit.checkpoint import Checkpoint, NoteError, open_checkpoint
+from ledgergate.audit.prover import LogProver
+from ledgergate.audit.sessions import Session, SessionFilter, replay, select
+from ledgergate.audit.verify import WitnessNote, verify_store
+from ledgergate.config import ConsoleSettings, Settings
+from ledgergate.errors import AuthError, GatewayError
+from ledgergate.numbers import parse_uint
+from ledgergate.principal import Principal
+from ledgergate.store.ledger_store import StoreError
+from ledgergate.ui import security
+from ledgergate.ui.oidc import LoginError, OidcClient
+
+HERE = Path(__file__).parent
+PRESET_REASONS = (
+    "Verified with the requester",
+    "Matches an open change ticket",
+    "Expected business activity",
+    "Not expected: the requester must explain",
+    "Amount or target looks wrong",
+)
+ROLES = ("approver", "auditor", "admin")
+
+
+class Identity(Protocol):
+    async def authenticate(self, credential: str | None) -> Principal: ...
+
+
+class LedgerPort(Protocol):
+    log_id: str
+
+    @property
+    def size(self) -> int: ...
+
+    async def append(self, event: str, fields: Any) -> int: ...
+
+    async def root_at(self, size: int) -> bytes: ...
+
+    def subkey(self, purpose: str) -> bytes: ...
+
+
+@dataclass
+class ConsoleContext:
+    settings: Callable[[], Settings]
+    identity: Callable[[], Identity]
+    approvals: ApprovalService
+    ledger: LedgerPort
+    reader: LedgerReader
+    host_ok: Callable[[str | None], bool]
+    fingerprints: Any = None  # FingerprintStore
+    config_path: Path | None = None
+
+
+@dataclass(frozen=True)
+class User:
+    issuer: str
+    subject: str
+    kind: str
+    groups: frozenset[str]
+    name: str
+    csrf: str
+    expires: float
+
+    def principal(self) -> Principal:
+        return Principal(self.issuer, self.subject, "service" if self.kind == "service" else "human", self.groups,
+                         {"preferred_username": self.name})
+
+    def summary(self) -> dict[str, Any]:
+        return {"issuer": self.issuer, "subject": self.subject, "kind": self.kind, "groups": sorted(self.groups)}
+
+
+class Console:
+    def __init__(self, ctx: ConsoleContext, settings: ConsoleSettings) -> None:
+        self.ctx = ctx
+        self.settings = settings
+        issuer = settings.issuer or next((i.issuer for i in ctx.settings().identity.oidc), None)
+        if issuer is None:
+            raise ValueError("console: no issuer (set console.issuer or configure identity.oidc)")
+        self.issuer = issuer.rstrip("/")
+        self.oidc = OidcClient(settings, self.issuer)
+        self.key = ctx.ledger.subkey("console-cookies")
+        self.env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True),
+                               trim_blocks=True, lstrip_blocks=True)
+        self.env.filters["pretty"] = lambda v: json.dumps(v, indent=2, ensure_ascii=False, sort_keys=True)
+
+    # ── plumbing ─────────────────────────────────────────────────────────────
+    def base_url(self, request: Request) -> str:
+        public = self.ctx.settings().public_url
+        return (public or f"{request.url.scheme}://{request.headers.get('host')}").rstrip("/")
+
+    def secure(self, request: Request) -> bool:
+        return self.base_url(request).startswith("https://") or request.url.scheme == "https"
+
+    def origins(self, request: Request) -> set[str]:
+        out = {f"{request.url.scheme}://{request.headers.get('host', '')}".lower()}
+        public = self.ctx.settings().public_url
+        if public:
+            parts = urlsplit(public)
+            out.add(f"{parts.scheme}://{parts.netloc}".lower())
+        return out
+
+    def roles(self, user: User) -> set[str]:
+        r = self.settings.roles
+        held = set()
+        for role, groups in (("approver", r.approver), ("auditor", r.auditor), ("admin", r.admin)):
+            if not user.groups.isdisjoint(groups):
+                held.add(role)
+        return held
+
+    def role_groups(self, role: str) -> list[str]:
+        return list(getattr(self.settings.roles, role))
+
+    def user(self, request: Request) -> User | None:
+        doc = security.unseal(self.key, "session", request.cookies.get(security.SESSION_COOKIE), time.time())
+        if doc is None:
+            return None
+        try:
+            return User(doc["iss"], doc["sub"], doc["kind"], frozenset(doc["groups"]), doc["name"], doc["csrf"],
+                        float(doc["exp"]))
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def html(self, request: Request, template: str, user: User | None, status: int = 200, **context: Any) -> Response:
+        flash = security.unseal(self.key, "flash", request.cookies.get("lg_console_flash"), time.time())
+        body = self.env.get_template(template).render(
+            user=user, roles=self.roles(user) if user else set(), csrf=user.csrf if user else "",
+            flash=flash, path=request.url.path, **context)
+        resp = HTMLResponse(body, status_code=status, headers=security.HEADERS)
+        if flash is not None:
+            resp.delete_cookie("lg_console_flash", path="/ui")
+        return resp
+
+    def error(self, request: Request, user: User | None, status: int, title: str, message: str) -> Response:
+        return self.html(request, "error.html", user, status, title=title, message=message)
+
+    def redirect(self, url: str, request: Request, flash: dict[str, Any] | None = None) -> Response:
+        resp = RedirectResponse(url, status_code=303, headers=security.HEADERS)
+        if flash is not None:
+            resp.set_cookie("lg_console_flash", security.seal(self.key, "flash", flash, time.time() + 60),
+                            **security.cookie_attributes(self.secure(request), 60))
+        return resp
+
+    async def record(self, event: str, fields: dict[str, Any]) -> None:
+        await self.ctx.ledger.append(event, {"via": "console", **fields})
+
+    def guard(self, role: str | tuple[str, ...] | None, handler: Callable[[Request, User], Awaitable[Response]],
+              *, post: bool = False) -> Callable[[Request], Awaitable[Response]]:
+        """Host check, signed-in user, role, and (for POST) the CSRF token and origin; then `handler`."""
+        wanted = (role,) if isinstance(role, str) else role
+
+        async def endpoint(request: Request) -> Response:
+            if not self.ctx.host_ok(request.headers.get("host")):
+                return PlainTextResponse("Forbidden: Host header not allowed", status_code=403,
+                                         headers=security.HEADERS)
+            user = self.user(request)
+            if user is None:
+                if post:
+                    return self.error(request, None, 401, "Signed out", "Your console session ended; sign in again.")
+                return RedirectResponse("/ui/login?" + urlencode({"next": str(request.url.path)}), status_code=303,
+                                        headers=security.HEADERS)
+            if post:
+                sent = request.headers.get(security.CSRF_HEADER)
+                if sent is None:
+                    form = await request.form()
+                    value = form.get(security.CSRF_FIELD)
+                    sent = value if isinstance(value, str) else None
+                problem = security.csrf_problem(user.csrf, sent, request.headers.get("origin"),
+                                                request.headers.get("referer"), self.origins(request))
+                if problem is not None:
+                    return self.error(request, user, 403, "Refused", f"Refused: {problem}. Nothing was changed.")
+            if wanted is not None and not self.roles(user).intersection(wanted):
+                groups = sorted({g for r in wanted for g in self.role_groups(r)})
+                return self.error(request, user, 403, "Not allowed",
+                                  f"This page needs the {' or '.join(wanted)} role (groups: {', '.join(groups)}).")
+            try:
+                return await handler(request, user)
+            except GatewayError as exc:  # the ledger or a store could not record or answer: nothing done
+                return self.error(request, user, exc.http_status if exc.http_status >= 400 else 503,
+                                  "Not done", exc.message)
+
+        return endpoint
+
+    # ── login ────────────────────────────────────────────────────────────────
+    @staticmethod
+    def _next(value: str | None) -> str:
+        if value and value.startswith("/ui/") and "//" not in value and "\\" not in value and len(value) < 300:
+            return value
+        return "/ui/"
+
+    async def login(self, request: Request) -> Response:
+        if not self.ctx.host_ok(request.headers.get("host")):
+            return PlainTextResponse("Forbidden: Host header not allowed", status_code=403)
+        nxt = self._next(request.query_params.get("next"))
+        if self.user(request) is not None:
+            return RedirectResponse(nxt, status_code=303, headers=security.HEADERS)
+        state, nonce = security.new_token(), security.new_token()
+        verifier, challenge = security.pkce_pair()
+        try:
+            url = await self.oidc.authorize_url(self.base_url(request) + "/ui/callback", state, nonce, challenge)
+        except LoginError as exc:
+            return self.error(request, None, 502, "Sign-in unavailable", str(exc))
+        resp = RedirectResponse(url, status_code=303, headers=security.HEADERS)
+        resp.set_cookie(security.LOGIN_COOKIE, security.seal(
+            self.key, "login", {"state": state, "nonce": nonce, "verifier": verifier, "next": nxt},
+            time.time() + 600), **security.cookie_attributes(self.secure(request), 600))
+        return resp
+
+    async def callback(self, request: Request) -> Response:
+        if not self.ctx.host_ok(request.headers.get("host")):
+            return PlainTextResponse("Forbidden: Host header not allowed", status_code=403)
+        pending = security.unseal(self.key, "login", request.cookies.get(security.LOGIN_COOKIE), time.time())
+        remote = request.client.host if request.client else None
+        q = request.query_params
+        if pending is None or not q.get("state") or q.get("state") != pending.get("state"):
+            return self.error(request, None, 400, "Sign-in failed",
+                              "This sign-in was not started here or took too long; start again.")
+        if q.get("error"):
+            return self.error(request, None, 401, "Sign-in failed",
+                              f"The identity provider said: {q.get('error', '')[:100]}")
+        try:
+            tokens = await self.oidc.exchange(q.get("code", ""), self.base_url(request) + "/ui/callback",
+                                              pending["verifier"])
+            principal = await self.ctx.identity().authenticate(tokens["access_token"])
+        except LoginError as exc:
+            return self.error(request, None, 502, "Sign-in failed", str(exc))
+        except AuthError as exc:
+            await self._refused(exc.message, remote)
+            return self.error(request, None, 401, "Sign-in failed", f"The token was refused: {exc.message}")
+        if principal.issuer.rstrip("/") != self.issuer:
+            await self._refused("token from another issuer", remote)
+            return self.error(request, None, 401, "Sign-in failed", "The token is not from the console's issuer.")
+        nonce = principal.claims.get("nonce") if principal.claims else None
+        if nonce is not None and nonce != pending.get("nonce"):
+            await self._refused("nonce mismatch", remote)
+            return self.error(request, None, 401, "Sign-in failed", "The token was issued for another sign-in.")
+        now = time.time()
+        expires = now + self.settings.session_ttl
+        if principal.expires_at is not None:
+            expires = min(expires, principal.expires_at)
+        name = model.display_name(principal)
+        await self.record("console.login", {"principal": principal.summary(), "remote": remote,
+                                            "session_expires": model.rfc3339(expires)})
+        resp = RedirectResponse(self._next(pending.get("next")), status_code=303, headers=security.HEADERS)
+        resp.set_cookie(security.SESSION_COOKIE, security.seal(self.key, "session", {
+            "iss": principal.issuer, "sub": principal.subject, "kind": principal.kind,
+            "groups": sorted(principal.groups), "name": name, "csrf": security.new_token(), "exp": expires},
+            expires), **security.cookie_attributes(self.secure(request), max(1, int(expires - now))))
+        resp.delete_cookie(security.LOGIN_COOKIE, path="/ui")
+        return resp
+
+    async def _refused(self, reason: str, remote: str | None) -> None:
+        try:
+            await self.record("console.login_refused", {"reason": reason[:300], "remote": remote})
+        except GatewayError:
+            pass  # refused either way
+
+    async def logout(self, request: Request, user: User) -> Response:
+        await self.record("console.logout", {"principal": user.summary()})
+        resp = RedirectResponse("/ui/signed-out", status_code=303, headers=security.HEADERS)
+        resp.delete_cookie(security.SESSION_COOKIE, path="/ui")
+        return resp
+
+    async def signed_out(self, request: Request) -> Response:
+        return self.html(request, "signed_out.html", None)
+
+    async def home(self, request: Request, user: User) -> Response:
+        roles = self.roles(user)
+        for role, page in (("approver", "approvals"), ("auditor", "sessions"), ("admin", "admin")):
+            if role in roles:
+                return RedirectResponse(f"/ui/{page}", status_code=303, headers=security.HEADERS)
+        return self.error(request, user, 403, "No console role",
+                          "You are signed in, but none of your groups holds a console role "
+                          f"(approver: {', '.join(self.role_groups('approver'))}; auditor: "
+                          f"{', '.join(self.role_groups('auditor'))}; admin: {', '.join(self.role_groups('admin'))}).")
+
+    # ── approvals ────────────────────────────────────────────────────────────
+    def _auditor_groups(self) -> set[str]:
+        return set(self.settings.roles.auditor) | set(self.ctx.settings().audit.reader_groups)
+
+    async def _inbox(self, user: User) -> list[dict[str, Any]]:
+        principal = user.principal()
+        auditors = self._auditor_groups()
+        found = await self.ctx.approvals.list("pending", 500)
+        now = time.time()
+        items = []
+        for a in found:
+            if a.expires <= now or not model.may_see(a, principal, auditors):
+                continue
+            blocked = None
+            if model.is_requester(a, principal):
+                blocked = "You requested this call, so you cannot decide it: another approver must."
+            elif not model.is_approver(a.approvers, principal):
+                blocked = f"You are not an approver of this rule ({model.describe_approvers(a.approvers)})."
+            elif any(v.approver == principal.key for v in a.decisions):
+                blocked = "You already decided this approval; one person counts once."
+            p = a.public()
+            items.append({**p, "blocked": blocked, "created_ts": a.created, "expires_ts": a.expires,
+                          "requester_name": p["requester"].get("subject"), "target": a.binding.target})
+        return items
+
+    async def approvals_page(self, request: Request, user: User) -> Response:
+        selected = request.path_params.get("id")
+        items = await self._inbox(user)
+        gone = None
+        if selected and not any(i["id"] == selected for i in items):
+            gone = selected
+            if model.looks_like_id(selected):
+                try:
+                    gone_approval = await self.ctx.approvals.get(selected)
+                    if model.may_see(gone_approval, user.principal(), self._auditor_groups()):
+                        gone = f"{selected} is {gone_approval.status}"
+                except GatewayError:
+                    pass
+        return self.html(request, "approvals.html", user, items=items, selected=selected, gone=gone,
+                         presets=PRESET_REASONS, now=time.time())
+
+    async def approvals_fragment(self, request: Request, user: User) -> Response:
+        items = await self._inbox(user)
+        body = self.env.get_template("_inbox.html").render(items=items, presets=PRESET_REASONS, csrf=user.csrf,
+                                                           selected=request.query_params.get("selected"))
+        return HTMLResponse(body, headers=security.HEADERS)
+
+    async def decide(self, request: Request, user: User) -> Response:
+        form = await request.form()
+        approval_id = request.path_params["id"]
+
+        def field(name: str) -> str:
+            value = form.get(name)
+            return value.strip() if isinstance(value, str) else ""
+
+        verdict = field("verdict")
+        preset, free = field("preset"), field("reason")
+        reason = f"{preset}: {free}" if preset and free else (preset or free)
+        back = f"/ui/approvals/{approval_id}" if model.looks_like_id(approval_id) else "/ui/approvals"
+        if verdict not in model.VERDICTS:
+            return self.redirect(back, request, {"error": "Choose approve or deny."})
+        try:
+            approval = await self.ctx.approvals.decide(approval_id, user.principal(), verdict, reason,
+                                                       shown_digest=field("preview_digest") or None)
+        except GatewayError as exc:
+            return self.redirect(back, request, {"error": exc.message})
+        done = "approved" if verdict == "approve" else "denied"
+        return self.redirect("/ui/approvals", request,
+                             {"ok": f"You {done} {approval.id} ({approval.binding.target or approval.binding.method}); "
+                                    f"it is now {approval.status}."})
+
+    # ── sessions ─────────────────────────────────────────────────────────────
+    async def _sessions(self) -> dict[str, Session]:
+        def load() -> dict[str, Session]:
+            store = self.ctx.reader.open_store()
+            try:
+                return load_sessions(store)
+            finally:
+                store.close()
+
+        try:
+            return await asyncio.to_thread(load)
+        except RecordProblem as exc:
+            raise GatewayError(f"{exc}; run `ledgergate audit verify`") from None
+        except StoreError:
+            raise GatewayError("the ledger store cannot be read now") from None
+
+    async def sessions_page(self, request: Request, user: User) -> Response:
+        q = request.query_params
+
+        def opt(name: str) -> str | None:
+            value = q.get(name, "").strip()
+            return value or None
+
+        problem = None
+        try:
+            since, until = normalize_time(opt("since")), normalize_time(opt("until"))
+        except ValueError:
+            since = until = None
+            problem = "Times must be ISO 8601, e.g. 2026-01-31T09:00:00Z."
+        decision = opt("decision")
+        if decision not in (None, "allow", "deny", "approve"):
+            decision, problem = None, "Decision must be allow, deny or approve."
+        flt = SessionFilter(opt("principal"), opt("server"), opt("tool"), decision, since, until)
+        found = select(await self._sessions(), flt)[:500]
+        return self.html(request, "sessions.html", user, sessions=[s.summary() for s in found],
+                         q={k: q.get(k, "") for k in ("principal", "server", "tool", "decision", "since", "until")},
+                         problem=problem)
+
+    async def replay_page(self, request: Request, user: User) -> Response:
+        sid = request.path_params["id"]
+        session = (await self._sessions()).get(sid)
+        if session is None:
+            return self.error(request, user, 404, "No such session", "No record in the ledger names this session.")
+        await self.record("session.replayed", {"viewer": user.summary(), "replayed_session": sid,
+                                               "records": len(session.entries)})
+        doc = replay(session)
+        marks = await asyncio.to_thread(self._inclusion, [(e.log_id, e.index) for e in session.entries])
+        for st in doc["timeline"]:
+            st["included"], st["included_why"] = marks[(st["log"], st["index"])]
+        return self.html(request, "replay.html", user, s=doc, checked_at=model.rfc3339(time.time()))
+
+    def _inclusion(self, places: list[tuple[str, int]]) -> dict[tuple[str, int], tuple[bool, str]]:
+        """Each record: is it in its log's latest signed checkpoint? Checked by making and verifying its proof."""
+        out: dict[tuple[str, int], tuple[bool, str]] = {}
+        store = self.ctx.reader.open_store()
+        try:
+            notes = self.ctx.reader.witness_notes()
+            provers: dict[str, LogProver] = {}
+            for log_id, index in places:
+                prover = provers.get(log_id)
+                if prover is None:
+                    prover = provers[log_id] = self.ctx.reader.prover(store, log_id, notes)
+                try:
+                    prover.prove(index)
+                    out[(log_id, index)] = (True, f"inclusion proof verified against the signed checkpoint of "
+                                                  f"size {prover.size}")
+                except tlog_proof.ProofError as exc:
+                    out[(log_id, index)] = (False, str(exc)[:300])
+        except StoreError:
+            for place in places:
+                out.setdefault(place, (False, "the store cannot be read"))
+        finally:
+            store.close()
+        return out
+
+    async def export_session(self, request: Request, user: User) -> Response:
+        sid = request.path_params["id"]
+        if sid not in await self._sessions():
+            return self.error(request, user, 404, "No such session", "No record in the ledger names this session.")
+        await self.record("session.exported", {"viewer": user.summary(), "exported_session": sid})
+
+        def build() -> bytes:
+            store = self.ctx.reader.open_store()
+            try:
+                return dump_bundle(export_bundle(store, self.ctx.reader.verifier, Filter(session=sid)))
+            finally:
+                store.close()
+
+        body = await asyncio.to_thread(build)
+        return Response(body, media_type="application/json", headers={
+            **security.HEADERS, "Content-Disposition": f'attachment; filename="session-{sid[:60]}.evidence.json"'})
+
+    async def record_proof(self, request: Request, user: User) -> Response:
+        log_id, index = request.path_params["log"], parse_uint(request.path_params["index"])
+        if not valid_log_id(log_id) or index is None:
+            return self.error(request, user, 400, "Bad request", "A record is named by its log id and index.")
+        try:
+            text = await asyncio.to_thread(make_proof, self.ctx.reader, log_id, index)
+        except NotFound as exc:
+            return self.error(request, user, 404, "No such record", str(exc))
+        except tlog_proof.ProofError as exc:
+            return self.error(request, user, 409, "No proof", str(exc)[:500])
+        except StoreError:
+            return self.error(request, user, 503, "Unavailable", "The ledger store cannot be read now.")
+        await self.record("record.proof_exported", {"viewer": user.summary(), "proof_log": log_id,
+                                                    "proof_index": index})
+        return PlainTextResponse(text, media_type=tlog_proof.MEDIA_TYPE, headers={
+            **security.HEADERS, "Content-Disposition": f'attachment; filename="{proof_filename(log_id, index)}"'})
+
+    # ── ledger ───────────────────────────────────────────────────────────────
+    async def _ledger_view(self) -> dict[str, Any]:
+        ledger = self.ctx.ledger
+        verifier = self.ctx.reader.verifier
+
+        def read() -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+            store = self.ctx.reader.open_store()
+            try:
+                logs = []
+                for log_id, origin in store.logs():
+                    row = store.latest_checkpoint(log_id)
+                    logs.append({"log": log_id, "origin": origin, "size": store.size(log_id),
+                                 "checkpoint": row.note if row else None, "checkpoint_size": row.size if row else None,
+                                 "checkpoint_time": row.created if row else None})
+            finally:
+                store.close()
+            witnessed: list[tuple[str, str]] = []
+            for spec in self.ctx.reader.witnesses:
+                witnessed.extend((spec, n) for n in LedgerReader(self.ctx.reader.storage, self.ctx.reader.base_dir,
+                                                                 verifier, (spec,)).witness_notes())
+            return logs, witnessed
+
+        logs, witnessed = await asyncio.to_thread(read)
+        for entry in logs:
+            if entry["checkpoint"]:
+                try:
+                    open_checkpoint(entry["checkpoint"], verifier)
+                    entry["signature"] = "verifies with the log key"
+                except NoteError as exc:
+                    entry["signature"] = f"DOES NOT VERIFY: {exc}"
+        witnesses = []
+        for spec in self.ctx.reader.witnesses:
+            latest: Checkpoint | None = None
+            problem = None
+            for s, note in witnessed:
+                if s != spec:
+                    continue
+                try:
+                    cp = open_checkpoint(note, verifier)
+                except NoteError as exc:
+                    problem = f"a note there does not verify: {exc}"
+                    continue
+                if cp.origin == f"ledgergate/{ledger.log_id}" and (latest is None or cp.size > latest.size):
+                    latest = cp
+            if spec.startswith(("http://", "https://")):
+                state, detail = "unknown", "an HTTP witness cannot be read back from here"
+            elif latest is None:
+                state, detail = ("disagrees", problem) if problem else ("unknown", "holds no checkpoint of this log")
+            elif latest.size > ledger.size:
+                state, detail = "disagrees", (f"holds size {latest.size}, larger than the log's {ledger.size} "
+                                              "(records deleted?)")
+            elif await ledger.root_at(latest.size) != latest.root:
+                state, detail = "disagrees", f"its root at size {latest.size} is not the log's (records altered?)"
+            else:
+                state, detail = "agrees", f"latest witnessed size {latest.size}: same root as the log"
+            if problem and state == "agrees":
+                state, detail = "disagrees", problem
+            witnesses.append({"name": spec, "state": state, "detail": detail})
+        return {"log_id": ledger.log_id, "size": ledger.size, "logs": logs, "witnesses": witnesses}
+
+    async def ledger_page(self, request: Request, user: User) -> Response:
+        return self.html(request, "ledger.html", user, view=await self._ledger_view(), result=None)
+
+    async def verify_now(self, request: Request, user: User) -> Response:
+        notes = [WitnessNote(f"{spec} note {i + 1}", n) for spec in self.ctx.reader.witnesses
+                 for i, n in enumerate(LedgerReader(self.ctx.reader.storage, self.ctx.reader.base_dir,
+                                                    self.ctx.reader.verifier, (spec,)).witness_notes())]
+
+        def run() -> tuple[list[Any], float]:
+            started = time.perf_counter()
+            store = self.ctx.reader.open_store()
+            try:
+                return verify_store(store, self.ctx.reader.verifier, notes), time.perf_counter() - started
+            finally:
+                store.close()
+
+        try:
+            reports, elapsed = await asyncio.to_thread(run)
+        except StoreError:
+            return self.error(request, user, 503, "Unavailable", "The ledger store cannot be read now.")
+        result = {"ok": all(r.ok for r in reports), "elapsed": f"{elapsed:.2f}", "logs": [
+            {"log": r.log_id, "ok": r.ok, "size": r.size, "covered": r.covered, "checkpoints": r.checkpoints,
+             "witnessed": r.witnessed, "problems": r.problems[:5]} for r in reports]}
+        await self.record("ledger.verified", {"viewer": user.summary(), "ok": result["ok"],
+                                              "records": sum(r.size for r in reports)})
+        return self.html(request, "ledger.html", user, view=await self._ledger_view(), result=result)
+
+    # ── admin ────────────────────────────────────────────────────────────────
+    async def admin_page(self, request: Request, user: User) -> Response:
+        s = self.ctx.settings()
+        rules = [r.model_dump(mode="json", exclude_defaults=True) for r in s.policies]
+        digest = None
+        if self.ctx.config_path is not None:
+            try:
+                digest = hashlib.sha256(self.ctx.config_path.read_bytes()).hexdigest()
+            except OSError:
+                digest = None
+        drift = []
+        if self.ctx.fingerprints is not None:
+            try:
+                for r in self.ctx.fingerprints.list():
+                    drift.append({"server": r.server, "tool": r.tool, "status": r.status, "by": r.accepted_by,
+                                  "at": model.rfc3339(r.accepted_at), "changed": ", ".join(r.changed_fields),
+                                  "fingerprint": r.accepted_fp[:16]})
+            except Exception:  # noqa: BLE001 - a store that cannot be read is shown as such
+                drift = []
+        return self.html(request, "admin.html", user, policy_yaml=yaml.safe_dump(rules, sort_keys=False, width=100),
+                         policy_version=model.policy_version(s.policies), config_sha256=digest,
+                         config_path=str(self.ctx.config_path or ""), drift=drift, drift_mode=s.tool_drift.mode)
+
+
+def console_routes(ctx: ConsoleContext) -> list[BaseRoute]:
+    """Every /ui route, or none when the config has no `console` section."""
+    settings = ctx.settings().console
+    if settings is None:
+        return []
+    c = Console(ctx, settings)
+    g = c.guard
+    return [
+        Route("/ui", lambda r: RedirectResponse("/ui/", status_code=308)),
+        Route("/ui/", g(None, c.home)),
+        Route("/ui/login", c.login, methods=["GET"]),
+        Route("/ui/callback", c.callback, methods=["GET"]),
+        Route("/ui/signed-out", c.signed_out, methods=["GET"]),
+        Route("/ui/logout", g(None, c.logout, post=True), methods=["POST"]),
+        Route("/ui/approvals", g(("approver", "auditor"), c.approvals_page)),
+        Route("/ui/approvals/inbox", g(("approver", "auditor"), c.approvals_fragment)),
+        Route("/ui/approvals/{id}", g(("approver", "auditor"), c.approvals_page)),
+        Route("/ui/approvals/{id}/decide", g("approver", c.decide, post=True), methods=["POST"]),
+        Route("/ui/sessions", g("auditor", c.sessions_page)),
+        Route("/ui/sessions/{id}", g("auditor", c.replay_page)),
+        Route("/ui/sessions/{id}/export", g("auditor", c.export_session)),
+        Route("/ui/records/{log}/{index}/proof", g("auditor", c.record_proof)),
+        Route("/ui/ledger", g(("auditor", "admin"), c.ledger_page)),
+        Route("/ui/ledger/verify", g(("auditor", "admin"), c.verify_now, post=True), methods=["POST"]),
+        Route("/ui/admin", g("admin", c.admin_page)),
+        Mount("/ui/static", app=StaticFiles(directory=HERE / "static"), name="ui-static"),
+    ]
+
+
+__all__ = ["Console", "ConsoleContext", "console_routes"]
