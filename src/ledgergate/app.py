@@ -317,6 +317,17 @@ class Gateway:
         return JSONResponse({"error": f"Unauthorized: {exc.message}"}, status_code=401,
                             headers={"WWW-Authenticate": challenge})
 
+    async def _record_api_refusal(self, principal: Principal, request: Request, status: int, message: str) -> None:
+        """An authenticated caller refused by the REST API (e.g. a non-auditor reading the ledger): an
+        investigator looks for exactly these. The refusal stands when the ledger cannot record it."""
+        assert self.ledger is not None
+        try:
+            await self.ledger.append("request.refused", {
+                "principal": principal.summary(), "http_method": request.method, "path": request.url.path[:200],
+                "status": status, "error": message[:500]})
+        except (LedgerUnavailable, ValueError) as exc:
+            log.error("a refusal (%s) could not be recorded: %s", status, exc)
+
     def _audit_reader(self, endpoint: Callable[[Request], Any]) -> Callable[[Request], Any]:
         async def guarded(request: Request) -> Response:
             try:
@@ -327,8 +338,9 @@ class Gateway:
                 return JSONResponse({"error": exc.message}, status_code=exc.http_status)
             readers = set(self.config.settings.audit.reader_groups)
             if principal.groups.isdisjoint(readers):
-                return JSONResponse({"error": "Forbidden: reading the audit ledger needs one of the groups "
-                                              f"{sorted(readers)}"}, status_code=403)
+                message = f"Forbidden: reading the audit ledger needs one of the groups {sorted(readers)}"
+                await self._record_api_refusal(principal, request, 403, message)
+                return JSONResponse({"error": message}, status_code=403)
             return await endpoint(request)
 
         return guarded

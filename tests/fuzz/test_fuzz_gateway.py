@@ -272,11 +272,7 @@ def requests(draw: st.DrawFn) -> tuple[str, str, list[tuple[str, str]], bytes, s
 #:   single-valued header (400), a late head or body (408), too many connections (503);
 #: - `Host`/`Origin` naming another site (403, the DNS-rebinding check runs first on every path);
 #: - a path that names no MCP server or route (404), a method no route has (405, REST routes).
-#: Refusals of an authenticated request that issue 20 item 9 says must be recorded and that the
-#: `gatewayfix` branch records (audit API 403, another identity's session 403). Until that branch is
-#: merged they are listed here so this fuzzer checks everything else; delete this list after.
-PENDING_ITEM_9 = ("reading the audit ledger needs one of the groups", "another identity")
-UNRECORDED_BY_DESIGN = PENDING_ITEM_9 + ("Host header not allowed", "Origin not allowed", "no Host header", "more than one ",
+UNRECORDED_BY_DESIGN = ("Host header not allowed", "Origin not allowed", "no Host header", "more than one ",
                         "did not arrive within", "too many connections", "Invalid HTTP request",
                         "unknown server", '"not found"', "Method Not Allowed", "Not Found")
 
@@ -526,3 +522,17 @@ def test_json_that_is_not_a_message_from_the_server_is_a_502(served: Served, rep
         ("MCP-Protocol-Version", MODERN), ("Mcp-Method", "tools/call"), ("Mcp-Name", "echo"),
         ("Content-Length", str(len(body)))], body, "HTTP/1.1")
     assert answer is not None and answer.status == 502, answer
+
+
+def test_a_non_auditor_refused_by_the_audit_api_is_recorded(served: Served) -> None:
+    """Issue 20 item 9, reached by the fuzzer: the audit API's 403 left no record."""
+    before = served.ledger_size()
+    answer = send(served, "GET", "/api/v1/audit/checkpoint", [("Host", "127.0.0.1:{port}"),
+                                                              ("Authorization", f"Bearer {GOOD}")], b"", "HTTP/1.1")
+    assert answer is not None and answer.status == 403, answer
+    events = served.events_since(before)
+    assert events == ["request.refused"], events
+    with sqlite3.connect(f"file:{served.db}?mode=ro", uri=True) as conn:
+        record = json.loads(conn.execute("SELECT record FROM ledger_leaves WHERE seq = ?", (before,)).fetchone()[0])
+    assert record["status"] == 403 and record["path"] == "/api/v1/audit/checkpoint"
+    assert record["principal"]["subject"] == "alice"
