@@ -53,6 +53,7 @@ class Served:
     gateway: Gateway
     thread: threading.Thread
     hostile: HostileUpstream
+    other_token: str
 
     def ledger_size(self) -> int:
         assert self.gateway.ledger is not None
@@ -136,7 +137,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         time.sleep(0.05)
     try:
         yield Served(port, provider.token("alice", ["staff"]), directory / "data" / "ledgergate.db", gateway, thread,
-                     hostile)
+                     hostile, provider.token("bob", ["staff"]))
     finally:
         server.should_exit = True
         thread.join(30)
@@ -536,3 +537,31 @@ def test_a_non_auditor_refused_by_the_audit_api_is_recorded(served: Served) -> N
         record = json.loads(conn.execute("SELECT record FROM ledger_leaves WHERE seq = ?", (before,)).fetchone()[0])
     assert record["status"] == 403 and record["path"] == "/api/v1/audit/checkpoint"
     assert record["principal"]["subject"] == "alice"
+
+
+def test_another_identitys_session_refused_is_recorded(served: Served) -> None:
+    """Issue 20 item 9: presenting another identity's session is a 403 an investigator must find."""
+    hello = json.dumps(rpc("initialize", {"protocolVersion": "2025-06-18", "capabilities": {},
+                                          "clientInfo": {"name": "fuzz", "version": "0"}})).encode()
+    head = [("Host", "127.0.0.1:{port}"), ("Accept", "application/json, text/event-stream"),
+            ("Content-Type", "application/json"), ("MCP-Protocol-Version", "2025-06-18")]
+    opened = send(served, "POST", "/mcp/rec", head + [("Authorization", f"Bearer {GOOD}"),
+                                                      ("Content-Length", str(len(hello)))], hello, "HTTP/1.1")
+    assert opened is not None and opened.status == 200, opened
+    session = next(line.split(":", 1)[1].strip() for line in opened.head.split("\r\n")
+                   if line.lower().startswith("mcp-session-id:"))
+    before = served.ledger_size()
+    body = json.dumps(rpc("tools/list", {})).encode()
+    answer = send(served, "POST", "/mcp/rec", head + [("Authorization", f"Bearer {served.other_token}"),
+                                                      ("Mcp-Session-Id", session),
+                                                      ("Content-Length", str(len(body)))], body, "HTTP/1.1")
+    assert answer is not None and answer.status == 403, answer
+    for _ in range(20):
+        if "request.refused" in served.events_since(before):
+            break
+        time.sleep(0.05)
+    with sqlite3.connect(f"file:{served.db}?mode=ro", uri=True) as conn:
+        rows = [json.loads(r[0]) for r in conn.execute("SELECT record FROM ledger_leaves WHERE seq >= ?", (before,))]
+    refused = [r for r in rows if r["event"] == "request.refused"]
+    assert refused and refused[0]["status"] == 403 and refused[0]["principal"]["subject"] == "bob", rows
+    assert session not in json.dumps(rows), "a live session id is a credential: it stays out of the record"
