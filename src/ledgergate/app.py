@@ -36,6 +36,8 @@ from ledgergate.gateway.metrics import GatewayMetrics, MeteredLedger
 from ledgergate.gateway.pipeline import Lasting, Pipeline
 from ledgergate.gateway.sessions import SessionRegistry
 from ledgergate.gateway.snapshot import Snapshot
+from ledgergate.gateway.stages.audit import MaskedLedger
+from ledgergate.gateway.telemetry import Tracing
 from ledgergate.gateway.tasks import TaskOwners
 from ledgergate.gateway.transport.endpoint import McpEndpoint
 from ledgergate.gateway.transport.hosts import HostPolicy
@@ -73,8 +75,11 @@ class Gateway:
         self.pipeline: Pipeline | None = None
         self.auth: Authenticator | None = None
         self.approvals: ApprovalService | None = None
+        #: the ledger as everything outside the pipeline writes to it: masked whole, then counted
+        self.records: MaskedLedger | None = None
         self.webhooks: WebhookNotifier | None = None
         self.reader: LedgerReader | None = None
+        self.tracing: Tracing | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         #: restart-only keys are compared with what the process started with, not with the last reload
         self._started_settings = config.settings
@@ -103,14 +108,18 @@ class Gateway:
         self.drift = DriftGuard(FingerprintStore.open(s.storage, self.config.base_dir), s.tool_drift)
         self.webhooks = WebhookNotifier(s.approvals.webhooks, console_url=s.approvals.console_url)
         await self.webhooks.start()
-        self.approvals = ApprovalService(open_store(s.storage, self.config.base_dir), metered.append,
+        # records written outside the pipeline are masked whole too (gateway/stages/audit.py `seal`), then counted
+        masked_ledger = self.records = MaskedLedger(metered, lambda: self.snapshot.masker)
+        self.approvals = ApprovalService(open_store(s.storage, self.config.base_dir), masked_ledger.append,
                                          s.approvals, notifier=self.webhooks)
         await self.approvals.start()
         metered.approval_created = self._approval_created
+        if s.telemetry.otlp_endpoint:
+            self.tracing = Tracing.start(s.telemetry)  # the SDK is imported only here
         self.lasting = Lasting(metered, self.ledger.hmac, self.drift, TaskOwners(), self.approvals,
-                               self.ledger.subkey("approval-state"))
+                               self.ledger.subkey("approval-state"), tracing=self.tracing)
         self.pipeline = Pipeline.build(self.snapshot, self.lasting)
-        self.auth = Authenticator(metered, www_authenticate)
+        self.auth = Authenticator(masked_ledger, www_authenticate)
         hosts = HostPolicy(s.host, s.port, s.allowed_hosts, s.allowed_origins)
         self.endpoint = McpEndpoint(self._current_pipeline, self.auth, self.upstreams, self.sessions, hosts,
                                     s.limits.max_body_bytes, s.public_url)
@@ -163,6 +172,8 @@ class Gateway:
             task.cancel()
         if self.endpoint is not None:
             await self.endpoint.close()
+        if self.auth is not None and self.ledger is not None:
+            await self.auth.close()  # the refusals still counted are recorded before the ledger closes
         await self.sessions.close()
         await self.upstreams.close()
         await self.snapshot.identity.close()
@@ -176,6 +187,8 @@ class Gateway:
             self.drift.close()
         if self.ledger is not None:
             await self.ledger.close()
+        if self.tracing is not None:
+            await self.tracing.close()
 
     async def _expire_sessions(self) -> None:
         while True:
@@ -291,9 +304,9 @@ class Gateway:
 
     async def _record_reload(self, event: str, trigger: str, fields: dict[str, Any]) -> bool:
         """Append a reload record; False (logged, retried by the watcher) when the ledger cannot."""
-        assert self.ledger is not None
+        assert self.records is not None
         try:
-            await self.ledger.append(event, {"trigger": trigger, **fields})
+            await self.records.append(event, {"trigger": trigger, **fields})
         except (LedgerUnavailable, ValueError) as exc:
             self._reload_owed = True
             log.error("config reload (%s) not applied: the ledger cannot record it (%s); the running config "
@@ -317,17 +330,6 @@ class Gateway:
         return JSONResponse({"error": f"Unauthorized: {exc.message}"}, status_code=401,
                             headers={"WWW-Authenticate": challenge})
 
-    async def _record_api_refusal(self, principal: Principal, request: Request, status: int, message: str) -> None:
-        """An authenticated caller refused by the REST API (e.g. a non-auditor reading the ledger): an
-        investigator looks for exactly these. The refusal stands when the ledger cannot record it."""
-        assert self.ledger is not None
-        try:
-            await self.ledger.append("request.refused", {
-                "principal": principal.summary(), "http_method": request.method, "path": request.url.path[:200],
-                "status": status, "error": message[:500]})
-        except (LedgerUnavailable, ValueError) as exc:
-            log.error("a refusal (%s) could not be recorded: %s", status, exc)
-
     def _audit_reader(self, endpoint: Callable[[Request], Any]) -> Callable[[Request], Any]:
         async def guarded(request: Request) -> Response:
             try:
@@ -338,9 +340,11 @@ class Gateway:
                 return JSONResponse({"error": exc.message}, status_code=exc.http_status)
             readers = set(self.config.settings.audit.reader_groups)
             if principal.groups.isdisjoint(readers):
-                message = f"Forbidden: reading the audit ledger needs one of the groups {sorted(readers)}"
-                await self._record_api_refusal(principal, request, 403, message)
-                return JSONResponse({"error": message}, status_code=403)
+                detail = f"Forbidden: reading the audit ledger needs one of the groups {sorted(readers)}"
+                assert self.auth is not None
+                await self.auth.forbidden(principal, "api", request.client.host if request.client else None,
+                                          detail, path=request.url.path)
+                return JSONResponse({"error": detail}, status_code=403)
             return await endpoint(request)
 
         return guarded

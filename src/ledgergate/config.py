@@ -86,6 +86,28 @@ class ConsoleSettings(_Strict):
     http_timeout: Duration = 10.0
 
 
+class TelemetrySettings(_Strict):
+    """OpenTelemetry traces over OTLP/HTTP, off unless `otlp_endpoint` is set (then the `otel` extra
+    must be installed: `pip install 'ledgergate[otel]'`)."""
+
+    #: the collector's base URL, e.g. http://otel-collector:4318 (spans go to <endpoint>/v1/traces)
+    otlp_endpoint: str | None = None
+    service_name: str = Field(default="ledgergate", min_length=1)
+    #: headers sent to the collector (`${ENV}` for credentials)
+    headers: dict[str, str] = Field(default_factory=dict)
+    #: the share of requests traced (parent-less root spans), 0..1
+    sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
+    #: how long one export to the collector may take
+    timeout: Duration = Field(default=10.0, gt=0)
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("'otlp_endpoint' must be an http:// or https:// URL (OTLP over HTTP)")
+        return value
+
+
 class Settings(_Strict):
     listen: str = "127.0.0.1:8080"
     data_dir: str = "./data"
@@ -103,6 +125,7 @@ class Settings(_Strict):
     budgets: BudgetsSettings = Field(default_factory=BudgetsSettings)
     tool_drift: ToolDriftSettings = Field(default_factory=ToolDriftSettings)
     console: ConsoleSettings | None = None  # absent: no web console
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     log_level: str = "info"
 
     @field_validator("listen")

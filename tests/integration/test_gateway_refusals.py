@@ -162,18 +162,22 @@ async def test_an_identity_no_rule_lets_use_a_server_opens_nothing_upstream(env:
                                 "lookup_customer")
         rec_init = await env.initialize(http, "rec")
         rec_discover = await env.modern(http, "rec", {"jsonrpc": "2.0", "id": 4, "method": "server/discover"})
-    for answer in (init, legacy, discover, call, rec_init, rec_discover):
+    for answer in (init, legacy, discover, rec_init, rec_discover):
         assert answer.status_code == 403, answer.text
         assert answer.json()["error"]["code"] == -32003
         assert "no policy rule lets this identity use server" in answer.json()["error"]["message"]
+    # a stateless call is refused as the call it is (as any policy refusal: a JSON-RPC error)
+    assert call.status_code == 200 and call.json()["error"]["code"] == -32003
+    assert "no rule allows it" in call.json()["error"]["message"]
     assert "mcp-session-id" not in init.headers
     await asyncio.sleep(0.5)
     assert not env.marker.exists(), "a stdio child was started for an identity with no rule"
     assert env.upstream.requests[before:] == [], "an upstream session was opened for an identity with no rule"
     denied = [r for r in env.records() if r["event"] == "policy.denied" and r["principal"]["subject"] == "eve"]
     assert sorted(r["method"] for r in denied) == sorted(
-        ["initialize", "initialize", "server/discover", "initialize", "initialize", "server/discover"])
-    assert all(r["stage"] == "admission" and r["rule"] is None for r in denied)
+        ["initialize", "initialize", "server/discover", "tools/call", "initialize", "server/discover"])
+    assert all(r.get("stage") == "admission" for r in denied if r["method"] != "tools/call")
+    assert [r["target"] for r in denied if r["method"] == "tools/call"] == ["lookup_customer"]
 
     # The marker is a real witness: an allowed identity's initialize does start the child.
     async with env.gateway.http(env.token("alice", ["staff"])) as http:
@@ -218,3 +222,109 @@ async def test_another_identitys_request_state_is_refused_and_still_works_for_it
     assert "unknown or expired" in replayed.json()["error"]["message"], "the owner's state is still used once"
     refused = [r for r in env.records() if r["event"] == "rpc.refused" and r.get("reason") == "foreign_request_state"]
     assert len(refused) == 1 and refused[0]["principal"]["subject"] == "bob"
+
+
+# ── item 9: refusals an investigator looks for are recorded; anonymous floods are bounded ──
+async def test_another_identitys_session_is_refused_and_recorded_on_every_verb(env: Env) -> None:
+    alice, mallory = env.token("alice", ["staff"]), env.token("mallory", ["staff"])
+    async with env.gateway.http(alice) as mine, env.gateway.http(mallory) as theirs:
+        headers = await env.session(mine, "rec")
+        session_id = headers["Mcp-Session-Id"]
+        ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
+        answers = [await theirs.post(env.gateway.url("rec"), headers=headers, json=ping),
+                   await theirs.get(env.gateway.url("rec"), headers={**headers, "Accept": "text/event-stream"}),
+                   await theirs.delete(env.gateway.url("rec"), headers=headers)]
+        async with mine.stream("GET", f"{env.gateway.url('rec')}/sse", headers={"Accept": "text/event-stream"}) as s:
+            lines = s.aiter_lines()
+            endpoint = await endpoint_of(lines)
+            answers.append(await theirs.post(f"{env.gateway.base}{endpoint}", json=ping))
+        legacy_id = endpoint.rpartition("=")[2]
+        assert (await mine.post(env.gateway.url("rec"), headers=headers, json=ping)).status_code == 200
+    assert [a.status_code for a in answers] == [403, 403, 403, 403]
+    foreign = [r for r in env.records() if r["event"] == "session.foreign"]
+    assert [(r["session"], r["http_method"]) for r in foreign] == [
+        (session_id, "POST"), (session_id, "GET"), (session_id, "DELETE"), (legacy_id, "POST")]
+    assert all(r["principal"]["subject"] == "mallory" and r["server"] == "rec" and r["remote"] == "127.0.0.1"
+               for r in foreign)
+
+
+async def test_an_identity_the_audit_api_refuses_is_recorded(env: Env) -> None:
+    async with env.gateway.http(env.token("bob", ["staff"])) as http:
+        refused = await http.get(f"{env.gateway.base}/api/v1/audit/checkpoint")
+    assert refused.status_code == 403
+    forbidden = [r for r in env.records() if r["event"] == "auth.forbidden"]
+    assert len(forbidden) == 1 and forbidden[0]["principal"]["subject"] == "bob"
+    assert forbidden[0]["path"] == "/api/v1/audit/checkpoint" and forbidden[0]["remote"] == "127.0.0.1"
+
+
+async def test_an_anonymous_flood_gives_few_records_whose_counts_add_up(env: Env) -> None:
+    def denied() -> list[dict[str, Any]]:
+        return [r for r in env.records() if r["event"] == "auth.denied" and r.get("remote") == "127.0.0.1"]
+
+    before = denied()
+    start = asyncio.get_running_loop().time()
+    async with httpx.AsyncClient(timeout=30) as http:
+        for i in range(500):
+            headers = {**JSON_HEADERS, **({"Authorization": "Bearer not-a-token"} if i % 5 == 0 else {})}
+            r = await http.post(env.gateway.url("rec"), headers=headers, json={"jsonrpc": "2.0", "id": 1,
+                                                                               "method": "ping"})
+            assert r.status_code == 401
+    elapsed = asyncio.get_running_loop().time() - start
+    for _ in range(100):  # the counts of the last interval are flushed on a timer
+        new = denied()[len(before):]
+        if sum(r["count"] for r in new) >= 500:
+            break
+        await asyncio.sleep(0.2)
+    assert sum(r["count"] for r in new) == 500, [(r["reason"], r["count"]) for r in new]
+    assert sum(r["count"] for r in new if r["reason"] == "missing_token") == 400
+    # per (source, reason) and 5 s interval: one record at once and one flush of what it counted
+    assert len(new) <= 2 * 2 * (int(elapsed / 5) + 2), f"{len(new)} records for 500 refusals in {elapsed:.1f}s"
+
+
+# ── item 3: every string that enters a record is masked ──────────────────────
+SSN, CARD, AWS_KEY = "536-22-8143", "4111111111111111", "AKIAIOSFODNN7EXAMPLE"
+
+
+def forged_token(alg: str) -> str:
+    import base64
+
+    def b64(value: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    return f"{b64({'alg': alg, 'typ': 'JWT'})}.{b64({'sub': 'x'})}.c2ln"
+
+
+async def test_sensitive_data_outside_arguments_and_results_never_reaches_the_ledger(env: Env) -> None:
+    alice = env.token("alice", ["staff"])
+    planted = f"ssn {SSN} card {CARD} key {AWS_KEY}"
+    async with env.gateway.http(alice) as http:
+        headers = await env.session(http, "rec", client_info={"name": f"agent {planted}", "version": "1"})
+        ask = [("resources/read", {"uri": f"rec://docs/a.md?ssn={SSN}&card={CARD}&key={AWS_KEY}"}),
+               ("resources/read", {"uri": f"rec://docs/a b?ssn={SSN}&card={CARD}"}),  # refused: ambiguous
+               ("tools/call", {"name": f"pay ssn {SSN} card {CARD}", "arguments": {}}),
+               ("tools/call", {"name": "fail", "arguments": {"message": planted}}),
+               ("prompts/get", {"name": f"prompt {AWS_KEY}"})]
+        answers = []
+        for n, (method, params) in enumerate(ask):
+            r = await http.post(env.gateway.url("rec"), headers=headers,
+                                json={"jsonrpc": "2.0", "id": 10 + n, "method": method, "params": params})
+            answers.append(r)
+        assert answers[1].json()["error"]["code"] == -32602  # the ambiguous URI: refused, and recorded
+        assert answers[3].json()["error"]["message"].startswith("declined:")  # the upstream's own error
+    async with env.gateway.http(forged_token(SSN)) as http:
+        assert (await env.initialize(http, "rec")).status_code == 401
+    records = env.records()
+    tail = env.tail
+    for secret in (SSN, CARD, AWS_KEY, SSN.replace("-", "")):
+        assert secret not in tail, f"{secret} reached the ledger in the clear"
+    # the records are there, masked (not missing)
+    opened = [r for r in records if r["event"] == "session.opened" and "agent" in json.dumps(r.get("client"))]
+    assert opened and "[US_SSN]" in opened[-1]["client"]["name"] and "[SECRET]" in opened[-1]["client"]["name"]
+    targets = [r.get("target", "") for r in records if r.get("principal", {}).get("subject") == "alice"]
+    assert any(t.startswith("rec://docs/a.md?ssn=[US_SSN]") for t in targets)
+    assert any(t.startswith("pay ssn [US_SSN]") for t in targets)
+    assert any(t.startswith("rec://docs/a b?ssn=[US_SSN]") for t in targets)
+    failed = [r for r in records if r["event"] == "rpc.response" and r.get("target") == "fail"]
+    assert failed and "[US_SSN]" in failed[-1]["error"]["message"]
+    forged = [r for r in records if r["event"] == "auth.denied" and "signing algorithm" in (r.get("detail") or "")]
+    assert forged and "[US_SSN]" in forged[-1]["detail"]

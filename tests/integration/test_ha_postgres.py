@@ -188,6 +188,7 @@ async def test_a_replica_killed_mid_traffic_loses_no_acknowledged_record(tmp_pat
         stop.set()
         assert before_kill >= 20, f"only {before_kill} calls were answered before the kill"
         assert failed, "the kill landed between calls; some call should have been in flight"
+        print(f"\nkill: {before_kill} acknowledged before the kill, {len(acked)} in all, {len(failed)} unanswered")
         # the survivor keeps serving
         async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
             assert acknowledged(await echo(http, b, "ha-survivor"), "ha-survivor")

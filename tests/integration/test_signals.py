@@ -1,12 +1,19 @@
 """Signals of a real gateway (`ledgergate serve`) in front of server-everything, with real OIDC
 tokens: the Prometheus exposition at /metrics, parsed with prometheus_client's own parser, after
-allowed, denied, approval-held and masked calls."""
+allowed, denied, approval-held and masked calls; JSON log lines naming the request id; and
+OpenTelemetry spans sent over OTLP/HTTP to a small receiver that decodes them with the OTLP
+protobuf definitions (opentelemetry-proto), as a collector would."""
 
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
+import subprocess
+import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.support import gateway as gw
 from tests.support.client import MODERN, connect
 from tests.support.oidc import Provider
-from tests.support.procs import Proc, start_everything
+from tests.support.procs import Proc, free_port, start_everything
 
 pytestmark = pytest.mark.node
 
@@ -202,3 +209,133 @@ async def test_a_warning_logged_while_serving_a_call_names_the_request_id_the_cl
     # lines written outside any call (startup, shutdown) carry no id
     assert any("request_id" not in line and "startup" in line["message"].lower() for line in lines), lines[:5]
     assert "arg-never-logged" not in gateway.log()
+
+
+# ── OpenTelemetry over OTLP/HTTP ────────────────────────────────────────────
+class OtlpReceiver:
+    """An OTLP/HTTP trace endpoint on 127.0.0.1: decodes each ExportTraceServiceRequest into
+    (resource attributes, span) pairs."""
+
+    def __init__(self) -> None:
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+        self.spans: list[tuple[dict[str, Any], Any]] = []
+        self.paths: list[str] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                request = trace_service_pb2.ExportTraceServiceRequest.FromString(body)
+                receiver.paths.append(self.path)
+                for rs in request.resource_spans:
+                    resource = {kv.key: _any(kv.value) for kv in rs.resource.attributes}
+                    for ss in rs.scope_spans:
+                        receiver.spans.extend((resource, span) for span in ss.spans)
+                reply = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _any(value: Any) -> Any:
+    return getattr(value, value.WhichOneof("value")) if value.WhichOneof("value") else None
+
+
+def attributes(span: Any) -> dict[str, Any]:
+    return {kv.key: _any(kv.value) for kv in span.attributes}
+
+
+def start_traced(directory: Path, idp: Provider, upstream: Proc, extra: dict[str, Any]) -> gw.RunningGateway:
+    """`ledgergate serve` under `python -X importtime`, so its log also lists every module it imports."""
+    directory.mkdir(parents=True)
+    port = free_port()
+    config = gw.write_config(directory, port, idp.issuer,
+                             {"everything": {"url": f"http://127.0.0.1:{upstream.port}/mcp"}}, POLICIES, extra)
+    proc = Proc([sys.executable, "-X", "importtime", "-m", "ledgergate.cli", "serve", "--config", str(config)],
+                env={"PYTHONUNBUFFERED": "1"}, cwd=directory, port=port, log=directory / "gateway.log")
+    return gw.RunningGateway(proc, port, directory)
+
+
+def imported(gateway: gw.RunningGateway) -> set[str]:
+    return {line.split("|")[-1].strip() for line in gateway.log().splitlines() if line.startswith("import time:")}
+
+
+async def test_a_span_per_request_reaches_an_otlp_collector(tmp_path: Path, idp: Provider, upstream: Proc) -> None:
+    receiver = OtlpReceiver()
+    gateway = await asyncio.to_thread(start_traced, tmp_path / "gw", idp, upstream, {
+        "telemetry": {"otlp_endpoint": receiver.url, "service_name": "ledgergate-under-test"}})
+    alice = idp.token("alice", ["staff"])
+    try:
+        assert "result" in await modern_call(gateway, alice, "echo", {"message": "arg-secret-xyz"})
+        denied = await modern_call(gateway, alice, "echo", {"message": "forbidden arg-secret-xyz"})
+        denied_id = denied["error"]["data"]["requestId"]
+        deadline = time.monotonic() + 15
+        while len([s for _, s in receiver.spans if s.name == "tools/call echo"]) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+    finally:
+        await asyncio.to_thread(gateway.stop)
+        receiver.stop()
+    assert receiver.paths and set(receiver.paths) == {"/v1/traces"}
+    calls = {attributes(s)["ledgergate.request_id"]: (resource, s) for resource, s in receiver.spans
+             if s.name == "tools/call echo"}
+    assert len(calls) == 2, [s.name for _, s in receiver.spans]
+    from opentelemetry.proto.trace.v1 import trace_pb2
+
+    resource, refused = calls.pop(denied_id)
+    assert resource["service.name"] == "ledgergate-under-test"
+    assert refused.kind == trace_pb2.Span.SPAN_KIND_SERVER
+    assert refused.status.code == trace_pb2.Status.STATUS_CODE_ERROR
+    assert attributes(refused) == {
+        "ledgergate.server": "everything", "mcp.method.name": "tools/call", "gen_ai.tool.name": "echo",
+        "ledgergate.request_id": denied_id, "ledgergate.era": "modern", "ledgergate.decision": "deny",
+        "ledgergate.rule": "no-forbidden-echo", "ledgergate.outcome": "refused", "ledgergate.error_code": -32003}
+    [(allowed_id, (_, allowed))] = calls.items()
+    assert {k: v for k, v in attributes(allowed).items() if k != "ledgergate.request_id"} == {
+        "ledgergate.server": "everything", "mcp.method.name": "tools/call", "gen_ai.tool.name": "echo",
+        "ledgergate.era": "modern", "ledgergate.decision": "allow", "ledgergate.rule": "staff-echo",
+        "ledgergate.outcome": "ok"}
+    assert allowed.status.code != trace_pb2.Status.STATUS_CODE_ERROR
+    assert allowed.end_time_unix_nano > allowed.start_time_unix_nano
+    # the span's request id is the one the ledger recorded for that call
+    tail = subprocess.run([sys.executable, "-m", "ledgergate.cli", "audit", "tail", "-n", "1000", "--config",
+                           str(gateway.dir / "ledgergate.yaml")], cwd=gateway.dir, capture_output=True, text=True)
+    recorded = [json.loads(line) for line in tail.stdout.splitlines() if line.startswith("{")]
+    assert any(r["event"] == "rpc.request" and r["request_id"] == allowed_id
+               and r["args"] == {"message": "arg-secret-xyz"} for r in recorded)
+    # no argument ever reaches a span
+    for _, span in receiver.spans:
+        assert "arg-secret-xyz" not in repr(span)
+    assert "opentelemetry.sdk.trace" in imported(gateway)
+
+
+async def test_with_telemetry_off_the_sdk_is_never_imported(tmp_path: Path, idp: Provider, upstream: Proc) -> None:
+    gateway = await asyncio.to_thread(start_traced, tmp_path / "gw", idp, upstream, {})
+    alice = idp.token("alice", ["staff"])
+    try:
+        assert "result" in await modern_call(gateway, alice, "echo", {"message": "untraced"})
+        assert "error" in await modern_call(gateway, alice, "echo", {"message": "forbidden"})
+    finally:
+        await asyncio.to_thread(gateway.stop)
+    modules = imported(gateway)
+    assert "ledgergate.gateway.pipeline" in modules and "ledgergate.gateway.telemetry" in modules
+    assert not {m for m in modules if m.startswith(("opentelemetry.sdk", "opentelemetry.exporter"))}

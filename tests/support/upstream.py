@@ -64,6 +64,20 @@ class RecordingUpstream:
             result = {**task, "resultType": "complete"}
         elif method == "tasks/list":
             result = {"tasks": getattr(self, "tasks_created", []), "resultType": "complete"}
+        elif method == "tools/call" and request["params"]["name"] == "numbers":
+            # the arguments back as structured content, so a test can see numbers travel both ways
+            args = request["params"].get("arguments") or {}
+            result = {"content": [{"type": "text", "text": "numbers"}], "structuredContent": args,
+                      "resultType": "complete"}
+        elif method == "tools/call" and request["params"].get("name") == "fail":
+            # an upstream error whose text quotes the caller's input
+            message = f"declined: {(request['params'].get('arguments') or {}).get('message')}"
+            payload = json.dumps({"jsonrpc": "2.0", "id": request.get("id"),
+                                  "error": {"code": -32000, "message": message}}).encode()
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": payload})
+            return
         elif method == "tools/call":
             name = request["params"]["name"]
             args = request["params"].get("arguments") or {}

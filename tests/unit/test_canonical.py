@@ -44,19 +44,79 @@ def test_rfc8785_example_structure() -> None:
     assert canonical.dumps(value) == want
 
 
-def test_unsafe_values_go_to_the_reference() -> None:
-    with pytest.raises(Exception):
-        canonical.dumps(2**53)
-    with pytest.raises(Exception):
-        canonical.dumps(math.nan)
+@pytest.mark.parametrize(("value", "text"), [
+    (2**53 - 1, b"9007199254740991"),
+    (-(2**53) + 1, b"-9007199254740991"),
+    (2**53, b'{"$lg.int":"9007199254740992"}'),
+    (2**64, b'{"$lg.int":"18446744073709551616"}'),
+    (-(2**64) - 1, b'{"$lg.int":"-18446744073709551617"}'),
+    (10**40, b'{"$lg.int":"1' + b"0" * 40 + b'"}'),
+    (math.nan, b'{"$lg.float":"NaN"}'),
+    (math.inf, b'{"$lg.float":"Infinity"}'),
+    (-math.inf, b'{"$lg.float":"-Infinity"}'),
+])
+def test_what_i_json_cannot_carry_is_recorded_as_a_marker(value: object, text: bytes) -> None:
+    """Issue 20 item 7: such values used to raise, so the call got a 500 and no record."""
+    assert canonical.dumps(value) == text
+    assert canonical.dumps({"args": {"n": [value]}}) == b'{"args":{"n":[' + text + b"]}}"
+
+
+def nested(depth: int, leaf: object = 1) -> object:
+    value = leaf
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_deep_values_are_recorded_to_a_digest() -> None:
+    import hashlib
+
+    import orjson
+
+    shallow = nested(canonical.MAX_DEPTH - 1)
+    assert canonical.dumps(shallow) == b"[" * (canonical.MAX_DEPTH - 1) + b"1" + b"]" * (canonical.MAX_DEPTH - 1)
+    for depth in (canonical.MAX_DEPTH + 1, 1000, 5000):  # 5000: deeper than Python's recursion limit
+        got = canonical.dumps(nested(depth))
+        inner = nested(depth - canonical.MAX_DEPTH)
+        digest = hashlib.sha256(b"[" * (depth - canonical.MAX_DEPTH) + b"1" + b"]" * (depth - canonical.MAX_DEPTH))
+        marker = b'{"$lg.deep":"sha256:' + digest.hexdigest().encode() + b'"}'
+        assert got == b"[" * canonical.MAX_DEPTH + marker + b"]" * canonical.MAX_DEPTH, depth
+        assert orjson.loads(got)  # readable by a JSON parser with a depth limit of 1024
+        assert inner is not None
+    # the digest binds the deep part: a change far down changes the record
+    assert canonical.dumps(nested(1000, 1)) != canonical.dumps(nested(1000, 2))
+
+
+def test_markers_cannot_be_forged_by_input() -> None:
+    """The encoding stays one-to-one: input shaped like a marker is escaped, so the HMAC of raw
+    arguments never matches two different argument values."""
+    assert canonical.dumps({"$lg.int": "18446744073709551616"}) == b'{"$lg.$lg.int":"18446744073709551616"}'
+    assert canonical.dumps({"$lg.int": "18446744073709551616"}) != canonical.dumps(2**64)
+    assert canonical.dumps({"$lg.$lg.int": 1}) == b'{"$lg.$lg.$lg.int":1}'
+    assert canonical.dumps({"$lg.x": 1}) != canonical.dumps({"$lg.$lg.x": 1})
+    assert canonical.dumps({"$schema": 1, "$lg": 2}) == b'{"$lg":2,"$schema":1}'  # only the "$lg." prefix
+    key = b"k" * 32
+    assert canonical.hmac_hex(key, {"a": 2**64}) != canonical.hmac_hex(key, {"a": {"$lg.int": str(2**64)}})
+
+
+def test_non_json_values_still_fail() -> None:
+    with pytest.raises((TypeError, ValueError)):
+        canonical.dumps({"x": object()})
+    with pytest.raises(ValueError):
+        canonical.dumps({1: "x", "a": 2**64})
+    cycle: list[object] = []
+    cycle.append(cycle)
+    with pytest.raises(ValueError):
+        canonical.dumps(cycle)
 
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1)
     | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
-    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=8), children, max_size=5),
+    lambda children: st.lists(children, max_size=5)
+    | st.dictionaries(st.text(max_size=8).filter(lambda k: not k.startswith("$lg.")), children, max_size=5),
     max_leaves=30,
-)
+)  # keys starting "$lg." are escaped on purpose (test_markers_cannot_be_forged_by_input)
 
 
 @settings(max_examples=500, deadline=None)
@@ -77,3 +137,19 @@ def test_hmac_is_over_canonical_bytes() -> None:
 @given(st.floats(allow_nan=False, allow_infinity=False) | st.floats(1e-6, 1e22) | st.integers(-(10**17), 10**17).map(float))
 def test_floats_match_reference(value: float) -> None:
     assert canonical.dumps(value) == rfc8785.dumps(value)
+
+
+any_key_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda children: st.lists(children, max_size=5)
+    | st.dictionaries(st.text(max_size=8).filter(lambda k: not k.startswith("$lg.")), children, max_size=5),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(any_key_values)
+def test_slow_path_encoder_matches_reference(value: object) -> None:
+    """Our iterative encoder (the path for what the fast one cannot take) is RFC 8785 too."""
+    assert canonical._encode(value) == rfc8785.dumps(value)  # noqa: SLF001

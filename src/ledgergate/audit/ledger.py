@@ -262,16 +262,18 @@ class Ledger:
             self._abandon(item, "cancelled")
             raise
 
-    def _abandon(self, item: _Append, reason: str) -> None:
-        """The caller will be told the record failed: keep it out of the log, or owe a follow-up."""
+    def _abandon(self, item: _Append, reason: str) -> bool:
+        """The caller will be told the record failed: keep it out of the log, or owe a follow-up.
+        False when it is already durable (DONE) or already abandoned: then nobody may say it failed."""
         with self._claim_lock:
             if item.state == QUEUED:
                 item.state = ABANDONED
             elif item.state == WRITING:
                 item.state = ABANDONED_WRITING
             else:
-                return
+                return False
             item.reason = reason
+            return True
 
     async def checkpoint(self) -> str:
         """Sign, store and push a checkpoint of the current size now; return the note."""
@@ -415,8 +417,8 @@ class Ledger:
             while pending and (pending[0][1].state == DONE or pending[0][0] <= now):
                 _, item = pending.popleft()
                 fut = item.future
-                if fut is not None and not fut.done():
-                    self._abandon(item, "timeout")
+                # DONE but not yet settled: committed, its result is on the way from the writer thread
+                if fut is not None and not fut.done() and self._abandon(item, "timeout"):
                     self._problem = "a record was not made durable within append_timeout"
                     fut.set_exception(LedgerUnavailable("audit ledger did not make the record durable in time"))
 

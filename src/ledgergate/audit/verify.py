@@ -23,17 +23,17 @@ there, because everything after it is unproven.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from ledgergate.audit import merkle
+from ledgergate.audit import merkle, scan
 from ledgergate.audit.checkpoint import Checkpoint, NoteError, Verifier, open_checkpoint
 from ledgergate.store.ledger_store import LedgerStore
 
+_MAX_STORED_PROBLEMS = 5
 ORIGIN_PREFIX = "ledgergate/"  # a log's checkpoint origin is ORIGIN_PREFIX + log id (audit.ledger.origin_for)
 
 
@@ -85,7 +85,7 @@ def _check_record(log_id: str, index: int, record: bytes, time: Any, event: Any,
 
 
 def verify_log(store: LedgerStore, log_id: str, origin: str, verifier: Verifier,
-               witness_notes: Iterable[WitnessNote] = ()) -> LogReport:
+               witness_notes: Iterable[WitnessNote] = (), workers: int | None = None) -> LogReport:
     rep = LogReport(log_id, origin)
     claims: dict[int, list[tuple[str, bytes]]] = {}  # size -> [(who, root)]
 
@@ -118,56 +118,17 @@ def verify_log(store: LedgerStore, log_id: str, origin: str, verifier: Verifier,
             continue
         claims.setdefault(cp.size, []).append((who, cp.root))
 
-    # Recompute. Hot loop (must stay >= 200k records/s): one hash, one orjson parse
-    # (the record's place and its index columns), an inlined compact-range append
-    # (merkle.CompactRange.append).
-    sha256 = hashlib.sha256
-    nodes = _StoredCheck(store, log_id, rep)
-    edge: list[bytes] = []
-    roots: dict[int, bytes] = {0: merkle.EMPTY_ROOT} if 0 in claims else {}
-    expected = 0
-    bad = False
-    for chunk in store.iter_indexed_leaves(log_id):
-        for seq, stored_hash, record, time, event, session in chunk:
-            if seq != expected:
-                rep.problems.append(f"record {expected}: missing (the next stored record is {seq})")
-                bad = True
-                break
-            if type(record) is not bytes:
-                record, stored_hash = bytes(record), bytes(stored_hash)
-            h = sha256(b"\x00" + record).digest()
-            if h != stored_hash:
-                rep.problems.append(f"record {seq}: bytes do not match the stored leaf hash (record altered)")
-                bad = True
-                break
-            problem = _check_record(log_id, seq, record, time, event, session)
-            if problem:
-                rep.problems.append(problem)
-                bad = True
-                break
-            s = expected
-            if s & 15 != 15:  # no subtree of a stored level completes here
-                while s & 1:
-                    h = sha256(b"\x01" + edge.pop() + h).digest()
-                    s >>= 1
-            else:
-                level = 0
-                while s & 1:
-                    h = sha256(b"\x01" + edge.pop() + h).digest()
-                    s >>= 1
-                    level += 1
-                    if level % merkle.STRIDE == 0:
-                        nodes.check(level, expected >> level, h)
-            edge.append(h)
-            expected += 1
-            if expected in claims:
-                roots[expected] = merkle.CompactRange(expected, edge).root()
-        if bad:
-            break
-    cr = merkle.CompactRange(expected, edge)
-    rep.size = expected
-    rep.root = cr.root()
-    if bad:
+    # Recompute (audit/scan.py: segments of 2^16 records, in worker processes when there are cores).
+    res = scan.scan_log(store, log_id, list(claims), _check_record, workers)
+    rep.size = res.size
+    rep.root = merkle.CompactRange(res.size, res.edge).root()
+    rep.stored_hashes = res.stored_checked
+    rep.problems.extend(res.stored_problems[:_MAX_STORED_PROBLEMS])
+    if len(res.stored_problems) > _MAX_STORED_PROBLEMS:
+        rep.problems.append("more stored hashes do not match; not listing them")
+    roots = res.roots
+    if res.problem is not None:
+        rep.problems.append(res.problem)
         return rep
 
     for size in sorted(claims):
@@ -179,50 +140,6 @@ def verify_log(store: LedgerStore, log_id: str, origin: str, verifier: Verifier,
             else:
                 rep.covered = max(rep.covered, size)
     return rep
-
-
-class _StoredCheck:
-    """Compares the stored interior hashes with the recomputed ones as the scan completes them,
-    reading each stored level in index order beside the records."""
-
-    MAX_PROBLEMS = 5
-
-    def __init__(self, store: LedgerStore, log_id: str, rep: LogReport) -> None:
-        self.rep = rep
-        self.problems = 0
-        levels = store.node_levels(log_id)
-        self.active = bool(levels)  # none at all: written before stored hashes existed, nothing to compare
-        self.iters = {lv: (p for chunk in store.iter_nodes(log_id, lv) for p in chunk) for lv in levels}
-        self.next: dict[int, tuple[int, bytes] | None] = {}
-
-    def _peek(self, level: int) -> tuple[int, bytes] | None:
-        if level not in self.next:
-            it = self.iters.get(level)
-            self.next[level] = next(it, None) if it is not None else None
-        return self.next[level]
-
-    def check(self, level: int, index: int, h: bytes) -> None:
-        if not self.active:
-            return
-        got = self._peek(level)
-        while got is not None and got[0] < index:
-            self.next.pop(level)
-            got = self._peek(level)
-        if got is None or got[0] != index:
-            self._problem(f"stored hash at level {level} index {index} is missing (stored hash deleted)")
-            return
-        self.next.pop(level)
-        self.rep.stored_hashes += 1
-        if got[1] != h:
-            self._problem(f"stored hash at level {level} index {index} (records {index << level}.."
-                          f"{((index + 1) << level) - 1}) does not match the records (stored hash altered)")
-
-    def _problem(self, text: str) -> None:
-        self.problems += 1
-        if self.problems <= self.MAX_PROBLEMS:
-            self.rep.problems.append(text)
-        if self.problems == self.MAX_PROBLEMS + 1:
-            self.rep.problems.append("more stored hashes do not match; not listing them")
 
 
 def _witnessed_log_ids(witness_notes: Iterable[WitnessNote]) -> dict[str, str]:

@@ -1,16 +1,41 @@
 """Authentication, once, for every entry (`/mcp`, `/api`, and later `/ui`), in the manner of
 Starlette's AuthenticationMiddleware with a backend: the bearer credential becomes a `Principal`
-here and nowhere else, and every refusal is an `auth.denied` record."""
+here and nowhere else, and every refusal is recorded.
+
+Refusals of callers nobody has identified (`auth.denied`) are aggregated: an anonymous flood
+must not grow the ledger without bound, yet no refusal may go uncounted. Per (source address,
+server, reason), the first refusal of an interval is recorded at once; the rest of that interval
+are counted and their count is carried by the next record of that key, or flushed on a timer
+(and at shutdown) as one `auth.denied` record with `aggregated: true`. Every `auth.denied`
+record has `count`: the refusals it stands for, so the counts always add up.
+
+Refusals of identified callers (`auth.forbidden`: an identity the audit API does not let in) are
+recorded one by one: they name someone, which is what an investigator looks for."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qs
 
 from ledgergate.errors import AuthError, GatewayError
 from ledgergate.gateway.stages.base import AuditPort, IdentityPort
 from ledgergate.principal import Principal
+
+log = logging.getLogger("ledgergate.auth")
+
+#: how long one (source, server, reason) gets one record, the rest counted into the next
+REFUSAL_INTERVAL = 5.0
+#: distinct keys tracked at once; beyond it refusals share one overflow key per (server, reason)
+MAX_REFUSAL_KEYS = 4096
+OVERFLOW_SOURCE = "*"
+
+RefusalKey = tuple[str, str, str]  # (remote, server, reason)
 
 
 def bearer_credential(authorization: str | None) -> str | None:
@@ -23,10 +48,81 @@ def bearer_credential(authorization: str | None) -> str | None:
     return token.strip()
 
 
+@dataclass
+class _Tally:
+    started: float
+    suppressed: int = 0
+
+
+class RefusalAggregator:
+    """At most one immediate record per interval per key; pure apart from the clock it is given.
+
+    `observe` says whether to record now and how many refusals that record stands for (this one
+    plus those counted since the key's last record); `due` and `drain` give the counts owed by
+    keys that went quiet. Every observed refusal is in exactly one count.
+    """
+
+    def __init__(self, interval: float = REFUSAL_INTERVAL, max_keys: int = MAX_REFUSAL_KEYS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self.max_keys = max_keys
+        self.clock = clock
+        self._tallies: dict[RefusalKey, _Tally] = {}
+
+    def observe(self, key: RefusalKey) -> tuple[RefusalKey, int | None]:
+        """(the key it was counted under, count to record now — or None: counted, record later)."""
+        now = self.clock()
+        if key not in self._tallies and len(self._tallies) >= self.max_keys:
+            self._forget_quiet(now)
+            if len(self._tallies) >= self.max_keys:
+                key = (OVERFLOW_SOURCE, key[1], key[2])
+        tally = self._tallies.get(key)
+        if tally is None or now - tally.started >= self.interval:
+            carried = tally.suppressed if tally is not None else 0
+            self._tallies[key] = _Tally(now)
+            return key, 1 + carried
+        tally.suppressed += 1
+        return key, None
+
+    def due(self) -> list[tuple[RefusalKey, int]]:
+        """Counts owed by keys whose interval is over (each given once); quiet keys are forgotten."""
+        now = self.clock()
+        owed = []
+        for k, t in list(self._tallies.items()):
+            if now - t.started >= self.interval:
+                if t.suppressed:
+                    owed.append((k, t.suppressed))
+                del self._tallies[k]
+        return owed
+
+    def drain(self) -> list[tuple[RefusalKey, int]]:
+        """Every count still owed (at shutdown)."""
+        owed = [(k, t.suppressed) for k, t in self._tallies.items() if t.suppressed]
+        self._tallies.clear()
+        return owed
+
+    def restore(self, key: RefusalKey, count: int) -> None:
+        """Put back a count whose record could not be written (it is owed again)."""
+        tally = self._tallies.setdefault(key, _Tally(self.clock()))
+        tally.suppressed += count
+
+    @property
+    def pending(self) -> int:
+        return sum(t.suppressed for t in self._tallies.values())
+
+    def _forget_quiet(self, now: float) -> None:
+        """Drop keys whose interval is over and that owe nothing (a count is never dropped)."""
+        for k in [k for k, t in self._tallies.items() if now - t.started >= self.interval and not t.suppressed]:
+            del self._tallies[k]
+
+
 class Authenticator:
-    def __init__(self, ledger: AuditPort, challenge: Callable[[str, str | None, str], str]) -> None:
+    def __init__(self, ledger: AuditPort, challenge: Callable[[str, str | None, str], str],
+                 refusals: RefusalAggregator | None = None) -> None:
         self.ledger = ledger
         self._challenge = challenge
+        self.refusals = refusals if refusals is not None else RefusalAggregator()
+        self._flusher: asyncio.Task[None] | None = None
 
     async def authenticate(self, identity: IdentityPort, authorization: str | None, query_string: bytes,
                            realm: str, remote: str | None) -> Principal:
@@ -43,9 +139,59 @@ class Authenticator:
             await self._record(exc, realm, remote)
             raise
 
+    async def forbidden(self, principal: Principal, realm: str, remote: str | None, detail: str,
+                        **fields: Any) -> None:
+        """Record that an identified caller was refused (403) what it asked for; never raises."""
+        try:
+            await self.ledger.append("auth.forbidden", {"principal": principal.summary(), "server": realm,
+                                                        "remote": remote, "detail": detail, **fields})
+        except GatewayError as exc:  # refused either way; the log says a record is missing
+            log.error("auth.forbidden for %s not recorded: %s", principal.key, exc.message)
+
     async def _record(self, exc: AuthError, realm: str, remote: str | None) -> None:
-        await self.ledger.append("auth.denied", {"server": realm, "reason": exc.reason, "detail": exc.message,
-                                                 "remote": remote})
+        key, count = self.refusals.observe((remote or "", realm, exc.reason))
+        if count is None:
+            self._start_flusher()
+            return
+        try:
+            await self.ledger.append("auth.denied", {"server": realm, "reason": exc.reason, "detail": exc.message,
+                                                     "remote": remote, "count": count})
+        except GatewayError:
+            if count > 1:
+                self.refusals.restore(key, count - 1)  # the carried ones are still owed
+            raise
+
+    def _start_flusher(self) -> None:
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
+
+    async def _flush_loop(self) -> None:
+        while self.refusals.pending:
+            await asyncio.sleep(self.refusals.interval / 2)
+            await self._write(self.refusals.due())
+
+    async def _write(self, owed: list[tuple[RefusalKey, int]]) -> None:
+        for (remote, realm, reason), count in owed:
+            try:
+                await self.ledger.append("auth.denied", {
+                    "server": realm, "reason": reason, "remote": None if remote == "" else remote,
+                    "count": count, "aggregated": True,
+                    "detail": f"{count} more refusal(s) of this kind from this source, counted within "
+                              f"{self.refusals.interval:g}s of the last record"})
+            except GatewayError as exc:
+                log.error("aggregated auth.denied (%d) not recorded yet: %s", count, exc.message)
+                self.refusals.restore((remote, realm, reason), count)
+
+    async def close(self) -> None:
+        """Write what is still counted (at shutdown): no refusal goes unrecorded."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(BaseException):
+                await self._flusher
+        owed = self.refusals.drain()
+        await self._write(owed)
+        if self.refusals.pending:
+            log.error("%d refusals could not be recorded at shutdown", self.refusals.pending)
 
     def challenge(self, exc: AuthError, metadata_url: str) -> tuple[tuple[bytes, bytes], ...]:
         """The RFC 9728 `WWW-Authenticate` header for a 401."""

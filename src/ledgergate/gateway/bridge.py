@@ -126,10 +126,14 @@ class Bridge:
                       sessions: SessionRegistry, hello: ClientHello) -> GatewaySession:
         """The principal's shared upstream session; before one is opened (a stdio child, an upstream
         handshake), the principal must be one that may use the server at all."""
-        shared = sessions.peek_shared(server, principal)
-        if shared is None or shared.upstream_session is None or not shared.upstream_session.alive:
+        if not self._shared_open(sessions, server, principal):
             await pipeline.admit(server, principal, "initialize")
         return sessions.shared_for(server, principal, upstream, self._shared_hello(hello))
+
+    @staticmethod
+    def _shared_open(sessions: SessionRegistry, server: str, principal: Principal) -> bool:
+        shared = sessions.peek_shared(server, principal)
+        return shared is not None and shared.upstream_session is not None and shared.upstream_session.alive
 
     @staticmethod
     async def refuse_unless_notification(pipeline: Pipeline, server: str, principal: Principal,
@@ -141,9 +145,11 @@ class Bridge:
             return
         call = Call(server=server, principal=principal, message=message, session_id=session_id)
         await pipeline.evidence.record("rpc.refused", call, with_args=True, reason="not_a_notification")
-        raise BadRequest(f"Invalid Request: {method!r} is not a notification, so it needs an \"id\"; nothing was "
-                         f"forwarded (request id {call.request_id})",
-                         data={"reason": "not_a_notification", "requestId": call.request_id})
+        refusal = BadRequest(f"Invalid Request: {method!r} is not a notification, so it needs an \"id\"; nothing "
+                             f"was forwarded (request id {call.request_id})",
+                             data={"reason": "not_a_notification", "requestId": call.request_id})
+        refusal.recorded = True
+        raise refusal
 
     @staticmethod
     def _shared_hello(hello: ClientHello) -> ClientHello:
@@ -162,10 +168,12 @@ class Bridge:
                 async for item in resumed:
                     yield item
             return
-        shared = await self._shared(pipeline, server, principal, upstream, sessions, hello)
-        upstream_session = await self._ready(shared)
         call = Call(server=server, principal=principal, message=message, era="modern",
                     client_capabilities=hello.capabilities)
+        if not self._shared_open(sessions, server, principal):
+            await pipeline.precheck(call)  # a refused call opens nothing upstream (no session, no stdio child)
+        shared = sessions.shared_for(server, principal, upstream, self._shared_hello(hello))
+        upstream_session = await self._ready(shared)
         stream = pipeline.handle(call, upstream_session)
         async with aclosing(self._until_input(stream, upstream_session, principal, server, message["id"])) as items:
             async for item in items:

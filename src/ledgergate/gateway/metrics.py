@@ -17,6 +17,7 @@ label value, so a caller cannot grow the series count.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import math
 import time
@@ -25,8 +26,9 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 log = logging.getLogger("ledgergate.metrics")
 
@@ -47,6 +49,45 @@ class Appender(Protocol):
     async def append(self, event: str, fields: Mapping[str, Any]) -> int: ...
 
 
+class Tally:
+    """A labelled counter kept as plain numbers: the event loop thread is the only writer (every
+    append is awaited there) and the scrape runs there too, so it needs no lock, and an increment
+    costs a dict update rather than prometheus_client's validated, locked child lookup."""
+
+    def __init__(self, name: str, doc: str, labels: tuple[str, ...] = ()) -> None:
+        self.name, self.doc, self.labels = name, doc, labels
+        self.values: dict[tuple[str, ...], float] = {}
+
+    def inc(self, key: tuple[str, ...] = (), amount: float = 1) -> None:
+        self.values[key] = self.values.get(key, 0) + amount
+
+    def family(self) -> Metric:
+        family = CounterMetricFamily(self.name, self.doc, labels=list(self.labels))
+        for key, value in self.values.items():
+            family.add_metric(list(key), value)
+        return family
+
+
+class Spread:
+    """A histogram kept as plain numbers (same reasoning as Tally)."""
+
+    def __init__(self, name: str, doc: str, bounds: tuple[float, ...]) -> None:
+        self.name, self.doc, self.bounds = name, doc, bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def family(self) -> Metric:
+        cumulative, buckets = 0, []
+        for bound, count in zip((*self.bounds, math.inf), self.counts, strict=True):
+            cumulative += count
+            buckets.append((floatToGoString(bound), cumulative))
+        return HistogramMetricFamily(self.name, self.doc, buckets=buckets, sum_value=self.sum)
+
+
 class GatewayMetrics:
     """Every series the gateway exports, in its own registry."""
 
@@ -58,73 +99,69 @@ class GatewayMetrics:
         self.latency = Histogram("ledgergate_http_request_seconds", "MCP HTTP request time (to response start)",
                                  ["server"], registry=r,
                                  buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5))
-        self.calls = Counter("ledgergate_calls_total",
-                             "Client requests by server and how they ended: ok, error (the upstream's or the "
-                             "gateway's), denied, rate_limited, drift_blocked, approval_refused",
-                             ["server", "outcome"], registry=r)
-        self.decisions = Counter("ledgergate_policy_decisions_total",
-                                 "Policy decisions by effect (allow, deny, approve) and rule", ["decision", "rule"],
-                                 registry=r)
-        self.approvals_requested = Counter("ledgergate_approvals_requested_total",
-                                           "Approvals requested, by rule", ["rule"], registry=r)
-        self.approval_decisions = Counter("ledgergate_approval_decisions_total",
-                                          "Approvers' decisions, by verdict (approve, deny)", ["verdict"], registry=r)
-        self.approvals_closed = Counter("ledgergate_approvals_closed_total",
-                                        "Approvals closed, by final status (approved, denied, expired, cancelled)",
-                                        ["status"], registry=r)
-        self.approval_latency = Histogram("ledgergate_approval_decision_seconds",
-                                          "Time from an approval's request to each decision on it", registry=r,
-                                          buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 86400))
-        self.masked = Counter("ledgergate_masked_values_total",
-                              "Values masked, by server and detector; where=answer: in what a client received, "
-                              "where=ledger: in arguments written to the ledger",
-                              ["server", "detector", "where"], registry=r)
-        self.records = Counter("ledgergate_ledger_records_total", "Ledger records made durable, by event",
-                               ["event"], registry=r)
-        self.append_seconds = Histogram("ledgergate_ledger_append_seconds",
-                                        "Time for a ledger record to become durable (group commit included)",
-                                        registry=r, buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-                                                             0.1, 0.25, 0.5, 1, 2.5, 5))
-        self.append_failures = Counter("ledgergate_ledger_append_failures_total",
-                                       "Ledger appends that failed (the caller was refused)", registry=r)
-        self.state = StateCollector()
+        self.calls = Tally("ledgergate_calls",
+                           "Client requests by server and how they ended: ok, error (the upstream's or the "
+                           "gateway's), denied, rate_limited, drift_blocked, approval_refused", ("server", "outcome"))
+        self.decisions = Tally("ledgergate_policy_decisions",
+                               "Policy decisions by effect (allow, deny, approve) and rule", ("decision", "rule"))
+        self.approvals_requested = Tally("ledgergate_approvals_requested", "Approvals requested, by rule", ("rule",))
+        self.approval_decisions = Tally("ledgergate_approval_decisions",
+                                        "Approvers' decisions, by verdict (approve, deny)", ("verdict",))
+        self.approvals_closed = Tally("ledgergate_approvals_closed",
+                                      "Approvals closed, by final status (approved, denied, expired, cancelled)",
+                                      ("status",))
+        self.approval_latency = Spread("ledgergate_approval_decision_seconds",
+                                       "Time from an approval's request to each decision on it",
+                                       (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 86400))
+        self.masked = Tally("ledgergate_masked_values",
+                            "Values masked, by server and detector; where=answer: in what a client received, "
+                            "where=ledger: in arguments written to the ledger", ("server", "detector", "where"))
+        self.records = Tally("ledgergate_ledger_records", "Ledger records made durable, by event", ("event",))
+        self.append_seconds = Spread("ledgergate_ledger_append_seconds",
+                                     "Time for a ledger record to become durable (group commit included)",
+                                     (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+        self.append_failures = Tally("ledgergate_ledger_append_failures",
+                                     "Ledger appends that failed (the caller was refused)")
+        self.state = StateCollector((self.calls, self.decisions, self.approvals_requested, self.approval_decisions,
+                                     self.approvals_closed, self.approval_latency, self.masked, self.records,
+                                     self.append_seconds, self.append_failures))
         r.register(self.state)
 
     def observe(self, event: str, fields: Mapping[str, Any]) -> None:
         """Count what one durable record says happened."""
-        self.records.labels(event).inc()
+        self.records.inc((event,))
         server = fields.get("server")
         server = server if isinstance(server, str) else ""
         if event == "rpc.request":
             decision = fields.get("decision")
             if decision == "allow":
-                self.decisions.labels("allow", _rule(fields)).inc()
+                self.decisions.inc(("allow", _rule(fields)))
             self._masked(server, fields.get("args_masked"), "ledger")
         elif event == "rpc.response":
-            self.calls.labels(server, "error" if "error" in fields else "ok").inc()
+            self.calls.inc((server, "error" if "error" in fields else "ok"))
             self._masked(server, fields.get("masked"), "answer")
         elif event in CALL_OUTCOMES:
             if event == "policy.denied":
-                self.decisions.labels("deny", _rule(fields)).inc()
+                self.decisions.inc(("deny", _rule(fields)))
             if fields.get("direction") is None:  # a server-to-client message refused is not a call
-                self.calls.labels(server, CALL_OUTCOMES[event]).inc()
+                self.calls.inc((server, CALL_OUTCOMES[event]))
             self._masked(server, fields.get("args_masked"), "ledger")
         elif event == "approval.requested":
             rule = _rule(fields)
-            self.decisions.labels("approve", rule).inc()
-            self.approvals_requested.labels(rule).inc()
+            self.decisions.inc(("approve", rule))
+            self.approvals_requested.inc((rule,))
         elif event == "approval.decided":
             verdict = fields.get("verdict")
             if verdict in ("approve", "deny"):
-                self.approval_decisions.labels(verdict).inc()
+                self.approval_decisions.inc((verdict,))
         elif event in CLOSED:
-            self.approvals_closed.labels(CLOSED[event]).inc()
+            self.approvals_closed.inc((CLOSED[event],))
 
     def _masked(self, server: str, counts: Any, where: str) -> None:
-        if isinstance(counts, Mapping):
+        if counts and isinstance(counts, dict):  # records carry plain dicts; most carry an empty one
             for detector, n in counts.items():
                 if isinstance(n, int) and n > 0:
-                    self.masked.labels(server, str(detector), where).inc(n)
+                    self.masked.inc((server, str(detector), where), n)
 
 
 def _rule(fields: Mapping[str, Any]) -> str:
@@ -185,16 +222,19 @@ class MeteredLedger:
 
 
 class StateCollector(Collector):
-    """Gauges read at scrape time: `refresh` (async, may touch the stores) fills them, `collect`
-    (called by prometheus_client, synchronously) reports what the last refresh found."""
+    """What prometheus_client asks for at scrape time: the tallies as they stand, and gauges that
+    `refresh` (async, may touch the stores) filled just before."""
 
-    def __init__(self) -> None:
+    def __init__(self, tallies: tuple[Tally | Spread, ...] = ()) -> None:
+        self.tallies = tallies
         self.pending_approvals: float | None = None
         self.checkpoint_age: float | None = None
         self.unsigned_records: float | None = None
         self.ledger_size: float | None = None
 
     def collect(self) -> Iterator[Metric]:
+        for tally in self.tallies:
+            yield tally.family()
         gauges = (
             ("ledgergate_approvals_pending", "Approvals waiting for a decision (all replicas: read from the store)",
              self.pending_approvals),

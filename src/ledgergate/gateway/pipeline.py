@@ -19,7 +19,7 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
 from functools import partial
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ledgergate.approvals.service import ApprovalService
 from ledgergate.errors import GatewayError, LedgerUnavailable, UpstreamError
@@ -42,6 +42,9 @@ from ledgergate.principal import Principal
 from ledgergate.requestlog import REQUEST_ID
 from ledgergate.upstream.base import Message, UpstreamSession
 
+if TYPE_CHECKING:
+    from ledgergate.gateway.telemetry import Tracing
+
 log = logging.getLogger("ledgergate.pipeline")
 
 
@@ -57,13 +60,18 @@ class Lasting:
     approvals: ApprovalService | None = None
     state_key: bytes = b""
     gateway_tasks: GatewayTasks = field(default_factory=GatewayTasks)
+    #: OpenTelemetry tracing (`gateway/telemetry.py`), None when not configured
+    tracing: Tracing | None = None
 
 
 class Pipeline:
     def __init__(self, snapshot: Snapshot, request: Sequence[RequestStage], response: Sequence[ResponseStage],
-                 evidence: Evidence, messages: Messages, policy: PolicyCheck | None = None) -> None:
+                 evidence: Evidence, messages: Messages, policy: PolicyCheck | None = None,
+                 target: RequestStage | None = None, tracing: Tracing | None = None) -> None:
         self.snapshot = snapshot
         self.policy = policy if policy is not None else PolicyCheck(snapshot.policy, evidence)
+        self.target = target if target is not None else TargetCheck(evidence)
+        self.tracing = tracing
         self.request_stages = tuple(request)
         self.response_stages = tuple(response)
         self.evidence = evidence
@@ -93,15 +101,27 @@ class Pipeline:
             AuditResponse(evidence),
         ]
         return cls(snapshot, request, response, evidence,
-                   Messages(snapshot.policy, snapshot.masker, evidence), policy)
+                   Messages(snapshot.policy, snapshot.masker, evidence), policy, request[0], lasting.tracing)
 
     async def admit(self, server: str, principal: Principal, method: str, session_id: str | None = None) -> None:
         """Before anything is opened upstream for `principal`: may it use `server` at all? Raises
         stages.policy.ServerDenied (recorded as `policy.denied`) when not."""
         await self.policy.admit(server, principal, method, session_id)
 
-    async def handle(self, call: Call, upstream: UpstreamSession, start: int = 0) -> AsyncGenerator[Message, None]:
-        """Yield what the client should see: notifications and server requests, then the answer."""
+    async def precheck(self, call: Call) -> None:
+        """The call's target and policy stages alone, before an upstream session is opened for it: a call
+        policy refuses opens nothing (the chain runs them again, to the same effect)."""
+        await self.target.on_request(call)
+        await self.policy.on_request(call)
+
+    def handle(self, call: Call, upstream: UpstreamSession, start: int = 0) -> AsyncGenerator[Message, None]:
+        """What the client should see: notifications and server requests, then the answer (in a span
+        when tracing is on; untouched when it is off)."""
+        if self.tracing is None or start:
+            return self._handle(call, upstream, start)
+        return self.tracing.traced(call, self._handle(call, upstream, start))
+
+    async def _handle(self, call: Call, upstream: UpstreamSession, start: int = 0) -> AsyncGenerator[Message, None]:
         call.resume = partial(self._finish, call, upstream)
         REQUEST_ID.set(call.request_id)  # every log line of this call names it (app.configure_logging)
         try:

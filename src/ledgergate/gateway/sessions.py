@@ -44,6 +44,15 @@ class SessionNotFound(GatewayError):
     rpc_code = SESSION_NOT_FOUND
 
 
+class ForeignSession(ForbiddenError):
+    """A session id presented by an identity other than the one that opened it (recorded by the transport)."""
+
+    def __init__(self, session_id: str, server: str) -> None:
+        super().__init__("this session belongs to another identity")
+        self.session_id = session_id
+        self.server = server
+
+
 class TooManySessions(GatewayError):
     http_status = 429
     rpc_code = RATE_LIMITED
@@ -227,7 +236,7 @@ class SessionRegistry:
         if session is None or session.server != server:
             raise SessionNotFound(UNKNOWN_SESSION)
         if session.principal_key != principal.key:
-            raise ForbiddenError("this session belongs to another identity")
+            raise ForeignSession(session_id, server)
         session.last_used = time.time()
         return session
 

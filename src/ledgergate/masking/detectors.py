@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
+from functools import lru_cache
 from dataclasses import dataclass
 from typing import cast
 
@@ -161,7 +162,12 @@ def builtin_key_detector(key: str) -> str | None:
     A generic key (`name`, `address`) gives the detector with the WEAK suffix
     (``"PERSON?"``): its value is masked only if `weak_value_matches` says so.
     """
-    norm = normalize_key(key if key.isascii() else _canonical_key(key))
+    return _key_rule(normalize_key(key if key.isascii() else _canonical_key(key)))
+
+
+@lru_cache(maxsize=4096)
+def _key_rule(norm: str) -> str | None:
+    """The rule for a normalised key; cached because the same few keys come in every message."""
     if not norm:
         return None
     hit = _KEY_EXACT.get(norm)

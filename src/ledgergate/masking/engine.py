@@ -51,7 +51,7 @@ def _bare_json_number(text: str, start: int, end: int) -> bool:
     string (MCP `content[].text` is often JSON.stringify'd), so it gets quotes. Prose
     ("Account A-2001: 2951500533") is left unquoted: only text that opens like JSON counts.
     """
-    if _JSON_NUMBER.fullmatch(text, start, end) is None:
+    if not text[start:end].isdigit() and _JSON_NUMBER.fullmatch(text, start, end) is None:
         return False
     opening = text.lstrip()[:1]
     if opening not in ("{", "["):

@@ -208,9 +208,10 @@ class LedgerStore:
         return sorted(int(r[0]) for r in self._run(
             "SELECT DISTINCT level FROM ledger_hashes WHERE log_id = ?", (log_id,)).fetchall())
 
-    def iter_nodes(self, log_id: str, level: int, chunk: int = 20000) -> Iterator[list[tuple[int, bytes]]]:
-        """(index, hash) at `level` in index order, chunked; gaps are visible to the caller."""
-        last = -1
+    def iter_nodes(self, log_id: str, level: int, chunk: int = 20000,
+                   start: int = 0) -> Iterator[list[tuple[int, bytes]]]:
+        """(index, hash) at `level` from index `start` in index order, chunked; gaps are visible to the caller."""
+        last = start - 1
         while True:
             rows = self._run("SELECT idx, hash FROM ledger_hashes WHERE log_id = ? AND level = ? AND idx > ? "
                              "ORDER BY idx LIMIT ?", (log_id, level, last, chunk)).fetchall()
@@ -255,6 +256,19 @@ class LedgerStore:
         while True:
             rows = self._run("SELECT seq, leaf_hash, record, time, event, session FROM ledger_leaves "
                              "WHERE log_id = ? AND seq > ? ORDER BY seq LIMIT ?", (log_id, last, chunk)).fetchall()
+            if not rows:
+                return
+            yield rows
+            last = rows[-1][0]
+
+    def iter_indexed_range(self, log_id: str, start: int, end: int,
+                           chunk: int = 20000) -> Iterator[list[tuple[Any, ...]]]:
+        """`iter_indexed_leaves` for start <= seq < end: one segment of a parallel `verify`."""
+        last = start - 1
+        while True:
+            rows = self._run("SELECT seq, leaf_hash, record, time, event, session FROM ledger_leaves "
+                             "WHERE log_id = ? AND seq > ? AND seq < ? ORDER BY seq LIMIT ?",
+                             (log_id, last, end, chunk)).fetchall()
             if not rows:
                 return
             yield rows

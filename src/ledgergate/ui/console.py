@@ -276,8 +276,12 @@ class Console:
         if principal.expires_at is not None:
             expires = min(expires, principal.expires_at)
         name = model.display_name(principal)
-        await self.record("console.login", {"principal": principal.summary(), "remote": remote,
-                                            "session_expires": model.rfc3339(expires)})
+        try:
+            await self.record("console.login", {"principal": principal.summary(), "remote": remote,
+                                                "session_expires": model.rfc3339(expires)})
+        except GatewayError as exc:  # fail closed: a sign-in the ledger cannot record does not happen
+            return self.error(request, None, 503, "Sign-in not recorded",
+                              f"The sign-in could not be recorded ({exc.message}); you are not signed in.")
         resp = RedirectResponse(self._next(pending.get("next")), status_code=303, headers=security.HEADERS)
         resp.set_cookie(security.SESSION_COOKIE, security.seal(self.key, "session", {
             "iss": principal.issuer, "sub": principal.subject, "kind": principal.kind,

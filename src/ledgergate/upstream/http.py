@@ -28,6 +28,7 @@ from ledgergate.upstream.base import (
 )
 from ledgergate.upstream.h1 import H1Error, H1Pool, H1Response
 from ledgergate.upstream.unix import is_unix_url, parse_unix_url
+from ledgergate.wire import jsonrpc
 from ledgergate.wire.sse import SSEParser
 
 log = logging.getLogger("ledgergate.upstream")
@@ -61,7 +62,7 @@ class HttpPool:
                    wait_for_data: bool = False) -> H1Response:
         """One request; the response head is awaited (with `wait_for_data`, its first body bytes too),
         the body is read by the caller (then `release()`)."""
-        payload = orjson.dumps(body) if body is not None else None
+        payload = jsonrpc.dumps(body) if body is not None else None
         all_headers = dict(headers) if headers is not None else self.build_headers(extra)
         if payload is None:
             all_headers.pop("Content-Type", None)
@@ -114,7 +115,7 @@ class Messages:
                     return None
                 if self._parser is None:
                     self._done = True
-                    payload = orjson.loads(await self._resp.read(self._timeout, MAX_MESSAGE_BYTES))
+                    payload = jsonrpc.parse(await self._resp.read(self._timeout, MAX_MESSAGE_BYTES))
                     messages = payload if isinstance(payload, list) else [payload]
                     if not all(isinstance(m, dict) for m in messages):  # `false`, `[1]`: a hostile server
                         raise UpstreamError("upstream answered with JSON that is not a JSON-RPC message")
@@ -130,7 +131,7 @@ class Messages:
                     if event.event != "message" or not event.data.strip():
                         continue
                     try:
-                        message = orjson.loads(event.data)
+                        message = jsonrpc.parse(event.data)
                     except orjson.JSONDecodeError:
                         log.warning("upstream sent an SSE event that is not JSON; dropped")
                         continue
@@ -148,7 +149,7 @@ class Messages:
 async def _error_text(resp: H1Response) -> str:
     try:
         body = (await resp.read(5.0))[:300]
-        data = orjson.loads(body)
+        data = jsonrpc.parse(body)
         if isinstance(data, dict) and isinstance(data.get("error"), dict):
             return str(data["error"].get("message", ""))[:200]
     except Exception:  # noqa: BLE001 - only for a friendlier message

@@ -27,6 +27,7 @@ from ledgergate.upstream.base import ClientHello, Message, UpstreamSessionLost
 from ledgergate.upstream.demux import Demux, DemuxedSession
 from ledgergate.upstream.h1 import H1Error, H1Response
 from ledgergate.upstream.http import MAX_MESSAGE_BYTES, HttpPool
+from ledgergate.wire import jsonrpc
 from ledgergate.wire.sse import SSEParser
 
 log = logging.getLogger("ledgergate.upstream.sse")
@@ -125,7 +126,7 @@ class SseSession(DemuxedSession):
                     if event.event != "message" or not event.data.strip():
                         continue
                     try:
-                        msg = orjson.loads(event.data)
+                        msg = jsonrpc.parse(event.data)
                     except orjson.JSONDecodeError:
                         log.warning("upstream %s sent an SSE event that is not JSON; dropped", self.name)
                         continue

@@ -19,6 +19,7 @@ import orjson
 from ledgergate.errors import UpstreamError
 from ledgergate.upstream.base import ClientHello, Message, UpstreamSessionLost
 from ledgergate.upstream.demux import Demux, DemuxedSession
+from ledgergate.wire import jsonrpc
 
 log = logging.getLogger("ledgergate.upstream.stdio")
 
@@ -72,7 +73,7 @@ class StdioSession(DemuxedSession):
             raise UpstreamSessionLost(f"upstream process {self.name!r} is not running; it restarts on the next request")
         async with self._write_lock:
             try:
-                self._proc.stdin.write(orjson.dumps(message) + b"\n")
+                self._proc.stdin.write(jsonrpc.dumps(message) + b"\n")
                 await self._proc.stdin.drain()
             except (BrokenPipeError, ConnectionResetError):
                 self._alive = False
@@ -89,7 +90,7 @@ class StdioSession(DemuxedSession):
                 if not line:
                     continue
                 try:
-                    msg = orjson.loads(line)
+                    msg = jsonrpc.parse(line)
                 except orjson.JSONDecodeError:
                     log.warning("upstream %s wrote a non-JSON line to stdout; dropped", self.name)
                     continue

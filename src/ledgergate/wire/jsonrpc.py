@@ -7,6 +7,8 @@ belongs to the upstream server.
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any, Literal
 
 import orjson
@@ -22,15 +24,56 @@ class ParseError(GatewayError):
     rpc_code = PARSE_ERROR
 
 
+MAX_DEPTH = 512  # deeper messages are refused: each hop (Python's json, orjson, SDKs) has a limit near 1,000
+_LONG_INT = re.compile(rb"[0-9]{19}")  # orjson reads integers beyond 64 bits (19+ digits) as floats
+_LONG_INT_STR = re.compile(r"[0-9]{19}")
+
+
+def parse(data: bytes | str) -> Any:
+    """`orjson.loads`, except that no number changes: orjson turns integers beyond the 64-bit range into
+    floats, so when the text holds a run of 19 digits it is read again with Python's json, which keeps
+    integers exact (floats are the same doubles either way). orjson read it first, so the text is
+    valid JSON by its stricter rules. Raises `orjson.JSONDecodeError` like `orjson.loads`."""
+    value = orjson.loads(data)
+    found = _LONG_INT.search(data) if isinstance(data, bytes) else _LONG_INT_STR.search(data)
+    if found is not None:
+        try:
+            value = json.loads(data)
+        except (ValueError, RecursionError):
+            pass  # cannot happen for text orjson accepted within MAX_DEPTH; keep orjson's reading
+    return value
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return False
+
+
 def loads(body: bytes) -> Any:
     try:
-        return orjson.loads(body)
+        value = parse(body)
     except orjson.JSONDecodeError as exc:
         raise ParseError(f"Parse error: the body is not valid JSON ({exc.msg} at byte {exc.pos})") from None
+    if isinstance(value, dict | list) and body.count(b"[") + body.count(b"{") > MAX_DEPTH \
+            and _deeper_than(value, MAX_DEPTH):
+        raise GatewayError(f"Invalid Request: the message nests deeper than {MAX_DEPTH} levels",
+                           rpc_code=INVALID_REQUEST)
+    return value
 
 
 def dumps(message: Any) -> bytes:
-    return orjson.dumps(message)
+    """orjson's bytes; what orjson cannot write (integers beyond 64 bits, nesting beyond its 254 levels)
+    is written by Python's json, exactly: no number is changed on its way through."""
+    try:
+        return orjson.dumps(message)
+    except orjson.JSONEncodeError:
+        return json.dumps(message, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
 def kind_of(message: Any) -> Kind:

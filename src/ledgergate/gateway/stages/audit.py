@@ -3,8 +3,15 @@
 A request is not forwarded before its `rpc.request` record is durable, and an
 answer is not returned before its `rpc.response` record is; if the ledger
 cannot write, `append` raises LedgerUnavailable and nothing moves (fail closed).
-Everything that enters a record is masked with the ledger's own profile
-(every detector, redacted) and raw arguments only as a keyed digest.
+
+Every record is masked whole with the ledger's own profile (every detector,
+redacted) on its way in (`seal`): not only arguments and results but the target
+(a resource URI's query, a tool name), `clientInfo`, error texts, `detail`s —
+any string a caller or an upstream could have chosen. Left as they are: the
+gateway's own ids, digests and counters, the verified principal, and config names
+(`UNMASKED_FIELDS`), which masking could only corrupt. Raw arguments enter only
+as a keyed digest. Each value is masked once: `args` are masked on their own (for
+their counts) and are not masked again.
 """
 
 from __future__ import annotations
@@ -16,29 +23,117 @@ from ledgergate.gateway.call import Call
 from ledgergate.gateway.stages.base import AuditPort, MaskingPort
 from ledgergate.upstream.base import Message
 
+#: fields no caller or upstream chooses: gateway ids and digests, counters, the verified principal,
+#: names from the config (a server name is checked against it before anything is recorded)
+UNMASKED_FIELDS = frozenset({
+    "request_id", "session", "principal", "server", "args_hmac", "args_digest", "args_masked", "masked",
+    "latency_ms", "count", "aggregated", "rule", "decision", "stage", "approval", "policy_version",
+    "upstream_era", "needs_restart", "config_sha256", "trigger",
+})
+_NOT_TEXT = (bool, int, float, type(None))
+
+
+_MEMO_TEXT = 256
+_MEMO_SIZE = 4096
+
+
+class Sealer:
+    """`seal` for one masker, remembering how short top-level strings came out.
+
+    Most fields repeat from call to call (the method, a tool name, a resource URI), and a walk
+    through the masker costs more than the rest of a record: a remembered string costs a dict
+    lookup. The memo holds masked output keyed by (field, text) — the same function of the same
+    input, so it changes speed, never what is recorded; it is bounded and dropped when full.
+    """
+
+    __slots__ = ("masker", "_memo")
+
+    def __init__(self, masker: MaskingPort) -> None:
+        self.masker = masker
+        self._memo: dict[tuple[str, str], Any] = {}
+
+    def __call__(self, fields: Mapping[str, Any], premasked: frozenset[str] = frozenset()) -> dict[str, Any]:
+        """The record as the ledger keeps it: every field through the ledger's masking (one walk for
+        all that are not remembered) except `UNMASKED_FIELDS`, numbers and `premasked`."""
+        kept: dict[str, Any] = {}
+        rest: dict[str, Any] = {}
+        memo = self._memo
+        for key, value in fields.items():
+            if key in UNMASKED_FIELDS or key in premasked or isinstance(value, _NOT_TEXT):
+                kept[key] = value
+            elif type(value) is str and len(value) <= _MEMO_TEXT:
+                known = memo.get((key, value), _UNSEEN)
+                if known is _UNSEEN:
+                    rest[key] = value
+                else:
+                    kept[key] = known
+            else:
+                rest[key] = value
+        if rest:
+            masked, _ = self.masker.mask_for_ledger(rest)
+            for key, value in masked.items():
+                kept[key] = value
+                raw = rest[key]
+                if type(raw) is str and len(raw) <= _MEMO_TEXT:
+                    if len(memo) >= _MEMO_SIZE:
+                        memo.clear()
+                    memo[(key, raw)] = value
+        return kept
+
+
+_UNSEEN = object()
+
+
+def seal(masker: MaskingPort, fields: Mapping[str, Any], premasked: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The record as the ledger keeps it (see `Sealer`; this one remembers nothing)."""
+    return Sealer(masker)(fields, premasked)
+
+
+class MaskedLedger:
+    """An AuditPort that seals every record with the current config's masker: for the writers
+    outside the pipeline (authentication, approvals, config reloads)."""
+
+    def __init__(self, ledger: AuditPort, masker: Callable[[], MaskingPort]) -> None:
+        self.ledger = ledger
+        self.masker = masker
+        self._sealer: Sealer | None = None
+
+    async def append(self, event: str, fields: Mapping[str, Any]) -> int:
+        masker = self.masker()
+        if self._sealer is None or self._sealer.masker is not masker:  # a reload brought a new masker
+            self._sealer = Sealer(masker)
+        return await self.ledger.append(event, self._sealer(fields))
+
 
 class Evidence:
-    """How stages write records: the call's common fields, masked arguments and their digest."""
+    """How stages write records: the call's common fields, masked arguments and their digest, every
+    record sealed (masked whole) on its way to the ledger."""
 
     def __init__(self, ledger: AuditPort, masker: MaskingPort, digest: Callable[[Any], str]) -> None:
         self.ledger = ledger
         self.masker = masker
         self.digest = digest
+        self.seal = Sealer(masker)
 
     def mask(self, value: Any) -> tuple[Any, dict[str, int]]:
         return self.masker.mask_for_ledger(value)
 
     async def append(self, event: str, fields: Mapping[str, Any]) -> int:
-        return await self.ledger.append(event, fields)
+        """A record with fields of the caller's choosing; all of them are masked here."""
+        return await self.ledger.append(event, self.seal(fields))
 
     async def record(self, event: str, call: Call, *, method: str | None = None, with_args: bool = False,
-                     **fields: Any) -> int:
-        """One record about `call`: its ids, principal, server, method and target, then `fields`."""
+                     premasked: Mapping[str, Any] | None = None, **fields: Any) -> int:
+        """One record about `call`: its ids, principal, server, method and target, then `fields` (masked
+        here) and `premasked` (fields the caller masked with `mask`: each value is masked once)."""
         base = self.base(call, method)
-        if with_args:
-            base.update(self.args(call.arguments))
         base.update(fields)
-        return await self.ledger.append(event, base)
+        sealed = self.seal(base)
+        if with_args:
+            sealed.update(self.args(call.arguments))
+        if premasked:
+            sealed.update(premasked)
+        return await self.ledger.append(event, sealed)
 
     @staticmethod
     def base(call: Call, method: str | None = None) -> dict[str, Any]:
@@ -64,7 +159,7 @@ class AuditRequest:
 
     async def on_request(self, call: Call) -> None:
         decision = call.decision
-        released = {"approval": call.approval_id} if call.approval_id is not None else {}
+        released: dict[str, Any] = {"approval": call.approval_id} if call.approval_id is not None else {}
         await self.evidence.record("rpc.request", call, with_args=True,
                                    rule=decision.rule if decision else None,
                                    decision=decision.effect if decision else None, **released)
@@ -78,8 +173,8 @@ class AuditResponse:
 
     async def on_response(self, call: Call, response: Message) -> Message:
         clear = call.clear_response if call.clear_response is not None else response
-        ledger_view, _ = self.evidence.mask(clear.get("result", clear.get("error")))
         outcome = "error" if "error" in clear else "response"
-        await self.evidence.record("rpc.response", call, latency_ms=call.latency_ms(), masked=call.masked,
-                                   **{outcome: ledger_view})
+        ledger_view, _ = self.evidence.mask(clear.get("result", clear.get("error")))
+        await self.evidence.record("rpc.response", call, premasked={outcome: ledger_view},
+                                   latency_ms=call.latency_ms(), masked=call.masked)
         return response

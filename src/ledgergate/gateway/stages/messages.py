@@ -36,9 +36,8 @@ class Messages:
                                                    f"the gateway's policy refuses {method} for this caller"))
                 return None
         masked, counts = mask_params(self.masker, message, call.mask_profile)
-        ledger_view, _ = self.evidence.mask(message)
         await self.evidence.record("rpc.server_message", call, method=call.method, message_method=method,
-                                   message=ledger_view, masked=counts)
+                                   message=message, masked=counts)  # the record is masked whole
         return masked
 
     async def from_client(self, server: str, principal: Principal, session_id: str | None,
@@ -55,10 +54,9 @@ class Messages:
                 raise ForbiddenError(f"Forbidden: policy refuses {message['method']} for this identity "
                                      f"(request id {call.request_id})",
                                      data={"rule": decision.rule, "requestId": call.request_id})
-        ledger_view, _ = self.evidence.mask(message)
         kind = "rpc.notification" if "method" in message else "rpc.reply"
         await self.evidence.append(kind, {"server": server, "session": session_id,
-                                          "principal": principal.summary(), "message": ledger_view})
+                                          "principal": principal.summary(), "message": message})
 
     async def unsolicited(self, server: str, principal: Principal, session_id: str | None,
                           message: Message) -> Message | None:
@@ -68,8 +66,7 @@ class Messages:
         if "id" in message and method in SERVER_REQUESTS and decision.effect != "allow":
             return None
         masked, counts = mask_params(self.masker, message, decision.mask)
-        ledger_view, _ = self.evidence.mask(message)
         await self.evidence.append("rpc.server_message", {"server": server, "session": session_id,
                                                           "principal": principal.summary(), "message_method": method,
-                                                          "message": ledger_view, "masked": counts})
+                                                          "message": message, "masked": counts})
         return masked

@@ -26,7 +26,7 @@ from ledgergate.gateway.auth import Authenticator
 from ledgergate.gateway.bridge import Bridge
 from ledgergate.gateway.http import header, json_error_body, send_json
 from ledgergate.gateway.pipeline import Pipeline
-from ledgergate.gateway.sessions import SessionRegistry
+from ledgergate.gateway.sessions import ForeignSession, SessionRegistry
 from ledgergate.gateway.transport.core import Background, Exchange, read_posted, refuse
 from ledgergate.gateway.transport.handshake import HandshakeEndpoint
 from ledgergate.gateway.transport.hosts import HostPolicy
@@ -76,7 +76,9 @@ class McpEndpoint:
         except ConnectionAbortedError:
             return
         except GatewayError as exc:
-            if ex is not None and not exc.recorded:
+            if isinstance(exc, ForeignSession) and ex is not None:
+                await self._record_foreign(ex, exc)
+            elif ex is not None and not exc.recorded:
                 await self._record_refusal(ex, exc)
             if ex is None or not ex.started:
                 await refuse(send, exc, ex.message_id if ex else None)
@@ -110,6 +112,19 @@ class McpEndpoint:
             refusal = AuthError(f"Unauthorized: {exc.message}", exc.reason)
             refusal.headers = self.auth.challenge(exc, f"{base}/.well-known/oauth-protected-resource/mcp/{server}")
             raise refusal from None
+
+    @staticmethod
+    async def _record_foreign(ex: Exchange, exc: ForeignSession) -> None:
+        """Someone presented another identity's session: refused (403) either way, and recorded under
+        that session, which is where an investigator looks."""
+        client = ex.scope.get("client")
+        try:
+            await ex.pipeline.evidence.append("session.foreign", {
+                "session": exc.session_id, "server": ex.server, "principal": ex.principal.summary(),
+                "remote": client[0] if client else None, "http_method": ex.scope["method"],
+                "transport": "legacy-sse" if ex.scope["path"].endswith("/messages") else "streamable-http"})
+        except GatewayError as failure:
+            log.error("session.foreign for %s not recorded: %s", ex.principal.key, failure.message)
 
     async def _route(self, ex: Exchange, tail: str) -> None:
         if tail == "sse":
