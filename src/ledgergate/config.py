@@ -282,23 +282,44 @@ def _shape_problem(root: yaml.Node) -> str | None:
     return None
 
 
-def _deep_line(text: str) -> int:
-    """The first line whose bracket or indentation depth passes MAX_DEPTH (best effort), else 1."""
+def _flow_too_deep(text: str) -> int | None:
+    """The line where `[`/`{` nesting outside quotes passes MAX_DEPTH, or None. Checked before the
+    YAML parser runs, because PyYAML's scanner slows down with each open flow level (seconds for a
+    few thousand) before it fails on the recursion limit."""
     depth = 0
+    for number, line in enumerate(text.splitlines(), 1):
+        quote = ""
+        for char in line:
+            if quote:
+                quote = "" if char == quote else quote
+            elif char in "'\"":
+                quote = char
+            elif char == "#":
+                break
+            elif char in "[{":
+                depth += 1
+                if depth > MAX_DEPTH:
+                    return number
+            elif char in "]}":
+                depth = max(0, depth - 1)
+    return None
+
+
+def _deep_line(text: str) -> int:
+    """The first line whose indentation passes MAX_DEPTH levels (best effort), else 1."""
     for number, line in enumerate(text.splitlines(), 1):
         if (len(line) - len(line.lstrip(" "))) // 2 > MAX_DEPTH:
             return number
-        for char in line:
-            depth += 1 if char in "[{" else -1 if char in "]}" else 0
-            if depth > MAX_DEPTH:
-                return number
-    return 1
+    return _flow_too_deep(text) or 1
 
 
 def parse_config(text: str, source: str = "config", env: dict[str, str] | None = None) -> Settings:
     """Validate config text; raises ConfigError naming key and line for every problem."""
     env = dict(os.environ) if env is None else env
     try:
+        deep = _flow_too_deep(text)
+        if deep is not None:
+            raise ConfigError([f"line {deep}: nested more than {MAX_DEPTH} levels deep"], source)
         node = yaml.compose(text)
         shape_problem = _shape_problem(node) if node is not None else None
         if shape_problem:

@@ -121,6 +121,7 @@ ALIAS_CHAIN = "x0: &x0 [1]\n" + "".join(f"x{i}: &x{i} [[*x{i - 1}]]\n" for i in 
     ("servers: &s {a: *s}\n", "line 1: an alias refers to a value that contains it"),
     ("policies:\n  " + "[" * 2000 + "]" * 2000 + "\n", "line 2: nested more than 64 levels deep"),
     (ALIAS_CHAIN, "nested more than 64 levels deep"),
+    ("a:\n" + "".join("  " * i + f"k{i}:\n" for i in range(1, 400)), "nested more than 64 levels deep"),
     (LAUGHS, "line 5: the document expands to more than 100000 values (through aliases)"),
     # found by this fuzzer: a character YAML refuses gave a message with no line, in the parser's words
     ("\x00{}\n", "line 1: invalid YAML: character U+0000 is not allowed"),
@@ -130,7 +131,6 @@ def test_documents_the_fuzzer_broke_are_refused_with_a_line(text: str, expected:
     started = time.monotonic()
     with pytest.raises(ConfigError) as info:
         parse_config(text, "fuzz.yaml", env={})
-    # bounded, not instant: PyYAML's scanner spends ~3 s on 2000 open brackets before it recurses too deep
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 2  # deep flow nesting is refused before PyYAML's slow scan
     assert len(info.value.problems) == 1 and expected in info.value.problems[0], info.value.problems
     assert LINE.match(info.value.problems[0])

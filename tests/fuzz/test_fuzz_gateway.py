@@ -53,6 +53,7 @@ class Served:
     gateway: Gateway
     thread: threading.Thread
     hostile: HostileUpstream
+    other_token: str
 
     def ledger_size(self) -> int:
         assert self.gateway.ledger is not None
@@ -136,7 +137,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         time.sleep(0.05)
     try:
         yield Served(port, provider.token("alice", ["staff"]), directory / "data" / "ledgergate.db", gateway, thread,
-                     hostile)
+                     hostile, provider.token("bob", ["staff"]))
     finally:
         server.should_exit = True
         thread.join(30)
@@ -272,11 +273,7 @@ def requests(draw: st.DrawFn) -> tuple[str, str, list[tuple[str, str]], bytes, s
 #:   single-valued header (400), a late head or body (408), too many connections (503);
 #: - `Host`/`Origin` naming another site (403, the DNS-rebinding check runs first on every path);
 #: - a path that names no MCP server or route (404), a method no route has (405, REST routes).
-#: Refusals of an authenticated request that issue 20 item 9 says must be recorded and that the
-#: `gatewayfix` branch records (audit API 403, another identity's session 403). Until that branch is
-#: merged they are listed here so this fuzzer checks everything else; delete this list after.
-PENDING_ITEM_9 = ("reading the audit ledger needs one of the groups", "another identity")
-UNRECORDED_BY_DESIGN = PENDING_ITEM_9 + ("Host header not allowed", "Origin not allowed", "no Host header", "more than one ",
+UNRECORDED_BY_DESIGN = ("Host header not allowed", "Origin not allowed", "no Host header", "more than one ",
                         "did not arrive within", "too many connections", "Invalid HTTP request",
                         "unknown server", '"not found"', "Method Not Allowed", "Not Found")
 
@@ -526,3 +523,40 @@ def test_json_that_is_not_a_message_from_the_server_is_a_502(served: Served, rep
         ("MCP-Protocol-Version", MODERN), ("Mcp-Method", "tools/call"), ("Mcp-Name", "echo"),
         ("Content-Length", str(len(body)))], body, "HTTP/1.1")
     assert answer is not None and answer.status == 502, answer
+
+
+def test_a_non_auditor_refused_by_the_audit_api_is_recorded(served: Served) -> None:
+    """Issue 20 item 9, reached by the fuzzer: the audit API's 403 left no record."""
+    before = served.ledger_size()
+    answer = send(served, "GET", "/api/v1/audit/checkpoint", [("Host", "127.0.0.1:{port}"),
+                                                              ("Authorization", f"Bearer {GOOD}")], b"", "HTTP/1.1")
+    assert answer is not None and answer.status == 403, answer
+    events = served.events_since(before)
+    assert events == ["auth.forbidden"], events  # recorded once (gateway/auth.py `forbidden`)
+    with sqlite3.connect(f"file:{served.db}?mode=ro", uri=True) as conn:
+        record = json.loads(conn.execute("SELECT record FROM ledger_leaves WHERE seq = ?", (before,)).fetchone()[0])
+    assert record["path"] == "/api/v1/audit/checkpoint" and record["principal"]["subject"] == "alice"
+
+
+def test_another_identitys_session_refused_is_recorded(served: Served) -> None:
+    """Issue 20 item 9: presenting another identity's session is a 403 an investigator must find."""
+    hello = json.dumps(rpc("initialize", {"protocolVersion": "2025-06-18", "capabilities": {},
+                                          "clientInfo": {"name": "fuzz", "version": "0"}})).encode()
+    head = [("Host", "127.0.0.1:{port}"), ("Accept", "application/json, text/event-stream"),
+            ("Content-Type", "application/json"), ("MCP-Protocol-Version", "2025-06-18")]
+    opened = send(served, "POST", "/mcp/rec", head + [("Authorization", f"Bearer {GOOD}"),
+                                                      ("Content-Length", str(len(hello)))], hello, "HTTP/1.1")
+    assert opened is not None and opened.status == 200, opened
+    session = next(line.split(":", 1)[1].strip() for line in opened.head.split("\r\n")
+                   if line.lower().startswith("mcp-session-id:"))
+    before = served.ledger_size()
+    body = json.dumps(rpc("tools/list", {})).encode()
+    answer = send(served, "POST", "/mcp/rec", head + [("Authorization", f"Bearer {served.other_token}"),
+                                                      ("Mcp-Session-Id", session),
+                                                      ("Content-Length", str(len(body)))], body, "HTTP/1.1")
+    assert answer is not None and answer.status == 403, answer
+    with sqlite3.connect(f"file:{served.db}?mode=ro", uri=True) as conn:
+        rows = [json.loads(r[0]) for r in conn.execute("SELECT record FROM ledger_leaves WHERE seq >= ?", (before,))]
+    # recorded once, by the session registry's own record (gatewayfix), not twice
+    assert [r["event"] for r in rows] == ["session.foreign"], rows
+    assert rows[0]["principal"]["subject"] == "bob"
