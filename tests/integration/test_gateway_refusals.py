@@ -165,7 +165,7 @@ async def test_an_identity_no_rule_lets_use_a_server_opens_nothing_upstream(env:
     for answer in (init, legacy, discover, rec_init, rec_discover):
         assert answer.status_code == 403, answer.text
         assert answer.json()["error"]["code"] == -32003
-        assert "no policy rule lets this identity use server" in answer.json()["error"]["message"]
+        assert "may not use server" in answer.json()["error"]["message"] and "no rule allows it" in answer.json()["error"]["message"]
     # a stateless call is refused as the call it is (as any policy refusal: a JSON-RPC error)
     assert call.status_code == 200 and call.json()["error"]["code"] == -32003
     assert "no rule allows it" in call.json()["error"]["message"]

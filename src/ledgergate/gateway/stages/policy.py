@@ -47,10 +47,10 @@ class PolicyCheck:
         call = Call(server=server, principal=principal, message={"jsonrpc": "2.0", "method": method},
                     session_id=session_id)
         await self.evidence.record("policy.denied", call, rule=decision.rule, reason=decision.reason, stage="admission")
+        why = f"policy rule {decision.rule!r} denies it ({method})" if decision.rule else "no rule allows it"
         refusal = ServerDenied(
-            f"Forbidden: {'policy rule ' + repr(decision.rule) + ' denies' if decision.rule else 'no policy rule lets'} "
-            f"this identity {'' if decision.rule else 'use '}server {server!r}"
-            f"{' (' + method + ')' if decision.rule else ''}; quote request id {call.request_id} to support",
+            f"Forbidden: this identity may not use server {server!r}: {why}; "
+            f"quote request id {call.request_id} to support",
             data={"rule": decision.rule, "requestId": call.request_id})
         refusal.recorded = True
         raise refusal
