@@ -29,7 +29,7 @@ from tests.support.oidc import Provider
 from tests.support.pg import throwaway_schema, url_for
 from tests.support.procs import Proc, start_everything
 
-pytestmark = pytest.mark.node
+pytestmark = [pytest.mark.node, pytest.mark.postgres, pytest.mark.timeout(300)]  # several processes each
 
 POLICIES = [{"name": "staff-echo", "match": {"groups": ["staff"], "servers": ["everything"], "tools": ["echo"]},
              "effect": "allow", "mask": "standard"}]
@@ -181,12 +181,13 @@ async def test_a_replica_killed_mid_traffic_loses_no_acknowledged_record(tmp_pat
 
     try:
         clients = [asyncio.create_task(client(n)) for n in range(8)]
-        await asyncio.sleep(2.0)
+        await asyncio.sleep(3.0)
         before_kill = len(acked)
         await asyncio.to_thread(a.proc.kill)  # SIGKILL: no shutdown, no final checkpoint
         await asyncio.wait_for(asyncio.gather(*clients), 20)
         stop.set()
-        assert before_kill >= 20, f"only {before_kill} calls were answered before the kill"
+        # the load really ran (a low bar: a shared, busy machine answers a few dozen a second)
+        assert before_kill >= 10, f"only {before_kill} calls were answered before the kill"
         assert failed, "the kill landed between calls; some call should have been in flight"
         print(f"\nkill: {before_kill} acknowledged before the kill, {len(acked)} in all, {len(failed)} unanswered")
         # the survivor keeps serving
