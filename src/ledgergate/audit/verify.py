@@ -66,7 +66,8 @@ def _check_record(log_id: str, index: int, record: bytes, time: Any, event: Any,
         doc = orjson.loads(record)
     except orjson.JSONDecodeError:
         return f"record {index}: not JSON"
-    if not isinstance(doc, dict) or doc.get("seq") != index or doc.get("log") != log_id or doc.get("v") != 1:
+    if not isinstance(doc, dict) or type(doc.get("seq")) is not int or doc.get("seq") != index \
+            or doc.get("log") != log_id or doc.get("v") != 1:
         got = doc.get("seq") if isinstance(doc, dict) else None
         return f"record {index}: says log {doc.get('log') if isinstance(doc, dict) else None!r} seq {got!r} (moved, reordered or inserted)"
     if time != doc.get("time"):
@@ -117,6 +118,7 @@ def verify_log(store: LedgerStore, log_id: str, origin: str, verifier: Verifier,
     # (the record's place and its index columns), an inlined compact-range append
     # (merkle.CompactRange.append).
     sha256 = hashlib.sha256
+    loads = orjson.loads
     edge: list[bytes] = []
     roots: dict[int, bytes] = {0: merkle.EMPTY_ROOT} if 0 in claims else {}
     expected = 0
@@ -134,9 +136,16 @@ def verify_log(store: LedgerStore, log_id: str, origin: str, verifier: Verifier,
                 rep.problems.append(f"record {seq}: bytes do not match the stored leaf hash (record altered)")
                 bad = True
                 break
-            problem = _check_record(log_id, seq, record, time, event, session)
-            if problem:
-                rep.problems.append(problem)
+            try:  # the common case inline; _check_record says what is wrong
+                doc = loads(record)
+                s_ = doc.get("session")
+                fine = (doc["seq"] == seq and doc["log"] == log_id and doc["event"] == event and doc["time"] == time
+                        and doc["v"] == 1 and session == (s_ if type(s_) is str else None) and type(doc["seq"]) is int)
+            except Exception:  # noqa: BLE001 - not JSON, not an object, a key missing
+                fine = False
+            if not fine:
+                problem = _check_record(log_id, seq, record, time, event, session)
+                rep.problems.append(problem or f"record {seq}: does not match its index columns")
                 bad = True
                 break
             s = expected
