@@ -313,6 +313,9 @@ class Ledger:
             await asyncio.sleep(min(1.0, self.probe_idle))
             if self._claim is not None:
                 self._claim_problem = await asyncio.to_thread(self._claim.check)
+                if self._claim.reconnected:  # the claim's session was lost: check the writer's now
+                    self._claim.reconnected = False
+                    self._problem = self._problem or "the database session was lost; checking the store"
             if self._problem is None and not self._owed and time.monotonic() - self._last_ok < self.probe_idle:
                 continue  # records are being written: their outcome is the readiness
             if self._probe_job is not None and not self._probe_job.done():
