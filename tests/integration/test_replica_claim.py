@@ -101,7 +101,10 @@ async def test_lost_postgres_claim_is_taken_again_or_fails_closed(tmp_path: Path
             with psycopg.connect(PG, autocommit=True) as conn:
                 conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
                              (app_name,))
-            await asyncio.sleep(1.5)  # the probe finds the session gone and claims again
+            await asyncio.sleep(1.0)  # the probe finds the session gone and claims again
+            deadline = time.monotonic() + 15
+            while ledger.readiness() != "ok" and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
             assert ledger.readiness() == "ok", ledger.readiness()
             with pytest.raises(LedgerUnavailable, match="already claimed"):
                 await Ledger.open(settings(), url, tmp_path / "other")
@@ -113,7 +116,7 @@ async def test_lost_postgres_claim_is_taken_again_or_fails_closed(tmp_path: Path
             ledger._claim._close_conn()  # noqa: SLF001 - the session ends as a network loss would end it
             thief = await asyncio.to_thread(LogClaim, StoreURL.parse(url), "r1", "the thief")
             try:
-                deadline = time.monotonic() + 5
+                deadline = time.monotonic() + 15
                 while ledger.readiness() == "ok" and time.monotonic() < deadline:
                     await asyncio.sleep(0.1)
                 assert "the thief" in ledger.readiness(), ledger.readiness()
@@ -121,7 +124,7 @@ async def test_lost_postgres_claim_is_taken_again_or_fails_closed(tmp_path: Path
                     await ledger.append("rpc.request", {"n": 2})
             finally:
                 thief.release()
-            deadline = time.monotonic() + 5
+            deadline = time.monotonic() + 15
             while ledger.readiness() != "ok" and time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
             assert await ledger.append("rpc.request", {"n": 3}) == 1

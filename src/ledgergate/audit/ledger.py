@@ -148,6 +148,7 @@ class Ledger:
         self._last_ok = time.monotonic()
         self.probe_idle = PROBE_IDLE
         self._prober: asyncio.Task[None] | None = None
+        self._probe_job: asyncio.Future[Any] | None = None
         self._claim: LogClaim | None = None
         self._claim_problem: str | None = None  # set while this replica does not hold its log id
         self._last_checkpoint_size = -1
@@ -334,16 +335,26 @@ class Ledger:
     async def _probe_loop(self) -> None:
         me = asyncio.current_task()
         while True:
-            # Python 3.11's wait_for (in _submit) can swallow a cancellation that races the result
+            # Python 3.11's wait_for (below) can swallow a cancellation that races the result
             if me is not None and me.cancelling():
                 raise asyncio.CancelledError
             await asyncio.sleep(min(1.0, self.probe_idle))
             if self._claim is not None:
                 self._claim_problem = await asyncio.to_thread(self._claim.check)
+                if self._claim.reconnected:  # the claim's session was lost: check the writer's now
+                    self._claim.reconnected = False
+                    self._problem = self._problem or "the database session was lost; checking the store"
             if self._problem is None and not self._owed and time.monotonic() - self._last_ok < self.probe_idle:
                 continue  # records are being written: their outcome is the readiness
+            if self._probe_job is not None and not self._probe_job.done():
+                self._problem = "the ledger's writer has not answered its last probe"  # it is stalled
+                continue
+            self._probe_job = asyncio.get_running_loop().create_future()
+            self._queue.put(_Job(self._probe, self._probe_job))
             try:
-                await self._submit(self._probe)
+                await asyncio.wait_for(asyncio.shield(self._probe_job), self.settings.append_timeout)
+            except TimeoutError:
+                self._problem = "the ledger's writer did not answer a probe in time"
             except LedgerUnavailable as exc:
                 self._problem = exc.message
             except Exception as exc:  # noqa: BLE001 - keep probing

@@ -62,6 +62,7 @@ class LogClaim:
         self._path: Path | None = None
         self._conn: Any = None
         self._key = 0
+        self.reconnected = False  # set when check() had to claim again; the ledger resets it
         if url.kind == "sqlite":
             self._claim_file()
         else:
@@ -155,6 +156,7 @@ class LogClaim:
             self._claim_postgres()
         except StoreError as exc:
             return f"lost the claim on log id {self.log_id!r}: {exc}"
+        self.reconnected = True  # whatever ended that session may have ended the ledger's too
         return None
 
     def release(self) -> None:
