@@ -239,3 +239,22 @@ def test_the_decision_equals_the_decision_on_what_the_upstream_executes(
             assert effect(upstream_view(raw), method) == "deny", f"{raw!r} was denied but names an allowed resource"
         else:
             assert code == -32602 and answer["error"]["data"]["reason"] == "ambiguous_uri", answer
+
+
+def test_a_listen_request_subscribes_a_stateless_upstream_only_to_allowed_resources(env: Env) -> None:
+    """A 2026-07-28 client's subscriptions/listen names resources too: each is judged (in normal form) as the
+    resources/subscribe it stands for, and the upstream is asked to watch only the allowed ones."""
+    meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}
+    wanted = ["REC://docs/./a.md", "rec://docs/secret.md", "rec://docs/x/../secret.md", "rec://docs/private/k",
+              "rec://docs/b b", 7]
+    before = len(env.upstream.requests)
+    r = env.http.post(env.gateway.url("rec"), headers={**HEADERS, "MCP-Protocol-Version": "2026-07-28",
+                                                        "Mcp-Method": "subscriptions/listen"},
+                      json={"jsonrpc": "2.0", "id": 99, "method": "subscriptions/listen", "params": {
+                          "notifications": {"resourceSubscriptions": wanted}, "_meta": meta}})
+    assert r.status_code == 200, r.text
+    listens = [q for q in env.upstream.requests[before:] if q.get("method") == "subscriptions/listen"]
+    assert len(listens) == 1
+    assert listens[0]["params"]["notifications"]["resourceSubscriptions"] == ["rec://docs/a.md"]
+    denied = [x for x in env.records() if x["event"] == "policy.denied" and x.get("method") == "resources/subscribe"]
+    assert {x["target"] for x in denied} >= {"rec://docs/secret.md", "rec://docs/private/k"}

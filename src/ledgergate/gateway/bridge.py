@@ -368,6 +368,7 @@ class Bridge:
         upstream_session = await self._ready(shared)
         subscription = {SUBSCRIPTION_ID: message["id"]}
         if upstream_session.era == "modern":
+            message = await self._allowed_subscriptions(pipeline, server, principal, message)
             call = Call(server=server, principal=principal, message=message, era="modern",
                         client_capabilities=hello.capabilities)
             async with aclosing(pipeline.handle(call, upstream_session)) as items:
@@ -418,6 +419,31 @@ class Bridge:
                     yield {**outbound, "params": params}
         finally:
             shared.unsubscribe(queue)
+
+    @staticmethod
+    async def _allowed_subscriptions(pipeline: Pipeline, server: str, principal: Principal,
+                                     message: Message) -> Message:
+        """A listen request whose `resourceSubscriptions` hold only what this caller may subscribe to:
+        each URI is judged (in normal form) as the `resources/subscribe` it stands for; the others are
+        dropped (and recorded), so a 2026-07-28 upstream is never asked to watch a denied resource."""
+        params = message.get("params") or {}
+        wanted = params.get("notifications")
+        if not isinstance(wanted, dict) or not isinstance(wanted.get("resourceSubscriptions"), list):
+            return message
+        uris = wanted["resourceSubscriptions"]
+        kept: list[str] = []
+        for uri in uris:
+            if not isinstance(uri, str):
+                continue
+            probe = Call(server=server, principal=principal, era="modern", message={
+                "jsonrpc": "2.0", "id": message.get("id"), "method": "resources/subscribe", "params": {"uri": uri}})
+            try:
+                await pipeline.precheck(probe)  # normal form, then policy; a refusal is recorded there
+            except GatewayError:
+                continue
+            if probe.decision is not None and probe.decision.effect == "allow" and probe.target is not None:
+                kept.append(probe.target)
+        return {**message, "params": {**params, "notifications": {**wanted, "resourceSubscriptions": kept}}}
 
     async def close_session(self, pipeline: Pipeline, sessions: SessionRegistry, session_id: str, principal: Principal) -> None:
         session = await sessions.remove(session_id)
