@@ -111,3 +111,20 @@ def test_altered_stored_hash_changes_the_answer() -> None:
     # refolded from level 4: its proof still verifies
     assert merkle.verify_inclusion(290, 300, leaves[290], tree.inclusion_proof(290, 300), root)
     assert tree.root_at(64) != merkle.naive_root(leaves[:64])
+
+
+def test_read_many_answers_a_proof_in_one_read() -> None:
+    leaves, nodes, _ = build(5000)
+    reader = Reader(leaves, nodes)
+    calls: list[dict[int, list[int]]] = []
+
+    def read_many(wants):  # type: ignore[no-untyped-def]
+        calls.append({lv: list(ix) for lv, ix in wants.items()})
+        return {lv: reader(lv, ix) for lv, ix in wants.items()}
+
+    tree = merkle.StoredTree(reader, read_many)
+    root = merkle.naive_root(leaves[:4321])
+    proof = tree.inclusion_proof(1234, 4321)
+    assert merkle.verify_inclusion(1234, 4321, leaves[1234], proof, root) and len(calls) == 1
+    assert len(calls[0]) > 1  # several stored levels, one read
+    assert tree.compact_range(5000).root() == merkle.naive_root(leaves) and len(calls) == 2

@@ -134,7 +134,7 @@ class Ledger:
         self._read_lock = threading.Lock()
         self._state_lock = threading.Lock()
         self._range = merkle.CompactRange()  # the committed prefix's right edge; replaced whole by the writer
-        self._stored = merkle.StoredTree(self._read_nodes)  # proofs from stored hashes, read through _reader
+        self._stored = merkle.StoredTree(self._read_nodes, self._read_many)  # proofs from stored hashes, via _reader
         self._witnesses = witnesses
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -220,6 +220,10 @@ class Ledger:
         if mismatch:
             log.error("log %s: stored records do not match checkpoint at size %d; run `ledgergate audit verify`",
                       self.log_id, latest.size if latest else -1)
+
+    def _read_many(self, wants: Mapping[int, Sequence[int]]) -> dict[int, dict[int, bytes]]:
+        got: dict[int, dict[int, bytes]] = self._locked_read(lambda r: r.node_hashes_many(self.log_id, wants))
+        return got
 
     def _read_nodes(self, level: int, indices: Sequence[int]) -> dict[int, bytes]:
         got: dict[int, bytes] = self._locked_read(lambda r: r.node_hashes(self.log_id, level, indices))

@@ -336,6 +336,8 @@ STRIDE = 4
 #: (level, indices) -> {index: MTH of the perfect subtree at (level, index)} for
 #: level 0 (leaf hashes) or a stored level; absent indices are simply missing.
 NodeReader = Callable[[int, Sequence[int]], Mapping[int, bytes]]
+#: {level: indices} -> {level: {index: hash}}: every level in one read (one round trip to a server)
+NodesReader = Callable[[Mapping[int, Sequence[int]]], Mapping[int, Mapping[int, bytes]]]
 
 
 def is_stored_level(level: int) -> bool:
@@ -375,15 +377,19 @@ class StoredTree:
     and folds. A subtree at level k costs 2^(k mod STRIDE) stored hashes.
     """
 
-    def __init__(self, read: NodeReader) -> None:
+    def __init__(self, read: NodeReader, read_many: NodesReader | None = None) -> None:
         self.read = read
+        self.read_many = read_many
 
     def perfect_hashes(self, nodes: Sequence[tuple[int, int]]) -> list[bytes]:
         want: dict[int, set[int]] = {}
         for level, index in nodes:
             shift = level % STRIDE
             want.setdefault(level - shift, set()).update(range(index << shift, (index + 1) << shift))
-        got = {base: self.read(base, sorted(ix)) for base, ix in want.items()}
+        if self.read_many is not None:
+            got = self.read_many({base: sorted(ix) for base, ix in want.items()})
+        else:
+            got = {base: self.read(base, sorted(ix)) for base, ix in want.items()}
         out: list[bytes] = []
         for level, index in nodes:
             shift = level % STRIDE

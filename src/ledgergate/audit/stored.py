@@ -12,7 +12,7 @@ last index of each level (O(log n) index look-ups) and reads the compact range
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from ledgergate.audit import merkle
 from ledgergate.store.ledger_store import LedgerStore
@@ -31,7 +31,10 @@ def tree(store: LedgerStore, log_id: str) -> merkle.StoredTree:
     def read(level: int, indices: Sequence[int]) -> dict[int, bytes]:
         return store.node_hashes(log_id, level, indices)
 
-    return merkle.StoredTree(read)
+    def read_many(wants: Mapping[int, Sequence[int]]) -> dict[int, dict[int, bytes]]:
+        return store.node_hashes_many(log_id, wants)
+
+    return merkle.StoredTree(read, read_many)
 
 
 def covers(store: LedgerStore, log_id: str, size: int) -> bool:
