@@ -132,7 +132,7 @@ class Gateway:
         self._router.router.routes.extend(tile_routes(self.ledger, self._audit_reader))
         self._router.router.routes.extend(approval_routes(
             self.approvals, self._api_principal, auditor_groups=s.audit.reader_groups,
-            unauthorized=self._api_unauthorized))
+            unauthorized=self._api_unauthorized, forbidden=self._approval_forbidden))
         # ── records' offline proofs (auditors), and the web console at /ui/ ──
         from ledgergate.api.records import record_routes
 
@@ -323,6 +323,11 @@ class Gateway:
         return await self.auth.authenticate(
             self.snapshot.identity, request.headers.get("authorization"), request.scope.get("query_string", b""),
             "api", request.client.host if request.client else None)
+
+    async def _approval_forbidden(self, request: Request, principal: Principal, approval_id: str, why: str) -> None:
+        assert self.auth is not None
+        await self.auth.forbidden(principal, "api", request.client.host if request.client else None, why,
+                                  approval=approval_id)
 
     def _api_unauthorized(self, request: Request, exc: AuthError) -> Response:
         base = self.config.settings.public_url or f"{request.url.scheme}://{request.headers.get('host')}"

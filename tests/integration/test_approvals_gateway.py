@@ -189,6 +189,11 @@ async def test_requester_and_non_approvers_cannot_decide(gateway: gw.RunningGate
             assert (await http.get(f"{gateway.base}/api/v1/approvals/{approval['id']}")).json()["status"] == "pending"
         assert (await decide(gateway, people.bob, approval["id"], "approve")).status_code == 200
         assert "8002" in text_of(await asyncio.wait_for(call, 10))
+    refused = [r for r in records(gateway) if r["event"] == "auth.forbidden" and r.get("approval") == approval["id"]]
+    assert sorted(r["principal"]["subject"] for r in refused) == ["carol", "dave"], "each 403 is in the ledger"
+    async with gateway.http(people.bob) as http:
+        odd = await http.get(f"{gateway.base}/api/v1/approvals", params={"limit": "\u00b2"})
+    assert odd.status_code == 400 and "limit" in odd.json()["error"]
 
 
 async def test_two_approvers_are_needed_when_the_rule_says_two(gateway: gw.RunningGateway, people: People) -> None:

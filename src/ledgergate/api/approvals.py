@@ -28,6 +28,7 @@ from starlette.routing import Route
 from ledgergate.approvals import model
 from ledgergate.approvals.service import ApprovalService
 from ledgergate.errors import AuthError, GatewayError
+from ledgergate.numbers import parse_uint
 from ledgergate.principal import Principal
 
 Authenticate = Callable[[Request], Awaitable[Principal]]
@@ -44,11 +45,21 @@ def _from(exc: GatewayError) -> JSONResponse:
     return _error(exc.message, exc.http_status if exc.http_status >= 400 else 500, **extra)
 
 
+Forbidden = Callable[[Request, Principal, str, str], Awaitable[None]]
+
+
 def approval_routes(service: ApprovalService, authenticate: Authenticate, *,
                     auditor_groups: Iterable[str] = ("auditors",),
-                    unauthorized: Callable[[Request, AuthError], Response] | None = None) -> list[Route]:
-    """Starlette routes; `unauthorized` builds the 401 (e.g. with the gateway's WWW-Authenticate)."""
+                    unauthorized: Callable[[Request, AuthError], Response] | None = None,
+                    forbidden: Forbidden | None = None) -> list[Route]:
+    """Starlette routes; `unauthorized` builds the 401 (e.g. with the gateway's WWW-Authenticate);
+    `forbidden(request, principal, approval id, why)` records a 403, which an investigator looks for."""
     auditors = frozenset(auditor_groups)
+
+    async def refused(request: Request, principal: Principal, approval_id: str, message: str) -> Response:
+        if forbidden is not None:
+            await forbidden(request, principal, approval_id, message)
+        return _error(message, 403)
 
     async def who(request: Request) -> Principal | Response:
         try:
@@ -65,12 +76,11 @@ def approval_routes(service: ApprovalService, authenticate: Authenticate, *,
         if isinstance(principal, Response):
             return principal
         status = request.query_params.get("status")
-        raw_limit = request.query_params.get("limit", "100")
-        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 1000:
+        limit = parse_uint(request.query_params.get("limit", "100"), 4)
+        if limit is None or not 1 <= limit <= 1000:
             return _error("limit must be an integer from 1 to 1000", 400)
         if status is not None and status not in model.STATUSES:
             return _error(f"status must be one of {', '.join(model.STATUSES)}", 400)
-        limit = int(raw_limit)
         try:
             found = await service.list(status, 1000)
         except GatewayError as exc:
@@ -87,8 +97,8 @@ def approval_routes(service: ApprovalService, authenticate: Authenticate, *,
         except GatewayError as exc:
             return _from(exc)
         if not model.may_see(approval, principal, auditors):
-            return _error(f"you may not see approval {approval.id}: you are neither its requester, "
-                          "one of its approvers nor an auditor", 403)
+            return await refused(request, principal, approval.id, f"you may not see approval {approval.id}: you are "
+                                 "neither its requester, one of its approvers nor an auditor")
         return JSONResponse(approval.public())
 
     def decider(verdict: str) -> Callable[[Request], Awaitable[Response]]:
@@ -105,6 +115,8 @@ def approval_routes(service: ApprovalService, authenticate: Authenticate, *,
             try:
                 approval = await service.decide(request.path_params["id"], principal, verdict, body.get("reason"),
                                                 shown_digest=shown)
+            except model.NotAllowed as exc:
+                return await refused(request, principal, request.path_params["id"][:60], exc.message)
             except GatewayError as exc:
                 return _from(exc)
             return JSONResponse(approval.public())
