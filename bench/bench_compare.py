@@ -1,9 +1,10 @@
 """The data path of this tree against an earlier commit, alternated in one run (the machine is shared
 and noisy, so only a same-run comparison means anything).
 
-    .venv/bin/python bench/bench_compare.py [--base 3f92b8f] [--seconds 3] [--rounds 7] [--write docs/benchmarks.md]
+    .venv/bin/python bench/bench_compare.py [--base 3f92b8f] [--this REV] [--seconds 3] [--rounds 7] [--write docs/benchmarks.md]
 
-The base commit is checked out with `git worktree` into a temporary folder and served by the same
+The base commit (and `--this`, when given instead of this checkout) is checked out with `git worktree`
+into a temporary folder and served by the same
 interpreter and virtualenv with `PYTHONPATH` pointing at its `src/` (so only ledgergate's code differs).
 Both run `ledgergate serve` with the full pipeline (OIDC token, policy, masking, two durable ledger
 records per call) in front of one server-everything; wrk drives `tools/call echo` over 8 handshake
@@ -52,6 +53,11 @@ async def main_async(args: argparse.Namespace) -> str:
     tmp = Path(tempfile.mkdtemp(prefix="lg-compare-"))
     base_tree = tmp / "base"
     subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(base_tree), args.base], check=True)
+    this_tree = ROOT
+    if args.this:
+        this_tree = tmp / "this"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(this_tree), args.this],
+                       check=True)
     everything = start_everything()
     provider = Provider()
     upstream = f"http://127.0.0.1:{everything.port}/mcp"
@@ -59,7 +65,7 @@ async def main_async(args: argparse.Namespace) -> str:
     try:
         token = provider.token("bench", ["staff"])
         targets = {}
-        for name, tree in (("base", base_tree), ("this", ROOT)):
+        for name, tree in (("base", base_tree), ("this", this_tree)):
             (tmp / f"run-{name}").mkdir()
             proc, port = serve(tree, tmp / f"run-{name}", provider.issuer, upstream)
             procs.append(proc)
@@ -87,8 +93,9 @@ async def main_async(args: argparse.Namespace) -> str:
         ratio = [r["this", 8].rps / r["base", 8].rps for r in rows]
         cpu_ratio = [r["this", 8].cpu_us / r["base", 8].cpu_us for r in rows]
         return (
-            "## Stage chain against the pipeline before it\n\n"
-            f"Command: `.venv/bin/python bench/bench_compare.py --base {args.base} --seconds {args.seconds:g} "
+            f"## {title(args)}\n\n"
+            f"Command: `.venv/bin/python bench/bench_compare.py --base {args.base}"
+            f"{' --this ' + args.this if args.this else ''} --seconds {args.seconds:g} "
             f"--rounds {args.rounds}` ({time.strftime('%Y-%m-%d')}; 2 shared cores, other work running)\n\n"
             f"Full pipeline, `tools/call echo` against server-everything, the two gateways alternated in each of "
             f"{args.rounds} rounds.\n\n"
@@ -105,12 +112,18 @@ async def main_async(args: argparse.Namespace) -> str:
             proc.stop()
         provider.stop()
         everything.stop()
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base_tree)], check=False)
+        for tree in {base_tree, this_tree} - {ROOT}:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False)
+
+
+def title(args: argparse.Namespace) -> str:
+    return f"Data path: {args.this or 'this tree'} against {args.base}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--base", default="3f92b8f", help="the commit to compare against")
+    parser.add_argument("--this", help="a commit to measure instead of this checkout")
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--write", type=Path)
@@ -118,7 +131,7 @@ def main() -> None:
     report = asyncio.run(main_async(args))
     print(report)
     if args.write:
-        write_section(args.write, "Stage chain against the pipeline before it", report)
+        write_section(args.write, title(args), report)
 
 
 if __name__ == "__main__":
