@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
-from ledgergate.store.db import StoreURL, connect, connection_error, sql
+from ledgergate.store.db import ReconnectingStore, StoreURL, sql
 
-T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -65,7 +63,7 @@ def _record(row: Any) -> ApiKeyRecord:
     )
 
 
-class ApiKeyStore:
+class ApiKeyStore(ReconnectingStore):
     """API key table access; one connection, serialised by a lock, reopened after a failure."""
 
     def __init__(self, url: StoreURL) -> None:
@@ -73,37 +71,9 @@ class ApiKeyStore:
         self._conn: Any = None
         self._lock = threading.Lock()
 
-    def _run(self, fn: Callable[[Any], T]) -> T:
-        with self._lock:
-            for attempt in (0, 1):
-                if self._conn is None:
-                    self._conn = connect(self.url)
-                    self._ensure_schema(self._conn)
-                try:
-                    return fn(self._conn)
-                except Exception as exc:
-                    # A broken connection (terminated backend, restarted server): reopen once; if that
-                    # fails too, the next call tries again, so the store recovers without a restart.
-                    if not connection_error(exc):
-                        raise
-                    conn, self._conn = self._conn, None
-                    try:
-                        conn.close()
-                    except Exception:  # noqa: BLE001 - it is broken; closing may fail
-                        pass
-                    if attempt == 1:
-                        raise
-            raise AssertionError("unreachable")
+    _PROBE = "SELECT 1 FROM api_keys LIMIT 1"
 
-    def check(self) -> str | None:
-        """None when the store answers a read now, else why not (for readiness probes)."""
-        try:
-            self._run(lambda conn: conn.execute("SELECT 1 FROM api_keys LIMIT 1").fetchall())
-        except Exception as exc:  # noqa: BLE001 - any failure means "cannot serve"
-            return f"{type(exc).__name__}: {str(exc).strip()[:200]}"
-        return None
-
-    def _ensure_schema(self, conn: Any) -> None:
+    def _create_schema(self, conn: Any) -> None:
         for attempt in (0, 1):
             try:
                 conn.execute(_SCHEMA)
@@ -117,14 +87,6 @@ class ApiKeyStore:
     def open(self) -> None:
         """Connect and create the table if missing."""
         self._run(lambda conn: None)
-
-    def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                try:
-                    self._conn.close()
-                finally:
-                    self._conn = None
 
     def insert(self, record: ApiKeyRecord) -> None:
         def op(conn: Any) -> None:

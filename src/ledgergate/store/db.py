@@ -9,9 +9,12 @@ thread). `sql()` rewrites `?` placeholders for psycopg.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -61,3 +64,57 @@ def connection_error(exc: BaseException) -> bool:
 def sql(url: StoreURL, statement: str) -> str:
     """Placeholders are written `?`; psycopg wants `%s`."""
     return statement.replace("?", "%s") if url.kind == "postgres" else statement
+
+
+class ReconnectingStore:
+    """One connection behind a lock, opened (with its schema) on first use, dropped and opened again
+    once when it broke — a terminated backend, a restarted server — so a store recovers without a
+    restart; if the store is still unreachable the call raises and the next one tries again.
+
+    A store sets `url`, `_conn = None` and `_lock`, and says how to create its schema and how to
+    prove it can serve (`_PROBE`, one small read)."""
+
+    url: StoreURL
+    _conn: Any
+    _lock: Any
+    _PROBE: str = "SELECT 1"
+
+    def _create_schema(self, conn: Any) -> None:
+        raise NotImplementedError
+
+    def _run(self, fn: Callable[[Any], T]) -> T:
+        """Run `fn(connection)` under the lock; reconnect and retry once if the connection broke."""
+        with self._lock:
+            for attempt in (0, 1):
+                try:
+                    if self._conn is None:
+                        self._conn = connect(self.url)
+                        self._create_schema(self._conn)
+                    return fn(self._conn)
+                except Exception as exc:
+                    if not connection_error(exc):
+                        raise
+                    self._drop()
+                    if attempt == 1:
+                        raise
+            raise AssertionError("unreachable")
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - a broken connection may fail to close; it is gone either way
+                pass
+
+    def check(self) -> str | None:
+        """None when the store answers a read now, else why not (for readiness probes)."""
+        try:
+            self._run(lambda conn: conn.execute(self._PROBE).fetchall())
+        except Exception as exc:  # noqa: BLE001 - any failure means "cannot serve"
+            return f"{type(exc).__name__}: {str(exc).strip()[:200]}"
+        return None
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from ledgergate.store.db import StoreURL, connect, connection_error, sql
+from ledgergate.store.db import ReconnectingStore, StoreURL, sql
 
-T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tool_fingerprints (
@@ -70,7 +69,7 @@ class NothingToAccept(LookupError):
     """`tools accept` for a tool that is unknown or has no pending change."""
 
 
-class FingerprintStore:
+class FingerprintStore(ReconnectingStore):
     """The `tool_fingerprints` table. Thread-safe (one connection behind a lock).
 
     The connection recovers the way the ledger's does: a call that finds it
@@ -92,48 +91,16 @@ class FingerprintStore:
         """From the config's `storage` URL (relative SQLite paths resolve against `base_dir`)."""
         return cls(StoreURL.parse(storage, base_dir))
 
-    def close(self) -> None:
-        with self._lock:
-            self._drop()
-
     def __enter__(self) -> FingerprintStore:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _drop(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                conn.close()
-            except Exception:  # noqa: BLE001 - a broken connection may fail to close; it is gone either way
-                pass
+    _PROBE = "SELECT 1 FROM tool_fingerprints LIMIT 1"
 
-    def _run(self, fn: Callable[[Any], T]) -> T:
-        """Run `fn(connection)` under the lock; reconnect and retry once if the connection broke."""
-        with self._lock:
-            for attempt in (0, 1):
-                try:
-                    if self._conn is None:
-                        self._conn = connect(self.url)
-                        self._conn.execute(_SCHEMA)
-                    return fn(self._conn)
-                except Exception as exc:
-                    if not connection_error(exc):
-                        raise
-                    self._drop()
-                    if attempt == 1:
-                        raise
-            raise AssertionError("unreachable")
-
-    def check(self) -> str | None:
-        """None when the store answers a read now, else why not (for readiness probes)."""
-        try:
-            self._run(lambda conn: conn.execute("SELECT 1 FROM tool_fingerprints LIMIT 1").fetchall())
-        except Exception as exc:  # noqa: BLE001 - any failure means "cannot serve"
-            return f"{type(exc).__name__}: {str(exc).strip()[:200]}"
-        return None
+    def _create_schema(self, conn: Any) -> None:
+        conn.execute(_SCHEMA)
 
     def _q(self, statement: str) -> str:
         return sql(self.url, statement)
