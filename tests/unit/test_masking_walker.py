@@ -59,6 +59,15 @@ def test_image_content_data_is_binary(m: Masker) -> None:
     assert masked["content"][0]["data"] == data and counts == {BLOB_UNSCANNED: 1}
 
 
+@pytest.mark.parametrize("kind", [["string", "null"], {"const": "image"}, 3, None, True])
+def test_a_type_that_is_not_a_string_beside_data_is_masked_not_refused(m: Masker, kind: object) -> None:
+    """JSON Schemas and arbitrary records put lists and objects under `type`; beside `data` that made
+    the walk fail (an unhashable set lookup), and every answer carrying one was refused."""
+    value = {"type": kind, "data": f"ssn {SSN}", "name": []}
+    masked, counts = m.mask(value, None)
+    assert masked == {"type": kind, "data": "ssn [US_SSN]", "name": []} and counts == {"US_SSN": 1}
+
+
 def test_prompts_get_messages(m: Masker) -> None:
     result = {"description": "d", "messages": [
         {"role": "user", "content": {"type": "text", "text": "my card is 4111 1111 1111 1111"}},

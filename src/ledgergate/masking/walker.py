@@ -88,7 +88,10 @@ def walk(value: Any, run: LeafMasker) -> Any:
         if isinstance(src, dict):
             out: dict[Any, Any] = {}
             dst[slot] = out
-            binary_data = src.get("type") in _BINARY_TYPES if "data" in src else False
+            kind = src.get("type") if "data" in src else None
+            # `type` may be anything an upstream sends (a JSON Schema's ["string", "null"]): only a
+            # string can name a binary content type, and a list must not make masking fail
+            binary_data = type(kind) is str and kind in _BINARY_TYPES
             for k, v in src.items():
                 nk, kdet = run.key(k)
                 if nk in out:
