@@ -58,7 +58,11 @@ async def main_async(args: argparse.Namespace) -> str:
         this_tree = tmp / "this"
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(this_tree), args.this],
                        check=True)
-    everything = start_everything()
+    if args.fast:
+        fast_port = free_port()
+        everything = Proc([sys.executable, str(ROOT / "bench" / "fast_upstream.py"), str(fast_port)], port=fast_port)
+    else:
+        everything = start_everything()
     provider = Provider()
     upstream = f"http://127.0.0.1:{everything.port}/mcp"
     procs: list[Proc] = []
@@ -95,9 +99,9 @@ async def main_async(args: argparse.Namespace) -> str:
         return (
             f"## {title(args)}\n\n"
             f"Command: `.venv/bin/python bench/bench_compare.py --base {args.base}"
-            f"{' --this ' + args.this if args.this else ''} --seconds {args.seconds:g} "
+            f"{' --this ' + args.this if args.this else ''}{' --fast' if args.fast else ''} --seconds {args.seconds:g} "
             f"--rounds {args.rounds}` ({time.strftime('%Y-%m-%d')}; 2 shared cores, other work running)\n\n"
-            f"Full pipeline, `tools/call echo` against server-everything, the two gateways alternated in each of "
+            f"Full pipeline, `tools/call echo` against {'bench/fast_upstream.py' if args.fast else 'server-everything'}, the two gateways alternated in each of "
             f"{args.rounds} rounds.\n\n"
             "| | base | this tree | this / base |\n|---|---|---|---|\n"
             f"| c=1 p50 | {med('base', 1, 'p50_ms'):.2f} ms | {med('this', 1, 'p50_ms'):.2f} ms | "
@@ -117,7 +121,7 @@ async def main_async(args: argparse.Namespace) -> str:
 
 
 def title(args: argparse.Namespace) -> str:
-    return f"Data path: {args.this or 'this tree'} against {args.base}"
+    return f"Data path: {args.this or 'this tree'} against {args.base}{' (fast upstream)' if args.fast else ''}"
 
 
 def main() -> None:
@@ -126,6 +130,8 @@ def main() -> None:
     parser.add_argument("--this", help="a commit to measure instead of this checkout")
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--fast", action="store_true",
+                        help="in front of bench/fast_upstream.py instead of server-everything: the gateway's own cost")
     parser.add_argument("--write", type=Path)
     args = parser.parse_args()
     report = asyncio.run(main_async(args))

@@ -63,6 +63,9 @@ class Call:
     #: the answer as the upstream gave it, before the caller's masking (the ledger masks its own view)
     clear_response: Message | None = None
     masked: dict[str, int] = field(default_factory=dict)
+    #: (the answer, its payload as the ledger's profile masks it): the masking stage's one ledger pass,
+    #: which the audit stage records instead of masking the same answer again
+    ledger_view: tuple[Message, Any] | None = None
     #: the approval this call runs under, once the approval stage released it
     approval_id: str | None = None
     #: why the caller says the call is needed (approval rules may require it)

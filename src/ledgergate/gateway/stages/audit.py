@@ -174,7 +174,10 @@ class AuditResponse:
     async def on_response(self, call: Call, response: Message) -> Message:
         clear = call.clear_response if call.clear_response is not None else response
         outcome = "error" if "error" in clear else "response"
-        ledger_view, _ = self.evidence.mask(clear.get("result", clear.get("error")))
+        if call.ledger_view is not None and call.ledger_view[0] is clear:
+            ledger_view = call.ledger_view[1]  # the masking stage's ledger pass over this same answer
+        else:
+            ledger_view, _ = self.evidence.mask(clear.get("result", clear.get("error")))
         await self.evidence.record("rpc.response", call, premasked={outcome: ledger_view},
                                    latency_ms=call.latency_ms(), masked=call.masked)
         return response

@@ -1,6 +1,14 @@
 """masking (response side): the data an answer carries, masked with the caller's profile.
 
 Definitions (tool schemas, list entries) pass untouched; error texts are masked too.
+
+One pass serves the ledger and, most of the time, the caller: the answer is masked with the
+ledger's profile first (every detector, which the audit stage records), and when that pass finds
+nothing, the caller's profile — a subset of the same detectors over a part of the same value —
+finds nothing either, so the answer goes out as it came and no second walk is made. Only an
+answer with a finding is walked again with the caller's profile (its operator and its detectors).
+`tests/unit/test_masking_one_pass.py` holds the subset property over generated values and the
+labelled corpus.
 """
 
 from __future__ import annotations
@@ -22,8 +30,18 @@ class MaskResponse:
 
     async def on_response(self, call: Call, response: Message) -> Message:
         call.clear_response = response
+        ledger_view, found = self.masker.mask_for_ledger(ledger_payload(response))
+        call.ledger_view = (response, ledger_view)
+        if not found:  # nothing any detector recognises: the caller's profile finds nothing either
+            call.masked = {}
+            return response
         masked, call.masked = mask_response(self.masker, call.method, response, call.mask_profile)
         return masked
+
+
+def ledger_payload(response: Message) -> Any:
+    """What of an answer the ledger records: its result, or its error."""
+    return response.get("result", response.get("error"))
 
 
 def mask_response(masker: MaskingPort, method: str, response: Message,
