@@ -1,0 +1,317 @@
+"""The full gateway against its upstream called directly, as issue 21 measures it, in one run.
+
+    .venv/bin/python bench/bench_gateway.py [--seconds 3] [--rounds 5] [--profile] [--write docs/benchmarks.md]
+
+*Direct* is server-everything called straight; *full* is `ledgergate serve` in front of it with OIDC
+(a cached token), policy, masking (`standard`) and two durable ledger records per call (SQLite,
+`synchronous=FULL`, group commit). wrk drives `tools/call echo` (`bench/wrk_call.lua`, every answer
+checked) over handshake sessions opened beforehand, at four loads: c=1, c=8, c=64 over 64 sessions,
+and c=64 spread over 1,000 open sessions. In every round and at every load, direct is measured
+before and after the gateway and the mean of the two is the baseline; figures are medians over
+rounds with the spread. CPU per call (user+system from /proc) is the gateway's beside the
+upstream's, in the same runs.
+
+The second view puts the gateway in front of `bench/fast_upstream.py` (a minimal MCP server that
+costs ~15 µs a call) with the gateway pinned to one core and wrk and the upstream on the other:
+the full pipeline's own ceiling, in calls per second on one core.
+
+`--profile` samples the gateway with py-spy (GIL-holding samples only, so it is CPU, not waiting)
+during a c=8 run against server-everything and prints where the time goes, by area.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_datapath import cpu_seconds, open_sessions  # noqa: E402
+from report import write_section  # noqa: E402
+
+from tests.support import gateway as gw  # noqa: E402
+from tests.support.oidc import Provider  # noqa: E402
+from tests.support.procs import Proc, free_port, start_everything  # noqa: E402
+
+WRK_SCRIPT = ROOT / "bench" / "wrk_call.lua"
+POLICY = [{"name": "bench", "match": {"groups": ["staff"], "servers": ["everything"]}, "effect": "allow",
+           "mask": "standard"}]
+#: name -> (concurrency, open sessions the calls are spread over)
+LOADS = {"c=1": (1, 8), "c=8": (8, 8), "c=64": (64, 64), "c=64, 1,000 sessions": (64, 1000)}
+TARGET_RATIO, TARGET_ADDED_MS, TARGET_P99_MS = 0.8, 0.8, 5.0
+
+
+@dataclass
+class Run:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    cpu_us: float  # CPU per call of the measured process
+    upstream_cpu_us: float  # CPU per call of the upstream in the same run
+
+
+def mean(a: Run, b: Run) -> Run:
+    return Run(*((x + y) / 2 for x, y in zip(vars(a).values(), vars(b).values(), strict=True)))
+
+
+def wrk(url: str, sessions: str, token: str | None, concurrency: int, seconds: float, pid: int,
+        upstream_pid: int, pin: str | None = None) -> Run:
+    env = {**os.environ, "SESSIONS": sessions}
+    if token:
+        env["BEARER"] = token
+    argv = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds:g}s", "--timeout", "30s", "-s", str(WRK_SCRIPT), url]
+    if pin is not None:
+        argv = ["taskset", "-c", pin, *argv]
+    cpu0, up0 = cpu_seconds(pid), cpu_seconds(upstream_pid)
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout
+    cpu, up = cpu_seconds(pid) - cpu0, cpu_seconds(upstream_pid) - up0
+    stats = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
+    if stats["bad"] or stats["socket_errors"] or not stats["requests"]:
+        raise RuntimeError(f"{url}: {stats['bad']} bad answers, {stats['socket_errors']} socket errors:\n{out}")
+    n = stats["requests"]
+    return Run(n / stats["seconds"], stats["p50_us"] / 1000, stats["p99_us"] / 1000, cpu * 1e6 / n, up * 1e6 / n)
+
+
+def serve(directory: Path, issuer: str, upstream_url: str, pin: str | None = None) -> tuple[Proc, str]:
+    """`ledgergate serve`, optionally pinned (with all its threads) to the CPUs in `pin`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    # one identity holds all the bench's sessions (wrk sends one token), so its session cap is raised
+    config = gw.write_config(directory, port, issuer, {"everything": {"url": upstream_url}}, POLICY,
+                             {"limits": {"max_sessions_per_principal": 2000}})
+    argv = [sys.executable, "-m", "ledgergate.cli", "serve", "--config", str(config)]
+    if pin is not None:
+        argv = ["taskset", "-c", pin, *argv]
+    proc = Proc(argv, env={"PYTHONUNBUFFERED": "1"}, cwd=directory, port=port, log=directory / "gateway.log")
+    return proc, f"http://127.0.0.1:{port}/mcp/everything"
+
+
+def fdatasync_ms(directory: Path, n: int = 200) -> float:
+    """Median time to make one 4 KiB write durable in `directory`: what each of a call's two durable
+    records costs at the least, whatever the software does (measured in the same run)."""
+    path = directory / "fsync-probe"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    times = []
+    try:
+        for _ in range(n):
+            os.pwrite(fd, b"\0" * 4096, 0)
+            started = time.perf_counter()
+            os.fdatasync(fd)
+            times.append((time.perf_counter() - started) * 1000)
+    finally:
+        os.close(fd)
+        path.unlink()
+    return statistics.median(times)
+
+
+def spread(values: list[float], fmt: str = "{:.2f}") -> str:
+    return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}–{fmt.format(max(values))})"
+
+
+async def against_everything(args: argparse.Namespace, tmp: Path, provider: Provider) -> tuple[str, list[str]]:
+    everything = start_everything()
+    direct_url = f"http://127.0.0.1:{everything.port}/mcp"
+    gateway, full_url = serve(tmp / "full", provider.issuer, direct_url)
+    token = provider.token("bench", ["staff"])
+    up = everything.proc.pid
+    gpid = gateway.proc.pid
+    try:
+        most = max(n for _, n in LOADS.values())
+        direct_ids = (await open_sessions(direct_url, None, most)).split(",")
+        started = time.perf_counter()
+        full_ids = (await open_sessions(full_url, token, most)).split(",")
+        open_ms = (time.perf_counter() - started) * 1000 / most
+        sessions = {name: (",".join(direct_ids[:n]), ",".join(full_ids[:n])) for name, (_, n) in LOADS.items()}
+        wrk(direct_url, sessions["c=8"][0], None, 8, 1, up, up)  # warm-up
+        wrk(full_url, sessions["c=8"][1], token, 8, 1, gpid, up)
+        rows: list[dict[str, dict[str, Run]]] = []
+        for rnd in range(args.rounds):
+            row: dict[str, dict[str, Run]] = {}
+            for name, (c, _) in LOADS.items():
+                d_ids, f_ids = sessions[name]
+                before = wrk(direct_url, d_ids, None, c, args.seconds, up, up)
+                full = wrk(full_url, f_ids, token, c, args.seconds, gpid, up)
+                row[name] = {"direct": mean(before, wrk(direct_url, d_ids, None, c, args.seconds, up, up)),
+                             "full": full}
+            rows.append(row)
+            print(f"round {rnd + 1}: " + "; ".join(
+                f"{name}: direct {r['direct'].rps:.0f}/s p50 {r['direct'].p50_ms:.2f} ms, full {r['full'].rps:.0f}/s "
+                f"p50 {r['full'].p50_ms:.2f} ms" for name, r in row.items()), flush=True)
+        profile = profile_lines(full_url, sessions["c=8"][1], token, gpid, up) if args.profile else []
+        sync_ms = fdatasync_ms(tmp / "full")
+    finally:
+        gateway.stop()
+        everything.stop()
+
+    def col(name: str, path: str, field: str) -> list[float]:
+        return [getattr(r[name][path], field) for r in rows]
+
+    table = ["| load | direct req/s | full req/s | full / direct | p50 direct | p50 full (added) | p99 direct "
+             "| p99 full (added) | CPU/call upstream | CPU/call gateway |", "|---|---|---|---|---|---|---|---|---|---|"]
+    verdicts = []
+    for name in LOADS:
+        ratio = [r[name]["full"].rps / r[name]["direct"].rps for r in rows]
+        added = [r[name]["full"].p50_ms - r[name]["direct"].p50_ms for r in rows]
+        added99 = [r[name]["full"].p99_ms - r[name]["direct"].p99_ms for r in rows]
+        table.append(
+            f"| {name} | {statistics.median(col(name, 'direct', 'rps')):.0f} | {statistics.median(col(name, 'full', 'rps')):.0f} "
+            f"| **{spread(ratio)}x** | {statistics.median(col(name, 'direct', 'p50_ms')):.2f} ms "
+            f"| {statistics.median(col(name, 'full', 'p50_ms')):.2f} ms (**{spread(added, '{:+.2f}')}**) "
+            f"| {statistics.median(col(name, 'direct', 'p99_ms')):.2f} ms "
+            f"| {statistics.median(col(name, 'full', 'p99_ms')):.2f} ms ({spread(added99, '{:+.2f}')}) "
+            f"| {statistics.median(col(name, 'direct', 'cpu_us')):.0f} µs "
+            f"| {statistics.median(col(name, 'full', 'cpu_us')):.0f} µs |")
+        if name == "c=1":
+            verdicts.append(f"- added median latency at c=1: {statistics.median(added):+.2f} ms "
+                            f"(target at most +{TARGET_ADDED_MS} ms): {'met' if statistics.median(added) <= TARGET_ADDED_MS else 'not met'}")
+        if name == "c=8":
+            verdicts.append(f"- throughput at c=8: {statistics.median(ratio):.2f}x direct (target at least "
+                            f"{TARGET_RATIO}x): {'met' if statistics.median(ratio) >= TARGET_RATIO else 'not met'}")
+            verdicts.append(f"- p99 at c=8: {statistics.median(added99):+.2f} ms over direct's (target at most "
+                            f"+{TARGET_P99_MS:g} ms): {'met' if statistics.median(added99) <= TARGET_P99_MS else 'not met'}")
+    verdicts.append(f"- the floor under the c=1 figure: two durable commits, each at least one fdatasync of the "
+                    f"data directory's disk, {sync_ms:.2f} ms each here in this run ({2 * sync_ms:.2f} ms together)")
+    lines = [*table, "", f"Opening a session through the gateway (initialize + notifications/initialized, one "
+                         f"at a time, {most} of them): {open_ms:.2f} ms each.", "", "Against the targets:", *verdicts]
+    return "\n".join(lines), profile
+
+
+async def fast_view(args: argparse.Namespace, tmp: Path, provider: Provider) -> str:
+    """The gateway on one core (CPU 1) in front of fast_upstream.py, wrk and the upstream on CPU 0."""
+    if (os.cpu_count() or 1) < 2:
+        return "(needs two CPUs)"
+    port = free_port()
+    fast = Proc(["taskset", "-c", "0", sys.executable, str(ROOT / "bench" / "fast_upstream.py"), str(port)], port=port)
+    direct_url = f"http://127.0.0.1:{port}/mcp"
+    gateway, full_url = serve(tmp / "fast", provider.issuer, direct_url, pin="1")
+    token = provider.token("bench", ["staff"])
+    try:
+        ids = await open_sessions(full_url, token, 64)
+        d_ids = await open_sessions(direct_url, None, 64)
+        wrk(full_url, ids, token, 8, 1, gateway.proc.pid, fast.proc.pid, pin="0")
+        out = ["| concurrency | upstream alone req/s | full gateway req/s (one core) | gateway CPU/call | upstream CPU/call |",
+               "|---|---|---|---|---|"]
+        for c in (8, 64):
+            direct = [wrk(direct_url, d_ids, None, c, args.seconds, fast.proc.pid, fast.proc.pid, pin="0")
+                      for _ in range(max(1, args.rounds // 2))]
+            full = [wrk(full_url, ids, token, c, args.seconds, gateway.proc.pid, fast.proc.pid, pin="0")
+                    for _ in range(args.rounds)]
+            out.append(f"| {c} | {statistics.median(r.rps for r in direct):.0f} "
+                       f"| **{spread([r.rps for r in full], '{:.0f}')}** "
+                       f"| {statistics.median(r.cpu_us for r in full):.0f} µs "
+                       f"| {statistics.median(r.upstream_cpu_us for r in full):.0f} µs |")
+        return "\n".join(out)
+    finally:
+        gateway.stop()
+        fast.stop()
+
+
+#: where a sampled frame's time goes, first match wins (module path fragments)
+AREAS = [
+    ("ledger writer thread (canonical record, hashes, SQLite commit)", r"audit/ledger\.py.*_run_writer|Thread\._bootstrap"),
+    ("masking", r"ledgergate/masking/"),
+    ("ledger records on the event loop (sealing, digests, append hand-off)", r"stages/audit\.py|audit/|metrics\.py"),
+    ("policy, identity and the other stages", r"ledgergate/(policy|identity)/|gateway/stages/|gateway/auth\.py|gateway/call\.py"),
+    ("upstream client", r"ledgergate/upstream/|ledgergate/wire/sse"),
+    ("transport, sessions, bridge, pipeline", r"ledgergate/gateway/|ledgergate/wire/|ledgergate/app\.py"),
+    ("HTTP server (uvicorn, httptools)", r"uvicorn/|httptools"),
+    ("event loop and the rest", r"."),
+]
+
+
+def profile_lines(url: str, sessions: str, token: str | None, pid: int, upstream: int) -> list[str]:
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(spy).exists():
+        return ["(py-spy is not installed: pip install py-spy)"]
+    raw = Path(tempfile.mkdtemp(prefix="lg-spy-")) / "gateway.txt"
+    seconds = 10
+    proc = subprocess.Popen([spy, "record", "-p", str(pid), "-f", "raw", "-o", str(raw), "-d", str(seconds), "-r", "250",
+                             "--gil", "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    wrk(url, sessions, token, 8, seconds - 1, pid, upstream)
+    proc.wait()
+    areas: Counter[str] = Counter()
+    functions: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        n = int(count)
+        total += n
+        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
+        joined = ";".join(frames)
+        for area, pattern in AREAS:
+            if re.search(pattern, joined if area.startswith("ledger writer") else frames[-1]):
+                areas[area] += n
+                break
+        functions[frames[-1]] += n
+    lines = [f"{total} samples of the gateway holding the GIL, c=8 against server-everything:", "",
+             "| where | share of the gateway's CPU |", "|---|---|"]
+    lines += [f"| {area} | {100 * n / total:.0f}% |" for area, n in areas.most_common()]
+    lines += ["", "Busiest functions (self time):", ""]
+    lines += [f"- {100 * n / total:.1f}% `{fn.replace('/work/', '')}`" for fn, n in functions.most_common(12)]
+    return lines
+
+
+async def main_async(args: argparse.Namespace) -> str:
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is needed: apt-get install wrk")
+    tmp = Path(tempfile.mkdtemp(prefix="lg-bench-gateway-"))
+    provider = Provider()
+    load = os.getloadavg()[0]
+    try:
+        main_table, profile = await against_everything(args, tmp, provider)
+        fast = await fast_view(args, tmp, provider)
+    finally:
+        provider.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    section = [
+        "## Full gateway against direct",
+        "",
+        f"Command: `.venv/bin/python bench/bench_gateway.py --seconds {args.seconds:g} --rounds {args.rounds}"
+        f"{' --profile' if args.profile else ''}` ({time.strftime('%Y-%m-%d')}; 2 cores shared with wrk and the "
+        f"upstream, load average {load:.1f} at the start)",
+        "",
+        "`tools/call echo` against server-everything, direct and through the full gateway (OIDC, policy, masking, two "
+        "durable ledger records per call on SQLite). Medians over rounds, spread in brackets; direct measured before "
+        "and after the gateway in every round.",
+        "",
+        main_table,
+        "",
+        "The gateway's own ceiling: in front of `bench/fast_upstream.py`, the gateway pinned to one core:",
+        "",
+        fast,
+    ]
+    if profile:
+        section += ["", "Where the gateway's CPU goes (py-spy):", "", *profile]
+    return "\n".join(section) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--profile", action="store_true", help="sample the gateway with py-spy during a c=8 run")
+    parser.add_argument("--write", type=Path)
+    args = parser.parse_args()
+    report = asyncio.run(main_async(args))
+    print(report)
+    if args.write:
+        write_section(args.write, "Full gateway against direct", report)
+
+
+if __name__ == "__main__":
+    main()
