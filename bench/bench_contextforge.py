@@ -86,6 +86,26 @@ LOCAL_SETTINGS = {
 }
 
 
+READING = """
+Reading these figures:
+- Why one ContextForge worker: with stateful sessions every call of a session must reach the worker that
+  holds it, which across workers needs its Redis-backed session affinity; one worker with the in-memory
+  cache is its fastest configuration on one machine, and ledgergate runs as one process too. No Redis,
+  no PostgreSQL (SQLite, like ledgergate's column).
+- Settings tried and not kept, because they changed nothing measurable (two ContextForge instances
+  alternated, 4 runs of 3 s each, CPU per call within noise): `CACHE_TYPE=database`,
+  `SSRF_PROTECTION_ENABLED=false`, `DB_POOL_PRE_PING=false`, `TOKEN_USAGE_LOGGING_ENABLED=false`.
+- Where ContextForge's time goes (py-spy, 8 s at c=8): its event-loop thread is busy nearly all the
+  time — middleware layers and route matching over its many routes, per-call RBAC permission and token
+  (JTI, user) lookups in the database, and its MCP client to the upstream, which opened a new TCP
+  connection for about every call here (counted from the upstream port's TIME-WAIT sockets; the
+  upstream MCP session itself is reused per downstream session). So its CPU per call, not the upstream,
+  sets its throughput, and the shares above are mostly that figure against server-everything's.
+- ledgergate's column is the same `ledgergate serve` as in "Data path" above; its figures there, with
+  the pass-through beside them, are the ones to track the gateway's own work by.
+"""
+
+
 def install_command(venv: Path) -> str:
     pythons = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.12.*/bin/python")))
     python = pythons[-1] if pythons else "python3.12"
@@ -117,21 +137,22 @@ class ContextForge:
         return f"http://127.0.0.1:{self.port}/servers/{self.server_id}/mcp"
 
 
-def contextforge_env(venv: Path, directory: Path, port: int) -> dict[str, str]:
-    """Fresh strong secrets (it refuses weak ones) from its own generator, and the settings above."""
+def contextforge_env(venv: Path, directory: Path, port: int, extra: dict[str, str]) -> dict[str, str]:
+    """Fresh strong secrets (it refuses weak ones) from its own generator, and the settings above
+    (`extra`, from --set, last)."""
     out = subprocess.run([str(venv / "bin" / "python"), "-m", "mcpgateway.scripts.init_secrets", "--stdout"],
                          cwd=directory, capture_output=True, text=True, check=True).stdout
     secrets = dict(line.split("=", 1) for line in out.splitlines() if "=" in line and not line.startswith("#"))
-    return {**secrets, **REQUIRED_SETTINGS, **FAST_SETTINGS, **LOCAL_SETTINGS,
+    return {**secrets, **REQUIRED_SETTINGS, **FAST_SETTINGS, **LOCAL_SETTINGS, **extra,
             "HOST": "127.0.0.1", "PORT": str(port), "DATABASE_URL": f"sqlite:///{directory / 'cf.db'}",
             "PYTHONUNBUFFERED": "1"}
 
 
-def start_contextforge(venv: Path, directory: Path, upstream: str) -> ContextForge:
+def start_contextforge(venv: Path, directory: Path, upstream: str, extra: dict[str, str] | None = None) -> ContextForge:
     """ContextForge on loopback with server-everything registered and echo on a virtual server."""
     directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    env = contextforge_env(venv, directory, port)
+    env = contextforge_env(venv, directory, port, extra or {})
     # cwd is the throwaway directory so that no .env of anyone else's is read
     proc = Proc([str(venv / "bin" / "mcpgateway"), "--host", "127.0.0.1", "--port", str(port)], env=env,
                 cwd=directory, log=directory / "contextforge.log")
@@ -167,8 +188,8 @@ def register(base: str, token: str, upstream: str) -> tuple[str, str]:
         return answer.json()["id"], echo[0]["name"]
 
 
-def settings_text() -> str:
-    return ", ".join(f"`{k}={v}`" for k, v in {**REQUIRED_SETTINGS, **FAST_SETTINGS}.items())
+def settings_text(extra: dict[str, str]) -> str:
+    return ", ".join(f"`{k}={v}`" for k, v in {**REQUIRED_SETTINGS, **FAST_SETTINGS, **extra}.items())
 
 
 async def main_async(args: argparse.Namespace) -> str:
@@ -182,7 +203,7 @@ async def main_async(args: argparse.Namespace) -> str:
     try:
         gateway = gw.start(tmp / "ledgergate", provider.issuer, {"everything": {"url": direct_url}}, POLICY)
         procs.append(gateway)
-        cf = start_contextforge(args.venv, tmp / "contextforge", direct_url)
+        cf = start_contextforge(args.venv, tmp / "contextforge", direct_url, args.set)
         procs.append(cf.proc)
         token = provider.token("bench", ["staff"])
         server = everything.proc.pid
@@ -199,8 +220,9 @@ async def main_async(args: argparse.Namespace) -> str:
             url, sessions, tok, pid, tool = targets[name]
             return wrk(url, sessions, tok, concurrency, args.seconds, pid, server, tool)
 
-        for name in targets:  # warm-up
-            run(name, 8)
+        for name in targets:  # warm-up; long enough for ContextForge's first (cold) calls to finish
+            url, sessions, tok, pid, tool = targets[name]
+            wrk(url, sessions, tok, 8, max(args.seconds, 3), pid, server, tool)
         rows = []
         for rnd in range(args.rounds):
             order = ("full", "cf") if rnd % 2 == 0 else ("cf", "full")
@@ -247,7 +269,8 @@ def report(args: argparse.Namespace, rows: list[dict[tuple[str, int], Run]]) -> 
     load = os.getloadavg()
     return (
         f"## {SECTION}\n\n"
-        f"Command: `.venv/bin/python bench/bench_contextforge.py --seconds {args.seconds:g} --rounds {args.rounds}` "
+        f"Command: `.venv/bin/python bench/bench_contextforge.py --seconds {args.seconds:g} --rounds {args.rounds}"
+        + "".join(f" --set {k}={v}" for k, v in args.set.items()) + "` "
         f"({time.strftime('%Y-%m-%d')}; 2 shared cores, load average {load[0]:.2f} / {load[1]:.2f} at the end; "
         "wrk, both gateways and server-everything on one machine)\n\n"
         f"IBM ContextForge 1.1.0 (`{PACKAGE}`, Python {contextforge_python(args.venv)}, one uvicorn worker, "
@@ -256,7 +279,7 @@ def report(args: argparse.Namespace, rows: list[dict[tuple[str, int], Run]]) -> 
         "(`bench/wrk_call.lua`, every answer checked) over 8 handshake sessions opened beforehand, each with "
         "its own bearer JWT. In each round, per concurrency: direct, the two gateways in alternating order, "
         "direct again; the baseline is the mean of the two direct runs.\n\n"
-        f"ContextForge settings: {settings_text()}; its upstream registered as a gateway "
+        f"ContextForge settings: {settings_text(args.set)}; its upstream registered as a gateway "
         "(`POST /gateways`, streamable HTTP), echo bound to a virtual server (`POST /servers`), called at "
         "`/servers/<id>/mcp` as `everything-echo` with a token from `mcpgateway.utils.create_jwt_token`.\n\n"
         "| round | c=1 p50 direct | c=1 p50 ledgergate (added) | c=1 p50 ContextForge (added) | c=8 direct "
@@ -273,7 +296,7 @@ def report(args: argparse.Namespace, rows: list[dict[tuple[str, int], Run]]) -> 
         f"{med('cf', 8, 'server_cpu_us'):.0f} µs |\n\n"
         f"server-everything called directly: {med('direct', 8, 'rps'):.0f} calls/s at c=8, "
         f"{med('direct', 1, 'p50_ms'):.2f} ms p50 at c=1, {med('direct', 8, 'cpu_us'):.0f} µs CPU per call "
-        "(user+system from /proc; a gateway's figure includes any processes it forks).\n"
+        "(user+system from /proc; a gateway's figure includes any processes it forks).\n" + READING
     )
 
 
@@ -288,8 +311,11 @@ def main() -> None:
     parser.add_argument("--install", action="store_true", help=f"create that venv and install {PACKAGE}")
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="another ContextForge setting (overrides the defaults above; shown with the figures)")
     parser.add_argument("--write", type=Path)
     args = parser.parse_args()
+    args.set = dict(item.split("=", 1) for item in args.set)
     text = asyncio.run(main_async(args))
     print(text)
     if args.write:
