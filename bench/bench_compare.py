@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from report import write_section  # noqa: E402
-from wrk import open_sessions, require_wrk, wrk  # noqa: E402
+from wrk import Run, open_sessions, require_wrk, wrk  # noqa: E402
 
 from tests.support import gateway as gw  # noqa: E402
 from tests.support.oidc import Provider  # noqa: E402
@@ -70,7 +70,7 @@ async def main_async(args: argparse.Namespace) -> str:
             url = f"http://127.0.0.1:{port}/mcp/everything"
             targets[name] = (url, await open_sessions(url, token, 8), proc.proc.pid)
 
-        def run(name: str, c: int) -> object:
+        def run(name: str, c: int) -> Run:
             url, sessions, pid = targets[name]
             return wrk(url, sessions, token, c, args.seconds, pid, everything.proc.pid)
 
