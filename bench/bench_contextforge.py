@@ -195,6 +195,7 @@ def settings_text(extra: dict[str, str]) -> str:
 async def main_async(args: argparse.Namespace) -> str:
     require_wrk()
     ensure_installed(args.venv, args.install)
+    args.load_before = os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="lg-cf-bench-"))
     everything = start_everything()
     provider = Provider()
@@ -266,12 +267,13 @@ def report(args: argparse.Namespace, rows: list[dict[tuple[str, int], Run]]) -> 
         f"| {r['full', 8].rps:.0f}/s ({r['full', 8].rps / r['direct', 8].rps:.2f}x) "
         f"| {r['cf', 8].rps:.0f}/s ({r['cf', 8].rps / r['direct', 8].rps:.2f}x) |\n"
         for i, r in enumerate(rows))
-    load = os.getloadavg()
+    before, after = args.load_before, os.getloadavg()
     return (
         f"## {SECTION}\n\n"
         f"Command: `.venv/bin/python bench/bench_contextforge.py --seconds {args.seconds:g} --rounds {args.rounds}"
         + "".join(f" --set {k}={v}" for k, v in args.set.items()) + "` "
-        f"({time.strftime('%Y-%m-%d')}; 2 shared cores, load average {load[0]:.2f} / {load[1]:.2f} at the end; "
+        f"({time.strftime('%Y-%m-%d')}; 2 shared cores, other agents' work running: 1-minute load average "
+        f"{before[0]:.2f} at the start, {after[0]:.2f} at the end; "
         "wrk, both gateways and server-everything on one machine)\n\n"
         f"IBM ContextForge 1.1.0 (`{PACKAGE}`, Python {contextforge_python(args.venv)}, one uvicorn worker, "
         "SQLite) and `ledgergate serve` (full pipeline: OIDC token, policy, masking, two durable ledger records "
