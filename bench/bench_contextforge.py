@@ -97,10 +97,15 @@ Reading these figures:
   `SSRF_PROTECTION_ENABLED=false`, `DB_POOL_PRE_PING=false`, `TOKEN_USAGE_LOGGING_ENABLED=false`.
 - Where ContextForge's time goes (py-spy, 8 s at c=8): its event-loop thread is busy nearly all the
   time — middleware layers and route matching over its many routes, per-call RBAC permission and token
-  (JTI, user) lookups in the database, and its MCP client to the upstream, which opened a new TCP
-  connection for about every call here (counted from the upstream port's TIME-WAIT sockets; the
-  upstream MCP session itself is reused per downstream session). So its CPU per call, not the upstream,
-  sets its throughput, and the shares above are mostly that figure against server-everything's.
+  (JTI, user) lookups in the database, and its MCP client to the upstream. So its own CPU per call, not
+  the upstream, sets its throughput, and the shares above are mostly that figure against
+  server-everything's.
+- What it sends upstream (counted through a logging TCP relay, 20 calls over 2 sessions): it opens one
+  upstream MCP session per downstream session, lazily on that session's first call (`server/discover`,
+  `initialize`, `notifications/initialized`, a GET stream and a `tools/list`), and then reuses it; but
+  every upstream POST went over a new TCP connection (28 POSTs, 28 connections). That is why
+  server-everything spends more CPU per call behind it than when called directly (its idle CPU with 24
+  sessions open is nil).
 - ledgergate's column is the same `ledgergate serve` as in "Data path" above; its figures there, with
   the pass-through beside them, are the ones to track the gateway's own work by.
 """
