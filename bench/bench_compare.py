@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
 import statistics
 import subprocess
 import sys
@@ -27,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_datapath import open_sessions, wrk  # noqa: E402
 from report import write_section  # noqa: E402
+from wrk import Run, open_sessions, require_wrk, wrk  # noqa: E402
 
 from tests.support import gateway as gw  # noqa: E402
 from tests.support.oidc import Provider  # noqa: E402
@@ -48,8 +47,7 @@ def serve(tree: Path, directory: Path, issuer: str, upstream: str) -> tuple[Proc
 
 
 async def main_async(args: argparse.Namespace) -> str:
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk is needed: apt-get install wrk")
+    require_wrk()
     tmp = Path(tempfile.mkdtemp(prefix="lg-compare-"))
     base_tree = tmp / "base"
     subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(base_tree), args.base], check=True)
@@ -76,7 +74,7 @@ async def main_async(args: argparse.Namespace) -> str:
             url = f"http://127.0.0.1:{port}/mcp/everything"
             targets[name] = (url, await open_sessions(url, token, 8), proc.proc.pid)
 
-        def run(name: str, c: int) -> object:
+        def run(name: str, c: int) -> Run:
             url, sessions, pid = targets[name]
             return wrk(url, sessions, token, c, args.seconds, pid, everything.proc.pid)
 

@@ -20,30 +20,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
-
-import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
-from report import write_section
+from report import write_section  # noqa: E402
+from wrk import Run, mean_of, open_sessions, require_wrk, wrk  # noqa: E402
 
-from tests.support import gateway as gw
-from tests.support.oidc import Provider
-from tests.support.procs import Proc, free_port, start_everything
-
-HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
-WRK_SCRIPT = ROOT / "bench" / "wrk_call.lua"
+from tests.support import gateway as gw  # noqa: E402
+from tests.support.oidc import Provider  # noqa: E402
+from tests.support.procs import Proc, free_port, start_everything  # noqa: E402
 
 
 READING = """
@@ -80,64 +72,8 @@ Reading these figures:
 """
 
 
-@dataclass
-class Run:
-    rps: float
-    p50_ms: float
-    cpu_us: float  # CPU per call of the measured process (server-everything or the gateway)
-    server_cpu_us: float  # CPU per call of server-everything during the run
-
-
-def mean_of(a: Run, b: Run) -> Run:
-    return Run((a.rps + b.rps) / 2, (a.p50_ms + b.p50_ms) / 2, (a.cpu_us + b.cpu_us) / 2,
-               (a.server_cpu_us + b.server_cpu_us) / 2)
-
-
-async def open_sessions(url: str, token: str | None, n: int) -> str:
-    """n handshake sessions, as wrk_call.lua's SESSIONS (comma-separated ids)."""
-    auth = {"Authorization": f"Bearer {token}"} if token else {}
-    ids = []
-    async with httpx.AsyncClient(headers=auth, timeout=30) as http:
-        for _ in range(n):
-            init = await http.post(url, headers=HEADERS, json={
-                "jsonrpc": "2.0", "id": 0, "method": "initialize",
-                "params": {"protocolVersion": "2025-06-18", "capabilities": {},
-                           "clientInfo": {"name": "bench", "version": "1"}}})
-            init.raise_for_status()
-            session = init.headers.get("mcp-session-id", "")
-            headers = {**HEADERS, "MCP-Protocol-Version": "2025-06-18"}
-            if session:
-                headers["Mcp-Session-Id"] = session
-            await http.post(url, headers=headers, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
-            ids.append(session)
-    return ",".join(ids)
-
-
-def cpu_seconds(pid: int) -> float:
-    """user + system CPU time of a process (and its reaped children), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-
-
-def wrk(url: str, sessions: str, token: str | None, concurrency: int, seconds: float, pid: int,
-        server_pid: int) -> Run:
-    env = {**os.environ, "SESSIONS": sessions}
-    if token:
-        env["BEARER"] = token
-    cpu0, server0 = cpu_seconds(pid), cpu_seconds(server_pid)
-    out = subprocess.run(["wrk", "-t1", f"-c{concurrency}", f"-d{seconds:g}s", "-s", str(WRK_SCRIPT), url],
-                         env=env, capture_output=True, text=True, check=True).stdout
-    cpu, server_cpu = cpu_seconds(pid) - cpu0, cpu_seconds(server_pid) - server0
-    stats = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
-    if stats["bad"] or stats["socket_errors"] or not stats["requests"]:
-        raise RuntimeError(f"{url}: {stats['bad']} bad answers, {stats['socket_errors']} socket errors:\n{out}")
-    n = stats["requests"]
-    return Run(n / stats["seconds"], stats["p50_us"] / 1000, cpu * 1e6 / n, server_cpu * 1e6 / n)
-
-
 async def main_async(args: argparse.Namespace) -> str:
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk is needed: apt-get install wrk")
+    require_wrk()
     everything = start_everything()
     provider = Provider()
     tmp = Path(tempfile.mkdtemp(prefix="lg-bench-"))

@@ -1,9 +1,11 @@
--- wrk script for bench_datapath.py: `tools/call echo` over handshake sessions opened beforehand.
--- SESSIONS (comma-separated Mcp-Session-Id values, may be empty for none) come from the environment.
+-- wrk script for the data-path benchmarks (bench/wrk.py): `tools/call echo` over handshake sessions
+-- opened beforehand. SESSIONS (comma-separated Mcp-Session-Id values, may be empty for none), BEARER
+-- and TOOL (the echo tool's name as the target exposes it, default `echo`) come from the environment.
 -- Each answer is checked: a call that is not a 200 carrying the echoed text counts as an error.
 local sessions = {}
 for s in string.gmatch(os.getenv("SESSIONS") or "", "[^,]+") do table.insert(sessions, s) end
 local auth = os.getenv("BEARER")
+local tool = os.getenv("TOOL") or "echo"
 local threads = {}
 n = 0
 bad = 0
@@ -20,7 +22,7 @@ function request()
   }
   if #sessions > 0 then headers["Mcp-Session-Id"] = sessions[(n % #sessions) + 1] end
   if auth then headers["Authorization"] = "Bearer " .. auth end
-  local body = '{"jsonrpc":"2.0","id":' .. n .. ',"method":"tools/call","params":{"name":"echo","arguments":{"message":"hello ' .. n .. '"}}}'
+  local body = '{"jsonrpc":"2.0","id":' .. n .. ',"method":"tools/call","params":{"name":"' .. tool .. '","arguments":{"message":"hello ' .. n .. '"}}}'
   return wrk.format("POST", nil, headers, body)
 end
 
