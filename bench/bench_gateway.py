@@ -33,57 +33,24 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_datapath import cpu_seconds, open_sessions  # noqa: E402
 from report import write_section  # noqa: E402
+from wrk import Run, mean_of, open_sessions, require_wrk, wrk  # noqa: E402
 
 from tests.support import gateway as gw  # noqa: E402
 from tests.support.oidc import Provider  # noqa: E402
 from tests.support.procs import Proc, free_port, start_everything  # noqa: E402
 
-WRK_SCRIPT = ROOT / "bench" / "wrk_call.lua"
 POLICY = [{"name": "bench", "match": {"groups": ["staff"], "servers": ["everything"]}, "effect": "allow",
            "mask": "standard"}]
 #: name -> (concurrency, open sessions the calls are spread over)
 LOADS = {"c=1": (1, 8), "c=8": (8, 8), "c=64": (64, 64), "c=64, 1,000 sessions": (64, 1000)}
 TARGET_RATIO, TARGET_ADDED_MS, TARGET_P99_MS = 0.8, 0.8, 5.0
-
-
-@dataclass
-class Run:
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    cpu_us: float  # CPU per call of the measured process
-    upstream_cpu_us: float  # CPU per call of the upstream in the same run
-
-
-def mean(a: Run, b: Run) -> Run:
-    return Run(*((x + y) / 2 for x, y in zip(vars(a).values(), vars(b).values(), strict=True)))
-
-
-def wrk(url: str, sessions: str, token: str | None, concurrency: int, seconds: float, pid: int,
-        upstream_pid: int, pin: str | None = None) -> Run:
-    env = {**os.environ, "SESSIONS": sessions}
-    if token:
-        env["BEARER"] = token
-    argv = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds:g}s", "--timeout", "30s", "-s", str(WRK_SCRIPT), url]
-    if pin is not None:
-        argv = ["taskset", "-c", pin, *argv]
-    cpu0, up0 = cpu_seconds(pid), cpu_seconds(upstream_pid)
-    out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout
-    cpu, up = cpu_seconds(pid) - cpu0, cpu_seconds(upstream_pid) - up0
-    stats = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
-    if stats["bad"] or stats["socket_errors"] or not stats["requests"]:
-        raise RuntimeError(f"{url}: {stats['bad']} bad answers, {stats['socket_errors']} socket errors:\n{out}")
-    n = stats["requests"]
-    return Run(n / stats["seconds"], stats["p50_us"] / 1000, stats["p99_us"] / 1000, cpu * 1e6 / n, up * 1e6 / n)
 
 
 def serve(directory: Path, issuer: str, upstream_url: str, pin: str | None = None) -> tuple[Proc, str]:
@@ -145,7 +112,7 @@ async def against_everything(args: argparse.Namespace, tmp: Path, provider: Prov
                 d_ids, f_ids = sessions[name]
                 before = wrk(direct_url, d_ids, None, c, args.seconds, up, up)
                 full = wrk(full_url, f_ids, token, c, args.seconds, gpid, up)
-                row[name] = {"direct": mean(before, wrk(direct_url, d_ids, None, c, args.seconds, up, up)),
+                row[name] = {"direct": mean_of(before, wrk(direct_url, d_ids, None, c, args.seconds, up, up)),
                              "full": full}
             rows.append(row)
             print(f"round {rnd + 1}: " + "; ".join(
@@ -213,7 +180,7 @@ async def fast_view(args: argparse.Namespace, tmp: Path, provider: Provider) -> 
             out.append(f"| {c} | {statistics.median(r.rps for r in direct):.0f} "
                        f"| **{spread([r.rps for r in full], '{:.0f}')}** "
                        f"| {statistics.median(r.cpu_us for r in full):.0f} µs "
-                       f"| {statistics.median(r.upstream_cpu_us for r in full):.0f} µs |")
+                       f"| {statistics.median(r.server_cpu_us for r in full):.0f} µs |")
         return "\n".join(out)
     finally:
         gateway.stop()
@@ -267,8 +234,7 @@ def profile_lines(url: str, sessions: str, token: str | None, pid: int, upstream
 
 
 async def main_async(args: argparse.Namespace) -> str:
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk is needed: apt-get install wrk")
+    require_wrk()
     tmp = Path(tempfile.mkdtemp(prefix="lg-bench-gateway-"))
     provider = Provider()
     load = os.getloadavg()[0]

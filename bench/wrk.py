@@ -100,15 +100,19 @@ def cpu_seconds(pid: int) -> float:
 
 
 def wrk(url: str, sessions: str, token: str | None, concurrency: int, seconds: float, pid: int,
-        server_pid: int, tool: str = "echo") -> Run:
+        server_pid: int, tool: str = "echo", pin: str | None = None) -> Run:
     """One closed-loop wrk run of `tools/call <tool>`; any bad answer or socket error fails the run
-    (a fast wrong answer is not a result)."""
+    (a fast wrong answer is not a result). `pin` runs wrk on those CPUs only (taskset). A call may
+    take up to 30 s before it counts as a timeout: at c=64 server-everything's own p99 passes wrk's
+    default of 2 s."""
     env = {**os.environ, "SESSIONS": sessions, "TOOL": tool}
     if token:
         env["BEARER"] = token
     cpu0, server0 = cpu_seconds(pid), cpu_seconds(server_pid)
-    out = subprocess.run(["wrk", "-t1", f"-c{concurrency}", f"-d{seconds:g}s", "-s", str(WRK_SCRIPT), url],
-                         env=env, capture_output=True, text=True, check=True).stdout
+    argv = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds:g}s", "--timeout", "30s", "-s", str(WRK_SCRIPT), url]
+    if pin is not None:
+        argv = ["taskset", "-c", pin, *argv]
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout
     cpu, server_cpu = cpu_seconds(pid) - cpu0, cpu_seconds(server_pid) - server0
     stats = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
     if stats["bad"] or stats["socket_errors"] or not stats["requests"]:
