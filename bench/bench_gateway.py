@@ -67,22 +67,37 @@ def serve(directory: Path, issuer: str, upstream_url: str, pin: str | None = Non
     return proc, f"http://127.0.0.1:{port}/mcp/everything"
 
 
-def fdatasync_ms(directory: Path, n: int = 200) -> float:
-    """Median time to make one 4 KiB write durable in `directory`: what each of a call's two durable
-    records costs at the least, whatever the software does (measured in the same run)."""
-    path = directory / "fsync-probe"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-    times = []
+def bare_commit_ms(directory: Path, n: int = 300) -> tuple[float, float]:
+    """Median time of a durable SQLite commit of one record-sized row in `directory` (WAL,
+    synchronous=FULL, as the ledger's), and of a bare fdatasync there: what each of a call's two
+    durable records costs at the least on this disk, whatever the gateway's code does."""
+    import sqlite3
+
+    path = directory / "commit-probe.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("CREATE TABLE leaves (seq INTEGER PRIMARY KEY, record BLOB NOT NULL)")
+    commits, syncs = [], []
     try:
-        for _ in range(n):
-            os.pwrite(fd, b"\0" * 4096, 0)
+        for i in range(n):
             started = time.perf_counter()
-            os.fdatasync(fd)
-            times.append((time.perf_counter() - started) * 1000)
+            conn.execute("BEGIN")
+            conn.execute("INSERT INTO leaves VALUES (?, ?)", (i, os.urandom(600)))
+            conn.execute("COMMIT")
+            commits.append((time.perf_counter() - started) * 1000)
+        fd = os.open(directory / "sync-probe", os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            for i in range(n):
+                os.pwrite(fd, b"\0" * 4096, i * 4096)
+                started = time.perf_counter()
+                os.fdatasync(fd)
+                syncs.append((time.perf_counter() - started) * 1000)
+        finally:
+            os.close(fd)
     finally:
-        os.close(fd)
-        path.unlink()
-    return statistics.median(times)
+        conn.close()
+    return statistics.median(commits), statistics.median(syncs)
 
 
 def spread(values: list[float], fmt: str = "{:.2f}") -> str:
@@ -119,7 +134,7 @@ async def against_everything(args: argparse.Namespace, tmp: Path, provider: Prov
                 f"{name}: direct {r['direct'].rps:.0f}/s p50 {r['direct'].p50_ms:.2f} ms, full {r['full'].rps:.0f}/s "
                 f"p50 {r['full'].p50_ms:.2f} ms" for name, r in row.items()), flush=True)
         profile = profile_lines(full_url, sessions["c=8"][1], token, gpid, up) if args.profile else []
-        sync_ms = fdatasync_ms(tmp / "full")
+        commit_ms, sync_ms = bare_commit_ms(tmp / "full")
     finally:
         gateway.stop()
         everything.stop()
@@ -150,8 +165,9 @@ async def against_everything(args: argparse.Namespace, tmp: Path, provider: Prov
                             f"{TARGET_RATIO}x): {'met' if statistics.median(ratio) >= TARGET_RATIO else 'not met'}")
             verdicts.append(f"- p99 at c=8: {statistics.median(added99):+.2f} ms over direct's (target at most "
                             f"+{TARGET_P99_MS:g} ms): {'met' if statistics.median(added99) <= TARGET_P99_MS else 'not met'}")
-    verdicts.append(f"- the floor under the c=1 figure: two durable commits, each at least one fdatasync of the "
-                    f"data directory's disk, {sync_ms:.2f} ms each here in this run ({2 * sync_ms:.2f} ms together)")
+    verdicts.append(f"- the floor under the c=1 figure: two durable commits per call; a bare SQLite commit of one "
+                    f"record-sized row (WAL, synchronous=FULL) in the gateway's data directory took {commit_ms:.2f} ms "
+                    f"at the median in this run ({2 * commit_ms:.2f} ms for two), a bare fdatasync {sync_ms:.2f} ms")
     lines = [*table, "", f"Opening a session through the gateway (initialize + notifications/initialized, one "
                          f"at a time, {most} of them): {open_ms:.2f} ms each.", "", "Against the targets:", *verdicts]
     return "\n".join(lines), profile
