@@ -31,6 +31,7 @@ from ledgergate.upstream.base import (
 from ledgergate.upstream.h1 import H1Error, H1Pool, H1Response
 from ledgergate.upstream.unix import is_unix_url, parse_unix_url
 from ledgergate.wire import jsonrpc
+from ledgergate.wire.mcp_inbound import encode_header_value
 from ledgergate.wire.sse import SSEParser
 
 log = logging.getLogger("ledgergate.upstream")
@@ -268,6 +269,8 @@ class HttpHandshakeSession(UpstreamSession):
             resp = await self.pool.post(rewrite_id(strip_modern_meta(request), upstream_id), self._headers())
         except BaseException:
             inflight.ids.pop(original_id, None)
+            if not inflight.ids and self._inflight is inflight:
+                self._inflight = None
             raise
         try:
             if resp.status == 404 and self.session_id:
@@ -283,6 +286,8 @@ class HttpHandshakeSession(UpstreamSession):
             raise UpstreamError("upstream closed the response stream before answering")
         finally:
             inflight.ids.pop(original_id, None)
+            if not inflight.ids and self._inflight is inflight:
+                self._inflight = None  # an idle session keeps no map
             resp.release()
 
     async def _post_no_reply(self, message: Message) -> None:
@@ -357,8 +362,6 @@ class HttpModernSession(UpstreamSession):
         if field:
             name = (request.get("params") or {}).get(field)
             if isinstance(name, str):
-                from mcp.shared.inbound import encode_header_value
-
                 headers["Mcp-Name"] = encode_header_value(name)
         return headers
 
