@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
+import sqlite3
+import subprocess
 import statistics
 import sys
 import tempfile
@@ -210,38 +213,51 @@ def diff(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
     return {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
 
 
+def ledger_counts(db: Path) -> dict[str, int]:
+    """Ledger records by event, read from the gateway's SQLite store (WAL: readable while it writes)."""
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        return dict(conn.execute("SELECT event, count(*) FROM ledger_leaves GROUP BY event").fetchall())
+
+
 async def measure(args: argparse.Namespace, gateway_pid: int, gateway_port: int, proxy_port: int,
-                  token: str) -> dict[str, object]:
+                  token: str, db: Path) -> dict[str, object]:
     path = "/mcp/everything"
     out: dict[str, object] = {}
+    await asyncio.sleep(1.0)
+    out["rss_start_kb"] = rss_kb(gateway_pid)
     warm = Conn(gateway_port, token)
     await call_echo(warm, path, await open_session(warm, path), 0)
     await asyncio.sleep(1.0)
     out["rss_idle_kb"] = rss_kb(gateway_pid)
 
-    # opening cost, one at a time
-    before = await upstream_counts(proxy_port)
-    times = []
-    sample_sessions = []
-    for _ in range(args.sample):
-        t0 = time.perf_counter()
-        sample_sessions.append(await open_session(warm, path))
-        times.append((time.perf_counter() - t0) * 1000)
-    per_open = diff(await upstream_counts(proxy_port), before)
-    out["open_ms_p50"] = statistics.median(times)
-    out["open_ms_q"] = statistics.quantiles(times, n=10)
-    out["upstream_per_open"] = {k: v / args.sample for k, v in per_open.items()}
-    # the upstream's own initialize round trip, for scale (through the proxy, straight to server-everything)
+    # opening cost, one at a time, alternating with server-everything's own initialize (called straight,
+    # through the proxy) so that the machine's background load falls on both alike
+    before, records_before = await upstream_counts(proxy_port), ledger_counts(db)
     direct = Conn(proxy_port, token, "application/json, text/event-stream")
-    direct_times = []
+    times: list[float] = []
+    direct_times: list[float] = []
+    sample_sessions: list[str] = []
+    cpu = 0.0
     for _ in range(args.sample):
         t0 = time.perf_counter()
-        status, headers, _ = await direct.request("/mcp", INIT)
+        status, _, _ = await direct.request("/mcp", INIT)
         direct_times.append((time.perf_counter() - t0) * 1000)
         if status != 200:
             raise RuntimeError(f"direct initialize: {status}")
+        c0, t0 = cpu_seconds(gateway_pid), time.perf_counter()
+        sample_sessions.append(await open_session(warm, path))
+        times.append((time.perf_counter() - t0) * 1000)
+        cpu += cpu_seconds(gateway_pid) - c0
     direct.close()
+    per_open = diff(await upstream_counts(proxy_port), before)
+    per_open["POST initialize"] -= args.sample  # the direct ones
+    out["open_ms_p50"] = statistics.median(times)
+    out["open_ms_q"] = statistics.quantiles(times, n=10)
+    out["open_cpu_ms"] = cpu * 1000 / args.sample
+    out["upstream_per_open"] = {k: v / args.sample for k, v in per_open.items() if v}
+    out["records_per_open"] = {k: v / args.sample for k, v in diff(ledger_counts(db), records_before).items()}
     out["upstream_initialize_ms_p50"] = statistics.median(direct_times)
+    out["upstream_initialize_ms_q"] = statistics.quantiles(direct_times, n=10)
     warm.close()
 
     conns = [Conn(gateway_port, token) for _ in range(args.concurrency)]
@@ -280,44 +296,53 @@ async def measure(args: argparse.Namespace, gateway_pid: int, gateway_port: int,
     return out
 
 
-def report(args: argparse.Namespace, r: dict[str, object], load: str) -> str:
-    steps: dict[int, dict[str, object]] = r["steps"]  # type: ignore[assignment]
-    idle = int(r["rss_idle_kb"])  # type: ignore[arg-type]
-    lines = ["## Sessions: memory and opening cost", "",
-             "```",
-             f".venv/bin/python bench/bench_sessions.py --sessions {args.sessions} --concurrency {args.concurrency}"
-             f" --write docs/benchmarks.md",
-             "```", "",
+def _fmt_counts(counts: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:g}" for k, v in sorted(counts.items())) or "none"
+
+
+def report(args: argparse.Namespace, runs: list[tuple[str, dict[str, object]]], load: str) -> str:
+    command = (f".venv/bin/python bench/bench_sessions.py --sessions {args.sessions} --concurrency "
+               f"{args.concurrency} --sample {args.sample}"
+               + (f" --baseline {args.baseline}" if args.baseline else "") + " --write docs/benchmarks.md")
+    lines = ["## Sessions: memory and opening cost", "", "```", command, "```", "",
              f"Load average before the run: {load}. Full gateway (`ledgergate serve`: OIDC, policy, masking, "
              "SQLite ledger) in front of server-everything, 2025-06-18 handshake sessions "
              "(`initialize` + `notifications/initialized`, then `tools/call echo` on every session while all are "
-             f"open), {args.concurrency} client connections.", "",
-             "| | gateway RSS | added per session |", "|---|---:|---:|",
-             f"| idle (one warm-up session) | {idle / 1024:.1f} MB | |"]
-    for n, s in steps.items():
-        rss = int(s["rss_kb"])  # type: ignore[arg-type]
-        lines.append(f"| {n:,} sessions open, each called | {rss / 1024:.1f} MB | {(rss - idle) / n:.1f} KB |")
-    per_open = r["upstream_per_open"]
-    q = r["open_ms_q"]
-    lines += ["",
-              f"- Opening one session (one at a time, {args.sample} sessions): p50 {r['open_ms_p50']:.2f} ms "
-              f"(p10 {q[0]:.2f}, p90 {q[-1]:.2f}); server-everything's own `initialize`, called straight: "
-              f"p50 {r['upstream_initialize_ms_p50']:.2f} ms.",
-              "- Upstream HTTP requests per opened session: "
-              + ", ".join(f"{k} {v:g}" for k, v in sorted(per_open.items())) + ".",  # type: ignore[union-attr]
-              ]
-    last = steps[max(steps)]
-    lines.append(f"- {max(steps):,} sessions opened in {last['open_s']:.1f} s at concurrency {args.concurrency}; "
-                 f"gateway CPU for opening and calling them all: {r['gateway_cpu_s']:.1f} s.")
+             f"open), {args.concurrency} client connections. RSS is the gateway process's VmRSS.", ""]
+    names = [name for name, _ in runs]
+    lines += ["| | " + " | ".join(names) + " |", "|---|" + "---:|" * len(runs)]
+
+    def row(label: str, cell) -> None:  # noqa: ANN001
+        lines.append(f"| {label} | " + " | ".join(cell(r) for _, r in runs) + " |")
+
+    row("RSS at start (no session yet)", lambda r: f"{r['rss_start_kb'] / 1024:.1f} MB")
+    row("RSS idle (one warm-up session)", lambda r: f"{r['rss_idle_kb'] / 1024:.1f} MB")
+    for n in runs[0][1]["steps"]:  # type: ignore[attr-defined]
+        row(f"RSS, {n:,} sessions open and each called",
+            lambda r, n=n: f"{r['steps'][n]['rss_kb'] / 1024:.1f} MB")
+        row(f"added per session ({n:,})",
+            lambda r, n=n: f"{(r['steps'][n]['rss_kb'] - r['rss_idle_kb']) / n:.1f} KB")
+    row(f"open one session, p50 (p10–p90), {args.sample} one at a time",
+        lambda r: f"{r['open_ms_p50']:.2f} ms ({r['open_ms_q'][0]:.2f}–{r['open_ms_q'][-1]:.2f})")
+    row("server-everything's own `initialize` straight, alternated with the above, p50",
+        lambda r: f"{r['upstream_initialize_ms_p50']:.2f} ms")
+    row("gateway CPU per session opened", lambda r: f"{r['open_cpu_ms']:.2f} ms")
+    row("upstream HTTP requests per session opened", lambda r: _fmt_counts(r["upstream_per_open"]))
+    row("ledger records per session opened", lambda r: _fmt_counts(r["records_per_open"]))
+    n = max(runs[0][1]["steps"])  # type: ignore[type-var]
+    row(f"{n:,} sessions opened at concurrency {args.concurrency}",
+        lambda r: f"{r['steps'][n]['open_s']:.1f} s")
+    row("gateway CPU, opening and calling them all", lambda r: f"{r['gateway_cpu_s']:.1f} s")
     return "\n".join(lines) + "\n"
 
 
-async def main_async(args: argparse.Namespace) -> str:
+async def run_tree(args: argparse.Namespace, src: Path | None) -> dict[str, object]:
+    """The whole stack with the gateway from this checkout, or (src) from another tree's `src/`."""
     from tests.support import gateway as gw
     from tests.support.oidc import Provider
     from tests.support.procs import Proc, free_port, start_everything
 
-    load = open("/proc/loadavg").read().split()[:3]
+    saved = os.environ.get("PYTHONPATH")
     everything = start_everything()
     provider = Provider()
     tmp = Path(tempfile.mkdtemp(prefix="lg-bench-sessions-"))
@@ -326,21 +351,41 @@ async def main_async(args: argparse.Namespace) -> str:
                  port=proxy_port, log=tmp / "proxy.log")
     gateway = None
     try:
+        if src is not None:
+            os.environ["PYTHONPATH"] = str(src)  # ahead of the editable install
         gateway = gw.start(tmp, provider.issuer, {"everything": {"url": f"http://127.0.0.1:{proxy_port}/mcp"}},
                            [{"name": "bench", "match": {"groups": ["staff"], "servers": ["everything"]},
                              "effect": "allow", "mask": "standard"}],
                            extra={"limits": {"max_sessions_per_principal": args.sessions + args.sample + 10}})
-        token = provider.token(TOKEN_SUB, ["staff"])
-        result = await measure(args, gateway.proc.proc.pid, gateway.port, proxy_port, token)
-        print(json.dumps(result, indent=1))
-        return report(args, result, " ".join(load))
+        return await measure(args, gateway.proc.proc.pid, gateway.port, proxy_port,
+                             provider.token(TOKEN_SUB, ["staff"]), tmp / "data" / "ledgergate.db")
     finally:
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
         if gateway is not None:
             gateway.stop()
         proxy.stop()
         provider.stop()
         everything.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def main_async(args: argparse.Namespace) -> str:
+    load = " ".join(open("/proc/loadavg").read().split()[:3])
+    runs: list[tuple[str, dict[str, object]]] = []
+    if args.baseline:
+        with tempfile.TemporaryDirectory(prefix="lg-bench-sessions-base-") as base:
+            archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.baseline, "src"],
+                                     capture_output=True, check=True).stdout
+            subprocess.run(["tar", "-x", "-C", base], input=archive, check=True)
+            print(f"baseline {args.baseline}", flush=True)
+            runs.append((f"before ({args.baseline})", await run_tree(args, Path(base) / "src")))
+    print("this tree", flush=True)
+    runs.append(("this tree", await run_tree(args, None)))
+    print(json.dumps(runs, indent=1, default=str))
+    return report(args, runs, load)
 
 
 def main() -> None:
@@ -351,6 +396,7 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=10000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--sample", type=int, default=50, help="sessions opened one at a time for the timing")
+    parser.add_argument("--baseline", help="also measure the gateway of this git revision first (its src/)")
     parser.add_argument("--write", type=Path, help="write the section into this markdown file")
     args = parser.parse_args()
     text = asyncio.run(main_async(args))
