@@ -219,81 +219,126 @@ def ledger_counts(db: Path) -> dict[str, int]:
         return dict(conn.execute("SELECT event, count(*) FROM ledger_leaves GROUP BY event").fetchall())
 
 
-async def measure(args: argparse.Namespace, gateway_pid: int, gateway_port: int, proxy_port: int,
-                  token: str, db: Path) -> dict[str, object]:
-    path = "/mcp/everything"
-    out: dict[str, object] = {}
-    await asyncio.sleep(1.0)
-    out["rss_start_kb"] = rss_kb(gateway_pid)
-    warm = Conn(gateway_port, token)
-    await call_echo(warm, path, await open_session(warm, path), 0)
-    await asyncio.sleep(1.0)
-    out["rss_idle_kb"] = rss_kb(gateway_pid)
+PATH = "/mcp/everything"
 
-    # opening cost, one at a time, alternating with server-everything's own initialize (called straight,
-    # through the proxy) so that the machine's background load falls on both alike
-    before, records_before = await upstream_counts(proxy_port), ledger_counts(db)
-    direct = Conn(proxy_port, token, "application/json, text/event-stream")
-    times: list[float] = []
-    direct_times: list[float] = []
-    sample_sessions: list[str] = []
-    cpu = 0.0
-    for _ in range(args.sample):
-        t0 = time.perf_counter()
-        status, _, _ = await direct.request("/mcp", INIT)
-        direct_times.append((time.perf_counter() - t0) * 1000)
-        if status != 200:
-            raise RuntimeError(f"direct initialize: {status}")
-        c0, t0 = cpu_seconds(gateway_pid), time.perf_counter()
-        sample_sessions.append(await open_session(warm, path))
-        times.append((time.perf_counter() - t0) * 1000)
-        cpu += cpu_seconds(gateway_pid) - c0
-    direct.close()
-    per_open = diff(await upstream_counts(proxy_port), before)
-    per_open["POST initialize"] -= args.sample  # the direct ones
-    out["open_ms_p50"] = statistics.median(times)
-    out["open_ms_q"] = statistics.quantiles(times, n=10)
-    out["open_cpu_ms"] = cpu * 1000 / args.sample
-    out["upstream_per_open"] = {k: v / args.sample for k, v in per_open.items() if v}
-    out["records_per_open"] = {k: v / args.sample for k, v in diff(ledger_counts(db), records_before).items()}
-    out["upstream_initialize_ms_p50"] = statistics.median(direct_times)
-    out["upstream_initialize_ms_q"] = statistics.quantiles(direct_times, n=10)
+
+class Stack:
+    """server-everything, the counting proxy and one gateway (this checkout's, or another tree's `src/`)."""
+
+    def __init__(self, args: argparse.Namespace, issuer: str, token: str, src: Path | None) -> None:
+        from tests.support import gateway as gw
+        from tests.support.procs import Proc, free_port, start_everything
+
+        self.token = token
+        self.tmp = Path(tempfile.mkdtemp(prefix="lg-bench-sessions-"))
+        self.everything = start_everything()
+        self.proxy_port = free_port()
+        self.proxy = Proc([sys.executable, str(Path(__file__).resolve()), "proxy", str(self.proxy_port),
+                           str(self.everything.port)], port=self.proxy_port, log=self.tmp / "proxy.log")
+        self.gateway = None
+        saved = os.environ.get("PYTHONPATH")
+        try:
+            if src is not None:
+                os.environ["PYTHONPATH"] = str(src)  # ahead of the editable install
+            self.gateway = gw.start(
+                self.tmp, issuer, {"everything": {"url": f"http://127.0.0.1:{self.proxy_port}/mcp"}},
+                [{"name": "bench", "match": {"groups": ["staff"], "servers": ["everything"]},
+                  "effect": "allow", "mask": "standard"}],
+                extra={"limits": {"max_sessions_per_principal": args.sessions + args.sample + 10}})
+        except BaseException:
+            self.stop()
+            raise
+        finally:
+            if saved is None:
+                os.environ.pop("PYTHONPATH", None)
+            else:
+                os.environ["PYTHONPATH"] = saved
+        self.pid = self.gateway.proc.proc.pid
+        self.port = self.gateway.port
+        self.db = self.tmp / "data" / "ledgergate.db"
+        self.out: dict[str, object] = {}
+        self.sessions: list[str] = []
+
+    def stop(self) -> None:
+        if self.gateway is not None:
+            self.gateway.stop()
+        self.proxy.stop()
+        self.everything.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+async def warm_up(stack: Stack) -> None:
+    stack.out["rss_start_kb"] = rss_kb(stack.pid)
+    warm = Conn(stack.port, stack.token)
+    await call_echo(warm, PATH, await open_session(warm, PATH), 0)
     warm.close()
 
-    conns = [Conn(gateway_port, token) for _ in range(args.concurrency)]
-    sessions: list[str] = list(sample_sessions)
-    steps = [s for s in (1000, args.sessions) if s <= args.sessions]
-    rss_steps = {}
-    cpu0 = cpu_seconds(gateway_pid)
+
+async def opening_cost(stacks: list[Stack], sample: int) -> None:
+    """Sessions opened one at a time, each tree's gateway in turn and server-everything's own
+    `initialize` (straight, through the proxy) beside each, so the machine's load falls on all alike."""
+    conns = [Conn(s.port, s.token) for s in stacks]
+    directs = [Conn(s.proxy_port, s.token, "application/json, text/event-stream") for s in stacks]
+    before = [(await upstream_counts(s.proxy_port), ledger_counts(s.db), cpu_seconds(s.pid)) for s in stacks]
+    times: list[list[float]] = [[] for _ in stacks]
+    direct_times: list[list[float]] = [[] for _ in stacks]
+    for _ in range(sample):
+        for i, stack in enumerate(stacks):
+            t0 = time.perf_counter()
+            status, _, _ = await directs[i].request("/mcp", INIT)
+            direct_times[i].append((time.perf_counter() - t0) * 1000)
+            if status != 200:
+                raise RuntimeError(f"direct initialize: {status}")
+            t0 = time.perf_counter()
+            stack.sessions.append(await open_session(conns[i], PATH))
+            times[i].append((time.perf_counter() - t0) * 1000)
+    for i, stack in enumerate(stacks):
+        counts, records, cpu = before[i]
+        per_open = diff(await upstream_counts(stack.proxy_port), counts)
+        per_open["POST initialize"] -= sample  # the direct ones
+        out = stack.out
+        # the gateway is idle while server-everything is called straight, so its CPU over the loop is the opens'
+        out["open_cpu_ms"] = (cpu_seconds(stack.pid) - cpu) * 1000 / sample
+        out["open_ms_p50"] = statistics.median(times[i])
+        out["open_ms_q"] = statistics.quantiles(times[i], n=10)
+        out["upstream_per_open"] = {k: v / sample for k, v in per_open.items() if v}
+        out["records_per_open"] = {k: v / sample for k, v in diff(ledger_counts(stack.db), records).items()}
+        out["upstream_initialize_ms_p50"] = statistics.median(direct_times[i])
+        conns[i].close()
+        directs[i].close()
+
+
+async def many_sessions(args: argparse.Namespace, stack: Stack) -> None:
+    """Open sessions `--concurrency` at a time up to 1,000 and `--sessions`; after each step every open
+    session calls `tools/call echo` once, then the RSS is read."""
+    conns = [Conn(stack.port, stack.token) for _ in range(args.concurrency)]
+    sessions = stack.sessions
+    steps: dict[int, dict[str, float]] = {}
+    cpu0 = cpu_seconds(stack.pid)
     t_open = 0.0
-    counts0 = await upstream_counts(proxy_port)
-    for target in dict.fromkeys(steps):
-        needed = target - len(sessions)
+    for target in dict.fromkeys(s for s in (1000, args.sessions) if s <= args.sessions):
 
         async def do_open(conn: Conn, _i: int) -> None:
-            sessions.append(await open_session(conn, path))
+            sessions.append(await open_session(conn, PATH))
 
         t0 = time.perf_counter()
-        await in_parallel(conns, list(range(max(needed, 0))), do_open)
+        await in_parallel(conns, list(range(max(target - len(sessions), 0))), do_open)
         t_open += time.perf_counter() - t0
-        opened_counts = diff(await upstream_counts(proxy_port), counts0)
 
         async def do_call(conn: Conn, i: int) -> None:
-            await call_echo(conn, path, sessions[i], i)
+            await call_echo(conn, PATH, sessions[i], i)
 
         t0 = time.perf_counter()
         await in_parallel(conns, list(range(len(sessions))), do_call)
         t_call = time.perf_counter() - t0
         await asyncio.sleep(1.0)
-        rss_steps[target] = {"rss_kb": rss_kb(gateway_pid), "open_s": t_open, "call_all_s": t_call,
-                             "upstream": opened_counts}
-        print(f"{target} sessions: RSS {rss_steps[target]['rss_kb'] / 1024:.1f} MB "
+        steps[target] = {"rss_kb": rss_kb(stack.pid), "open_s": t_open, "call_all_s": t_call}
+        print(f"{target} sessions: RSS {steps[target]['rss_kb'] / 1024:.1f} MB "
               f"(opened in {t_open:.1f} s, all called in {t_call:.1f} s)", flush=True)
-    out["gateway_cpu_s"] = cpu_seconds(gateway_pid) - cpu0
-    out["steps"] = rss_steps
+    stack.out["gateway_cpu_s"] = cpu_seconds(stack.pid) - cpu0
+    stack.out["steps"] = steps
     for c in conns:
         c.close()
-    return out
 
 
 def _fmt_counts(counts: dict[str, float]) -> str:
@@ -336,56 +381,40 @@ def report(args: argparse.Namespace, runs: list[tuple[str, dict[str, object]]], 
     return "\n".join(lines) + "\n"
 
 
-async def run_tree(args: argparse.Namespace, src: Path | None) -> dict[str, object]:
-    """The whole stack with the gateway from this checkout, or (src) from another tree's `src/`."""
-    from tests.support import gateway as gw
-    from tests.support.oidc import Provider
-    from tests.support.procs import Proc, free_port, start_everything
-
-    saved = os.environ.get("PYTHONPATH")
-    everything = start_everything()
-    provider = Provider()
-    tmp = Path(tempfile.mkdtemp(prefix="lg-bench-sessions-"))
-    proxy_port = free_port()
-    proxy = Proc([sys.executable, str(Path(__file__).resolve()), "proxy", str(proxy_port), str(everything.port)],
-                 port=proxy_port, log=tmp / "proxy.log")
-    gateway = None
-    try:
-        if src is not None:
-            os.environ["PYTHONPATH"] = str(src)  # ahead of the editable install
-        gateway = gw.start(tmp, provider.issuer, {"everything": {"url": f"http://127.0.0.1:{proxy_port}/mcp"}},
-                           [{"name": "bench", "match": {"groups": ["staff"], "servers": ["everything"]},
-                             "effect": "allow", "mask": "standard"}],
-                           extra={"limits": {"max_sessions_per_principal": args.sessions + args.sample + 10}})
-        return await measure(args, gateway.proc.proc.pid, gateway.port, proxy_port,
-                             provider.token(TOKEN_SUB, ["staff"]), tmp / "data" / "ledgergate.db")
-    finally:
-        if saved is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = saved
-        if gateway is not None:
-            gateway.stop()
-        proxy.stop()
-        provider.stop()
-        everything.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 async def main_async(args: argparse.Namespace) -> str:
+    from tests.support.oidc import Provider
+
     load = " ".join(open("/proc/loadavg").read().split()[:3])
-    runs: list[tuple[str, dict[str, object]]] = []
-    if args.baseline:
-        with tempfile.TemporaryDirectory(prefix="lg-bench-sessions-base-") as base:
+    provider = Provider()
+    stacks: list[tuple[str, Stack]] = []
+    base = tempfile.TemporaryDirectory(prefix="lg-bench-sessions-base-")
+    try:
+        token = provider.token(TOKEN_SUB, ["staff"])
+        if args.baseline:
             archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.baseline, "src"],
                                      capture_output=True, check=True).stdout
-            subprocess.run(["tar", "-x", "-C", base], input=archive, check=True)
-            print(f"baseline {args.baseline}", flush=True)
-            runs.append((f"before ({args.baseline})", await run_tree(args, Path(base) / "src")))
-    print("this tree", flush=True)
-    runs.append(("this tree", await run_tree(args, None)))
-    print(json.dumps(runs, indent=1, default=str))
-    return report(args, runs, load)
+            subprocess.run(["tar", "-x", "-C", base.name], input=archive, check=True)
+            stacks.append((f"before ({args.baseline})", Stack(args, provider.issuer, token, Path(base.name) / "src")))
+        stacks.append(("this tree", Stack(args, provider.issuer, token, None)))
+        await asyncio.sleep(1.0)
+        for _, stack in stacks:
+            await warm_up(stack)
+        await asyncio.sleep(1.0)
+        for _, stack in stacks:
+            stack.out["rss_idle_kb"] = rss_kb(stack.pid)
+        await opening_cost([s for _, s in stacks], args.sample)
+        for name, stack in stacks:
+            print(name, flush=True)
+            await many_sessions(args, stack)
+            stack.stop()  # server-everything's memory for these sessions is freed before the next tree's run
+        runs = [(name, stack.out) for name, stack in stacks]
+        print(json.dumps(runs, indent=1, default=str))
+        return report(args, runs, load)
+    finally:
+        for _, stack in stacks:
+            stack.stop()
+        provider.stop()
+        base.cleanup()
 
 
 def main() -> None:
@@ -395,7 +424,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sessions", type=int, default=10000)
     parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--sample", type=int, default=50, help="sessions opened one at a time for the timing")
+    parser.add_argument("--sample", type=int, default=200, help="sessions opened one at a time for the timing")
     parser.add_argument("--baseline", help="also measure the gateway of this git revision first (its src/)")
     parser.add_argument("--write", type=Path, help="write the section into this markdown file")
     args = parser.parse_args()

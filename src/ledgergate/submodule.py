@@ -11,10 +11,45 @@ the demo, tests) uses this same module object and its classes stay the same clas
 from __future__ import annotations
 
 import importlib
+import importlib.abc
 import importlib.machinery
 import importlib.util
 import sys
+from collections.abc import Sequence
 from types import ModuleType
+
+
+class _Attach(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """When a package above a module loaded early is imported after all, the module is set as the
+    package's attribute, as an ordinary import would have done (`import mcp.shared.inbound` then
+    `mcp.shared.inbound.X` must work in a process that later loads the whole SDK)."""
+
+    def __init__(self) -> None:
+        self.children: dict[str, str] = {}  # package → the full name of a module loaded before it
+        self._loaders: dict[str, importlib.abc.Loader] = {}
+
+    def find_spec(self, fullname: str, path: Sequence[str] | None,
+                  target: ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
+        if fullname not in self.children:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.loader is None:
+            return spec
+        self._loaders[fullname] = spec.loader
+        spec.loader = self
+        return spec
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+        return self._loaders[spec.name].create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        name = module.__name__
+        self._loaders.pop(name).exec_module(module)
+        child = self.children.pop(name)
+        setattr(module, child.rpartition(".")[2], sys.modules[child])
+
+
+_attach = _Attach()
 
 
 def load_submodule(name: str) -> ModuleType:
@@ -42,4 +77,7 @@ def load_submodule(name: str) -> ModuleType:
     except BaseException:
         sys.modules.pop(name, None)
         raise
+    if _attach not in sys.meta_path:
+        sys.meta_path.insert(0, _attach)
+    _attach.children[parent] = name
     return module
