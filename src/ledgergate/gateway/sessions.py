@@ -15,9 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import sys
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from typing import Any
 
 from ledgergate.errors import (
@@ -107,40 +107,80 @@ class EventStream:
             await waiter.wait()
 
 
-@dataclass
 class GatewaySession:
-    id: str
-    server: str
-    principal_key: str
-    hello: ClientHello
-    upstream: Upstream
-    created: float = field(default_factory=time.time)
-    last_used: float = field(default_factory=time.time)
-    upstream_session: UpstreamSession | None = None
-    protocol_version: str = ""
-    streams: OrderedDict[int, EventStream] = field(default_factory=OrderedDict)
-    #: answers the client owes for requests the gateway synthesized (bridging a stateless upstream)
-    waiting: dict[Any, asyncio.Future[Message]] = field(default_factory=dict)
-    #: ids of server requests relayed from the upstream, awaiting the client's answer
-    relayed: set[Any] = field(default_factory=set)
-    standalone: EventStream | None = None
-    legacy_outbox: EventStream | None = None
-    #: client request id → the task relaying its response stream (so a cancellation can end it)
-    running: dict[Any, asyncio.Task[Any]] = field(default_factory=dict)
-    #: one upstream listener feeds every local one (a server may allow one GET stream per session)
-    _listeners: set[asyncio.Queue[Message | None]] = field(default_factory=set)
-    _pump: asyncio.Task[None] | None = None
-    _stream_counter: int = 0
-    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """One client session: who opened it, its upstream session, and whatever it has in flight.
+
+    Ten thousand of these may be open at once, most of them idle between calls, so an idle session
+    holds only its identity, its (shared) hello and its upstream session: slots instead of an
+    instance dict, and the collections for streams, pending answers and listeners are made the first
+    time something needs them.
+    """
+
+    __slots__ = ("id", "server", "principal_key", "hello", "upstream", "created", "last_used",
+                 "upstream_session", "protocol_version", "standalone", "legacy_outbox",
+                 "_streams", "_waiting", "_relayed", "_running", "_listeners", "_pump", "_stream_counter",
+                 "_lock")
 
     MAX_STREAMS = 64
     MAX_BACKLOG = 1000
+
+    def __init__(self, id: str, server: str, principal_key: str, hello: ClientHello,  # noqa: A002
+                 upstream: Upstream, protocol_version: str = "") -> None:
+        self.id = id
+        self.server = server
+        self.principal_key = principal_key
+        self.hello = hello
+        self.upstream = upstream
+        self.created = self.last_used = time.time()
+        self.upstream_session: UpstreamSession | None = None
+        self.protocol_version = protocol_version
+        self.standalone: EventStream | None = None
+        self.legacy_outbox: EventStream | None = None
+        self._streams: OrderedDict[int, EventStream] | None = None
+        self._waiting: dict[Any, asyncio.Future[Message]] | None = None
+        self._relayed: set[Any] | None = None
+        self._running: dict[Any, asyncio.Task[Any]] | None = None
+        #: one upstream listener feeds every local one (a server may allow one GET stream per session)
+        self._listeners: set[asyncio.Queue[Message | None]] | None = None
+        self._pump: asyncio.Task[None] | None = None
+        self._stream_counter = 0
+        self._lock: asyncio.Lock | None = None
+
+    @property
+    def streams(self) -> OrderedDict[int, EventStream]:
+        """The session's resumable response streams (the newest MAX_STREAMS)."""
+        if self._streams is None:
+            self._streams = OrderedDict()
+        return self._streams
+
+    @property
+    def waiting(self) -> dict[Any, asyncio.Future[Message]]:
+        """Answers the client owes for requests the gateway synthesized (bridging a stateless upstream)."""
+        if self._waiting is None:
+            self._waiting = {}
+        return self._waiting
+
+    @property
+    def relayed(self) -> set[Any]:
+        """Ids of server requests relayed from the upstream, awaiting the client's answer."""
+        if self._relayed is None:
+            self._relayed = set()
+        return self._relayed
+
+    @property
+    def running(self) -> dict[Any, asyncio.Task[Any]]:
+        """Client request id → the task relaying its response stream (so a cancellation can end it)."""
+        if self._running is None:
+            self._running = {}
+        return self._running
 
     async def upstream_session_ready(self) -> UpstreamSession:
         """The upstream session, (re)opened with the client's handshake if needed."""
         current = self.upstream_session
         if current is not None and current.alive:
             return current
+        if self._lock is None:
+            self._lock = asyncio.Lock()
         async with self._lock:
             if self.upstream_session is None or not self.upstream_session.alive:
                 if self.upstream_session is not None:
@@ -152,6 +192,8 @@ class GatewaySession:
     async def subscribe(self) -> asyncio.Queue[Message | None]:
         """A queue of what the server sends outside any call; None marks the end of the upstream stream."""
         queue: asyncio.Queue[Message | None] = asyncio.Queue()
+        if self._listeners is None:
+            self._listeners = set()
         self._listeners.add(queue)
         if self._pump is None or self._pump.done():
             upstream = await self.upstream_session_ready()
@@ -159,22 +201,25 @@ class GatewaySession:
         return queue
 
     def unsubscribe(self, queue: asyncio.Queue[Message | None]) -> None:
+        if self._listeners is None:
+            return
         self._listeners.discard(queue)
         if not self._listeners and self._pump is not None:
             self._pump.cancel()
             self._pump = None
 
     async def _run_pump(self, upstream: UpstreamSession) -> None:
+        listeners = self._listeners if self._listeners is not None else set()
         try:
             async for item in upstream.listen():
-                for queue in list(self._listeners):
+                for queue in list(listeners):
                     if queue.qsize() >= self.MAX_BACKLOG:  # a listener that stopped reading is cut off
-                        self._listeners.discard(queue)
+                        listeners.discard(queue)
                         queue.put_nowait(None)
                     else:
                         queue.put_nowait(item)
         finally:
-            for queue in list(self._listeners):
+            for queue in list(listeners):
                 queue.put_nowait(None)
 
     def new_stream(self) -> EventStream:
@@ -198,10 +243,10 @@ class GatewaySession:
     async def close(self) -> None:
         if self._pump is not None:
             self._pump.cancel()
-        for fut in self.waiting.values():
+        for fut in (self._waiting or {}).values():
             if not fut.done():
                 fut.set_exception(SessionNotFound("the session was closed"))
-        for stream in self.streams.values():
+        for stream in (self._streams or {}).values():
             stream.close()
         if self.legacy_outbox is not None:
             self.legacy_outbox.close()
@@ -218,17 +263,33 @@ class SessionRegistry:
         self.max_per_principal = max_per_principal
         self._sessions: dict[str, GatewaySession] = {}
         self._shared: dict[tuple[str, str], GatewaySession] = {}
+        #: open sessions per principal key, kept with `_sessions` (counting them at every open was
+        #: quadratic in the number of open sessions)
+        self._held: dict[str, int] = {}
 
     def create(self, server: str, principal: Principal, hello: ClientHello, upstream: Upstream) -> GatewaySession:
-        held = sum(1 for s in self._sessions.values() if s.principal_key == principal.key)
+        # interned: every session of a principal (and of a server) points at one string, not a copy per request
+        key = sys.intern(principal.key)
+        held = self._held.get(key, 0)
         if held >= self.max_per_principal:
             raise TooManySessions(
                 f"this identity already holds {held} open sessions (the limit); end one with DELETE or let it "
                 "expire before opening another")
         session_id = secrets.token_urlsafe(32)
-        session = GatewaySession(id=session_id, server=server, principal_key=principal.key, hello=hello,
+        session = GatewaySession(id=session_id, server=sys.intern(server), principal_key=key, hello=hello,
                                  upstream=upstream, protocol_version=hello.protocol_version)
         self._sessions[session_id] = session
+        self._held[key] = held + 1
+        return session
+
+    def _forget(self, session_id: str) -> GatewaySession | None:
+        session = self._sessions.pop(session_id, None)
+        if session is not None:
+            left = self._held.get(session.principal_key, 1) - 1
+            if left > 0:
+                self._held[session.principal_key] = left
+            else:
+                self._held.pop(session.principal_key, None)
         return session
 
     def get(self, session_id: str, server: str, principal: Principal) -> GatewaySession:
@@ -255,7 +316,7 @@ class SessionRegistry:
         return session
 
     async def remove(self, session_id: str) -> GatewaySession | None:
-        session = self._sessions.pop(session_id, None)
+        session = self._forget(session_id)
         if session is not None:
             await session.close()
         return session
@@ -264,7 +325,7 @@ class SessionRegistry:
         now = time.time() if now is None else now
         expired = [s for s in self._sessions.values() if now - s.last_used > self.idle_timeout]
         for s in expired:
-            self._sessions.pop(s.id, None)
+            self._forget(s.id)
             await s.close()
         for key, s in list(self._shared.items()):
             if now - s.last_used > self.idle_timeout:
@@ -280,3 +341,4 @@ class SessionRegistry:
             await s.close()
         self._sessions.clear()
         self._shared.clear()
+        self._held.clear()

@@ -26,9 +26,15 @@ import datetime as _dt
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import cel as _cel
+from ledgergate.submodule import load_submodule
+
+if TYPE_CHECKING:
+    import cel as _cel
+else:
+    # the interpreter only: the `cel` package's __init__ also loads its interactive shell (see submodule.py)
+    _cel = load_submodule("cel.cel")
 
 from ledgergate.principal import Principal
 

@@ -56,6 +56,8 @@ class ClientHello:
 
 
 class UpstreamSession(abc.ABC):
+    __slots__ = ()  # so that a subclass can do without an instance dict (thousands may be open)
+
     era: Era
     #: the upstream's `initialize` result (handshake) or `server/discover` result (modern)
     server_hello: dict[str, Any]
@@ -86,6 +88,8 @@ class UpstreamSession(abc.ABC):
 class InflightIds:
     """Client request id → upstream request id for calls in flight, so a cancellation names the right one."""
 
+    __slots__ = ("ids",)
+
     def __init__(self) -> None:
         self.ids: dict[Any, int] = {}
 
@@ -106,6 +110,8 @@ class IdMap:
     Many client requests can share one upstream session (and stdio has a single
     pipe), so the caller's ids would collide; every request gets a fresh id.
     """
+
+    __slots__ = ("_counter",)
 
     def __init__(self) -> None:
         self._counter = itertools.count(1)

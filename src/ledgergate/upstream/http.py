@@ -6,6 +6,8 @@ server's configured headers only.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import AsyncGenerator, Mapping
@@ -29,6 +31,7 @@ from ledgergate.upstream.base import (
 from ledgergate.upstream.h1 import H1Error, H1Pool, H1Response
 from ledgergate.upstream.unix import is_unix_url, parse_unix_url
 from ledgergate.wire import jsonrpc
+from ledgergate.wire.mcp_inbound import encode_header_value
 from ledgergate.wire.sse import SSEParser
 
 log = logging.getLogger("ledgergate.upstream")
@@ -51,6 +54,17 @@ class HttpPool:
         self.timeout = timeout
         self._h1 = H1Pool(self.url, max_connections=limit, keepalive_expiry=keepalive_expiry,
                           pool_timeout=pool_timeout, unix_socket=unix.socket_path if unix is not None else None)
+        self._hello: dict[str, Any] | None = None
+
+    def shared_hello(self, hello: dict[str, Any]) -> dict[str, Any]:
+        """The server's `initialize` result, one object for all sessions while the server says the same.
+
+        A server answers every session's `initialize` alike (server-everything's is 8 KB parsed, with
+        its instructions), and the gateway only reads it, so sessions share the last one that is equal.
+        """
+        if hello != self._hello:
+            self._hello = hello
+        return self._hello
 
     def build_headers(self, extra: Mapping[str, str]) -> dict[str, str]:
         headers = {"Accept": _ACCEPT, "Content-Type": "application/json", **self.headers}
@@ -158,7 +172,16 @@ async def _error_text(resp: H1Response) -> str:
 
 
 class HttpHandshakeSession(UpstreamSession):
-    """An initialized session with a handshake-era Streamable HTTP server."""
+    """An initialized session with a handshake-era Streamable HTTP server.
+
+    Opening costs one round trip: `initialize` is awaited, `notifications/initialized` is sent
+    without waiting for its 202, and every later message of the session waits for it first, so the
+    server still sees them in the handshake's order. Thousands may be open, so the session keeps
+    slots, shares the server's hello (`HttpPool.shared_hello`) and makes its in-flight map on first use.
+    """
+
+    __slots__ = ("pool", "hello", "session_id", "protocol_version", "server_hello", "_next_id", "_inflight",
+                 "_alive", "_initialized")
 
     era = "handshake"
 
@@ -168,9 +191,11 @@ class HttpHandshakeSession(UpstreamSession):
         self.session_id: str | None = None
         self.protocol_version = hello.initialize_params()["protocolVersion"]
         self.server_hello: dict[str, Any] = {}
-        self._ids = IdMap()
-        self._inflight = InflightIds()
+        self._next_id = 0
+        self._inflight: InflightIds | None = None
         self._alive = False
+        #: `notifications/initialized` on its way; what follows in this session waits for it
+        self._initialized: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
         request = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": self.hello.initialize_params()}
@@ -188,11 +213,38 @@ class HttpHandshakeSession(UpstreamSession):
         if final is None or "result" not in final:
             detail = (final or {}).get("error", {}).get("message", "no result")
             raise UpstreamError(f"upstream initialize failed: {detail}")
-        self.server_hello = final["result"]
+        self.server_hello = self.pool.shared_hello(final["result"])
         self.protocol_version = self.server_hello.get("protocolVersion", self.protocol_version)
         self.session_id = resp.header(b"mcp-session-id") or None
         self._alive = True
-        await self.notify({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        task = asyncio.get_running_loop().create_task(self._send_initialized())
+        task.add_done_callback(self._initialized_sent)
+        self._initialized = task
+
+    def _initialized_sent(self, task: asyncio.Task[None]) -> None:
+        # sent: nothing waits any more (an idle session keeps no finished task); failed: the
+        # session's next request raises it (and the failure counts as seen)
+        if task.cancelled() or task.exception() is None:
+            if self._initialized is task:
+                self._initialized = None
+
+    async def _send_initialized(self) -> None:
+        try:
+            await self._post_no_reply({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        except BaseException:
+            self._alive = False  # the handshake is incomplete: the next request opens a new session
+            raise
+
+    async def _handshake_done(self) -> None:
+        """Wait until the server has `notifications/initialized` (a failure is raised here, once per waiter)."""
+        task = self._initialized
+        if task is None:
+            return
+        try:
+            await asyncio.shield(task)  # a cancelled call must not cancel the session's handshake
+        finally:
+            if task.done():
+                self._initialized = None
 
     def _headers(self) -> dict[str, str]:
         headers = {"MCP-Protocol-Version": self.protocol_version}
@@ -205,13 +257,20 @@ class HttpHandshakeSession(UpstreamSession):
         return self._alive
 
     async def call(self, request: Message) -> AsyncGenerator[Message, None]:
+        await self._handshake_done()
         original_id = request["id"]
-        upstream_id = self._ids.next()
-        self._inflight.ids[original_id] = upstream_id
+        self._next_id += 1
+        upstream_id = self._next_id
+        inflight = self._inflight
+        if inflight is None:
+            inflight = self._inflight = InflightIds()
+        inflight.ids[original_id] = upstream_id
         try:
             resp = await self.pool.post(rewrite_id(strip_modern_meta(request), upstream_id), self._headers())
         except BaseException:
-            self._inflight.ids.pop(original_id, None)
+            inflight.ids.pop(original_id, None)
+            if not inflight.ids and self._inflight is inflight:
+                self._inflight = None
             raise
         try:
             if resp.status == 404 and self.session_id:
@@ -226,7 +285,9 @@ class HttpHandshakeSession(UpstreamSession):
                 yield msg
             raise UpstreamError("upstream closed the response stream before answering")
         finally:
-            self._inflight.ids.pop(original_id, None)
+            inflight.ids.pop(original_id, None)
+            if not inflight.ids and self._inflight is inflight:
+                self._inflight = None  # an idle session keeps no map
             resp.release()
 
     async def _post_no_reply(self, message: Message) -> None:
@@ -241,12 +302,18 @@ class HttpHandshakeSession(UpstreamSession):
             resp.release()
 
     async def notify(self, notification: Message) -> None:
-        await self._post_no_reply(self._inflight.translate_cancel(strip_modern_meta(notification)))
+        await self._handshake_done()
+        message = strip_modern_meta(notification)
+        if self._inflight is not None:
+            message = self._inflight.translate_cancel(message)
+        await self._post_no_reply(message)
 
     async def reply(self, response: Message) -> None:
+        await self._handshake_done()
         await self._post_no_reply(response)
 
     async def listen(self, last_event_id: str | None = None) -> AsyncGenerator[Message, None]:
+        await self._handshake_done()
         extra = {**self._headers(), "Accept": "text/event-stream"}
         if last_event_id:
             extra["Last-Event-ID"] = last_event_id
@@ -264,6 +331,9 @@ class HttpHandshakeSession(UpstreamSession):
             resp.release()
 
     async def close(self) -> None:
+        if self._initialized is not None:
+            with contextlib.suppress(BaseException):
+                await self._handshake_done()
         if not self._alive or not self.session_id:
             return
         self._alive = False
@@ -292,8 +362,6 @@ class HttpModernSession(UpstreamSession):
         if field:
             name = (request.get("params") or {}).get(field)
             if isinstance(name, str):
-                from mcp.shared.inbound import encode_header_value
-
                 headers["Mcp-Name"] = encode_header_value(name)
         return headers
 

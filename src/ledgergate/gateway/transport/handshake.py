@@ -22,6 +22,33 @@ def hello_from(params: dict[str, object], default_version: str) -> ClientHello:
                                         or {"name": "unknown", "version": "0"}))
 
 
+class HelloCache:
+    """Equal hellos as one shared `ClientHello`: the clients of one deployment mostly say the same
+    thing of themselves, and each open session would otherwise keep its own copy of it. Sessions
+    only read their hello. Bounded: past MAX different hellos the cache starts afresh."""
+
+    MAX = 1024
+    #: a larger hello is not kept (1,024 of them at most 4 MB however clients describe themselves)
+    MAX_KEY_BYTES = 4096
+
+    def __init__(self) -> None:
+        self._hellos: dict[bytes, ClientHello] = {}
+
+    def get(self, params: dict[str, object], default_version: str) -> ClientHello:
+        try:
+            key = jsonrpc.dumps([params.get("protocolVersion"), params.get("capabilities"), params.get("clientInfo")])
+        except (TypeError, ValueError):
+            return hello_from(params, default_version)
+        if len(key) > self.MAX_KEY_BYTES:
+            return hello_from(params, default_version)
+        hello = self._hellos.get(key)
+        if hello is None:
+            if len(self._hellos) >= self.MAX:
+                self._hellos.clear()
+            hello = self._hellos[key] = hello_from(params, default_version)
+        return hello
+
+
 class HandshakeEndpoint:
     def __init__(self, bridge: Bridge, upstreams: Upstreams, sessions: SessionRegistry,
                  background: Background) -> None:
@@ -29,6 +56,7 @@ class HandshakeEndpoint:
         self.upstreams = upstreams
         self.sessions = sessions
         self.background = background
+        self.hellos = HelloCache()
 
     def _session(self, ex: Exchange) -> GatewaySession:
         session_id = ex.header(b"mcp-session-id")
@@ -59,7 +87,7 @@ class HandshakeEndpoint:
 
     async def _initialize(self, ex: Exchange, message: dict[str, object]) -> None:
         await ex.pipeline.admit(ex.server, ex.principal, "initialize")  # before a session or an upstream opens
-        hello = hello_from(message.get("params") or {}, HANDSHAKE_VERSIONS[-1])  # type: ignore[arg-type]
+        hello = self.hellos.get(message.get("params") or {}, HANDSHAKE_VERSIONS[-1])  # type: ignore[arg-type]
         session = self.sessions.create(ex.server, ex.principal, hello, self.upstreams.get(ex.server))
         try:
             result = await self.bridge.initialize(ex.pipeline, session, ex.principal)

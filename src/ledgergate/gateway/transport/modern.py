@@ -6,12 +6,6 @@ validation). Server-to-client requests become input-required results (see bridge
 from __future__ import annotations
 
 
-from mcp.shared.inbound import (
-    ERROR_CODE_HTTP_STATUS,
-    InboundLadderRejection,
-    classify_inbound_request,
-)
-
 from ledgergate.errors import GatewayError, HeaderMismatch
 from ledgergate.gateway.bridge import Bridge
 from ledgergate.gateway.http import header_count, send_empty, send_json, start_sse
@@ -20,6 +14,7 @@ from ledgergate.gateway.transport.core import Background, Exchange, Posted, pump
 from ledgergate.upstream.base import MODERN_VERSION, ClientHello
 from ledgergate.upstream.registry import Upstreams
 from ledgergate.wire import jsonrpc
+from ledgergate.wire.mcp_inbound import ERROR_CODE_HTTP_STATUS, InboundLadderRejection, classify_inbound_request
 
 
 def is_modern(version_header: str | None, posted: Posted) -> bool:
