@@ -26,15 +26,9 @@ import datetime as _dt
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ledgergate.submodule import load_submodule
-
-if TYPE_CHECKING:
-    import cel as _cel
-else:
-    # the interpreter only: the `cel` package's __init__ also loads its interactive shell (see submodule.py)
-    _cel = load_submodule("cel.cel")
+import cel as _cel
 
 from ledgergate.principal import Principal
 

@@ -14,6 +14,7 @@ from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 import orjson
+from mcp.shared.inbound import encode_header_value
 
 from ledgergate.errors import UpstreamError
 from ledgergate.upstream.base import (
@@ -31,7 +32,6 @@ from ledgergate.upstream.base import (
 from ledgergate.upstream.h1 import H1Error, H1Pool, H1Response
 from ledgergate.upstream.unix import is_unix_url, parse_unix_url
 from ledgergate.wire import jsonrpc
-from ledgergate.wire.mcp_inbound import encode_header_value
 from ledgergate.wire.sse import SSEParser
 
 log = logging.getLogger("ledgergate.upstream")

@@ -5,6 +5,11 @@ validation). Server-to-client requests become input-required results (see bridge
 
 from __future__ import annotations
 
+from mcp.shared.inbound import (
+    ERROR_CODE_HTTP_STATUS,
+    InboundLadderRejection,
+    classify_inbound_request,
+)
 
 from ledgergate.errors import GatewayError, HeaderMismatch
 from ledgergate.gateway.bridge import Bridge
@@ -14,7 +19,6 @@ from ledgergate.gateway.transport.core import Background, Exchange, Posted, pump
 from ledgergate.upstream.base import MODERN_VERSION, ClientHello
 from ledgergate.upstream.registry import Upstreams
 from ledgergate.wire import jsonrpc
-from ledgergate.wire.mcp_inbound import ERROR_CODE_HTTP_STATUS, InboundLadderRejection, classify_inbound_request
 
 
 def is_modern(version_header: str | None, posted: Posted) -> bool:
