@@ -40,8 +40,10 @@ import gc
 import hashlib
 import multiprocessing
 import os
+import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import repeat, starmap
 from operator import itemgetter
@@ -310,6 +312,32 @@ def _scan_in_worker(log_id: str, start: int, end: int, claims: list[int], levels
     return scan_segment(_worker_store, log_id, start, end, claims, levels, check_record)
 
 
+@contextmanager
+def _main_script_hidden(check_record: RecordCheck) -> Iterator[None]:
+    """Spawned workers skip re-running the parent's main script.
+
+    A spawned process first re-runs the parent's `__main__` file (as `__mp_main__`) so that
+    functions defined there can be unpickled. For `ledgergate audit verify` that file is the
+    console script, which imports the whole CLI (typer, the gateway, the console): about a
+    second of CPU per worker, measured here, before it checks a record. A worker needs only
+    `_scan_in_worker` and `check_record`, both importable by their module's name, so while the
+    pool starts its processes the main module's path is kept out of what multiprocessing sends
+    them. Not when `check_record` itself lives in the main script (it could not be found), nor
+    when the main module was started by name (`python -m`), which spawn handles itself.
+    """
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if (main is None or path is None or getattr(getattr(main, "__spec__", None), "name", None) is not None
+            or getattr(check_record, "__module__", "__main__") == "__main__"):
+        yield
+        return
+    del main.__file__
+    try:
+        yield
+    finally:
+        main.__file__ = path
+
+
 def default_workers() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -381,10 +409,11 @@ def scan_log(store: LedgerStore, log_id: str, claims: list[int], check_record: R
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(store.url,)) as pool:
             window: list[Future[Segment]] = []
             todo = iter(bounds)
-            for start, end in todo:  # keep a few segments in flight per worker, in order
-                window.append(pool.submit(_scan_in_worker, log_id, start, end, claims, low_levels, check_record))
-                if len(window) >= 3 * workers:
-                    break
+            with _main_script_hidden(check_record):  # the pool starts its processes in these submits
+                for start, end in todo:  # keep a few segments in flight per worker, in order
+                    window.append(pool.submit(_scan_in_worker, log_id, start, end, claims, low_levels, check_record))
+                    if len(window) >= 3 * workers:
+                        break
             while window:
                 seg = window.pop(0).result()
                 if not take(seg):
