@@ -10,12 +10,15 @@ segment's levels, one list of hashes per level (`_levels`), and compares every
 stored level (4, 8, 12, 16) with `ledger_hashes` (`_compare_stored`). It stops
 at the first bad record; only the records before it count.
 
-Why whole chunks: in Python the cost of a record was mostly the interpreter's
-per-record work (the loop, the branches, a compact-range step per leaf), not
-SHA-256 or the decode. Each check is now a C loop over the chunk (list
-comprehensions, `map`, list equality); a check that fails is cut at its first
-failing record, so the first bad record, and the words naming it, are the
-same as a record-at-a-time scan gives.
+Why whole chunks: a record costs a row read (its columns made Python
+objects), two SHA-256 calls (its leaf, and one interior node on average), and
+a decode of the checked fields; around those a per-record loop spent about a
+fifth of the CPU on branches, comparisons and a compact-range step per leaf.
+As C loops over a chunk (list comprehensions, `map`, list equality) that
+share mostly goes. A check that fails is cut at its first failing record, so
+the first bad record, and the words naming it, are those a record-at-a-time
+scan gives. Chunks are small (`CHUNK`) so a chunk's records are still in the
+CPU cache when they are decoded after hashing.
 
 The combining side (`scan_log`) takes segment results in leaf order: it
 appends each full segment's root to a compact range over segments (whose
@@ -69,7 +72,7 @@ RecordCheck = Callable[[str, int, bytes, Any, Any, Any], "str | None"]
 class _Place(msgspec.Struct, gc=False):
     """The fields a record's place and index columns are checked against; the rest is skipped.
 
-    Not tracked by the cyclic collector (`gc=False`): a chunk makes tens of thousands of these,
+    Not tracked by the cyclic collector (`gc=False`): a segment makes tens of thousands of these,
     and values decoded from JSON (a tree) cannot form a cycle."""
 
     v: Any = None
@@ -95,7 +98,10 @@ class Segment:
 
 
 class StoredLevels:
-    """The stored hashes of some levels, read in index order from `start`, compared as they complete."""
+    """The stored hashes of some levels, read in index order from `start`, compared as they complete.
+
+    For the levels above a segment (one hash per 2^20 records or more), as `scan_log` folds the
+    segments in; a segment's own levels are compared in bulk (`_compare_stored`)."""
 
     def __init__(self, store: LedgerStore, log_id: str, levels: list[int], first: Callable[[int], int]) -> None:
         self.iters: dict[int, Iterator[tuple[int, bytes]]] = {
