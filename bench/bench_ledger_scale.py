@@ -289,6 +289,8 @@ def _old_src(rev: str, into: Path) -> str:
 
 
 def _median_range(xs: list[float], fmt: str) -> str:
+    if len(xs) == 1:
+        return format(xs[0], fmt)
     return f"{format(statistics.median(xs), fmt)} ({format(min(xs), fmt)}–{format(max(xs), fmt)})"
 
 
@@ -334,7 +336,8 @@ def verify_section(args: argparse.Namespace) -> tuple[str, str]:
         f"{load0[0]:.1f} at the start and {os.getloadavg()[0]:.1f} at the end. Each run is `verify_log` in a fresh "
         f"process (every record read, leaf-hashed and compared, its place and index columns checked, every stored "
         f"interior hash compared, the root at the checkpoint recomputed), in one process and with the worker "
-        f"processes `audit verify` starts, the sides alternated, {args.rounds} rounds; median (min–max).\n\n"
+        f"processes `audit verify` starts" + (", the sides alternated" if args.compare_with else "") + ", "
+        + ("one round" if args.rounds == 1 else f"{args.rounds} rounds; median (min–max)") + ".\n\n"
         "CPU µs per record is the CPU of the verifying process and its workers (start-up included) per record; it "
         "is the steady figure on a shared machine, where wall-clock rates move with the other agents' load. "
         "PostgreSQL also spends server CPU per record (its backend, measured in the one-process runs from /proc). "
