@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/bench_ledger_scale.py [--size 10000000] [--engines sqlite,postgres]
         [--appends 100000] [--writers 64] [--write docs/benchmarks.md]
+    .venv/bin/python bench/bench_ledger_scale.py --only-verify [--size 1000000] [--rounds 3]
+        [--compare-with REV] [--write docs/benchmarks.md]
 
 For each engine: build a log of `--size` realistic `rpc.request` records (fast path: batches of
 20,000 through the store's own batch writer, `LedgerStore.append_batch`, with the interior hashes
@@ -14,6 +16,11 @@ makes, without a round trip per record), then measure
   columns, the tree recomputed, every stored interior hash compared, the checkpoint checked;
 - durable appends through `Ledger.append` from `--writers` concurrent writers onto that log
   (group commit: one transaction and one commit per batch).
+
+`--only-verify` builds the log and measures `verify` alone, each run in a fresh process, in one
+process and with worker processes, alternated for `--rounds` rounds (and against `--compare-with
+REV`'s src/, alternated too); it reports records/s and CPU µs per record (the verifying process and
+its workers; PostgreSQL's backend separately), and writes its own section.
 
 Targets: open < 1 s at 10,000,000 records; verify >= 500,000 records/s; appends >= 20,000
 records/s with 64 writers. PostgreSQL is the server at 127.0.0.1:5432 (database `test`), in a
@@ -34,11 +41,15 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if "--src" in sys.argv:  # verify with another checkout's package (see --compare-with)
+    sys.path.insert(0, sys.argv[sys.argv.index("--src") + 1])
 
 from bench.report import write_section  # noqa: E402
 from ledgergate.audit import canonical, merkle  # noqa: E402
@@ -135,18 +146,55 @@ def _cpu() -> float:
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def bench_verify(url: str, base: Path, workers: int | None) -> tuple[int, float, float]:
+def _server_cpu(store: Any) -> float | None:
+    """CPU seconds of this connection's PostgreSQL backend (a local server: /proc), else None."""
+    if store.url.kind != "postgres":
+        return None
+    try:
+        pid = store.conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def bench_verify(url: str, base: Path, workers: int | None) -> dict[str, Any]:
+    """One `verify_log` over the whole log: records, wall seconds, CPU seconds of this process and its
+    worker processes, and (PostgreSQL, in-process) CPU seconds of the server backend that fed it."""
     store = open_ledger_store(url)
     verifier = load_verifier(base / "data" / "ledger.key.pub")
+    s0 = _server_cpu(store)
     c0 = _cpu()
     t0 = time.perf_counter()
     rep = verify_log(store, LOG, "ledgergate/" + LOG, verifier, workers=workers)
     dt = time.perf_counter() - t0
     cpu = _cpu() - c0
+    s1 = _server_cpu(store)
     store.close()
     assert rep.ok, rep.problems
     assert rep.stored_hashes > 0 and rep.checkpoints >= 1 and rep.covered == rep.size
-    return rep.size, dt, cpu
+    server = s1 - s0 if s0 is not None and s1 is not None and workers == 1 else None
+    return {"n": rep.size, "wall": dt, "cpu": cpu, "server": server, "load": os.getloadavg()[0]}
+
+
+def verify_rounds(url: str, base: Path, rounds: int, sources: dict[str, str | None]) -> dict[str, list[dict[str, Any]]]:
+    """`verify` in one process and with worker processes (as `audit verify` runs it), each side of
+    `sources` (label -> checkout's src, None: this one), alternated in fresh processes, `rounds` times."""
+    import json
+    import subprocess
+
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in range(rounds):
+        for label, src in sources.items():
+            for workers in ("1", "auto"):
+                cmd = [sys.executable, __file__, "--verify-json", url, str(base), workers]
+                if src is not None:
+                    cmd += ["--src", src]
+                got = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+                out.setdefault(f"{label}|{workers}", []).append(got)
+                print(f"  round {r + 1}/{rounds} {label} workers={workers}: {got['n'] / got['wall']:,.0f} records/s, "
+                      f"{got['cpu'] / got['n'] * 1e6:.2f} µs CPU/record (load {got['load']:.1f})", flush=True)
+    return out
 
 
 async def bench_appends(url: str, base: Path, total: int, writers: int) -> tuple[float, float]:
@@ -166,8 +214,9 @@ async def bench_appends(url: str, base: Path, total: int, writers: int) -> tuple
     return per * writers / dt, per * writers / cpu
 
 
-def run_engine(engine: str, size: int, appends: int, writers: int, log: list[str],
-               verify_modes: list[str], minimal: bool) -> dict[str, Any]:
+@contextmanager
+def engine_log(engine: str, size: int, log: list[str], minimal: bool) -> Iterator[tuple[str, Path, float]]:
+    """A log of `size` records on `engine` in a throwaway place: (url, base dir, build seconds)."""
     with tempfile.TemporaryDirectory(prefix="ledgergate-scale-") as tmp:
         base = Path(tmp)
         schema = None
@@ -193,22 +242,7 @@ def run_engine(engine: str, size: int, appends: int, writers: int, log: list[str
                 with psycopg.connect(PG, autocommit=True) as conn:
                     conn.execute(f"VACUUM ANALYZE {schema}.ledger_leaves")
                     conn.execute(f"VACUUM ANALYZE {schema}.ledger_hashes")
-            res = asyncio.run(bench_open_proofs(url, base, size))
-            print(f"[{engine}] open {res['open_s']:.3f}s; inclusion median {res['incl_med']:.2f} ms", flush=True)
-            if "1" in verify_modes:
-                n, dt, cpu = bench_verify(url, base, 1)
-                res.update(verify_n=n, verify1_s=dt, verify1_cpu=cpu)
-                print(f"[{engine}] verify (1 process) {n:,} records in {dt:.1f}s = {n / dt:,.0f}/s, "
-                      f"{n / cpu:,.0f} per CPU-second", flush=True)
-            if "auto" in verify_modes:
-                n, dt, cpu = bench_verify(url, base, None)
-                res.update(verify_n=n, verify_s=dt, verify_cpu=cpu)
-                print(f"[{engine}] verify (workers) {n:,} records in {dt:.1f}s = {n / dt:,.0f}/s, "
-                      f"{n / cpu:,.0f} per CPU-second", flush=True)
-            res["appends"], res["appends_cpu"] = asyncio.run(bench_appends(url, base, appends, writers))
-            print(f"[{engine}] appends {res['appends']:,.0f}/s with {writers} writers", flush=True)
-            res["build_s"] = build_s
-            return res
+            yield url, base, build_s
         finally:
             if schema is not None:
                 import psycopg
@@ -216,6 +250,111 @@ def run_engine(engine: str, size: int, appends: int, writers: int, log: list[str
                 from tests.support.pg import PG
                 with psycopg.connect(PG, autocommit=True) as conn:
                     conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def run_engine(engine: str, size: int, appends: int, writers: int, log: list[str],
+               verify_modes: list[str], minimal: bool) -> dict[str, Any]:
+    with engine_log(engine, size, log, minimal) as (url, base, build_s):
+        res = asyncio.run(bench_open_proofs(url, base, size))
+        print(f"[{engine}] open {res['open_s']:.3f}s; inclusion median {res['incl_med']:.2f} ms", flush=True)
+        for mode in verify_modes:
+            if mode in ("1", "auto"):
+                v = bench_verify(url, base, 1 if mode == "1" else None)
+                res["verify" + mode] = v
+                print(f"[{engine}] verify ({mode}) {v['n']:,} records in {v['wall']:.1f}s = "
+                      f"{v['n'] / v['wall']:,.0f}/s, {v['cpu'] / v['n'] * 1e6:.2f} µs CPU/record", flush=True)
+        res["appends"], res["appends_cpu"] = asyncio.run(bench_appends(url, base, appends, writers))
+        print(f"[{engine}] appends {res['appends']:,.0f}/s with {writers} writers", flush=True)
+        res["build_s"] = build_s
+        return res
+
+
+async def _checkpoint(url: str, base: Path) -> None:
+    ledger = await Ledger.open(settings(), url, base)
+    await ledger.checkpoint()
+    await ledger.close()
+
+
+def _old_src(rev: str, into: Path) -> str:
+    """`rev`'s src/ unpacked under `into`."""
+    import subprocess
+    import tarfile
+
+    repo = Path(__file__).resolve().parent.parent
+    archive = into / "old.tar"
+    subprocess.run(["git", "-C", str(repo), "archive", "-o", str(archive), rev, "src"], check=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(into, filter="data")
+    return str(into / "src")
+
+
+def _median_range(xs: list[float], fmt: str) -> str:
+    if len(xs) == 1:
+        return format(xs[0], fmt)
+    return f"{format(statistics.median(xs), fmt)} ({format(min(xs), fmt)}–{format(max(xs), fmt)})"
+
+
+def verify_section(args: argparse.Namespace) -> tuple[str, str]:
+    """`--only-verify`: build the log, then `verify` alone, in rounds, optionally against `--compare-with`."""
+    load0 = os.getloadavg()
+    log: list[str] = []
+    table: list[str] = []
+    cores = os.cpu_count() or 1
+    for engine in args.engines.split(","):
+        with engine_log(engine, args.size, log, args.minimal_records) as (url, base, _), \
+                tempfile.TemporaryDirectory(prefix="ledgergate-old-") as old:
+            asyncio.run(_checkpoint(url, base))
+            sources: dict[str, str | None] = {}
+            if args.compare_with:
+                sources[f"`{args.compare_with}`"] = _old_src(args.compare_with, Path(old))
+            sources["this tree"] = None
+            runs = verify_rounds(url, base, args.rounds, sources)
+        for label in sources:
+            server_us = [v["server"] / v["n"] * 1e6 for v in runs[f"{label}|1"] if v["server"] is not None]
+            for workers in ("1", "auto"):
+                vs = runs[f"{label}|{workers}"]
+                rates = [v["n"] / v["wall"] for v in vs]
+                us = [v["cpu"] / v["n"] * 1e6 for v in vs]
+                per = statistics.median(us) + (statistics.median(server_us) if server_us else 0.0)
+                how = "one process" if workers == "1" else f"{cores} worker processes"
+                implied = (f"{1e6 / per:,.0f} (1 core)" if workers == "1" else
+                           f"{2e6 / per:,.0f} / {4e6 / per:,.0f}")
+                table.append(f"| {engine} | {how} | {label} | {_median_range(rates, ',.0f')} | "
+                             f"{_median_range(us, '.2f')} | "
+                             f"{_median_range(server_us, '.2f') if server_us else '—'} | {implied} | "
+                             f"{statistics.median(v['load'] for v in vs):.1f} |")
+    cmd = (f"`.venv/bin/python bench/bench_ledger_scale.py --only-verify --size {args.size} --engines {args.engines} "
+           f"--rounds {args.rounds}" + (f" --compare-with {args.compare_with}" if args.compare_with else "")
+           + (" --minimal-records" if args.minimal_records else "") + " --write docs/benchmarks.md`")
+    heading = f"Ledger at scale: `audit verify`, {args.size:,} records"
+    section = (
+        f"## {heading}\n\nCommand: {cmd}\n\n"
+        f"Machine: {platform.machine()}, {cores} CPU(s) shared with other agents, Python {platform.python_version()}; "
+        f"log of {args.size:,} " + ("minimal records (~110 bytes)" if args.minimal_records else
+                                    "realistic `rpc.request` records (~440 bytes)") +
+        f", one checkpoint at its size; measured {datetime.now(UTC):%Y-%m-%d}, load average (1 min) "
+        f"{load0[0]:.1f} at the start and {os.getloadavg()[0]:.1f} at the end. Each run is `verify_log` in a fresh "
+        f"process (every record read, leaf-hashed and compared, its place and index columns checked, every stored "
+        f"interior hash compared, the root at the checkpoint recomputed), in one process and with the worker "
+        f"processes `audit verify` starts" + (", the sides alternated" if args.compare_with else "") + ", "
+        + ("one round" if args.rounds == 1 else f"{args.rounds} rounds; median (min–max)") + ".\n\n"
+        "CPU µs per record is the CPU of the verifying process and its workers (start-up included) per record; it "
+        "is the steady figure on a shared machine, where wall-clock rates move with the other agents' load. "
+        "PostgreSQL also spends server CPU per record (its backend, measured in the one-process runs from /proc). "
+        "The implied rate is cores ÷ (CPU per record, plus the server's for PostgreSQL): what that many free cores "
+        "would give if the work divides evenly, as the segments do.\n\n"
+        "| engine | how | code | records/s (wall) | CPU µs/record | PostgreSQL server CPU µs/record | "
+        "implied records/s on 2 / 4 free cores | load |\n|---|---|---|---:|---:|---:|---:|---:|\n"
+        + "\n".join(table) + "\n")
+    return heading, section
+
+
+def _rate(v: dict[str, Any]) -> str:
+    return f"{v['n'] / v['wall']:,.0f}"
+
+
+def _us(v: dict[str, Any]) -> str:
+    return f"{v['cpu'] / v['n'] * 1e6:.2f}"
 
 
 def _has(result: dict[str, Any], fmt: Any) -> bool:
@@ -237,7 +376,25 @@ def main() -> None:
                     help="records with only event, log, seq, session, time, v (~110 bytes): a big log built fast")
     ap.add_argument("--verify", default="1,auto",
                     help="verify runs: 1 (one process), auto (worker processes as `audit verify`), none")
+    ap.add_argument("--only-verify", action="store_true",
+                    help="build the log and measure `verify` alone, in rounds (its own section)")
+    ap.add_argument("--rounds", type=int, default=3, help="--only-verify: rounds of each side and mode")
+    ap.add_argument("--compare-with", metavar="REV", help="--only-verify: also verify with REV's src, alternated")
+    ap.add_argument("--src", help=argparse.SUPPRESS)  # a child verifying with another checkout's package
+    ap.add_argument("--verify-json", nargs=3, metavar=("URL", "BASE", "WORKERS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.verify_json:  # a child of verify_rounds: one run, its figures as JSON on stdout
+        import json
+
+        url, base, workers = args.verify_json
+        print(json.dumps(bench_verify(url, Path(base), None if workers == "auto" else int(workers))))
+        return
+    if args.only_verify:
+        heading, section = verify_section(args)
+        print(section)
+        if args.write:
+            write_section(args.write, heading, section)
+        return
     log: list[str] = []
     load0 = os.getloadavg()
     modes = args.verify.split(",")
@@ -250,12 +407,10 @@ def main() -> None:
         ("`Ledger.open` (compact range from stored hashes, no replay)", lambda r: f"{r['open_s'] * 1000:,.0f} ms",
          "< 1 s at 10,000,000"),
         ("`verify` in one process (every record read, hashed, parsed, index columns checked; tree, stored "
-         "hashes, checkpoint): wall / per CPU-second",
-         lambda r: f"{r['verify_n'] / r['verify1_s']:,.0f} / {r['verify_n'] / r['verify1_cpu']:,.0f} records/s",
-         "≥ 500,000 records/s"),
-        (f"`verify` as `audit verify` runs it ({os.cpu_count()} worker processes): wall / per CPU-second",
-         lambda r: f"{r['verify_n'] / r['verify_s']:,.0f} / {r['verify_n'] / r['verify_cpu']:,.0f} records/s",
-         "≥ 500,000 records/s"),
+         "hashes, checkpoint): records/s (wall) / CPU µs per record",
+         lambda r: f"{_rate(r['verify1'])} / {_us(r['verify1'])}", "≥ 500,000 records/s"),
+        (f"`verify` as `audit verify` runs it ({os.cpu_count()} worker processes): records/s (wall) / CPU µs per "
+         "record", lambda r: f"{_rate(r['verifyauto'])} / {_us(r['verifyauto'])}", "≥ 500,000 records/s"),
         (f"durable appends, {args.writers} concurrent writers, onto that log (group commit, one commit per batch): "
          "wall / per CPU-second",
          lambda r: f"{r['appends']:,.0f} / {r['appends_cpu']:,.0f} records/s", "≥ 20,000 records/s"),

@@ -18,7 +18,7 @@ recomputes and compares them like the leaf hashes.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -283,17 +283,29 @@ class LedgerStore:
             last = rows[-1][0]
 
     def iter_indexed_range(self, log_id: str, start: int, end: int,
-                           chunk: int = 20000) -> Iterator[list[tuple[Any, ...]]]:
-        """`iter_indexed_leaves` for start <= seq < end: one segment of a parallel `verify`."""
-        last = start - 1
-        while True:
-            rows = self._run("SELECT seq, leaf_hash, record, time, event, session FROM ledger_leaves "
-                             "WHERE log_id = ? AND seq > ? AND seq < ? ORDER BY seq LIMIT ?",
-                             (log_id, last, end, chunk)).fetchall()
-            if not rows:
-                return
-            yield rows
-            last = rows[-1][0]
+                           chunk: int = 1024) -> Generator[list[tuple[Any, ...]], None, None]:
+        """`iter_indexed_leaves` for start <= seq < end: one segment of a parallel `verify`.
+
+        One statement for the whole range, read `chunk` rows at a time: `verify` reads every row
+        once, so the cost that matters is per row (Python objects made from its columns), not
+        per statement; paging with LIMIT would only add statements and sorts."""
+        cur = self._read_cursor("SELECT seq, leaf_hash, record, time, event, session FROM ledger_leaves "
+                                "WHERE log_id = ? AND seq >= ? AND seq < ? ORDER BY seq", (log_id, start, end))
+        try:
+            while True:
+                try:
+                    rows = cur.fetchmany(chunk)
+                except Exception as exc:  # engine errors differ; all mean "store unavailable"
+                    raise StoreError(f"{type(exc).__name__}: {exc}") from exc
+                if not rows:
+                    return
+                yield rows
+        finally:
+            cur.close()
+
+    def _read_cursor(self, statement: str, params: Sequence[Any]) -> Any:
+        """A cursor that has run one SELECT of many rows."""
+        return self._run(statement, params)
 
     def seen_log_ids(self) -> set[str]:
         """Every log id any ledger table mentions (a log whose `ledger_logs` row is gone still shows here)."""
@@ -408,6 +420,16 @@ class PostgresLedgerStore(LedgerStore):
     def _executemany(self, stmt: str, params: list[tuple[Any, ...]]) -> None:
         with self.conn.cursor() as cur:
             cur.executemany(stmt, params)
+
+    def _read_cursor(self, statement: str, params: Sequence[Any]) -> Any:
+        """Binary results: `bytea` arrives as its bytes, not as hex text to parse (half the bytes on
+        the wire; half the client's CPU to fetch a ledger row, and less of the server's)."""
+        try:
+            cur = self.conn.cursor(binary=True)
+            cur.execute(self._q(statement), params)
+            return cur
+        except Exception as exc:
+            raise StoreError(f"{type(exc).__name__}: {exc}") from exc
 
 
 def open_ledger_store(url: str | StoreURL, base_dir: Path | None = None) -> LedgerStore:
