@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import glob
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -254,6 +255,7 @@ async def main_async(args: argparse.Namespace) -> str:
             proc.stop()
         provider.stop()
         everything.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def report(args: argparse.Namespace, rows: list[dict[tuple[str, int], Run]]) -> str:
