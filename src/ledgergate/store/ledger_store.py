@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,27 @@ _SCHEMA = [
 
 #: (level, index, hash) of a perfect subtree; see merkle.StoredNodes.
 Node = tuple[int, int, bytes]
+
+
+@dataclass
+class LeafColumns:
+    """One batch of leaves as columns (the i-th of each list is one row): what the ledger writer
+    builds, without an object per row, and what PostgreSQL takes as arrays in one statement."""
+
+    seqs: list[int]
+    times: list[str]
+    events: list[str]
+    sessions: list[str | None]
+    hashes: list[bytes]
+    records: list[bytes]
+
+    @classmethod
+    def of(cls, rows: Sequence[LeafRow]) -> LeafColumns:
+        return cls([r.seq for r in rows], [r.time for r in rows], [r.event for r in rows],
+                   [r.session for r in rows], [r.leaf_hash for r in rows], [r.record for r in rows])
+
+    def __len__(self) -> int:
+        return len(self.seqs)
 
 
 class LedgerStore:
@@ -153,13 +175,16 @@ class LedgerStore:
 
     def append_batch(self, log_id: str, rows: Sequence[LeafRow], nodes: Sequence[Node] = ()) -> None:
         """All rows, and the interior hashes they complete, in one transaction, one durable commit."""
+        self.append_columns(log_id, LeafColumns.of(rows), nodes)
+
+    def append_columns(self, log_id: str, leaves: LeafColumns, nodes: Sequence[Node] = ()) -> None:
+        """`append_batch` for leaves given as columns (the ledger writer's form)."""
         self.check_alive()
-        stmt = self._q("INSERT INTO ledger_leaves (log_id, seq, time, event, session, leaf_hash, record) "
-                       "VALUES (?, ?, ?, ?, ?, ?, ?)")
-        params = [(log_id, r.seq, r.time, r.event, r.session, r.leaf_hash, r.record) for r in rows]
+        c = leaves
+        params = list(zip(repeat(log_id, len(c.seqs)), c.seqs, c.times, c.events, c.sessions, c.hashes, c.records, strict=True))
 
         def write() -> None:
-            self._executemany(stmt, params)
+            self._executemany(self._q(_INSERT_LEAF), params)
             if nodes:
                 self._executemany(self._q(_INSERT_NODE), [(log_id, lv, ix, h) for lv, ix, h in nodes])
 
@@ -332,6 +357,12 @@ class LedgerStore:
 
 
 _INSERT_NODE = "INSERT INTO ledger_hashes (log_id, level, idx, hash) VALUES (?, ?, ?, ?)"
+_INSERT_LEAF = ("INSERT INTO ledger_leaves (log_id, seq, time, event, session, leaf_hash, record) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)")
+# PostgreSQL: a batch's leaves by binary COPY
+_PG_COPY_LEAVES = ("COPY ledger_leaves (log_id, seq, time, event, session, leaf_hash, record) "
+                   "FROM STDIN (FORMAT BINARY)")
+_PG_COPY_TYPES = ["text", "int8", "text", "text", "text", "bytea", "bytea"]
 
 
 class SQLiteLedgerStore(LedgerStore):
@@ -409,6 +440,46 @@ class PostgresLedgerStore(LedgerStore):
         with self.conn.cursor() as cur:
             cur.executemany(stmt, params)
 
+    def append_columns(self, log_id: str, leaves: LeafColumns, nodes: Sequence[Node] = ()) -> None:
+        """The batch in three round trips and one commit: BEGIN with the interior hashes (a few rows,
+        written as literals: integers and hex, and the log id quoted by psycopg), then the leaves by
+        binary COPY, then COMMIT. COPY's rows are encoded by psycopg's C code; `executemany` or
+        arrays through `unnest` spent 2.5 times the CPU per row in Python (measured, 64-row batches).
+        Any error rolls the transaction back and surfaces as StoreError, as in `_tx`."""
+        self.check_alive()
+        c = leaves
+        conn = self.conn
+        n = len(c.seqs)
+        begin = "BEGIN"
+        if nodes:
+            lit = self._literal(log_id)
+            begin += ("; INSERT INTO ledger_hashes (log_id, level, idx, hash) VALUES "
+                      + ",".join(f"({lit},{int(lv)},{int(ix)},decode('{bytes(h).hex()}','hex'))" for lv, ix, h in nodes))
+        try:
+            conn.execute(begin)
+            with conn.cursor() as cur, cur.copy(_PG_COPY_LEAVES) as copy:
+                copy.set_types(_PG_COPY_TYPES)
+                write = copy.write_row
+                for row in zip(repeat(log_id, n), c.seqs, c.times, c.events, c.sessions, c.hashes, c.records,
+                               strict=True):
+                    write(row)
+            conn.execute("COMMIT")
+        except Exception as exc:
+            try:
+                self._rollback()
+            except Exception:  # noqa: BLE001 - connection may be gone; the first error matters
+                pass
+            raise StoreError(f"{type(exc).__name__}: {exc}") from exc
+
+    def _literal(self, value: str) -> str:
+        """`value` as an SQL string literal, quoted by psycopg for this connection."""
+        from psycopg import sql
+
+        got = getattr(self, "_literals", None)
+        if got is None or got[0] != value:
+            got = self._literals = (value, sql.Literal(value).as_string(self.conn))
+        return got[1]
+
 
 def open_ledger_store(url: str | StoreURL, base_dir: Path | None = None) -> LedgerStore:
     parsed = url if isinstance(url, StoreURL) else StoreURL.parse(url, base_dir)
@@ -417,5 +488,5 @@ def open_ledger_store(url: str | StoreURL, base_dir: Path | None = None) -> Ledg
     return PostgresLedgerStore(parsed)
 
 
-__all__ = ["CheckpointRow", "LeafRow", "LedgerStore", "PostgresLedgerStore", "SQLiteLedgerStore", "StoreError",
+__all__ = ["CheckpointRow", "LeafColumns", "LeafRow", "LedgerStore", "PostgresLedgerStore", "SQLiteLedgerStore", "StoreError",
            "open_ledger_store"]
