@@ -107,6 +107,28 @@ async def test_group_commit_many_writers(store_url: str, tmp_path: Path) -> None
     await ledger.close()
 
 
+async def test_index_columns_keep_awkward_text(store_url: str, tmp_path: Path) -> None:
+    """Sessions and events with quotes, backslashes, percent signs, semicolons and non-ASCII text
+    come back byte for byte in the index columns (PostgreSQL writes a batch as one query of
+    literals), in one batch with records without a session."""
+    odd = ["o'brien", "back\\slash", "50% ; DROP TABLE ledger_leaves; --", '"dq"', "ünï 😀", "E'x'", "$1 %s"]
+    ledger = await Ledger.open(settings(), store_url, tmp_path)
+    got = await asyncio.gather(*(ledger.append(f"ev.{s}", {"session": s, "n": i}) for i, s in enumerate(odd)),
+                               ledger.append("rpc.request", {"n": -1}))
+    await ledger.close()
+    store = open_ledger_store(store_url, tmp_path)
+    try:
+        rows = {r.seq: r for r in store.rows("replica-a", 0, len(odd) + 1)}
+        [report] = verify_store(store, load_verifier(tmp_path / "data" / "ledger.key.pub"), [])
+    finally:
+        store.close()
+    for i, s in enumerate(odd):
+        assert (rows[got[i]].session, rows[got[i]].event) == (s, f"ev.{s}")
+        assert orjson.loads(rows[got[i]].record)["session"] == s
+    assert rows[got[-1]].session is None
+    assert report.ok and report.size == len(odd) + 1
+
+
 async def test_several_logs_in_one_store(store_url: str, tmp_path: Path) -> None:
     a = await Ledger.open(settings(replica="replica-a"), store_url, tmp_path)
     b = await Ledger.open(settings(replica="replica-b"), store_url, tmp_path)
