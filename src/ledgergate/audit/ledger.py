@@ -259,9 +259,8 @@ class Ledger:
             raise LedgerUnavailable("audit ledger is closed")
         if self._claim_problem:
             raise LedgerUnavailable(f"audit ledger cannot write: {self._claim_problem}")
-        clash = RESERVED.intersection(fields)
-        if clash:
-            raise ValueError(f"record fields may not use reserved names {sorted(clash)}")
+        if not RESERVED.isdisjoint(fields):
+            raise ValueError(f"record fields may not use reserved names {sorted(RESERVED.intersection(fields))}")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[int] = loop.create_future()
         item = _Append(event, fields, fut)
