@@ -129,6 +129,30 @@ async def test_index_columns_keep_awkward_text(store_url: str, tmp_path: Path) -
     assert report.ok and report.size == len(odd) + 1
 
 
+def test_a_failing_batch_commits_none_of_its_rows(store_url: str, tmp_path: Path) -> None:
+    """A batch is one transaction on both engines (PostgreSQL sends it as one query): when its
+    interior hashes cannot be written, none of its leaves are either, and the next batch goes in."""
+    from ledgergate.store.ledger_store import LeafColumns, StoreError
+
+    store = open_ledger_store(store_url, tmp_path)
+    try:
+        store.init_schema()
+        h = bytes(32)
+
+        def leaves(start: int) -> LeafColumns:
+            return LeafColumns(list(range(start, start + 16)), ["t"] * 16, ["e"] * 16, [None] * 16, [h] * 16,
+                               [b"{}"] * 16)
+
+        store.append_columns("x", leaves(0), [(4, 0, h)])
+        with pytest.raises(StoreError):
+            store.append_columns("x", leaves(16), [(4, 0, h)])  # that hash is stored already
+        assert store.size("x") == 16 and store.count("x") == 16
+        store.append_columns("x", leaves(16), [(4, 1, h)])
+        assert store.size("x") == 32 and store.count("x") == 32
+    finally:
+        store.close()
+
+
 async def test_several_logs_in_one_store(store_url: str, tmp_path: Path) -> None:
     a = await Ledger.open(settings(replica="replica-a"), store_url, tmp_path)
     b = await Ledger.open(settings(replica="replica-b"), store_url, tmp_path)
