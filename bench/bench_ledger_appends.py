@@ -113,7 +113,8 @@ def commit_ceiling(url: str, base: Path, batch: int, commits: int = 60) -> float
         t0 = time.perf_counter()
         for _ in range(commits):
             if pg:  # one statement, its own transaction: one round trip and one durable commit
-                conn.execute("INSERT INTO bench_ceiling SELECT 'c', g, %s FROM generate_series(%s::bigint, %s::bigint) g",
+                conn.execute("INSERT INTO bench_ceiling SELECT 'c', g, %s "
+                             "FROM generate_series(%s::bigint, %s::bigint) g",
                              (row, n, n + batch - 1))
             else:
                 conn.execute("BEGIN IMMEDIATE")
@@ -206,11 +207,13 @@ def run_engine(engine: str, size: int, total: int, writers: int, rounds: int,
                                     Path(f"{base / f'fresh{r}.db'}{suffix}").unlink(missing_ok=True)
                             else:
                                 _pg_schema(fresh_schema, drop_only=True)
-                    res["ceiling"] = ceiling = (ceiling + commit_ceiling(ceiling_url, base, writers)) / 2  # before and after
+                    # the ceiling before and after the round, averaged
+                    res["ceiling"] = ceiling = (ceiling + commit_ceiling(ceiling_url, base, writers)) / 2
                     res["share"] = res["rate"] / ceiling
                     if r >= 0:
                         out[case].append(res)
-                    print(f"[{engine}] round {r + 1 if r >= 0 else 'warm-up'} {case} (log at {res['start']:,.0f}): {res['rate']:,.0f} records/s, "
+                    print(f"[{engine}] round {r + 1 if r >= 0 else 'warm-up'} {case} (log at {res['start']:,.0f}): "
+                          f"{res['rate']:,.0f} records/s, "
                           f"{res['cpu_us']:.1f} CPU µs/append"
                           + (f" (+ {res['server_us']:.1f} server)" if engine == "postgres" else "")
                           + f", {res['batch']:.1f} records/commit, "
@@ -270,14 +273,17 @@ def main() -> None:
         f"{args.appends:,} records a round, {args.rounds} rounds alternating the two cases; every append returns "
         f"after its batch's commit. Median (min–max) over the rounds; CPU is this process's, all threads, per "
         f"append, and for PostgreSQL also the server process's that serves the ledger's writer connection "
-        f"(from /proc; the server runs on the same two cores); load is the 1-minute load average at the start of each round. *Bare commits* is what the "
+        f"(from /proc; the server runs on the same two cores); load is the 1-minute load average at the start "
+        f"of each round. *Bare commits* is what the "
         f"store takes in the same moment with nothing else done: transactions of {args.writers} rows of 440 bytes into "
         "a scratch table, same engine, disk and durability settings, timed just before and just after each round "
         "(mean of the two), so each round's rate can be read against what the disk allowed then; *share of "
         "bare* is the ledger's rate over it.\n\n"
-        f"| engine | log | records/s | CPU µs/append | server CPU µs/append | records/commit | bare commits of {args.writers} rows, rows/s "
+        f"| engine | log | records/s | CPU µs/append | server CPU µs/append | records/commit "
+        f"| bare commits of {args.writers} rows, rows/s "
         "| share of bare | load |\n"
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|\n" + "\n".join(rows) + "\n\nTarget: ≥ 20,000 records/s on both engines "
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|\n" + "\n".join(rows)
+        + "\n\nTarget: ≥ 20,000 records/s on both engines "
         f"onto a 1,000,000-record log.\n")
     print(section)
     if args.write:

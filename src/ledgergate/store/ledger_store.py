@@ -182,10 +182,10 @@ class LedgerStore:
         """`append_batch` for leaves given as columns (the ledger writer's form)."""
         self.check_alive()
         c = leaves
-        params = list(zip(repeat(log_id, len(c.seqs)), c.seqs, c.times, c.events, c.sessions, c.hashes, c.records, strict=True))
 
-        def write() -> None:
-            self._executemany(self._q(_INSERT_LEAF), params)
+        def write() -> None:  # rows built inside the transaction's error handling: any failure is a StoreError
+            self._executemany(self._q(_INSERT_LEAF), list(zip(
+                repeat(log_id, len(c.seqs)), c.seqs, c.times, c.events, c.sessions, c.hashes, c.records, strict=True)))
             if nodes:
                 self._executemany(self._q(_INSERT_NODE), [(log_id, lv, ix, h) for lv, ix, h in nodes])
 
@@ -460,14 +460,14 @@ class PostgresLedgerStore(LedgerStore):
         be pipelined); this 2.7 + 6 µs, one round trip, about half COPY's wall time per batch."""
         self.check_alive()
         c = leaves
-        enc = self.conn.info.encoding
-        params: tuple[Any, ...] = (
-            log_id, _pg_int8s(c.seqs), _pg_texts(c.times, enc), _pg_texts(c.events, enc), _pg_texts(c.sessions, enc),
-            _pg_blobs(c.hashes), _pg_blobs(c.records))
-        if nodes:
-            params = (log_id, _pg_int4s([n[0] for n in nodes]), _pg_int8s([n[1] for n in nodes]),
-                      _pg_blobs([n[2] for n in nodes]), *params)
-        try:
+        try:  # packing too: a text the connection's encoding cannot carry fails the batch like any error
+            enc = self.conn.info.encoding
+            params: tuple[Any, ...] = (
+                log_id, _pg_int8s(c.seqs), _pg_texts(c.times, enc), _pg_texts(c.events, enc),
+                _pg_texts(c.sessions, enc), _pg_blobs(c.hashes), _pg_blobs(c.records))
+            if nodes:
+                params = (log_id, _pg_int4s([n[0] for n in nodes]), _pg_int8s([n[1] for n in nodes]),
+                          _pg_blobs([n[2] for n in nodes]), *params)
             self.conn.execute(_PG_INSERT_WITH_NODES if nodes else _PG_INSERT_LEAVES, params)
         except Exception as exc:
             raise StoreError(f"{type(exc).__name__}: {exc}") from exc
@@ -548,5 +548,5 @@ def open_ledger_store(url: str | StoreURL, base_dir: Path | None = None) -> Ledg
     return PostgresLedgerStore(parsed)
 
 
-__all__ = ["CheckpointRow", "LeafColumns", "LeafRow", "LedgerStore", "PostgresLedgerStore", "SQLiteLedgerStore", "StoreError",
-           "open_ledger_store"]
+__all__ = ["CheckpointRow", "LeafColumns", "LeafRow", "LedgerStore", "PostgresLedgerStore", "SQLiteLedgerStore",
+           "StoreError", "open_ledger_store"]
