@@ -107,6 +107,52 @@ async def test_group_commit_many_writers(store_url: str, tmp_path: Path) -> None
     await ledger.close()
 
 
+async def test_index_columns_keep_awkward_text(store_url: str, tmp_path: Path) -> None:
+    """Sessions and events with quotes, backslashes, percent signs, semicolons and non-ASCII text
+    come back byte for byte in the index columns (PostgreSQL writes a batch as one query of
+    literals), in one batch with records without a session."""
+    odd = ["o'brien", "back\\slash", "50% ; DROP TABLE ledger_leaves; --", '"dq"', "ünï 😀", "E'x'", "$1 %s"]
+    ledger = await Ledger.open(settings(), store_url, tmp_path)
+    got = await asyncio.gather(*(ledger.append(f"ev.{s}", {"session": s, "n": i}) for i, s in enumerate(odd)),
+                               ledger.append("rpc.request", {"n": -1}))
+    await ledger.close()
+    store = open_ledger_store(store_url, tmp_path)
+    try:
+        rows = {r.seq: r for r in store.rows("replica-a", 0, len(odd) + 1)}
+        [report] = verify_store(store, load_verifier(tmp_path / "data" / "ledger.key.pub"), [])
+    finally:
+        store.close()
+    for i, s in enumerate(odd):
+        assert (rows[got[i]].session, rows[got[i]].event) == (s, f"ev.{s}")
+        assert orjson.loads(rows[got[i]].record)["session"] == s
+    assert rows[got[-1]].session is None
+    assert report.ok and report.size == len(odd) + 1
+
+
+def test_a_failing_batch_commits_none_of_its_rows(store_url: str, tmp_path: Path) -> None:
+    """A batch is one transaction on both engines (PostgreSQL sends it as one query): when its
+    interior hashes cannot be written, none of its leaves are either, and the next batch goes in."""
+    from ledgergate.store.ledger_store import LeafColumns, StoreError
+
+    store = open_ledger_store(store_url, tmp_path)
+    try:
+        store.init_schema()
+        h = bytes(32)
+
+        def leaves(start: int) -> LeafColumns:
+            return LeafColumns(list(range(start, start + 16)), ["t"] * 16, ["e"] * 16, [None] * 16, [h] * 16,
+                               [b"{}"] * 16)
+
+        store.append_columns("x", leaves(0), [(4, 0, h)])
+        with pytest.raises(StoreError):
+            store.append_columns("x", leaves(16), [(4, 0, h)])  # that hash is stored already
+        assert store.size("x") == 16 and store.count("x") == 16
+        store.append_columns("x", leaves(16), [(4, 1, h)])
+        assert store.size("x") == 32 and store.count("x") == 32
+    finally:
+        store.close()
+
+
 async def test_several_logs_in_one_store(store_url: str, tmp_path: Path) -> None:
     a = await Ledger.open(settings(replica="replica-a"), store_url, tmp_path)
     b = await Ledger.open(settings(replica="replica-b"), store_url, tmp_path)

@@ -1,7 +1,9 @@
 """The ledger: durable, group-committed, Merkle-hashed records with signed checkpoints.
 
 Write path (DESIGN.md "The ledger"): `append` hands an event to one writer
-thread and waits. The writer drains whatever is queued (up to `max_batch`),
+thread and waits. Appends made in one turn of the event loop reach the writer
+as one list (one queue put, one thread wake-up for all of them, not one each).
+The writer drains whatever is queued (up to `max_batch`),
 numbers the records, makes their RFC 8785 bytes and RFC 9162 leaf hashes,
 writes them, with the interior hashes they complete (audit/stored.py), in one
 transaction with one commit (one fsync for the batch), then moves the
@@ -50,6 +52,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +65,7 @@ from ledgergate.store.claims import ClaimRefused, LogClaim
 from ledgergate.store.db import StoreURL
 from ledgergate.store.ledger_store import (
     CheckpointRow,
+    LeafColumns,
     LeafRow,
     LedgerStore,
     StoreError,
@@ -156,6 +160,8 @@ class Ledger:
         self._watchdog: asyncio.Task[None] | None = None
         # (deadline, append) in submission order; cheaper than asyncio.wait_for per append.
         self._pending: collections.deque[tuple[float, _Append]] = collections.deque()
+        # appends of this turn of the event loop, handed to the writer as one list by `_flush`
+        self._inbox: list[_Append] = []
 
     # --- opening ------------------------------------------------------------
     @classmethod
@@ -253,19 +259,29 @@ class Ledger:
             raise LedgerUnavailable("audit ledger is closed")
         if self._claim_problem:
             raise LedgerUnavailable(f"audit ledger cannot write: {self._claim_problem}")
-        clash = RESERVED.intersection(fields)
-        if clash:
-            raise ValueError(f"record fields may not use reserved names {sorted(clash)}")
+        if not RESERVED.isdisjoint(fields):
+            raise ValueError(f"record fields may not use reserved names {sorted(RESERVED.intersection(fields))}")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[int] = loop.create_future()
         item = _Append(event, fields, fut)
         self._pending.append((loop.time() + self.settings.append_timeout, item))
-        self._queue.put(item)
+        inbox = self._inbox
+        inbox.append(item)
+        if len(inbox) == 1:  # the first of this turn: hand them all over once the turn's callbacks ran
+            loop.call_soon(self._flush)
         try:
             return await fut
         except asyncio.CancelledError:
             self._abandon(item, "cancelled")
             raise
+
+    def _flush(self) -> None:
+        """Event loop: hand this turn's appends to the writer in one put. Waking the writer thread
+        once per append made it fight the event loop for the GIL while the callers were still
+        queueing, for a batch it could not take whole anyway."""
+        items, self._inbox = self._inbox, []
+        if items:
+            self._queue.put(items)
 
     def _abandon(self, item: _Append, reason: str) -> bool:
         """The caller will be told the record failed: keep it out of the log, or owe a follow-up.
@@ -390,6 +406,7 @@ class Ledger:
         except LedgerUnavailable as exc:
             log.warning("final checkpoint not written: %s", exc.message)
         self._closed = True
+        self._flush()
         self._queue.put(_STOP)
         if self._writer is not None:
             await asyncio.to_thread(self._writer.join, 30)
@@ -467,7 +484,7 @@ class Ledger:
             item = self._queue.get()
             if item is _STOP:
                 break
-            batch = [item]
+            batch = item if type(item) is list else [item]
             stop = False
             while len(batch) < max_batch:
                 try:
@@ -477,18 +494,24 @@ class Ledger:
                 if nxt is _STOP:
                     stop = True
                     break
-                batch.append(nxt)
-            self._process(batch)
+                if type(nxt) is list:
+                    batch.extend(nxt)
+                else:
+                    batch.append(nxt)
+            for i in range(0, len(batch), max_batch):
+                self._process(batch[i:i + max_batch])
             if stop:
                 break
         # anything left after stop fails closed
+        left: list[Any] = []
         while True:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if item is not _STOP and item.future is not None:
-                self._resolve([(item.future, LedgerUnavailable("audit ledger is closed"))])
+            left.extend(item if type(item) is list else [item])
+        closed = LedgerUnavailable("audit ledger is closed")
+        self._resolve([(i.future, closed) for i in left if i is not _STOP and i.future is not None])
         if self._owed:
             log.error("ledger closed with %d follow-up record(s) for refused callers unwritten", len(self._owed))
         self._store.close()
@@ -546,33 +569,39 @@ class Ledger:
         """Writer thread: number, encode and commit `appends` in one transaction.
         Returns (written with their seq, failed futures with their error)."""
         failed: list[tuple[asyncio.Future[Any], Any]] = []
-        rows: list[LeafRow] = []
         seq = self.size
         good: list[tuple[_Append, int]] = []
         now = rfc3339_now()  # one time for the batch: the moment it was taken for commit
+        cols = LeafColumns([], [], [], [], [], [])
+        seqs, events, sessions, hashes, records = cols.seqs, cols.events, cols.sessions, cols.hashes, cols.records
+        nodes = merkle.StoredNodes()  # the interior hashes these leaves complete, committed with them
+        cr = merkle.CompactRange(self._range.size, self._range.edge, on_node=nodes)
+        dumps, leaf_hash, grow, log_id = canonical.dumps, merkle.leaf_hash, cr.append, self.log_id
         for item in appends:
             try:
-                record = canonical.dumps({**item.fields, "v": RECORD_VERSION, "log": self.log_id, "seq": seq,
-                                          "time": now, "event": item.event})
+                record = dumps({**item.fields, "v": RECORD_VERSION, "log": log_id, "seq": seq,
+                                "time": now, "event": item.event})
             except Exception as exc:  # noqa: BLE001 - a bad value fails its own caller only
                 if item.future is not None:
                     failed.append((item.future, ValueError(f"record is not canonical JSON: {exc}")))
                 continue
             session = item.fields.get("session")
-            rows.append(LeafRow(seq, now, item.event, session if isinstance(session, str) else None,
-                                merkle.leaf_hash(record), record))
+            h = leaf_hash(record)
+            grow(h)
+            seqs.append(seq)
+            events.append(item.event)
+            sessions.append(session if isinstance(session, str) else None)
+            hashes.append(h)
+            records.append(record)
             good.append((item, seq))
             item.seq = seq
             seq += 1
-        if not rows:
+        if not seqs:
             return [], failed
-        nodes = merkle.StoredNodes()  # the interior hashes these leaves complete, committed with them
-        cr = merkle.CompactRange(self._range.size, self._range.edge, on_node=nodes)
-        for r in rows:
-            cr.append(r.leaf_hash)
+        cols.times.extend(repeat(now, len(seqs)))
         cr.on_node = None
         try:
-            self._store.append_batch(self.log_id, rows, nodes.nodes)
+            self._store.append_columns(self.log_id, cols, nodes.nodes)
         except StoreError as exc:
             self._broken = True
             self._problem = f"the last write failed: {exc}"

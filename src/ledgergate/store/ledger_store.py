@@ -18,8 +18,10 @@ recomputes and compares them like the leaf hashes.
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +67,27 @@ _SCHEMA = [
 
 #: (level, index, hash) of a perfect subtree; see merkle.StoredNodes.
 Node = tuple[int, int, bytes]
+
+
+@dataclass
+class LeafColumns:
+    """One batch of leaves as columns (the i-th of each list is one row): what the ledger writer
+    builds, without an object per row, and what PostgreSQL takes as arrays in one statement."""
+
+    seqs: list[int]
+    times: list[str]
+    events: list[str]
+    sessions: list[str | None]
+    hashes: list[bytes]
+    records: list[bytes]
+
+    @classmethod
+    def of(cls, rows: Sequence[LeafRow]) -> LeafColumns:
+        return cls([r.seq for r in rows], [r.time for r in rows], [r.event for r in rows],
+                   [r.session for r in rows], [r.leaf_hash for r in rows], [r.record for r in rows])
+
+    def __len__(self) -> int:
+        return len(self.seqs)
 
 
 class LedgerStore:
@@ -153,13 +176,16 @@ class LedgerStore:
 
     def append_batch(self, log_id: str, rows: Sequence[LeafRow], nodes: Sequence[Node] = ()) -> None:
         """All rows, and the interior hashes they complete, in one transaction, one durable commit."""
-        self.check_alive()
-        stmt = self._q("INSERT INTO ledger_leaves (log_id, seq, time, event, session, leaf_hash, record) "
-                       "VALUES (?, ?, ?, ?, ?, ?, ?)")
-        params = [(log_id, r.seq, r.time, r.event, r.session, r.leaf_hash, r.record) for r in rows]
+        self.append_columns(log_id, LeafColumns.of(rows), nodes)
 
-        def write() -> None:
-            self._executemany(stmt, params)
+    def append_columns(self, log_id: str, leaves: LeafColumns, nodes: Sequence[Node] = ()) -> None:
+        """`append_batch` for leaves given as columns (the ledger writer's form)."""
+        self.check_alive()
+        c = leaves
+
+        def write() -> None:  # rows built inside the transaction's error handling: any failure is a StoreError
+            self._executemany(self._q(_INSERT_LEAF), list(zip(
+                repeat(log_id, len(c.seqs)), c.seqs, c.times, c.events, c.sessions, c.hashes, c.records, strict=True)))
             if nodes:
                 self._executemany(self._q(_INSERT_NODE), [(log_id, lv, ix, h) for lv, ix, h in nodes])
 
@@ -344,6 +370,14 @@ class LedgerStore:
 
 
 _INSERT_NODE = "INSERT INTO ledger_hashes (log_id, level, idx, hash) VALUES (?, ?, ?, ?)"
+_INSERT_LEAF = ("INSERT INTO ledger_leaves (log_id, seq, time, event, session, leaf_hash, record) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)")
+# PostgreSQL: a batch in one statement, its columns as arrays (see PostgresLedgerStore.append_columns)
+_PG_INSERT_LEAVES = ("INSERT INTO ledger_leaves (log_id, seq, time, event, session, leaf_hash, record) "
+                     "SELECT %s, * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::bytea[], "
+                     "%s::bytea[])")
+_PG_INSERT_WITH_NODES = ("WITH nodes AS (INSERT INTO ledger_hashes (log_id, level, idx, hash) "
+                         "SELECT %s, * FROM unnest(%s::integer[], %s::bigint[], %s::bytea[])) " + _PG_INSERT_LEAVES)
 
 
 class SQLiteLedgerStore(LedgerStore):
@@ -399,6 +433,7 @@ class PostgresLedgerStore(LedgerStore):
         try:
             self.conn = psycopg.connect(self.url.target, autocommit=True, connect_timeout=5,
                                         keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=2)
+            _register_pg_arrays(self.conn)
             self.conn.execute("SET statement_timeout = 10000")
         except Exception as exc:
             raise StoreError(f"cannot connect to PostgreSQL: {type(exc).__name__}: {exc}") from exc
@@ -431,6 +466,102 @@ class PostgresLedgerStore(LedgerStore):
         except Exception as exc:
             raise StoreError(f"{type(exc).__name__}: {exc}") from exc
 
+    def append_columns(self, log_id: str, leaves: LeafColumns, nodes: Sequence[Node] = ()) -> None:
+        """The batch as one statement, so one round trip and one transaction: the leaves inserted from
+        arrays (`unnest`), the interior hashes by a data-modifying WITH in the same statement. The
+        connection is in autocommit mode, so the statement commits when it ends, all or nothing, and
+        is durable when this returns (synchronous_commit as the server has it, on by default). An
+        error surfaces as StoreError; nothing of the batch is written.
+
+        The arrays are packed here in PostgreSQL's binary array format (`_pg_blobs` and friends) and
+        handed to psycopg as they are. Measured per row in 64-row batches, CPU of this process + of
+        the server process (the same two cores here): `executemany` in a BEGIN/COMMIT 12 + 10 µs and
+        four round trips; psycopg's own list adaptation for `unnest` 14 + 10 µs (it adapts every
+        item in Python); the transaction as one query of literals 4 + 16 µs (the server parses it);
+        binary COPY 5 + 7 µs and four round trips (COPY waits for the server's go-ahead and cannot
+        be pipelined); this 2.7 + 6 µs, one round trip, about half COPY's wall time per batch."""
+        self.check_alive()
+        c = leaves
+        try:  # packing too: a text the connection's encoding cannot carry fails the batch like any error
+            enc = self.conn.info.encoding
+            params: tuple[Any, ...] = (
+                log_id, _pg_int8s(c.seqs), _pg_texts(c.times, enc), _pg_texts(c.events, enc),
+                _pg_texts(c.sessions, enc), _pg_blobs(c.hashes), _pg_blobs(c.records))
+            if nodes:
+                params = (log_id, _pg_int4s([n[0] for n in nodes]), _pg_int8s([n[1] for n in nodes]),
+                          _pg_blobs([n[2] for n in nodes]), *params)
+            self.conn.execute(_PG_INSERT_WITH_NODES if nodes else _PG_INSERT_LEAVES, params)
+        except Exception as exc:
+            raise StoreError(f"{type(exc).__name__}: {exc}") from exc
+
+
+class _PgArray(bytes):
+    """A one-dimensional PostgreSQL array already in binary wire format: sent as it is."""
+
+    oid = 0
+
+
+class _PgByteaArray(_PgArray):
+    oid = 1001
+
+
+class _PgTextArray(_PgArray):
+    oid = 1009
+
+
+class _PgInt8Array(_PgArray):
+    oid = 1016
+
+
+class _PgInt4Array(_PgArray):
+    oid = 1007
+
+
+def _register_pg_arrays(conn: Any) -> None:
+    """Teach this connection to send `_PgArray`s unchanged, in binary, with their array type."""
+    from psycopg.adapt import Dumper
+    from psycopg.pq import Format
+
+    for cls in (_PgByteaArray, _PgTextArray, _PgInt8Array, _PgInt4Array):
+        dumper = type(f"{cls.__name__}Dumper", (Dumper,), {"format": Format.BINARY, "oid": cls.oid,
+                                                          "dump": lambda self, obj: obj})
+        conn.adapters.register_dumper(cls, dumper)
+
+
+# binary array: ndim, has-nulls flag, element type, then (length, lower bound) of the one dimension,
+# then each element as its byte length (-1: NULL) and its bytes
+_ARRAY_HEAD = struct.Struct("!iiIii")
+_LEN = struct.Struct("!i")
+_LEN_INT8 = struct.Struct("!iq")
+_LEN_INT4 = struct.Struct("!ii")
+_NULL = _LEN.pack(-1)
+
+
+def _pg_blobs(items: Sequence[bytes | None], cls: type[_PgArray] = _PgByteaArray, elem_oid: int = 17) -> _PgArray:
+    parts = [_ARRAY_HEAD.pack(1, 1 if None in items else 0, elem_oid, len(items), 1)]
+    pack, add = _LEN.pack, parts.append
+    for x in items:
+        if x is None:
+            add(_NULL)
+        else:
+            add(pack(len(x)))
+            add(x)
+    return cls(b"".join(parts))
+
+
+def _pg_texts(items: Sequence[str | None], encoding: str) -> _PgArray:
+    return _pg_blobs([None if x is None else x.encode(encoding) for x in items], _PgTextArray, 25)
+
+
+def _pg_int8s(items: Sequence[int]) -> _PgArray:
+    pack = _LEN_INT8.pack
+    return _PgInt8Array(_ARRAY_HEAD.pack(1, 0, 20, len(items), 1) + b"".join([pack(8, x) for x in items]))
+
+
+def _pg_int4s(items: Sequence[int]) -> _PgArray:
+    pack = _LEN_INT4.pack
+    return _PgInt4Array(_ARRAY_HEAD.pack(1, 0, 23, len(items), 1) + b"".join([pack(4, x) for x in items]))
+
 
 def open_ledger_store(url: str | StoreURL, base_dir: Path | None = None) -> LedgerStore:
     parsed = url if isinstance(url, StoreURL) else StoreURL.parse(url, base_dir)
@@ -439,5 +570,5 @@ def open_ledger_store(url: str | StoreURL, base_dir: Path | None = None) -> Ledg
     return PostgresLedgerStore(parsed)
 
 
-__all__ = ["CheckpointRow", "LeafRow", "LedgerStore", "PostgresLedgerStore", "SQLiteLedgerStore", "StoreError",
-           "open_ledger_store"]
+__all__ = ["CheckpointRow", "LeafColumns", "LeafRow", "LedgerStore", "PostgresLedgerStore", "SQLiteLedgerStore",
+           "StoreError", "open_ledger_store"]
