@@ -276,9 +276,8 @@ class Ledger:
             raise
 
     def _flush(self) -> None:
-        """Event loop: hand this turn's appends to the writer in one put. Waking the writer thread
-        once per append made it fight the event loop for the GIL while the callers were still
-        queueing, for a batch it could not take whole anyway."""
+        """Event loop: hand this turn's appends to the writer in one put: one cross-thread wake-up
+        per batch instead of one per append (the writer would take them as one batch anyway)."""
         items, self._inbox = self._inbox, []
         if items:
             self._queue.put(items)
