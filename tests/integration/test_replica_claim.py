@@ -144,3 +144,31 @@ async def test_sqlite_claim_released_on_close_and_refused_while_held(tmp_path: P
         await ledger.close()
     again = await Ledger.open(settings(), url, tmp_path)
     await again.close()
+
+
+@pytest.mark.postgres
+def test_a_refusal_names_the_lock_holder_never_a_stale_row() -> None:
+    """Between taking the lock and writing its row, a new holder's row still names the previous one
+    (perhaps the refused replica itself); the refusal names only a row written by the session that
+    holds the lock."""
+    from ledgergate.store.claims import ClaimRefused, LogClaim
+    from ledgergate.store.db import StoreURL
+
+    with throwaway_schema("lg_claim") as schema:
+        store = StoreURL.parse(url_for(schema))
+        holder = LogClaim(store, "r1", "the holder")
+        try:
+            with psycopg.connect(url_for(schema), autocommit=True) as conn:
+                conn.execute("UPDATE ledger_claims SET holder = 'a stale holder', pid = 0")
+                started = time.monotonic()
+                with pytest.raises(ClaimRefused) as refused:
+                    LogClaim(store, "r1", "the second")
+                assert "a stale holder" not in str(refused.value)
+                assert "has not said who it is" in str(refused.value)
+                assert time.monotonic() - started >= 1.5  # it waited for the holder to write its row
+                conn.execute("UPDATE ledger_claims SET holder = 'the holder', pid = %s",
+                             (holder._conn.info.backend_pid,))  # noqa: SLF001 - the holder's session, as it wrote it
+                with pytest.raises(ClaimRefused, match="the holder"):
+                    LogClaim(store, "r1", "the second")
+        finally:
+            holder.release()

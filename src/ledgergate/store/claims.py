@@ -13,7 +13,12 @@ naming the holder.
   holds who claimed it, for the refusal message.
 - PostgreSQL: a session-level advisory lock, keyed by (schema, log id), held
   by one dedicated connection; the server drops it when that session ends
-  (crash, network loss). Who holds it is written to `ledger_claims`.
+  (crash, network loss). Who holds it is written to `ledger_claims`, with the
+  backend pid of the session holding the lock: a refused replica names a
+  holder only once the row is the lock holder's own (between taking the lock
+  and writing the row, the row still names the previous holder — possibly the
+  refused replica itself — and naming that would send an operator after the
+  wrong process).
   If that connection is lost the claim is too: `check()` (run by the
   ledger's probe) takes it again or reports that someone else has it, and the
   ledger fails closed until it is back.
@@ -26,6 +31,7 @@ import hashlib
 import os
 import re
 import socket
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -106,18 +112,17 @@ class LogClaim:
             for attempt in (0, 1):  # two replicas creating the table at once: the loser tries again
                 try:
                     self._conn.execute("CREATE TABLE IF NOT EXISTS ledger_claims (log_id TEXT PRIMARY KEY, "
-                                       "holder TEXT NOT NULL)")
+                                       "holder TEXT NOT NULL, pid INTEGER)")
+                    self._conn.execute("ALTER TABLE ledger_claims ADD COLUMN IF NOT EXISTS pid INTEGER")
                     break
-                except psycopg.errors.UniqueViolation:
+                except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateColumn):
                     if attempt:
                         raise
             got = self._conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key,)).fetchone()[0]
             if not got:
-                row = self._conn.execute("SELECT holder FROM ledger_claims WHERE log_id = %s",
-                                         (self.log_id,)).fetchone()
-                raise ClaimRefused(_refusal(self.log_id, row[0] if row else "a process that did not say who"))
-            self._conn.execute("INSERT INTO ledger_claims (log_id, holder) VALUES (%s, %s) "
-                               "ON CONFLICT (log_id) DO UPDATE SET holder = excluded.holder",
+                raise ClaimRefused(_refusal(self.log_id, self._current_holder()))
+            self._conn.execute("INSERT INTO ledger_claims (log_id, holder, pid) VALUES (%s, %s, pg_backend_pid()) "
+                               "ON CONFLICT (log_id) DO UPDATE SET holder = excluded.holder, pid = excluded.pid",
                                (self.log_id, self.holder))
         except ClaimRefused:
             self._close_conn()
@@ -125,6 +130,24 @@ class LogClaim:
         except Exception as exc:
             self._close_conn()
             raise StoreError(f"cannot claim log id {self.log_id!r}: {type(exc).__name__}: {exc}") from exc
+
+    def _current_holder(self, wait: float = 2.0) -> str:
+        """Who holds the lock, from a `ledger_claims` row written by the session that holds it: a
+        row of an earlier holder is stale (the new holder writes its own just after locking), so it
+        is read again for up to `wait` seconds before the message admits it does not know."""
+        unsigned = self._key & 0xFFFF_FFFF_FFFF_FFFF  # an int8 advisory key is (classid, objid), objsubid 1
+        deadline = time.monotonic() + wait
+        while True:
+            row = self._conn.execute(
+                "SELECT c.holder FROM ledger_claims c WHERE c.log_id = %s AND EXISTS (SELECT 1 FROM pg_locks l "
+                "WHERE l.locktype = 'advisory' AND l.granted AND l.pid = c.pid AND l.classid = %s "
+                "AND l.objid = %s AND l.objsubid = 1)",
+                (self.log_id, unsigned >> 32, unsigned & 0xFFFF_FFFF)).fetchone()
+            if row is not None:
+                return str(row[0])
+            if time.monotonic() >= deadline:
+                return "a process that has not said who it is"
+            time.sleep(0.02)
 
     def _close_conn(self) -> None:
         conn, self._conn = self._conn, None
