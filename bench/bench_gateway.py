@@ -251,7 +251,7 @@ def profile_lines(url: str, sessions: str, token: str | None, pid: int, upstream
 
 async def main_async(args: argparse.Namespace) -> str:
     require_wrk()
-    tmp = Path(tempfile.mkdtemp(prefix="lg-bench-gateway-"))
+    tmp = Path(tempfile.mkdtemp(prefix="lg-bench-gateway-", dir=args.data_dir))
     provider = Provider()
     load = os.getloadavg()[0]
     try:
@@ -264,7 +264,7 @@ async def main_async(args: argparse.Namespace) -> str:
         "## Full gateway against direct",
         "",
         f"Command: `.venv/bin/python bench/bench_gateway.py --seconds {args.seconds:g} --rounds {args.rounds}"
-        f"{' --profile' if args.profile else ''}` ({time.strftime('%Y-%m-%d')}; 2 cores shared with wrk and the "
+        f"{' --profile' if args.profile else ''}{f' --data-dir {args.data_dir}' if args.data_dir else ''}` ({time.strftime('%Y-%m-%d')}; 2 cores shared with wrk and the "
         f"upstream, load average {load:.1f} at the start)",
         "",
         "`tools/call echo` against server-everything, direct and through the full gateway (OIDC, policy, masking, two "
@@ -287,12 +287,15 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--profile", action="store_true", help="sample the gateway with py-spy during a c=8 run")
+    parser.add_argument("--data-dir", type=Path, help="where the gateways keep their ledger (default: the system's "
+                        "temporary folder); a tmpfs here shows what the disk's flushes cost, not a figure to report")
     parser.add_argument("--write", type=Path)
     args = parser.parse_args()
     report = asyncio.run(main_async(args))
     print(report)
     if args.write:
-        write_section(args.write, "Full gateway against direct", report)
+        heading = "Full gateway against direct" + (f" (ledger in {args.data_dir})" if args.data_dir else "")
+        write_section(args.write, heading, report.replace("## Full gateway against direct", f"## {heading}", 1))
 
 
 if __name__ == "__main__":
