@@ -267,6 +267,9 @@ async def main_async(args: argparse.Namespace) -> str:
         f"{' --profile' if args.profile else ''}{f' --data-dir {args.data_dir}' if args.data_dir else ''}` ({time.strftime('%Y-%m-%d')}; 2 cores shared with wrk and the "
         f"upstream, load average {load:.1f} at the start)",
         "",
+        *(["**A diagnosis, not a result:** the gateways' ledger is in " + str(args.data_dir) + "; on a tmpfs a commit "
+           "costs no device flush and nothing survives a power cut, so 'met' below says what everything but the "
+           "disk achieves.", ""] if args.data_dir else []),
         "`tools/call echo` against server-everything, direct and through the full gateway (OIDC, policy, masking, two "
         "durable ledger records per call on SQLite). Medians over rounds, spread in brackets; direct measured before "
         "and after the gateway in every round.",
