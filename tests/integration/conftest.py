@@ -27,6 +27,23 @@ def everything() -> Iterator[Proc]:
     proc.stop()
 
 
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[Proc]:
+    """server-everything of a module's own, for modules whose gateways must not share one with the rest
+    (replicas killed, approvals held, counters read)."""
+    proc = start_everything()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def idp() -> Iterator[Provider]:
+    """An OpenID provider of a module's own (see `upstream`)."""
+    p = Provider()
+    yield p
+    p.stop()
+
+
 @pytest.fixture(scope="session")
 def stateless(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
     port = free_port()

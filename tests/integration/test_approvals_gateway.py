@@ -9,19 +9,18 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import pytest_asyncio
 
 from tests.support import gateway as gw
 from tests.support.client import MODERN, Recorder, connect
 from tests.support.oidc import Provider
 from tests.support.pg import throwaway_schema, url_for
-from tests.support.procs import Proc, free_port, start_everything
+from tests.support.procs import Proc, free_port
 
 pytestmark = pytest.mark.node
 
@@ -41,20 +40,6 @@ POLICIES = [
      "when": 'args.message.startsWith("wire")', "effect": "approve", "approvers": {"groups": ["approvers"], "count": 2}},
 ]
 APPROVALS = {"hold": "4s", "timeout": "10m", "grant_window": "2m"}
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[Proc]:
-    proc = start_everything()
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture(scope="module")
-def idp() -> Iterator[Provider]:
-    p = Provider()
-    yield p
-    p.stop()
 
 
 def servers(upstream: Proc) -> dict[str, Any]:

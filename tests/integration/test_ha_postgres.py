@@ -14,7 +14,6 @@ import re
 import secrets
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from tests.support import gateway as gw
 from tests.support.client import MODERN, connect
 from tests.support.oidc import Provider
 from tests.support.pg import throwaway_schema, url_for
-from tests.support.procs import Proc, start_everything
+from tests.support.procs import Proc
 
 pytestmark = [pytest.mark.node, pytest.mark.postgres, pytest.mark.timeout(300)]  # several processes each
 
@@ -37,20 +36,6 @@ META = {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextproto
 MODERN_HEADERS = {"Accept": "application/json", "Content-Type": "application/json", "MCP-Protocol-Version": MODERN,
                   "Mcp-Method": "tools/call", "Mcp-Name": "echo"}
 HANDSHAKE_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[Proc]:
-    proc = start_everything()
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture(scope="module")
-def idp() -> Iterator[Provider]:
-    p = Provider()
-    yield p
-    p.stop()
 
 
 @pytest.fixture(scope="module")

@@ -41,20 +41,6 @@ META = {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextproto
 
 
 @pytest.fixture(scope="module")
-def upstream() -> Iterator[Proc]:
-    proc = start_everything()
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture(scope="module")
-def idp() -> Iterator[Provider]:
-    p = Provider()
-    yield p
-    p.stop()
-
-
-@pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory, idp: Provider, upstream: Proc) -> Iterator[gw.RunningGateway]:
     running = gw.start(tmp_path_factory.mktemp("signals"), idp.issuer,
                        {"everything": {"url": f"http://127.0.0.1:{upstream.port}/mcp"}}, POLICIES,
