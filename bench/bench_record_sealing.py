@@ -21,21 +21,13 @@ resp = {"content": [{"type": "text", "text": "Echo: hello world"}]}
 ev = Evidence(L(), M, lambda v: "d")
 
 
-# The Evidence of the commit before whole-record sealing, verbatim.
-from collections.abc import Callable, Mapping
+# The Evidence of the commit before whole-record sealing: the same common fields and masked arguments
+# (inherited), but every other field written as given, not sealed.
+from collections.abc import Mapping
 from typing import Any
-from ledgergate.gateway.stages.base import AuditPort, MaskingPort
-class OldEvidence:
-    """How stages write records: the call's common fields, masked arguments and their digest."""
 
-    def __init__(self, ledger: AuditPort, masker: MaskingPort, digest: Callable[[Any], str]) -> None:
-        self.ledger = ledger
-        self.masker = masker
-        self.digest = digest
 
-    def mask(self, value: Any) -> tuple[Any, dict[str, int]]:
-        return self.masker.mask_for_ledger(value)
-
+class OldEvidence(Evidence):
     async def append(self, event: str, fields: Mapping[str, Any]) -> int:
         return await self.ledger.append(event, fields)
 
@@ -47,23 +39,6 @@ class OldEvidence:
             base.update(self.args(call.arguments))
         base.update(fields)
         return await self.ledger.append(event, base)
-
-    @staticmethod
-    def base(call: Call, method: str | None = None) -> dict[str, Any]:
-        fields: dict[str, Any] = {"request_id": call.request_id, "session": call.session_id,
-                                  "principal": call.principal.summary(), "server": call.server,
-                                  "method": method or call.method}
-        if method is None and call.target is not None:
-            fields["target"] = call.target
-        return fields
-
-    def args(self, arguments: Mapping[str, Any] | None) -> dict[str, Any]:
-        if arguments is None:
-            return {}
-        masked, counts = self.mask(arguments)
-        return {"args": masked, "args_hmac": self.digest(arguments), "args_masked": counts}
-
-
 
 
 old_ev = OldEvidence(L(), M, lambda v: "d")
