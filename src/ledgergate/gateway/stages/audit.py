@@ -21,6 +21,7 @@ from typing import Any
 
 from ledgergate.gateway.call import Call
 from ledgergate.gateway.stages.base import AuditPort, MaskingPort
+from ledgergate.gateway.stages.masking import ledger_payload
 from ledgergate.upstream.base import Message
 
 #: fields no caller or upstream chooses: gateway ids and digests, counters, the verified principal,
@@ -177,7 +178,7 @@ class AuditResponse:
         if call.ledger_view is not None and call.ledger_view[0] is clear:
             ledger_view = call.ledger_view[1]  # the masking stage's ledger pass over this same answer
         else:
-            ledger_view, _ = self.evidence.mask(clear.get("result", clear.get("error")))
+            ledger_view, _ = self.evidence.mask(ledger_payload(clear))
         await self.evidence.record("rpc.response", call, premasked={outcome: ledger_view},
                                    latency_ms=call.latency_ms(), masked=call.masked)
         return response

@@ -7,8 +7,8 @@ ledger's profile first (every detector, which the audit stage records), and when
 nothing, the caller's profile — a subset of the same detectors over a part of the same value —
 finds nothing either, so the answer goes out as it came and no second walk is made. Only an
 answer with a finding is walked again with the caller's profile (its operator and its detectors).
-`tests/unit/test_masking_one_pass.py` holds the subset property over generated values and the
-labelled corpus.
+`tests/unit/test_masking_one_pass.py` holds the subset property over generated values (sensitive
+fragments of every detector mixed with arbitrary text and shapes) and 66 caller profiles.
 """
 
 from __future__ import annotations
