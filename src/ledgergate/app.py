@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import logging
 import signal
@@ -68,6 +69,8 @@ class Gateway:
         self.sessions = SessionRegistry(s.limits.session_idle_timeout, s.limits.max_sessions_per_principal)
         self.metrics = GatewayMetrics()
         self._started = time.time()
+        #: freeze the start-up heap once started (`quiet_collector`); set by `run`, the serving process
+        self.freeze_heap = False
         self.ledger: Ledger | None = None
         self.endpoint: McpEndpoint | None = None
         self.drift: DriftGuard | None = None
@@ -387,6 +390,8 @@ class Gateway:
                     log.error("startup failed: %s", exc)
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
+                if self.freeze_heap:
+                    quiet_collector()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.stop()
@@ -457,6 +462,20 @@ def configure_logging(level: str) -> None:
         lambda record: not record.getMessage().startswith("No supported WebSocket library"))
 
 
+def quiet_collector() -> None:
+    """Take the start-up heap out of the cyclic garbage collector's view.
+
+    What start-up builds (modules, config, schemas, the policy and masking engines: ~130,000
+    objects) lives until exit, yet every full collection walked all of it again: 45-75 ms here,
+    during which every call in flight waited. That was the p99 tail at c=8 in
+    `bench/bench_gateway.py` (+40 to +190 ms over direct; within a few ms of direct once frozen).
+    Frozen, a full collection walks only what was made since. Nothing frozen is freed, which costs
+    nothing for objects that live until exit; the serving process alone does this (`run`), not an
+    embedding one whose heap is not ours to pin."""
+    gc.collect()
+    gc.freeze()
+
+
 def run(config: LoadedConfig, ready: Callable[[Gateway], None] | None = None) -> None:
     """Serve until SIGINT/SIGTERM; uvloop + httptools where available."""
     import uvicorn
@@ -467,6 +486,7 @@ def run(config: LoadedConfig, ready: Callable[[Gateway], None] | None = None) ->
     # thread hold it that long under load.
     sys.setswitchinterval(0.0005)
     gateway = Gateway(config)
+    gateway.freeze_heap = True
     s = config.settings
     server = uvicorn.Server(uvicorn_config(gateway.asgi, s.host, s.port, s.limits))
     server.run()
