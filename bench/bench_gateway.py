@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,6 +101,37 @@ def bare_commit_ms(directory: Path, n: int = 300) -> tuple[float, float]:
     return statistics.median(commits), statistics.median(syncs)
 
 
+def scrape(metrics_url: str) -> dict[str, float]:
+    """The gateway's own /metrics: how long its records waited to be durable and its requests took, as sums
+    and counts (a run's figures are the difference of two scrapes)."""
+    import httpx
+
+    wanted = {"ledgergate_ledger_append_seconds_sum": "append_s", "ledgergate_ledger_append_seconds_count": "appends",
+              'ledgergate_http_request_seconds_sum{server="everything"}': "request_s",
+              'ledgergate_http_request_seconds_count{server="everything"}': "requests"}
+    out = dict.fromkeys(wanted.values(), 0.0)
+    for line in httpx.get(metrics_url, timeout=10).text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name in wanted:
+            out[wanted[name]] = float(value)
+    return out
+
+
+@dataclass
+class Inside:
+    """One full run as the gateway itself saw it (its /metrics)."""
+
+    request_ms: float  # mean time from a request's arrival to its answer's start
+    append_ms: float  # mean time a ledger record waited to be durable (group commit included)
+    records_per_call: float
+
+
+def inside(before: dict[str, float], after: dict[str, float]) -> Inside:
+    d = {k: after[k] - before[k] for k in after}
+    calls = max(d["requests"], 1.0)
+    return Inside(1000 * d["request_s"] / calls, 1000 * d["append_s"] / max(d["appends"], 1.0), d["appends"] / calls)
+
+
 def spread(values: list[float], fmt: str = "{:.2f}") -> str:
     return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}–{fmt.format(max(values))})"
 
@@ -121,12 +153,16 @@ async def against_everything(args: argparse.Namespace, tmp: Path, provider: Prov
         wrk(direct_url, sessions["c=8"][0], None, 8, 1, up, up)  # warm-up
         wrk(full_url, sessions["c=8"][1], token, 8, 1, gpid, up)
         rows: list[dict[str, dict[str, Run]]] = []
+        seen: dict[str, list[Inside]] = {name: [] for name in LOADS}
+        metrics_url = full_url.split("/mcp/")[0] + "/metrics"
         for rnd in range(args.rounds):
             row: dict[str, dict[str, Run]] = {}
             for name, (c, _) in LOADS.items():
                 d_ids, f_ids = sessions[name]
                 before = wrk(direct_url, d_ids, None, c, args.seconds, up, up)
+                counted = scrape(metrics_url)
                 full = wrk(full_url, f_ids, token, c, args.seconds, gpid, up)
+                seen[name].append(inside(counted, scrape(metrics_url)))
                 row[name] = {"direct": mean_of(before, wrk(direct_url, d_ids, None, c, args.seconds, up, up)),
                              "full": full}
             rows.append(row)
@@ -168,6 +204,16 @@ async def against_everything(args: argparse.Namespace, tmp: Path, provider: Prov
     verdicts.append(f"- the floor under the c=1 figure: two durable commits per call; a bare SQLite commit of one "
                     f"record-sized row (WAL, synchronous=FULL) in the gateway's data directory took {commit_ms:.2f} ms "
                     f"at the median in this run ({2 * commit_ms:.2f} ms for two), a bare fdatasync {sync_ms:.2f} ms")
+    table += ["", "Where the added time goes, as the gateway's own `/metrics` saw each full run (means, medians "
+              "over rounds): the time from a request's arrival to its answer's start, and how long each of its "
+              "durable ledger records waited (its commit, and the commit already in progress when it came).", "",
+              "| load | in the gateway, per call | ledger records per call | wait per record | records' share |",
+              "|---|---|---|---|---|"]
+    for name, runs in seen.items():
+        req = statistics.median(r.request_ms for r in runs)
+        app = statistics.median(r.append_ms for r in runs)
+        per = statistics.median(r.records_per_call for r in runs)
+        table.append(f"| {name} | {req:.2f} ms | {per:.2f} | {app:.2f} ms | {100 * app * per / req:.0f}% |")
     lines = [*table, "", f"Opening a session through the gateway (initialize + notifications/initialized, one "
                          f"at a time, {most} of them): {open_ms:.2f} ms each.", "", "Against the targets:", *verdicts]
     return "\n".join(lines), profile
