@@ -72,7 +72,7 @@ class Call:
     justification: str | None = None
     #: runs the rest of the chain from `next_stage` (set by the pipeline): a stage that answers now and
     #: lets the call run later (a task waiting for approval) resumes it with this
-    resume: Callable[[], Awaitable[Message]] | None = None
+    resume: Callable[[Call], Awaitable[Message]] | None = None
     next_stage: int = 0
     target: str | None = field(init=False)
     arguments: Mapping[str, Any] | None = field(init=False)

@@ -301,7 +301,7 @@ class ApprovalGate:
                                              "data": {"approvalId": approval.id, "status": approval.status}}})
                 return
             call.approval_id = claimed.id
-            answer = await resume()
+            answer = await resume(call)
             if "error" in answer:
                 self.tasks.finish(task_id, "failed", "the call failed", {"error": answer["error"]})
             else:
