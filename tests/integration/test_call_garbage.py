@@ -10,20 +10,15 @@ keeps whatever it finds (`gc.DEBUG_SAVEALL`): none of it may be the gateway's.
 
 from __future__ import annotations
 
-import asyncio
 import gc
 from collections import Counter
 from pathlib import Path
 
-import uvicorn
-
-from ledgergate.app import Gateway, uvicorn_config
-from ledgergate.config import load_config
 from tests.support.client import MODERN, connect
-from tests.support.gateway import write_config
+from tests.support.inprocess import ECHO_SERVERS, both_servers, serving
 from tests.support.integration import POLICIES
 from tests.support.oidc import Provider
-from tests.support.procs import Proc, free_port
+from tests.support.procs import Proc
 
 
 def ours(garbage: list[object]) -> Counter[str]:
@@ -32,37 +27,27 @@ def ours(garbage: list[object]) -> Counter[str]:
 
 async def test_calls_leave_no_cycles_for_the_collector(
         tmp_path: Path, provider: Provider, everything: Proc, stateless: Proc) -> None:
-    port = free_port()
-    servers = {"everything": {"url": f"http://127.0.0.1:{everything.port}/mcp"},
-               "stateless": {"url": f"http://127.0.0.1:{stateless.port}/mcp"}}
     masked = [{**p, "mask": "standard"} if p.get("effect") == "allow" else p for p in POLICIES]
-    gateway = Gateway(load_config(write_config(tmp_path, port, provider.issuer, servers, masked)))
-    server = uvicorn.Server(uvicorn_config(gateway.asgi, "127.0.0.1", port))
-    serving = asyncio.create_task(server.serve())
     flags = gc.get_debug()
     try:
-        while not server.started:
-            assert not serving.done(), "the gateway did not start"
-            await asyncio.sleep(0.02)
-        token = provider.token("alice", ["staff"])
-        for name, arg in (("everything", "message"), ("stateless", "text")):
-            for mode in ("legacy", MODERN):
-                async with connect(f"http://127.0.0.1:{port}/mcp/{name}", token, mode) as client:
-                    await client.call_tool("echo", {arg: "warm-up"})
-                    gc.collect()
-                    gc.set_debug(gc.DEBUG_SAVEALL)  # what the collector finds is kept, to be looked at
-                    gc.garbage.clear()
-                    for i in range(20):
-                        result = await client.call_tool("echo", {arg: f"card 4111 1111 1111 {i:04d}"})
-                        assert not result.is_error, (name, mode, result)
-                    await client.list_tools()
-                    gc.collect()
-                    found = ours(gc.garbage)
-                    gc.set_debug(flags)
-                    gc.garbage.clear()
-                    assert not found, f"{name} ({mode}): the gateway's objects left for the collector: {found}"
+        async with serving(tmp_path, provider.issuer, both_servers(everything, stateless), masked) as base:
+            token = provider.token("alice", ["staff"])
+            for name, arg in ECHO_SERVERS:
+                for mode in ("legacy", MODERN):
+                    async with connect(f"{base}/mcp/{name}", token, mode) as client:
+                        await client.call_tool("echo", {arg: "warm-up"})
+                        gc.collect()
+                        gc.set_debug(gc.DEBUG_SAVEALL)  # what the collector finds is kept, to be looked at
+                        gc.garbage.clear()
+                        for i in range(20):
+                            result = await client.call_tool("echo", {arg: f"card 4111 1111 1111 {i:04d}"})
+                            assert not result.is_error, (name, mode, result)
+                        await client.list_tools()
+                        gc.collect()
+                        found = ours(gc.garbage)
+                        gc.set_debug(flags)
+                        gc.garbage.clear()
+                        assert not found, f"{name} ({mode}): the gateway's objects left for the collector: {found}"
     finally:
         gc.set_debug(flags)
         gc.garbage.clear()
-        server.should_exit = True
-        await serving

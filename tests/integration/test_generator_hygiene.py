@@ -15,25 +15,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import uvicorn
-
-from ledgergate.app import Gateway, uvicorn_config
-from ledgergate.config import load_config
 from tests.support.client import MODERN, connect
-from tests.support.gateway import write_config
+from tests.support.inprocess import ECHO_SERVERS, both_servers, serving
 from tests.support.integration import POLICIES
 from tests.support.oidc import Provider
-from tests.support.procs import Proc, free_port
+from tests.support.procs import Proc
 
 
 async def test_no_call_leaves_a_generator_for_the_loop_to_finalize(
         tmp_path: Path, provider: Provider, everything: Proc, stateless: Proc) -> None:
-    port = free_port()
-    servers = {"everything": {"url": f"http://127.0.0.1:{everything.port}/mcp"},
-               "stateless": {"url": f"http://127.0.0.1:{stateless.port}/mcp"}}
-    gateway = Gateway(load_config(write_config(tmp_path, port, provider.issuer, servers, POLICIES)))
-    server = uvicorn.Server(uvicorn_config(gateway.asgi, "127.0.0.1", port))
-
     firstiter, finalizer = sys.get_asyncgen_hooks()
     finalized: list[str] = []
 
@@ -44,22 +34,17 @@ async def test_no_call_leaves_a_generator_for_the_loop_to_finalize(
         finalizer(agen)
 
     sys.set_asyncgen_hooks(firstiter=firstiter, finalizer=watching)
-    serving = asyncio.create_task(server.serve())
     try:
-        while not server.started:
-            assert not serving.done(), "the gateway did not start"
-            await asyncio.sleep(0.02)
-        token = provider.token("alice", ["staff"])
-        for name, arg in (("everything", "message"), ("stateless", "text")):
-            for mode in ("legacy", MODERN):
-                async with connect(f"http://127.0.0.1:{port}/mcp/{name}", token, mode) as client:
-                    for i in range(5):
-                        result = await client.call_tool("echo", {arg: f"m{i}"})
-                        assert not result.is_error and f"m{i}" in result.content[0].text  # type: ignore[union-attr]
-                    await client.list_tools()
-        await asyncio.sleep(0.1)  # a finalizer task would have been scheduled by now
-        assert finalized == []
+        async with serving(tmp_path, provider.issuer, both_servers(everything, stateless), POLICIES) as base:
+            token = provider.token("alice", ["staff"])
+            for name, arg in ECHO_SERVERS:
+                for mode in ("legacy", MODERN):
+                    async with connect(f"{base}/mcp/{name}", token, mode) as client:
+                        for i in range(5):
+                            result = await client.call_tool("echo", {arg: f"m{i}"})
+                            assert not result.is_error and f"m{i}" in result.content[0].text  # type: ignore[union-attr]
+                        await client.list_tools()
+            await asyncio.sleep(0.1)  # a finalizer task would have been scheduled by now
+            assert finalized == []
     finally:
         sys.set_asyncgen_hooks(firstiter=firstiter, finalizer=finalizer)
-        server.should_exit = True
-        await serving

@@ -1,0 +1,44 @@
+"""The real gateway served in this test's own interpreter (the app and the uvicorn settings
+`ledgergate serve` uses), for tests that watch what only the gateway's process can show: the
+async generators it leaves to the loop, the garbage it leaves to the collector."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from ledgergate.app import Gateway, uvicorn_config
+from ledgergate.config import load_config
+from tests.support.gateway import write_config
+from tests.support.procs import Proc, free_port
+
+#: (server name, the argument its `echo` tool takes): server-everything, and the stateless SDK server
+ECHO_SERVERS = (("everything", "message"), ("stateless", "text"))
+
+
+def both_servers(everything: Proc, stateless: Proc) -> dict[str, Any]:
+    return {"everything": {"url": f"http://127.0.0.1:{everything.port}/mcp"},
+            "stateless": {"url": f"http://127.0.0.1:{stateless.port}/mcp"}}
+
+
+@asynccontextmanager
+async def serving(directory: Path, issuer: str, servers: dict[str, Any],
+                  policies: list[dict[str, Any]]) -> AsyncIterator[str]:
+    """Serve the gateway until the block ends; yields its base URL."""
+    port = free_port()
+    gateway = Gateway(load_config(write_config(directory, port, issuer, servers, policies)))
+    server = uvicorn.Server(uvicorn_config(gateway.asgi, "127.0.0.1", port))
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            assert not task.done(), "the gateway did not start"
+            await asyncio.sleep(0.02)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
