@@ -229,6 +229,11 @@ async def test_download_a_record_proof_and_verify_it_offline(bob: Page, demo: De
 
 
 async def test_ledger_verify_now_and_admin(bob: Page, demo: Demo, shots: Path) -> None:
+    witness = demo.dir / "witness.log"
+    for _ in range(150):  # the demo signs and pushes a checkpoint every 5 s; run alone, none may be out yet
+        if witness.exists() and witness.stat().st_size > 0:
+            break
+        await asyncio.sleep(0.1)
     await bob.goto(demo.base + "/ui/ledger")
     await bob.click("#verify-now")
     await bob.wait_for_selector("#verify-result")
