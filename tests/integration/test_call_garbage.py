@@ -14,6 +14,8 @@ import gc
 from collections import Counter
 from pathlib import Path
 
+from mcp.shared.exceptions import MCPError
+
 from tests.support.client import MODERN, connect
 from tests.support.inprocess import ECHO_SERVERS, both_servers, serving
 from tests.support.integration import POLICIES
@@ -48,6 +50,41 @@ async def test_calls_leave_no_cycles_for_the_collector(
                         gc.set_debug(flags)
                         gc.garbage.clear()
                         assert not found, f"{name} ({mode}): the gateway's objects left for the collector: {found}"
+    finally:
+        gc.set_debug(flags)
+        gc.garbage.clear()
+
+
+async def test_refused_and_failed_calls_leave_no_cycles_either(
+        tmp_path: Path, provider: Provider, everything: Proc, stateless: Proc) -> None:
+    """The other ends of a call: refused by policy, a tool the server does not have, arguments it rejects.
+    An error raised from another keeps its traceback and frames, the usual source of cycles."""
+    policies = [{"name": "no-add", "match": {"groups": ["staff"], "tools": ["add"]}, "effect": "deny"}, *POLICIES]
+    flags = gc.get_debug()
+    try:
+        async with serving(tmp_path, provider.issuer, both_servers(everything, stateless), policies) as base:
+            token = provider.token("alice", ["staff"])
+            for name, arg in ECHO_SERVERS:
+                for mode in ("legacy", MODERN):
+                    async with connect(f"{base}/mcp/{name}", token, mode) as client:
+                        await client.call_tool("echo", {arg: "warm-up"})
+                        gc.collect()
+                        gc.set_debug(gc.DEBUG_SAVEALL)
+                        gc.garbage.clear()
+                        for i in range(10):
+                            for tool, args in (("add", {"a": i, "b": 1}), ("no-such-tool", {}),
+                                               ("echo", {"not-" + arg: i})):
+                                try:
+                                    result = await client.call_tool(tool, args)
+                                    refused = result.is_error
+                                except MCPError:  # a refusal may come as a JSON-RPC error instead
+                                    refused = True
+                                assert refused, (name, mode, tool)
+                        gc.collect()
+                        found = ours(gc.garbage)
+                        gc.set_debug(flags)
+                        gc.garbage.clear()
+                        assert not found, f"{name} ({mode}): refusals left to the collector: {found}"
     finally:
         gc.set_debug(flags)
         gc.garbage.clear()
