@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -52,15 +53,18 @@ POLICY = [{"name": "bench", "match": {"groups": ["staff"], "servers": ["everythi
 #: name -> (concurrency, open sessions the calls are spread over)
 LOADS = {"c=1": (1, 8), "c=8": (8, 8), "c=64": (64, 64), "c=64, 1,000 sessions": (64, 1000)}
 TARGET_RATIO, TARGET_ADDED_MS, TARGET_P99_MS = 0.8, 0.8, 5.0
+STORES = {"sqlite": "SQLite", "postgres": "PostgreSQL"}
 
 
-def serve(directory: Path, issuer: str, upstream_url: str, pin: str | None = None) -> tuple[Proc, str]:
-    """`ledgergate serve`, optionally pinned (with all its threads) to the CPUs in `pin`."""
+def serve(directory: Path, issuer: str, upstream_url: str, pin: str | None = None,
+          storage: str | None = None) -> tuple[Proc, str]:
+    """`ledgergate serve`, optionally pinned (with all its threads) to the CPUs in `pin`; its ledger in SQLite
+    in `directory`, or in the store `storage` names."""
     directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
     # one identity holds all the bench's sessions (wrk sends one token), so its session cap is raised
     config = gw.write_config(directory, port, issuer, {"everything": {"url": upstream_url}}, POLICY,
-                             {"limits": {"max_sessions_per_principal": 2000}})
+                             {"limits": {"max_sessions_per_principal": 2000}, **({"storage": storage} if storage else {})})
     argv = [sys.executable, "-m", "ledgergate.cli", "serve", "--config", str(config)]
     if pin is not None:
         argv = ["taskset", "-c", pin, *argv]
@@ -132,6 +136,21 @@ def inside(before: dict[str, float], after: dict[str, float]) -> Inside:
     return Inside(1000 * d["request_s"] / calls, 1000 * d["append_s"] / max(d["appends"], 1.0), d["appends"] / calls)
 
 
+def bare_pg_commit_ms(url: str, n: int = 300) -> float:
+    """Median time of a durable PostgreSQL commit of one record-sized row (autocommit INSERT, the server's
+    `synchronous_commit`): the floor under each record when the ledger is on PostgreSQL."""
+    import psycopg
+
+    times = []
+    with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+        conn.execute("CREATE TABLE bench_commit_probe (seq BIGINT PRIMARY KEY, record BYTEA NOT NULL)")
+        for i in range(n):
+            started = time.perf_counter()
+            conn.execute("INSERT INTO bench_commit_probe VALUES (%s, %s)", (i, os.urandom(600)))
+            times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
 def spread(values: list[float], fmt: str = "{:.2f}") -> str:
     return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}–{fmt.format(max(values))})"
 
@@ -139,7 +158,7 @@ def spread(values: list[float], fmt: str = "{:.2f}") -> str:
 async def against_everything(args: argparse.Namespace, tmp: Path, provider: Provider) -> tuple[str, list[str]]:
     everything = start_everything()
     direct_url = f"http://127.0.0.1:{everything.port}/mcp"
-    gateway, full_url = serve(tmp / "full", provider.issuer, direct_url)
+    gateway, full_url = serve(tmp / "full", provider.issuer, direct_url, storage=args.stores.get("full"))
     token = provider.token("bench", ["staff"])
     up = everything.proc.pid
     gpid = gateway.proc.pid
@@ -171,6 +190,7 @@ async def against_everything(args: argparse.Namespace, tmp: Path, provider: Prov
                 f"p50 {r['full'].p50_ms:.2f} ms" for name, r in row.items()), flush=True)
         profile = profile_lines(full_url, sessions["c=8"][1], token, gpid, up) if args.profile else []
         commit_ms, sync_ms = bare_commit_ms(tmp / "full")
+        pg_commit_ms = bare_pg_commit_ms(args.stores["probe"]) if args.stores else None
     finally:
         gateway.stop()
         everything.stop()
@@ -201,9 +221,15 @@ async def against_everything(args: argparse.Namespace, tmp: Path, provider: Prov
                             f"{TARGET_RATIO}x): {'met' if statistics.median(ratio) >= TARGET_RATIO else 'not met'}")
             verdicts.append(f"- p99 at c=8: {statistics.median(added99):+.2f} ms over direct's (target at most "
                             f"+{TARGET_P99_MS:g} ms): {'met' if statistics.median(added99) <= TARGET_P99_MS else 'not met'}")
-    verdicts.append(f"- the floor under the c=1 figure: two durable commits per call; a bare SQLite commit of one "
-                    f"record-sized row (WAL, synchronous=FULL) in the gateway's data directory took {commit_ms:.2f} ms "
-                    f"at the median in this run ({2 * commit_ms:.2f} ms for two), a bare fdatasync {sync_ms:.2f} ms")
+    if pg_commit_ms is not None:
+        verdicts.append(f"- the floor under the c=1 figure: two durable commits per call; a bare PostgreSQL commit of "
+                        f"one record-sized row (autocommit INSERT, over loopback) took {pg_commit_ms:.2f} ms at the "
+                        f"median in this run ({2 * pg_commit_ms:.2f} ms for two)")
+    else:
+        verdicts.append(f"- the floor under the c=1 figure: two durable commits per call; a bare SQLite commit of one "
+                        f"record-sized row (WAL, synchronous=FULL) in the gateway's data directory took {commit_ms:.2f} "
+                        f"ms at the median in this run ({2 * commit_ms:.2f} ms for two), a bare fdatasync "
+                        f"{sync_ms:.2f} ms")
     table += ["", "Where the added time goes, as the gateway's own `/metrics` saw each full run (means, medians "
               "over rounds): the time from a request's arrival to its answer's start, and how long each of its "
               "durable ledger records waited (its commit, and the commit already in progress when it came).", "",
@@ -226,7 +252,7 @@ async def fast_view(args: argparse.Namespace, tmp: Path, provider: Provider) -> 
     port = free_port()
     fast = Proc(["taskset", "-c", "0", sys.executable, str(ROOT / "bench" / "fast_upstream.py"), str(port)], port=port)
     direct_url = f"http://127.0.0.1:{port}/mcp"
-    gateway, full_url = serve(tmp / "fast", provider.issuer, direct_url, pin="1")
+    gateway, full_url = serve(tmp / "fast", provider.issuer, direct_url, pin="1", storage=args.stores.get("fast"))
     token = provider.token("bench", ["staff"])
     try:
         ids = await open_sessions(full_url, token, 64)
@@ -301,8 +327,15 @@ async def main_async(args: argparse.Namespace) -> str:
     provider = Provider()
     load = os.getloadavg()[0]
     try:
-        main_table, profile = await against_everything(args, tmp, provider)
-        fast = await fast_view(args, tmp, provider)
+        with contextlib.ExitStack() as schemas:
+            args.stores = {}
+            if args.storage == "postgres":  # a throwaway schema each: the two gateways are two logs, and a probe
+                from tests.support.pg import throwaway_schema, url_for
+
+                args.stores = {k: url_for(schemas.enter_context(throwaway_schema(f"lg_bench_{k}")))
+                               for k in ("full", "fast", "probe")}
+            main_table, profile = await against_everything(args, tmp, provider)
+            fast = await fast_view(args, tmp, provider)
     finally:
         provider.stop()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -310,15 +343,17 @@ async def main_async(args: argparse.Namespace) -> str:
         "## Full gateway against direct",
         "",
         f"Command: `.venv/bin/python bench/bench_gateway.py --seconds {args.seconds:g} --rounds {args.rounds}"
-        f"{' --profile' if args.profile else ''}{f' --data-dir {args.data_dir}' if args.data_dir else ''}` ({time.strftime('%Y-%m-%d')}; 2 cores shared with wrk and the "
+        f"{' --profile' if args.profile else ''}{f' --data-dir {args.data_dir}' if args.data_dir else ''}"
+        f"{' --storage postgres' if args.storage == 'postgres' else ''}` ({time.strftime('%Y-%m-%d')}; 2 cores shared with wrk and the "
         f"upstream, load average {load:.1f} at the start)",
         "",
         *(["**A diagnosis, not a result:** the gateways' ledger is in " + str(args.data_dir) + "; on a tmpfs a commit "
            "costs no device flush and nothing survives a power cut, so 'met' below says what everything but the "
            "disk achieves.", ""] if args.data_dir else []),
         "`tools/call echo` against server-everything, direct and through the full gateway (OIDC, policy, masking, two "
-        "durable ledger records per call on SQLite). Medians over rounds, spread in brackets; direct measured before "
-        "and after the gateway in every round.",
+        f"durable ledger records per call on {STORES[args.storage]}). Medians over rounds, spread in brackets; direct measured before "
+        "and after the gateway in every round." + (" The gateway's CPU per call does not include the PostgreSQL "
+                                                  "server's." if args.storage == "postgres" else ""),
         "",
         main_table,
         "",
@@ -338,12 +373,16 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="sample the gateway with py-spy during a c=8 run")
     parser.add_argument("--data-dir", type=Path, help="where the gateways keep their ledger (default: the system's "
                         "temporary folder); a tmpfs here shows what the disk's flushes cost, not a figure to report")
+    parser.add_argument("--storage", choices=sorted(STORES), default="sqlite",
+                        help="where the gateways keep their ledger: SQLite in the data directory, or PostgreSQL at "
+                             "127.0.0.1:5432 (database test, a throwaway schema per gateway)")
     parser.add_argument("--write", type=Path)
     args = parser.parse_args()
     report = asyncio.run(main_async(args))
     print(report)
     if args.write:
-        heading = "Full gateway against direct" + (f" (ledger in {args.data_dir})" if args.data_dir else "")
+        heading = "Full gateway against direct" + (f" (ledger in {args.data_dir})" if args.data_dir else "") \
+            + (" (PostgreSQL ledger)" if args.storage == "postgres" else "")
         write_section(args.write, heading, report.replace("## Full gateway against direct", f"## {heading}", 1))
 
 

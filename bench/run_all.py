@@ -53,6 +53,8 @@ BENCHES = [
     # the data path: the full gateway against direct (c=1/8/64, 1,000 sessions, p99, fast upstream, profile)
     Bench("gateway", "bench_gateway.py", ["--seconds", "3", "--rounds", "5", "--profile"],
           ["--seconds", "1", "--rounds", "1"]),
+    Bench("gateway-pg", "bench_gateway.py", ["--seconds", "3", "--rounds", "3", "--storage", "postgres"],
+          ["--seconds", "1", "--rounds", "1", "--storage", "postgres"], _postgres_ready),
     Bench("datapath", "bench_datapath.py", ["--seconds", "3", "--rounds", "7"], ["--seconds", "1", "--rounds", "1"]),
     Bench("contextforge", "bench_contextforge.py", ["--seconds", "3", "--rounds", "7"],
           ["--seconds", "1", "--rounds", "1"], _contextforge_ready),
