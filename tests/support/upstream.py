@@ -13,6 +13,15 @@ import uvicorn
 from tests.support.procs import free_port
 
 
+async def read_body(receive: Any) -> bytes:
+    """An ASGI request's whole body (the test servers here answer once it is all in)."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return body
+
 class RecordingUpstream:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
@@ -39,13 +48,7 @@ class RecordingUpstream:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        request = json.loads(body or b"{}")
+        request = json.loads(await read_body(receive) or b"{}")
         self.requests.append(request)
         method = request.get("method")
         if method == "server/discover":

@@ -10,6 +10,7 @@ import pytest
 import uvicorn
 
 from ledgergate.upstream.h1 import H1Error, H1Pool, H1Timeout
+from tests.support.upstream import read_body
 
 
 def _port() -> int:
@@ -50,12 +51,7 @@ class App:
                 await asyncio.sleep(0.05)
             await send({"type": "http.response.body", "body": b""})
             return
-        body = b""
-        while True:
-            m = await receive()
-            body += m.get("body", b"")
-            if not m.get("more_body"):
-                break
+        body = await read_body(receive)
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": b'{"echo":' + (body or b"null") + b"}"})
 

@@ -18,6 +18,7 @@ from ledgergate.gateway.transport.handshake import HelloCache
 from ledgergate.principal import Principal
 from ledgergate.upstream.base import ClientHello
 from ledgergate.upstream.http import HttpHandshakeSession, HttpPool
+from tests.support.upstream import read_body
 
 
 def _port() -> int:
@@ -39,12 +40,7 @@ class Upstream:
     async def __call__(self, scope, receive, send):  # noqa: ANN001
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            m = await receive()
-            body += m.get("body", b"")
-            if not m.get("more_body"):
-                break
+        body = await read_body(receive)
         message = json.loads(body) if body else {}
         method = message.get("method") or scope["method"]
         self.arrived.append(method)
