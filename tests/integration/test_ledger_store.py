@@ -153,6 +153,56 @@ def test_a_failing_batch_commits_none_of_its_rows(store_url: str, tmp_path: Path
         store.close()
 
 
+def test_a_batch_without_interior_hashes_is_all_or_nothing_and_durable_on_return(store_url: str, tmp_path: Path) -> None:
+    """Most batches complete no stored interior hash; SQLite writes those as one autocommit statement.
+    It must keep what the transaction gave: a row that cannot go in keeps the whole batch out, what
+    returned is committed (another connection reads it, no transaction is left open), and a batch
+    too large for one statement still goes in whole."""
+    from ledgergate.store.ledger_store import LeafColumns, StoreError
+
+    def leaves(seqs: list[int]) -> LeafColumns:
+        n = len(seqs)
+        return LeafColumns(seqs, ["t"] * n, ["e"] * n, ["s"] * n, [bytes(32)] * n, [b"{}"] * n)
+
+    store = open_ledger_store(store_url, tmp_path)
+    other = open_ledger_store(store_url, tmp_path)
+    try:
+        store.init_schema()
+        store.append_columns("x", leaves(list(range(5))))
+        assert other.count("x") == 5 and not getattr(store.conn, "in_transaction", False)
+        with pytest.raises(StoreError):
+            store.append_columns("x", leaves([5, 6, 2, 7]))  # seq 2 is taken: 5, 6 and 7 stay out too
+        assert other.count("x") == 5 and store.size("x") == 5
+        store.append_columns("x", leaves(list(range(5, 2005))))  # more rows than one statement takes
+        assert other.count("x") == 2005 and other.size("x") == 2005
+        assert [r.seq for r in other.rows("x", 2000, 2010)] == list(range(2000, 2005))
+    finally:
+        store.close()
+        other.close()
+
+
+def test_sqlite_commits_a_batch_without_interior_hashes_in_one_statement(tmp_path: Path) -> None:
+    """The point of that path: one call into SQLite per batch (the writer thread lets go of the
+    interpreter lock once, not per statement); a batch with an interior hash keeps its transaction."""
+    from ledgergate.store.ledger_store import LeafColumns
+
+    store = open_ledger_store(f"sqlite:///{tmp_path / 'l.db'}", tmp_path)
+    try:
+        store.init_schema()
+        seen: list[str] = []
+        store.conn.set_trace_callback(seen.append)
+        h = bytes(32)
+        store.append_columns("x", LeafColumns(list(range(3)), ["t"] * 3, ["e"] * 3, [None] * 3, [h] * 3, [b"{}"] * 3))
+        assert len(seen) == 1 and seen[0].startswith("INSERT INTO ledger_leaves")
+        seen.clear()
+        store.append_columns("x", LeafColumns(list(range(3, 16)), ["t"] * 13, ["e"] * 13, [None] * 13, [h] * 13,
+                                              [b"{}"] * 13), [(4, 0, h)])
+        assert seen[0].startswith("BEGIN") and seen[-1] == "COMMIT"
+        assert store.count("x") == 16
+    finally:
+        store.close()
+
+
 async def test_several_logs_in_one_store(store_url: str, tmp_path: Path) -> None:
     a = await Ledger.open(settings(replica="replica-a"), store_url, tmp_path)
     b = await Ledger.open(settings(replica="replica-b"), store_url, tmp_path)
