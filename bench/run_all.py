@@ -51,7 +51,8 @@ class Bench:
 
 BENCHES = [
     # the data path: the full gateway against direct (c=1/8/64, 1,000 sessions, p99, fast upstream, profile)
-    Bench("gateway", "bench_gateway.py", ["--seconds", "3", "--rounds", "5", "--profile"],
+    # 6 s rounds: twice the calls behind a round's p99 at c=8 that 3 s gave (a few stalls swung those)
+    Bench("gateway", "bench_gateway.py", ["--seconds", "6", "--rounds", "5", "--profile"],
           ["--seconds", "1", "--rounds", "1"]),
     Bench("gateway-pg", "bench_gateway.py", ["--seconds", "3", "--rounds", "3", "--storage", "postgres"],
           ["--seconds", "1", "--rounds", "1", "--storage", "postgres"], _postgres_ready),
