@@ -203,6 +203,51 @@ def test_sqlite_commits_a_batch_without_interior_hashes_in_one_statement(tmp_pat
         store.close()
 
 
+def test_sqlite_one_statement_batch_waits_for_another_writer_of_the_file(tmp_path: Path) -> None:
+    """Other stores may share the ledger's SQLite file. A batch that finds the file's write lock taken
+    waits for it (busy_timeout), as `BEGIN IMMEDIATE` did, instead of failing the records' callers;
+    and writes by another connection between batches never make a batch fail."""
+    import sqlite3
+    import threading
+
+    from ledgergate.store.ledger_store import LeafColumns
+
+    def leaves(seqs: list[int]) -> LeafColumns:
+        n = len(seqs)
+        return LeafColumns(seqs, ["t"] * n, ["e"] * n, [None] * n, [bytes(32)] * n, [b"{}"] * n)
+
+    path = tmp_path / "l.db"
+    store = open_ledger_store(f"sqlite:///{path}", tmp_path)
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        store.init_schema()
+        store.append_columns("x", leaves([0]))
+        locked, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("INSERT INTO ledger_probes VALUES ('y', 'now')")
+            locked.set()
+            release.wait(10)
+            other.execute("COMMIT")
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        assert locked.wait(10)
+        threading.Timer(0.3, release.set).start()
+        started = time.monotonic()
+        store.append_columns("x", leaves([1, 2]))
+        assert time.monotonic() - started >= 0.25  # it waited for the lock, then went in
+        holder.join(10)
+        for i in range(50):
+            other.execute("INSERT OR REPLACE INTO ledger_probes VALUES ('z', ?)", (str(i),))
+            store.append_columns("x", leaves([3 + i]))
+        assert store.count("x") == 53
+    finally:
+        other.close()
+        store.close()
+
+
 async def test_several_logs_in_one_store(store_url: str, tmp_path: Path) -> None:
     a = await Ledger.open(settings(replica="replica-a"), store_url, tmp_path)
     b = await Ledger.open(settings(replica="replica-b"), store_url, tmp_path)
