@@ -33,7 +33,7 @@ from ledgergate.config import ConfigError, LimitsSettings, LoadedConfig, parse_c
 from ledgergate.errors import AuthError, ForbiddenError, GatewayError, LedgerUnavailable
 from ledgergate.gateway.auth import Authenticator
 from ledgergate.gateway.drift import DriftGuard
-from ledgergate.gateway.metrics import GatewayMetrics, MeteredLedger
+from ledgergate.gateway.metrics import UNKNOWN_SERVER, GatewayMetrics, MeteredLedger
 from ledgergate.gateway.pipeline import Lasting, Pipeline
 from ledgergate.gateway.sessions import SessionRegistry
 from ledgergate.gateway.snapshot import Snapshot
@@ -364,19 +364,22 @@ class Gateway:
             return
         if scope["type"] == "http" and scope["path"].startswith("/mcp/") and self.endpoint is not None:
             server = scope["path"][5:].partition("/")[0]
+            # the label is a configured server's name, never the path's text: anyone can send a
+            # request to /mcp/<anything>, and a series per name would grow /metrics without end
+            label = server if self.upstreams.known(server) else UNKNOWN_SERVER
             started = time.perf_counter()
             status_box: list[int] = [0]
 
             async def counting_send(message: dict[str, Any]) -> None:
                 if message["type"] == "http.response.start":
                     status_box[0] = message["status"]
-                    self.metrics.latency.labels(server).observe(time.perf_counter() - started)
+                    self.metrics.latency.labels(label).observe(time.perf_counter() - started)
                 await send(message)
 
             try:
                 await self.endpoint(scope, receive, counting_send)
             finally:
-                self.metrics.requests.labels(server, str(status_box[0])).inc()
+                self.metrics.requests.labels(label, str(status_box[0])).inc()
             return
         await self._router(scope, receive, send)
 

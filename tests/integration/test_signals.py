@@ -126,6 +126,27 @@ async def test_metrics_count_calls_decisions_masking_and_the_ledger(gateway: gw.
     assert value(idle, "ledgergate_ledger_checkpoint_age_seconds") >= 2
 
 
+async def test_request_metrics_never_take_a_server_name_from_the_path(gateway: gw.RunningGateway,
+                                                                       idp: Provider) -> None:
+    """Anyone can send a request to /mcp/<anything>. Were the path's text a label, every new name
+    would be a new series kept for the process's life and /metrics would grow without end (and carry
+    what a caller wrote). Such requests count under one label, and a configured server keeps its own."""
+    before = await scrape(gateway)
+    names = [f"no-such-server-{i}-{'x' * 100}" for i in range(40)] + ["(unknown)"]
+    async with httpx.AsyncClient(timeout=10) as http:
+        for name in names:
+            r = await http.post(gateway.url(name), json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
+            assert r.status_code == 404, (name, r.status_code)
+    after = await scrape(gateway)
+    new_series = [key for key in after if key not in before]
+    assert not any("no-such-server" in v for _, labels in after for _, v in labels)
+    assert len(new_series) <= 16  # one label's series (a counter and a histogram), not a set per name
+    assert delta(before, after, "ledgergate_http_requests_total", server="(unknown)", status="404") == len(names)
+    await modern_call(gateway, idp.token("ann", ["staff"]), "echo", {"message": "counted"})
+    assert delta(after, await scrape(gateway), "ledgergate_http_requests_total", server="everything",
+                 status="200") == 1
+
+
 async def test_metrics_follow_an_approval_from_request_to_decision(gateway: gw.RunningGateway,
                                                                    idp: Provider) -> None:
     alice, bob = idp.token("alice", ["staff"]), idp.token("bob", ["approvers"])

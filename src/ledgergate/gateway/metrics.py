@@ -43,6 +43,9 @@ CALL_OUTCOMES = {
 CLOSED = {"approval.granted": "approved", "approval.denied": "denied", "approval.expired": "expired",
           "approval.cancelled": "cancelled"}
 NO_RULE = "(default deny)"
+#: the server label of a request to /mcp/<name> where no server has that name: a configured name is
+#: letters, digits, '.', '_' or '-' (config.py), so this one cannot be taken
+UNKNOWN_SERVER = "(unknown)"
 
 
 class Appender(Protocol):

@@ -89,6 +89,9 @@ class Upstreams:
     def names(self) -> list[str]:
         return list(self._servers)
 
+    def known(self, name: str) -> bool:
+        return name in self._servers
+
     async def close(self) -> None:
         for upstream in self._servers.values():
             await upstream.close()
