@@ -203,6 +203,26 @@ def test_sqlite_commits_a_batch_without_interior_hashes_in_one_statement(tmp_pat
         store.close()
 
 
+def test_sqlite_batches_fit_a_library_that_binds_fewer_parameters(tmp_path: Path) -> None:
+    """SQLite before 3.32 binds at most 999 parameters a statement (142 rows of 7). A batch must never
+    be refused for that: one too large for a statement goes in through the transaction instead."""
+    import sqlite3
+
+    from ledgergate.store.ledger_store import LeafColumns
+
+    store = open_ledger_store(f"sqlite:///{tmp_path / 'l.db'}", tmp_path)
+    try:
+        store.init_schema()
+        store.conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+        for start, n in ((0, 142), (142, 143), (285, 512)):
+            seqs = list(range(start, start + n))
+            store.append_columns("x", LeafColumns(seqs, ["t"] * n, ["e"] * n, [None] * n, [bytes(32)] * n,
+                                                  [b"{}"] * n))
+        assert store.count("x") == 797 and store.size("x") == 797
+    finally:
+        store.close()
+
+
 def test_sqlite_one_statement_batch_waits_for_another_writer_of_the_file(tmp_path: Path) -> None:
     """Other stores may share the ledger's SQLite file. A batch that finds the file's write lock taken
     waits for it (busy_timeout), as `BEGIN IMMEDIATE` did, instead of failing the records' callers;

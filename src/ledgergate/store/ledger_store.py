@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sqlite3
 import struct
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -373,8 +374,10 @@ class LedgerStore:
 _INSERT_NODE = "INSERT INTO ledger_hashes (log_id, level, idx, hash) VALUES (?, ?, ?, ?)"
 _INSERT_LEAF = ("INSERT INTO ledger_leaves (log_id, seq, time, event, session, leaf_hash, record) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)")
-#: the most rows one SQLite INSERT takes (7 parameters each, well under SQLite's 32,766)
+#: the most rows one SQLite INSERT takes (7 parameters each), and fewer where the library allows fewer
+#: parameters a statement (999 before SQLite 3.32; the connection's limit is read per batch)
 _ONE_STATEMENT_ROWS = 1024
+_LEAF_PARAMS = 7
 
 
 @functools.lru_cache(maxsize=64)
@@ -428,9 +431,10 @@ class SQLiteLedgerStore(LedgerStore):
         lets go of the interpreter lock for one SQLite call per batch instead of one per statement
         (BEGIN, each row, COMMIT), and under load every time it takes the lock back it waits for the
         event loop to let go of it.
-        Batches with interior hashes, or too many rows for one statement, keep the transaction."""
+        Batches with interior hashes, or more rows than one statement may bind, keep the transaction."""
         n = len(leaves.seqs)
-        if nodes or not 0 < n <= _ONE_STATEMENT_ROWS:
+        bindable = self.conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) if self.conn is not None else 0
+        if nodes or not 0 < n <= min(_ONE_STATEMENT_ROWS, bindable // _LEAF_PARAMS):  # (no connection: refused there)
             super().append_columns(log_id, leaves, nodes)
             return
         self.check_alive()
