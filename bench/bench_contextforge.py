@@ -109,10 +109,10 @@ Reading these figures:
   sessions open is nil).
 - ledgergate's column is the same `ledgergate serve` as in "Data path" above; its figures there, with
   the pass-through beside them, are the ones to track the gateway's own work by. Its c=1 figure swings
-  from round to round on a busy machine (its two durable commits per call wait on the device flush, and
-  the other tenants' work shares the cores and the disk); bench_datapath.py run on the same busy
-  machine the same morning also showed several milliseconds added at c=1, against about 1 ms on a quiet
-  one. ContextForge's share of direct and its CPU per call held steady across rounds and across runs.
+  from round to round (its two durable commits per call wait on the device flush, which the machine's
+  other work shares) and moves with the machine's speed, so set it beside `bench_gateway.py`'s from the
+  same machine, not another day's. ContextForge's share of direct and its CPU per call held steady
+  across rounds and across runs.
 """
 
 
@@ -286,7 +286,7 @@ def report(args: argparse.Namespace, rows: list[dict[tuple[str, int], Run]]) -> 
         f"## {SECTION}\n\n"
         f"Command: `.venv/bin/python bench/bench_contextforge.py --seconds {args.seconds:g} --rounds {args.rounds}"
         + "".join(f" --set {k}={v}" for k, v in args.set.items()) + "` "
-        f"({time.strftime('%Y-%m-%d')}; 2 shared cores, other agents' work running: 1-minute load average "
+        f"({time.strftime('%Y-%m-%d')}; 2 shared cores; 1-minute load average "
         f"{before[0]:.2f} at the start, {after[0]:.2f} at the end; "
         "wrk, both gateways and server-everything on one machine)\n\n"
         f"IBM ContextForge 1.1.0 (`{PACKAGE}`, Python {contextforge_python(args.venv)}, one uvicorn worker, "
