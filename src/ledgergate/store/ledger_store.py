@@ -425,7 +425,8 @@ class SQLiteLedgerStore(LedgerStore):
             raise StoreError("not connected")
 
     def append_columns(self, log_id: str, leaves: LeafColumns, nodes: Sequence[Node] = ()) -> None:
-        """A batch that completes no stored interior hash (15 in 16 of them) as one multi-row INSERT
+        """A batch that completes no stored interior hash (one completes every 16 records, so most
+        batches do not) as one multi-row INSERT
         in autocommit mode: SQLite makes a single statement atomic and, at synchronous=FULL, durable
         before the call returns, so the whole commit is one call into SQLite. The writer thread then
         lets go of the interpreter lock for one SQLite call per batch instead of one per statement
