@@ -23,7 +23,7 @@ from ledgergate.audit.ledger import Ledger
 from ledgergate.audit.settings import AuditSettings
 from ledgergate.audit.verify import verify_store
 from ledgergate.errors import LedgerUnavailable
-from ledgergate.store.ledger_store import open_ledger_store
+from ledgergate.store.ledger_store import LeafColumns, open_ledger_store
 from tests.support.pg import PG, throwaway_schema, url_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -46,6 +46,12 @@ def run_sql(url: str, statement: str, params: tuple = ()) -> None:  # noqa: ANN0
         store._tx(lambda: store.conn.execute(store._q(statement), params))  # noqa: SLF001
     finally:
         store.close()
+
+
+def leaf_columns(seqs: list[int], session: str | None = None) -> LeafColumns:
+    """A batch of placeholder leaves at `seqs`, as the ledger's writer hands them to a store."""
+    n = len(seqs)
+    return LeafColumns(seqs, ["t"] * n, ["e"] * n, [session] * n, [bytes(32)] * n, [b"{}"] * n)
 
 
 def settings(**kw: object) -> AuditSettings:
@@ -132,7 +138,7 @@ async def test_index_columns_keep_awkward_text(store_url: str, tmp_path: Path) -
 def test_a_failing_batch_commits_none_of_its_rows(store_url: str, tmp_path: Path) -> None:
     """A batch is one transaction on both engines (PostgreSQL sends it as one query): when its
     interior hashes cannot be written, none of its leaves are either, and the next batch goes in."""
-    from ledgergate.store.ledger_store import LeafColumns, StoreError
+    from ledgergate.store.ledger_store import StoreError
 
     store = open_ledger_store(store_url, tmp_path)
     try:
@@ -140,8 +146,7 @@ def test_a_failing_batch_commits_none_of_its_rows(store_url: str, tmp_path: Path
         h = bytes(32)
 
         def leaves(start: int) -> LeafColumns:
-            return LeafColumns(list(range(start, start + 16)), ["t"] * 16, ["e"] * 16, [None] * 16, [h] * 16,
-                               [b"{}"] * 16)
+            return leaf_columns(list(range(start, start + 16)))
 
         store.append_columns("x", leaves(0), [(4, 0, h)])
         with pytest.raises(StoreError):
@@ -158,11 +163,10 @@ def test_a_batch_without_interior_hashes_is_all_or_nothing_and_durable_on_return
     It must keep what the transaction gave: a row that cannot go in keeps the whole batch out, what
     returned is committed (another connection reads it, no transaction is left open), and a batch
     too large for one statement still goes in whole."""
-    from ledgergate.store.ledger_store import LeafColumns, StoreError
+    from ledgergate.store.ledger_store import StoreError
 
     def leaves(seqs: list[int]) -> LeafColumns:
-        n = len(seqs)
-        return LeafColumns(seqs, ["t"] * n, ["e"] * n, ["s"] * n, [bytes(32)] * n, [b"{}"] * n)
+        return leaf_columns(seqs, "s")
 
     store = open_ledger_store(store_url, tmp_path)
     other = open_ledger_store(store_url, tmp_path)
@@ -184,19 +188,16 @@ def test_a_batch_without_interior_hashes_is_all_or_nothing_and_durable_on_return
 def test_sqlite_commits_a_batch_without_interior_hashes_in_one_statement(tmp_path: Path) -> None:
     """The point of that path: one call into SQLite per batch (the writer thread lets go of the
     interpreter lock once, not per statement); a batch with an interior hash keeps its transaction."""
-    from ledgergate.store.ledger_store import LeafColumns
-
     store = open_ledger_store(f"sqlite:///{tmp_path / 'l.db'}", tmp_path)
     try:
         store.init_schema()
         seen: list[str] = []
         store.conn.set_trace_callback(seen.append)
         h = bytes(32)
-        store.append_columns("x", LeafColumns(list(range(3)), ["t"] * 3, ["e"] * 3, [None] * 3, [h] * 3, [b"{}"] * 3))
+        store.append_columns("x", leaf_columns(list(range(3))))
         assert len(seen) == 1 and seen[0].startswith("INSERT INTO ledger_leaves")
         seen.clear()
-        store.append_columns("x", LeafColumns(list(range(3, 16)), ["t"] * 13, ["e"] * 13, [None] * 13, [h] * 13,
-                                              [b"{}"] * 13), [(4, 0, h)])
+        store.append_columns("x", leaf_columns(list(range(3, 16))), [(4, 0, h)])
         assert seen[0].startswith("BEGIN") and seen[-1] == "COMMIT"
         assert store.count("x") == 16
     finally:
@@ -208,16 +209,12 @@ def test_sqlite_batches_fit_a_library_that_binds_fewer_parameters(tmp_path: Path
     be refused for that: one too large for a statement goes in through the transaction instead."""
     import sqlite3
 
-    from ledgergate.store.ledger_store import LeafColumns
-
     store = open_ledger_store(f"sqlite:///{tmp_path / 'l.db'}", tmp_path)
     try:
         store.init_schema()
         store.conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
         for start, n in ((0, 142), (142, 143), (285, 512)):
-            seqs = list(range(start, start + n))
-            store.append_columns("x", LeafColumns(seqs, ["t"] * n, ["e"] * n, [None] * n, [bytes(32)] * n,
-                                                  [b"{}"] * n))
+            store.append_columns("x", leaf_columns(list(range(start, start + n))))
         assert store.count("x") == 797 and store.size("x") == 797
     finally:
         store.close()
@@ -230,12 +227,7 @@ def test_sqlite_one_statement_batch_waits_for_another_writer_of_the_file(tmp_pat
     import sqlite3
     import threading
 
-    from ledgergate.store.ledger_store import LeafColumns
-
-    def leaves(seqs: list[int]) -> LeafColumns:
-        n = len(seqs)
-        return LeafColumns(seqs, ["t"] * n, ["e"] * n, [None] * n, [bytes(32)] * n, [b"{}"] * n)
-
+    leaves = leaf_columns
     path = tmp_path / "l.db"
     store = open_ledger_store(f"sqlite:///{path}", tmp_path)
     other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
