@@ -185,6 +185,70 @@ def test_a_batch_without_interior_hashes_is_all_or_nothing_and_durable_on_return
         other.close()
 
 
+def test_store_errors_never_quote_the_failing_row(store_url: str, tmp_path: Path) -> None:
+    """A failed write is logged ("ledger write failed, failing closed: ...") and shown by readiness, so
+    its message may name the error, never the values of the batch. PostgreSQL's own error text goes
+    on with a DETAIL line that quotes the whole failing row, record bytes included."""
+    from ledgergate.store.ledger_store import StoreError
+
+    store = open_ledger_store(store_url, tmp_path)
+    try:
+        store.init_schema()
+        record = b'{"note":"needle-4111111111111111"}'
+        bad = LeafColumns([0, 1], ["t", "t"], ["e", None], ["needle-session"] * 2, [bytes(32)] * 2, [record] * 2)
+        for nodes in ([], [(4, 0, b"\x07" * 32)]):
+            with pytest.raises(StoreError) as failed:
+                store.append_columns("x", bad, nodes)  # type: ignore[arg-type]  # event NULL: NOT NULL fails
+            text = str(failed.value)
+            assert "null" in text.lower() and "event" in text
+            for value in ("needle", record.hex(), "7b22", "Failing row"):
+                assert value not in text
+        assert store.count("x") == 0
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
+def test_postgres_error_text_is_the_primary_message_only() -> None:
+    """The text every store puts in its errors (`db.error_text`), from a real PostgreSQL error whose
+    DETAIL quotes the row: the message and SQLSTATE stay, the row does not."""
+    import psycopg
+
+    from ledgergate.store.db import error_text
+
+    with psycopg.connect(PG, autocommit=True) as conn:
+        conn.execute("CREATE TEMP TABLE t (a text NOT NULL, b text)")
+        with pytest.raises(psycopg.Error) as failed:
+            conn.execute("INSERT INTO t VALUES (NULL, 'needle-secret')")
+    assert "needle-secret" in str(failed.value)  # what psycopg itself says, DETAIL included
+    text = error_text(failed.value)
+    assert "needle-secret" not in text and "Failing row" not in text
+    assert "not-null constraint" in text and "23502" in text
+
+
+@pytest.mark.postgres
+def test_postgres_batch_goes_in_once_after_the_server_forgot_its_statement(tmp_path: Path) -> None:
+    """Batches are prepared statements, prepared once per connection. A server session that no longer
+    has them (DEALLOCATE ALL, or a pooler handing the connection another session) gets them prepared
+    again, and the batch goes in exactly once: a call naming an unknown statement did nothing."""
+    with throwaway_schema("lg_test") as schema:
+        store = open_ledger_store(url_for(schema), tmp_path)
+        try:
+            store.init_schema()
+            h = bytes(32)
+            store.append_columns("x", leaf_columns(list(range(3))))
+            store.append_columns("x", leaf_columns(list(range(3, 16))), [(4, 0, h)])
+            store.conn.execute("DEALLOCATE ALL")
+            store.append_columns("x", leaf_columns(list(range(16, 20))))
+            store.append_columns("x", leaf_columns(list(range(20, 32))), [(4, 1, h)])
+            assert store.count("x") == 32 and store.size("x") == 32
+            assert [r.seq for r in store.rows("x", 0, 100)] == list(range(32))
+            prepared = {r[0] for r in store.conn.execute("SELECT name FROM pg_prepared_statements")}
+            assert {"lg_append_leaves", "lg_append_leaves_nodes"} <= prepared
+        finally:
+            store.close()
+
+
 def test_sqlite_commits_a_batch_without_interior_hashes_in_one_statement(tmp_path: Path) -> None:
     """The point of that path: one call into SQLite per batch (the writer thread lets go of the
     interpreter lock once, not per statement); a batch with an interior hash keeps its transaction."""

@@ -25,7 +25,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import orjson
 
-from ledgergate.store.db import StoreURL, connect, sql
+from ledgergate.store.db import StoreURL, connect, error_text, sql
 
 log = logging.getLogger("ledgergate.store.approvals")
 
@@ -127,7 +127,7 @@ class ApprovalStore(Generic[Approval]):
                     if attempt == 0 and broken:
                         self._conn = None
                         continue
-                    raise ApprovalStoreError(f"{type(exc).__name__}: {str(exc)[:300]}") from exc
+                    raise ApprovalStoreError(error_text(exc)) from exc
             raise AssertionError("unreachable")
 
     def _connect(self) -> Any:

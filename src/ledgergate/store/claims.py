@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ledgergate.store.db import StoreURL
+from ledgergate.store.db import StoreURL, error_text
 from ledgergate.store.ledger_store import StoreError
 
 _SAFE = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -129,7 +129,7 @@ class LogClaim:
             raise
         except Exception as exc:
             self._close_conn()
-            raise StoreError(f"cannot claim log id {self.log_id!r}: {type(exc).__name__}: {exc}") from exc
+            raise StoreError(f"cannot claim log id {self.log_id!r}: {error_text(exc)}") from exc
 
     def _current_holder(self, wait: float = 2.0) -> str:
         """Who holds the lock, from a `ledger_claims` row written by the session that holds it: a

@@ -61,6 +61,20 @@ def connection_error(exc: BaseException) -> bool:
     return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
 
 
+def error_text(exc: BaseException) -> str:
+    """What an engine error may say in a log line or a readiness answer: its type and its first line,
+    or PostgreSQL's primary message and SQLSTATE. Never the rest: PostgreSQL's DETAIL quotes the
+    failing row ("Failing row contains (...)", the key of a duplicate), which holds ledger records
+    and approval requests, and those stay out of logs (tests/integration/test_ledger_store.py)."""
+    diag = getattr(exc, "diag", None)
+    primary = getattr(diag, "message_primary", None) if diag is not None else None
+    if primary:
+        state = getattr(diag, "sqlstate", None)
+        return f"{type(exc).__name__}: {primary.strip()}" + (f" (SQLSTATE {state})" if state else "")
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0].strip() if lines else ''}"[:300]
+
+
 def sql(url: StoreURL, statement: str) -> str:
     """Placeholders are written `?`; psycopg wants `%s`."""
     return statement.replace("?", "%s") if url.kind == "postgres" else statement
@@ -112,7 +126,7 @@ class ReconnectingStore:
         try:
             self._run(lambda conn: conn.execute(self._PROBE).fetchall())
         except Exception as exc:  # noqa: BLE001 - any failure means "cannot serve"
-            return f"{type(exc).__name__}: {str(exc).strip()[:200]}"
+            return error_text(exc)
         return None
 
     def close(self) -> None:

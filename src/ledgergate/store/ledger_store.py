@@ -27,7 +27,7 @@ from itertools import repeat
 from pathlib import Path
 from typing import Any
 
-from ledgergate.store.db import StoreURL, connect
+from ledgergate.store.db import StoreURL, connect, error_text
 
 
 class StoreError(Exception):
@@ -126,7 +126,7 @@ class LedgerStore:
         try:
             return self.conn.execute(self._q(statement), params)
         except Exception as exc:  # engine errors differ; all mean "store unavailable"
-            raise StoreError(f"{type(exc).__name__}: {exc}") from exc
+            raise StoreError(error_text(exc)) from exc
 
     def _tx(self, fn: Any) -> Any:
         try:
@@ -141,7 +141,7 @@ class LedgerStore:
                 pass
             if isinstance(exc, StoreError):
                 raise
-            raise StoreError(f"{type(exc).__name__}: {exc}") from exc
+            raise StoreError(error_text(exc)) from exc
 
     def init_schema(self) -> None:
         self._tx(lambda: [self.conn.execute(s.format(blob=self.blob)) for s in _SCHEMA])
@@ -324,7 +324,7 @@ class LedgerStore:
                 try:
                     rows = cur.fetchmany(chunk)
                 except Exception as exc:  # engine errors differ; all mean "store unavailable"
-                    raise StoreError(f"{type(exc).__name__}: {exc}") from exc
+                    raise StoreError(error_text(exc)) from exc
                 if not rows:
                     return
                 yield rows
@@ -385,12 +385,28 @@ def _multi_row_insert(rows: int) -> str:
     return _INSERT_LEAF + ", (?, ?, ?, ?, ?, ?, ?)" * (rows - 1)
 
 
-# PostgreSQL: a batch in one statement, its columns as arrays (see PostgresLedgerStore.append_columns)
-_PG_INSERT_LEAVES = ("INSERT INTO ledger_leaves (log_id, seq, time, event, session, leaf_hash, record) "
-                     "SELECT %s, * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::bytea[], "
-                     "%s::bytea[])")
-_PG_INSERT_WITH_NODES = ("WITH nodes AS (INSERT INTO ledger_hashes (log_id, level, idx, hash) "
-                         "SELECT %s, * FROM unnest(%s::integer[], %s::bigint[], %s::bytea[])) " + _PG_INSERT_LEAVES)
+@dataclass(frozen=True)
+class _PgStatement:
+    """A statement the PostgreSQL store prepares on each connection it opens, by name."""
+
+    name: bytes
+    sql: bytes
+    types: tuple[int, ...]
+
+
+# PostgreSQL: a batch in one statement, its columns as arrays, prepared once per connection and sent
+# with binary parameters straight through libpq (see PostgresLedgerStore.append_columns). The parameter
+# types are given at PREPARE, so the server decodes each binary array with its own type's receive function.
+_PG_LEAVES = (b"INSERT INTO ledger_leaves (log_id, seq, time, event, session, leaf_hash, record) "
+              b"SELECT $%d, * FROM unnest($%d, $%d, $%d, $%d, $%d, $%d)")
+_TEXT, _INT4S, _INT8S, _TEXTS, _BYTEAS = 25, 1007, 1016, 1009, 1001
+_PG_APPEND = _PgStatement(b"lg_append_leaves", _PG_LEAVES % tuple(range(1, 8)),
+                          (_TEXT, _INT8S, _TEXTS, _TEXTS, _TEXTS, _BYTEAS, _BYTEAS))
+_PG_APPEND_WITH_NODES = _PgStatement(
+    b"lg_append_leaves_nodes",
+    b"WITH nodes AS (INSERT INTO ledger_hashes (log_id, level, idx, hash) SELECT $1, * FROM unnest($2, $3, $4)) "
+    + _PG_LEAVES % tuple(range(5, 12)),
+    (_TEXT, _INT4S, _INT8S, _BYTEAS, _TEXT, _INT8S, _TEXTS, _TEXTS, _TEXTS, _BYTEAS, _BYTEAS))
 
 
 class SQLiteLedgerStore(LedgerStore):
@@ -450,7 +466,7 @@ class SQLiteLedgerStore(LedgerStore):
         except StoreError:
             raise
         except Exception as exc:
-            raise StoreError(f"{type(exc).__name__}: {exc}") from exc
+            raise StoreError(error_text(exc)) from exc
 
     def _begin(self) -> None:
         self.conn.execute("BEGIN IMMEDIATE")
@@ -474,10 +490,10 @@ class PostgresLedgerStore(LedgerStore):
         try:
             self.conn = psycopg.connect(self.url.target, autocommit=True, connect_timeout=5,
                                         keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=2)
-            _register_pg_arrays(self.conn)
             self.conn.execute("SET statement_timeout = 10000")
+            self._prepared: set[bytes] = set()  # what this connection's server session has prepared
         except Exception as exc:
-            raise StoreError(f"cannot connect to PostgreSQL: {type(exc).__name__}: {exc}") from exc
+            raise StoreError(f"cannot connect to PostgreSQL: {error_text(exc)}") from exc
 
     def check_alive(self) -> None:
         if self.conn is None or self.conn.closed:
@@ -505,7 +521,7 @@ class PostgresLedgerStore(LedgerStore):
             cur.execute(self._q(statement), params)
             return cur
         except Exception as exc:
-            raise StoreError(f"{type(exc).__name__}: {exc}") from exc
+            raise StoreError(error_text(exc)) from exc
 
     def append_columns(self, log_id: str, leaves: LeafColumns, nodes: Sequence[Node] = ()) -> None:
         """The batch as one statement, so one round trip and one transaction: the leaves inserted from
@@ -514,59 +530,72 @@ class PostgresLedgerStore(LedgerStore):
         is durable when this returns (synchronous_commit as the server has it, on by default). An
         error surfaces as StoreError; nothing of the batch is written.
 
-        The arrays are packed here in PostgreSQL's binary array format (`_pg_blobs` and friends) and
-        handed to psycopg as they are. Measured per row in 64-row batches, CPU of this process + of
+        The arrays are packed here in PostgreSQL's binary array format (`_pg_blobs` and friends), and
+        the prepared statement goes straight to libpq (`PQexecPrepared`, which lets go of the
+        interpreter lock while it waits). Measured per row in 64-row batches, CPU of this process + of
         the server process (the same two cores here): `executemany` in a BEGIN/COMMIT 12 + 10 µs and
         four round trips; psycopg's own list adaptation for `unnest` 14 + 10 µs (it adapts every
         item in Python); the transaction as one query of literals 4 + 16 µs (the server parses it);
         binary COPY 5 + 7 µs and four round trips (COPY waits for the server's go-ahead and cannot
-        be pipelined); this 2.7 + 6 µs, one round trip, about half COPY's wall time per batch."""
+        be pipelined); this 2.7 + 6 µs, one round trip, about half COPY's wall time per batch.
+        Per statement, psycopg's `execute` spends about three times libpq's own CPU around the call
+        (docs/benchmarks.md, "PostgreSQL ledger: the statement through libpq"), and a proxied call
+        waits for this twice."""
         self.check_alive()
         c = leaves
         try:  # packing too: a text the connection's encoding cannot carry fails the batch like any error
             enc = self.conn.info.encoding
-            params: tuple[Any, ...] = (
-                log_id, _pg_int8s(c.seqs), _pg_texts(c.times, enc), _pg_texts(c.events, enc),
-                _pg_texts(c.sessions, enc), _pg_blobs(c.hashes), _pg_blobs(c.records))
+            log = log_id.encode(enc)
+            params = [log, _pg_int8s(c.seqs), _pg_texts(c.times, enc), _pg_texts(c.events, enc),
+                      _pg_texts(c.sessions, enc), _pg_blobs(c.hashes), _pg_blobs(c.records)]
             if nodes:
-                params = (log_id, _pg_int4s([n[0] for n in nodes]), _pg_int8s([n[1] for n in nodes]),
-                          _pg_blobs([n[2] for n in nodes]), *params)
-            self.conn.execute(_PG_INSERT_WITH_NODES if nodes else _PG_INSERT_LEAVES, params)
+                params[:0] = [log, _pg_int4s([n[0] for n in nodes]), _pg_int8s([n[1] for n in nodes]),
+                              _pg_blobs([n[2] for n in nodes])]
         except Exception as exc:
-            raise StoreError(f"{type(exc).__name__}: {exc}") from exc
+            raise StoreError(error_text(exc)) from exc
+        self._exec_prepared(_PG_APPEND_WITH_NODES if nodes else _PG_APPEND, params)
+
+    def _exec_prepared(self, statement: _PgStatement, params: list[bytes]) -> None:
+        """Run `statement` with binary parameters, preparing it first on a connection that has not.
+        A server session that lost it (a pooler that hands out another one) gets it prepared again and
+        the batch sent again: a statement that names no prepared statement did nothing."""
+        from psycopg import pq
+
+        pgconn = self.conn.pgconn
+        for attempt in (1, 2):
+            try:
+                if statement.name not in self._prepared:
+                    _pg_check(pgconn.prepare(statement.name, statement.sql, statement.types), pgconn)
+                    self._prepared.add(statement.name)
+                res = pgconn.exec_prepared(statement.name, params, [1] * len(params))
+            except StoreError:
+                raise
+            except Exception as exc:  # the connection itself failed (psycopg raises for a NULL result)
+                raise StoreError(error_text(exc)) from exc
+            if attempt == 1 and res.status == pq.ExecStatus.FATAL_ERROR and _pg_state(res) == "26000":
+                self._prepared.discard(statement.name)  # invalid_sql_statement_name: prepare, then once more
+                continue
+            _pg_check(res, pgconn)
+            return
 
 
-class _PgArray(bytes):
-    """A one-dimensional PostgreSQL array already in binary wire format: sent as it is."""
+def _pg_state(res: Any) -> str:
+    from psycopg import pq
 
-    oid = 0
-
-
-class _PgByteaArray(_PgArray):
-    oid = 1001
+    return (res.error_field(pq.DiagnosticField.SQLSTATE) or b"").decode("ascii", "replace")
 
 
-class _PgTextArray(_PgArray):
-    oid = 1009
+def _pg_check(res: Any, pgconn: Any) -> None:
+    """A result that is not success as StoreError, with the server's primary message and SQLSTATE only:
+    its DETAIL can quote values of the batch, and record bytes stay out of logs."""
+    from psycopg import pq
 
-
-class _PgInt8Array(_PgArray):
-    oid = 1016
-
-
-class _PgInt4Array(_PgArray):
-    oid = 1007
-
-
-def _register_pg_arrays(conn: Any) -> None:
-    """Teach this connection to send `_PgArray`s unchanged, in binary, with their array type."""
-    from psycopg.adapt import Dumper
-    from psycopg.pq import Format
-
-    for cls in (_PgByteaArray, _PgTextArray, _PgInt8Array, _PgInt4Array):
-        dumper = type(f"{cls.__name__}Dumper", (Dumper,), {"format": Format.BINARY, "oid": cls.oid,
-                                                          "dump": lambda self, obj: obj})
-        conn.adapters.register_dumper(cls, dumper)
+    if res.status == pq.ExecStatus.COMMAND_OK:
+        return
+    primary = res.error_field(pq.DiagnosticField.MESSAGE_PRIMARY)
+    message = (primary or pgconn.error_message or b"no answer from the server").decode("utf-8", "replace").strip()
+    state = _pg_state(res)
+    raise StoreError(f"PostgreSQL: {message}" + (f" (SQLSTATE {state})" if state else ""))
 
 
 # binary array: ndim, has-nulls flag, element type, then (length, lower bound) of the one dimension,
@@ -578,7 +607,7 @@ _LEN_INT4 = struct.Struct("!ii")
 _NULL = _LEN.pack(-1)
 
 
-def _pg_blobs(items: Sequence[bytes | None], cls: type[_PgArray] = _PgByteaArray, elem_oid: int = 17) -> _PgArray:
+def _pg_blobs(items: Sequence[bytes | None], elem_oid: int = 17) -> bytes:
     parts = [_ARRAY_HEAD.pack(1, 1 if None in items else 0, elem_oid, len(items), 1)]
     pack, add = _LEN.pack, parts.append
     for x in items:
@@ -587,21 +616,21 @@ def _pg_blobs(items: Sequence[bytes | None], cls: type[_PgArray] = _PgByteaArray
         else:
             add(pack(len(x)))
             add(x)
-    return cls(b"".join(parts))
+    return b"".join(parts)
 
 
-def _pg_texts(items: Sequence[str | None], encoding: str) -> _PgArray:
-    return _pg_blobs([None if x is None else x.encode(encoding) for x in items], _PgTextArray, 25)
+def _pg_texts(items: Sequence[str | None], encoding: str) -> bytes:
+    return _pg_blobs([None if x is None else x.encode(encoding) for x in items], 25)
 
 
-def _pg_int8s(items: Sequence[int]) -> _PgArray:
+def _pg_int8s(items: Sequence[int]) -> bytes:
     pack = _LEN_INT8.pack
-    return _PgInt8Array(_ARRAY_HEAD.pack(1, 0, 20, len(items), 1) + b"".join([pack(8, x) for x in items]))
+    return _ARRAY_HEAD.pack(1, 0, 20, len(items), 1) + b"".join([pack(8, x) for x in items])
 
 
-def _pg_int4s(items: Sequence[int]) -> _PgArray:
+def _pg_int4s(items: Sequence[int]) -> bytes:
     pack = _LEN_INT4.pack
-    return _PgInt4Array(_ARRAY_HEAD.pack(1, 0, 23, len(items), 1) + b"".join([pack(4, x) for x in items]))
+    return _ARRAY_HEAD.pack(1, 0, 23, len(items), 1) + b"".join([pack(4, x) for x in items])
 
 
 def open_ledger_store(url: str | StoreURL, base_dir: Path | None = None) -> LedgerStore:
