@@ -1,20 +1,23 @@
 """The data path of this tree against an earlier commit, alternated in one run (the machine is shared
 and noisy, so only a same-run comparison means anything).
 
-    .venv/bin/python bench/bench_compare.py [--base 3f92b8f] [--this REV] [--seconds 3] [--rounds 7] [--write docs/benchmarks.md]
+    .venv/bin/python bench/bench_compare.py [--base 3f92b8f] [--this REV] [--storage postgres] [--seconds 3] [--rounds 7] [--write docs/benchmarks.md]
 
 The base commit (and `--this`, when given instead of this checkout) is checked out with `git worktree`
 into a temporary folder and served by the same
 interpreter and virtualenv with `PYTHONPATH` pointing at its `src/` (so only ledgergate's code differs).
 Both run `ledgergate serve` with the full pipeline (OIDC token, policy, masking, two durable ledger
 records per call) in front of one server-everything; wrk drives `tools/call echo` over 8 handshake
-sessions, and the two gateways take turns within every round, in alternating order.
+sessions, and the two gateways take turns within every round, in alternating order. Their ledgers
+are SQLite files, or with `--storage postgres` a throwaway schema each in the PostgreSQL at
+127.0.0.1:5432 (database test).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import statistics
 import subprocess
 import sys
@@ -37,9 +40,10 @@ POLICY = [{"name": "bench", "match": {"groups": ["staff"], "servers": ["everythi
            "mask": "standard"}]
 
 
-def serve(tree: Path, directory: Path, issuer: str, upstream: str) -> tuple[Proc, int]:
+def serve(tree: Path, directory: Path, issuer: str, upstream: str, storage: str | None = None) -> tuple[Proc, int]:
     port = free_port()
-    config = gw.write_config(directory, port, issuer, {"everything": {"url": upstream}}, POLICY)
+    config = gw.write_config(directory, port, issuer, {"everything": {"url": upstream}}, POLICY,
+                             {"storage": storage} if storage else None)
     proc = Proc([sys.executable, "-m", "ledgergate.cli", "serve", "--config", str(config)],
                 env={"PYTHONUNBUFFERED": "1", "PYTHONPATH": str(tree / "src")}, cwd=directory, port=port,
                 log=directory / "gateway.log")
@@ -64,12 +68,18 @@ async def main_async(args: argparse.Namespace) -> str:
     provider = Provider()
     upstream = f"http://127.0.0.1:{everything.port}/mcp"
     procs: list[Proc] = []
+    schemas = contextlib.ExitStack()
     try:
         token = provider.token("bench", ["staff"])
         targets = {}
         for name, tree in (("base", base_tree), ("this", this_tree)):
             (tmp / f"run-{name}").mkdir()
-            proc, port = serve(tree, tmp / f"run-{name}", provider.issuer, upstream)
+            storage = None
+            if args.storage == "postgres":
+                from tests.support.pg import throwaway_schema, url_for
+
+                storage = url_for(schemas.enter_context(throwaway_schema(f"lg_compare_{name}")))
+            proc, port = serve(tree, tmp / f"run-{name}", provider.issuer, upstream, storage)
             procs.append(proc)
             url = f"http://127.0.0.1:{port}/mcp/everything"
             targets[name] = (url, await open_sessions(url, token, 8), proc.proc.pid)
@@ -97,10 +107,11 @@ async def main_async(args: argparse.Namespace) -> str:
         return (
             f"## {title(args)}\n\n"
             f"Command: `.venv/bin/python bench/bench_compare.py --base {args.base}"
-            f"{' --this ' + args.this if args.this else ''}{' --fast' if args.fast else ''} --seconds {args.seconds:g} "
+            f"{' --this ' + args.this if args.this else ''}{' --fast' if args.fast else ''}"
+            f"{' --storage postgres' if args.storage == 'postgres' else ''} --seconds {args.seconds:g} "
             f"--rounds {args.rounds}` ({time.strftime('%Y-%m-%d')}; 2 shared cores, other work running)\n\n"
             f"Full pipeline, `tools/call echo` against {'bench/fast_upstream.py' if args.fast else 'server-everything'}, the two gateways alternated in each of "
-            f"{args.rounds} rounds.\n\n"
+            f"{args.rounds} rounds{', each with its ledger in PostgreSQL' if args.storage == 'postgres' else ''}.\n\n"
             "| | base | this tree | this / base |\n|---|---|---|---|\n"
             f"| c=1 p50 | {med('base', 1, 'p50_ms'):.2f} ms | {med('this', 1, 'p50_ms'):.2f} ms | "
             f"{med('this', 1, 'p50_ms') / med('base', 1, 'p50_ms'):.2f}x |\n"
@@ -112,6 +123,7 @@ async def main_async(args: argparse.Namespace) -> str:
     finally:
         for proc in procs:
             proc.stop()
+        schemas.close()
         provider.stop()
         everything.stop()
         for tree in {base_tree, this_tree} - {ROOT}:
@@ -119,7 +131,8 @@ async def main_async(args: argparse.Namespace) -> str:
 
 
 def title(args: argparse.Namespace) -> str:
-    return f"Data path: {args.this or 'this tree'} against {args.base}{' (fast upstream)' if args.fast else ''}"
+    return (f"Data path: {args.this or 'this tree'} against {args.base}{' (fast upstream)' if args.fast else ''}"
+            f"{' (PostgreSQL ledger)' if args.storage == 'postgres' else ''}")
 
 
 def main() -> None:
@@ -130,6 +143,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--fast", action="store_true",
                         help="in front of bench/fast_upstream.py instead of server-everything: the gateway's own cost")
+    parser.add_argument("--storage", choices=["sqlite", "postgres"], default="sqlite",
+                        help="where both gateways keep their ledger (postgres: a throwaway schema each at 127.0.0.1:5432)")
     parser.add_argument("--write", type=Path)
     args = parser.parse_args()
     report = asyncio.run(main_async(args))
