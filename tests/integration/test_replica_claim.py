@@ -109,15 +109,39 @@ async def test_lost_postgres_claim_is_taken_again_or_fails_closed(tmp_path: Path
             with pytest.raises(LedgerUnavailable, match="already claimed"):
                 await Ledger.open(settings(), url, tmp_path / "other")
 
-            # now someone else gets in while the session is gone
-            from ledgergate.store.claims import LogClaim
+            # now someone else gets in while the session is gone: a network loss ends the session, and
+            # while it lasts this replica cannot claim again but another process (elsewhere) can
+            from ledgergate.store.claims import ClaimRefused, LogClaim
             from ledgergate.store.db import StoreURL
+            from ledgergate.store.ledger_store import StoreError
 
-            ledger._claim._close_conn()  # noqa: SLF001 - the session ends as a network loss would end it
-            thief = await asyncio.to_thread(LogClaim, StoreURL.parse(url), "r1", "the thief")
+            claim = ledger._claim  # noqa: SLF001
+            reclaim = claim._claim_postgres  # noqa: SLF001
+
+            def network_down() -> None:
+                raise StoreError("cannot connect to PostgreSQL: the network is down (stood in by this test)")
+
+            def thief_claims() -> LogClaim:
+                """The lost session's lock is dropped when its server process has ended, a moment after
+                the connection closed: until then the thief is refused, like anyone else."""
+                deadline = time.monotonic() + 15
+                while True:
+                    try:
+                        return LogClaim(StoreURL.parse(url), "r1", "the thief")
+                    except ClaimRefused:
+                        if time.monotonic() > deadline:
+                            raise
+                        time.sleep(0.05)
+
+            claim._claim_postgres = network_down  # type: ignore[method-assign]
+            claim._close_conn()  # noqa: SLF001 - the session ends as a network loss would end it
+            try:
+                thief = await asyncio.to_thread(thief_claims)
+            finally:
+                claim._claim_postgres = reclaim  # type: ignore[method-assign]  # the network is back
             try:
                 deadline = time.monotonic() + 15
-                while ledger.readiness() == "ok" and time.monotonic() < deadline:
+                while "the thief" not in ledger.readiness() and time.monotonic() < deadline:
                     await asyncio.sleep(0.1)
                 assert "the thief" in ledger.readiness(), ledger.readiness()
                 with pytest.raises(LedgerUnavailable, match="the thief"):
