@@ -51,7 +51,6 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from itertools import repeat
 from pathlib import Path
 from typing import Any
@@ -78,8 +77,23 @@ RESERVED = frozenset({"v", "log", "seq", "time", "event"})
 RECORD_VERSION = 1
 
 
+_second: tuple[int, str] = (-1, "")  # the last whole second formatted, and its text
+
+
 def rfc3339_now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """UTC now, to the microsecond, as every record's `time` ("2026-11-26T10:55:54.465778Z").
+
+    The writer stamps each batch, so this runs once a commit: `datetime.now().strftime()` was ~3% of
+    the gateway's CPU at c=8 (py-spy). The text of the current second is kept and only the
+    microseconds are formatted, about a fifth of the cost (tests/unit/test_ledger_time.py)."""
+    global _second
+    micros = time.time_ns() // 1000
+    second, micro = divmod(micros, 1_000_000)
+    known, text = _second  # one tuple, read and replaced whole: safe from any thread
+    if second != known:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _second = (second, text)
+    return f"{text}.{micro:06d}Z"
 
 
 def origin_for(log_id: str) -> str:
