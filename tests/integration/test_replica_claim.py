@@ -196,3 +196,30 @@ def test_a_refusal_names_the_lock_holder_never_a_stale_row() -> None:
                     LogClaim(store, "r1", "the second")
         finally:
             holder.release()
+
+
+@pytest.mark.postgres
+def test_postgres_claim_session_is_dropped_soon_after_its_host_vanishes() -> None:
+    """The claim is the session's advisory lock, and the server keeps a session until it sees the client
+    gone. A dead process's host closes the socket at once; a vanished host (power, partition) is seen
+    only by TCP keepalive, which by the server's defaults waits two hours before its first probe: a
+    replacement with the same replica id would be refused all that time. The claim's session asks the
+    server to probe after 5 s of silence. (Dropping the packets of a live socket needs a firewall this
+    machine does not have, so the test reads the settings the server applies to that session.)"""
+    from ledgergate.store.claims import LogClaim
+    from ledgergate.store.db import StoreURL
+
+    with throwaway_schema("lg_claim") as schema:
+        claim = LogClaim(StoreURL.parse(url_for(schema)), "r1", "keepalive test")
+        try:
+            conn = claim._conn  # noqa: SLF001 - the session that holds the lock
+            assert conn.info.host.startswith("127."), "keepalive applies to TCP sessions"
+            shown = {name: conn.execute(f"SHOW {name}").fetchone()[0]
+                     for name in ("tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count",
+                                  "tcp_user_timeout")}
+            assert shown == {"tcp_keepalives_idle": "5", "tcp_keepalives_interval": "2",
+                             "tcp_keepalives_count": "2", "tcp_user_timeout": "10000"}, shown
+            with psycopg.connect(PG, autocommit=True) as other:  # a plain session keeps the server's defaults
+                assert other.execute("SHOW tcp_keepalives_idle").fetchone()[0] != "5"
+        finally:
+            claim.release()
