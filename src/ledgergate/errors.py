@@ -86,8 +86,14 @@ class ApprovalDenied(GatewayError):
 
 
 class UpstreamError(GatewayError):
+    """The upstream failed. Its message may quote the upstream's own words (the JSON-RPC error of an
+    HTTP error answer), which can carry the data masking exists for: the gateway masks it before a
+    client or a log line sees it (`Pipeline.masked_error`)."""
+
     http_status = 502
     rpc_code = UPSTREAM_UNAVAILABLE
+    #: the message has been through the masker
+    masked: bool = False
 
 
 class LedgerUnavailable(GatewayError):

@@ -152,13 +152,27 @@ class Pipeline:
                     yield await self.answer(call, message)
                     return
         except UpstreamError as exc:
-            log.warning("upstream %s failed on %s: %s", call.server, call.method, exc.message)
+            shown = self.masked_error(exc)
+            log.warning("upstream %s failed on %s: %s", call.server, call.method, shown.message)
             await self.evidence.record("rpc.response", call, error=exc.message, latency_ms=call.latency_ms())
-            refusal = UpstreamError(f"{exc.message}; quote request id {call.request_id} to support",
+            refusal = UpstreamError(f"{shown.message}; quote request id {call.request_id} to support",
                                     data={**(exc.data or {}), "requestId": call.request_id},
                                     http_status=exc.http_status, rpc_code=exc.rpc_code)
-            refusal.recorded = True
+            refusal.recorded = refusal.masked = True
             raise refusal from None
+
+    def masked_error(self, exc: UpstreamError) -> UpstreamError:
+        """`exc` as a client or a log line may see it. An upstream that answers a call with an HTTP error
+        can put anything in its JSON-RPC message, account numbers included, and that message would reach
+        the client without passing the response stages; so it is masked here, with the ledger's profile
+        (never weaker than a caller's)."""
+        if exc.masked:
+            return exc
+        text, _ = self.evidence.mask(exc.message)
+        shown = UpstreamError(str(text), data=exc.data, http_status=exc.http_status, rpc_code=exc.rpc_code,
+                              headers=exc.headers)
+        shown.recorded, shown.masked = exc.recorded, True
+        return shown
 
     async def _finish(self, upstream: UpstreamSession, call: Call) -> Message:
         """The rest of the chain for a call a stage let go on later: its answer (notifications dropped)."""

@@ -21,6 +21,7 @@ from ledgergate.errors import (
     LedgerUnavailable,
     MethodNotAllowed,
     NotFound,
+    UpstreamError,
 )
 from ledgergate.gateway.auth import Authenticator
 from ledgergate.gateway.bridge import Bridge
@@ -76,6 +77,8 @@ class McpEndpoint:
         except ConnectionAbortedError:
             return
         except GatewayError as exc:
+            if isinstance(exc, UpstreamError) and ex is not None:  # opening the upstream session failed
+                exc = ex.pipeline.masked_error(exc)
             if isinstance(exc, ForeignSession) and ex is not None:
                 await self._record_foreign(ex, exc)
             elif ex is not None and not exc.recorded:
