@@ -65,7 +65,8 @@ class Gateway:
         s = config.settings
         self.snapshot = Snapshot.build(s, IdentityService(s.identity, s.storage, config.base_dir))
         self.upstreams = Upstreams(s.servers, str(config.base_dir), PoolLimits(
-            s.limits.upstream_connections, s.limits.upstream_keepalive_expiry, s.limits.upstream_pool_timeout))
+            s.limits.upstream_connections, s.limits.upstream_keepalive_expiry, s.limits.upstream_pool_timeout),
+            redact=self._mask_for_log)
         self.sessions = SessionRegistry(s.limits.session_idle_timeout, s.limits.max_sessions_per_principal)
         self.metrics = GatewayMetrics()
         self._started = time.time()
@@ -93,6 +94,12 @@ class Gateway:
         self._last_attempt = 0.0
         self._reload_lock = asyncio.Lock()
         self._router = Starlette(routes=self._routes())
+
+    def _mask_for_log(self, text: str) -> str:
+        """Text from outside (a stdio server's stderr) as the log may keep it: masked with the current
+        config's ledger profile, like every record."""
+        masked, _ = self.snapshot.masker.mask_for_ledger(text)
+        return str(masked)
 
     def _routes(self) -> list[Route]:
         return [

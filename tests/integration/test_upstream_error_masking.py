@@ -1,11 +1,13 @@
-"""What an upstream says when it fails is masked like what it answers.
+"""What an upstream says beside its answers, when it fails or in its own log, is masked like what it
+answers.
 
 An MCP server that answers with an HTTP error status can put a JSON-RPC error in the body, and the
-gateway quotes its message ("upstream answered HTTP 500 ..."), so the client knows what went wrong.
-That text never passes the response stages (there is no answer to mask), yet it comes from the same
-server and can carry the same account numbers. These tests serve the real gateway in-process in front
-of a scripted handshake-era server (no packaged server fails on demand) and look at what the client,
-the gateway's log and the ledger got.
+gateway quotes its message ("upstream answered HTTP 500 ...") so the client knows what went wrong;
+a stdio server's stderr goes to the gateway's log. Neither passes the response stages (there is no
+answer to mask), yet both come from the same server and can carry the same account numbers. These
+tests serve the real gateway in-process in front of a scripted handshake-era server (no packaged
+server fails on demand) and a stdio server written with the official SDK that logs what it is asked,
+and look at what the client, the gateway's log and the ledger got.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import asyncio
 import json
 import logging
 import sqlite3
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -145,3 +148,25 @@ async def test_an_upstream_that_refuses_initialize_is_masked_for_the_client(tmp_
         assert "HTTP 503" in message and "lookup failed for SSN" in message
         assert_masked(refused.text)
         assert_masked(ledger_text(tmp_path))
+
+
+async def test_a_stdio_servers_stderr_reaches_the_log_masked(tmp_path: Path, provider: Provider,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    """The gateway logs what a stdio server writes to stderr (its own log), and servers log what they are
+    asked: the lines reach the gateway's log masked, and the call still answers."""
+    from tests.support.client import connect
+
+    argv = [sys.executable, str(Path(__file__).resolve().parents[1] / "servers" / "chatty_stdio_server.py")]
+    policy = [{**POLICY[0], "match": {"groups": ["staff"], "servers": ["chatty"]}}]
+    with caplog.at_level(logging.INFO, logger="ledgergate"):
+        async with serving(tmp_path, provider.issuer, {"chatty": {"command": argv}}, policy) as base, \
+                connect(f"{base}/mcp/chatty", provider.token("alice", ["staff"]), "legacy") as client:
+            result = await client.call_tool("lookup", {"customer": "C-1001"})
+            assert not result.is_error and "found C-1001" in str(result.content)
+            deadline = asyncio.get_running_loop().time() + 10
+            while "lookup for C-1001" not in caplog.text and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.05)  # stderr is read beside the answer
+    said = [r.getMessage() for r in caplog.records if "stderr" in r.getMessage() and "lookup for" in r.getMessage()]
+    assert said, caplog.text
+    assert_masked("\n".join(said))
+    assert_masked(caplog.text)

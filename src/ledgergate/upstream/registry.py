@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ledgergate.errors import GatewayError, UpstreamError
@@ -29,8 +29,10 @@ class UnknownServer(GatewayError):
 class Upstream:
     """One protected server. Learns its protocol era once (a `server/discover` probe) and opens sessions."""
 
-    def __init__(self, name: str, settings: ServerSettings, base_dir: str, limits: PoolLimits) -> None:
+    def __init__(self, name: str, settings: ServerSettings, base_dir: str, limits: PoolLimits,
+                 redact: Callable[[str], str] | None = None) -> None:
         self.name = name
+        self.redact = redact
         self.settings = settings
         self.base_dir = base_dir
         self.pool = HttpPool(settings.url, settings.headers, settings.timeout, limits.connections,
@@ -66,7 +68,8 @@ class Upstream:
         argv = self.settings.argv
         if not argv:
             raise UpstreamError(f"server {self.name!r} has no command")
-        stdio = StdioSession(argv, self.settings.env, self.settings.cwd or self.base_dir, hello, self.name)
+        stdio = StdioSession(argv, self.settings.env, self.settings.cwd or self.base_dir, hello, self.name,
+                             self.redact)
         await stdio.open()
         return stdio
 
@@ -76,8 +79,12 @@ class Upstream:
 
 
 class Upstreams:
-    def __init__(self, servers: Mapping[str, ServerSettings], base_dir: str, limits: PoolLimits) -> None:
-        self._servers = {name: Upstream(name, server, base_dir, limits) for name, server in servers.items()}
+    """`redact` masks what a stdio server writes to stderr before the gateway logs it (masking is
+    not this package's: the app passes the current config's masker in)."""
+
+    def __init__(self, servers: Mapping[str, ServerSettings], base_dir: str, limits: PoolLimits,
+                 redact: Callable[[str], str] | None = None) -> None:
+        self._servers = {name: Upstream(name, server, base_dir, limits, redact) for name, server in servers.items()}
 
     def get(self, name: str) -> Upstream:
         try:

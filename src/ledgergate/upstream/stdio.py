@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -29,8 +30,11 @@ _STREAM_LIMIT = 64 * 1024 * 1024
 class StdioSession(DemuxedSession):
     era = "handshake"
 
-    def __init__(self, argv: list[str], env: dict[str, str], cwd: str | None, hello: ClientHello, name: str) -> None:
+    def __init__(self, argv: list[str], env: dict[str, str], cwd: str | None, hello: ClientHello, name: str,
+                 redact: Callable[[str], str] | None = None) -> None:
         self.argv = argv
+        #: masks what the server writes to stderr before it reaches the gateway's log (see `_read_stderr`)
+        self.redact = redact
         self.env = env
         self.cwd = cwd
         self.hello = hello
@@ -114,7 +118,16 @@ class StdioSession(DemuxedSession):
             line = await self._proc.stderr.readline()
             if not line:
                 return
-            log.info("upstream %s stderr: %s", self.name, line.decode("utf-8", "replace").rstrip()[:2000])
+            text = line.decode("utf-8", "replace").rstrip()[:2000]
+            if self.redact is not None:
+                # a server's own log often names what it was asked: arguments, customer numbers. They
+                # reach the gateway's log only masked; a line that cannot be masked is dropped, and the
+                # pipe is still drained (a server blocked on a full stderr would stop answering)
+                try:
+                    text = self.redact(text)
+                except Exception:  # noqa: BLE001
+                    text = "(a line that could not be masked was dropped)"
+            log.info("upstream %s stderr: %s", self.name, text)
 
     async def close(self) -> None:
         self._alive = False
