@@ -18,6 +18,7 @@ import logging
 import sqlite3
 import sys
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ import httpx
 import pytest
 import uvicorn
 
-from tests.support.inprocess import serving
+from tests.support.inprocess import running, serving
 from tests.support.oidc import Provider
 from tests.support.procs import free_port
 from tests.support.upstream import read_body
@@ -69,17 +70,11 @@ class FailingServer:
         await send({"type": "http.response.body", "body": json.dumps(body).encode()})
 
 
+@asynccontextmanager
 async def serve_upstream(app: FailingServer) -> AsyncIterator[str]:
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=app.port, log_level="error", lifespan="off"))
-    task = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            assert not task.done(), "the scripted upstream did not start"
-            await asyncio.sleep(0.02)
+    config = uvicorn.Config(app, host="127.0.0.1", port=app.port, log_level="error", lifespan="off")
+    async with running(uvicorn.Server(config), "the scripted upstream"):
         yield f"http://127.0.0.1:{app.port}/mcp"
-    finally:
-        server.should_exit = True
-        await task
 
 
 @pytest.fixture
@@ -109,7 +104,7 @@ async def initialize(http: httpx.AsyncClient, url: str, headers: dict[str, str])
 async def test_an_upstream_http_error_on_a_call_is_masked_for_client_log_and_ledger(
         status: int, tmp_path: Path, provider: Provider, caplog: pytest.LogCaptureFixture) -> None:
     app = FailingServer(status)
-    async for upstream in serve_upstream(app):
+    async with serve_upstream(app) as upstream:
         async with serving(tmp_path, provider.issuer, {"failing": {"url": upstream}}, POLICY) as base:
             url = f"{base}/mcp/failing"
             headers = {**HEADERS, "Authorization": f"Bearer {provider.token('alice', ['staff'])}"}
@@ -138,7 +133,7 @@ async def test_an_upstream_http_error_on_a_call_is_masked_for_client_log_and_led
 async def test_an_upstream_that_refuses_initialize_is_masked_for_the_client(tmp_path: Path,
                                                                             provider: Provider) -> None:
     app = FailingServer(500, refuse_initialize=True)
-    async for upstream in serve_upstream(app):
+    async with serve_upstream(app) as upstream:
         async with serving(tmp_path, provider.issuer, {"failing": {"url": upstream}}, POLICY) as base:
             headers = {**HEADERS, "Authorization": f"Bearer {provider.token('alice', ['staff'])}"}
             async with httpx.AsyncClient(timeout=10) as http:

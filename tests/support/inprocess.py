@@ -27,18 +27,24 @@ def both_servers(everything: Proc, stateless: Proc) -> dict[str, Any]:
 
 
 @asynccontextmanager
+async def running(server: uvicorn.Server, what: str) -> AsyncIterator[None]:
+    """Run `server` in this event loop until the block ends (started before the block begins)."""
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            assert not task.done(), f"{what} did not start"
+            await asyncio.sleep(0.02)
+        yield
+    finally:
+        server.should_exit = True
+        await task
+
+
+@asynccontextmanager
 async def serving(directory: Path, issuer: str, servers: dict[str, Any],
                   policies: list[dict[str, Any]]) -> AsyncIterator[str]:
     """Serve the gateway until the block ends; yields its base URL."""
     port = free_port()
     gateway = Gateway(load_config(write_config(directory, port, issuer, servers, policies)))
-    server = uvicorn.Server(uvicorn_config(gateway.asgi, "127.0.0.1", port))
-    task = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            assert not task.done(), "the gateway did not start"
-            await asyncio.sleep(0.02)
+    async with running(uvicorn.Server(uvicorn_config(gateway.asgi, "127.0.0.1", port)), "the gateway"):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
