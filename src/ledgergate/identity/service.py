@@ -188,6 +188,11 @@ class IdentityService:
         self._issuer_disabled = {s.issuer: frozenset(s.disabled_subjects) for s in settings.oidc}
         self.settings = settings
 
+    def check_disabled(self, principal: Principal) -> None:
+        """AuthError("disabled") when the current config off-boards `principal`: for what holds an identity
+        past its token's check (a console session cookie), so off-boarding reaches it on its next request."""
+        self._check_disabled(principal)
+
     def _check_disabled(self, principal: Principal) -> None:
         if principal.subject in self._disabled or principal.key in self._disabled:
             raise AuthError("this identity has been disabled", "disabled")

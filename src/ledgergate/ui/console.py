@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -59,9 +60,13 @@ PRESET_REASONS = (
 )
 ROLES = ("approver", "auditor", "admin")
 
+log = logging.getLogger("ledgergate.ui.console")
+
 
 class Identity(Protocol):
     async def authenticate(self, credential: str | None) -> Principal: ...
+
+    def check_disabled(self, principal: Principal) -> None: ...
 
 
 class LedgerPort(Protocol):
@@ -191,6 +196,8 @@ class Console:
                 return PlainTextResponse("Forbidden: Host header not allowed", status_code=403,
                                          headers=security.HEADERS)
             user = self.user(request)
+            if user is not None and (refused := await self._offboarded(request, user)) is not None:
+                return refused
             if user is None:
                 if post:
                     return self.error(request, None, 401, "Signed out", "Your console session ended; sign in again.")
@@ -217,6 +224,24 @@ class Console:
                                   "Not done", exc.message)
 
         return endpoint
+
+    async def _offboarded(self, request: Request, user: User) -> Response | None:
+        """A page refusing `user` if the current config disables them (`identity.disabled_subjects`), else None.
+        The session cookie was sealed at sign-in; off-boarding must reach a console session on its next
+        request, as it reaches the next bearer token, not when the cookie expires."""
+        try:
+            self.ctx.identity().check_disabled(user.principal())
+            return None
+        except AuthError as exc:
+            reason = exc.message
+        try:
+            await self.record("console.refused", {"principal": user.summary(), "reason": reason,
+                                                  "remote": request.client.host if request.client else None})
+        except GatewayError as failed:
+            log.error("a disabled identity's console request could not be recorded: %s", failed.message)
+        resp = self.error(request, None, 401, "Signed out", f"Refused: {reason}. Your console session has ended.")
+        resp.delete_cookie(security.SESSION_COOKIE, path="/ui")
+        return resp
 
     # ── login ────────────────────────────────────────────────────────────────
     @staticmethod

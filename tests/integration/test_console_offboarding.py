@@ -1,0 +1,79 @@
+"""Off-boarding reaches the web console: a signed-in approver whom the config then disables
+(`identity.disabled_subjects`, picked up by the running gateway's config watcher) is refused on the
+console's next request, GET or POST, before any page or decision runs; the refusal is a ledger record
+and the session cookie is cleared. Against `ledgergate demo` (gateway, bank server, development issuer),
+signing in through the issuer's authorization-code form as a browser would, with httpx."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
+
+import httpx
+import pytest
+import yaml
+
+from tests.support.demo import Demo, start_demo
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    running = start_demo(tmp_path_factory.mktemp("offboarding"))
+    yield running
+    running.stop()
+
+
+def sign_in(demo: Demo, who: str) -> httpx.Client:
+    """A console session for `who`: /ui/login → the issuer's form → /ui/callback, cookies kept."""
+    console = httpx.Client(base_url=demo.base, follow_redirects=False, timeout=30)
+    to_issuer = console.get("/ui/login").headers["location"]
+    parts = urlsplit(to_issuer)
+    form = {**dict(parse_qsl(parts.query)), "user": who}
+    back = httpx.post(f"{parts.scheme}://{parts.netloc}/authorize", data=form, follow_redirects=False)
+    signed_in = console.get(back.headers["location"])
+    assert signed_in.status_code == 303 and "lg_console" in console.cookies, signed_in.text[:300]
+    return console
+
+
+def disable(config: Path, subject: str) -> None:
+    doc = yaml.safe_load(config.read_text())
+    doc.setdefault("identity", {})["disabled_subjects"] = [subject]
+    config.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+def test_a_disabled_approver_is_signed_out_of_the_console(demo: Demo) -> None:
+    bob = sign_in(demo, "bob")
+    inbox = bob.get("/ui/approvals")
+    assert inbox.status_code == 200
+    csrf = re.search(r'name="csrf" value="([^"]+)"', inbox.text)
+    assert csrf is not None
+
+    disable(demo.config, "bob")
+    api = {"Authorization": f"Bearer {demo.tokens['bob']}"}
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{demo.base}/api/v1/approvals", headers=api).status_code != 401:
+        assert time.monotonic() < deadline, "the gateway did not pick up the reloaded config"
+        time.sleep(0.3)
+
+    copied = bob.cookies.get("lg_console")
+    page = bob.get("/ui/approvals")
+    assert page.status_code == 401 and "disabled" in page.text
+    cleared = page.headers.get("set-cookie", "")
+    assert "lg_console=" in cleared and ("Max-Age=0" in cleared or "expires=Thu, 01 Jan 1970" in cleared)
+
+    # a decision posted with the old cookie and a valid CSRF token never reaches the approvals service
+    posted = httpx.post(f"{demo.base}/ui/approvals/apr_0000/decide", data={"csrf": csrf.group(1), "verdict": "approve"},
+                        headers={"Origin": demo.base, "Cookie": f"lg_console={copied}"})
+    assert posted.status_code == 401 and "disabled" in posted.text
+
+    refused = [r for r in demo.records() if r["event"] == "console.refused"]
+    assert refused and refused[-1]["principal"]["subject"] == "bob" and "disabled" in refused[-1]["reason"]
+
+    alice = sign_in(demo, "alice")  # everyone else is judged as before: alice holds no console role
+    other = alice.get("/ui/approvals")
+    assert other.status_code == 403 and "role (groups:" in other.text and "disabled" not in other.text
