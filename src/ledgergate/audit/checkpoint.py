@@ -215,7 +215,7 @@ class Checkpoint:
         if len(lines) < 3 or not lines[0]:
             raise NoteError("checkpoint needs origin, size and root hash lines")
         origin, size_s, root_s, *ext = lines
-        if not size_s.isdigit() or (size_s != "0" and size_s.startswith("0")):
+        if not (size_s.isascii() and size_s.isdigit()) or (size_s != "0" and size_s.startswith("0")):
             raise NoteError(f"checkpoint size {size_s!r} is not a decimal number")
         try:
             root = base64.b64decode(root_s, validate=True)
@@ -254,7 +254,11 @@ def verifier_path(signing_key: Path) -> Path:
 def load_or_create_signer(path: Path, name: str) -> Signer:
     """Read the signing key, creating it (0600) and `<path>.pub` on first start."""
     if path.exists():
-        signer = Signer.parse(path.read_text())
+        try:
+            signer = Signer.parse(path.read_text())
+        except (NoteError, UnicodeDecodeError) as exc:
+            reason = str(exc) if isinstance(exc, NoteError) else "it is not text"
+            raise NoteError(f"the signing key {path} (audit.signing_key) cannot be used: {reason}") from None
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
         signer = Signer.generate(name)

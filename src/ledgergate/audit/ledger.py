@@ -56,7 +56,14 @@ from pathlib import Path
 from typing import Any
 
 from ledgergate.audit import canonical, merkle, stored
-from ledgergate.audit.checkpoint import Checkpoint, Signer, load_or_create_signer
+from ledgergate.audit.checkpoint import (
+    Checkpoint,
+    NoteError,
+    Signer,
+    load_or_create_signer,
+    open_checkpoint,
+    verifier_path,
+)
 from ledgergate.audit.settings import AuditSettings
 from ledgergate.audit.witness import Witness, make_witnesses, push_all
 from ledgergate.errors import LedgerUnavailable
@@ -189,7 +196,13 @@ class Ledger:
         log_id = settings.replica or socket.gethostname()
 
         def setup() -> Ledger:
-            signer = load_or_create_signer(key_path, settings.key_name)
+            new_keys = [p for p in (key_path, verifier_path(key_path), hmac_path) if not p.exists()]
+            try:
+                signer = load_or_create_signer(key_path, settings.key_name)
+            except (NoteError, OSError) as exc:
+                raise LedgerUnavailable(str(exc) if isinstance(exc, NoteError) else
+                                        f"the signing key {key_path} (audit.signing_key) cannot be read: "
+                                        f"{exc.strerror or exc}") from None
             hmac_key = _load_or_create_hmac_key(hmac_path)
             claim = None
             try:
@@ -209,6 +222,12 @@ class Ledger:
             ledger._claim = claim
             try:
                 ledger._rebuild()
+                try:
+                    ledger._check_signer(key_path)
+                except LedgerUnavailable:
+                    for path in new_keys:  # made just now, for a log another key signed: not left behind
+                        path.unlink(missing_ok=True)
+                    raise
             except BaseException:
                 claim.release()
                 raise
@@ -240,6 +259,22 @@ class Ledger:
         if mismatch:
             log.error("log %s: stored records do not match checkpoint at size %d; run `ledgergate audit verify`",
                       self.log_id, latest.size if latest else -1)
+
+    def _check_signer(self, key_path: Path) -> None:
+        """Refuse to sign a log whose checkpoints another key signed. A mistyped `audit.signing_key` would
+        otherwise create a new key and go on signing the same log with it: every checkpoint after that
+        fails `audit verify` under the old key and every one before under the new, and the log can never
+        be verified whole again."""
+        latest = self._store.latest_checkpoint(self.log_id)
+        if latest is None:
+            return
+        try:
+            open_checkpoint(latest.note, self.signer.verifier)
+        except NoteError as exc:
+            raise LedgerUnavailable(
+                f"log {self.log_id}: its checkpoints were not signed by the key at {key_path} "
+                f"(audit.signing_key, {self.signer.verifier.name}+{self.signer.verifier.id.hex()}): {exc}. Point "
+                "audit.signing_key at the key that signed them; a new key needs a new log (audit.replica)") from None
 
     def _read_many(self, wants: Mapping[int, Sequence[int]]) -> dict[int, dict[int, bytes]]:
         got: dict[int, dict[int, bytes]] = self._locked_read(lambda r: r.node_hashes_many(self.log_id, wants))

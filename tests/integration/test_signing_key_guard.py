@@ -1,0 +1,65 @@
+"""One log, one signing key. A ledger whose checkpoints were signed by one key does not open with another
+(a mistyped `audit.signing_key` would otherwise create a fresh key and go on signing the same log, and
+the log could never be verified whole again); the key made for the mistake is not left behind; a key
+file that cannot be used is named in the error. Real SQLite and PostgreSQL stores."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ledgergate.audit.checkpoint import Checkpoint, NoteError
+from ledgergate.audit.ledger import Ledger
+from ledgergate.audit.settings import AuditSettings
+from ledgergate.errors import LedgerUnavailable
+from tests.support.pg import throwaway_schema, url_for
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'data' / 'ledgergate.db'}"
+        return
+    with throwaway_schema("keyguard") as schema:
+        yield url_for(schema)
+
+
+def settings(key: str) -> AuditSettings:
+    return AuditSettings(signing_key=key, replica="gw", checkpoint_interval=0)
+
+
+async def test_a_log_does_not_open_with_another_signing_key(store_url: str, tmp_path: Path) -> None:
+    ledger = await Ledger.open(settings("./keys/ledger.key"), store_url, tmp_path)
+    await ledger.append("rpc.request", {"n": 1})
+    await ledger.checkpoint()
+    await ledger.close()
+
+    with pytest.raises(LedgerUnavailable) as refused:
+        await Ledger.open(settings("./keys/ledger.kye"), store_url, tmp_path)  # the typo
+    message = refused.value.message
+    assert "ledger.kye" in message and "audit.signing_key" in message and "log gw" in message
+    assert not (tmp_path / "keys" / "ledger.kye").exists()  # the key made for the typo is gone again
+    assert not (tmp_path / "keys" / "ledger.kye.pub").exists() and not (tmp_path / "keys" / "ledger.kye.hmac").exists()
+
+    again = await Ledger.open(settings("./keys/ledger.key"), store_url, tmp_path)  # the right key still opens it
+    assert again.size == 1
+    await again.append("rpc.request", {"n": 2})
+    await again.close()
+
+
+@pytest.mark.parametrize("content", [b"not a key\n", b"\xff\xfe\x00garbage", b"PRIVATE+KEY+x+00000000+AAAA\n"])
+async def test_an_unusable_key_file_is_named(content: bytes, tmp_path: Path) -> None:
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "ledger.key").write_bytes(content)
+    with pytest.raises(LedgerUnavailable) as refused:
+        await Ledger.open(settings("./keys/ledger.key"), f"sqlite:///{tmp_path / 'l.db'}", tmp_path)
+    assert str(tmp_path / "keys" / "ledger.key") in refused.value.message
+    assert "audit.signing_key" in refused.value.message
+
+
+@pytest.mark.parametrize("size", ["١٢", "１２", "²"])
+def test_a_checkpoint_size_is_ascii_digits(size: str) -> None:
+    with pytest.raises(NoteError):
+        Checkpoint.parse(f"example.com/log\n{size}\n{'A' * 43}=\n")
