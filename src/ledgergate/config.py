@@ -275,10 +275,29 @@ def _shape_problem(root: yaml.Node) -> str | None:
             continue
         expanding.add(key)
         stack.append((node, True))
+        if isinstance(node, yaml.MappingNode) and (twice := _duplicate_key(node)) is not None:
+            return twice
         for kid in _children(node):
             if id(kid) in expanding:
                 return f"line {kid.start_mark.line + 1}: an alias refers to a value that contains it"
             stack.append((kid, False))
+    return None
+
+
+def _duplicate_key(mapping: yaml.MappingNode) -> str | None:
+    """A key written twice in one mapping, or None. YAML's loaders keep the last copy silently, so a
+    second `audit:` block (a paste, a merge gone wrong) would drop the first one's signing key or
+    witnesses without a word; a config is refused instead. `<<` (a merge key) may repeat."""
+    seen: dict[tuple[str, str], int] = {}
+    for key, _ in mapping.value:
+        if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+            continue
+        line = key.start_mark.line + 1
+        first = seen.get((key.tag, key.value))
+        if first is not None:
+            return (f"line {line}: key {key.value[:80]!r} appears twice in one mapping (first on line {first}); "
+                    "YAML would keep only the second")
+        seen[(key.tag, key.value)] = line
     return None
 
 

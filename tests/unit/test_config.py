@@ -72,3 +72,27 @@ def test_cli_validate_reports_problems_with_exit_2(tmp_path: Path) -> None:
                         capture_output=True, text=True, env={"EVERYTHING_KEY": "k", "PATH": "/usr/bin:/bin"})
     assert ok.returncode == 0, ok.stderr
     assert "1 server(s), 3 policy rule(s)" in ok.stdout
+
+
+@pytest.mark.parametrize(("text", "line", "key"), [
+    ("audit:\n  signing_key: ./a.key\nlisten: 127.0.0.1:8080\naudit:\n  replica: gw\n", 4, "audit"),
+    ("policies: []\npolicies:\n  - {name: r, match: {}, effect: allow}\n", 2, "policies"),
+    ("servers:\n  bank: {url: 'http://127.0.0.1:1/mcp'}\n  'bank': {url: 'http://127.0.0.1:2/mcp'}\n", 3, "bank"),
+    ("audit: {replica: a, replica: b}\n", 1, "replica"),
+])
+def test_a_key_written_twice_is_refused_not_overwritten(text: str, line: int, key: str) -> None:
+    """YAML's loaders keep the last copy of a repeated key without a word: a second `audit:` block
+    would drop the first one's signing key. A config names the repetition instead."""
+    with pytest.raises(ConfigError) as refused:
+        parse_config(text, "t.yaml")
+    assert f"line {line}: key {key!r} appears twice" in str(refused.value)
+
+
+def test_merge_keys_and_same_names_in_different_mappings_are_fine() -> None:
+    text = ("x-common: &upstream {url: 'http://127.0.0.1:1/mcp'}\n"
+            "servers:\n  a: {<<: *upstream}\n  b: {<<: *upstream, url: 'http://127.0.0.1:2/mcp'}\n")
+    with pytest.raises(ConfigError) as refused:  # x-common is not a config key: the only complaint
+        parse_config(text, "t.yaml")
+    assert "appears twice" not in str(refused.value)
+    settings = parse_config("servers:\n  a: {url: 'http://127.0.0.1:1/mcp'}\n  b: {url: 'http://127.0.0.1:1/mcp'}\n")
+    assert set(settings.servers) == {"a", "b"}
