@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ledgergate.audit import merkle
-from ledgergate.audit.checkpoint import Signer
+from ledgergate.audit.checkpoint import Signer, split_notes
 from ledgergate.audit.ledger import Ledger
 from ledgergate.audit.settings import AuditSettings
 from ledgergate.cli import app
@@ -273,3 +273,43 @@ async def test_altered_origin_is_named(store_url: str, tmp_path: Path) -> None:
     run_sql(store_url, "UPDATE ledger_logs SET origin = 'ledgergate/elsewhere' WHERE log_id = 'replica-b'")
     code, out = flat(*cli("audit", "verify", "--config", str(config)))
     assert code == 1 and "FAIL log replica-b" in out and "origin" in out, out
+
+
+# --- a configured witness that holds nothing cannot vouch for the tail: verify says so and fails ---
+def _cut_tail(url: str) -> None:
+    """Records 20.. deleted, and the database's checkpoints above 20 with them: only a witness can tell."""
+    run_sql(url, "DELETE FROM ledger_leaves WHERE log_id = 'replica-a' AND seq >= 20")
+    run_sql(url, "DELETE FROM ledger_checkpoints WHERE log_id = 'replica-a' AND size > 20")
+
+
+@pytest.mark.parametrize(("spoil", "said"), [
+    (lambda p: p.unlink(), "does not exist"),
+    (lambda p: p.write_text("these are not\n\nsigned notes\n— at all\n"), "holds no signed checkpoint notes"),
+    (lambda p: p.write_bytes(b"\xff\xfe\x00\x81 binary"), "is not UTF-8 text"),
+    (lambda p: (p.unlink(), p.mkdir()), "is a directory"),
+])
+async def test_a_witness_with_nothing_to_compare_fails_verify(store_url: str, tmp_path: Path, spoil, said: str) -> None:
+    config = await build(tmp_path, store_url)
+    _cut_tail(store_url)
+    spoil(tmp_path / "data" / "witness.log")
+    code, out = flat(*cli("audit", "verify", "--config", str(config)))
+    assert code == 1 and "FAIL witness file://./data/witness.log" in out and said in out, out
+    assert "bug" not in out and "Traceback" not in out, out
+
+
+async def test_a_witness_missing_before_any_checkpoint_is_only_noted(store_url: str, tmp_path: Path) -> None:
+    config = await build(tmp_path, store_url, n=3, every=10)  # no checkpoint yet but the one close() signs
+    run_sql(store_url, "DELETE FROM ledger_checkpoints")
+    (tmp_path / "data" / "witness.log").unlink()
+    code, out = flat(*cli("audit", "verify", "--config", str(config)))
+    assert code == 0 and "note: witness file://./data/witness.log" in out and "does not exist" in out, out
+
+
+async def test_a_log_none_of_whose_checkpoints_reached_the_witness_fails(store_url: str, tmp_path: Path) -> None:
+    """The witness file is there and holds notes, but only another log's: this log's were removed from it."""
+    config = await two_logs(tmp_path, store_url)
+    witness = tmp_path / "data" / "witness.log"
+    kept = [n for n in split_notes(witness.read_text()) if not n.startswith("ledgergate/replica-a\n")]
+    witness.write_text("".join(kept))
+    code, out = flat(*cli("audit", "verify", "--config", str(config)))
+    assert code == 1 and "FAIL log replica-a" in out and "none of the configured file witnesses" in out, out

@@ -20,9 +20,17 @@ from pathlib import Path
 
 import httpx
 
-from ledgergate.audit.checkpoint import split_notes
+from ledgergate.audit.checkpoint import Checkpoint, NoteError, parse_note, split_notes
 
 log = logging.getLogger("ledgergate.audit.witness")
+
+
+def _is_checkpoint_note(note: str) -> bool:
+    try:
+        Checkpoint.parse(parse_note(note).text)
+    except NoteError:
+        return False
+    return True
 
 
 class FileWitness:
@@ -43,9 +51,34 @@ class FileWitness:
         await asyncio.to_thread(self._append, note)
 
     def read_notes(self) -> list[str]:
-        if not self.path.exists():
+        """The notes held, for proofs and pages that compare against them: a file not there yet, or that
+        cannot be read, holds none (logged); bytes that are not text are replaced and their note does
+        not parse. `audit verify` asks `problem()` instead, which is strict."""
+        try:
+            return split_notes(self.path.read_bytes().decode("utf-8", "replace"))
+        except FileNotFoundError:
             return []
-        return split_notes(self.path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            log.warning("witness %s cannot be read: %s", self.name, exc.strerror or exc)
+            return []
+
+    def problem(self) -> str | None:
+        """Why this witness cannot vouch for anything, or None. A configured witness that is missing,
+        unreadable, not text, or holds no signed checkpoint is how a cut tail goes unseen, so
+        `audit verify` reports it rather than comparing against nothing."""
+        try:
+            text = self.path.read_bytes().decode("utf-8")
+        except FileNotFoundError:
+            return f"{self.path} does not exist"
+        except IsADirectoryError:
+            return f"{self.path} is a directory, not a file of notes"
+        except OSError as exc:
+            return f"{self.path} cannot be read: {exc.strerror or exc}"
+        except UnicodeDecodeError as exc:
+            return f"{self.path} is not UTF-8 text (byte {exc.start}): not a file of signed notes"
+        if not any(_is_checkpoint_note(n) for n in split_notes(text)):
+            return f"{self.path} holds no signed checkpoint notes"
+        return None
 
     async def aclose(self) -> None:
         return None

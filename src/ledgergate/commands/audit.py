@@ -11,6 +11,7 @@ from pathlib import Path
 
 import orjson
 import typer
+from rich.markup import escape
 
 from ledgergate.audit.bundle import (
     Filter,
@@ -58,18 +59,29 @@ def _store(loaded: LoadedConfig) -> LedgerStore:
         raise typer.Exit(2) from None
 
 
+def notes_expected(loaded: LoadedConfig) -> bool:
+    """Whether a file witness is configured, whose notes `verify` reads back."""
+    return any(file_witness_path(spec, loaded.base_dir) is not None for spec in loaded.settings.audit.witnesses)
+
+
 @app.command()
 def verify(config: Path = ConfigOption, public_key: Path | None = KeyOption) -> None:
     """Recompute every log and check every checkpoint and witness copy; exit 1 naming the first bad record."""
     loaded = load_or_exit(config)
     verifier = _verifier(loaded, public_key)
     notes: list[WitnessNote] = []
+    unusable: list[str] = []  # configured file witnesses that hold nothing to compare against
     for spec in loaded.settings.audit.witnesses:
         path = file_witness_path(spec, loaded.base_dir)
         if path is None:
             out.print(f"note: witness {spec} cannot be read back from here; not compared")
             continue
-        for i, note in enumerate(FileWitness(path).read_notes()):
+        witness = FileWitness(path)
+        problem = witness.problem()
+        if problem is not None:
+            unusable.append(f"witness {spec}: {problem}")
+            continue
+        for i, note in enumerate(witness.read_notes()):
             notes.append(WitnessNote(f"{spec} note {i + 1}", note))
     store = _store(loaded)
     started = time.perf_counter()
@@ -84,7 +96,18 @@ def verify(config: Path = ConfigOption, public_key: Path | None = KeyOption) -> 
     failed = False
     if not reports:
         out.print("no logs in the store")
+    signed = sum(r.checkpoints for r in reports)
+    for problem in unusable:
+        # with checkpoints in the store, a witness holding none is how a truncated tail would pass
+        if signed:
+            failed = True
+            out.print(f"[red]FAIL[/red] {escape(problem)}", highlight=False)
+        else:
+            out.print(f"note: {escape(problem)} (the store holds no checkpoint yet)", highlight=False)
     for rep in reports:
+        if rep.ok and rep.checkpoints and notes_expected(loaded) and not rep.witnessed and not unusable:
+            rep.problems.append(f"its {rep.checkpoints} checkpoints are at none of the configured file witnesses "
+                                "(a witness holds every checkpoint this log's gateway signed)")
         if rep.ok:
             tail = rep.size - rep.covered
             out.print(f"[green]ok[/green] log {rep.log_id}: {rep.size} records, {rep.checkpoints} checkpoints, "
