@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from ledgergate.audit.checkpoint import load_or_create_signer
+
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LEDGERGATE_DEBUG")}
@@ -113,3 +115,13 @@ def test_usage_errors(files: Path, args: list[str], words: tuple[str, ...]) -> N
     run = _cli(*args, cwd=files)
     _one_clear_line(run, 2, *words)
     assert run.stdout == ""
+
+
+@pytest.mark.parametrize("verb", [["audit", "verify"], ["audit", "tail"], ["sessions", "list"]])
+def test_reading_a_ledger_that_is_not_there_creates_nothing(tmp_path: Path, verb: list[str]) -> None:
+    """A mistyped `storage` path: the readers say so and write nothing (no folder, no empty database)."""
+    config = tmp_path / "ledgergate.yaml"
+    config.write_text("storage: sqlite:///./typo/ledgergate.db\n")
+    load_or_create_signer(tmp_path / "data" / "ledger.key", "ledgergate")  # the verifier key is there
+    _one_clear_line(_cli(*verb, "--config", str(config), cwd=tmp_path), 2, "typo", "does not exist")
+    assert not (tmp_path / "typo").exists()

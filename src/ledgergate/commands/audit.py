@@ -30,7 +30,11 @@ from ledgergate.audit.verify import WitnessNote, verify_store
 from ledgergate.audit.witness import FileWitness, file_witness_path
 from ledgergate.commands.common import ConfigOption, load_or_exit
 from ledgergate.config import LoadedConfig
-from ledgergate.store.ledger_store import LedgerStore, StoreError, open_ledger_store
+from ledgergate.store.ledger_store import (
+    LedgerStore,
+    StoreError,
+    open_existing_ledger_store,
+)
 from ledgergate.terminal import console
 
 app = typer.Typer(no_args_is_help=True, help="Verify the tamper-evident audit ledger and export evidence.")
@@ -53,9 +57,9 @@ def _verifier(loaded: LoadedConfig, public_key: Path | None) -> Verifier:
 
 def _store(loaded: LoadedConfig) -> LedgerStore:
     try:
-        return open_ledger_store(loaded.settings.storage, loaded.base_dir)
+        return open_existing_ledger_store(loaded.settings.storage, loaded.base_dir)
     except (StoreError, ValueError) as exc:
-        err.print(f"[red]error[/red] storage: {exc}")
+        err.print(f"[red]error[/red] storage: {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
 
 
@@ -88,7 +92,7 @@ def verify(config: Path = ConfigOption, public_key: Path | None = KeyOption) -> 
     try:
         reports = verify_store(store, verifier, notes)
     except StoreError as exc:
-        err.print(f"[red]error[/red] storage: {exc}")
+        err.print(f"[red]error[/red] storage: {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
     finally:
         store.close()
@@ -144,7 +148,7 @@ def export(
     try:
         doc = export_bundle(store, verifier, flt)
     except StoreError as exc:
-        err.print(f"[red]error[/red] storage: {exc}")
+        err.print(f"[red]error[/red] storage: {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
     finally:
         store.close()
@@ -202,7 +206,7 @@ def tail(
     except KeyboardInterrupt:
         pass
     except StoreError as exc:
-        err.print(f"[red]error[/red] storage: {exc}")
+        err.print(f"[red]error[/red] storage: {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
     finally:
         store.close()

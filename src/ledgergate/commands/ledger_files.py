@@ -6,10 +6,19 @@ from __future__ import annotations
 import typer
 from rich.markup import escape
 
-from ledgergate.audit.checkpoint import NoteError, Verifier, load_verifier, verifier_path
+from ledgergate.audit.checkpoint import (
+    NoteError,
+    Verifier,
+    load_verifier,
+    verifier_path,
+)
 from ledgergate.audit.witness import FileWitness, file_witness_path
 from ledgergate.config import LoadedConfig
-from ledgergate.store.ledger_store import LedgerStore, StoreError, open_ledger_store
+from ledgergate.store.ledger_store import (
+    LedgerStore,
+    StoreError,
+    open_existing_ledger_store,
+)
 from ledgergate.terminal import console
 
 _err = console(stderr=True)
@@ -26,7 +35,7 @@ def verifier_of(loaded: LoadedConfig) -> Verifier:
 
 def open_store(loaded: LoadedConfig) -> LedgerStore:
     try:
-        return open_ledger_store(loaded.settings.storage, loaded.base_dir)
+        return open_existing_ledger_store(loaded.settings.storage, loaded.base_dir)
     except (StoreError, ValueError) as exc:
         _err.print(f"[red]error[/red] storage: {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None

@@ -640,5 +640,16 @@ def open_ledger_store(url: str | StoreURL, base_dir: Path | None = None) -> Ledg
     return PostgresLedgerStore(parsed)
 
 
+def open_existing_ledger_store(url: str | StoreURL, base_dir: Path | None = None) -> LedgerStore:
+    """For commands that only read a ledger (`audit verify`, exports, replays): a SQLite path with no
+    database is a mistake to name, not a place to create an empty one (and its folders) and then report
+    that it holds no tables."""
+    parsed = url if isinstance(url, StoreURL) else StoreURL.parse(url, base_dir)
+    if parsed.kind == "sqlite" and not Path(parsed.target).is_file():
+        where = "is a folder, not a database" if Path(parsed.target).is_dir() else "does not exist"
+        raise StoreError(f"{parsed.target} {where}: no ledger to read there (check `storage` in the config)")
+    return open_ledger_store(parsed)
+
+
 __all__ = ["CheckpointRow", "LeafColumns", "LeafRow", "LedgerStore", "PostgresLedgerStore", "SQLiteLedgerStore",
-           "StoreError", "open_ledger_store"]
+           "StoreError", "open_existing_ledger_store", "open_ledger_store"]
