@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import httpx
 import os
@@ -338,6 +339,35 @@ async def test_bad_input_gets_a_precise_error(gateway: gw.RunningGateway, token:
     else:
         assert code_or_text.lower() in body["error"]["message"].lower()
     assert "Traceback" not in r.text
+
+
+BAD_META = [{"progressToken": {"a": 1}}, {"progressToken": [1]}, {"progressToken": True}, "x", [1]]
+
+
+@pytest.mark.parametrize("era", ["handshake", "modern"])
+@pytest.mark.parametrize("meta", BAD_META, ids=["token-object", "token-array", "token-bool", "meta-string",
+                                                 "meta-array"])
+async def test_a_malformed_meta_is_invalid_params_and_the_session_goes_on(gateway: gw.RunningGateway, token: str,
+                                                                          era: str, meta: Any) -> None:
+    """`_meta` is an object and a progress token a string or a number (MCP's schema). Another type once
+    reached the relay, where it failed as a 500 after the call's rpc.request record, with no outcome
+    record after it; now it is the caller's error, before anything is forwarded."""
+    url = gateway.url("everything")
+    async with gateway.http(token) as http:
+        if era == "handshake":
+            headers = await raw_session(http, url)
+            call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                    "params": {"name": "echo", "arguments": {"message": "m"}, "_meta": meta}}
+        else:
+            headers = _modern_headers("tools/call", "echo")
+            call = _modern_call("echo", {"message": "m"})
+            call["params"]["_meta"] = {**call["params"]["_meta"], **meta} if isinstance(meta, dict) else meta
+        r = await http.post(url, headers=headers, json=call)
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["code"] == -32602 and "_meta" in r.json()["error"]["message"]
+        call["params"]["_meta"] = {"progressToken": "p-1"} if era == "handshake" else _modern_call("echo", {})["params"]["_meta"]
+        ok = await http.post(url, headers=headers, json=call)
+        assert ok.status_code == 200 and "result" in ok.json(), ok.text
 
 
 async def test_missing_token_is_401_with_resource_metadata(gateway: gw.RunningGateway) -> None:

@@ -357,6 +357,40 @@ async def test_an_upstream_failure_is_recorded_as_the_calls_response() -> None:
     assert ledger.events == ["rpc.request", "rpc.response"] and ledger.records[1][1]["error"] == "upstream unreachable"
 
 
+class Broken(Upstream):
+    """A relay with a fault of ours in it (what a malformed progress token once was in the demux)."""
+
+    async def call(self, message: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
+        self.sent.append(message)
+        raise TypeError("unhashable type: 'dict'")
+        yield {}  # an async generator, like every upstream's call
+
+
+async def test_a_fault_while_relaying_still_records_the_calls_outcome() -> None:
+    """The rpc.request record says the call went out; the outcome must follow it, and the client gets a
+    precise 500 with the request id, not the fault's text."""
+    ledger = Ledger()
+    pipeline = chain([AuditRequest(evidence(ledger))], [AuditResponse(evidence(ledger))], ledger)
+    with pytest.raises(GatewayError) as fault:
+        await run(pipeline, call_of(), Broken())
+    assert ledger.events == ["rpc.request", "rpc.response"]
+    assert ledger.records[1][1]["error"] == "internal gateway error"
+    assert fault.value.http_status == 500 and fault.value.recorded and "unhashable" not in fault.value.message
+
+
+async def test_a_response_stage_refusal_is_not_taken_for_a_fault() -> None:
+    ledger = Ledger()
+    limit = ResultLimit(Budgets.from_settings(BudgetsSettings.model_validate({"max_result_bytes": 5})), evidence(ledger))
+    class Refuses:
+        async def on_response(self, call: Call, response: dict[str, Any]) -> dict[str, Any]:
+            raise PolicyDenied("a response stage refuses")
+
+    pipeline = chain([], [Refuses(), limit], ledger)
+    with pytest.raises(PolicyDenied):
+        await run(pipeline, call_of(), Upstream({"jsonrpc": "2.0", "id": 7, "result": {}}))
+    assert ledger.events == []
+
+
 async def test_a_server_request_the_policy_refuses_is_answered_upstream_and_not_relayed() -> None:
     ledger = Ledger()
     deny = Policy(Decision("deny", None))

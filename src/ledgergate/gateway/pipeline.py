@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ledgergate.approvals.service import ApprovalService
-from ledgergate.errors import GatewayError, LedgerUnavailable, UpstreamError
+from ledgergate.errors import INTERNAL_ERROR, GatewayError, LedgerUnavailable, UpstreamError
 from ledgergate.gateway.call import Call
 from ledgergate.gateway.drift import DriftGuard
 from ledgergate.gateway.snapshot import Snapshot
@@ -160,6 +160,17 @@ class Pipeline:
                                     http_status=exc.http_status, rpc_code=exc.rpc_code)
             refusal.recorded = refusal.masked = True
             raise refusal from None
+        except GatewayError:
+            raise  # a response stage's refusal (result too large, masking failed closed): recorded by the stage
+        except Exception:  # a fault of ours while relaying: the forwarded call still gets its outcome recorded
+            # The rpc.request record says the call was forwarded; without this one the ledger would show an
+            # allowed call whose outcome nobody can find. The traceback goes to the log, never to the client.
+            log.exception("internal error relaying %s to %s", call.method, call.server)
+            await self.evidence.record("rpc.response", call, error="internal gateway error", latency_ms=call.latency_ms())
+            fault = GatewayError(f"internal gateway error; quote request id {call.request_id} to support",
+                                 data={"requestId": call.request_id}, http_status=500, rpc_code=INTERNAL_ERROR)
+            fault.recorded = True
+            raise fault from None
 
     def masked_error(self, exc: UpstreamError) -> UpstreamError:
         """`exc` as a client or a log line may see it. An upstream that answers a call with an HTTP error

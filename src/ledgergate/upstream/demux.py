@@ -33,6 +33,20 @@ from ledgergate.upstream.base import (
 _CALL_BOUND_REQUESTS = ("sampling/createMessage", "elicitation/create", "roots/list")
 
 
+def _key(value: Any) -> str | int | float | None:
+    """`value` if it can name a call or a token (a JSON string or number), else None: what an upstream
+    or a client sends in an id or a token may be any JSON, and a dict would not even be looked up."""
+    return value if isinstance(value, str | int | float) and not isinstance(value, bool) else None
+
+
+def _progress_token(request: Message) -> str | int | float | None:
+    """The request's progress token, when it is one (the transport refuses other types; a message the
+    gateway builds itself is taken as it is, and anything unhashable is no token)."""
+    params = request.get("params")
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    return _key(meta.get("progressToken")) if isinstance(meta, dict) else None
+
+
 class Demux:
     def __init__(self, write: Callable[[Message], Awaitable[None]]) -> None:
         self._write = write
@@ -48,16 +62,16 @@ class Demux:
     # ── inbound ─────────────────────────────────────────────────────────────
     def route(self, msg: Message) -> None:
         if "method" not in msg:  # a response to one of our requests
-            queue = self._calls.get(msg.get("id"))
+            queue = self._calls.get(_key(msg.get("id")))
             if queue is not None:
                 queue.put_nowait(msg)
             return
         # A notification or server request: progress goes to the call that owns the token;
         # anything else belongs to the newest call in flight, or to the listeners.
-        params = msg.get("params") or {}
+        params = msg.get("params")
         owner = None
         if msg["method"] == "notifications/progress":
-            owner = self._progress.get(params.get("progressToken"))
+            owner = self._progress.get(_key(params.get("progressToken") if isinstance(params, dict) else None))
         elif "id" not in msg or msg["method"] in _CALL_BOUND_REQUESTS:
             owner = self._order[-1] if self._order else None
         if owner is not None and owner in self._calls:
@@ -95,12 +109,12 @@ class Demux:
         if self._lost is not None:
             raise self._lost
         queue: asyncio.Queue[Message | BaseException] = asyncio.Queue()
-        self._calls[upstream_id] = queue
-        self._order.append(upstream_id)
-        token = ((request.get("params") or {}).get("_meta") or {}).get("progressToken")
-        if token is not None:
-            self._progress[token] = upstream_id
+        token = _progress_token(request)
         try:
+            self._calls[upstream_id] = queue
+            self._order.append(upstream_id)
+            if token is not None:
+                self._progress[token] = upstream_id
             await self._write(request)
             while True:
                 item = await queue.get()

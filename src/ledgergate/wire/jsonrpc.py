@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import orjson
 
-from ledgergate.errors import INVALID_REQUEST, PARSE_ERROR, GatewayError
+from ledgergate.errors import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, GatewayError
 
 Message = dict[str, Any]
 Kind = Literal["request", "notification", "response"]
@@ -88,6 +88,8 @@ def kind_of(message: Any) -> Kind:
         params = message.get("params")
         if params is not None and not isinstance(params, dict):
             raise GatewayError('Invalid Request: "params" must be an object', rpc_code=INVALID_REQUEST)
+        if params is not None and "_meta" in params:
+            _check_meta(params["_meta"])
         if "id" not in message:
             return "notification"
         if not _valid_id(message["id"]):
@@ -96,6 +98,19 @@ def kind_of(message: Any) -> Kind:
     if "id" in message and ("result" in message or "error" in message):
         return "response"
     raise GatewayError("Invalid Request: not a request, notification or response", rpc_code=INVALID_REQUEST)
+
+
+def _check_meta(meta: Any) -> None:
+    """MCP's `_meta` is an object, and a `progressToken` in it a string or a number (the schema's
+    ProgressToken): the gateway files a call's progress under its token, so a token of another type
+    is refused here with the call's other envelope errors, not met later inside the relay."""
+    if not isinstance(meta, dict):
+        raise GatewayError('Invalid params: "params._meta" must be an object', rpc_code=INVALID_PARAMS)
+    token = meta.get("progressToken")
+    if token is not None:
+        if isinstance(token, bool) or not isinstance(token, str | int | float):
+            raise GatewayError('Invalid params: "params._meta.progressToken" must be a string or a number',
+                               rpc_code=INVALID_PARAMS)
 
 
 def _valid_id(value: Any) -> bool:
