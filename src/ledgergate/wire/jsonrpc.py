@@ -107,10 +107,9 @@ def _check_meta(meta: Any) -> None:
     if not isinstance(meta, dict):
         raise GatewayError('Invalid params: "params._meta" must be an object', rpc_code=INVALID_PARAMS)
     token = meta.get("progressToken")
-    if token is not None:
-        if isinstance(token, bool) or not isinstance(token, str | int | float):
-            raise GatewayError('Invalid params: "params._meta.progressToken" must be a string or a number',
-                               rpc_code=INVALID_PARAMS)
+    if token is not None and (isinstance(token, bool) or not isinstance(token, str | int | float)):
+        raise GatewayError('Invalid params: "params._meta.progressToken" must be a string or a number',
+                           rpc_code=INVALID_PARAMS)
 
 
 def _valid_id(value: Any) -> bool:
