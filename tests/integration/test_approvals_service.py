@@ -548,3 +548,26 @@ async def test_cancel_is_recorded_wakes_the_waiter_and_ends_the_approval(store_u
         await svc.close()
     [rec] = [r for r in records(store_url) if r["event"] == "approval.cancelled"]
     assert rec["reason"] == "the client went away"
+
+
+@pytest.mark.parametrize("huge", [10**30, -(10**25), 2**64, 2**63])
+async def test_arguments_with_integers_beyond_64_bits_are_held_and_kept_exactly(store_url: str, ledger: Ledger,
+                                                                               huge: int) -> None:
+    """JSON lets a caller send any integer, and the gateway reads it exactly; the approvals store once wrote
+    its document with orjson, which cannot, and answered a valid call with 503 "store unavailable"."""
+    svc = await service(store_url, ledger)
+    args = {**RAW, "amount": huge, "nested": [{"n": huge}]}
+    try:
+        a = await svc.request(principal=ALICE, server="bank", method="tools/call", target="transfer", arguments=args,
+                              masked_args={**MASKED, "amount": huge}, rule="large-transfers", policy_version="v1",
+                              approvers=ApproverSpec(("approvers",), (), 1), session="sess-1", request_id="req-1")
+        assert a.status == "pending"
+    finally:
+        await svc.close()
+    svc = await service(store_url, ledger)  # read back from the store, not from memory
+    try:
+        back = await svc.get(a.id)
+        assert back.masked_args["amount"] == huge and type(back.masked_args["amount"]) is int
+        assert back.binding == binding(args)
+    finally:
+        await svc.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import json
 import socket
 import threading
 import time
@@ -207,3 +208,19 @@ async def test_the_service_from_settings_runs_its_webhooks(tmp_path: Path, recei
     headers, body, got_at = receiver.received[0]
     assert verify(SECRET, headers[SIGNATURE_HEADER.lower()], body, got_at)
     assert orjson.loads(body)["approval"]["url"] == f"https://gw.example/ui/approvals/{a.id}"
+
+
+@pytest.mark.parametrize("fmt", ["json", "slack"])
+async def test_integers_beyond_64_bits_reach_the_receiver_exactly(tmp_path: Path, receiver: Receiver, fmt: str) -> None:
+    svc, notifier, led = await make(tmp_path, [WebhookSettings(url=receiver.url, format=fmt, secret=SECRET)])
+    try:
+        await svc.request(principal=ALICE, server="bank", method="tools/call", target="transfer",
+                          arguments={**RAW, "amount": 10**30}, masked_args={**MASKED, "amount": 10**30}, rule="big",
+                          policy_version="v1", approvers=ApproverSpec(("approvers",), (), 1))
+        await wait_for(lambda: len(receiver.received) == 1)
+    finally:
+        await shutdown(svc, notifier, led)
+    body = receiver.received[0][1]
+    assert b"1000000000000000000000000000000" in body
+    if fmt == "json":
+        assert json.loads(body)["approval"]["arguments"]["amount"] == 10**30

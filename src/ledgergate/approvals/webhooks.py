@@ -33,10 +33,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-import orjson
 
 from ledgergate.approvals.model import Approval, approval_url, describe_approvers, rfc3339
 from ledgergate.approvals.settings import WebhookSettings
+from ledgergate.wire import jsonrpc
 
 log = logging.getLogger("ledgergate.approvals.webhooks")
 
@@ -80,15 +80,15 @@ def _slack_escape(text: str) -> str:
 
 
 def json_body(event: str, delivery: str, approval: Approval, console_url: str | None) -> bytes:
-    return orjson.dumps({"event": event, "delivery": delivery, "time": rfc3339(time.time()),
-                         "approval": {**approval.public(), "url": approval_url(console_url, approval.id)}})
+    return jsonrpc.dumps({"event": event, "delivery": delivery, "time": rfc3339(time.time()),
+                          "approval": {**approval.public(), "url": approval_url(console_url, approval.id)}})
 
 
 def slack_body(event: str, approval: Approval, console_url: str | None) -> bytes:
     b = approval.binding
     who = approval.requester.get("subject", "?")
     what = f"`{b.server}` {b.method}" + (f" `{b.target}`" if b.target else "")
-    args = orjson.dumps(approval.masked_args).decode()
+    args = jsonrpc.dumps(approval.masked_args).decode()  # the caller's numbers, any size
     if len(args) > 1500:
         args = args[:1500] + "…"
     lines = [f"*{_TITLES.get(event, event)}*: {who} → {what}",
@@ -103,7 +103,7 @@ def slack_body(event: str, approval: Approval, console_url: str | None) -> bytes
     if approval.status == "pending":
         lines.append(f"decide: {url}" if url else
                      f"decide: `ledgergate approvals approve {approval.id} --reason \"...\"` (or `deny`)")
-    return orjson.dumps({"text": _slack_escape("\n".join(lines))})
+    return jsonrpc.dumps({"text": _slack_escape("\n".join(lines))})
 
 
 @dataclass

@@ -23,9 +23,8 @@ import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, Protocol, TypeVar
 
-import orjson
-
 from ledgergate.store.db import StoreURL, connect, error_text, sql
+from ledgergate.wire import jsonrpc
 
 log = logging.getLogger("ledgergate.store.approvals")
 
@@ -87,7 +86,10 @@ class DuplicatePending(Exception):
 
 
 def _doc(approval: StoredApproval) -> str:
-    return orjson.dumps(approval.to_doc()).decode()
+    """The approval as stored: its arguments are the caller's, and JSON lets them hold integers beyond
+    64 bits, which orjson cannot write (a 503 "store unavailable" once, for a valid call); `jsonrpc.dumps`
+    writes every number exactly, and `jsonrpc.parse` reads it back the same."""
+    return jsonrpc.dumps(approval.to_doc()).decode()
 
 
 class ApprovalStore(Generic[Approval]):
@@ -105,7 +107,7 @@ class ApprovalStore(Generic[Approval]):
         return cls(url if isinstance(url, StoreURL) else StoreURL.parse(url, base_dir), decode)
 
     def _row(self, row: Any) -> Approval:
-        return self._decode(orjson.loads(row[0]), int(row[1]))
+        return self._decode(jsonrpc.parse(row[0]), int(row[1]))
 
     @property
     def is_postgres(self) -> bool:
