@@ -514,7 +514,8 @@ def uvicorn_config(app: Any, host: str, port: int, limits: LimitsSettings | None
     lim = limits or LimitsSettings()
     http = GatheringHttpToolsProtocol.with_limits(ClientLimits(
         header_timeout=lim.client_header_timeout, body_timeout=lim.client_body_timeout,
-        keepalive_timeout=lim.client_keepalive_timeout, max_connections=lim.max_client_connections))
+        keepalive_timeout=lim.client_keepalive_timeout, max_connections=lim.max_client_connections,
+        max_header_bytes=lim.max_header_bytes))
     return uvicorn.Config(app, host=host, port=port, loop="uvloop", http=http, ws="none",
                           lifespan="on", interface="asgi3", log_config=None, access_log=False,
                           timeout_graceful_shutdown=5, server_header=False, proxy_headers=False,

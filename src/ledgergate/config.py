@@ -64,6 +64,8 @@ class LimitsSettings(_Strict):
     client_keepalive_timeout: Duration = Field(default=5.0, gt=0)
     #: clients connected at once; one more is answered 503 and closed
     max_client_connections: int = Field(default=1000, ge=1)
+    #: a request's line and headers together; a longer head is answered 431 and closed
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024)
 
 
 class ConsoleRoles(_Strict):

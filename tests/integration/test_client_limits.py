@@ -163,3 +163,51 @@ def test_connections_beyond_the_limit_are_refused_and_the_gateway_keeps_its_desc
             sock.close()
     time.sleep(0.3)
     _healthy(port)  # the gateway serves again at once
+
+
+def _send_until_refused(sock: socket.socket, head: bytes, filler: bytes, total: int) -> None:
+    sock.sendall(head)
+    sent = 0
+    try:
+        while sent < total:
+            sock.sendall(filler)
+            sent += len(filler)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # refused before the client finished: that is the point
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.parametrize("shape", ["one long header", "many headers", "a long request line"])
+def test_a_head_beyond_the_limit_is_answered_431_before_it_is_held(gateway: tuple[Proc, int], shape: str) -> None:
+    """httptools keeps an unfinished head in memory without a bound; before any token is checked, a client
+    could send one header of many megabytes. Past `limits.max_header_bytes` (64 KiB by default) it gets 431."""
+    proc, port = gateway
+    before = _rss_kib(proc.proc.pid)
+    with _connect(port) as sock:
+        if shape == "one long header":
+            _send_until_refused(sock, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: ", b"a" * 65536, 16 << 20)
+        elif shape == "many headers":
+            _send_until_refused(sock, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n",
+                                b"".join(b"X-%d: %s\r\n" % (i, b"b" * 50) for i in range(1000)), 16 << 20)
+        else:
+            _send_until_refused(sock, b"GET /healthz?", b"q" * 65536, 16 << 20)
+        answer = _read_until_closed(sock, time.monotonic() + 10)
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+    assert "exceeds 65536 bytes" in _error_message(answer)
+    assert _rss_kib(proc.proc.pid) - before < 8 * 1024  # not the 16 MB the client tried to send
+    _healthy(port)
+
+
+def test_heads_within_the_limit_and_large_bodies_are_served(gateway: tuple[Proc, int]) -> None:
+    _, port = gateway
+    r = httpx.get(f"http://127.0.0.1:{port}/healthz", headers={f"X-{i}": "v" * 400 for i in range(100)}, timeout=10)
+    assert r.status_code == 200, r.text  # a 40 KB head
+    big = httpx.post(f"http://127.0.0.1:{port}/mcp/nowhere", content=b"{" + b" " * (1 << 20) + b"}",
+                     headers={"Content-Type": "application/json", "Accept": "application/json"}, timeout=10)
+    assert big.status_code == 401, big.text  # the body is not the head: refused for its missing token only

@@ -9,7 +9,8 @@ alternating comparison here; docs/benchmarks.md).
 
 It also bounds what a client may hold (uvicorn bounds only the idle time between requests):
 the request head must arrive within `header_timeout` of the connection or of its first byte,
-the body within `body_timeout` of the head, and at most `max_connections` clients are
+the body within `body_timeout` of the head, the head is at most `max_header_bytes` long (431),
+and at most `max_connections` clients are
 connected at once — a slow or silent client (slowloris) is answered 408 and closed, one too
 many is answered 503 and closed, so a few hundred of them cannot take every file descriptor.
 It stops in order: at shutdown an open event stream (a GET whose answer has begun and never
@@ -111,6 +112,7 @@ class ClientLimits:
     body_timeout: float = 60.0
     keepalive_timeout: float = 5.0
     max_connections: int = 1000
+    max_header_bytes: int = 64 * 1024
 
 
 #: headers the gateway reads as one value: a second copy makes the request ambiguous
@@ -142,6 +144,7 @@ class GatheringHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self.timeout_keep_alive = self.limits.keepalive_timeout  # type: ignore[assignment]
         self._phase = _IDLE
+        self._head_bytes = 0  # read while the current request's head is incomplete
         self._deadline: asyncio.TimerHandle | None = None
         self._shutting_down = False
         self.app = self._cancelled_quietly(self.app)
@@ -164,6 +167,17 @@ class GatheringHttpToolsProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
+        # The parser keeps a head it has not finished in memory, and httptools sets no bound on it: a
+        # client (before any token is checked) could send one header of megabytes. Bytes read while the
+        # head is still incomplete are counted, and past `max_header_bytes` the request is refused.
+        if self._phase == _HEAD and not self.transport.is_closing():
+            self._head_bytes += len(data)
+            if self._head_bytes > self.limits.max_header_bytes:
+                self._refuse(431, INVALID_REQUEST,
+                             f"the request head exceeds {self.limits.max_header_bytes} bytes")
+                return
+        else:
+            self._head_bytes = 0
         # Deadlines are armed here, once per read, rather than per parser event: a request that
         # arrives whole in one read costs no timer at all.
         if self._deadline is not None or self.transport.is_closing():
