@@ -370,6 +370,28 @@ async def test_a_malformed_meta_is_invalid_params_and_the_session_goes_on(gatewa
         assert ok.status_code == 200 and "result" in ok.json(), ok.text
 
 
+@pytest.mark.parametrize("depth", [120, 125, 200])
+async def test_the_deepest_message_the_gateway_admits_is_answered_by_an_sdk_server(gateway: gw.RunningGateway,
+                                                                                   token: str, depth: int) -> None:
+    """The official Python SDK's servers drop a request nested 200 deep without answering (the client then
+    waits for the upstream timeout), so the gateway refuses anything deeper than 128 at its edge; whatever
+    it admits, the SDK server over stdio answers promptly."""
+    url = gateway.url("bank")
+    deep: Any = "x"
+    for _ in range(depth):
+        deep = [deep]
+    async with gateway.http(token) as http:
+        headers = await raw_session(http, url)
+        call = {"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+                "params": {"name": "lookup_customer", "arguments": {"customer_id": "C-1001", "extra": deep}}}
+        r = await http.post(url, headers=headers, json=call, timeout=20)
+    assert r.status_code in (200, 400), r.text[:300]
+    body = r.json()
+    assert body.get("id") in (3, None) and ("result" in body or "error" in body), body
+    if depth > 125:  # with the message's own three levels, beyond 128
+        assert r.status_code == 400 and "deeper than 128 levels" in body["error"]["message"], body
+
+
 async def test_missing_token_is_401_with_resource_metadata(gateway: gw.RunningGateway) -> None:
     async with gateway.http(None) as http:
         r = await http.post(gateway.url("everything"), headers=JSON_HEADERS,
