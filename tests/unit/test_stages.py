@@ -421,3 +421,30 @@ def test_the_built_pipeline_orders_the_stages_as_the_design_draws_them(tmp_path:
             "DriftObserve", "TaskRecords", "ResultLimit", "ListFilter", "MaskResponse", "AuditResponse"]
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("name", ["export_customers ", " export_customers", "export_customers\t", "export\x00_customers",
+                                  "export_customers\u200b", "export_\u2028customers", "export_customers\n", ""])
+async def test_a_tool_or_prompt_name_with_invisible_characters_is_refused_before_policy(name: str) -> None:
+    """A deny rule names `export_customers`; an allow rule `export_*`. `export_customers ` matched only the
+    allow rule and was forwarded, safe only while the upstream matched names exactly."""
+    from ledgergate.gateway.stages.target import AmbiguousTarget, TargetCheck
+
+    for method, params in (("tools/call", {"name": name, "arguments": {}}), ("prompts/get", {"name": name}),
+                           ("completion/complete", {"ref": {"type": "ref/prompt", "name": name},
+                                                    "argument": {"name": "a", "value": "b"}})):
+        ledger = Ledger()
+        with pytest.raises(AmbiguousTarget) as refused:
+            await TargetCheck(evidence(ledger)).on_request(call_of(method, params))
+        assert "Invalid params" in refused.value.message and refused.value.data["reason"] == "ambiguous_name"
+        assert ledger.events == ["rpc.refused"] and ledger.records[0][1]["reason"] == "ambiguous_name"
+
+
+@pytest.mark.parametrize("name", ["echo", "get-env", "ns.tool/v2", "読む", "trace_🙂", "a b"])
+async def test_ordinary_names_pass_the_target_stage(name: str) -> None:
+    from ledgergate.gateway.stages.target import TargetCheck
+
+    ledger = Ledger()
+    call = call_of("tools/call", {"name": name, "arguments": {}})
+    await TargetCheck(evidence(ledger)).on_request(call)
+    assert ledger.events == [] and call.target == name

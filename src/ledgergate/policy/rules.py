@@ -26,6 +26,8 @@ How methods are governed (see docs/policy.md):
 
 from __future__ import annotations
 
+import unicodedata
+
 import fnmatch
 import re
 from collections.abc import Iterable, Sequence
@@ -98,6 +100,21 @@ def is_housekeeping(method: str) -> bool:
 
 def is_server_to_client(method: str) -> bool:
     return method in SERVER_TO_CLIENT_METHODS
+
+
+def name_problem(name: str) -> str | None:
+    """Why a tool or prompt name cannot be decided on as written, or None. Rules match names exactly
+    (or by glob), so a name with a trailing space, a tab, a NUL or a zero-width character passes a rule
+    that denies the plain name, and an upstream that trims or stops at such a character runs the denied
+    tool. No legitimate name holds them (MCP's naming guidance: letters, digits, `_`, `-`, `.`, `/`)."""
+    if not name:
+        return "the name is empty"
+    if name != name.strip():
+        return "the name starts or ends with white space"
+    for char in name:
+        if unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"):
+            return f"the name holds the invisible or control character U+{ord(char):04X}"
+    return None
 
 
 def request_target(method: str, params: Any) -> str | None:

@@ -7,7 +7,13 @@ from __future__ import annotations
 from ledgergate.errors import INVALID_PARAMS, GatewayError
 from ledgergate.gateway.call import Call
 from ledgergate.gateway.stages.audit import Evidence
-from ledgergate.policy.rules import request_target
+from ledgergate.policy.rules import (
+    COMPLETION_METHOD,
+    COMPLETION_PROMPT_PREFIX,
+    TARGET_KIND,
+    name_problem,
+    request_target,
+)
 from ledgergate.policy.uri import UriRefused, normalize_params
 
 
@@ -33,3 +39,21 @@ class TargetCheck:
         if params is not None:
             call.message = {**call.message, "params": params}
             call.target = request_target(call.method, params)
+        name = _named(call.method, call.target)
+        if name is not None and (problem := name_problem(name)) is not None:
+            await self.evidence.record("rpc.refused", call, reason="ambiguous_name", detail=problem)
+            raise AmbiguousTarget(f"Invalid params: {problem}; send the name exactly as the server lists it "
+                                  f"(request id {call.request_id})",
+                                  data={"reason": "ambiguous_name", "requestId": call.request_id})
+
+
+def _named(method: str, target: str | None) -> str | None:
+    """The tool or prompt name a call's target is, if it is one (resource URIs have their own normal form)."""
+    if target is None:
+        return None
+    kind = TARGET_KIND.get(method)
+    if kind in ("tool", "prompt"):
+        return target
+    if method == COMPLETION_METHOD and target.startswith(COMPLETION_PROMPT_PREFIX):
+        return target[len(COMPLETION_PROMPT_PREFIX):]
+    return None
