@@ -91,6 +91,15 @@ def test_policy_check_bad_arguments(files: Path, args: list[str], words: tuple[s
     assert run.stdout == ""
 
 
+def test_policy_check_names_a_server_the_config_does_not_have(files: Path) -> None:
+    """A typo in --server was judged like an unknown server and printed "deny" with exit 1: an answer
+    to a question nobody asked. It is a usage error naming the configured servers."""
+    run = _cli("policy", "check", "--config", str(files / "ok.yaml"), "--subject", "a", "--server", "bnak",
+               "--tool", "t", cwd=files)
+    _one_clear_line(run, 2, "--server", "bnak", "bank")
+    assert run.stdout == ""
+
+
 @pytest.mark.parametrize("expires", ["5x", "١٠d", "-1d", "1" * 5000 + "d", "", "[bold]1d"])
 def test_apikeys_bad_durations(files: Path, expires: str) -> None:
     run = _cli("apikeys", "create", "--name", "n", "--expires", expires, "--config", str(files / "ok.yaml"),

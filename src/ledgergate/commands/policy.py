@@ -103,6 +103,10 @@ def check(
         engine = PolicyEngine.from_settings(settings.policies, set(settings.masking.profiles))
     except ValueError as exc:
         raise _fail(f"{config}: {exc}") from None
+    if server not in settings.servers:
+        # a typo would otherwise be judged like an unknown server and print "deny": a wrong answer, not an error
+        known = ", ".join(sorted(settings.servers)) or "none"
+        raise _fail(f"--server {server!r} is not in the config's servers (configured: {known})")
     principal = Principal(
         issuer=issuer,
         subject=subject,
