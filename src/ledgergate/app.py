@@ -51,6 +51,7 @@ from ledgergate.principal import Principal
 from ledgergate.reload import UnstableFile, file_signature, plan_reload, read_stable
 from ledgergate.requestlog import REQUEST_ID
 from ledgergate.store.fingerprints_store import FingerprintStore
+from ledgergate.store.signouts_store import SignOutStore
 from ledgergate.upstream.registry import Upstreams
 from ledgergate.upstream.settings import PoolLimits
 
@@ -75,6 +76,7 @@ class Gateway:
         self.ledger: Ledger | None = None
         self.endpoint: McpEndpoint | None = None
         self.drift: DriftGuard | None = None
+        self.signouts: SignOutStore | None = None
         self.lasting: Lasting | None = None
         self.pipeline: Pipeline | None = None
         self.auth: Authenticator | None = None
@@ -152,10 +154,12 @@ class Gateway:
             Route(r.path, self._audit_reader(r.endpoint), methods=r.methods) for r in record_routes(self.reader))
         from ledgergate.ui.console import ConsoleContext, console_routes
 
+        self.signouts = SignOutStore.open(s.storage, self.config.base_dir)
+
         self._router.router.routes.extend(console_routes(ConsoleContext(
             settings=lambda: self.config.settings, identity=lambda: self.snapshot.identity, approvals=self.approvals,
             ledger=self.ledger, reader=self.reader, host_ok=hosts.host_ok, fingerprints=self.drift.store,
-            config_path=self.config.path)))
+            config_path=self.config.path, signouts=self.signouts)))
         self._tasks.append(asyncio.create_task(self._expire_sessions()))
         if self.config.path is not None:
             self._tasks.append(asyncio.create_task(self._watch_config()))
@@ -195,6 +199,8 @@ class Gateway:
             await self.webhooks.close()
         if self.drift is not None:
             self.drift.close()
+        if self.signouts is not None:
+            self.signouts.close()
         if self.ledger is not None:
             await self.ledger.close()
         if self.tracing is not None:

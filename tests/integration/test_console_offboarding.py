@@ -2,7 +2,8 @@
 (`identity.disabled_subjects`, picked up by the running gateway's config watcher) is refused on the
 console's next request, GET or POST, before any page or decision runs; the refusal is a ledger record
 and the session cookie is cleared. Against `ledgergate demo` (gateway, bank server, development issuer),
-signing in through the issuer's authorization-code form as a browser would, with httpx."""
+signing in through the issuer's authorization-code form as a browser would, with httpx. Signing out
+ends a session for every copy of its cookie. (The sign-out test runs first: the other disables bob.)"""
 
 from __future__ import annotations
 
@@ -46,6 +47,29 @@ def disable(config: Path, subject: str) -> None:
     config.write_text(yaml.safe_dump(doc, sort_keys=False))
 
 
+def test_signing_out_ends_the_session_for_every_copy_of_its_cookie(demo: Demo) -> None:
+    """Signing out deleted only the browser's copy of the cookie; a copy taken before went on working until
+    it expired. Now the session is ended in the store every replica reads."""
+    bob = sign_in(demo, "bob")
+    page = bob.get("/ui/approvals")
+    assert page.status_code == 200
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert csrf is not None
+    copied = bob.cookies.get("lg_console")
+    out = bob.post("/ui/logout", data={"csrf": csrf.group(1)}, headers={"Origin": demo.base})
+    assert out.status_code == 303 and out.headers["location"] == "/ui/signed-out"
+
+    replay = httpx.get(f"{demo.base}/ui/approvals", headers={"Cookie": f"lg_console={copied}"}, timeout=10)
+    assert replay.status_code == 401 and "signed out" in replay.text
+    posted = httpx.post(f"{demo.base}/ui/approvals/apr_0000/decide", data={"csrf": csrf.group(1), "verdict": "approve"},
+                        headers={"Origin": demo.base, "Cookie": f"lg_console={copied}"}, timeout=10)
+    assert posted.status_code == 401
+
+    again = sign_in(demo, "bob")  # a new sign-in is a new session
+    assert again.get("/ui/approvals").status_code == 200
+    assert [r["event"] for r in demo.records()].count("console.logout") >= 1
+
+
 def test_a_disabled_approver_is_signed_out_of_the_console(demo: Demo) -> None:
     bob = sign_in(demo, "bob")
     inbox = bob.get("/ui/approvals")
@@ -77,3 +101,4 @@ def test_a_disabled_approver_is_signed_out_of_the_console(demo: Demo) -> None:
     alice = sign_in(demo, "alice")  # everyone else is judged as before: alice holds no console role
     other = alice.get("/ui/approvals")
     assert other.status_code == 403 and "role (groups:" in other.text and "disabled" not in other.text
+

@@ -47,6 +47,7 @@ from ledgergate.errors import AuthError, GatewayError
 from ledgergate.numbers import parse_uint
 from ledgergate.principal import Principal
 from ledgergate.store.ledger_store import StoreError
+from ledgergate.store.signouts_store import SignOutStore
 from ledgergate.ui import security
 from ledgergate.ui.oidc import LoginError, OidcClient
 
@@ -92,6 +93,7 @@ class ConsoleContext:
     host_ok: Callable[[str | None], bool]
     fingerprints: Any = None  # FingerprintStore
     config_path: Path | None = None
+    signouts: SignOutStore | None = None  # sessions ended by signing out (every replica reads it)
 
 
 @dataclass(frozen=True)
@@ -198,6 +200,18 @@ class Console:
             user = self.user(request)
             if user is not None and (refused := await self._offboarded(request, user)) is not None:
                 return refused
+            if user is not None:
+                try:
+                    ended = await self._signed_out(user)
+                except Exception as exc:  # noqa: BLE001 - the store could not say: fail closed
+                    log.error("console: sign-outs could not be read: %s", type(exc).__name__)
+                    return self.error(request, None, 503, "Not available",
+                                      "The console cannot check its sign-ins right now; nothing was shown or done.")
+                if ended:
+                    resp = self.error(request, None, 401, "Signed out", "This console session was signed out; "
+                                      "sign in again.")
+                    resp.delete_cookie(security.SESSION_COOKIE, path="/ui")
+                    return resp
             if user is None:
                 if post:
                     return self.error(request, None, 401, "Signed out", "Your console session ended; sign in again.")
@@ -321,7 +335,24 @@ class Console:
         except GatewayError:
             pass  # refused either way
 
+    @staticmethod
+    def _session_id(user: User) -> str:
+        """The session's id in the sign-out store: a digest of its random token, never the token."""
+        return hashlib.sha256(b"ledgergate/console-session/" + user.csrf.encode()).hexdigest()
+
+    async def _signed_out(self, user: User) -> bool:
+        store = self.ctx.signouts
+        return store is not None and await asyncio.to_thread(store.signed_out, self._session_id(user))
+
     async def logout(self, request: Request, user: User) -> Response:
+        store = self.ctx.signouts
+        if store is not None:  # the cookie stops working everywhere, not only in this browser
+            try:
+                await asyncio.to_thread(store.sign_out, self._session_id(user), user.expires, time.time())
+            except Exception as exc:  # noqa: BLE001
+                log.error("console: a sign-out could not be stored: %s", type(exc).__name__)
+                return self.error(request, user, 503, "Not signed out",
+                                  "The sign-out could not be stored; this session still works. Try again.")
         await self.record("console.logout", {"principal": user.summary()})
         resp = RedirectResponse("/ui/signed-out", status_code=303, headers=security.HEADERS)
         resp.delete_cookie(security.SESSION_COOKIE, path="/ui")
