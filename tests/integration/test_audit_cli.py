@@ -305,11 +305,12 @@ async def test_a_witness_missing_before_any_checkpoint_is_only_noted(store_url: 
     assert code == 0 and "note: witness file://./data/witness.log" in out and "does not exist" in out, out
 
 
-async def test_a_log_none_of_whose_checkpoints_reached_the_witness_fails(store_url: str, tmp_path: Path) -> None:
-    """The witness file is there and holds notes, but only another log's: this log's were removed from it."""
+async def test_a_log_none_of_whose_checkpoints_is_at_the_witness_is_named(store_url: str, tmp_path: Path) -> None:
+    """With several replicas each may push to a witness only its own config names, so a log with no
+    witnessed checkpoint is not a failure, but the output says its tail was checked without a witness."""
     config = await two_logs(tmp_path, store_url)
     witness = tmp_path / "data" / "witness.log"
     kept = [n for n in split_notes(witness.read_text()) if not n.startswith("ledgergate/replica-a\n")]
     witness.write_text("".join(kept))
     code, out = flat(*cli("audit", "verify", "--config", str(config)))
-    assert code == 1 and "FAIL log replica-a" in out and "none of the configured file witnesses" in out, out
+    assert code == 0 and "note: log replica-a: none of its" in out and "checked against the database" in out, out
