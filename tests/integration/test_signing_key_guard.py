@@ -5,25 +5,15 @@ file that cannot be used is named in the error. Real SQLite and PostgreSQL store
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from test_ledger_store import store_url  # noqa: F401 - shared fixture: SQLite and PostgreSQL
 
 from ledgergate.audit.checkpoint import Checkpoint, NoteError
 from ledgergate.audit.ledger import Ledger
 from ledgergate.audit.settings import AuditSettings
 from ledgergate.errors import LedgerUnavailable
-from tests.support.pg import throwaway_schema, url_for
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'data' / 'ledgergate.db'}"
-        return
-    with throwaway_schema("keyguard") as schema:
-        yield url_for(schema)
 
 
 def settings(key: str) -> AuditSettings:

@@ -3,26 +3,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
+from test_ledger_store import store_url  # noqa: F401 - shared fixture: SQLite and PostgreSQL
 
 from ledgergate.store.signouts_store import SignOutStore
-from tests.support.pg import throwaway_schema, url_for
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'ledgergate.db'}"
-        return
-    with throwaway_schema("signouts") as schema:
-        yield url_for(schema)
-
-
-def test_a_sign_out_is_seen_by_every_replica_and_expires_with_its_cookie(storage: str) -> None:
-    one, other = SignOutStore.open(storage), SignOutStore.open(storage)
+def test_a_sign_out_is_seen_by_every_replica_and_expires_with_its_cookie(store_url: str) -> None:
+    one, other = SignOutStore.open(store_url), SignOutStore.open(store_url)
     try:
         assert not other.signed_out("a" * 64)
         one.sign_out("a" * 64, expires=1_000.0, now=500.0)
