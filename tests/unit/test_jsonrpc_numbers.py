@@ -52,3 +52,17 @@ def test_round_trip_keeps_every_number(value: object) -> None:
     text = json.dumps(value).encode()
     back = jsonrpc.parse(jsonrpc.dumps(jsonrpc.parse(text)))
     assert json.dumps(back) == json.dumps(value)
+
+
+@pytest.mark.parametrize("meta", [None, {}, {"progressToken": "p"}, {"progressToken": 7}, {"progressToken": 1.5},
+                                  {"progressToken": None}])
+def test_a_well_formed_or_absent_meta_passes_the_envelope(meta: object) -> None:
+    assert jsonrpc.kind_of({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "x", "_meta": meta}}) \
+        == "request"
+
+
+@pytest.mark.parametrize("meta", ["x", [1], 3, {"progressToken": {}}, {"progressToken": [1]}, {"progressToken": True}])
+def test_a_malformed_meta_is_invalid_params(meta: object) -> None:
+    with pytest.raises(GatewayError, match="Invalid params") as refused:
+        jsonrpc.kind_of({"jsonrpc": "2.0", "method": "notifications/progress", "params": {"_meta": meta}})
+    assert refused.value.rpc_code == -32602

@@ -91,7 +91,7 @@ def kind_of(message: Any) -> Kind:
         params = message.get("params")
         if params is not None and not isinstance(params, dict):
             raise GatewayError('Invalid Request: "params" must be an object', rpc_code=INVALID_REQUEST)
-        if params is not None and "_meta" in params:
+        if params is not None and params.get("_meta") is not None:
             _check_meta(params["_meta"])
         if "id" not in message:
             return "notification"
