@@ -83,6 +83,19 @@ def test_a_decider_outside_the_approver_groups_is_refused_but_a_named_subject_is
     assert m.decide(by_key, MALLORY, "deny", "no", NOW, 300).status == "denied"
 
 
+def test_someone_who_may_not_decide_learns_nothing_of_the_state() -> None:
+    """Who may decide is checked first: a refusal to an outsider or the requester does not say whether the
+    approval is pending, executed or expired (the approver still hears why a late decision fails)."""
+    executed = m.execute(m.decide(pending(), BOB, "approve", "ok", NOW, 300), NOW + 1, "r1")
+    for state, at in ((executed, NOW + 2), (pending(), NOW + 7200)):
+        with pytest.raises(m.NotAllowed, match="not an approver"):
+            m.decide(state, MALLORY, "deny", "x", at, 300)
+        with pytest.raises(m.NotAllowed, match="you requested this call"):
+            m.decide(state, ALICE, "deny", "x", at, 300)
+        with pytest.raises(m.NotPending):
+            m.decide(state, CAROL, "deny", "x", at, 300)
+
+
 def test_count_two_needs_two_different_people() -> None:
     a = m.decide(pending(count=2), BOB, "approve", "fine", NOW, 300)
     assert a.status == "pending" and a.approvals == 1

@@ -340,7 +340,8 @@ def decide(approval: Approval, decider: Principal, verdict: str, reason: Any, no
     """
     if verdict not in VERDICTS:
         raise BadDecision(f"verdict must be 'approve' or 'deny', not {str(verdict)[:40]!r}")
-    _require_pending(approval, now, verdict)
+    # who may decide is checked before what state the approval is in: someone who may not decide must
+    # not learn from the refusal whether it is still pending, was executed or expired
     operator = is_operator(decider)
     if is_requester(approval, decider):
         raise NotAllowed(f"you requested this call, so you cannot {verdict} it (approval {approval.id}); "
@@ -348,6 +349,7 @@ def decide(approval: Approval, decider: Principal, verdict: str, reason: Any, no
     if not operator and not is_approver(approval.approvers, decider):
         raise NotAllowed(f"you are not an approver of approval {approval.id} "
                          f"(approvers: {describe_approvers(approval.approvers)})")
+    _require_pending(approval, now, verdict)
     for v in approval.decisions:
         if _same_person(v.approver, v.subject, v.operator, decider.key, decider.subject, operator):
             raise AlreadyDecided(f"you already decided approval {approval.id} ({v.verdict}); "
