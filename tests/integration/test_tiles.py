@@ -221,7 +221,7 @@ async def test_every_tile_is_the_recomputed_hashes_and_records(served: tuple[Led
         for tile in tiles.tiles_for(size):
             r = await http.get("/" + tile.path())
             assert r.status_code == 200 and r.headers["content-type"] == "application/octet-stream", tile
-            assert "immutable" in r.headers["cache-control"]
+            assert r.headers["cache-control"] == "public, max-age=31536000, immutable"  # sizes and hashes only
             span = 1 << (8 * tile.level)  # type: ignore[operator]
             want = b"".join(merkle.root_of(leaves[(tile.index * 256 + i) * span:(tile.index * 256 + i + 1) * span])
                             for i in range(tile.width))
@@ -235,6 +235,16 @@ async def test_every_tile_is_the_recomputed_hashes_and_records(served: tuple[Led
                 raw = await http.get(f"/{tiles.tile_path(None, tile.index, tile.width)}",
                                      headers={"Authorization": f"Bearer {TOKEN}", "Accept-Encoding": "identity"})
                 assert "content-encoding" not in raw.headers and raw.content == r.content
+                # the records are read with an auditor's token: no shared cache may keep them
+                assert r.headers["cache-control"].startswith("private") and "public" not in raw.headers["cache-control"]
+                for refusing in ("gzip;q=0", "x-gzip;q=0, identity", "*;q=0", "br"):
+                    plain = await http.get(f"/{tiles.tile_path(None, tile.index, tile.width)}",
+                                           headers={"Authorization": f"Bearer {TOKEN}", "Accept-Encoding": refusing})
+                    assert "content-encoding" not in plain.headers and plain.content == r.content, refusing
+                for admitting in ("GZIP", "x-gzip", "br, gzip;q=0.5", "*"):
+                    packed = await http.get(f"/{tiles.tile_path(None, tile.index, tile.width)}",
+                                            headers={"Authorization": f"Bearer {TOKEN}", "Accept-Encoding": admitting})
+                    assert packed.headers.get("content-encoding") == "gzip", admitting
         # partial tiles narrower than the log holds are served too (a size some older checkpoint had)
         assert (await http.get("/tile/0/002.p/5")).content == b"".join(leaves[512:517])
         for missing in ("/tile/0/002", "/tile/0/002.p/89", "/tile/1/000", "/tile/2/000.p/1", "/tile/0/003.p/1"):

@@ -29,6 +29,32 @@ if TYPE_CHECKING:
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 IMMUTABLE = "public, max-age=31536000, immutable"  # §"Merkle Tree": "its caching headers SHOULD be long-lived"
+IMMUTABLE_PRIVATE = "private, max-age=31536000, immutable"  # entry bundles: for the auditor's own cache only
+
+
+def accepts_gzip(header: str) -> bool:
+    """Whether an Accept-Encoding value admits gzip (RFC 9110 §12.5.3): named as `gzip` or `x-gzip`, in any
+    case, or covered by `*`, and not with q=0."""
+    named: float | None = None
+    star: float | None = None
+    for item in header.split(","):
+        coding, _, params = item.strip().partition(";")
+        q = 1.0
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value.strip())
+                except ValueError:
+                    q = 0.0  # an unreadable weight admits nothing
+        coding = coding.strip().lower()
+        if coding in ("gzip", "x-gzip"):
+            named = q if named is None else max(named, q)
+        elif coding == "*":
+            star = q
+    if named is not None:
+        return named > 0
+    return star is not None and star > 0
 MUTABLE = "no-cache"  # §"Checkpoints": "SHOULD prevent caching beyond a few seconds"
 PREFIX = "/api/v1/audit/tiles"
 
@@ -79,11 +105,14 @@ def tile_routes(ledger: Ledger, entries_guard: Callable[[Endpoint], Endpoint]) -
             return _error(exc.message, 503)
         if data is None:
             return _error("no such log", 404)
-        headers = {"Cache-Control": IMMUTABLE}
-        if tile.level is None and "gzip" in request.headers.get("accept-encoding", ""):
+        if tile.level is not None:
+            return Response(data, media_type="application/octet-stream", headers={"Cache-Control": IMMUTABLE})
+        # Entry bundles are the records, read with an auditor's token: a shared cache must not keep them
+        # (RFC 9111 §3.5 lets `public` override the protection an Authorization header gives)
+        headers = {"Cache-Control": IMMUTABLE_PRIVATE, "Vary": "Accept-Encoding, Authorization"}
+        if accepts_gzip(request.headers.get("accept-encoding", "")):
             data = gzip.compress(data, 6)  # §"Log entries": bundles SHOULD be compressed at the HTTP layer
             headers["Content-Encoding"] = "gzip"
-            headers["Vary"] = "Accept-Encoding"
         return Response(data, media_type="application/octet-stream", headers=headers)
 
     async def hash_tile(request: Request, tile: tiles.Tile) -> Response:
