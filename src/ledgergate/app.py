@@ -96,6 +96,10 @@ class Gateway:
         self._last_attempt = 0.0
         self._reload_lock = asyncio.Lock()
         self._router = Starlette(routes=self._routes())
+        # Starlette answers `/path/` for a route `/path` with a redirect built from the request's Host,
+        # before any route's Host check runs: a foreign Host got a 307 to itself. No route ends in `/`
+        # but the console's `/ui/`, which is a route of its own, so the redirect serves no one.
+        self._router.router.redirect_slashes = False
 
     def _mask_for_log(self, text: str) -> str:
         """Text from outside (a stdio server's stderr) as the log may keep it: masked with the current

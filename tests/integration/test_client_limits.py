@@ -211,3 +211,11 @@ def test_heads_within_the_limit_and_large_bodies_are_served(gateway: tuple[Proc,
     big = httpx.post(f"http://127.0.0.1:{port}/mcp/nowhere", content=b"{" + b" " * (1 << 20) + b"}",
                      headers={"Content-Type": "application/json", "Accept": "application/json"}, timeout=10)
     assert big.status_code == 401, big.text  # the body is not the head: refused for its missing token only
+
+
+@pytest.mark.parametrize("path", ["/healthz/", "/api/v1/approvals/", "/metrics/"])
+def test_no_redirect_is_built_from_a_foreign_host(gateway: tuple[Proc, int], path: str) -> None:
+    """Starlette's trailing-slash redirect ran before any Host check and sent `Location: http://evil.example/...`."""
+    _, port = gateway
+    r = httpx.get(f"http://127.0.0.1:{port}{path}", headers={"Host": "evil.example"}, timeout=10)
+    assert r.status_code not in (301, 302, 307, 308) and "evil.example" not in r.headers.get("location", ""), r.headers
