@@ -81,6 +81,9 @@ async def test_list_show_approve_deny_from_the_cli(tmp_path: Path) -> None:
 
     listed = cli("list", "--config", config, "--json")
     assert listed.returncode == 0, listed.stderr
+    table = subprocess.run([*CLI, "approvals", "list", "--config", config], capture_output=True, text=True,
+                           timeout=60, env={"COLUMNS": "80", "PATH": "/usr/bin:/bin"})  # a narrow terminal:
+    assert table.returncode == 0 and a.id in table.stdout and b.id in table.stdout, table.stdout  # ids whole
     assert {x["id"] for x in json.loads(listed.stdout)} == {a.id, b.id}
     shown = cli("show", a.id, "--config", config)
     assert shown.returncode == 0 and a.id in shown.stdout and "***-**-6789" in shown.stdout

@@ -186,6 +186,18 @@ def test_follow_up_commands_run_without_an_activated_venv(demo: Demo) -> None:
     run = subprocess.run(f"{cli} config validate --config {demo.dir / 'ledgergate.yaml'}", shell=True,
                          capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
     assert run.returncode == 0, run.stdout + run.stderr
+    lines = [line.strip() for line in demo.output().splitlines()]
+    listing = next(line for line in lines if " approvals list --config " in line)
+    run = subprocess.run(listing, shell=True, capture_output=True, text=True, timeout=60,
+                         env={"PATH": "/usr/bin:/bin"})  # exactly as printed
+    assert run.returncode == 0, run.stdout + run.stderr
+    approve = next(line for line in lines if " approvals approve APPROVAL_ID " in line)
+    assert approve.startswith(cli + " "), approve
+    sdk = re.search(r"which has the SDK: (.+ \S+example_client\.py)\):", demo.output())
+    assert sdk, demo.output()
+    run = subprocess.run(sdk.group(1), shell=True, capture_output=True, text=True, timeout=60,
+                         env={"PATH": "/usr/bin:/bin", "ALICE_TOKEN": demo.tokens["alice"]})
+    assert run.returncode == 0 and "lookup_customer" in run.stdout, run.stdout + run.stderr
 
 
 def test_the_demo_data_stays_out_of_the_working_directory(demo: Demo) -> None:

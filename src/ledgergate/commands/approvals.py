@@ -145,7 +145,11 @@ def list_approvals(
     if not found:
         out.print(f"no {'' if status == 'all' else status + ' '}approvals")
         return
-    table = Table("id", "status", "requester", "call", "rule", "approvals", "expires")
+    table = Table()
+    # the id is what the next command needs (`approvals approve ID`): never cut, whatever the terminal's width
+    table.add_column("id", no_wrap=True, min_width=max(len(a.id) for a in found))
+    for heading in ("status", "requester", "call", "rule", "approvals", "expires"):
+        table.add_column(heading)
     for a in found:
         p = a.public()
         table.add_row(a.id, a.status, escape(str(p["requester"].get("subject"))),

@@ -349,9 +349,9 @@ def _print_banner(console: Console, config: LoadedConfig, issuer: DevIdentityPro
     p(f"[bold]Approvals[/bold] — transfer_funds over ${APPROVAL_THRESHOLD:,} waits for one of 'approvers' (bob), "
       "never the requester. Alice's call is held (up to 50 s, with progress notices naming the approval "
       "and where to decide it) and runs once, as soon as bob approves:", soft_wrap=True)
-    p(f"  ledgergate approvals list --config {cfg}", soft_wrap=True, highlight=False, markup=False)
-    p(f"  ledgergate approvals approve APPROVAL_ID --reason \"checked with the customer\" --by bob --config {cfg}",
-      soft_wrap=True, highlight=False, markup=False)
+    p(f"  {cli_command()} approvals list --config {cfg}", soft_wrap=True, highlight=False, markup=False)
+    p(f"  {cli_command()} approvals approve APPROVAL_ID --reason \"checked with the customer\" --by bob "
+      f"--config {cfg}", soft_wrap=True, highlight=False, markup=False)
     p(f"  curl -s -X POST {api}/APPROVAL_ID/approve -H \"Authorization: Bearer $BOB_TOKEN\" "
       "-H 'Content-Type: application/json' -d '{\"reason\": \"checked with the customer\"}'",
       soft_wrap=True, highlight=False, markup=False)
@@ -363,7 +363,8 @@ def _print_banner(console: Console, config: LoadedConfig, issuer: DevIdentityPro
         p(f"export {u.env_var}={tokens[u.name]}", soft_wrap=True, highlight=False, markup=False)
     p(f"[dim](also in {data_dir / 'tokens.json'})[/dim]", soft_wrap=True)
     p()
-    p(f"[bold]Python SDK[/bold] — {example} (run it with ALICE_TOKEN exported):", soft_wrap=True)
+    p(f"[bold]Python SDK[/bold] — {example} (run it with ALICE_TOKEN exported, with this interpreter, which "
+      f"has the SDK: {shlex.quote(sys.executable)} {example}):", soft_wrap=True, highlight=False)
     p(Syntax(example.read_text(encoding="utf-8").split('"""', 2)[2].lstrip("\n"), "python",
              theme="ansi_dark", background_color="default"))
     p("[bold]curl[/bold] — one stateless (2026-07-28) request:")
