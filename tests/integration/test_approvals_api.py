@@ -118,7 +118,7 @@ async def test_a_non_approver_is_refused_and_cannot_see_it(api: Api) -> None:
     assert r.status_code == 403 and "not an approver" in r.json()["error"]
     assert (await api.http.get(f"/api/v1/approvals/{a.id}", headers=api.token("mallory", ["staff"]))).status_code == 403
     listed = await api.http.get("/api/v1/approvals", headers=api.token("mallory", ["staff"]))
-    assert listed.status_code == 200 and listed.json() == {"approvals": []}
+    assert listed.status_code == 200 and listed.json() == {"approvals": [], "next": None}
     # The requester and an auditor see it; the auditor cannot decide it.
     mine = await api.http.get(f"/api/v1/approvals/{a.id}", headers=api.token("alice", ["staff"]))
     assert mine.status_code == 200 and mine.json()["id"] == a.id
@@ -187,3 +187,40 @@ async def test_bad_query_is_400(api: Api) -> None:
     bob = api.token("bob", ["approvers"])
     assert (await api.http.get("/api/v1/approvals", params={"status": "maybe"}, headers=bob)).status_code == 400
     assert (await api.http.get("/api/v1/approvals", params={"limit": "0"}, headers=bob)).status_code == 400
+
+
+async def test_an_approvers_pending_call_is_listed_behind_a_thousand_newer_ones_of_others(api: Api) -> None:
+    """The listing read the newest 1,000 approvals and then kept what the caller may see: an approval
+    of bob's group behind 1,000 newer ones for another group was missing from his inbox. It pages now,
+    and `next` walks the rest."""
+    mine = await api.ask()  # alice asks; group "approvers" decides
+    dave = Principal(api.issuer, "dave", groups=frozenset({"staff"}))
+    for n in range(1100):
+        await api.service.request(principal=dave, server="bank", method="tools/call", target="transfer",
+                                  arguments={"amount": n}, masked_args={"amount": n}, rule="ops-review",
+                                  policy_version="v1", approvers=ApproverSpec(("ops",), (), 1))
+    listed = await api.http.get("/api/v1/approvals", params={"status": "pending"},
+                                headers=api.token("bob", ["approvers"]))
+    assert listed.status_code == 200
+    assert [a["id"] for a in listed.json()["approvals"]] == [mine.id] and listed.json()["next"] is None
+    # an ops approver pages through all 1,100 of theirs, newest first, each once, and never sees bob's
+    seen: list[str] = []
+    params = {"status": "pending", "limit": "400"}
+    while True:
+        r = await api.http.get("/api/v1/approvals", params=params, headers=api.token("olga", ["ops"]))
+        assert r.status_code == 200
+        body = r.json()
+        assert len(body["approvals"]) <= 400
+        seen += [a["id"] for a in body["approvals"]]
+        if body["next"] is None:
+            break
+        params["cursor"] = body["next"]
+    assert len(seen) == len(set(seen)) == 1100 and mine.id not in seen
+    created = [a.created for a in [await api.service.get(i) for i in seen[:5]]]
+    assert created == sorted(created, reverse=True)
+
+
+@pytest.mark.parametrize("cursor", ["", "garbage", "MS4wL2Fw", "%00", "a" * 500])
+async def test_a_forged_cursor_is_a_400_in_words(api: Api, cursor: str) -> None:
+    r = await api.http.get("/api/v1/approvals", params={"cursor": cursor}, headers=api.token("bob", ["approvers"]))
+    assert r.status_code == 400 and "cursor is not one a listing handed out" in r.json()["error"]

@@ -3,7 +3,8 @@
 console's next request, GET or POST, before any page or decision runs; the refusal is a ledger record
 and the session cookie is cleared. Against `ledgergate demo` (gateway, bank server, development issuer),
 signing in through the issuer's authorization-code form as a browser would, with httpx. Signing out
-ends a session for every copy of its cookie. (The sign-out test runs first: the other disables bob.)"""
+ends a session for every copy of its cookie. (The tests that sign bob in run first: the last one disables him.) The inbox
+finds an approver's call behind hundreds of newer ones for others."""
 
 from __future__ import annotations
 
@@ -70,6 +71,48 @@ def test_signing_out_ends_the_session_for_every_copy_of_its_cookie(demo: Demo) -
     assert [r["event"] for r in demo.records()].count("console.logout") >= 1
 
 
+def test_the_inbox_shows_an_approvers_call_behind_hundreds_of_newer_ones_for_others(demo: Demo) -> None:
+    """The inbox read the newest 500 pending approvals and then kept the reader's: one for bob's
+    group behind 600 newer ones for another group never showed. The approvals are written into the
+    demo's own store by a second service on the same file (as another replica would)."""
+    import asyncio
+
+    from ledgergate.approvals.service import ApprovalService, open_store
+    from ledgergate.approvals.settings import ApprovalsSettings
+    from ledgergate.policy.decision import ApproverSpec
+    from ledgergate.principal import Principal
+
+    async def fill() -> str:
+        async def nowhere(event: str, fields: object) -> int:  # the demo's ledger is the demo's; not recorded here
+            return 0
+        svc = ApprovalService(open_store(f"sqlite:///{demo.dir / 'ledgergate.db'}"), nowhere, ApprovalsSettings())
+        await svc.start(background=False)
+        try:
+            alice = Principal("http://idp.test", "alice", groups=frozenset({"staff"}))
+            mine = await svc.request(principal=alice, server="bank", method="tools/call", target="transfer",
+                                     arguments={"amount": 1}, masked_args={"amount": 1}, rule="inbox-test",
+                                     policy_version="v1", approvers=ApproverSpec((), ("bob",), 1))
+            for n in range(600):
+                await svc.request(principal=alice, server="bank", method="tools/call", target="transfer",
+                                  arguments={"amount": 1000 + n}, masked_args={"amount": 1000 + n},
+                                  rule="inbox-test", policy_version="v1", approvers=ApproverSpec(("nobody",), (), 1))
+            return mine.id
+        finally:
+            await svc.close()
+
+    mine = asyncio.run(fill())
+    bob = sign_in(demo, "bob")
+    inbox = bob.get("/ui/approvals")
+    assert inbox.status_code == 200
+    ids = re.findall(r'<article class="item[^"]*" id="[^"]+" data-id="([^"]+)"', inbox.text)
+    # bob approves and audits in the demo: he may see all 601, and his own decision comes first
+    assert ids[0] == mine and 1 < len(ids) < 601 and len(set(ids)) == len(ids)
+    assert 'id="inbox-more"' in inbox.text
+    fragment = bob.get("/ui/approvals/inbox")  # the part the page refreshes
+    assert fragment.status_code == 200
+    assert re.findall(r'data-id="([^"]+)"', fragment.text)[0] == mine and 'id="inbox-more"' in fragment.text
+
+
 def test_a_disabled_approver_is_signed_out_of_the_console(demo: Demo) -> None:
     bob = sign_in(demo, "bob")
     inbox = bob.get("/ui/approvals")
@@ -101,4 +144,5 @@ def test_a_disabled_approver_is_signed_out_of_the_console(demo: Demo) -> None:
     alice = sign_in(demo, "alice")  # everyone else is judged as before: alice holds no console role
     other = alice.get("/ui/approvals")
     assert other.status_code == 403 and "role (groups:" in other.text and "disabled" not in other.text
+
 

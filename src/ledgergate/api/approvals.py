@@ -1,6 +1,6 @@
 """REST for approvals: list, show, approve, deny.
 
-    GET  /api/v1/approvals?status=pending&limit=50
+    GET  /api/v1/approvals?status=pending&limit=50[&cursor=NEXT]
     GET  /api/v1/approvals/{id}
     POST /api/v1/approvals/{id}/approve   {"reason": "...", "preview_digest": "..."}
     POST /api/v1/approvals/{id}/deny      {"reason": "..."}
@@ -13,6 +13,10 @@ unknown, 409 no longer pending or already decided by you, 400 a bad body, 503
 nothing recorded). `preview_digest`, if sent, must match the arguments the
 approval holds, so an approver decides about exactly what they were shown.
 Error bodies are `{"error": ...}` in our words, bounded.
+
+A listing answers `{"approvals": [...], "next": TOKEN | null}`, newest first, only what the caller may
+see; `next` continues it (pass it as `cursor`). A page may hold fewer than `limit` with `next` set:
+each request reads a bounded number of stored approvals, whoever asks.
 """
 
 from __future__ import annotations
@@ -81,12 +85,14 @@ def approval_routes(service: ApprovalService, authenticate: Authenticate, *,
             return _error("limit must be an integer from 1 to 1000", 400)
         if status is not None and status not in model.STATUSES:
             return _error(f"status must be one of {', '.join(model.STATUSES)}", 400)
+        cursor = request.query_params.get("cursor")
         try:
-            found = await service.list(status, 1000)
+            after = None if cursor is None else model.Cursor.parse(cursor)
+            found, more = await service.page(status, limit, lambda a: model.may_see(a, principal, auditors), after)
         except GatewayError as exc:
             return _from(exc)
-        visible = [a.public() for a in found if model.may_see(a, principal, auditors)][:limit]
-        return JSONResponse({"approvals": visible})
+        return JSONResponse({"approvals": [a.public() for a in found],
+                             "next": None if more is None else more.token()})
 
     async def show(request: Request) -> Response:
         principal = await who(request)

@@ -21,8 +21,10 @@ approval, so the service, the REST API and the CLI cannot disagree on them:
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
+import math
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -101,6 +103,35 @@ def new_id() -> str:
 def looks_like_id(value: str) -> bool:
     return (len(value) == len(ID_PREFIX) + 32 and value.startswith(ID_PREFIX)
             and all(c in "0123456789abcdef" for c in value[len(ID_PREFIX):]))
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where a listing stopped: the (created, id) of the last approval read, in the listing's
+    order (newest first, then id). Handed out as an opaque token so callers do not build their own."""
+
+    created: float
+    id: str
+
+    def token(self) -> str:
+        # repr of a float reads back as the same float: the next page starts exactly after this row
+        return base64.urlsafe_b64encode(f"{self.created!r}/{self.id}".encode()).decode().rstrip("=")
+
+    @classmethod
+    def parse(cls, token: str) -> Cursor:
+        """The cursor a token names; BadDecision (400) for anything this gateway did not hand out."""
+        bad = BadDecision("cursor is not one a listing handed out (pass the 'next' of the previous page)")
+        if not token or len(token) > 200 or not token.isascii():
+            raise bad
+        try:
+            text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("ascii")
+            created_text, sep, approval_id = text.partition("/")
+            created = float(created_text)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise bad from exc
+        if not sep or not math.isfinite(created) or not looks_like_id(approval_id):
+            raise bad
+        return cls(created, approval_id)
 
 
 def args_digest(arguments: Any) -> str:

@@ -55,6 +55,10 @@ log = logging.getLogger("ledgergate.approvals")
 
 AppendFn = Callable[[str, Mapping[str, Any]], Awaitable[Any]]
 
+#: rows read per store query while paging, and at most per listing call (`ApprovalService.page`)
+_PAGE_ROWS = 500
+SCAN_ROWS = 5000
+
 
 def open_store(url: str | StoreURL, base_dir: Any = None) -> ApprovalStore[Approval]:
     """The approvals table of the configured store, handing back `Approval`s."""
@@ -339,6 +343,36 @@ class ApprovalService:
         if status is not None and status not in model.STATUSES:
             raise model.BadDecision(f"status must be one of {', '.join(model.STATUSES)}")
         return list(await self._io(self.store.list, status, max(1, min(limit, 1000)), principal_key))
+
+    async def page(self, status: str | None, limit: int, keep: Callable[[Approval], bool],
+                   after: model.Cursor | None = None,
+                   scan: int = SCAN_ROWS) -> tuple[builtins.list[Approval], model.Cursor | None]:
+        """Up to `limit` approvals that `keep` admits (what one caller may see), newest first, from
+        `after` on, and the cursor to continue from (None: nothing further is stored).
+
+        Filtering after a fixed read (the newest 1,000, then who may see them) hid from an approver
+        every approval of theirs behind 1,000 newer ones of others; so the store is read page by page
+        until `limit` are found. At most `scan` rows are read per call, so a caller who may see few
+        of many costs a bounded read: they get fewer than `limit` and a cursor to go on with."""
+        if status is not None and status not in model.STATUSES:
+            raise model.BadDecision(f"status must be one of {', '.join(model.STATUSES)}")
+        found: builtins.list[Approval] = []
+        read = 0
+        while True:
+            want = min(_PAGE_ROWS, scan - read)
+            rows: builtins.list[Approval] = list(await self._io(self.store.list, status, want, None,
+                                                       None if after is None else (after.created, after.id)))
+            read += len(rows)
+            for row in rows:
+                after = model.Cursor(row.created, row.id)
+                if keep(row):
+                    found.append(row)
+                    if len(found) == limit:
+                        return found, after
+            if len(rows) < want:
+                return found, None
+            if read >= scan:
+                return found, after
 
     # ── running the granted call ─────────────────────────────────────────────
     async def claim_grant(self, binding: Binding, request_id: str | None) -> Approval | None:

@@ -255,15 +255,21 @@ class ApprovalStore(Generic[Approval]):
             return None if row is None else self._row(row)
         return self._run(op)
 
-    def list(self, status: str | None = None, limit: int = 100, principal_key: str | None = None) -> list[Approval]:
-        """Newest first."""
-        where, params = [], []
+    def list(self, status: str | None = None, limit: int = 100, principal_key: str | None = None,
+             after: tuple[float, str] | None = None) -> list[Approval]:
+        """Newest first (created, then id): a total order, so `after` (the (created, id) of the last
+        row a caller saw) resumes exactly where that page ended, whatever was added since."""
+        where: builtins.list[str] = []
+        params: builtins.list[Any] = []
         if status is not None:
             where.append("status = ?")
             params.append(status)
         if principal_key is not None:
             where.append("principal_key = ?")
             params.append(principal_key)
+        if after is not None:
+            where.append("(created < ? OR (created = ? AND id > ?))")
+            params.extend((after[0], after[0], after[1]))
         clause = f"WHERE {' AND '.join(where)} " if where else ""
 
         def op(conn: Any) -> builtins.list[Approval]:

@@ -60,6 +60,9 @@ PRESET_REASONS = (
     "Amount or target looks wrong",
 )
 ROLES = ("approver", "auditor", "admin")
+#: the inbox shows at most this many waiting approvals, reading at most INBOX_SCAN stored ones to find them
+INBOX_ITEMS = 200
+INBOX_SCAN = 20000
 
 log = logging.getLogger("ledgergate.ui.console")
 
@@ -375,30 +378,39 @@ class Console:
     def _auditor_groups(self) -> set[str]:
         return set(self.settings.roles.auditor) | set(self.ctx.settings().audit.reader_groups)
 
-    async def _inbox(self, user: User) -> list[dict[str, Any]]:
+    async def _inbox(self, user: User) -> tuple[list[dict[str, Any]], bool]:
+        """What waits that this user may see, the calls they may decide first (each part newest first),
+        at most INBOX_ITEMS, and whether more waits. The store is read page by page past everyone
+        else's approvals (at most INBOX_SCAN of them), so none of this user's hides behind them, and an
+        auditor who also approves finds their own decisions above the ones they may only watch."""
         principal = user.principal()
         auditors = self._auditor_groups()
-        found = await self.ctx.approvals.list("pending", 500)
         now = time.time()
+        found, unread = await self.ctx.approvals.page(
+            "pending", INBOX_SCAN, lambda a: a.expires > now and model.may_see(a, principal, auditors),
+            scan=INBOX_SCAN)
+        ranked = sorted(((self._blocked(a, principal), a) for a in found), key=lambda pair: pair[0] is not None)
         items = []
-        for a in found:
-            if a.expires <= now or not model.may_see(a, principal, auditors):
-                continue
-            blocked = None
-            if model.is_requester(a, principal):
-                blocked = "You requested this call, so you cannot decide it: another approver must."
-            elif not model.is_approver(a.approvers, principal):
-                blocked = f"You are not an approver of this rule ({model.describe_approvers(a.approvers)})."
-            elif any(v.approver == principal.key for v in a.decisions):
-                blocked = "You already decided this approval; one person counts once."
+        for blocked, a in ranked[:INBOX_ITEMS]:
             p = a.public()
             items.append({**p, "blocked": blocked, "created_ts": a.created, "expires_ts": a.expires,
                           "requester_name": p["requester"].get("subject"), "target": a.binding.target})
-        return items
+        return items, unread is not None or len(ranked) > INBOX_ITEMS
+
+    @staticmethod
+    def _blocked(a: model.Approval, principal: Principal) -> str | None:
+        """Why this user may not decide `a`, in words for the page; None if they may."""
+        if model.is_requester(a, principal):
+            return "You requested this call, so you cannot decide it: another approver must."
+        if not model.is_approver(a.approvers, principal):
+            return f"You are not an approver of this rule ({model.describe_approvers(a.approvers)})."
+        if any(v.approver == principal.key for v in a.decisions):
+            return "You already decided this approval; one person counts once."
+        return None
 
     async def approvals_page(self, request: Request, user: User) -> Response:
         selected = request.path_params.get("id")
-        items = await self._inbox(user)
+        items, more = await self._inbox(user)
         gone = None
         if selected and not any(i["id"] == selected for i in items):
             gone = selected
@@ -409,12 +421,13 @@ class Console:
                         gone = f"{selected} is {gone_approval.status}"
                 except GatewayError:
                     pass
-        return self.html(request, "approvals.html", user, items=items, selected=selected, gone=gone,
+        return self.html(request, "approvals.html", user, items=items, more=more, selected=selected, gone=gone,
                          presets=PRESET_REASONS, now=time.time())
 
     async def approvals_fragment(self, request: Request, user: User) -> Response:
-        items = await self._inbox(user)
-        body = self.env.get_template("_inbox.html").render(items=items, presets=PRESET_REASONS, csrf=user.csrf,
+        items, more = await self._inbox(user)
+        body = self.env.get_template("_inbox.html").render(items=items, more=more, presets=PRESET_REASONS,
+                                                           csrf=user.csrf,
                                                            selected=request.query_params.get("selected"))
         return HTMLResponse(body, headers=security.HEADERS)
 
