@@ -266,13 +266,105 @@ async def test_list_filter_keeps_what_the_caller_may_use() -> None:
     assert response["result"]["tools"] == [{"name": "echo"}, {"name": "wire"}], "the upstream's answer is not mutated"
 
 
-async def test_masking_masks_data_not_definitions_and_keeps_the_clear_answer_for_the_ledger() -> None:
+async def test_masking_masks_every_part_of_a_result_and_keeps_the_clear_answer_for_the_ledger() -> None:
+    """`_meta` and fields of the server's own were passed in the clear (only `content` and
+    `structuredContent` of a tools/call were masked)."""
     call = call_of()
     call.decision = ALLOW
-    response = {"id": 7, "result": {"content": [{"type": "text", "text": "secret"}], "_meta": {"note": "secret"}}}
+    response = {"id": 7, "result": {"content": [{"type": "text", "text": "secret"}], "_meta": {"note": "secret"},
+                                    "debug": ["a secret"]}}
     out = await MaskResponse(Masker()).on_response(call, response)
-    assert out["result"]["content"][0]["text"] == "[X]" and out["result"]["_meta"] == {"note": "secret"}
-    assert call.clear_response is response and call.masked == {"WORD": 1}
+    assert out["result"] == {"content": [{"type": "text", "text": "[X]"}], "_meta": {"note": "[X]"},
+                             "debug": ["a [X]"]}
+    assert call.clear_response is response and call.masked == {"WORD": 3}
+
+
+@pytest.mark.parametrize("method", ["tools/call", "resources/read", "prompts/get", "completion/complete", "ping",
+                                    "logging/setLevel", "tasks/get", "tasks/list", "tasks/result", "vendor/thing"])
+@pytest.mark.parametrize("result", [{"description": "secret"}, "a secret", ["secret"],
+                                    {"task": {"taskId": "t1", "statusMessage": "secret"}}])
+async def test_masking_covers_every_method_and_every_shape_of_result(method: str, result: Any) -> None:
+    call = call_of(method, {})
+    call.decision = ALLOW
+    out = await MaskResponse(Masker()).on_response(call, {"jsonrpc": "2.0", "id": 7, "result": result})
+    assert "secret" not in str(out["result"]) and "[X]" in str(out["result"])
+
+
+async def test_an_answer_with_both_result_and_error_goes_out_as_its_error_masked() -> None:
+    """JSON-RPC allows one of the two; the error was masked and the result passed in the clear beside it."""
+    call = call_of()
+    call.decision = ALLOW
+    for error in ({"code": -1, "message": "failed: secret"}, {"code": -1, "message": "failed"}):
+        out = await MaskResponse(Masker()).on_response(
+            call, {"jsonrpc": "2.0", "id": 7, "result": {"content": [{"type": "text", "text": "secret"}]},
+                   "error": error})
+        assert "result" not in out and "secret" not in str(out) and out["error"]["code"] == -1
+
+
+async def test_definitions_are_masked_by_value_not_by_what_a_key_names() -> None:
+    """With the real engine: a tool whose schema names a field `ssn` keeps a usable schema, while an SSN
+    in its description, a default or a key of its own is masked."""
+    from ledgergate.masking.engine import Masker as RealMasker
+    from ledgergate.masking.settings import MaskingSettings
+
+    masker = RealMasker.from_settings(MaskingSettings())
+    tool = {"name": "lookup", "description": "e.g. SSN 123-45-6789",
+            "inputSchema": {"type": "object", "required": ["ssn"], "properties": {
+                "ssn": {"type": "string", "maxLength": 11, "default": "123-45-6789"},
+                "password": {"type": "string"}, "123-45-6789": {"type": "string"}}}}
+    call = call_of("tools/list", {})
+    call.decision = Decision("allow", "r", mask="ledger")
+    out = await MaskResponse(masker).on_response(call, {"jsonrpc": "2.0", "id": 7, "result": {"tools": [tool]}})
+    [shown] = out["result"]["tools"]
+    props = shown["inputSchema"]["properties"]
+    assert "123-45-6789" not in str(shown)
+    assert props["ssn"]["type"] == "string" and props["ssn"]["maxLength"] == 11
+    assert props["password"] == {"type": "string"} and shown["inputSchema"]["required"] == ["ssn"]
+    assert props["ssn"]["default"] != "123-45-6789" and "6789" not in shown["description"].replace("[US_SSN]", "")
+    assert len(props) == 3 and call.masked
+
+
+class PerMethod(Policy):
+    """Allows the methods it is given, denies the rest."""
+
+    def __init__(self, allowed: set[str]) -> None:
+        super().__init__(ALLOW)
+        self.allowed = allowed
+
+    def decide(self, principal: Principal, server: str, method: str, target: str | None,
+               arguments: Mapping[str, Any] | None, now: float) -> Decision:
+        return ALLOW if method in self.allowed else Decision("deny", "r-no-input", reason="no")
+
+
+def input_required(*requests: Any) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": 7, "result": {"resultType": "input_required", "requestState": "s",
+                                                  "inputRequests": {f"k{i}": r for i, r in enumerate(requests)}}}
+
+
+async def test_input_requests_pass_only_when_policy_allows_each_method_for_the_caller() -> None:
+    """A 2026-07-28 server's input requests (inside a result) went to the client with no policy check,
+    while a handshake-era server's same requests are relayed only when a rule allows them."""
+    from ledgergate.gateway.stages.messages import InputRequests
+
+    elicit = {"method": "elicitation/create", "params": {"message": "confirm?"}}
+    sample = {"method": "sampling/createMessage", "params": {"messages": []}}
+    ledger = Ledger()
+    stage = InputRequests(PerMethod({"elicitation/create"}), evidence(ledger))
+    call = call_of()
+    response = input_required(elicit)
+    assert await stage.on_response(call, response) is response and not call.answered and ledger.records == []
+
+    for refused in ([elicit, sample], [sample], [{"method": "vendor/steal", "params": {}}], ["not an object"]):
+        ledger, call = Ledger(), call_of()
+        out = await InputRequests(PerMethod({"elicitation/create"}), evidence(ledger)).on_response(
+            call, input_required(*refused))
+        assert call.answered and out["error"]["code"] == -32003 and call.request_id in out["error"]["message"]
+        assert ledger.events == ["policy.denied", "rpc.response"]
+        assert ledger.records[0][1]["direction"] == "server-to-client"
+    ledger, call = Ledger(), call_of()
+    bad = {"jsonrpc": "2.0", "id": 7, "result": {"resultType": "input_required", "inputRequests": []}}
+    out = await InputRequests(PerMethod(set()), evidence(ledger)).on_response(call, bad)
+    assert call.answered and "error" in out
 
 
 async def test_audit_response_records_the_ledger_view_of_the_clear_answer() -> None:
@@ -418,7 +510,8 @@ def test_the_built_pipeline_orders_the_stages_as_the_design_draws_them(tmp_path:
         assert [type(s).__name__ for s in built.request_stages] == [
             "TargetCheck", "PolicyCheck", "BudgetCheck", "DriftCheck", "TaskOwnership", "ApprovalGate", "AuditRequest"]
         assert [type(s).__name__ for s in built.response_stages] == [
-            "DriftObserve", "TaskRecords", "ResultLimit", "ListFilter", "MaskResponse", "AuditResponse"]
+            "DriftObserve", "TaskRecords", "ResultLimit", "ListFilter", "InputRequests", "MaskResponse",
+            "AuditResponse"]
     finally:
         store.close()
 

@@ -92,6 +92,7 @@ class Bridge:
             }
             if hello.get("instructions"):
                 result["instructions"] = hello["instructions"]
+        result = pipeline.messages.hello(session.server, principal, "initialize", result)
         await pipeline.evidence.append("session.opened", {
             "session": session.id, "server": session.server, "principal": principal.summary(),
             "client": session.hello.client_info, "protocol_version": result.get("protocolVersion"),
@@ -99,8 +100,8 @@ class Bridge:
         })
         return result
 
-    async def discover(self, server: str, principal: Principal, upstream: Upstream, sessions: SessionRegistry,
-                       hello: ClientHello) -> dict[str, Any]:
+    async def discover(self, pipeline: Pipeline, server: str, principal: Principal, upstream: Upstream,
+                       sessions: SessionRegistry, hello: ClientHello) -> dict[str, Any]:
         """`server/discover` for a stateless client, whatever the upstream speaks."""
         shared = sessions.shared_for(server, principal, upstream, self._shared_hello(hello))
         upstream_session = await shared.upstream_session_ready()
@@ -120,7 +121,7 @@ class Bridge:
             }
             if base.get("instructions"):
                 result["instructions"] = base["instructions"]
-        return result
+        return pipeline.messages.hello(server, principal, "server/discover", result)
 
     async def _shared(self, pipeline: Pipeline, server: str, principal: Principal, upstream: Upstream,
                       sessions: SessionRegistry, hello: ClientHello) -> GatewaySession:

@@ -4,7 +4,7 @@
                                                                                         │
                                                                                     upstream
                                                                                         │
-    response: audit(response, durable) ◀─ masking ◀─ list filtering ◀─ result size limit ◀─ task records ◀─ drift observation
+    response: audit(response, durable) ◀─ masking ◀─ input requests ◀─ list filtering ◀─ result size limit ◀─ task records ◀─ drift observation
 
 The transport (HTTP, both protocol eras), identity (`auth.py`) and sessions run
 before the chain. A pipeline is built from one config snapshot: a reload builds
@@ -32,7 +32,7 @@ from ledgergate.gateway.stages.base import AuditPort, RequestStage, ResponseStag
 from ledgergate.gateway.stages.budget import BudgetCheck
 from ledgergate.gateway.stages.drift import DriftCheck, DriftObserve
 from ledgergate.gateway.stages.masking import MaskResponse
-from ledgergate.gateway.stages.messages import Messages
+from ledgergate.gateway.stages.messages import InputRequests, Messages
 from ledgergate.gateway.stages.policy import PolicyCheck
 from ledgergate.gateway.stages.results import ListFilter, ResultLimit
 from ledgergate.gateway.stages.target import TargetCheck
@@ -97,6 +97,7 @@ class Pipeline:
             TaskRecords(lasting.tasks),
             ResultLimit(snapshot.budgets, evidence),
             ListFilter(snapshot.policy),
+            InputRequests(snapshot.policy, evidence),
             MaskResponse(snapshot.masker),
             AuditResponse(evidence),
         ]

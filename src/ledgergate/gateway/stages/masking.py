@@ -1,6 +1,12 @@
-"""masking (response side): the data an answer carries, masked with the caller's profile.
+"""masking (response side): everything an answer carries, masked with the caller's profile.
 
-Definitions (tool schemas, list entries) pass untouched; error texts are masked too.
+Every part of a result is masked, not only the fields where a method's data usually lives: a server
+that puts an account number in a result's `_meta`, in a field of its own, in a prompt's description
+or in a tool's description reached the caller in the clear while its ledger copy was masked.
+Definitions (the four list answers, `initialize` and `server/discover`) are scanned string by string
+without what a key name implies: a schema's `"ssn": {"type": "string"}` names a field, it holds no
+SSN, and forcing it would leave the caller a schema reading `"type": "[US_SSN]"`. Error texts are
+masked too, and an answer with both a result and an error (JSON-RPC allows one) keeps only the error.
 
 One pass serves the ledger and, most of the time, the caller: the answer is masked with the
 ledger's profile first (every detector, which the audit stage records), and when that pass finds
@@ -19,9 +25,9 @@ from ledgergate.gateway.call import Call
 from ledgergate.gateway.stages.base import MaskingPort
 from ledgergate.upstream.base import Message
 
-#: where data lives in a result
-RESULT_DATA = {"tools/call": ("content", "structuredContent"), "resources/read": ("contents",),
-               "prompts/get": ("messages",), "completion/complete": ("completion",)}
+#: answers that describe what a server offers rather than carry data: scanned without key forcing
+DEFINITIONS = frozenset({"tools/list", "prompts/list", "resources/list", "resources/templates/list",
+                         "initialize", "server/discover"})
 
 
 class MaskResponse:
@@ -29,6 +35,8 @@ class MaskResponse:
         self.masker = masker
 
     async def on_response(self, call: Call, response: Message) -> Message:
+        if "error" in response and "result" in response:  # JSON-RPC holds one or the other: the error goes
+            response = {k: v for k, v in response.items() if k != "result"}
         call.clear_response = response
         ledger_view, found = self.masker.mask_for_ledger(ledger_payload(response))
         call.ledger_view = (response, ledger_view)
@@ -40,8 +48,9 @@ class MaskResponse:
 
 
 def ledger_payload(response: Message) -> Any:
-    """What of an answer the ledger records: its result, or its error."""
-    return response.get("result", response.get("error"))
+    """What of an answer the ledger records: its error if it has one (an answer holding both is
+    forwarded as its error alone, `mask_response`), else its result."""
+    return response["error"] if "error" in response else response.get("result")
 
 
 def mask_response(masker: MaskingPort, method: str, response: Message,
@@ -50,24 +59,51 @@ def mask_response(masker: MaskingPort, method: str, response: Message,
         return response, {}
     if "error" in response:
         masked_error, found = masker.mask(response["error"], profile)
-        return {**response, "error": masked_error}, found
-    result = response.get("result")
-    fields: tuple[str, ...] | None
-    if method == "tasks/result" and isinstance(result, dict):
-        # the payload of whatever call the task ran: everything but the envelope is data
-        fields = tuple(k for k in result if k != "_meta")
-    else:
-        fields = RESULT_DATA.get(method)
-    if not isinstance(result, dict) or not fields:
+        out = {k: v for k, v in response.items() if k != "result"}
+        out["error"] = masked_error
+        return out, found
+    if "result" not in response:
         return response, {}
-    out: dict[str, Any] = dict(result)
+    if method in DEFINITIONS:
+        result, found = mask_definitions(masker, response["result"], profile)
+    else:
+        result, found = masker.mask(response["result"], profile)
+    return {**response, "result": result}, found
+
+
+def mask_definitions(masker: MaskingPort, value: Any, profile: str) -> tuple[Any, dict[str, int]]:
+    """`value` with every string and number scanned on its own (so no key forces a detector), keys
+    included; an explicit stack, so a deep definition cannot exhaust the interpreter's."""
     counts: dict[str, int] = {}
-    for name in fields:
-        if name in out:
-            out[name], found = masker.mask(out[name], profile)
-            for key, n in found.items():
-                counts[key] = counts.get(key, 0) + n
-    return {**response, "result": out}, counts
+
+    def leaf(item: Any) -> Any:
+        if isinstance(item, (str, int, float)) and not isinstance(item, bool):
+            masked, found = masker.mask(item, profile)
+            for name, n in found.items():
+                counts[name] = counts.get(name, 0) + n
+            return masked
+        return item
+
+    root: list[Any] = [None]
+    todo: list[tuple[Any, Any, Any]] = [(value, root, 0)]
+    while todo:
+        source, into, slot = todo.pop()
+        if isinstance(source, dict):
+            copy: dict[Any, Any] = {}
+            for key, item in source.items():
+                name = leaf(key)
+                while name in copy:  # two keys masked alike: the later ones are told apart
+                    name = f"{name} #"
+                copy[name] = None
+                todo.append((item, copy, name))
+            into[slot] = copy
+        elif isinstance(source, (list, tuple)):
+            items: list[Any] = [None] * len(source)
+            todo.extend((item, items, i) for i, item in enumerate(source))
+            into[slot] = items
+        else:
+            into[slot] = leaf(source)
+    return root[0], counts
 
 
 def mask_params(masker: MaskingPort, message: Message, profile: str | None) -> tuple[Message, dict[str, int]]:

@@ -5,12 +5,13 @@ notifications and replies. Each is authorised, masked for the caller and recorde
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from ledgergate.errors import ForbiddenError
 from ledgergate.gateway.call import Call
 from ledgergate.gateway.stages.audit import Evidence
 from ledgergate.gateway.stages.base import MaskingPort, PolicyPort
-from ledgergate.gateway.stages.masking import mask_params
+from ledgergate.gateway.stages.masking import mask_definitions, mask_params
 from ledgergate.principal import Principal
 from ledgergate.upstream.base import Message, UpstreamSession
 from ledgergate.wire import jsonrpc
@@ -39,6 +40,17 @@ class Messages:
         await self.evidence.record("rpc.server_message", call, method=call.method, message_method=method,
                                    message=message, masked=counts)  # the record is masked whole
         return masked
+
+    def hello(self, server: str, principal: Principal, method: str, result: dict[str, Any]) -> dict[str, Any]:
+        """What a server says of itself (`initialize`, `server/discover`: its name, its instructions
+        for the model), masked with the caller's profile for that server as a definition is
+        (`stages/masking.py`): it reached the caller untouched, though `instructions` goes straight
+        into a model's context."""
+        decision = self.policy.decide(principal, server, method, None, None, time.time())
+        if decision.mask is None:
+            return result
+        masked, _ = mask_definitions(self.masker, result, decision.mask)
+        return dict(masked)
 
     async def from_client(self, server: str, principal: Principal, session_id: str | None,
                           message: Message) -> None:
@@ -70,3 +82,45 @@ class Messages:
                                                           "principal": principal.summary(), "message_method": method,
                                                           "message": message, "masked": counts})
         return masked
+
+
+class InputRequests:
+    """input requests (response side): a 2026-07-28 server asks its caller for input inside a result
+    (`resultType: input_required`, `inputRequests`) — sampling, elicitation, roots: what a handshake-era
+    server sends as requests of its own, which `Messages.during_call` lets through only when a policy
+    rule allows that method for the caller. These went to the client with no such check; now the same
+    decision applies, and one request the caller may not receive ends the call with a recorded refusal
+    (a result cannot be half forwarded). Their params are masked with the rest of the result."""
+
+    def __init__(self, policy: PolicyPort, evidence: Evidence) -> None:
+        self.policy = policy
+        self.evidence = evidence
+
+    async def on_response(self, call: Call, response: Message) -> Message:
+        result = response.get("result")
+        if not isinstance(result, dict) or result.get("resultType") != "input_required":
+            return response
+        requests = result.get("inputRequests")
+        refused: str | None = None
+        rule: str | None = None
+        if not isinstance(requests, dict) or not requests:
+            refused = "an input request of no known shape"
+        else:
+            for request in requests.values():
+                method = request.get("method") if isinstance(request, dict) else None
+                if not isinstance(method, str) or method not in SERVER_REQUESTS:
+                    refused = "an input request of no known method"
+                    break
+                verdict = self.policy.decide(call.principal, call.server, method, None, None, time.time())
+                if verdict.effect != "allow":
+                    refused, rule = method, verdict.rule
+                    break
+        if refused is None:
+            return response
+        await self.evidence.record("policy.denied", call, method=refused if refused in SERVER_REQUESTS else None,
+                                   direction="server-to-client", rule=rule)
+        message = (f"the server asked this caller for {refused}, which the gateway's policy refuses for this "
+                   f"caller; request id {call.request_id}")
+        await self.evidence.record("rpc.response", call, error=message, latency_ms=call.latency_ms())
+        call.answered = True
+        return jsonrpc.error(response.get("id"), -32003, message)

@@ -59,7 +59,8 @@ class ModernEndpoint:
         method = message["method"]
         if method == "server/discover":
             await ex.pipeline.admit(ex.server, ex.principal, "server/discover")  # before an upstream opens
-            result = await self.bridge.discover(ex.server, ex.principal, upstream, self.sessions, hello)
+            result = await self.bridge.discover(ex.pipeline, ex.server, ex.principal, upstream, self.sessions,
+                                                 hello)
             await send_json(ex.send, 200, jsonrpc.result(message["id"], result))
             return
         if method == "subscriptions/listen":
