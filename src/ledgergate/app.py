@@ -33,6 +33,7 @@ from ledgergate.config import ConfigError, LimitsSettings, LoadedConfig, parse_c
 from ledgergate.errors import AuthError, ForbiddenError, GatewayError, LedgerUnavailable
 from ledgergate.gateway.auth import Authenticator
 from ledgergate.gateway.drift import DriftGuard
+from ledgergate.gateway.call import Call
 from ledgergate.gateway.metrics import UNKNOWN_SERVER, GatewayMetrics, MeteredLedger
 from ledgergate.gateway.pipeline import Lasting, Pipeline
 from ledgergate.gateway.sessions import SessionRegistry
@@ -133,7 +134,8 @@ class Gateway:
         if s.telemetry.otlp_endpoint:
             self.tracing = Tracing.start(s.telemetry)  # the SDK is imported only here
         self.lasting = Lasting(metered, self.ledger.hmac, self.drift, TaskOwners(), self.approvals,
-                               self.ledger.subkey("approval-state"), tracing=self.tracing)
+                               self.ledger.subkey("approval-state"), tracing=self.tracing,
+                               recheck=self._may_still_run)
         self.pipeline = Pipeline.build(self.snapshot, self.lasting)
         self.auth = Authenticator(masked_ledger, www_authenticate)
         hosts = HostPolicy(s.host, s.port, s.allowed_hosts, s.allowed_origins)
@@ -178,6 +180,22 @@ class Gateway:
             return hashlib.sha256(self.config.path.read_bytes()).hexdigest()
         except OSError:
             return None
+
+    def _may_still_run(self, call: Call) -> str | None:
+        """Why `call`, approved after a wait, may not run under the config in force now (None: it may)."""
+        snapshot = self.snapshot
+        try:
+            snapshot.identity.check_disabled(call.principal)
+        except AuthError:
+            return "the requester has been disabled since the call was made"
+        now = snapshot.policy.decide(call.principal, call.server, call.method, call.target, call.arguments,
+                                     time.time())
+        if now.effect not in ("allow", "approve"):
+            return f"the policy now in force refuses it (rule {now.rule or 'default deny'})"
+        was = call.decision.rule if call.decision is not None else None
+        if now.effect == "approve" and now.rule != was:
+            return f"the policy now in force puts it under another approval rule ({now.rule}); send it again"
+        return None
 
     def _current_pipeline(self) -> Pipeline:
         assert self.pipeline is not None

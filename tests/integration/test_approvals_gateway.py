@@ -369,3 +369,105 @@ async def test_a_handshake_client_over_a_modern_only_upstream_is_held_and_releas
         assert (await decide(gateway, people.bob, approval["id"], "approve")).status_code == 200
         result = await asyncio.wait_for(call, 10)
     assert result.structured_content["sum"] == 2505
+
+
+# ── a call that waited runs under the config in force when it is approved ───
+def reconfigure(gateway: gw.RunningGateway, change: Any) -> None:
+    """Edit the running gateway's config and signal it (SIGHUP), as an operator would."""
+    import signal
+
+    import yaml
+
+    path = gateway.dir / "ledgergate.yaml"
+    doc = yaml.safe_load(path.read_text())
+    change(doc)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    gateway.proc.proc.send_signal(signal.SIGHUP)
+
+
+async def refused_record(gateway: gw.RunningGateway, approval_id: str, timeout: float = 15.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [r for r in records(gateway) if r["event"] == "approval.refused" and r.get("approval") == approval_id]
+        if found:
+            return found[-1]
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"no approval.refused record for {approval_id}")
+
+
+@pytest.fixture
+def fresh_gateway(tmp_path: Path, idp: Provider, upstream: Proc) -> Iterator[gw.RunningGateway]:
+    running = gw.start(tmp_path, idp.issuer, servers(upstream), POLICIES,
+                       {"approvals": {**APPROVALS, "hold": "20s"}})
+    yield running
+    running.stop()
+
+
+async def test_a_task_approved_after_its_requester_was_disabled_does_not_run(fresh_gateway: gw.RunningGateway,
+                                                                            people: People) -> None:
+    """Off-boarding reached new requests at once, but a call waiting as a task (up to approvals.timeout)
+    ran on the departed person's behalf once approved."""
+    gateway = fresh_gateway
+    created = (await modern_post(gateway, people.alice, "tools/call",
+                                 {"name": "get-sum", "arguments": {"a": 7777, "b": 1}}, "get-sum")).json()["result"]
+    assert created["resultType"] == "task", created
+    approval = await pending(gateway, people.bob, "alice")
+    reconfigure(gateway, lambda doc: doc["identity"].__setitem__("disabled_subjects", ["alice"]))
+    for _ in range(100):
+        probe = await modern_post(gateway, people.alice, "tools/call", {"name": "echo", "arguments": {"message": "x"}},
+                                  "echo")
+        if probe.status_code == 401:
+            break
+        await asyncio.sleep(0.1)
+    assert probe.status_code == 401, "the reload took effect"
+    assert (await decide(gateway, people.bob, approval["id"], "approve")).status_code == 200
+    refused = await refused_record(gateway, approval["id"])
+    assert "disabled" in refused["reason"]
+    assert not [r for r in records(gateway) if r["event"] == "rpc.request" and r.get("approval") == approval["id"]]
+
+
+@pytest.mark.parametrize("change, why", [
+    (lambda doc: doc["policies"].insert(0, {"name": "freeze-sums", "match": {"servers": ["everything"],
+                                                                            "tools": ["get-sum"]}, "effect": "deny"}),
+     "refuses it (rule freeze-sums)"),
+    (lambda doc: doc["policies"].insert(0, {"name": "sums-need-the-cfo", "match": {"servers": ["everything"],
+                                                                                  "tools": ["get-sum"]},
+                                            "effect": "approve", "approvers": {"subjects": ["cfo"]}}),
+     "another approval rule (sums-need-the-cfo)"),
+])
+async def test_a_call_approved_after_policy_changed_does_not_run(fresh_gateway: gw.RunningGateway, people: People,
+                                                                change: Any, why: str) -> None:
+    """An emergency deny rule (or a stricter approval rule) reached new calls, but not one already waiting:
+    held on the wire, or waiting as a task."""
+    gateway = fresh_gateway
+    created = (await modern_post(gateway, people.alice, "tools/call",
+                                 {"name": "get-sum", "arguments": {"a": 8888, "b": 1}}, "get-sum")).json()["result"]
+    task_id = created["taskId"]
+    task_approval = await pending(gateway, people.bob, "alice")
+
+    async def held_call() -> str:
+        from mcp.shared.exceptions import MCPError
+
+        async with connect(gateway.url("everything"), people.alice, "legacy") as client:
+            try:
+                return f"ran: {text_of(await client.call_tool('get-sum', {'a': 9999, 'b': 1}))}"
+            except MCPError as exc:
+                return f"refused: {exc}"
+
+    held = asyncio.create_task(held_call())
+    held_approval = await pending(gateway, people.bob, "alice", exclude={task_approval["id"]})
+    reconfigure(gateway, change)
+    await asyncio.sleep(1.5)  # SIGHUP is read at once; the watcher would see it within a second too
+    for approval in (task_approval, held_approval):
+        assert (await decide(gateway, people.bob, approval["id"], "approve")).status_code == 200
+    said = await asyncio.wait_for(held, 30)
+    assert said.startswith("refused:") and "no longer runs" in said and why in said, said
+    for _ in range(100):
+        polled = (await modern_post(gateway, people.alice, "tasks/get", {"taskId": task_id})).json()["result"]
+        if polled["status"] != "working":
+            break
+        await asyncio.sleep(0.1)
+    assert polled["status"] == "failed" and why in json.dumps(polled), polled
+    ran = [r for r in records(gateway) if r["event"] == "rpc.request"
+           and r.get("approval") in (task_approval["id"], held_approval["id"])]
+    assert ran == []

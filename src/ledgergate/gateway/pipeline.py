@@ -62,6 +62,9 @@ class Lasting:
     gateway_tasks: GatewayTasks = field(default_factory=GatewayTasks)
     #: OpenTelemetry tracing (`gateway/telemetry.py`), None when not configured
     tracing: Tracing | None = None
+    #: why a call that waited for a human may no longer run under the config in force now (None: it may);
+    #: the app's, which reads the current snapshot (`app.Gateway._may_still_run`)
+    recheck: Callable[[Call], str | None] | None = None
 
 
 class Pipeline:
@@ -89,7 +92,7 @@ class Pipeline:
             TaskOwnership(lasting.tasks, evidence),
             ApprovalGate(lasting.approvals, evidence, snapshot.settings.approvals, snapshot.policy_version,
                          lasting.state_key, snapshot.settings.public_url, tasks=lasting.gateway_tasks,
-                         owners=lasting.tasks),
+                         owners=lasting.tasks, recheck=lasting.recheck),
             AuditRequest(evidence),
         ]
         response: list[ResponseStage] = [

@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import secrets
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any
 
 from ledgergate.approvals import model
@@ -55,7 +55,7 @@ class ApprovalGate:
     def __init__(self, approvals: ApprovalService | None, evidence: Evidence, settings: ApprovalsSettings,
                  policy_version: str, state_key: bytes, public_url: str | None,
                  notice_interval: float = 5.0, tasks: GatewayTasks | None = None,
-                 owners: TaskOwners | None = None) -> None:
+                 owners: TaskOwners | None = None, recheck: Callable[[Call], str | None] | None = None) -> None:
         self.approvals = approvals
         self.tasks = tasks if tasks is not None else GatewayTasks()
         self.owners = owners if owners is not None else TaskOwners()
@@ -65,6 +65,7 @@ class ApprovalGate:
         self.state_key = state_key
         self.public_url = (public_url or "").rstrip("/")
         self.notice_interval = notice_interval
+        self.recheck = recheck
 
     async def on_request(self, call: Call) -> AsyncGenerator[Message, None] | None:
         task_id = call.params.get("taskId")
@@ -137,6 +138,7 @@ class ApprovalGate:
         deadline = started + self.settings.hold
         while True:
             if approval.status == "approved":
+                await self._still_may_run(call, approval)
                 claimed = await self.approvals.claim_grant(binding, call.request_id)
                 if claimed is not None:
                     call.approval_id = claimed.id
@@ -289,6 +291,8 @@ class ApprovalGate:
                 approval = await self.approvals.wait(approval.id, max(1.0, approval.expires - time.time() + 1))
                 if approval.status == "pending" and approval.expires + 5 < time.time():
                     break
+            if approval.status == "approved":
+                await self._still_may_run(call, approval)
             claimed = await self.approvals.claim_grant(binding, call.request_id) \
                 if approval.status == "approved" else None
             if claimed is None:
@@ -334,6 +338,20 @@ class ApprovalGate:
             return
         outcome = {k: entry[k] for k in ("result", "error") if k in entry}
         yield jsonrpc.result(call.message["id"], {"resultType": "complete", **task, **outcome})
+
+    async def _still_may_run(self, call: Call, approval: Approval) -> None:
+        """A call that waited for a human runs under the config in force when it is approved, not the one
+        it was made under: a requester off-boarded meanwhile (`identity.disabled_subjects`), or a policy
+        that now refuses the call or hands it to another rule, stops it (recorded; the grant is left
+        unused, and an identical call sent again meets the current config at the door). A held call
+        waits at most `approvals.hold`, a task up to `approvals.timeout`: both had run regardless."""
+        why = self.recheck(call) if self.recheck is not None else None
+        if why is None:
+            return
+        await self._refused(call, approval, why)
+        raise ApprovalDenied(f"approval {approval.id} was granted, but the call no longer runs: {why} "
+                             f"(request id {call.request_id})",
+                             data={"approvalId": approval.id, "status": approval.status, "reason": why})
 
     async def _refused(self, call: Call, approval: Approval, reason: str) -> None:
         await self.evidence.record("approval.refused", call, approval=approval.id, status=approval.status,
