@@ -46,8 +46,13 @@ words = st.one_of(st.sampled_from(FRAGMENTS), st.text(max_size=12),
 texts = st.lists(words, max_size=5).map(" ".join)
 keys = st.one_of(st.sampled_from(["name", "email", "ssn", "employee", "address", "phone", "note", "text",
                                   "data", "dob", "account", "card", "type", "content"]), st.text(max_size=6))
+# blobs: standard base64 (text, binary, an SSN), and the forms clients decode too: MIME-wrapped,
+# URL-safe, unpadded (an SSN, binary, clean text), and values that are base64 in no form
+BLOBS = ["aGVsbG8gd29ybGQ=", "AAECAwQF/w==", "MDc4LTA1LTExMjA=", "c3NuIDA3OC0wNS0xMTIw\n", "c3NuIDA3OC0wNS0xMTIw\r\n",
+         "AAECAwQF_w", "Pz8_Pz4-ID0gMDc4LTA1LTExMjA", "aGVsbG8gd29ybGQ", "aGVs\nbG8g\nd29y\nbGQ=", "QUJD!!", "QUJDR"]
 leaves = st.one_of(texts, st.integers(), st.integers(min_value=10**8, max_value=10**20), st.booleans(),
-                   st.none(), st.sampled_from(["aGVsbG8gd29ybGQ=", "AAECAwQF/w==", "MDc4LTA1LTExMjA="]))
+                   st.none(), st.sampled_from(BLOBS), st.floats(allow_nan=False),
+                   st.sampled_from([4111111111111111.0, -5.555555555554444e15, 4.111111111111117e18, 12.5]))
 values = st.recursive(leaves, lambda inner: st.one_of(st.lists(inner, max_size=4),
                                                       st.dictionaries(keys, inner, max_size=4)), max_leaves=12)
 

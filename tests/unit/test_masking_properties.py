@@ -90,8 +90,10 @@ def test_sensitive_keys_mask_numbers(card: str, ssn: str, profile: str | None) -
 
 # JSON values whose strings cannot hold sensitive data: letters, punctuation and short numbers.
 clean_text = st.text(st.characters(blacklist_categories=("Nd", "Cs"), blacklist_characters="@:=+"), max_size=40)
+# an integral float is checked as the equal int (4111111111111111.0 is a card), so only short ones are clean
+clean_floats = st.floats(allow_nan=False).filter(lambda f: not f.is_integer() or abs(f) < 100_000)
 clean_json = st.recursive(
-    st.none() | st.booleans() | st.integers(-99_999, 99_999) | st.floats(allow_nan=False) | clean_text,
+    st.none() | st.booleans() | st.integers(-99_999, 99_999) | clean_floats | clean_text,
     lambda children: st.lists(children, max_size=5)
     | st.dictionaries(st.text("fghjkqwxz_", max_size=8), children, max_size=5),
     max_leaves=30,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -253,6 +254,8 @@ class _Run:
             text = key
         elif key is None or isinstance(key, (int, float)):
             text = "null" if key is None else str(key).lower() if isinstance(key, bool) else str(key)
+            if isinstance(key, float) and key.is_integer():
+                text = str(int(key))  # 4111111111111111.0 is the card number, as a value is (walker._integers)
         else:
             raise UnsupportedValue(f"key of type {type(key).__name__}")
         det = self._masker._key_detector(text)
@@ -271,16 +274,60 @@ class _Run:
         try:
             raw = base64.b64decode(value, validate=True)
         except (binascii.Error, ValueError):
-            return self.text(value)  # not base64 after all: treat as text
+            return self._lenient_blob(value)
         try:
             decoded = raw.decode("utf-8")
         except UnicodeDecodeError:
-            if self._profile.withhold_blobs:
-                self._count(BLOB_WITHHELD)
-                return ""  # valid (empty) base64: the client gets no bytes it could not be shown
-            self._count(BLOB_UNSCANNED)
-            return value
+            return self._binary(value, None)
         masked = self.text(decoded)
         if masked is decoded:
             return value
         return base64.b64encode(masked.encode("utf-8")).decode("ascii")
+
+    def _lenient_blob(self, value: str) -> str:
+        """A blob that is not strict standard base64: decoded the way clients decode it.
+
+        MIME line-wrapped (`base64.encodebytes`, CR/LF), URL-safe and unpadded base64 all reach
+        a client as the same bytes, so they are scanned as such. Whatever cannot be decoded in
+        those forms may still be decoded some other way (or shown as text): it is scanned as text
+        and counted as unscanned, or withheld where the profile withholds binary payloads.
+        """
+        raw = _lenient_b64decode(value)
+        if raw is not None:
+            try:
+                decoded = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                pass
+            else:
+                masked = self.text(decoded)
+                if masked is not decoded:
+                    return base64.b64encode(masked.encode("utf-8")).decode("ascii")
+                return self.text(value)  # clean as bytes; and if it is text after all, clean as that too
+        return self._binary(value, self.text)
+
+    def _binary(self, value: str, scan: Callable[[str], str] | None) -> str:
+        """A payload whose bytes cannot be inspected: withheld, or passed (scanned as text if `scan`) and counted."""
+        if self._profile.withhold_blobs:
+            self._count(BLOB_WITHHELD)
+            return ""  # valid (empty) base64: the client gets no bytes it could not be shown
+        self._count(BLOB_UNSCANNED)
+        return value if scan is None else scan(value)
+
+
+_B64_WHITESPACE = str.maketrans("", "", " \t\n\r\f\v")
+_B64_URLSAFE = str.maketrans("-_", "+/")
+
+
+def _lenient_b64decode(value: str) -> bytes | None:
+    """The bytes a lenient client reads from `value`: ASCII whitespace ignored, the URL-safe
+    alphabet accepted (even mixed with the standard one), padding missing or short; None if
+    it is base64 in none of these forms (other characters, `=` inside, a dangling character)."""
+    if not value.isascii():
+        return None
+    text = value.translate(_B64_WHITESPACE).translate(_B64_URLSAFE).rstrip("=")
+    if len(text) % 4 == 1:
+        return None
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return None

@@ -32,8 +32,9 @@ BUILTIN_DETECTORS: tuple[str, ...] = (
 
 # The built-in profile the audit record uses: every detector, redact.
 LEDGER_PROFILE = "ledger"
-# Count key for base64 payloads that are not UTF-8 text (images, PDFs): passed on
-# unchanged, because we cannot inspect them, and counted so the audit record says so.
+# Count key for base64 payloads that are not UTF-8 text (images, PDFs), or not base64 in
+# any form clients decode: passed on (the latter scanned as text), because we cannot inspect
+# their bytes, and counted so the audit record says so.
 BLOB_UNSCANNED = "BLOB_UNSCANNED"
 # Count key for such payloads withheld because the profile says `withhold_blobs`.
 BLOB_WITHHELD = "BLOB_WITHHELD"

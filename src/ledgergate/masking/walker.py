@@ -13,6 +13,7 @@ each key and leaf, and only decides *where* things are.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any, Protocol
 
 __all__ = ["MAX_DEPTH", "LeafMasker", "UnsupportedValue", "walk"]
@@ -42,10 +43,29 @@ class LeafMasker(Protocol):
         """A whole value masked because its key says what it is."""
 
     def number(self, value: int) -> int | str:
-        """An integer outside sensitive keys (a card number sent as a JSON number)."""
+        """An integer outside sensitive keys (a card number sent as a JSON number), or the integer
+        an integral float equals: the value itself if clean, else its masked text."""
 
     def blob(self, value: str) -> str:
         """A base64 payload (`resources/read` blob, image/audio data)."""
+
+
+def _integers(value: float) -> tuple[int, ...]:
+    """The integers an integral float is read as; none for fractions, infinities and NaN.
+
+    `4111111111111111.0` and `4.111111111111111e15` are the card number to every client (and the
+    ledger's canonical JSON writes them as `4111111111111111`). Beyond 10**16 a float is not the
+    integer it was written as, and JavaScript and RFC 8785 write its shortest digits padded with
+    zeros (4.111111111111117e18 is 4111111111111116800 but is written 4111111111111117000): both.
+    """
+    if not value.is_integer():  # also False for inf and nan
+        return ()
+    exact = int(value)
+    if 1e16 <= abs(value) < 1e21:
+        shown = int(Decimal(repr(value)))
+        if shown != exact:
+            return exact, shown
+    return (exact,)
 
 
 def _leaf(value: Any, forced: str | None, run: LeafMasker) -> Any:
@@ -58,9 +78,22 @@ def _leaf(value: Any, forced: str | None, run: LeafMasker) -> Any:
             return run.number(value)
         text = str(value)
     elif isinstance(value, float):
-        if forced is None:
+        # an integral float is checked as the integer(s) it equals, as an int would be (a masked
+        # number becomes a string); a clean one stays the float it was (`-0.0` too), as do fractions
+        numbers = _integers(value)
+        for number in numbers:
+            if forced is None:
+                masked = run.number(number)
+                if isinstance(masked, str):
+                    return masked
+            else:
+                text = str(number)
+                out = run.forced(forced, text)
+                if out is not text:
+                    return out
+        if forced is None or numbers:
             return value
-        text = str(int(value)) if value.is_integer() else repr(value)
+        text = repr(value)
     else:
         raise UnsupportedValue(type(value).__name__)
     out = run.forced(forced, text)
