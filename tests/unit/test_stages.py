@@ -541,3 +541,48 @@ async def test_ordinary_names_pass_the_target_stage(name: str) -> None:
     call = call_of("tools/call", {"name": name, "arguments": {}})
     await TargetCheck(evidence(ledger)).on_request(call)
     assert ledger.events == [] and call.target == name
+
+
+@pytest.mark.parametrize("args", ["DROP TABLE customers", ["a"], 123, 1.5, True, ""])
+async def test_arguments_that_are_not_an_object_are_refused_before_policy(args: Any) -> None:
+    """Policy, the ledger's digest and an approval's binding read such arguments as none at all (so an
+    approval given for `{}` released a call whose arguments were a string), while the upstream got them."""
+    from ledgergate.gateway.stages.target import AmbiguousTarget, TargetCheck
+
+    for method in ("tools/call", "prompts/get"):
+        ledger = Ledger()
+        with pytest.raises(AmbiguousTarget) as refused:
+            await TargetCheck(evidence(ledger)).on_request(call_of(method, {"name": "run", "arguments": args}))
+        assert "arguments must be a JSON object" in refused.value.message
+        assert ledger.events == ["rpc.refused"] and ledger.records[0][1]["reason"] == "arguments_not_an_object"
+
+
+@pytest.mark.parametrize("params", [{"name": "run"}, {"name": "run", "arguments": None},
+                                    {"name": "run", "arguments": {}}, {"name": "run", "arguments": {"a": [1]}}])
+async def test_absent_null_or_object_arguments_pass_the_target_stage(params: dict[str, Any]) -> None:
+    from ledgergate.gateway.stages.target import TargetCheck
+
+    ledger = Ledger()
+    await TargetCheck(evidence(ledger)).on_request(call_of("tools/call", params))
+    assert ledger.events == []
+
+
+async def test_an_approval_gated_call_with_params_outside_the_binding_is_refused(tmp_path: Any) -> None:
+    """An approval binds the target and the arguments; `options` beside them reached the upstream after an
+    approval of `{"q": 1}` alone."""
+    ledger = Ledger()
+    gate, service = await _gate(tmp_path, ledger)
+    try:
+        call = call_of("tools/call", {"name": "run", "arguments": {"q": 1}, "options": {"mode": "delete-all"}})
+        call.decision = NEEDS_BOB
+        with pytest.raises(GatewayError) as refused:
+            await drain(await gate.on_request(call))
+        assert "'options'" in refused.value.message and refused.value.data["reason"] == "unbound_params"
+        assert ledger.events == ["approval.refused"] and await service.list() == []
+        # the protocol's envelope is not the call's content: a progress token or a task request is fine
+        ok = call_of("tools/call", {"name": "run", "arguments": {"q": 1}, "_meta": {"progressToken": 1}})
+        ok.decision = NEEDS_BOB
+        with pytest.raises(ApprovalPending):
+            await drain(await gate.on_request(ok))
+    finally:
+        await service.close()

@@ -48,6 +48,10 @@ JUSTIFICATION_META = "io.ledgergate/justification"
 INPUT_REQUIRED = "input_required"
 _JUSTIFY_KEY = "justification"
 _ENDED = ("denied", "expired", "cancelled")
+#: the params an approval binds (target and arguments, `approvals/model.py` Binding), per method; an approved
+#: call carrying any other param (beyond the protocol's envelope) would run with something nobody approved
+_BOUND = {"tools/call": {"name", "arguments"}, "prompts/get": {"name", "arguments"}, "resources/read": {"uri"}}
+_ENVELOPE = {"_meta", "task", "requestState", "inputResponses"}
 _ENDED_WORDS = {"denied": "was denied", "expired": "expired undecided", "cancelled": "was cancelled"}
 
 
@@ -96,6 +100,14 @@ class ApprovalGate:
         decision = call.decision
         assert decision is not None and decision.rule is not None
         spec = decision.approvers or ApproverSpec()
+        unbound = sorted(set(call.params) - _BOUND.get(call.method, set(call.params)) - _ENVELOPE)
+        if unbound:
+            await self.evidence.record("approval.refused", call, reason="params outside the approval's binding",
+                                       params=unbound)
+            raise GatewayError(f"Invalid params: {', '.join(map(repr, unbound[:5]))} would reach the server without "
+                               f"being part of what an approver approves; send the call without them "
+                               f"(request id {call.request_id})", rpc_code=INVALID_PARAMS,
+                               data={"reason": "unbound_params", "requestId": call.request_id})
         binding = binding_for(call.principal, call.server, call.method, call.target, call.arguments,
                               decision.rule, self.policy_version)
         held = await self._open_state(call, token, binding) if token else None

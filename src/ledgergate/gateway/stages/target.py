@@ -1,6 +1,8 @@
 """target: the first request stage. Puts the call's resource URIs in the one normal form that
 policy decides on, the ledger records and the upstream receives (`policy/uri.py`), or refuses
-a URI that could be read two ways — before any decision is made on the raw string."""
+a URI that could be read two ways — before any decision is made on the raw string. Likewise a
+tool or prompt name two servers could read differently, and `arguments` that are not an object
+(which every decision read as no arguments, while the upstream got them as sent)."""
 
 from __future__ import annotations
 
@@ -39,12 +41,30 @@ class TargetCheck:
         if params is not None:
             call.message = {**call.message, "params": params}
             call.target = request_target(call.method, params)
+        args = call.params.get("arguments") if call.method in _ARGUMENT_OBJECTS else None
+        if args is not None and not isinstance(args, dict):
+            # policy's `args.*`, the ledger's digest and an approval's binding read an object; anything
+            # else was read as no arguments at all, while the upstream received it as sent
+            await self.evidence.record("rpc.refused", call, reason="arguments_not_an_object",
+                                       detail=type(args).__name__)
+            raise AmbiguousTarget(f"Invalid params: arguments must be a JSON object, not {_json_kind(args)} "
+                                  f"(request id {call.request_id})",
+                                  data={"reason": "arguments_not_an_object", "requestId": call.request_id})
         name = _named(call.method, call.target)
         if name is not None and (problem := name_problem(name)) is not None:
             await self.evidence.record("rpc.refused", call, reason="ambiguous_name", detail=problem)
             raise AmbiguousTarget(f"Invalid params: {problem}; send the name exactly as the server lists it "
                                   f"(request id {call.request_id})",
                                   data={"reason": "ambiguous_name", "requestId": call.request_id})
+
+
+#: methods whose `arguments` are an object (MCP schema: tools/call and prompts/get; null or absent is none)
+_ARGUMENT_OBJECTS = ("tools/call", "prompts/get")
+
+
+def _json_kind(value: object) -> str:
+    return {str: "a string", list: "an array", bool: "a boolean", int: "a number",
+            float: "a number"}.get(type(value), "a non-object value")
 
 
 def _named(method: str, target: str | None) -> str | None:
