@@ -113,6 +113,40 @@ def test_the_inbox_shows_an_approvers_call_behind_hundreds_of_newer_ones_for_oth
     assert re.findall(r'data-id="([^"]+)"', fragment.text)[0] == mine and 'id="inbox-more"' in fragment.text
 
 
+def test_the_inbox_shows_a_bidi_override_in_the_arguments_instead_of_obeying_it(demo: Demo) -> None:
+    """A requester chooses the arguments an approver reads: `"\u202e1002-A\u202c"` showed as `A-2001` while
+    `1002-A` was what would run. The page now writes such characters out."""
+    import asyncio
+
+    from ledgergate.approvals.service import ApprovalService, open_store
+    from ledgergate.approvals.settings import ApprovalsSettings
+    from ledgergate.policy.decision import ApproverSpec
+    from ledgergate.principal import Principal
+
+    args = {"to_account": "\u202e1002-A\u202c", "memo": "pay\u200b now"}
+
+    async def ask() -> str:
+        async def nowhere(event: str, fields: object) -> int:
+            return 0
+        svc = ApprovalService(open_store(f"sqlite:///{demo.dir / 'ledgergate.db'}"), nowhere, ApprovalsSettings())
+        await svc.start(background=False)
+        try:
+            alice = Principal("http://idp.test", "alice\u202e", groups=frozenset({"staff"}))
+            made = await svc.request(principal=alice, server="bank", method="tools/call", target="transfer_funds",
+                                     arguments=args, masked_args=args, rule="bidi-test", policy_version="v1",
+                                     approvers=ApproverSpec((), ("bob",), 1))
+            return made.id
+        finally:
+            await svc.close()
+
+    made = asyncio.run(ask())
+    page = sign_in(demo, "bob").get(f"/ui/approvals/{made}")
+    assert page.status_code == 200 and made in page.text
+    for hidden in ("\u202e", "\u202c", "\u200b"):
+        assert hidden not in page.text
+    assert "\\u202e1002-A\\u202c" in page.text and "[U+202E]" in page.text  # the arguments, and the requester
+
+
 def test_a_disabled_approver_is_signed_out_of_the_console(demo: Demo) -> None:
     bob = sign_in(demo, "bob")
     inbox = bob.get("/ui/approvals")

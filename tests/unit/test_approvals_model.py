@@ -216,3 +216,17 @@ def test_policy_version_follows_the_rules_only() -> None:
                for r in a.policies]
     assert m.policy_version(changed) != m.policy_version(a.policies)
     assert m.policy_version(a.policies).startswith("sha256:")
+
+
+@pytest.mark.parametrize("reason", ["ok \u202edeifirev\u202c", "fine \u2066x\u2069", "sure \u200f", "ok \x9b31m",
+                                    "ok \x85 next", "ok \x1b[31m"])
+def test_a_reason_that_would_read_otherwise_than_it_is_refused(reason: str) -> None:
+    """An approver's reason (or a requester's justification) with a bidi override read backwards beside
+    the call; C1 controls (CSI, NEL) act on terminals. Both are refused, as C0 controls were."""
+    with pytest.raises(m.BadDecision, match="control characters"):
+        m.check_reason(reason)
+
+
+@pytest.mark.parametrize("reason", ["matches ticket FIN-1182", "Müller approved by phone", "読む 🙂", "two\nlines"])
+def test_ordinary_reasons_pass(reason: str) -> None:
+    assert m.check_reason(reason) == reason

@@ -339,6 +339,10 @@ def may_see(approval: Approval, principal: Principal, auditor_groups: Iterable[s
 # ── transitions ───────────────────────────────────────────────────────────────
 
 
+#: the Unicode bidirectional formatting characters (UAX #9): embeddings, overrides, isolates, marks
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
 def check_reason(reason: Any, *, what: str = "reason", limit: int = MAX_REASON) -> str:
     """A reason worth recording: a non-empty string of at most `limit` characters, no control characters."""
     if not isinstance(reason, str):
@@ -348,8 +352,11 @@ def check_reason(reason: Any, *, what: str = "reason", limit: int = MAX_REASON) 
         raise BadDecision(f"a {what} is required: say why")
     if len(text) > limit:
         raise BadDecision(f"the {what} is too long ({len(text)} characters; at most {limit})")
-    if any(ord(c) < 32 and c not in "\n\t" or c == "\x7f" for c in text):
+    if any(ord(c) < 32 and c not in "\n\t" or 0x7f <= ord(c) <= 0x9f for c in text):
         raise BadDecision(f"the {what} contains control characters")
+    if any(c in _BIDI_CONTROLS for c in text):
+        # a reason is read by people and shown beside the call: an override would make it read otherwise
+        raise BadDecision(f"the {what} contains bidirectional control characters")
     return text
 
 

@@ -33,6 +33,7 @@ from ledgergate.commands.common import EXIT_USAGE, ConfigOption, load_or_exit
 from ledgergate.config import LoadedConfig
 from ledgergate.errors import GatewayError, LedgerUnavailable
 from ledgergate.store.approvals_store import ApprovalStore
+from ledgergate.ui.visible import shown
 
 app = typer.Typer(no_args_is_help=True, help="List, show, approve and deny held calls (just-in-time approvals).")
 out = Console(soft_wrap=True, highlight=False)
@@ -105,25 +106,31 @@ def _run(loaded: LoadedConfig, fn: Any, *, write: bool = False) -> Any:
         raise _fail(exc) from None
 
 
+def _show(text: str) -> str:
+    """Outside text for the terminal: hidden characters (a bidi override in an argument, an escape
+    sequence in a token's subject) made visible (`ui/visible.py`), then escaped from Rich's markup."""
+    return escape(shown(text))
+
+
 def _print(approval: model.Approval) -> None:
     p = approval.public()
     out.print(f"[bold]{p['id']}[/bold]  {p['status']}")
-    out.print(f"  requester  {escape(str(p['requester'].get('subject')))} ({escape(str(p['requester'].get('issuer')))})")
-    out.print(f"  call       {escape(p['server'])} {escape(p['method'])} {escape(str(p['target'] or ''))}")
-    out.print(f"  arguments  {escape(json.dumps(p['arguments'], ensure_ascii=False))}  (masked)")
-    out.print(f"  rule       {escape(p['rule'])} (policy {escape(p['policy_version'])})")
-    out.print(f"  approvers  {escape(model.describe_approvers(approval.approvers))}; {p['approvals']} so far")
+    out.print(f"  requester  {_show(str(p['requester'].get('subject')))} ({_show(str(p['requester'].get('issuer')))})")
+    out.print(f"  call       {_show(p['server'])} {_show(p['method'])} {_show(str(p['target'] or ''))}")
+    out.print(f"  arguments  {_show(json.dumps(p['arguments'], ensure_ascii=False))}  (masked)")
+    out.print(f"  rule       {_show(p['rule'])} (policy {_show(p['policy_version'])})")
+    out.print(f"  approvers  {_show(model.describe_approvers(approval.approvers))}; {p['approvals']} so far")
     if p["justification"]:
-        out.print(f"  why        {escape(p['justification'])}")
+        out.print(f"  why        {_show(p['justification'])}")
     out.print(f"  created    {p['created']}   expires {p['expires']}")
     for d in p["decisions"]:
-        out.print(f"  {d['verdict']:<9}  {escape(d['approver'])} at {d['time']}: {escape(d['reason'])}")
+        out.print(f"  {d['verdict']:<9}  {_show(d['approver'])} at {d['time']}: {_show(d['reason'])}")
     if p["granted_until"]:
         out.print(f"  granted until {p['granted_until']}")
     if p["executed_at"]:
-        out.print(f"  executed   {p['executed_at']} (request {escape(str(p['executed_request_id']))})")
+        out.print(f"  executed   {p['executed_at']} (request {_show(str(p['executed_request_id']))})")
     if p["close_reason"]:
-        out.print(f"  closed     {escape(p['close_reason'])}")
+        out.print(f"  closed     {_show(p['close_reason'])}")
 
 
 @app.command("list")
@@ -152,8 +159,8 @@ def list_approvals(
         table.add_column(heading)
     for a in found:
         p = a.public()
-        table.add_row(a.id, a.status, escape(str(p["requester"].get("subject"))),
-                      escape(f"{p['server']} {p['target'] or p['method']}"), escape(p["rule"]),
+        table.add_row(a.id, a.status, _show(str(p["requester"].get("subject"))),
+                      _show(f"{p['server']} {p['target'] or p['method']}"), _show(p["rule"]),
                       f"{a.approvals}/{a.approvers.count}", str(p["expires"]))
     out.print(table)
 

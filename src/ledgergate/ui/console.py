@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -46,6 +45,7 @@ from ledgergate.config import ConsoleSettings, Settings
 from ledgergate.errors import AuthError, GatewayError
 from ledgergate.numbers import parse_uint
 from ledgergate.principal import Principal
+from ledgergate.ui.visible import pretty_json, shown
 from ledgergate.store.ledger_store import StoreError
 from ledgergate.store.signouts_store import SignOutStore
 from ledgergate.ui import security
@@ -127,9 +127,12 @@ class Console:
         self.issuer = issuer.rstrip("/")
         self.oidc = OidcClient(settings, self.issuer)
         self.key = ctx.ledger.subkey("console-cookies")
+        # every value a page shows passes `shown` (ui/visible.py): a bidi override or zero-width character in
+        # what a requester sent is made visible, not obeyed; the templates' own markup is left alone
         self.env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True),
-                               trim_blocks=True, lstrip_blocks=True)
-        self.env.filters["pretty"] = lambda v: json.dumps(v, indent=2, ensure_ascii=False, sort_keys=True)
+                               trim_blocks=True, lstrip_blocks=True,
+                               finalize=lambda v: shown(v) if type(v) is str else v)
+        self.env.filters["pretty"] = pretty_json
 
     # ── plumbing ─────────────────────────────────────────────────────────────
     def base_url(self, request: Request) -> str:
