@@ -44,7 +44,12 @@ def config_file(tmp_path: Path, store_url: str) -> Path:
 
 
 def cli(*args: str) -> str:
-    result = CliRunner().invoke(app, list(args))
+    """The CLI as a terminal runs it: on a thread of its own (it runs its own event loop to write its
+    ledger record, which cannot nest in a test's)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        result = pool.submit(CliRunner().invoke, app, list(args)).result()
     assert result.exit_code == 0, result.output
     return result.output
 
@@ -156,3 +161,57 @@ def test_cli_errors(config_file: Path) -> None:
     assert result.exit_code == 2 and "--expires" in result.output
     result = CliRunner().invoke(app, ["revoke", "ak_nothing", "--config", str(config_file)])
     assert result.exit_code == 1 and "no unrevoked API key" in result.output
+
+
+def ledger_records(store_url: str, tmp_path: Path) -> list[dict[str, object]]:
+    conn = connect(StoreURL.parse(store_url, tmp_path))
+    try:
+        rows = conn.execute("SELECT record FROM ledger_leaves ORDER BY log_id, seq").fetchall()
+    finally:
+        conn.close()
+    return [json.loads(bytes(r[0])) for r in rows]
+
+
+async def test_issuing_and_revoking_a_key_are_recorded_and_calls_name_the_key(store_url: str, config_file: Path,
+                                                                              tmp_path: Path) -> None:
+    """A credential with approver or auditor groups could be issued and revoked with nothing in the ledger,
+    and calls named only `apikey:<name>`, so a leaked key and its replacement could not be told apart."""
+    first = json.loads(cli("create", "--name", "ci-deploy", "--groups", "auditors", "--config", str(config_file),
+                           "--json"))
+    cli("revoke", first["id"], "--config", str(config_file))
+    second = json.loads(cli("create", "--name", "ci-deploy", "--groups", "auditors", "--config", str(config_file),
+                            "--json"))
+    records = ledger_records(store_url, tmp_path)
+    said = [(r["event"], r["key_id"]) for r in records if str(r["event"]).startswith("apikey.")]
+    assert said == [("apikey.created", first["id"]), ("apikey.revoked", first["id"]),
+                    ("apikey.created", second["id"])]
+    made = next(r for r in records if r["event"] == "apikey.created")
+    assert made["name"] == "ci-deploy" and made["groups"] == ["auditors"] and made["by"]["subject"]  # type: ignore[index]
+    everything = json.dumps(records)
+    assert first["key"] not in everything and second["key"] not in everything
+    assert first["key"][4:] not in everything
+
+    svc = IdentityService(IdentitySettings(api_keys=True), store_url, tmp_path)
+    await svc.start()
+    try:
+        principal = await svc.authenticate(second["key"])
+        assert principal.summary()["credential"] == second["id"] != first["id"]
+    finally:
+        await svc.close()
+
+
+def test_a_key_whose_issuing_cannot_be_recorded_is_revoked_and_never_shown(store_url: str, tmp_path: Path) -> None:
+    (tmp_path / "not-a-key").mkdir()
+    config = tmp_path / "broken.yaml"
+    config.write_text(f'storage: "{store_url}"\nidentity:\n  api_keys: true\n'
+                      f'audit:\n  signing_key: "{tmp_path / "not-a-key"}"\n', encoding="utf-8")
+    result = CliRunner().invoke(app, ["create", "--name", "ci", "--config", str(config), "--json"])
+    assert result.exit_code == 3, result.output
+    assert "lgk_" not in result.output and "revoked and not shown" in result.output
+    store = ApiKeyStore(StoreURL.parse(store_url, tmp_path))
+    store.open()
+    try:
+        [record] = store.all()
+        assert record.revoked_at is not None
+    finally:
+        store.close()

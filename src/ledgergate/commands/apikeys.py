@@ -2,10 +2,15 @@
 
 The key is printed exactly once, by `create`; afterwards only its hash exists.
 `list` shows last-used times so keys of people who left are easy to spot.
+Issuing and revoking a credential are recorded in the ledger (the CLI's log, `<replica>-cli`): who
+did it from which account, the key's id, name and groups, never the key. A key whose record cannot
+be written is revoked at once and not shown; a revocation stands even if its record cannot be written
+(the safe direction), and the command says so and fails.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from datetime import datetime, timezone
@@ -15,9 +20,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ledgergate.commands.common import ConfigOption, load_or_exit
+from ledgergate.commands.common import ConfigOption, load_or_exit, os_user, record_cli
 from ledgergate.config import LoadedConfig
 from ledgergate.durations import parse_duration
+from ledgergate.errors import LedgerUnavailable
 from ledgergate.identity.apikeys import create_key, revoke_key, subject_for
 from ledgergate.store.apikeys_store import ApiKeyRecord, ApiKeyStore
 from ledgergate.store.db import StoreURL
@@ -28,6 +34,7 @@ out = console()
 err = console(stderr=True)
 
 JsonOption = typer.Option(False, "--json", help="Machine-readable output.")
+EXIT_UNAVAILABLE = 3  # as the other verbs that write records: the ledger could not record it
 
 
 
@@ -81,12 +88,18 @@ def create(
     store = _store(loaded)
     try:
         created = create_key(store, name, groups.split(","), lifetime)
+        record = created.record
+        try:
+            asyncio.run(record_cli(loaded, "apikey.created", {**_evidence(record), "by": _operator()}))
+        except LedgerUnavailable as exc:
+            revoke_key(store, record.id)  # an unrecorded credential is never handed out
+            err.print(f"[red]error[/red] {escape(exc.message)}; the key was revoked and not shown", highlight=False)
+            raise typer.Exit(EXIT_UNAVAILABLE) from None
     except ValueError as exc:
         err.print(f"[red]error[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(1) from None
     finally:
         store.close()
-    record = created.record
     if as_json:
         print(json.dumps({**_as_json(record, time.time()), "key": created.key}))
         return
@@ -121,7 +134,8 @@ def list_keys(config: Path = ConfigOption, as_json: bool = JsonOption) -> None:
 def revoke(key_id: str = typer.Argument(..., metavar="ID", help="Key id (or its name)."),
            config: Path = ConfigOption) -> None:
     """Revoke a key; the gateway refuses it on its next request."""
-    store = _store(load_or_exit(config))
+    loaded = load_or_exit(config)
+    store = _store(loaded)
     try:
         record = revoke_key(store, key_id)
     except LookupError as exc:
@@ -130,3 +144,20 @@ def revoke(key_id: str = typer.Argument(..., metavar="ID", help="Key id (or its 
     finally:
         store.close()
     out.print(f"revoked API key {record.id} ({record.name}) at {_when(record.revoked_at)}", highlight=False)
+    try:
+        asyncio.run(record_cli(loaded, "apikey.revoked", {**_evidence(record), "by": _operator()}))
+    except LedgerUnavailable as exc:
+        err.print(f"[red]error[/red] the key is revoked, but {escape(exc.message)}: the revocation is not in "
+                  "the ledger", highlight=False)
+        raise typer.Exit(EXIT_UNAVAILABLE) from None
+
+
+def _evidence(record: ApiKeyRecord) -> dict[str, object]:
+    """What the ledger keeps of a key: enough to tell two keys of one name apart, never the key."""
+    return {"key_id": record.id, "name": record.name, "subject": subject_for(record.name),
+            "groups": list(record.groups), "expires": _when(record.expires_at) if record.expires_at else None,
+            "via": "cli"}
+
+
+def _operator() -> dict[str, str]:
+    return {"issuer": "ledgergate-cli", "subject": os_user(), "kind": "human"}

@@ -16,9 +16,7 @@ reason); 2 bad config or usage; 3 the store or the ledger could not record it
 from __future__ import annotations
 
 import asyncio
-import getpass
 import json
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +27,7 @@ from rich.table import Table
 
 from ledgergate.approvals import model
 from ledgergate.approvals.service import AppendFn, ApprovalService, open_store
-from ledgergate.commands.common import EXIT_USAGE, ConfigOption, load_or_exit
+from ledgergate.commands.common import EXIT_USAGE, ConfigOption, load_or_exit, open_cli_ledger, os_user
 from ledgergate.config import LoadedConfig
 from ledgergate.errors import GatewayError, LedgerUnavailable
 from ledgergate.store.approvals_store import ApprovalStore
@@ -60,13 +58,6 @@ def _fail(exc: GatewayError) -> typer.Exit:
     return typer.Exit(EXIT_UNAVAILABLE if unavailable else EXIT_REFUSED)
 
 
-def _os_user() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # noqa: BLE001 - no passwd entry in a container
-        return "operator"
-
-
 async def _no_ledger(event: str, fields: Any) -> None:
     raise LedgerUnavailable("the CLI reads approvals without writing records")
 
@@ -77,17 +68,10 @@ async def _with_service(loaded: LoadedConfig, fn: Any, *, write: bool) -> Any:
     ledger = None
     append: AppendFn = _no_ledger
     if write:
-        from ledgergate.audit.ledger import Ledger
-
-        replica = f"{s.audit.replica or socket.gethostname()}-cli"
-        audit = s.audit.model_copy(update={"replica": replica, "checkpoint_interval": 0})
         try:
-            ledger = await Ledger.open(audit, s.storage, loaded.base_dir)
-        except LedgerUnavailable:
-            raise
-        except Exception as exc:  # a key that cannot be read or made: nothing can be recorded
-            raise LedgerUnavailable(f"the audit ledger cannot be opened ({type(exc).__name__}: {exc}); "
-                                    "nothing was decided") from None
+            ledger = await open_cli_ledger(loaded)
+        except LedgerUnavailable as exc:
+            raise LedgerUnavailable(f"{exc.message}; nothing was decided") from None
         append = ledger.append
     service = ApprovalService(_store(loaded), append, s.approvals, listen=False)
     try:
@@ -179,7 +163,7 @@ def show(approval_id: str = typer.Argument(..., metavar="ID"), config: Path = Co
 
 def _decide(verdict: str, approval_id: str, reason: str, config: Path, by: str | None, as_json: bool) -> None:
     loaded = load_or_exit(config)
-    who = model.operator_principal(by or _os_user())
+    who = model.operator_principal(by or os_user())
     if not who.subject:
         err.print("[red]error[/red] --by must name someone")
         raise typer.Exit(EXIT_USAGE)

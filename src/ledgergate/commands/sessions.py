@@ -17,9 +17,7 @@ Exit status: 0 done; 1 unknown session or a record that does not verify;
 from __future__ import annotations
 
 import asyncio
-import getpass
 import json
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +28,7 @@ from rich.table import Table
 from ledgergate.api.ledger_reader import RecordProblem, load_sessions
 from ledgergate.audit.bundle import Filter, dump_bundle, export_bundle, normalize_time
 from ledgergate.audit.sessions import Session, SessionFilter, replay, select
-from ledgergate.commands.common import EXIT_USAGE, ConfigOption, load_or_exit
+from ledgergate.commands.common import EXIT_USAGE, ConfigOption, load_or_exit, os_user, record_cli
 from ledgergate.commands.ledger_files import open_store, verifier_of
 from ledgergate.config import LoadedConfig
 from ledgergate.errors import LedgerUnavailable
@@ -68,36 +66,11 @@ def _one(loaded: LoadedConfig, session_id: str) -> Session:
     return found
 
 
-def _os_user() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # noqa: BLE001 - no passwd entry in a container
-        return "operator"
-
-
-async def _record(loaded: LoadedConfig, event: str, fields: dict[str, Any]) -> int:
-    from ledgergate.audit.ledger import Ledger
-
-    s = loaded.settings
-    replica = f"{s.audit.replica or socket.gethostname()}-cli"
-    audit = s.audit.model_copy(update={"replica": replica, "checkpoint_interval": 0})
-    try:
-        ledger = await Ledger.open(audit, s.storage, loaded.base_dir)
-    except LedgerUnavailable:
-        raise
-    except Exception as exc:  # a key that cannot be read or made: nothing can be recorded
-        raise LedgerUnavailable(f"the audit ledger cannot be opened ({type(exc).__name__})") from None
-    try:
-        return await ledger.append(event, fields)
-    finally:
-        await ledger.close()
-
-
 def record_look(loaded: LoadedConfig, event: str, by: str | None, fields: dict[str, Any]) -> None:
     """Record who looked at what, or exit 3 with nothing shown."""
-    who = {"issuer": "ledgergate-cli", "subject": by or _os_user(), "kind": "human"}
+    who = {"issuer": "ledgergate-cli", "subject": by or os_user(), "kind": "human"}
     try:
-        asyncio.run(_record(loaded, event, {"viewer": who, "via": "cli", **fields}))
+        asyncio.run(record_cli(loaded, event, {"viewer": who, "via": "cli", **fields}))
     except LedgerUnavailable as exc:
         err.print(f"[red]error[/red] {escape(exc.message)}; nothing was shown", highlight=False)
         raise typer.Exit(EXIT_UNAVAILABLE) from None

@@ -105,5 +105,6 @@ def check_key(store: ApiKeyStore, credential: str, now: float) -> tuple[Principa
         groups=frozenset(record.groups),
         claims={"key_id": record.id, "name": record.name},
         expires_at=record.expires_at,
+        credential=record.id,
     )
     return principal, record
