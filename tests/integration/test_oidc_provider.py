@@ -336,3 +336,61 @@ async def _wait_for(predicate: Any, timeout: float) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.05)
+
+
+async def test_a_real_token_verifies_only_in_its_own_spelling(provider: Provider) -> None:
+    """Padding, characters outside base64url or a non-canonical last character used to be dropped by the
+    decoder: the same token had unlimited spellings, each a verified-token cache miss."""
+    svc = await started(settings_for(provider.issuer))
+    try:
+        token = provider.token_with({"sub": "alice"})
+        h, p, s = token.split(".")
+        principal = await svc.authenticate(token)
+        alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+        spellings = [f"{token}====", token + "=" * 2000, f"{token}!!!!", f"{h}.{p}.{s[:20]}$$$${s[20:]}",
+                     f"{h}==.{p}.{s}", f"{h}.{p}.{s[:20]}\t{s[20:]}", f"{h}.{p}=.{s}", f" {token}"]
+        if len(s) % 4 in (2, 3):  # a 2048-bit RS256 signature: 342 characters, 4 unused bits in the last one
+            spellings.append(f"{h}.{p}.{s[:-1]}{alphabet[alphabet.index(s[-1]) + 1]}")
+        for spelled in spellings:
+            exc = await refused(svc, spelled, "invalid_token")
+            assert exc.message == "the token is not a well-formed JWT"
+        assert len(svc._cache) == 1
+        assert await svc.authenticate(token) is principal
+    finally:
+        await svc.close()
+
+
+async def test_readiness_and_log_never_quote_a_jwks_urls_credentials(provider: Provider,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    port = provider.issuer.rsplit(":", 1)[1]
+    jwks_uri = f"http://user:PASSWD@127.0.0.1:{port}/nokeys?key=URLSECRET"
+    with caplog.at_level("WARNING", logger="ledgergate.identity"):
+        svc = await started(settings_for(provider.issuer, jwks_uri=jwks_uri))
+    try:
+        ready = svc.readiness()[provider.issuer]
+        assert ready == f"no usable keys: ValueError: JWKS at http://127.0.0.1:{port}/nokeys?… answered HTTP 404"
+        for text in (ready, caplog.text):
+            assert "PASSWD" not in text and "URLSECRET" not in text and "user:" not in text
+        assert f"http://127.0.0.1:{port}/nokeys?… answered HTTP 404" in caplog.text
+    finally:
+        await svc.close()
+
+
+async def test_offboarding_entries_match_however_the_issuers_trailing_slash_is_written(provider: Provider) -> None:
+    """`issuer/#alice` when the issuer is configured without the slash (or `issuer#carol` in the issuer's
+    own list) used to be accepted and never match: alice kept working."""
+    svc = await started(IdentitySettings(api_keys=False, disabled_subjects=[provider.issuer + "/#alice"], oidc=[
+        OidcIssuerSettings(issuer=provider.issuer, jwks_min_refresh_interval=0.2,
+                           disabled_subjects=[provider.issuer + "#carol"])]))
+    try:
+        await refused(svc, provider.token_with({"sub": "alice"}), "disabled")
+        await refused(svc, provider.token_with({"sub": "carol"}), "disabled")
+        assert (await svc.authenticate(provider.token_with({"sub": "dave"}))).subject == "dave"
+        # a reload reaches a token already in the verified-token cache
+        erin = provider.token_with({"sub": "erin"})
+        assert (await svc.authenticate(erin)).subject == "erin"
+        svc.reconfigure(IdentitySettings(api_keys=False, disabled_subjects=[provider.issuer + "/#erin"], oidc=[
+            OidcIssuerSettings(issuer=provider.issuer, jwks_min_refresh_interval=0.2)]))
+        await refused(svc, erin, "disabled")
+    finally:
+        await svc.close()

@@ -11,6 +11,8 @@ the gateway hammer the IdP.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from typing import Any
 import httpx
 from jwt.algorithms import get_default_algorithms
 
+from ledgergate.identity.redact import redact_text, redact_url
 from ledgergate.identity.settings import OidcIssuerSettings
 
 _ALGS = get_default_algorithms()
@@ -26,6 +29,34 @@ _MIN_RSA_BITS = 2048
 _EC_CURVE_FOR_ALG = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521"}
 _OKP_CURVES = {"Ed25519", "Ed448"}
 _MAX_JWKS_BYTES = 1024 * 1024
+
+#: Set while this module's own request is in flight (the task's context): httpx's log lines for it
+#: ("HTTP Request: GET <url> ...") are then redacted by `_RedactOwnRequests`.
+_FETCHING: contextvars.ContextVar[bool] = contextvars.ContextVar("ledgergate_identity_fetching", default=False)
+
+
+class _RedactOwnRequests(logging.Filter):
+    """Redacts the URL in httpx's request log lines for discovery/JWKS fetches only.
+
+    httpx logs every request's full URL at INFO, userinfo and query included; a JWKS or discovery URL
+    may carry credentials (`https://user:pass@idp/keys?key=…`). Only records emitted while
+    `_FETCHING` is set in the current context are touched, so other clients' log lines stay as they are.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _FETCHING.get() and isinstance(record.args, tuple):
+            record.args = tuple(redact_url(str(arg)) if isinstance(arg, (httpx.URL, str)) and "://" in str(arg)
+                                else arg for arg in record.args)
+        return True
+
+
+def _install_log_redaction() -> None:
+    logger = logging.getLogger("httpx")
+    if not any(isinstance(f, _RedactOwnRequests) for f in logger.filters):
+        logger.addFilter(_RedactOwnRequests())
+
+
+_install_log_redaction()
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,8 +70,15 @@ class SigningKey:
     jwk: Mapping[str, Any]
 
     def verify(self, alg: str, signing_input: bytes, signature: bytes) -> bool:
-        """True when `signature` is valid for `alg`; the alg must be one this key allows."""
+        """True when `signature` is valid for `alg`; the alg must be one this key allows.
+
+        An RSA signature is exactly as long as the modulus (RFC 8017 §8.1.1/§8.2.1, k octets):
+        OpenSSL also accepts an RSASSA-PSS signature with its leading zero octets left off, which
+        would give one token a second spelling that verifies.
+        """
         if alg not in self.algorithms:
+            return False
+        if self.kty == "RSA" and len(signature) != (getattr(self.key, "key_size", 0) + 7) // 8:
             return False
         try:
             return bool(_ALGS[alg].verify(signing_input, self.key, signature))
@@ -164,7 +202,7 @@ class IssuerKeys:
             try:
                 keys = await self._fetch()
             except Exception as exc:  # recorded for /readyz; old keys live out their lifetime
-                self.error = _describe(exc)
+                self.error = _describe(exc, self.settings.issuer, self.settings.jwks_uri, self._jwks_uri)
                 self._jwks_uri = self.settings.jwks_uri  # rediscover next time
                 return True
             self._install(keys, now)
@@ -193,7 +231,8 @@ class IssuerKeys:
         if not isinstance(doc, Mapping):
             raise ValueError("discovery document is not a JSON object")
         if str(doc.get("issuer", "")).rstrip("/") != issuer:
-            raise ValueError(f"discovery names issuer {str(doc.get('issuer'))[:200]!r}, not the configured one")
+            raise ValueError(f"discovery names issuer {redact_url(str(doc.get('issuer'))[:400])!r}, "
+                             "not the configured one")
         jwks_uri = doc.get("jwks_uri")
         if not isinstance(jwks_uri, str) or not jwks_uri.startswith(("https://", "http://")):
             raise ValueError("discovery document has no jwks_uri")
@@ -206,17 +245,27 @@ class IssuerKeys:
         if self.settings.auth_token_file is not None:
             with open(self.settings.auth_token_file, encoding="utf-8") as fh:
                 headers["Authorization"] = "Bearer " + fh.read().strip()
-        response = await self.client.get(url, timeout=self.settings.http_timeout, headers=headers)
+        fetching = _FETCHING.set(True)
+        try:
+            response = await self.client.get(url, timeout=self.settings.http_timeout, headers=headers)
+        finally:
+            _FETCHING.reset(fetching)
+        # The URL is redacted here and again in _describe: error text reaches /readyz and the log.
         if response.status_code != 200:
-            raise ValueError(f"{what} at {url} answered HTTP {response.status_code}")
+            raise ValueError(f"{what} at {redact_url(url)} answered HTTP {response.status_code}")
         if len(response.content) > _MAX_JWKS_BYTES:
-            raise ValueError(f"{what} at {url} is too large")
-        return response.json()
+            raise ValueError(f"{what} at {redact_url(url)} is too large")
+        try:
+            return response.json()
+        except ValueError:  # never quote the body: it is the upstream's text, not ours
+            raise ValueError(f"{what} at {redact_url(url)} is not JSON") from None
 
 
-def _describe(exc: BaseException) -> str:
+def _describe(exc: BaseException, *urls: str | None) -> str:
+    """Why a fetch failed, for /readyz and the log: any URL in the text redacted, and the secret
+    parts of `urls` (the endpoints involved) scrubbed wherever an exception quoted them."""
     if isinstance(exc, httpx.TimeoutException):
         return f"timed out fetching keys ({type(exc).__name__})"
     if isinstance(exc, httpx.TransportError):
-        return f"cannot reach the issuer: {type(exc).__name__}: {str(exc)[:200]}"
-    return f"{type(exc).__name__}: {str(exc)[:300]}"
+        return redact_text(f"cannot reach the issuer: {type(exc).__name__}: {str(exc)[:200]}", *urls)
+    return redact_text(f"{type(exc).__name__}: {str(exc)[:300]}", *urls)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -40,11 +41,78 @@ class Verified:
     key: SigningKey
 
 
-def _b64(part: str) -> bytes:
+#: A JWS compact segment: base64url without padding (RFC 7515 §2, §7.1). Nothing else.
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+#: Characters whose 6 bits end a segment of length ≡ 2 (mod 4) with its 4 unused bits zero ...
+_END_OF_2 = frozenset("AQgw")
+#: ... and of length ≡ 3 (mod 4) with its 2 unused bits zero.
+_END_OF_3 = frozenset("AEIMQUYcgkosw048")
+#: ECDSA group orders, for the canonical spelling of a signature (see token_cache_key).
+_EC_ORDER = {
+    "ES256": (32, 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551),
+    "ES384": (48, 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFC7634D81F4372DDF581A0DB248B0A77AECEC196ACCC52973),
+    "ES512": (66, 0x01FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFA51868783BF2F966B7FCC0148F709A5D03BB5C9B8899C47AEBB6FB71E91386409),
+}
+
+
+def _strict_b64(part: str) -> bytes | None:
+    """The bytes of one segment spelled exactly as RFC 7515 §2 base64url (no padding, nothing
+    outside the alphabet, unused trailing bits zero), else None.
+
+    `base64.urlsafe_b64decode` skips characters outside the alphabet and ignores the unused bits
+    of the last character, so `sig====`, `sig!!!!`, `si$$$$g` or a changed last character decoded
+    to the same bytes: one token had unlimited spellings that all verified, each a miss of the
+    verified-token cache. Exactly one spelling decodes here.
+    """
+    if len(part) % 4 == 1 or not _B64URL.fullmatch(part):
+        return None
+    rest = len(part) % 4
+    if (rest == 2 and part[-1] not in _END_OF_2) or (rest == 3 and part[-1] not in _END_OF_3):
+        return None
     try:
         return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
-    except (binascii.Error, ValueError):
-        raise AuthError("the token is not a well-formed JWT", "invalid_token") from None
+    except (binascii.Error, ValueError):  # pragma: no cover - excluded by the checks above
+        return None
+
+
+def _b64(part: str) -> bytes:
+    raw = _strict_b64(part)
+    if raw is None:
+        raise AuthError("the token is not a well-formed JWT", "invalid_token")
+    return raw
+
+
+def token_cache_key(token: str) -> str:
+    """The one spelling of `token` the verified-token cache is keyed by.
+
+    Segments are decoded strictly (`_strict_b64`), and RSA signatures must be exactly the modulus
+    length (SigningKey.verify), so the only second spelling left that verifies is an ECDSA
+    signature's twin: (r, s) and (r, n - s) are both valid (ECDSA is malleable, and IdPs sign
+    with either). For an ES* token the key is the token with s replaced by min(s, n - s), which
+    verifies exactly when the token does; every other string is its own key. Cheap: a split and,
+    for ES* tokens only, one short header decode.
+    """
+    parts = token.split(".")
+    if len(parts) != 3 or len(parts[2]) not in (86, 128, 176):  # 64, 96 or 132 signature bytes
+        return token
+    header_raw = _strict_b64(parts[0])
+    signature = _strict_b64(parts[2])
+    if header_raw is None or signature is None:
+        return token
+    try:
+        header = orjson.loads(header_raw)
+    except orjson.JSONDecodeError:
+        return token
+    alg = header.get("alg") if isinstance(header, dict) else None
+    order = _EC_ORDER.get(alg) if isinstance(alg, str) else None
+    if order is None or len(signature) != 2 * order[0]:
+        return token
+    size, n = order
+    s = int.from_bytes(signature[size:], "big")
+    if not 0 < s < n or s <= n // 2:
+        return token
+    low = signature[:size] + (n - s).to_bytes(size, "big")
+    return f"{parts[0]}.{parts[1]}.{base64.urlsafe_b64encode(low).rstrip(b'=').decode('ascii')}"
 
 
 def _json_object(raw: bytes, what: str) -> dict[str, Any]:

@@ -25,9 +25,10 @@ import httpx
 from ledgergate.errors import AuthError
 from ledgergate.identity.apikeys import check_key, is_api_key
 from ledgergate.identity.jwks import IssuerKeys, SigningKey
-from ledgergate.identity.oidc import OidcVerifier
+from ledgergate.identity.oidc import OidcVerifier, token_cache_key
+from ledgergate.identity.redact import redact_text, redact_url
 from ledgergate.principal import Principal
-from ledgergate.identity.settings import IdentitySettings
+from ledgergate.identity.settings import IdentitySettings, disabled_keys
 from ledgergate.store.apikeys_store import ApiKeyStore
 from ledgergate.store.db import StoreURL
 
@@ -48,6 +49,7 @@ class IdentityService:
         self._issuers = [IssuerKeys(s, None, clock) for s in settings.oidc]
         self._verifier = OidcVerifier(self._issuers, clock)
         self._given_client = http_client
+        self._store_url = store_url
         self._owned_clients: list[httpx.AsyncClient] = []
         self._store: ApiKeyStore | None = None
         self._store_error: str | None = None
@@ -55,11 +57,10 @@ class IdentityService:
             try:
                 self._store = ApiKeyStore(StoreURL.parse(store_url, base_dir))
             except ValueError as exc:
-                self._store_error = str(exc)
+                self._store_error = redact_text(str(exc), store_url)
         elif settings.api_keys:
             self._store_error = "no storage configured"
-        self._disabled = frozenset(settings.disabled_subjects)
-        self._issuer_disabled = {s.issuer: frozenset(s.disabled_subjects) for s in settings.oidc}
+        self._disabled, self._issuer_disabled = disabled_keys(settings)
         self._cache: dict[bytes, _CacheEntry] = {}
         self._cache_size = settings.token_cache_size
         self._touched: dict[str, float] = {}
@@ -79,7 +80,7 @@ class IdentityService:
                 try:
                     client = httpx.AsyncClient(verify=keys.settings.ca_file, follow_redirects=False)
                 except Exception as exc:  # unreadable CA file: this issuer stays without keys
-                    keys.error = f"cannot load ca_file: {type(exc).__name__}: {exc}"
+                    keys.error = redact_text(f"cannot load ca_file: {type(exc).__name__}: {exc}")
                     continue
                 self._owned_clients.append(client)
                 keys.client = client
@@ -91,12 +92,12 @@ class IdentityService:
         await asyncio.gather(*(k.refresh(rate_limited=False) for k in self._issuers if k.client is not None))
         for keys in self._issuers:
             if not keys.usable(self._clock()):
-                log.warning("identity issuer %s: %s", keys.settings.issuer, keys.status())
+                log.warning("identity issuer %s: %s", redact_url(keys.settings.issuer), keys.status())
         if self._store is not None:
             try:
                 await asyncio.to_thread(self._store.open)
             except Exception as exc:
-                self._store_error = f"{type(exc).__name__}: {str(exc)[:300]}"
+                self._store_error = redact_text(f"{type(exc).__name__}: {str(exc)[:300]}", self._store_url)
                 log.warning("API key store unavailable: %s", self._store_error)
         if self._issuers:
             self._refresher = asyncio.create_task(self._refresh_loop(), name="ledgergate-jwks-refresh")
@@ -119,9 +120,18 @@ class IdentityService:
         self._cache.clear()
 
     def readiness(self) -> dict[str, str]:
-        """Per issuer "ok" or why its tokens are refused; "api_keys" likewise when enabled."""
+        """Per issuer "ok" or why its tokens are refused; "api_keys" likewise when enabled.
+
+        /readyz shows this without authentication, so issuers are named by their redacted URL and the
+        reasons carry only redacted URLs (see identity.redact)."""
         now = self._clock()
-        out = {k.settings.issuer: (k.status(now) if self._started else "not started") for k in self._issuers}
+        out: dict[str, str] = {}
+        for k in self._issuers:
+            name = redact_url(k.settings.issuer)
+            if name in out:  # two issuers differing only in what redaction removes
+                name = f"{name} [{len(out) + 1}]"
+            out[name] = redact_text(k.status(now) if self._started else "not started",
+                                    k.settings.issuer, k.settings.jwks_uri)
         if self.settings.api_keys:
             out["api_keys"] = self._store_error or ("ok" if self._started else "not started")
         return out
@@ -150,7 +160,9 @@ class IdentityService:
                 raise AuthError("a bearer token is required", "missing_token")
             if is_api_key(credential):
                 return await self._api_key(credential)
-            digest = hashlib.sha256(credential.encode("utf-8", "surrogatepass")).digest()
+            # Keyed by the token's one canonical spelling: a second spelling that verifies (an ECDSA
+            # signature's (r, n-s) twin) finds the same entry instead of costing a verification.
+            digest = hashlib.sha256(token_cache_key(credential).encode("utf-8", "surrogatepass")).digest()
             entry = self._cache.get(digest)
             now = self._clock()
             if entry is not None:
@@ -184,8 +196,7 @@ class IdentityService:
 
     def reconfigure(self, settings: IdentitySettings) -> None:
         """Apply a reloaded config's off-boarding lists: the next request of a disabled subject is refused."""
-        self._disabled = frozenset(settings.disabled_subjects)
-        self._issuer_disabled = {s.issuer: frozenset(s.disabled_subjects) for s in settings.oidc}
+        self._disabled, self._issuer_disabled = disabled_keys(settings)
         self.settings = settings
 
     def check_disabled(self, principal: Principal) -> None:
@@ -194,9 +205,15 @@ class IdentityService:
         self._check_disabled(principal)
 
     def _check_disabled(self, principal: Principal) -> None:
-        if principal.subject in self._disabled or principal.key in self._disabled:
+        """Refuse a principal the off-boarding lists name (see settings.disabled_keys for the forms).
+
+        `issuer#subject` entries are compared with the issuer's trailing slashes removed on both sides,
+        as a token's `iss` is, so `https://idp/#alice` and `https://idp#alice` name the same person."""
+        disabled = self._disabled
+        if principal.subject in disabled or principal.key in disabled \
+                or f"{principal.issuer.rstrip('/')}#{principal.subject}" in disabled:
             raise AuthError("this identity has been disabled", "disabled")
-        per_issuer = self._issuer_disabled.get(principal.issuer)
+        per_issuer = self._issuer_disabled.get(principal.issuer.rstrip("/"))
         if per_issuer and principal.subject in per_issuer:
             raise AuthError("this identity has been disabled", "disabled")
 
@@ -220,7 +237,7 @@ class IdentityService:
         except AuthError:
             raise
         except Exception as exc:  # the store is down: fail closed, say so on /readyz
-            self._store_error = f"{type(exc).__name__}: {str(exc)[:300]}"
+            self._store_error = redact_text(f"{type(exc).__name__}: {str(exc)[:300]}", self._store_url)
             raise AuthError("API keys cannot be checked right now", "no_keys") from None
         self._store_error = None
         self._check_disabled(principal)
