@@ -40,12 +40,15 @@ from ledgergate.gateway.stages.tasks import TaskOwnership, TaskRecords
 from ledgergate.gateway.tasks import GatewayTasks, TaskOwners
 from ledgergate.principal import Principal
 from ledgergate.requestlog import REQUEST_ID
-from ledgergate.upstream.base import Message, UpstreamSession
+from ledgergate.upstream.base import Message, UpstreamSession, mask_quoted
 
 if TYPE_CHECKING:
     from ledgergate.gateway.telemetry import Tracing
 
 log = logging.getLogger("ledgergate.pipeline")
+
+#: the most of an upstream's failure (masked) a client, the log and the record quote
+SHOWN_ERROR_CHARS = 300
 
 
 @dataclass(frozen=True)
@@ -158,7 +161,7 @@ class Pipeline:
         except UpstreamError as exc:
             shown = self.masked_error(exc)
             log.warning("upstream %s failed on %s: %s", call.server, call.method, shown.message)
-            await self.evidence.record("rpc.response", call, error=exc.message, latency_ms=call.latency_ms())
+            await self.evidence.record("rpc.response", call, error=shown.message, latency_ms=call.latency_ms())
             refusal = UpstreamError(f"{shown.message}; quote request id {call.request_id} to support",
                                     data={**(exc.data or {}), "requestId": call.request_id},
                                     http_status=exc.http_status, rpc_code=exc.rpc_code)
@@ -183,8 +186,9 @@ class Pipeline:
         (never weaker than a caller's)."""
         if exc.masked:
             return exc
-        text, _ = self.evidence.mask(exc.message)
-        shown = UpstreamError(str(text), data=exc.data, http_status=exc.http_status, rpc_code=exc.rpc_code,
+        # masked whole, then shortened (`mask_quoted`): a value cut first would pass masking
+        text = mask_quoted(exc.message, lambda whole: str(self.evidence.mask(whole)[0]), SHOWN_ERROR_CHARS)
+        shown = UpstreamError(text, data=exc.data, http_status=exc.http_status, rpc_code=exc.rpc_code,
                               headers=exc.headers)
         shown.recorded, shown.masked = exc.recorded, True
         return shown

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import abc
 import itertools
-from collections.abc import AsyncGenerator
+import os.path
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -36,6 +37,39 @@ FULL_CLIENT_CAPABILITIES: dict[str, Any] = {
     "elicitation": {"form": {}, "url": {}},
     "roots": {"listChanged": True},
 }
+
+
+#: the most of one text an upstream sends beside its answers (the words of a failure, a stderr line) that is
+#: masked: a server cannot make the gateway mask megabytes for one line
+MAX_QUOTED_CHARS = 32 * 1024
+#: masked beyond that bound as well, so that a value straddling it is seen whole (longer than any value
+#: a detector matches, with the context it reads around it)
+QUOTE_OVERLAP = 4 * 1024
+#: where a quoted text was shortened
+CUT_MARK = " …[cut]"
+
+
+def mask_quoted(text: str, mask: Callable[[str], str], shown: int | None = None,
+                limit: int = MAX_QUOTED_CHARS) -> str:
+    """`text` as a client, a log line or a record may quote it: masked whole first, shortened after (to
+    `shown` characters), never the other way round.
+
+    Detectors match whole values only: text cut before it is masked ends in a partial value no
+    detector matches ("123-45-67" of an SSN), and another view that keeps its last digits
+    ("***-**-6789") gives the rest. So only masked text is ever cut. Past `limit` characters (memory and
+    CPU, for a hostile server) the head is masked twice, up to the limit and `QUOTE_OVERLAP` beyond it,
+    and what both agree on is kept: a value straddling the limit is masked in the longer one and not in
+    the shorter, so the kept part ends before it.
+    """
+    if len(text) <= limit:
+        masked = mask(text)
+    else:
+        head = mask(text[:limit])
+        longer = mask(text[:limit + QUOTE_OVERLAP])
+        masked = os.path.commonprefix([head, longer]) + CUT_MARK
+    if shown is not None and len(masked) > shown:
+        masked = masked[:max(shown - len(CUT_MARK), 0)] + CUT_MARK
+    return masked
 
 
 class UpstreamSessionLost(UpstreamError):

@@ -39,6 +39,9 @@ log = logging.getLogger("ledgergate.upstream")
 _ACCEPT = "application/json, text/event-stream"
 #: the largest single JSON-RPC message accepted from an upstream (a server cannot exhaust the gateway's memory)
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+#: the largest HTTP error body whose JSON-RPC error message is quoted (read whole or not at all: a body cut
+#: short is not JSON, so no partial message is ever quoted)
+MAX_ERROR_BODY = 64 * 1024
 _NAME_FIELD = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
 
 
@@ -161,11 +164,13 @@ class Messages:
 
 
 async def _error_text(resp: H1Response) -> str:
+    """The JSON-RPC error message of an HTTP error answer, whole: it is masked before anyone sees it and
+    shortened only then (`Pipeline.masked_error`); cut here, a value at the cut would pass masking. A
+    body past `MAX_ERROR_BODY` is not read (and not quoted)."""
     try:
-        body = (await resp.read(5.0))[:300]
-        data = jsonrpc.parse(body)
+        data = jsonrpc.parse(await resp.read(5.0, MAX_ERROR_BODY))
         if isinstance(data, dict) and isinstance(data.get("error"), dict):
-            return str(data["error"].get("message", ""))[:200]
+            return str(data["error"].get("message", ""))
     except Exception:  # noqa: BLE001 - only for a friendlier message
         pass
     return ""

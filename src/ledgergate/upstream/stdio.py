@@ -18,13 +18,22 @@ from typing import Any
 import orjson
 
 from ledgergate.errors import UpstreamError
-from ledgergate.upstream.base import ClientHello, Message, UpstreamSessionLost
+from ledgergate.upstream.base import (
+    MAX_QUOTED_CHARS,
+    QUOTE_OVERLAP,
+    ClientHello,
+    Message,
+    UpstreamSessionLost,
+    mask_quoted,
+)
 from ledgergate.upstream.demux import Demux, DemuxedSession
 from ledgergate.wire import jsonrpc
 
 log = logging.getLogger("ledgergate.upstream.stdio")
 
 _STREAM_LIMIT = 64 * 1024 * 1024
+#: the most of one stderr line the log keeps (cut after masking)
+_STDERR_SHOWN = 2000
 
 
 class StdioSession(DemuxedSession):
@@ -118,13 +127,17 @@ class StdioSession(DemuxedSession):
             line = await self._proc.stderr.readline()
             if not line:
                 return
-            text = line.decode("utf-8", "replace").rstrip()[:2000]
-            if self.redact is not None:
+            # no more is decoded than masking reads (a character is at most 4 bytes)
+            text = line[:4 * (MAX_QUOTED_CHARS + QUOTE_OVERLAP)].decode("utf-8", "replace").rstrip()
+            if self.redact is None:
+                text = text[:_STDERR_SHOWN]
+            else:
                 # a server's own log often names what it was asked: arguments, customer numbers. They
-                # reach the gateway's log only masked; a line that cannot be masked is dropped, and the
-                # pipe is still drained (a server blocked on a full stderr would stop answering)
+                # reach the gateway's log only masked, the whole line before it is shortened (a value cut
+                # first would pass masking: `mask_quoted`); a line that cannot be masked is dropped, and
+                # the pipe is still drained (a server blocked on a full stderr would stop answering)
                 try:
-                    text = self.redact(text)
+                    text = mask_quoted(text, self.redact, _STDERR_SHOWN)
                 except Exception:  # noqa: BLE001
                     text = "(a line that could not be masked was dropped)"
             log.info("upstream %s stderr: %s", self.name, text)

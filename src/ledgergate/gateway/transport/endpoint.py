@@ -97,7 +97,7 @@ class McpEndpoint:
         if isinstance(exc, LedgerUnavailable):
             return  # nothing can be recorded; the 503 says so
         evidence = ex.pipeline.evidence
-        message, _ = evidence.mask(exc.message[:500])
+        message = str(evidence.mask(exc.message)[0])[:500]  # masked whole, then shortened (never cut first)
         try:
             await evidence.append("request.refused", {
                 "principal": ex.principal.summary(), "server": ex.server, "http_method": ex.scope["method"],

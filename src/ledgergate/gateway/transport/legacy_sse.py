@@ -8,7 +8,15 @@ import logging
 from typing import Any
 from urllib.parse import parse_qs
 
-from ledgergate.errors import INTERNAL_ERROR, BadRequest, GatewayError, MethodNotAllowed, PayloadTooLarge
+from ledgergate.errors import (
+    INTERNAL_ERROR,
+    BadRequest,
+    GatewayError,
+    LedgerUnavailable,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    UpstreamError,
+)
 from ledgergate.gateway.bridge import Bridge
 from ledgergate.gateway.http import BodyTooLarge, json_error_body, read_body, send_empty, start_sse
 from ledgergate.gateway.pipeline import Pipeline
@@ -87,9 +95,34 @@ class LegacySseEndpoint:
                 async for item in self.bridge.handshake_call(pipeline, session, principal, message):
                     outbox.append(jsonrpc.dumps(item))
         except GatewayError as exc:
+            # as the Streamable HTTP endpoint does (`McpEndpoint.__call__`): an upstream's words (its
+            # initialize refused with a customer's numbers in it) are masked before the client sees
+            # them, and a refusal no stage recorded is recorded here
+            if isinstance(exc, UpstreamError):
+                exc = pipeline.masked_error(exc)
+            if not exc.recorded:
+                await self._record_refusal(pipeline, session, principal, exc)
             if kind == "request":
                 outbox.append(error_message(exc, message["id"]))
         except Exception:  # noqa: BLE001
             log.exception("legacy request failed")
             if kind == "request":
                 outbox.append(jsonrpc.dumps(json_error_body(message["id"], INTERNAL_ERROR, "internal gateway error")))
+
+    @staticmethod
+    async def _record_refusal(pipeline: Pipeline, session: GatewaySession, principal: Principal,
+                              exc: GatewayError) -> None:
+        """A refusal of a legacy message that no stage recorded (the upstream session could not be
+        opened, a reply that answers nothing): the record `McpEndpoint._record_refusal` writes for the
+        same refusal over Streamable HTTP, masked whole before it is shortened."""
+        if isinstance(exc, LedgerUnavailable):
+            return  # nothing can be recorded
+        evidence = pipeline.evidence
+        masked, _ = evidence.mask(exc.message)
+        try:
+            await evidence.append("request.refused", {
+                "principal": principal.summary(), "server": session.server, "session": session.id,
+                "http_method": "POST", "transport": "legacy-sse", "status": exc.http_status,
+                "code": exc.rpc_code, "error": str(masked)[:500]})
+        except (LedgerUnavailable, ValueError) as failed:
+            log.error("a refusal (%s) could not be recorded: %s", exc.http_status, failed)
