@@ -321,12 +321,11 @@ async def test_a_legacy_sse_client_gets_an_upstreams_initialize_failure_masked_a
     assert_masked(recorded)
 
 
-@pytest.mark.xfail(strict=True, reason="known, not fixed here: transport/core.py `pump` (and `fill`) turn an "
-                   "upstream's failure into the stream's last event without `Pipeline.masked_error`, and unrecorded")
 async def test_a_stateless_clients_listen_stream_gets_an_upstreams_initialize_failure_masked(
         tmp_path: Path, provider: Provider) -> None:
     """A 2026-07-28 client whose first request is `subscriptions/listen`: the upstream session is opened once
-    the SSE stream has begun, so its failure goes out as the stream's event, past the endpoint's masking."""
+    the SSE stream has begun, so its failure went out as the stream's event, past the endpoint's masking
+    (transport/core.py `pump` and `fill` now show it through `Pipeline.masked_error`)."""
     app = FailingServer(500, refuse_initialize=True)
     meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
             "io.modelcontextprotocol/clientCapabilities": {},
@@ -341,3 +340,41 @@ async def test_a_stateless_clients_listen_stream_gets_an_upstreams_initialize_fa
                 "params": {"notifications": {"toolsListChanged": True}, "_meta": meta}})
     assert "lookup failed for SSN" in answer.text
     assert_masked(answer.text)
+
+
+class OddInitializeServer(FailingServer):
+    """Answers `initialize` with HTTP 200 and a JSON-RPC answer of an odd shape."""
+
+    def __init__(self, answer: dict[str, Any]) -> None:
+        super().__init__(200)
+        self.answer = answer
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        request = json.loads(await read_body(receive) or b"{}")
+        body = {"jsonrpc": "2.0", "id": request.get("id"), **self.answer}
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"), (b"mcp-session-id", b"s")]})
+        await send({"type": "http.response.body", "body": json.dumps(body).encode()})
+
+
+@pytest.mark.parametrize("answer, said", [
+    ({"error": "licence check failed"}, "neither a result nor an error object"),
+    ({"error": {"code": -1, "message": 42}}, "neither a result nor an error object"),
+    ({"result": ["not", "an", "object"]}, "a result that is not an object"),
+    ({"result": "ok"}, "a result that is not an object"),
+    ({}, "neither a result nor an error object"),
+])
+async def test_an_initialize_answer_of_an_odd_shape_is_a_precise_502_not_a_500(tmp_path: Path, provider: Provider,
+                                                                             answer: dict[str, Any],
+                                                                             said: str) -> None:
+    """`(final or {}).get("error", {}).get(...)` raised AttributeError on `"error": "text"`, and a result that
+    was not an object failed later: a 500 "internal gateway error" naming no server."""
+    async with serve_upstream(OddInitializeServer(answer)) as upstream, \
+            serving(tmp_path, provider.issuer, {"failing": {"url": upstream}}, POLICY) as base, \
+            httpx.AsyncClient(timeout=10) as http:
+        r = await initialize(http, f"{base}/mcp/failing",
+                             {**HEADERS, "Authorization": f"Bearer {provider.token('alice', ['staff'])}"})
+    assert r.status_code == 502, r.text
+    assert "initialize failed" in r.text and said in r.text

@@ -49,6 +49,25 @@ QUOTE_OVERLAP = 4 * 1024
 CUT_MARK = " …[cut]"
 
 
+def initialize_result(final: Message | None, who: str) -> dict[str, Any]:
+    """The `result` of an upstream's answer to `initialize`, or an UpstreamError saying what came instead.
+
+    An answer of any other shape (`"error": "text"`, `"result": []`) raised AttributeError here and
+    became a 500 with no word of which server: a server's answer is input like a client's."""
+    if final is not None and isinstance(final.get("result"), dict):
+        return final["result"]  # type: ignore[no-any-return]
+    error = (final or {}).get("error")
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        detail = error["message"]
+    elif final is None:
+        detail = "no answer"
+    elif "result" in final:
+        detail = "a result that is not an object"
+    else:
+        detail = "an answer with neither a result nor an error object"
+    raise UpstreamError(f"{who} initialize failed: {detail}")
+
+
 def mask_quoted(text: str, mask: Callable[[str], str], shown: int | None = None,
                 limit: int = MAX_QUOTED_CHARS) -> str:
     """`text` as a client, a log line or a record may quote it: masked whole first, shortened after (to

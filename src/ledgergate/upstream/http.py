@@ -21,6 +21,7 @@ from ledgergate.upstream.base import (
     MODERN_VERSION,
     ClientHello,
     IdMap,
+    initialize_result,
     InflightIds,
     Message,
     UpstreamSession,
@@ -215,10 +216,7 @@ class HttpHandshakeSession(UpstreamSession):
                     break
         finally:
             resp.release()
-        if final is None or "result" not in final:
-            detail = (final or {}).get("error", {}).get("message", "no result")
-            raise UpstreamError(f"upstream initialize failed: {detail}")
-        self.server_hello = self.pool.shared_hello(final["result"])
+        self.server_hello = self.pool.shared_hello(initialize_result(final, "upstream"))
         self.protocol_version = self.server_hello.get("protocolVersion", self.protocol_version)
         self.session_id = resp.header(b"mcp-session-id") or None
         self._alive = True

@@ -23,7 +23,7 @@ from urllib.parse import urljoin, urlsplit
 import orjson
 
 from ledgergate.errors import UpstreamError
-from ledgergate.upstream.base import ClientHello, Message, UpstreamSessionLost
+from ledgergate.upstream.base import ClientHello, Message, UpstreamSessionLost, initialize_result
 from ledgergate.upstream.demux import Demux, DemuxedSession
 from ledgergate.upstream.h1 import H1Error, H1Response
 from ledgergate.upstream.http import MAX_MESSAGE_BYTES, HttpPool
@@ -88,10 +88,7 @@ class SseSession(DemuxedSession):
         final: Message | None = None
         async for msg in self._demux.exchange(request, "init"):
             final = msg
-        if final is None or "result" not in final:
-            detail = (final or {}).get("error", {}).get("message", "no result")
-            raise UpstreamError(f"upstream {self.name!r} initialize failed: {detail}")
-        self.server_hello = final["result"]
+        self.server_hello = initialize_result(final, f"upstream {self.name!r}")
         await self.notify({"jsonrpc": "2.0", "method": "notifications/initialized"})
 
     def _set_endpoint(self, data: str) -> bool:

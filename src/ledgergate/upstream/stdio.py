@@ -23,6 +23,7 @@ from ledgergate.upstream.base import (
     QUOTE_OVERLAP,
     ClientHello,
     Message,
+    initialize_result,
     UpstreamSessionLost,
     mask_quoted,
 )
@@ -75,10 +76,11 @@ class StdioSession(DemuxedSession):
         final: Message | None = None
         async for msg in self._demux.exchange(request, "init"):
             final = msg
-        if final is None or "result" not in final:
+        try:
+            self.server_hello = initialize_result(final, f"upstream {self.name!r}")
+        except UpstreamError:
             await self.close()
-            raise UpstreamError(f"upstream {self.name!r} failed to initialize")
-        self.server_hello = final["result"]
+            raise
         await self.notify({"jsonrpc": "2.0", "method": "notifications/initialized"})
 
     async def _write(self, message: Message) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, Coroutine
+from collections.abc import AsyncGenerator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,23 +103,33 @@ async def respond(ex: Exchange, stream: AsyncGenerator[dict[str, Any], None], re
     await start_sse(ex.send)
     if session is None:
         await ex.send({"type": "http.response.body", "body": encode(jsonrpc.dumps(first)), "more_body": True})
-        await pump(ex.send, stream, request_id)
+        await pump(ex.send, stream, request_id, ex.pipeline.masked_error)
         return
     events = session.new_stream()
     events.append(jsonrpc.dumps(first))
-    task = background.spawn(fill(events, stream, request_id))
+    task = background.spawn(fill(events, stream, request_id, ex.pipeline.masked_error))
     session.running[request_id] = task
     task.add_done_callback(lambda _t: session.running.pop(request_id, None))
     await drain_watching(ex.send, ex.receive, events, 0)
 
 
-async def fill(events: EventStream, stream: AsyncGenerator[dict[str, Any], None], request_id: Any) -> None:
+#: how an upstream's failure is shown once a stream has begun (`Pipeline.masked_error`: its words may quote
+#: the upstream's data, and the endpoint's own masking is behind us by then)
+Shown = Callable[[UpstreamError], UpstreamError]
+
+
+def _shown(exc: GatewayError, masked: Shown | None) -> GatewayError:
+    return masked(exc) if masked is not None and isinstance(exc, UpstreamError) else exc
+
+
+async def fill(events: EventStream, stream: AsyncGenerator[dict[str, Any], None], request_id: Any,
+               masked: Shown | None = None) -> None:
     """Consume a call's messages into a resumable event stream; a failure becomes the stream's last event."""
     try:
         async for item in stream:
             events.append(jsonrpc.dumps(item))
     except GatewayError as exc:
-        events.append(error_message(exc, request_id))
+        events.append(error_message(_shown(exc, masked), request_id))
     except Exception:  # noqa: BLE001 - the client must get an answer, not a hang
         log.exception("stream failed")
         events.append(jsonrpc.dumps(json_error_body(request_id, INTERNAL_ERROR, "internal gateway error")))
@@ -167,13 +177,15 @@ async def drain(send: Any, events: EventStream, seq: int) -> None:
             await reader.aclose()
 
 
-async def pump(send: Any, stream: AsyncGenerator[dict[str, Any], None], request_id: Any) -> None:
+async def pump(send: Any, stream: AsyncGenerator[dict[str, Any], None], request_id: Any,
+               masked: Shown | None = None) -> None:
     """Stream messages straight to the client (stateless: no resumption, closing the stream cancels)."""
     try:
         async for item in stream:
             await send({"type": "http.response.body", "body": encode(jsonrpc.dumps(item)), "more_body": True})
     except GatewayError as exc:
-        await send({"type": "http.response.body", "body": encode(error_message(exc, request_id)), "more_body": True})
+        await send({"type": "http.response.body", "body": encode(error_message(_shown(exc, masked), request_id)),
+                    "more_body": True})
     except OSError:
         return
     await send({"type": "http.response.body", "body": b"", "more_body": False})

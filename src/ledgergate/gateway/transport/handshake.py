@@ -118,7 +118,7 @@ class HandshakeEndpoint:
         if standalone is None or standalone.closed:
             standalone = session.standalone = session.new_stream()
             self.background.spawn(fill(standalone, self.bridge.session_listen(ex.pipeline, session, ex.principal),
-                                       None))
+                                       None, ex.pipeline.masked_error))
         await start_sse(ex.send)
         await drain_watching(ex.send, ex.receive, standalone, standalone.next_seq)
 

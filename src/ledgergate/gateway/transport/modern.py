@@ -68,7 +68,7 @@ class ModernEndpoint:
                                           hello)
             ex.started = True
             await start_sse(ex.send)
-            await pump(ex.send, messages, None)
+            await pump(ex.send, messages, None, ex.pipeline.masked_error)
             return
         stream = self.bridge.modern_call(ex.pipeline, ex.server, ex.principal, message, upstream, self.sessions,
                                          hello)
