@@ -74,3 +74,18 @@ async def test_server_discover_says_what_the_server_says_of_itself_masked(tmp_pa
         result = r.json()["result"]
         assert "VIP customer" in result["instructions"]
         assert_masked(r.text)
+
+
+async def test_tool_definitions_kept_for_drift_control_are_masked_at_rest(tmp_path: Path, provider: Provider) -> None:
+    """The fingerprint store kept every tool definition as served (descriptions, defaults, `_meta`) for
+    `tools diff`: account numbers at rest outside the ledger. (Fingerprints stay those of the served
+    definitions: `tests/integration/test_policy_gateway.py` holds that drift is still caught.)"""
+    import sqlite3
+
+    async with serving(tmp_path, provider.issuer, {"leaky": {"command": SERVER}}, POLICY) as base, \
+            connect(f"{base}/mcp/leaky", provider.token("alice", ["staff"]), "legacy") as client:
+        assert (await client.list_tools()).tools
+    with sqlite3.connect(tmp_path / "data" / "ledgergate.db") as db:
+        [(definition,)] = db.execute("SELECT accepted_definition FROM tool_fingerprints")
+    assert "for example" in definition and '"type":"string"' in definition.replace(" ", "")
+    assert_masked(definition)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -140,7 +140,7 @@ def compare(seen: Mapping[str, str], accepted: Mapping[str, str], mode: DriftMod
 
 
 def observe(store: FingerprintStore, server: str, tools: list[dict[str, Any]], mode: DriftMode,
-            now: float) -> DriftReport:
+            now: float, redact: Callable[[Any], Any] | None = None) -> DriftReport:
     """Everything the gateway does with one upstream `tools/list` answer; returns the verdicts.
 
     First-seen tools become accepted, changed ones are stored as pending (so
@@ -148,7 +148,14 @@ def observe(store: FingerprintStore, server: str, tools: list[dict[str, Any]], m
     back to the accepted one has its pending change cleared. Several replicas
     may observe the same first listing at once: the store keeps whichever
     first-seen row won, and the report is computed from what it holds afterwards.
+    Fingerprints are of the definitions as served; the definitions kept beside them
+    (for `tools diff` and the console) pass `redact` first: a description or a default
+    can carry an account number, and the store is data at rest outside the ledger.
     """
+    def kept(tool: Mapping[str, Any]) -> str:
+        definition = tool_definition(tool)
+        return canonical_json(definition if redact is None else redact(definition)).decode()
+
     by_name: dict[str, dict[str, Any]] = {}
     for t in tools:
         if isinstance(t, dict) and isinstance(t.get("name"), str):
@@ -157,7 +164,7 @@ def observe(store: FingerprintStore, server: str, tools: list[dict[str, Any]], m
     records = {r.tool: r for r in store.list(server)}
     new = [by_name[n] for n in seen if n not in records]
     if new:
-        store.record_first_seen(server, [(t["name"], fingerprint_tool(t), _definition_json(t)) for t in new], now)
+        store.record_first_seen(server, [(t["name"], fingerprint_tool(t), kept(t)) for t in new], now)
         records = {r.tool: r for r in store.list(server)}  # what won, if another replica raced us
     report = compare(seen, {n: r.accepted_fp for n, r in records.items()}, mode)
     if new:  # report first-seen tools as "new" (unless a racing replica accepted something else)
@@ -173,14 +180,10 @@ def observe(store: FingerprintStore, server: str, tools: list[dict[str, Any]], m
             continue
         if fp != record.accepted_fp and fp != record.pending_fp:
             # fingerprint_tools may combine duplicates; store the first definition under that fp
-            store.set_pending(server, name, fp, _definition_json(by_name[name]), now)
+            store.set_pending(server, name, fp, kept(by_name[name]), now)
         elif fp == record.accepted_fp and record.pending_fp is not None:
             store.clear_pending(server, name)
     return report
-
-
-def _definition_json(tool: Mapping[str, Any]) -> str:
-    return canonical_json(tool_definition(tool)).decode()
 
 
 class DriftGuard:
@@ -201,8 +204,10 @@ class DriftGuard:
         accepted = await anyio.to_thread.run_sync(self.store.accepted, server)
         return accepted.get(tool) != report.verdicts[tool].seen
 
-    async def observe(self, server: str, tools: list[dict[str, Any]]) -> DriftReport:
-        report = await anyio.to_thread.run_sync(observe, self.store, server, tools, self.mode_for(server), time.time())
+    async def observe(self, server: str, tools: list[dict[str, Any]],
+                      redact: Callable[[Any], Any] | None = None) -> DriftReport:
+        report = await anyio.to_thread.run_sync(observe, self.store, server, tools, self.mode_for(server), time.time(),
+                                                redact)
         self._reports[server] = report
         return report
 

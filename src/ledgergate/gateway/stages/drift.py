@@ -8,6 +8,7 @@ from ledgergate.errors import PolicyDenied
 from ledgergate.gateway.call import Call
 from ledgergate.gateway.drift import DriftGuard
 from ledgergate.gateway.stages.audit import Evidence
+from ledgergate.gateway.stages.masking import mask_definitions
 from ledgergate.upstream.base import Message
 
 
@@ -36,7 +37,9 @@ class DriftObserve:
         result = response.get("result")
         if call.method != "tools/list" or not isinstance(result, dict) or not isinstance(result.get("tools"), list):
             return response
-        report = await self.guard.observe(call.server, result["tools"])
+        masker = self.evidence.masker  # the ledger's profile, by value (a schema naming `ssn` stays a schema)
+        report = await self.guard.observe(call.server, result["tools"],
+                                          lambda definition: mask_definitions(masker, definition, None)[0])
         for name, verdict in report.changed.items():
             await self.evidence.append("tool.drift", {
                 "server": call.server, "tool": name, "mode": report.mode, "blocked": verdict.blocked,

@@ -71,9 +71,10 @@ def mask_response(masker: MaskingPort, method: str, response: Message,
     return {**response, "result": result}, found
 
 
-def mask_definitions(masker: MaskingPort, value: Any, profile: str) -> tuple[Any, dict[str, int]]:
+def mask_definitions(masker: MaskingPort, value: Any, profile: str | None) -> tuple[Any, dict[str, int]]:
     """`value` with every string and number scanned on its own (so no key forces a detector), keys
-    included; an explicit stack, so a deep definition cannot exhaust the interpreter's."""
+    included (profile None: the ledger's); an explicit stack, so a deep definition cannot exhaust the
+    interpreter's."""
     counts: dict[str, int] = {}
 
     def leaf(item: Any) -> Any:
