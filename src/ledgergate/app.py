@@ -192,9 +192,11 @@ class Gateway:
                                      time.time())
         if now.effect not in ("allow", "approve"):
             return f"the policy now in force refuses it (rule {now.rule or 'default deny'})"
-        was = call.decision.rule if call.decision is not None else None
-        if now.effect == "approve" and now.rule != was:
+        was = call.decision
+        if now.effect == "approve" and (was is None or now.rule != was.rule):
             return f"the policy now in force puts it under another approval rule ({now.rule}); send it again"
+        if now.effect == "approve" and was is not None and now.approvers != was.approvers:
+            return f"the approvers of rule {now.rule} have changed since it was asked; send it again"
         return None
 
     def _current_pipeline(self) -> Pipeline:

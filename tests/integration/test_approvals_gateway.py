@@ -434,6 +434,8 @@ async def test_a_task_approved_after_its_requester_was_disabled_does_not_run(fre
                                                                                   "tools": ["get-sum"]},
                                             "effect": "approve", "approvers": {"subjects": ["cfo"]}}),
      "another approval rule (sums-need-the-cfo)"),
+    (lambda doc: doc["policies"][1].__setitem__("approvers", {"groups": ["approvers"], "count": 2}),
+     "approvers of rule large-sums-need-approval have changed"),
 ])
 async def test_a_call_approved_after_policy_changed_does_not_run(fresh_gateway: gw.RunningGateway, people: People,
                                                                 change: Any, why: str) -> None:
