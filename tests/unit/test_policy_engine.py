@@ -435,3 +435,25 @@ def test_decision_is_pure_and_caches_do_not_change_answers() -> None:
         again = [e.decide(p, "s", "tools/call", t, {}, NOON) for p in (STAFF, P("alice", ("x",))) for t in ("t1", "u")]
         assert again == first
     assert [d.effect for d in first] == ["allow", "deny", "deny", "deny"]
+
+
+def test_housekeeping_masks_with_the_one_profile_every_rule_names_or_the_ledgers() -> None:
+    """Task results, lists, a server's hello and its messages outside any call were masked with the first
+    granting rule's profile: an unmasked allow for one tool, placed first, unmasked the rest."""
+    who = Principal("https://idp", "alice", "human", frozenset({"staff"}))
+    mixed = engine({"name": "echo", "match": {"groups": ["staff"], "servers": ["bank"], "tools": ["echo"]},
+                    "effect": "allow"},
+                   {"name": "lookup", "match": {"groups": ["staff"], "servers": ["bank"], "tools": ["lookup"]},
+                    "effect": "allow", "mask": "strict"}, profiles={"strict"})
+    for method in ("tasks/result", "tasks/get", "tasks/list", "tools/list", "notifications/message", "initialize"):
+        decision = mixed.decide(who, "bank", method, None, None, 0.0)
+        assert decision.effect == "allow" and decision.mask == "ledger", (method, decision)
+    same = engine({"name": "a", "match": {"groups": ["staff"], "servers": ["bank"], "tools": ["echo"]},
+                   "effect": "allow", "mask": "strict"},
+                  {"name": "b", "match": {"groups": ["staff"], "servers": ["bank"], "tools": ["lookup"]},
+                   "effect": "allow", "mask": "strict"},
+                  {"name": "other-server", "match": {"groups": ["staff"], "servers": ["hr"]}, "effect": "allow"},
+                  profiles={"strict"})
+    assert same.decide(who, "bank", "tools/list", None, None, 0.0).mask == "strict"
+    unmasked = engine({"name": "all", "match": {"groups": ["staff"], "servers": ["bank"]}, "effect": "allow"})
+    assert unmasked.decide(who, "bank", "tools/list", None, None, 0.0).mask is None

@@ -19,18 +19,25 @@ _MAX = 100_000
 _DEFAULT_TTL = 24 * 3600.0
 
 
+#: `mask_of` for a task this gateway did not see created
+UNKNOWN_MASK = object()
+
+
 class TaskOwners:
     def __init__(self) -> None:
-        self._owners: OrderedDict[tuple[str, str], tuple[str, float]] = OrderedDict()
+        # (server, task id) -> (owner's principal key, expiry, masking profile of the call that made it)
+        self._owners: OrderedDict[tuple[str, str], tuple[str, float, str | None]] = OrderedDict()
 
-    def record(self, server: str, principal_key: str, result: Any) -> None:
+    def record(self, server: str, principal_key: str, result: Any, mask: str | None = None) -> None:
+        """A task a call created; `mask` is that call's masking profile, which its status and result are
+        shown with later (`mask_of`), not the profile of whatever rule lets the caller poll."""
         task = result.get("task") if isinstance(result, dict) else None
         if not isinstance(task, dict) or not isinstance(task.get("taskId"), str):
             return
         task_id: str = task["taskId"]
         ttl_ms = task.get("ttl")
         ttl = ttl_ms / 1000 if isinstance(ttl_ms, (int, float)) and ttl_ms > 0 else _DEFAULT_TTL
-        self._owners[(server, task_id)] = (principal_key, time.monotonic() + ttl)
+        self._owners[(server, task_id)] = (principal_key, time.monotonic() + ttl, mask)
         self._owners.move_to_end((server, task_id))
         while len(self._owners) > _MAX:
             self._owners.popitem(last=False)
@@ -40,6 +47,11 @@ class TaskOwners:
         if entry is None or entry[1] < time.monotonic():
             return False
         return entry[0] == principal_key
+
+    def mask_of(self, server: str, task_id: Any) -> Any:
+        """The masking profile of the call that created the task (None: unmasked), or `UNKNOWN_MASK`."""
+        entry = self._owners.get((server, task_id)) if isinstance(task_id, str) else None
+        return UNKNOWN_MASK if entry is None else entry[2]
 
     def filter_list(self, server: str, principal_key: str, result: Any) -> Any:
         if not isinstance(result, dict) or not isinstance(result.get("tasks"), list):

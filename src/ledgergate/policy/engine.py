@@ -37,6 +37,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from ledgergate.masking.names import LEDGER_PROFILE
 from ledgergate.principal import Principal
 from ledgergate.policy.cel import Activation, CelEvaluationError
 from ledgergate.policy.decision import Decision
@@ -188,17 +189,30 @@ class PolicyEngine:
                 return Decision("deny", r.name, None, None, f"denied by rule {r.name!r}", names, errs)
         granting = next((r for r in matched if r.effect == "allow"), None)
         if granting is not None:
-            return Decision("allow", granting.name, granting.mask, None,
+            return Decision("allow", granting.name, self._housekeeping_mask(principal, server), None,
                             f"protocol housekeeping ({method}) allowed by rule {granting.name!r}", names, errs)
         grant = self._server_grant(principal, server, now)
         if grant is not None:
             return Decision(
-                "allow", grant.name, grant.mask, None,
+                "allow", grant.name, self._housekeeping_mask(principal, server), None,
                 f"protocol housekeeping ({method}): rule {grant.name!r} lets this principal use server {server!r}",
                 names, errs,
             )
         return Decision("deny", None, None, None,
                         f"no policy rule lets this principal use server {server!r} (default deny)", names, errs)
+
+    def _housekeeping_mask(self, principal: Principal, server: str) -> str | None:
+        """The masking profile for what is no one call's answer (lists, a server's hello, its messages
+        outside any call, task status and results): the one profile every allow or approve rule that
+        could apply to this principal on this server names, else the ledger's, which is never weaker
+        than any. The first granting rule's was used: an unmasked `allow` for one tool placed first
+        left a masked tool's task results and the server's own notifications in the clear."""
+        index = self._index
+        bits = index.principal_mask(principal) & index.server_mask(server) & ~index.deny
+        masks = {self.rules[i].mask for i in iter_bits(bits)}
+        if len(masks) == 1:
+            return masks.pop()
+        return LEDGER_PROFILE
 
     def _server_grant(self, principal: Principal, server: str, now: float) -> CompiledRule | None:
         """The first allow rule that could let this principal use this server (condition unknown or true)."""

@@ -290,7 +290,7 @@ class ApprovalGate:
         text = (f"waiting for approval {approval.id}: {describe_approvers(spec)} may decide at "
                 f"{self.url_for(approval.id)}; it expires at {rfc3339(approval.expires)}")
         task = self.tasks.create(task_id, text, int(self.notice_interval * 1000), approval.id)
-        self.owners.record(call.server, call.principal.key, {"task": task})
+        self.owners.record(call.server, call.principal.key, {"task": task}, call.mask_profile)
         self.tasks.track(asyncio.get_running_loop().create_task(self._run_when_approved(call, approval, binding,
                                                                                         task_id)))
         return jsonrpc.result(call.message["id"], {"resultType": "task", **task})

@@ -3,10 +3,12 @@ a task is usable only by the identity whose call created it (see gateway/tasks.p
 
 from __future__ import annotations
 
+import dataclasses
+
 from ledgergate.errors import PolicyDenied
 from ledgergate.gateway.call import Call
 from ledgergate.gateway.stages.audit import Evidence
-from ledgergate.gateway.tasks import TASK_METHODS, TaskOwners
+from ledgergate.gateway.tasks import TASK_METHODS, UNKNOWN_MASK, TaskOwners
 from ledgergate.upstream.base import Message
 
 
@@ -20,6 +22,11 @@ class TaskOwnership:
             return
         task_id = call.params.get("taskId")
         if self.owners.owns(call.server, call.principal.key, task_id):
+            # a task's status and result are shown as the call that created it would be; policy decided
+            # this poll as housekeeping, with a profile of its own
+            mask = self.owners.mask_of(call.server, task_id)
+            if call.decision is not None and mask is not UNKNOWN_MASK:
+                call.decision = dataclasses.replace(call.decision, mask=mask)
             return
         await self.evidence.record("policy.denied", call, reason="task not owned", task=task_id)
         raise PolicyDenied(f"unknown task for this identity (request id {call.request_id})",
@@ -35,7 +42,7 @@ class TaskRecords:
         if not isinstance(result, dict):
             return response
         if "task" in result:
-            self.owners.record(call.server, call.principal.key, result)
+            self.owners.record(call.server, call.principal.key, result, call.mask_profile)
         elif call.method == "tasks/list":
             return {**response, "result": self.owners.filter_list(call.server, call.principal.key, result)}
         return response
