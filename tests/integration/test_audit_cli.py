@@ -302,7 +302,9 @@ async def test_a_witness_missing_before_any_checkpoint_is_only_noted(store_url: 
     run_sql(store_url, "DELETE FROM ledger_checkpoints")
     (tmp_path / "data" / "witness.log").unlink()
     code, out = flat(*cli("audit", "verify", "--config", str(config)))
-    assert code == 0 and "note: witness file://./data/witness.log" in out and "does not exist" in out, out
+    assert "note: witness file://./data/witness.log" in out and "does not exist" in out, out
+    # the witness is only noted; the log itself fails: records nothing signed vouches for
+    assert code == 1 and "3 records and no signed checkpoint" in out, out
 
 
 async def test_a_log_none_of_whose_checkpoints_is_at_the_witness_is_named(store_url: str, tmp_path: Path) -> None:
@@ -314,3 +316,43 @@ async def test_a_log_none_of_whose_checkpoints_is_at_the_witness_is_named(store_
     witness.write_text("".join(kept))
     code, out = flat(*cli("audit", "verify", "--config", str(config)))
     assert code == 0 and "note: log replica-a: none of its" in out and "checked against the database" in out, out
+
+
+async def test_with_an_https_witness_a_rewrite_is_caught_only_with_the_witness_notes(store_url: str,
+                                                                                   tmp_path: Path) -> None:
+    """With the witness the docs recommend (https, outside the cluster) `audit verify` could not read it back,
+    and a DBA who deleted every checkpoint and rewrote the records got "ok". Now a log with records and no
+    signed checkpoint fails, the output says what was not compared, and `--witness-notes` (the checkpoints
+    the auditor got from the witness) catches the rewrite and a wiped store."""
+    config = await build(tmp_path, store_url, n=30, every=10)
+    saved = tmp_path / "from-the-witness.notes"
+    saved.write_bytes((tmp_path / "data" / "witness.log").read_bytes())
+    config.write_text(config.read_text().replace("file://./data/witness.log", "https://witness.example/add"))
+
+    code, out = flat(*cli("audit", "verify", "--config", str(config)))
+    assert code == 0 and "warning" in out and "--witness-notes" in out, out  # consistent, and says with what
+    code, out = flat(*cli("audit", "verify", "--config", str(config), "--witness-notes", str(saved)))
+    assert code == 0 and "3 witnessed" in out and "warning" not in out, out
+
+    run_sql(store_url, "DELETE FROM ledger_checkpoints")
+    code, out = flat(*cli("audit", "verify", "--config", str(config)))
+    assert code == 1 and "30 records and no signed checkpoint" in out, out
+    code, out = flat(*cli("audit", "verify", "--config", str(config), "--witness-notes", str(saved)))
+    assert code == 1 and "FAIL log replica-a" in out, out
+
+    run_sql(store_url, "DELETE FROM ledger_leaves")
+    run_sql(store_url, "DELETE FROM ledger_hashes")
+    run_sql(store_url, "DELETE FROM ledger_logs")
+    code, out = flat(*cli("audit", "verify", "--config", str(config), "--witness-notes", str(saved)))
+    assert code == 1 and "missing from the store" in out, out
+
+
+@pytest.mark.parametrize("content", [None, b"", b"\xff\xfe binary", b"not a note\n"])
+async def test_witness_notes_that_hold_nothing_are_a_usage_error(store_url: str, tmp_path: Path,
+                                                                 content: bytes | None) -> None:
+    config = await build(tmp_path, store_url, n=3, every=3)
+    notes = tmp_path / "notes"
+    if content is not None:
+        notes.write_bytes(content)
+    code, out = flat(*cli("audit", "verify", "--config", str(config), "--witness-notes", str(notes)))
+    assert code == 2 and f"--witness-notes {notes}" in out and "Traceback" not in out, out

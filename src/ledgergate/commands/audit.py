@@ -68,17 +68,40 @@ def notes_expected(loaded: LoadedConfig) -> bool:
     return any(file_witness_path(spec, loaded.base_dir) is not None for spec in loaded.settings.audit.witnesses)
 
 
+WitnessNotesOption = typer.Option(
+    [], "--witness-notes", metavar="FILE",
+    help="Signed checkpoints a witness holds, as you obtained them from it (one note after another, as a file "
+         "witness keeps them); repeatable. Compared like a file witness: a log the store lacks, a cut tail or "
+         "records rewritten under a witnessed checkpoint fail. How an http(s) witness is checked.")
+
+
+def _given_notes(paths: list[Path]) -> list[WitnessNote]:
+    """The notes of each `--witness-notes` file; a file that holds none is a usage error (exit 2): an
+    auditor who named a witness's copy must not get an "ok" that never looked at it."""
+    notes: list[WitnessNote] = []
+    for path in paths:
+        witness = FileWitness(path)
+        problem = witness.problem()
+        if problem is not None:
+            err.print(f"[red]error[/red] --witness-notes {escape(str(path))}: {escape(problem)}", highlight=False)
+            raise typer.Exit(2)
+        notes.extend(WitnessNote(f"{path} note {i + 1}", note) for i, note in enumerate(witness.read_notes()))
+    return notes
+
+
 @app.command()
-def verify(config: Path = ConfigOption, public_key: Path | None = KeyOption) -> None:
+def verify(config: Path = ConfigOption, public_key: Path | None = KeyOption,
+           witness_notes: list[Path] = WitnessNotesOption) -> None:
     """Recompute every log and check every checkpoint and witness copy; exit 1 naming the first bad record."""
     loaded = load_or_exit(config)
     verifier = _verifier(loaded, public_key)
-    notes: list[WitnessNote] = []
+    notes: list[WitnessNote] = _given_notes(witness_notes)
     unusable: list[str] = []  # configured file witnesses that hold nothing to compare against
+    unread: list[str] = []  # configured witnesses this command cannot read back (http(s))
     for spec in loaded.settings.audit.witnesses:
         path = file_witness_path(spec, loaded.base_dir)
         if path is None:
-            out.print(f"note: witness {spec} cannot be read back from here; not compared")
+            unread.append(spec)
             continue
         witness = FileWitness(path)
         problem = witness.problem()
@@ -108,7 +131,23 @@ def verify(config: Path = ConfigOption, public_key: Path | None = KeyOption) -> 
             out.print(f"[red]FAIL[/red] {escape(problem)}", highlight=False)
         else:
             out.print(f"note: {escape(problem)} (the store holds no checkpoint yet)", highlight=False)
+    if unread and not witness_notes:
+        # an http(s) witness is the one outside the database's reach, and the only thing that catches a
+        # rewrite by whoever holds the database but not the signing key (checkpoints deleted, records
+        # rewritten): without its copy, "ok" says the store is consistent with itself, nothing more
+        out.print(f"[yellow]warning[/yellow] witness {', '.join(unread)} cannot be read back from here, so the logs "
+                  "are checked against the database's own checkpoints only; pass the checkpoints that witness "
+                  "holds with --witness-notes FILE to rule out a rewrite by the database's administrator",
+                  highlight=False)
     for rep in reports:
+        if rep.ok and rep.size and not rep.checkpoints:
+            # the gateway signs every few seconds and on every clean stop: records nothing vouches for are
+            # checkpoints deleted, or a gateway that stopped before its first one (a start signs them)
+            failed = True
+            out.print(f"[red]FAIL[/red] log {rep.log_id}: {rep.size} records and no signed checkpoint, so nothing "
+                      "vouches for them (checkpoints deleted, or the gateway stopped before its first checkpoint: "
+                      "starting it once signs them)", highlight=False)
+            continue
         if rep.ok and rep.checkpoints and notes_expected(loaded) and not rep.witnessed and not unusable:
             # not a failure: with several replicas, each may push to a witness only its own config names
             out.print(f"note: log {escape(rep.log_id)}: none of its {rep.checkpoints} checkpoints is at the file "
