@@ -282,9 +282,12 @@ class HttpHandshakeSession(UpstreamSession):
             if resp.status >= 400:
                 raise UpstreamError(f"upstream answered HTTP {resp.status} {await _error_text(resp)}".strip())
             async for msg in Messages(resp, self.pool.timeout):
-                if "method" not in msg and msg.get("id") == upstream_id:
-                    yield rewrite_id(msg, original_id)
-                    return
+                if "method" not in msg:
+                    if msg.get("id") == upstream_id:
+                        yield rewrite_id(msg, original_id)
+                        return
+                    _unasked(msg)
+                    continue
                 yield msg
             raise UpstreamError("upstream closed the response stream before answering")
         finally:
@@ -347,6 +350,14 @@ class HttpHandshakeSession(UpstreamSession):
             pass
 
 
+def _unasked(msg: Message) -> None:
+    """A response on a call's stream to a request this call did not make: dropped. Taken as the call's
+    answer it was recorded as the call's outcome and sent to a client that never asked for it, and the
+    real answer after it was lost."""
+    log.warning("upstream sent a response to a request it was not asked on this stream (id %.40r); dropped",
+                msg.get("id"))
+
+
 class HttpModernSession(UpstreamSession):
     """A stateless 2026-07-28 server: every request stands alone and carries the client's envelope."""
 
@@ -377,9 +388,12 @@ class HttpModernSession(UpstreamSession):
             if resp.status >= 400 and "json" not in resp.media_type:
                 raise UpstreamError(f"upstream answered HTTP {resp.status}")
             async for msg in Messages(resp, self.pool.timeout):
-                if "method" not in msg and msg.get("id") in (upstream_id, None):
-                    yield rewrite_id(msg, original_id)
-                    return
+                if "method" not in msg:
+                    if msg.get("id") in (upstream_id, None):
+                        yield rewrite_id(msg, original_id)
+                        return
+                    _unasked(msg)
+                    continue
                 yield msg
             raise UpstreamError("upstream closed the response stream before answering")
         finally:
