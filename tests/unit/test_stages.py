@@ -586,3 +586,19 @@ async def test_an_approval_gated_call_with_params_outside_the_binding_is_refused
             await drain(await gate.on_request(ok))
     finally:
         await service.close()
+
+
+async def test_an_outcome_the_ledger_cannot_record_is_refused_as_a_call_that_ran() -> None:
+    """The response record failing gave the same 503 as the request record's ("nothing is forwarded"),
+    though the call had run upstream: a client that retried repeated a transfer that went through."""
+    from ledgergate.errors import LedgerUnavailable
+
+    class Failing(Ledger):
+        async def append(self, event: str, fields: Mapping[str, Any]) -> int:
+            raise LedgerUnavailable("audit ledger did not make the record durable in time")
+
+    call = call_of()
+    with pytest.raises(LedgerUnavailable) as refused:
+        await AuditResponse(evidence(Failing())).on_response(call, {"jsonrpc": "2.0", "id": 7, "result": {}})
+    assert "the call ran upstream" in refused.value.message and call.request_id in refused.value.message
+    assert refused.value.http_status == 503 and refused.value.data["forwarded"] is True

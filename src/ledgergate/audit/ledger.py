@@ -668,7 +668,9 @@ class Ledger:
         for item in self._owed:
             fields: dict[str, Any] = {"abandoned_seq": item.seq, "abandoned_event": item.event, "reason": item.reason,
                                       "note": "the caller was answered that this record failed before its commit "
-                                              "returned; nothing was forwarded or answered on its account"}
+                                              "returned; nothing that was to follow this record was done (no "
+                                              "request forwarded after a request record, no answer sent after a "
+                                              "response record: that call had already run upstream)"}
             session = item.fields.get("session")
             if isinstance(session, str):
                 fields["session"] = session

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ledgergate.errors import LedgerUnavailable
 from ledgergate.gateway.call import Call
 from ledgergate.gateway.stages.base import AuditPort, MaskingPort
 from ledgergate.gateway.stages.masking import ledger_payload
@@ -179,6 +180,16 @@ class AuditResponse:
             ledger_view = call.ledger_view[1]  # the masking stage's ledger pass over this same answer
         else:
             ledger_view, _ = self.evidence.mask(ledger_payload(clear))
-        await self.evidence.record("rpc.response", call, premasked={outcome: ledger_view},
-                                   latency_ms=call.latency_ms(), masked=call.masked)
+        try:
+            await self.evidence.record("rpc.response", call, premasked={outcome: ledger_view},
+                                       latency_ms=call.latency_ms(), masked=call.masked)
+        except LedgerUnavailable as exc:
+            # Not the request record's refusal ("nothing was forwarded"): this call has run upstream, and
+            # only its answer is withheld. A client told the same as for an unforwarded call would retry
+            # a transfer that went through.
+            raise LedgerUnavailable(
+                f"the call ran upstream, but its outcome could not be recorded ({exc.message}), so its answer "
+                f"is withheld; do not repeat a call that changes anything before checking its effect "
+                f"(request id {call.request_id})",
+                data={"requestId": call.request_id, "reason": "outcome_unrecorded", "forwarded": True}) from None
         return response
