@@ -370,6 +370,24 @@ async def test_a_malformed_meta_is_invalid_params_and_the_session_goes_on(gatewa
         assert ok.status_code == 200 and "result" in ok.json(), ok.text
 
 
+@pytest.mark.parametrize("server", ["everything", "bank"])
+@pytest.mark.parametrize("ref", [{"a": 1}, [1], True, 1.5])
+async def test_a_cancellation_naming_no_request_id_is_invalid_params(gateway: gw.RunningGateway, token: str,
+                                                                     server: str, ref: Any) -> None:
+    """`notifications/cancelled` with an object as `requestId` was looked up in the gateway's call tables and
+    failed with a 500 (unhashable), on stdio sessions always and on HTTP ones during a call."""
+    url = gateway.url(server)
+    async with gateway.http(token) as http:
+        headers = await raw_session(http, url)
+        r = await http.post(url, headers=headers, json={"jsonrpc": "2.0", "method": "notifications/cancelled",
+                                                        "params": {"requestId": ref, "reason": "x"}})
+        assert r.status_code == 400, r.text
+        assert "requestId" in r.json()["error"]["message"] and "Traceback" not in r.text
+        fine = await http.post(url, headers=headers, json={"jsonrpc": "2.0", "method": "notifications/cancelled",
+                                                           "params": {"requestId": 12345, "reason": "x"}})
+        assert fine.status_code == 202, fine.text
+
+
 @pytest.mark.parametrize("depth", [120, 125, 200])
 async def test_the_deepest_message_the_gateway_admits_is_answered_by_an_sdk_server(gateway: gw.RunningGateway,
                                                                                    token: str, depth: int) -> None:

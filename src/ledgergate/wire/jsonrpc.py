@@ -94,6 +94,8 @@ def kind_of(message: Any) -> Kind:
         if params is not None and params.get("_meta") is not None:
             _check_meta(params["_meta"])
         if "id" not in message:
+            if message["method"] in _NAMES_A_REQUEST:
+                _check_request_ref(message["method"], params)
             return "notification"
         if not _valid_id(message["id"]):
             raise GatewayError('Invalid Request: "id" must be a string or an integer', rpc_code=INVALID_REQUEST)
@@ -113,6 +115,19 @@ def _check_meta(meta: Any) -> None:
     if token is not None and (isinstance(token, bool) or not isinstance(token, str | int | float)):
         raise GatewayError('Invalid params: "params._meta.progressToken" must be a string or a number',
                            rpc_code=INVALID_PARAMS)
+
+
+#: notifications that name one of the client's requests by its id (the gateway looks it up)
+_NAMES_A_REQUEST = frozenset({"notifications/cancelled"})
+
+
+def _check_request_ref(method: str, params: Any) -> None:
+    """`requestId` of a cancellation is a request's id (a string or an integer): an object there was
+    looked up in the gateway's tables of calls and failed with a 500 (unhashable)."""
+    ref = params.get("requestId") if isinstance(params, dict) else None
+    if ref is not None and not _valid_id(ref):
+        raise GatewayError(f'Invalid params: "params.requestId" of {method} must be a request id (a string or an '
+                           "integer)", rpc_code=INVALID_PARAMS)
 
 
 def _valid_id(value: Any) -> bool:
