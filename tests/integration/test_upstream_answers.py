@@ -106,3 +106,41 @@ async def test_a_response_to_another_id_is_never_the_calls_answer(tmp_path: Path
         assert "closed the response stream before answering" in r.text and "error" in outcome, (r.text, outcome)
     else:
         assert "the real answer" in r.text and "the real answer" in json.dumps(outcome["response"])
+
+
+@pytest.mark.node
+async def test_sessions_recover_after_the_reference_server_restarts(tmp_path: Path, provider: Provider) -> None:
+    """server-everything, restarted, answers an old session id with 400 "No valid session ID provided"
+    (the spec says 404): every later call of every open gateway session failed with that 400 for good.
+    Now the session is reopened, as after a 404; the call that met the lost session fails, the next runs."""
+    import asyncio
+
+    from mcp.shared.exceptions import MCPError
+
+    from tests.support.client import connect
+    from tests.support.procs import start_everything
+
+    first = start_everything()
+    port = first.port
+    policy = [{"name": "staff", "match": {"groups": ["staff"], "servers": ["everything"]}, "effect": "allow"}]
+    second = None
+    try:
+        async with serving(tmp_path, provider.issuer, {"everything": {"url": f"http://127.0.0.1:{port}/mcp"}},
+                           policy) as base, \
+                connect(f"{base}/mcp/everything", provider.token("alice", ["staff"]), "legacy") as client:
+            assert "before" in str((await client.call_tool("echo", {"message": "before"})).content)
+            first.stop()
+            second = await asyncio.to_thread(start_everything, port)
+            said = []
+            for attempt in range(3):
+                try:
+                    said.append(str((await client.call_tool("echo", {"message": f"after {attempt}"})).content))
+                    break
+                except MCPError as exc:
+                    said.append(f"error: {exc}")
+            assert said[-1].startswith("[") and "after" in said[-1], said
+            assert len(said) <= 2, said
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()

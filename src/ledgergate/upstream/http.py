@@ -177,6 +177,14 @@ async def _error_text(resp: H1Response) -> str:
     return ""
 
 
+def _session_lost(status: int, text: str) -> bool:
+    """Whether an error answer says the server no longer knows the session: 404, as the transport spec
+    says, or a 400 whose message is about the session id, as the TypeScript SDK's servers answer
+    (server-everything among them, after a restart: "Bad Request: No valid session ID provided").
+    Either way the request was not run, so the session is reopened for the next one."""
+    return status == 404 or (status == 400 and "session" in text.lower())
+
+
 class HttpHandshakeSession(UpstreamSession):
     """An initialized session with a handshake-era Streamable HTTP server.
 
@@ -276,11 +284,13 @@ class HttpHandshakeSession(UpstreamSession):
                 self._inflight = None
             raise
         try:
-            if resp.status == 404 and self.session_id:
-                self._alive = False
-                raise UpstreamSessionLost("the upstream server lost the session; it is reopened on the next request")
             if resp.status >= 400:
-                raise UpstreamError(f"upstream answered HTTP {resp.status} {await _error_text(resp)}".strip())
+                text = await _error_text(resp)
+                if self.session_id and _session_lost(resp.status, text):
+                    self._alive = False
+                    raise UpstreamSessionLost("the upstream server lost the session; it is reopened on the next "
+                                              "request")
+                raise UpstreamError(f"upstream answered HTTP {resp.status} {text}".strip())
             async for msg in Messages(resp, self.pool.timeout):
                 if "method" not in msg:
                     if msg.get("id") == upstream_id:
@@ -299,10 +309,11 @@ class HttpHandshakeSession(UpstreamSession):
     async def _post_no_reply(self, message: Message) -> None:
         resp = await self.pool.post(message, self._headers())
         try:
-            if resp.status == 404 and self.session_id:
-                self._alive = False
-                raise UpstreamSessionLost("the upstream server lost the session")
             if resp.status >= 400:
+                text = await _error_text(resp)
+                if self.session_id and _session_lost(resp.status, text):
+                    self._alive = False
+                    raise UpstreamSessionLost("the upstream server lost the session")
                 raise UpstreamError(f"upstream answered HTTP {resp.status}")
         finally:
             resp.release()
