@@ -143,6 +143,12 @@ AMBIGUOUS = [
     DOCS + "x%2F..%2Farchitecture.md",
     DOCS + "%252e%252e/document/architecture.md",
     DOCS + "/architecture.md",
+    # white space at a segment's or a query value's edge, encoded: a server that trims reads past a deny
+    DOCS + "architecture.md%20",
+    DOCS + "%20architecture.md",
+    DOCS + "architecture.md%09",
+    DOCS + "architecture.md%C2%A0",
+    DOCS + "architecture.md?id=%20C-1001",
 ]
 
 

@@ -137,3 +137,18 @@ def test_any_string_is_normalised_or_refused_never_crashes(text: str) -> None:
             continue
         assert normal.isascii() and normalize_uri(normal) == normal
         assert not any(ch in normal for ch in " \t\r\n\\\x00")
+
+
+@pytest.mark.parametrize("uri", ["file:///My%20Documents/report.md", "bank://customers/C%201001",
+                                 "bank://search?q=a%20b", "bank://customers/C-1001"])
+def test_white_space_inside_a_segment_is_kept(uri: str) -> None:
+    assert normalize_uri(uri) == uri
+
+
+@pytest.mark.parametrize("uri", ["bank://customers/C-1001%20", "bank://customers/%20C-1001",
+                                 "bank://customers/C-1001%0A", "bank://customers/C-1001%E3%80%80",
+                                 "bank://customers/%E2%80%83C-1001/x", "bank://customers?id=C-1001%20",
+                                 "bank://customers?id=%20C-1001&x=1"])
+def test_white_space_at_a_segments_edge_is_refused(uri: str) -> None:
+    with pytest.raises(UriRefused, match="white space|control character"):
+        normalize_uri(uri)

@@ -602,3 +602,19 @@ async def test_an_outcome_the_ledger_cannot_record_is_refused_as_a_call_that_ran
         await AuditResponse(evidence(Failing())).on_response(call, {"jsonrpc": "2.0", "id": 7, "result": {}})
     assert "the call ran upstream" in refused.value.message and call.request_id in refused.value.message
     assert refused.value.http_status == 503 and refused.value.data["forwarded"] is True
+
+
+@pytest.mark.parametrize("method, params", [
+    ("tools/call", {"name": ["lookup_customer"], "arguments": {}}), ("tools/call", {"arguments": {}}),
+    ("tools/call", {"name": 7}), ("prompts/get", {"name": {"n": "x"}}), ("resources/read", {"uri": ["bank://x"]}),
+    ("resources/read", {}), ("resources/subscribe", {"uri": None})])
+async def test_a_call_whose_target_is_not_a_string_is_refused_before_policy(method: str,
+                                                                           params: dict[str, Any]) -> None:
+    """No target, so no rule naming tools, prompts or resources could match: a blanket allow forwarded it."""
+    from ledgergate.gateway.stages.target import AmbiguousTarget, TargetCheck
+
+    ledger = Ledger()
+    with pytest.raises(AmbiguousTarget) as refused:
+        await TargetCheck(evidence(ledger)).on_request(call_of(method, params))
+    assert "a string" in refused.value.message and refused.value.data["reason"] == "target_not_a_string"
+    assert ledger.events == ["rpc.refused"]

@@ -31,6 +31,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Mapping
+from urllib.parse import unquote
 from typing import Any
 
 from ledgergate.policy.rules import COMPLETION_METHOD, TARGET_KIND
@@ -146,6 +147,20 @@ def _check_path_octets(path: str) -> None:
                              "segments once decoded")
 
 
+def _check_edges(parts: list[str], what: str) -> None:
+    """A path segment or query value that begins or ends with white space once decoded (`%20C-1001`,
+    `C-1001%C2%A0`): rules match `C-1001` exactly, and a server that trims what it reads (many do:
+    `.strip()`) serves C-1001 for it, so a deny on `bank://customers/C-1001` was read past with
+    `bank://customers/C-1001%20`. Refused, as a tool name with edge white space is."""
+    for part in parts:
+        if "%" not in part:
+            continue
+        text = unquote(part, errors="replace")
+        if text != text.strip():
+            raise UriRefused(f"a {what} of the URI begins or ends with white space (encoded), which servers "
+                             "commonly trim: send it without")
+
+
 def _authority(authority: str, scheme: str) -> str:
     if not authority.isascii():
         raise UriRefused("the URI's host must be ASCII (send an internationalised name in its punycode form)")
@@ -188,6 +203,9 @@ def normalize_uri(uri: str, *, template: bool = False) -> str:
     scheme = scheme.lower()
     path = _normalise_encoding(path, "path", _PCHAR_EXTRA)
     _check_path_octets(path)
+    _check_edges(path.split("/"), "path segment")
+    if query is not None:
+        _check_edges(re.split(r"[&=;]", query), "query value")
     if authority is not None or path.startswith("/"):
         path = remove_dot_segments(path)
     elif any(segment in (".", "..") for segment in path.split("/")):

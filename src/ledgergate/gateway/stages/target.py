@@ -41,6 +41,18 @@ class TargetCheck:
         if params is not None:
             call.message = {**call.message, "params": params}
             call.target = request_target(call.method, params)
+        kind = TARGET_KIND.get(call.method)
+        if kind is not None:
+            key = "uri" if kind == "resource" else "name"
+            named = call.params.get(key)
+            if not isinstance(named, str):
+                # no target, so no rule naming tools, prompts or resources could match it; a blanket allow
+                # forwarded it, and a server that coerces the value runs what a deny rule names
+                await self.evidence.record("rpc.refused", call, reason="target_not_a_string",
+                                           detail=type(named).__name__)
+                raise AmbiguousTarget(f"Invalid params: {call.method} needs params.{key}, a string "
+                                      f"(request id {call.request_id})",
+                                      data={"reason": "target_not_a_string", "requestId": call.request_id})
         args = call.params.get("arguments") if call.method in _ARGUMENT_OBJECTS else None
         if args is not None and not isinstance(args, dict):
             # policy's `args.*`, the ledger's digest and an approval's binding read an object; anything
