@@ -173,7 +173,9 @@ def _record(bank: Bank, customer: Customer) -> CustomerRecord:
 
 
 def _customer(bank: Bank, customer_id: str) -> Customer:
-    customer = bank.customers.get(customer_id.strip().upper())
+    # exactly as written: a server that trims or folds case serves C-1001 for "c-1001 ", which the gateway's
+    # rules (exact, like its ledger) would not name; the demo shows the practice it asks of upstreams
+    customer = bank.customers.get(customer_id)
     if customer is None:
         known = ", ".join(list(bank.customers)[:3])
         raise ToolError(f"unknown customer {customer_id!r} (try e.g. {known})")
