@@ -376,7 +376,7 @@ def parse_config(text: str, source: str = "config", env: dict[str, str] | None =
             source,
         )
     try:
-        return Settings.model_validate(raw)
+        settings = Settings.model_validate(raw)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
@@ -387,6 +387,46 @@ def parse_config(text: str, source: str = "config", env: dict[str, str] | None =
                 msg = "unknown key"
             problems.append(f"line {line}: {_dotted(loc)}: {msg}")
         raise ConfigError(problems, source) from None
+    inert = _inert_rule_problems(settings, lines)
+    if inert:
+        raise ConfigError(inert, source)
+    return settings
+
+
+def _inert_rule_problems(settings: Settings, lines: dict[tuple[Any, ...], int]) -> list[str]:
+    """`match` entries that can never match anything: a server no config names (`Bank`, `bnak`), a method
+    MCP does not have (`tool/call`), a subject written `issuer#subject` (subjects are matched alone, from
+    any issuer). A deny rule written so is silently inert — the call it was meant to stop goes through —
+    so, as an off-boarding entry that could never match, it is refused with its line."""
+    from fnmatch import fnmatchcase
+
+    from ledgergate.policy.rules import names_a_method
+
+    problems: list[str] = []
+
+    def problem(loc: tuple[Any, ...], text: str) -> None:
+        problems.append(f"line {_line_for(loc, lines)}: {_dotted(loc)}: {text}")
+
+    servers = list(settings.servers)
+    for i, rule in enumerate(settings.policies):
+        match = rule.match
+        for j, pattern in enumerate(match.servers or []):
+            if servers and not any(fnmatchcase(name, pattern) for name in servers):
+                problem(("policies", i, "match", "servers", j),
+                        f"{pattern!r} names no configured server ({', '.join(servers)}): rule {rule.name!r} "
+                        "could never match")
+        for j, pattern in enumerate(match.methods or []):
+            if not names_a_method(pattern):
+                problem(("policies", i, "match", "methods", j),
+                        f"{pattern!r} names no MCP method (e.g. tools/call, resources/read, prompts/get, "
+                        f"sampling/createMessage, notifications/…): rule {rule.name!r} could never match")
+        for j, pattern in enumerate(match.subjects or []):
+            issuer, sep, subject = pattern.rpartition("#")
+            if sep and "://" in issuer:
+                problem(("policies", i, "match", "subjects", j),
+                        f"{pattern!r}: subjects are matched alone (a token's `sub`, from any configured issuer), "
+                        f"so an issuer#subject entry never matches; write {subject!r}")
+    return problems
 
 
 def load_config(path: str | Path, env: dict[str, str] | None = None) -> LoadedConfig:

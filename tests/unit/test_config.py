@@ -5,8 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from ledgergate.config import ConfigError, load_config, parse_config
 
@@ -96,3 +98,30 @@ def test_merge_keys_and_same_names_in_different_mappings_are_fine() -> None:
     assert "appears twice" not in str(refused.value)
     settings = parse_config("servers:\n  a: {url: 'http://127.0.0.1:1/mcp'}\n  b: {url: 'http://127.0.0.1:1/mcp'}\n")
     assert set(settings.servers) == {"a", "b"}
+
+
+@pytest.mark.parametrize("match, where, says", [
+    ({"servers": ["Bank"]}, "policies[0].match.servers[0]", "names no configured server"),
+    ({"servers": ["bnak"], "tools": ["export_*"]}, "policies[0].match.servers[0]", "names no configured server"),
+    ({"servers": ["bank"], "methods": ["tool/call"]}, "policies[0].match.methods[0]", "names no MCP method"),
+    ({"subjects": ["https://idp.example#mallory"]}, "policies[0].match.subjects[0]", "write 'mallory'"),
+])
+def test_a_rule_that_could_never_match_is_refused_with_its_line(match: dict[str, Any], where: str, says: str) -> None:
+    """A deny rule naming a server or method that does not exist was silently inert, and the call it was
+    written to stop went through (`policy check` said allow)."""
+    text = yaml.safe_dump({"servers": {"bank": {"url": "http://127.0.0.1:1/mcp"}},
+                           "policies": [{"name": "freeze", "match": match, "effect": "deny"}]}, sort_keys=False)
+    with pytest.raises(ConfigError) as refused:
+        parse_config(text)
+    [problem] = refused.value.problems
+    assert problem.startswith("line ") and where in problem and says in problem, problem
+
+
+@pytest.mark.parametrize("match", [{"servers": ["bank"]}, {"servers": ["b*"]}, {"servers": ["*"]},
+                                   {"methods": ["tools/*"]}, {"methods": ["notifications/message"]},
+                                   {"methods": ["sampling/createMessage"]}, {"subjects": ["system:serviceaccount:*"]},
+                                   {"subjects": ["apikey:ci"]}])
+def test_rules_that_can_match_are_accepted(match: dict[str, Any]) -> None:
+    text = yaml.safe_dump({"servers": {"bank": {"url": "http://127.0.0.1:1/mcp"}},
+                           "policies": [{"name": "r", "match": match, "effect": "allow"}]}, sort_keys=False)
+    assert parse_config(text).policies[0].name == "r"

@@ -83,6 +83,15 @@ HOUSEKEEPING_METHODS: frozenset[str] = frozenset(
     }
 )
 SERVER_TO_CLIENT_METHODS: frozenset[str] = frozenset({"sampling/createMessage", "elicitation/create", "roots/list"})
+#: every request method of MCP (both eras) a rule's `methods` can name; notifications are `notifications/…`
+KNOWN_METHODS: frozenset[str] = frozenset(
+    {*HOUSEKEEPING_METHODS, *TARGET_KIND, COMPLETION_METHOD, *SERVER_TO_CLIENT_METHODS})
+
+
+def names_a_method(pattern: str) -> bool:
+    """Whether a `methods` entry can match anything: a known method, a notification, or a glob over them."""
+    return pattern.startswith("notifications/") or any(fnmatchcase(m, pattern) for m in KNOWN_METHODS) \
+        or fnmatchcase("notifications/message", pattern)
 
 _IMPLIED_METHODS: dict[str, frozenset[str]] = {
     "tools": frozenset({"tools/call"}),
