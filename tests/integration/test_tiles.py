@@ -204,7 +204,13 @@ async def test_go_tlog_refuses_tiles_from_an_altered_stored_hash(store_url: str,
     await ledger.checkpoint()
     run_sql(store_url, "UPDATE ledger_hashes SET hash = ? WHERE level = 8 AND idx = 1", (b"\x07" * 32,))
     code, out = await go_check(go_reader, prefix, tmp_path / "data" / "ledger.key.pub", 10)
-    assert code == 1 and "inconsistent tile" in out, out
+    # the server checks the tile against the signed checkpoint first, and refuses it (Go would refuse it too)
+    assert code == 1 and "tile/1/000.p/2: 503" in out, out
+    async with httpx.AsyncClient(base_url=prefix, timeout=30) as http:
+        r = await http.get("/tile/1/000.p/2")
+    assert r.status_code == 503 and r.headers["cache-control"] == "no-store", r.text
+    assert r.json()["error"] == ("log replica-a: the store's stored hashes do not match its records at level 8 "
+                                 "index 1 (records 256..511); run `ledgergate audit verify`")
 
 
 async def test_every_tile_is_the_recomputed_hashes_and_records(served: tuple[Ledger, str], tmp_path: Path) -> None:

@@ -7,6 +7,14 @@ nothing but sizes and hashes — what every witness already receives — so they
 need no token, and a witness outside the company can follow the log; the entry
 bundles are the records themselves (who called what, masked arguments), so
 they need the same auditor token as the rest of the audit API (`entries_guard`).
+
+What is checked (audit/tiles.py `read_tile`): every tile, hash tile or entry
+bundle, leads to the log's latest signed checkpoint (or, for the running
+gateway's own log beyond it, to the writer's root tied to that checkpoint)
+before it is sent; a tile that does not is refused with 503, the stored hash or
+record at fault named and logged, and `Cache-Control: no-store`, so no cache
+keeps the refusal for the immutable path. Another log's tiles are served up to
+its latest signed checkpoint only: beyond it there is nothing to check them against.
 """
 
 from __future__ import annotations
@@ -19,7 +27,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from ledgergate.audit import tiles
+from ledgergate.api.audit import unverifiable, writer_head
+from ledgergate.audit import stored, tiles
 from ledgergate.errors import LedgerUnavailable
 from ledgergate.store.ledger_store import LedgerStore
 
@@ -64,6 +73,8 @@ def _error(message: str, status: int) -> JSONResponse:
 
 
 def tile_routes(ledger: Ledger, entries_guard: Callable[[Endpoint], Endpoint]) -> list[Route]:
+    signed = stored.SignedAnchors(ledger.signer.verifier)
+
     async def known(log_id: str) -> bool:
         logs = await ledger.read_store(lambda s: s.logs())
         return any(lid == log_id for lid, _ in logs)
@@ -87,16 +98,20 @@ def tile_routes(ledger: Ledger, entries_guard: Callable[[Endpoint], Endpoint]) -
     async def read(request: Request, tile: tiles.Tile) -> Response:
         log_id = request.path_params["log"]
 
+        head = writer_head(ledger) if log_id == ledger.log_id else None
+
         def fetch(store: LedgerStore) -> bytes | None:
             if log_id not in {lid for lid, _ in store.logs()}:
                 return None
-            size = ledger.size if log_id == ledger.log_id else store.size(log_id)
-            return tiles.read_tile(store, log_id, size, tile)
+            anchors = [a for a in (signed.latest(store, log_id), head) if a is not None]
+            return tiles.read_tile(store, log_id, tile, anchors)
 
         try:
             data = await ledger.read_store(fetch)
         except tiles.TileNotFound as exc:
             return _error(str(exc), 404)
+        except stored.Unverifiable as exc:
+            return unverifiable(exc, f"log {log_id} {tile.path()}")
         except tiles.EntryTooLarge as exc:
             return _error(f"{exc}; read the record through /api/v1/audit/proof/inclusion", 500)
         except LookupError as exc:

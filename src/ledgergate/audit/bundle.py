@@ -12,12 +12,20 @@ Records are the exact strings that were hashed (leaf = SHA-256(0x00 ‖ UTF-8
 bytes)), so any RFC 9162 implementation can recompute the roots of an
 unfiltered bundle; a filtered one proves each record with an inclusion proof
 against the last checkpoint.
+
+Nothing is written unchecked: `export_bundle` builds each log's entry (its
+proofs read from the stored interior hashes, which are fast but only rows),
+then runs on it the very check `verify_bundle` runs offline, and refuses with
+`ExportRefused` when it fails, naming the cause that `audit verify`'s
+recompute finds (a stored hash that does not match the records, a record
+missing or altered, a tail truncated). A bundle that leaves here verifies.
 """
 
 from __future__ import annotations
 
 import base64
 import functools
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -26,9 +34,17 @@ import orjson
 
 from ledgergate.audit import merkle, stored
 from ledgergate.audit.checkpoint import NoteError, Verifier, open_checkpoint
-from ledgergate.store.ledger_store import LedgerStore
+from ledgergate.store.ledger_store import LedgerStore, StoreError
 
 FORMAT = "ledgergate-evidence/1"
+log = logging.getLogger("ledgergate.audit.bundle")
+
+
+class ExportRefused(StoreError):
+    """No bundle: what the store holds for a log does not verify (the text names the cause and the log).
+
+    A StoreError, so a caller that reports store failures reports this too; it is the store's
+    content, not its reachability, that is wrong, and `audit verify` gives the full account."""
 
 
 def _b64(hs: list[bytes]) -> list[str]:
@@ -81,29 +97,13 @@ def export_bundle(store: LedgerStore, verifier: Verifier, flt: Filter | None = N
         cps = store.checkpoints(log_id)
         if not cps:
             continue
-        n = cps[-1].size
-        tree = _proof_source(store, log_id, n)
-        entry: dict[str, Any] = {"log": log_id, "origin": origin, "tree_size": n}
-        if flt.active:
-            entry["checkpoints"] = [cps[-1].note]
-            entry["consistency"] = []
-            indices, records, proofs = [], [], []
-            for rows in store.iter_leaves(log_id, 0, n):
-                for seq, _, record in rows:
-                    record = bytes(record)
-                    if flt.match(orjson.loads(record)):
-                        indices.append(int(seq))
-                        records.append(record.decode())
-                        proofs.append(_b64(tree.inclusion_proof(int(seq), n)))
-            entry.update(indices=indices, records=records, inclusion=proofs)
-        else:
-            entry["checkpoints"] = [c.note for c in cps]
-            entry["consistency"] = [
-                {"from": a.size, "to": b.size, "proof": _b64(tree.consistency_proof(a.size, b.size))}
-                for a, b in zip(cps, cps[1:], strict=False)
-            ]
-            entry["start"] = 0
-            entry["records"] = [bytes(r).decode() for chunk in store.iter_leaves(log_id, 0, n) for _, _, r in chunk]
+        try:
+            entry = _log_entry(store, log_id, origin, cps, flt)
+            problems = _verify_log(entry, verifier)
+        except (LookupError, ValueError, KeyError) as exc:  # a proof the store cannot give: hashes or rows gone
+            problems = [f"log {log_id}: {exc}"]
+        if problems:
+            raise _refused(store, log_id, origin, verifier, problems[0])
         logs.append(entry)
     return {
         "format": FORMAT,
@@ -112,6 +112,46 @@ def export_bundle(store: LedgerStore, verifier: Verifier, flt: Filter | None = N
         "filter": {"session": flt.session, "since": flt.since, "until": flt.until} if flt.active else None,
         "logs": logs,
     }
+
+
+def _refused(store: LedgerStore, log_id: str, origin: str, verifier: Verifier, found: str) -> ExportRefused:
+    """The cause of a log entry that does not verify, from `audit verify`'s recompute of the log."""
+    from ledgergate.audit.verify import verify_log
+
+    rep = verify_log(store, log_id, origin, verifier)
+    causes = [f"the store's {p}" if p.startswith("stored hash") else p for p in rep.problems[:2]]
+    if not causes:  # the store verifies, yet the entry made from it did not: say what failed
+        causes = [found.removeprefix(f"log {log_id}: ")]
+    message = f"log {log_id}: no bundle written: {'; '.join(causes)}; run `ledgergate audit verify`"
+    log.error("%s", message)
+    return ExportRefused(message)
+
+
+def _log_entry(store: LedgerStore, log_id: str, origin: str, cps: list[Any], flt: Filter) -> dict[str, Any]:
+    n = cps[-1].size
+    tree = _proof_source(store, log_id, n)
+    entry: dict[str, Any] = {"log": log_id, "origin": origin, "tree_size": n}
+    if flt.active:
+        entry["checkpoints"] = [cps[-1].note]
+        entry["consistency"] = []
+        indices, records, proofs = [], [], []
+        for rows in store.iter_leaves(log_id, 0, n):
+            for seq, _, record in rows:
+                record = bytes(record)
+                if flt.match(orjson.loads(record)):
+                    indices.append(int(seq))
+                    records.append(record.decode())
+                    proofs.append(_b64(tree.inclusion_proof(int(seq), n)))
+        entry.update(indices=indices, records=records, inclusion=proofs)
+    else:
+        entry["checkpoints"] = [c.note for c in cps]
+        entry["consistency"] = [
+            {"from": a.size, "to": b.size, "proof": _b64(tree.consistency_proof(a.size, b.size))}
+            for a, b in zip(cps, cps[1:], strict=False)
+        ]
+        entry["start"] = 0
+        entry["records"] = [bytes(r).decode() for chunk in store.iter_leaves(log_id, 0, n) for _, _, r in chunk]
+    return entry
 
 
 def _proof_source(store: LedgerStore, log_id: str, n: int) -> merkle.StoredTree | merkle.ProofTree:
