@@ -56,7 +56,7 @@ import msgspec
 
 from ledgergate.audit import merkle
 from ledgergate.store.db import StoreURL
-from ledgergate.store.ledger_store import LedgerStore, open_ledger_store
+from ledgergate.store.ledger_store import LedgerStore, SeqBounds, open_ledger_store
 
 SEGMENT_LEVEL = 16
 SEGMENT = 1 << SEGMENT_LEVEL
@@ -190,7 +190,8 @@ def _check_rows(rows: list[tuple[Any, ...]], first: int, log_id: str, leaves: li
     stored = list(map(_LEAF, rows))
     if hashes != stored:
         n = _first_difference(hashes, stored)
-        problem = f"record {first + n}: bytes do not match the stored leaf hash (record altered)"
+        problem = (f"record {first + n}: the stored leaf hash does not match the record's bytes "
+                   "(the record or its leaf_hash column altered)")
         rows, recs, hashes = rows[:n], recs[:n], hashes[:n]
     decode = _decode_place
     try:
@@ -367,10 +368,17 @@ def scan_log(store: LedgerStore, log_id: str, claims: list[int], check_record: R
              parallel_from: int = PARALLEL_FROM) -> ScanResult:
     """Recompute a log's tree from its records, segment by segment, in order or in parallel."""
     segment = 1 << segment_level
-    size = store.size(log_id)
+    claims = sorted(set(claims))
+    # Bound the work by what is stored, not by MAX(seq): one row can say any seq (2^62 would make the
+    # segment list alone gigabytes), and a row outside 0..n-1 is no record of the tree.
+    seqs = store.seq_bounds(log_id)
+    odd = _seq_problem(seqs)
+    if odd is not None:
+        return ScanResult(0, [], {0: merkle.EMPTY_ROOT} if 0 in claims else {}, odd, [], 0)
+    # n rows at distinct seqs >= 0: records 0..n-1 all there, or one of them missing (the scan names it)
+    size = seqs.count
     # every stored level the log's size calls for, once it has any (none: written before they existed)
     levels = [lv for lv in range(merkle.STRIDE, 64, merkle.STRIDE) if size >> lv] if store.node_levels(log_id) else []
-    claims = sorted(set(claims))
     top_levels = [lv for lv in levels if lv > segment_level]
     low_levels = [lv for lv in levels if lv <= segment_level]
     top_check = StoredLevels(store, log_id, top_levels, lambda lv: 0)
@@ -432,9 +440,35 @@ def scan_log(store: LedgerStore, log_id: str, claims: list[int], check_record: R
                     window.append(pool.submit(_scan_in_worker, log_id, *nxt, claims, low_levels, check_record))
     result.stored_problems.extend(top_check.problems)
     result.stored_checked += top_check.checked
+    if seqs.hi is not None and seqs.hi >= size:  # a gap: some record below `size` is missing
+        result.problem = _gap_problem(store, log_id, result, seqs.count, seqs.hi)
     if result.problem is None:
         result.stored_problems = result.stored_problems[:MAX_STORED_PROBLEMS + 1]
     return result
+
+
+def _seq_problem(seqs: SeqBounds) -> str | None:
+    """A row no scan in seq order 0, 1, … would read: its seq is not an integer, or is negative."""
+    if seqs.non_integer is not None:
+        value = repr(seqs.non_integer)
+        value = value if len(value) <= 40 else value[:36] + "…"
+        return (f"a row with a non-integer seq ({value}) (a record's index is a whole number: a forged or "
+                "corrupted row)")
+    if seqs.lo is not None and seqs.lo < 0:
+        return f"a row with a negative seq ({seqs.lo}) (no record has a negative index: a forged row outside the tree)"
+    return None
+
+
+def _gap_problem(store: LedgerStore, log_id: str, result: ScanResult, count: int, hi: int) -> str:
+    """The first problem of a log whose largest seq is beyond its row count: the scan (over
+    0..count-1 only) found the first missing record; say what follows it, and how far seq runs."""
+    problem = result.problem
+    first = result.size
+    if problem is None or problem == f"record {first}: missing":  # the gap ran past what was scanned
+        nxt = store.next_seq(log_id, first)
+        problem = f"record {first}: missing" + (f" (the next stored record is {nxt})" if nxt is not None else "")
+        return (f"{problem}; the log holds {count} rows but its seq runs to {hi}: records missing or a forged seq")
+    return problem
 
 
 def _fold(edge: list[bytes]) -> bytes:

@@ -130,8 +130,11 @@ def signed_checkpoints(rows: Sequence[CheckpointRow], log_id: str, origin: str,
             cp = open_checkpoint(row.note, verifier)
         except NoteError as exc:
             raise SiemError(f"{where}: {exc}") from None
-        if cp.origin != origin or cp.size != row.size or cp.root != row.root:
-            raise SiemError(f"{where}: the signed body does not match the stored row")
+        if cp.origin != origin or cp.size != row.size:
+            raise SiemError(f"{where}: the signed checkpoint is of origin {cp.origin!r} at size {cp.size}, not "
+                            f"{origin!r} at size {row.size} (another log's or another size's checkpoint put here)")
+        if cp.root != row.root:
+            raise SiemError(f"{where}: the signed root is not the stored row's root (root column altered)")
         out[cp.size] = _Signed(cp.root, row.edge)
     return out
 

@@ -97,8 +97,12 @@ def verify_log(store: LedgerStore, log_id: str, origin: str, verifier: Verifier,
         except NoteError as exc:
             rep.problems.append(f"{who}: {exc}")
             continue
-        if cp.origin != origin or cp.size != row.size or cp.root != row.root:
-            rep.problems.append(f"{who}: signed body does not match the stored row")
+        if cp.origin != origin or cp.size != row.size:
+            rep.problems.append(f"{who}: the signed checkpoint is of {cp.origin!r} at size {cp.size}, not of this "
+                                f"log at size {row.size} (a checkpoint moved or swapped)")
+            continue
+        if cp.root != row.root:
+            rep.problems.append(f"{who}: the stored root is not the signed one (row altered)")
             continue
         claims.setdefault(cp.size, []).append((who, cp.root))
 

@@ -14,6 +14,7 @@ import typer
 from rich.markup import escape
 
 from ledgergate.audit.bundle import (
+    ExportRefused,
     Filter,
     dump_bundle,
     export_bundle,
@@ -28,7 +29,7 @@ from ledgergate.audit.checkpoint import (
 )
 from ledgergate.audit.verify import WitnessNote, verify_store
 from ledgergate.audit.witness import FileWitness, file_witness_path
-from ledgergate.commands.common import ConfigOption, load_or_exit
+from ledgergate.commands.common import EXIT_USAGE, ConfigOption, load_or_exit, shown
 from ledgergate.config import LoadedConfig
 from ledgergate.store.ledger_store import (
     LedgerStore,
@@ -50,9 +51,54 @@ def _verifier(loaded: LoadedConfig, public_key: Path | None) -> Verifier:
     path = public_key or verifier_path(loaded.resolve(loaded.settings.audit.signing_key))
     try:
         return load_verifier(path)
-    except (OSError, NoteError) as exc:
-        err.print(f"[red]error[/red] verifier key {path}: {exc}")
-        raise typer.Exit(2) from None
+    except (OSError, NoteError, ValueError) as exc:  # ValueError: a file that is not UTF-8 text (UnicodeDecodeError)
+        err.print(f"[red]error[/red] verifier key {escape(str(path))}: {escape(str(exc))}", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
+
+
+def output_problem(path: Path) -> str | None:
+    """Why a file cannot be written at `path` (checked before any work is done), or None."""
+    if path.is_dir():
+        return f"{path} is a folder, not a file"
+    if not path.parent.is_dir():
+        return f"the folder {path.parent} does not exist" if not path.parent.exists() else f"{path.parent} is not a folder"
+    return None
+
+
+def check_output(path: Path, option: str = "-o/--output") -> None:
+    """Exit 2 naming the option when `path` cannot be written."""
+    problem = output_problem(path)
+    if problem is not None:
+        err.print(f"[red]error[/red] {option}: {escape(problem)}", highlight=False)
+        raise typer.Exit(EXIT_USAGE)
+
+
+def write_output(path: Path, data: bytes, option: str = "-o/--output") -> None:
+    """The file written, or exit 2 naming the option and why not (a full disk, no permission)."""
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        err.print(f"[red]error[/red] {option}: cannot write {escape(str(path))}: {escape(exc.strerror or str(exc))}",
+                  highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
+
+
+def parse_time(value: str | None, option: str) -> str | None:
+    """An ISO 8601 time in the ledger's form, or exit 2 naming the option (a date the UTC conversion
+    takes out of range, such as 0001-01-01T00:00:00+01:00, included)."""
+    try:
+        return normalize_time(value)
+    except (ValueError, OverflowError):
+        err.print(f"[red]error[/red] {option} must be an ISO 8601 time such as 2026-01-31T09:00:00Z "
+                  f"(got {escape(shown(str(value)))})", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
+
+
+def check_interval(value: float, option: str = "--interval") -> None:
+    """A poll interval time.sleep takes: finite, above zero, at most a day."""
+    if not (0 < value <= 86400):  # also false for NaN
+        err.print(f"[red]error[/red] {option} must be a number of seconds above 0 and at most 86400", highlight=False)
+        raise typer.Exit(EXIT_USAGE)
 
 
 def _store(loaded: LoadedConfig) -> LedgerStore:
@@ -178,22 +224,22 @@ def export(
     public_key: Path | None = KeyOption,
 ) -> None:
     """Write an evidence bundle: records, signed checkpoints, proofs and the verifier key."""
+    flt = Filter(session, parse_time(since, "--since"), parse_time(until, "--until"))
+    check_output(output)
     loaded = load_or_exit(config)
     verifier = _verifier(loaded, public_key)
-    try:
-        flt = Filter(session, normalize_time(since), normalize_time(until))
-    except ValueError as exc:
-        err.print(f"[red]error[/red] --since/--until: {exc}")
-        raise typer.Exit(2) from None
     store = _store(loaded)
     try:
         doc = export_bundle(store, verifier, flt)
+    except ExportRefused as exc:  # the store's content does not verify: no bundle, exit 1 as verify's FAIL
+        err.print(f"[red]error[/red] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(1) from None
     except StoreError as exc:
         err.print(f"[red]error[/red] storage: {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
     finally:
         store.close()
-    output.write_bytes(dump_bundle(doc))
+    write_output(output, dump_bundle(doc))
     n = sum(len(entry["records"]) for entry in doc["logs"])
     out.print(f"wrote {output}: {len(doc['logs'])} log(s), {n} record(s) up to each log's latest checkpoint")
 
@@ -207,8 +253,8 @@ def verify_bundle_cmd(
     try:
         verifier = load_verifier(public_key)
         doc = orjson.loads(bundle.read_bytes())
-    except (OSError, NoteError, orjson.JSONDecodeError) as exc:
-        err.print(f"[red]error[/red] {exc}")
+    except (OSError, NoteError, ValueError) as exc:  # ValueError: a key file or bundle that is not UTF-8/JSON
+        err.print(f"[red]error[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
     problems = verify_bundle(doc, verifier)
     if problems:
@@ -222,11 +268,12 @@ def verify_bundle_cmd(
 @app.command()
 def tail(
     config: Path = ConfigOption,
-    lines: int = typer.Option(10, "-n", "--lines", help="How many of the newest records per log."),
+    lines: int = typer.Option(10, "-n", "--lines", min=0, help="How many of the newest records per log."),
     follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing new records."),
     interval: float = typer.Option(1.0, help="Poll interval with --follow, seconds."),
 ) -> None:
     """Print the newest records (canonical JSON, one a line)."""
+    check_interval(interval)
     loaded = load_or_exit(config)
     store = _store(loaded)
     try:

@@ -16,10 +16,14 @@ from rich.markup import escape
 
 from ledgergate.audit import proof
 from ledgergate.audit.checkpoint import NoteError, load_verifier
+from ledgergate.commands.common import EXIT_USAGE, shown
+from ledgergate.store.ledger_store import LedgerStore
 from ledgergate.terminal import console
 
 out = console()
 err = console(stderr=True)
+
+MAX_INDEX = (1 << 63) - 1  # a record's index is a BIGINT in the store
 
 
 def verify_proof(
@@ -57,20 +61,23 @@ def verify_proof(
 
 def prove(
     log_id: str = typer.Argument(..., metavar="LOG", help="The log id (the gateway's replica, or <replica>-cli)."),
-    index: int = typer.Argument(..., metavar="INDEX", min=0, help="The record's index in that log."),
+    index: int = typer.Argument(..., metavar="INDEX", min=0, max=MAX_INDEX, help="The record's index in that log."),
     config: Path = typer.Option(..., "--config", "-c", help="Path to the YAML config file."),
     output: Path = typer.Option(..., "-o", "--output", help="Where to write the .tlog-proof."),
 ) -> None:
     """Write one record's offline proof against its log's latest signed checkpoint (verified before it is written)."""
     from ledgergate.audit.prover import prove_record
+    from ledgergate.commands.audit import check_output, write_output
     from ledgergate.commands.common import load_or_exit
     from ledgergate.commands.ledger_files import open_store, verifier_of, witness_notes
     from ledgergate.store.ledger_store import StoreError
 
+    check_output(output)
     loaded = load_or_exit(config)
     verifier = verifier_of(loaded)
     store = open_store(loaded)
     try:
+        _check_exists(store, log_id, index)
         text = prove_record(store, log_id, index, verifier, witness_notes(loaded))
     except proof.ProofError as exc:
         err.print(f"[red]error[/red] {escape(str(exc))}", highlight=False)
@@ -80,5 +87,27 @@ def prove(
         raise typer.Exit(3) from None
     finally:
         store.close()
-    output.write_text(text, encoding="utf-8")
+    write_output(output, text.encode("utf-8"))
     out.print(f"wrote {escape(str(output))}: record {index} of log {escape(log_id)}", highlight=False)
+
+
+def _check_exists(store: LedgerStore, log_id: str, index: int) -> None:
+    """Exit 2 for a log the store does not have or an index beyond the log's records (wrong input,
+    not a proof that failed); exit 1 for a record that should be there and is not (a gap)."""
+    logs = [name for name, _ in store.logs()]
+    if log_id not in logs:
+        listed = ", ".join(logs[:10]) + (", …" if len(logs) > 10 else "") if logs else "none"
+        err.print(f"[red]error[/red] LOG: no log {escape(shown(log_id))} in the store (its logs: {escape(listed)})",
+                  highlight=False)
+        raise typer.Exit(EXIT_USAGE)
+    if store.next_seq(log_id, index) == index:  # (index + 1 may be past what the store's integers hold)
+        return
+    size = store.size(log_id)
+    if index >= size:
+        held = f"its records are 0..{size - 1}" if size else "it holds no records"
+        err.print(f"[red]error[/red] INDEX: record {index} does not exist in log {escape(log_id)}: it is beyond "
+                  f"the log's size ({held}; run `ledgergate audit verify` if it existed before)", highlight=False)
+        raise typer.Exit(EXIT_USAGE)
+    err.print(f"[red]error[/red] record {index} of log {escape(log_id)} does not exist in the store, though the "
+              f"log runs to {size - 1} (records deleted); run `ledgergate audit verify`", highlight=False)
+    raise typer.Exit(1)

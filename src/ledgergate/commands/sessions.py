@@ -7,8 +7,9 @@ columns are not trusted. A record that fails those checks stops the command
 
 Looking is recorded: `replay` writes `session.replayed` and `export` writes
 `session.exported` (who, which session) in the CLI's own log
-(`<replica>-cli`) before anything is shown or written; if that record cannot
-be made, nothing is shown (exit 3).
+(`<replica>-cli`) before anything is shown or a bundle appears under its name
+(`export` writes it to a temporary file first: a failed write records
+nothing); if that record cannot be made, nothing is shown (exit 3).
 
 Exit status: 0 done; 1 unknown session or a record that does not verify;
 2 usage or config; 3 the ledger cannot record the look.
@@ -18,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +29,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from ledgergate.api.ledger_reader import RecordProblem, load_sessions
-from ledgergate.audit.bundle import Filter, dump_bundle, export_bundle, normalize_time
+from ledgergate.audit.bundle import ExportRefused, Filter, dump_bundle, export_bundle, normalize_time
 from ledgergate.audit.sessions import Session, SessionFilter, replay, select
+from ledgergate.commands.audit import check_output
 from ledgergate.commands.common import EXIT_USAGE, ConfigOption, load_or_exit, os_user, record_cli
 from ledgergate.commands.ledger_files import open_store, verifier_of
 from ledgergate.config import LoadedConfig
@@ -79,7 +83,7 @@ def record_look(loaded: LoadedConfig, event: str, by: str | None, fields: dict[s
 def _time(value: str | None, option: str) -> str | None:
     try:
         return normalize_time(value)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: a time UTC cannot hold (0001-01-01T00:00:00+01:00)
         err.print(f"[red]error[/red] {option} must be an ISO 8601 time such as 2026-01-31T09:00:00Z", highlight=False)
         raise typer.Exit(EXIT_USAGE) from None
 
@@ -184,14 +188,19 @@ def export_session(session_id: str = typer.Argument(..., metavar="ID"), config: 
                    output: Path = typer.Option(..., "-o", "--output", help="Bundle file to write."),
                    by: str | None = ByOption) -> None:
     """An evidence bundle of one session (its records with inclusion proofs; `audit verify-bundle` checks it).
-    Recorded as `session.exported` before it is written."""
+    Recorded as `session.exported` before the bundle appears under its name: it is written to a temporary
+    file beside it, then the record is made, then the file is renamed into place. A write that fails records
+    nothing; a record that cannot be made leaves no file."""
+    check_output(output)
     loaded = load_or_exit(config)
     s = _one(loaded, session_id)
     verifier = verifier_of(loaded)
-    record_look(loaded, "session.exported", by, {"exported_session": s.id})
     store = open_store(loaded)
     try:
         doc = export_bundle(store, verifier, Filter(session=s.id))
+    except ExportRefused as exc:  # the store's content does not verify: no bundle, and nothing recorded
+        err.print(f"[red]error[/red] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(EXIT_REFUSED) from None
     except StoreError as exc:
         err.print(f"[red]error[/red] storage: {escape(str(exc))}", highlight=False)
         raise typer.Exit(EXIT_UNAVAILABLE) from None
@@ -199,7 +208,40 @@ def export_session(session_id: str = typer.Argument(..., metavar="ID"), config: 
         store.close()
     held = sum(len(entry.get("records", [])) for entry in doc["logs"])
     own = sum(1 for e in s.entries if e.doc.get("session") == s.id)  # the bundle selects by the record's session
-    output.write_bytes(dump_bundle(doc))
+    tmp = _write_temporary(output, dump_bundle(doc))
+    try:
+        record_look(loaded, "session.exported", by, {"exported_session": s.id})
+        os.replace(tmp, output)
+    except OSError as exc:
+        err.print(f"[red]error[/red] -o/--output: cannot write {escape(str(output))}: "
+                  f"{escape(exc.strerror or str(exc))}", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
+    finally:
+        tmp.unlink(missing_ok=True)  # gone already once renamed
     out.print(f"wrote {escape(str(output))}: {held} records of session {escape(s.id)} from {len(doc['logs'])} log(s)"
               + ("" if held >= own else f" ({own - held} newer records are not in a signed checkpoint yet)"),
               highlight=False)
+
+
+def _write_temporary(output: Path, data: bytes) -> Path:
+    """`data` in a new file beside `output` (same folder, so the rename into place is atomic), durable;
+    exit 2 naming the option, with no file left, when it cannot be written."""
+    fd = -1
+    tmp: Path | None = None
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
+        tmp = Path(name)
+        with os.fdopen(fd, "wb") as fh:
+            fd = -1
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        return tmp
+    except OSError as exc:
+        if fd >= 0:
+            os.close(fd)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        err.print(f"[red]error[/red] -o/--output: cannot write {escape(str(output))}: "
+                  f"{escape(exc.strerror or str(exc))}; nothing was recorded", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None

@@ -37,7 +37,8 @@ from ledgergate.audit.siem import (
     start_at,
     syslog_message,
 )
-from ledgergate.commands.common import ConfigOption, load_or_exit
+from ledgergate.commands.audit import check_interval, output_problem
+from ledgergate.commands.common import ConfigOption, load_or_exit, shown
 from ledgergate.store.ledger_store import LedgerStore, StoreError, open_ledger_store
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -125,15 +126,30 @@ class SyslogSink:
         self._sock.close()
 
 
+MAX_INDEX = (1 << 63) - 1  # a record's index is a BIGINT in the store
+
+
 def _positions(values: list[str]) -> dict[str | None, int]:
     """`--from N` (every log) or `--from LOG=N` (one log), repeatable."""
     out: dict[str | None, int] = {}
     for value in values:
         log_id, sep, number = value.rpartition("=")
-        if not number.isdigit() or (sep and not log_id):
-            raise typer.BadParameter(f"{value!r}: expected a record index N or LOG=N", param_hint="--from")
+        # ASCII digits only: str.isdigit() also takes '²' and '٣', which int() then refuses or reads
+        if not (number.isascii() and number.isdigit()) or (sep and not log_id):
+            raise typer.BadParameter(f"{shown(value)}: expected a record index N or LOG=N", param_hint="--from")
+        if int(number) > MAX_INDEX:
+            raise typer.BadParameter(f"{shown(value)}: a record index is at most {MAX_INDEX}", param_hint="--from")
         out[log_id if sep else None] = int(number)
     return out
+
+
+def _check_logs(store: LedgerStore, positions: dict[str | None, int]) -> None:
+    """Every LOG named by `--from LOG=N` is a log of the store (not ignored while every log is exported)."""
+    logs = [log_id for log_id, _ in store.logs()]
+    unknown = sorted(log_id for log_id in positions if log_id is not None and log_id not in logs)
+    if unknown:
+        listed = ", ".join(logs[:10]) + (", …" if len(logs) > 10 else "") if logs else "none"
+        raise typer.BadParameter(f"no log {shown(unknown[0])} in the store (its logs: {listed})", param_hint="--from")
 
 
 def _save_state(path: Path, cursors: dict[str, Cursor]) -> None:
@@ -155,7 +171,7 @@ def _save_state(path: Path, cursors: dict[str, Cursor]) -> None:
 def _verifier(path: Path) -> Verifier:
     try:
         return load_verifier(path)
-    except (OSError, NoteError) as exc:
+    except (OSError, NoteError, ValueError) as exc:  # ValueError: not UTF-8 text (UnicodeDecodeError)
         err.print(f"[red]error[/red] verifier key {escape(str(path))}: {escape(str(exc))}")
         raise typer.Exit(2) from None
 
@@ -198,7 +214,7 @@ def _round(store: LedgerStore, verifier: Verifier, cursors: dict[str, Cursor], p
                 _save_state(state, cursors)
         delivered += emitted
         if not quiet:
-            newer = store.size(log_id) - cursor.next
+            newer = max(0, store.count(log_id) - cursor.next)  # rows, not MAX(seq): one forged seq says anything
             err.print(f"log {escape(log_id)}: {emitted} record(s) emitted, verified up to the signed checkpoint at "
                       f"size {cursor.next}" + (f"; {newer} newer record(s) wait for the next checkpoint" if newer else ""))
     return delivered
@@ -222,6 +238,10 @@ def siem(
         err.print("[red]error[/red] --from and --state exclude each other: a state file says where to go on from")
         raise typer.Exit(2)
     positions = _positions(from_)
+    check_interval(interval)
+    if state is not None and output_problem(state) is not None:
+        err.print(f"[red]error[/red] --state: {escape(str(output_problem(state)))}")
+        raise typer.Exit(2)
     loaded = load_or_exit(config)
     verifier = _verifier(public_key or verifier_path(loaded.resolve(loaded.settings.audit.signing_key)))
     cursors = _load_cursors(state)
@@ -239,9 +259,21 @@ def siem(
     try:
         store = open_ledger_store(loaded.settings.storage, loaded.base_dir)
     except (StoreError, ValueError) as exc:
+        for sink in sinks:
+            sink.close()
         err.print(f"[red]error[/red] storage: {escape(str(exc))}")
         raise typer.Exit(2) from None
     code = 0
+    try:
+        _check_logs(store, positions)
+    except (typer.BadParameter, StoreError) as exc:
+        store.close()
+        for sink in sinks:
+            sink.close()
+        if isinstance(exc, typer.BadParameter):
+            raise
+        err.print(f"[red]error[/red] storage: {escape(str(exc))}")
+        raise typer.Exit(2) from None
     try:
         while True:
             _round(store, verifier, cursors, positions, sinks, state, quiet=follow)

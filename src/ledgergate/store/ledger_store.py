@@ -45,6 +45,16 @@ class LeafRow:
 
 
 @dataclass(frozen=True)
+class SeqBounds:
+    """What a log's rows say about their seqs, read before any work in proportion to the log's size."""
+
+    count: int  # rows stored
+    lo: int | None  # smallest integer seq (None: no row has one)
+    hi: int | None  # largest integer seq
+    non_integer: Any = None  # one seq that is not an integer (SQLite keeps whatever was written), or None
+
+
+@dataclass(frozen=True)
 class CheckpointRow:
     log_id: str
     size: int
@@ -170,8 +180,46 @@ class LedgerStore:
         return [tuple(r) for r in self._run("SELECT log_id, origin FROM ledger_logs ORDER BY log_id").fetchall()]
 
     def size(self, log_id: str) -> int:
+        """MAX(seq) + 1 over the integer seqs: what the log says its size is, not how many rows it holds
+        (`seq_bounds` gives both, for a reader that must not trust one row's seq)."""
         row = self._run("SELECT MAX(seq) FROM ledger_leaves WHERE log_id = ?", (log_id,)).fetchone()
-        return 0 if row is None or row[0] is None else int(row[0]) + 1
+        top = None if row is None else row[0]
+        if top is not None and type(top) is not int:  # SQLite keeps what was written: text sorts above numbers
+            top = self._max_integer_seq(log_id)
+        return 0 if top is None else top + 1
+
+    def _max_integer_seq(self, log_id: str) -> int | None:
+        """MAX(seq) over the rows whose seq is an integer (SQLite only can hold others)."""
+        row = self._run("SELECT MAX(seq) FROM ledger_leaves WHERE log_id = ? AND typeof(seq) = 'integer'",
+                        (log_id,)).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def seq_bounds(self, log_id: str) -> SeqBounds:
+        """How many rows the log holds, the smallest and largest integer seq, and one seq that is not
+        an integer (None: none is): a reader checks these before doing work in proportion to MAX(seq),
+        which one row can set to anything. One aggregate over the log's rows."""
+        row = self._run("SELECT COUNT(*), MIN(seq), MAX(seq) FROM ledger_leaves WHERE log_id = ?",
+                        (log_id,)).fetchone()
+        count, lo, hi = int(row[0]), row[1], row[2]
+        odd = self._non_integer_seq(log_id) if count else None
+        if odd is not None:  # MIN/MAX may be that value (text sorts above numbers, 5.5 between them)
+            lo, hi = self._integer_seq_range(log_id)
+        return SeqBounds(count, lo, hi, odd)
+
+    def _non_integer_seq(self, log_id: str) -> Any:
+        """One stored seq that is not an integer, or None (only SQLite can hold one: a BIGINT column
+        elsewhere)."""
+        return None
+
+    def _integer_seq_range(self, log_id: str) -> tuple[int | None, int | None]:
+        row = self._run("SELECT MIN(seq), MAX(seq) FROM ledger_leaves WHERE log_id = ? AND typeof(seq) = 'integer'",
+                        (log_id,)).fetchone()
+        return (None, None) if row is None or row[0] is None else (int(row[0]), int(row[1]))
+
+    def next_seq(self, log_id: str, start: int) -> int | None:
+        """The smallest integer seq at or after `start` (one index lookup), or None."""
+        row = self._run("SELECT MIN(seq) FROM ledger_leaves WHERE log_id = ? AND seq >= ?", (log_id, start)).fetchone()
+        return None if row is None or type(row[0]) is not int else row[0]
 
     def count(self, log_id: str) -> int:
         return int(self._run("SELECT COUNT(*) FROM ledger_leaves WHERE log_id = ?", (log_id,)).fetchone()[0])
@@ -468,6 +516,12 @@ class SQLiteLedgerStore(LedgerStore):
         except Exception as exc:
             raise StoreError(error_text(exc)) from exc
 
+    def _non_integer_seq(self, log_id: str) -> Any:
+        # a column's declared type is only an affinity here: 'abc', 5.5 or a blob stay what they were
+        row = self._run("SELECT seq FROM ledger_leaves WHERE log_id = ? AND typeof(seq) <> 'integer' LIMIT 1",
+                        (log_id,)).fetchone()
+        return None if row is None else row[0]
+
     def _begin(self) -> None:
         self.conn.execute("BEGIN IMMEDIATE")
 
@@ -652,4 +706,4 @@ def open_existing_ledger_store(url: str | StoreURL, base_dir: Path | None = None
 
 
 __all__ = ["CheckpointRow", "LeafColumns", "LeafRow", "LedgerStore", "PostgresLedgerStore", "SQLiteLedgerStore",
-           "StoreError", "open_existing_ledger_store", "open_ledger_store"]
+           "SeqBounds", "StoreError", "open_existing_ledger_store", "open_ledger_store"]
