@@ -65,7 +65,7 @@ from ledgergate.audit.checkpoint import (
     verifier_path,
 )
 from ledgergate.audit.settings import AuditSettings
-from ledgergate.audit.witness import Witness, make_witnesses, push_all
+from ledgergate.audit.witness import FileWitness, Witness, make_witnesses, push_all
 from ledgergate.errors import LedgerUnavailable
 from ledgergate.store.claims import ClaimRefused, LogClaim
 from ledgergate.store.db import StoreURL
@@ -256,9 +256,51 @@ class Ledger:
         except StoreError as exc:
             raise LedgerUnavailable(f"audit ledger store unavailable: {exc}") from exc
         self._last_checkpoint_size = latest.size if latest else -1
+        # Fail closed. Signing on from a state that is not the one signed before would put the gateway's
+        # signature (and the witnesses' copies) on whatever was done to the store while it was stopped:
+        # an altered stored hash was signed into checkpoint after checkpoint, a rolled-back store forked
+        # the log at its own witness.
+        if latest is not None and latest.size > size:
+            raise LedgerUnavailable(f"log {self.log_id}: the store holds {size} records but its latest signed "
+                                    f"checkpoint is at size {latest.size} (records deleted); run `ledgergate audit "
+                                    "verify` before starting the gateway again")
         if mismatch:
-            log.error("log %s: stored records do not match checkpoint at size %d; run `ledgergate audit verify`",
-                      self.log_id, latest.size if latest else -1)
+            raise LedgerUnavailable(f"log {self.log_id}: what the store holds does not reproduce its signed "
+                                    f"checkpoint at size {latest.size if latest else -1} (records or stored hashes "
+                                    "altered); run `ledgergate audit verify` before starting the gateway again")
+        self._check_witnessed(size)
+
+    def _check_witnessed(self, size: int) -> None:
+        """The store against what the witnesses this replica can read back (file witnesses) hold of its
+        log: a store rolled back to an older consistent state (a restored backup, a DBA's undo) has
+        fewer records than a witnessed checkpoint, or other ones under it. Checked once, at open."""
+        best: Checkpoint | None = None
+        for witness in self._witnesses:
+            if not isinstance(witness, FileWitness) or witness.problem() is not None:
+                continue
+            for note in witness.read_notes():
+                if not note.startswith(self.origin + "\n"):
+                    continue
+                try:
+                    cp = open_checkpoint(note, self.signer.verifier)
+                except NoteError:
+                    continue  # another key's note: `audit verify` reports it; it vouches for nothing here
+                if best is None or cp.size > best.size:
+                    best = cp
+        if best is None:
+            return
+        if best.size > size:
+            raise LedgerUnavailable(f"log {self.log_id}: the store holds {size} records but a witness holds its "
+                                    f"signed checkpoint at size {best.size} (the store was rolled back or records "
+                                    "deleted); run `ledgergate audit verify` before starting the gateway again")
+        try:
+            rewritten = best.size > 0 and self._stored.root_at(best.size) != best.root
+        except (stored.HashesBeyondRecords, ValueError, LookupError) as exc:
+            raise LedgerUnavailable(f"{exc}; run `ledgergate audit verify`") from None
+        if rewritten:
+            raise LedgerUnavailable(f"log {self.log_id}: the store's records 0..{best.size - 1} are not the ones a "
+                                    "witness holds the signed checkpoint of (the log was rewritten); run "
+                                    "`ledgergate audit verify` before starting the gateway again")
 
     def _check_signer(self, key_path: Path) -> None:
         """Refuse to sign a log whose checkpoints another key signed. A mistyped `audit.signing_key` would
