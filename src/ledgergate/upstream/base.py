@@ -91,6 +91,13 @@ def mask_quoted(text: str, mask: Callable[[str], str], shown: int | None = None,
     return masked
 
 
+class UpstreamTimeout(UpstreamError):
+    """The upstream sent nothing for a call (or a session's opening) within the server's `timeout`:
+    a 504, recorded as the call's outcome. The server may still be working on it."""
+
+    http_status = 504
+
+
 class UpstreamSessionLost(UpstreamError):
     """The server no longer knows our session (HTTP 404, process exit): the next call starts a new one."""
 

@@ -10,6 +10,10 @@ can answer is refused so the server does not wait forever.
 The transport supplies `write` (send one message to the server; raise
 `UpstreamSessionLost` once the session is gone) and, when its stream ends,
 calls `lose()` so calls in flight fail instead of hanging.
+
+A server that is alive but never answers (a lost or misaddressed response, a
+hung handler) must not hang a call either: every call has an idle timeout (the
+server's `timeout`), reset only by the messages that belong to it (see `exchange`).
 """
 
 from __future__ import annotations
@@ -26,11 +30,14 @@ from ledgergate.upstream.base import (
     InflightIds,
     Message,
     UpstreamSession,
+    UpstreamTimeout,
     rewrite_id,
     strip_modern_meta,
 )
 
 _CALL_BOUND_REQUESTS = ("sampling/createMessage", "elicitation/create", "roots/list")
+
+
 
 
 def _key(value: Any) -> str | int | float | None:
@@ -48,8 +55,14 @@ def _progress_token(request: Message) -> str | int | float | None:
 
 
 class Demux:
-    def __init__(self, write: Callable[[Message], Awaitable[None]]) -> None:
+    """`timeout`: how long a call may go without a message of its own before it fails (None: no bound);
+    `who` names the upstream in the failure ("upstream 'files'")."""
+
+    def __init__(self, write: Callable[[Message], Awaitable[None]], timeout: float | None = None,
+                 who: str = "upstream") -> None:
         self._write = write
+        self.timeout = timeout
+        self.who = who
         self._ids = IdMap()
         self._inflight = InflightIds()
         self._calls: dict[Any, asyncio.Queue[Message | BaseException]] = {}
@@ -81,10 +94,13 @@ class Demux:
             listener.put_nowait(msg)
         if "id" in msg and not self._listeners:
             # A server request nobody can answer: tell the server instead of leaving it hanging.
-            future = asyncio.ensure_future(self._safe_write({"jsonrpc": "2.0", "id": msg["id"], "error": {
+            self._spawn(self._safe_write({"jsonrpc": "2.0", "id": msg["id"], "error": {
                 "code": -32601, "message": "no client is connected to answer this request"}}))
-            self._background.add(future)
-            future.add_done_callback(self._background.discard)
+
+    def _spawn(self, write: Awaitable[None]) -> None:
+        future = asyncio.ensure_future(write)
+        self._background.add(future)
+        future.add_done_callback(self._background.discard)
 
     def lose(self, failure: BaseException) -> None:
         """The inbound stream ended: every call in flight (and every later one) fails with `failure`."""
@@ -104,10 +120,24 @@ class Demux:
             await self._write(message)
 
     # ── outbound ────────────────────────────────────────────────────────────
-    async def exchange(self, request: Message, upstream_id: Any) -> AsyncGenerator[Message, None]:
-        """Send `request` (already carrying `upstream_id`); yield what belongs to it, ending with its response."""
+    async def exchange(self, request: Message, upstream_id: Any,
+                       timeout: float | None = None) -> AsyncGenerator[Message, None]:
+        """Send `request` (already carrying `upstream_id`); yield what belongs to it, ending with its response.
+
+        Raises `UpstreamTimeout` when `timeout` seconds (the demultiplexer's own when None) pass
+        without a message for this call. It is an idle timeout, reset by every message routed to
+        the call (a progress notification, a log message, a server request), as the MCP SDKs do for
+        progress (`resetTimeoutOnProgress`): a long call that says what it is doing is alive, and a
+        total bound would fail exactly those. What goes to other calls or to the listeners resets
+        nothing: it says that the server is up, not that it works on this call. The clock runs
+        while the call waits for the server (writing the request included: a child that stops
+        reading its stdin blocks the write), never while the caller handles a message. A call that
+        waits on a server request its client has not answered yet waits within the same bound,
+        as it did over Streamable HTTP.
+        """
         if self._lost is not None:
             raise self._lost
+        idle = self.timeout if timeout is None else timeout
         queue: asyncio.Queue[Message | BaseException] = asyncio.Queue()
         token = _progress_token(request)
         try:
@@ -115,14 +145,24 @@ class Demux:
             self._order.append(upstream_id)
             if token is not None:
                 self._progress[token] = upstream_id
-            await self._write(request)
-            while True:
-                item = await queue.get()
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-                if "method" not in item:
-                    return
+            try:
+                async with asyncio.timeout(idle) as bound:
+                    await self._write(request)
+                    item = await queue.get()
+                while True:
+                    if isinstance(item, BaseException):
+                        raise item
+                    yield item
+                    if "method" not in item:
+                        return
+                    bound = asyncio.timeout(idle)
+                    async with bound:
+                        item = await queue.get()
+            except TimeoutError:
+                if not bound.expired():
+                    raise
+                raise UpstreamTimeout(f"{self.who} sent nothing for this call within {idle:g}s (the server's "
+                                      "timeout); it may still be running there") from None
         finally:
             self._calls.pop(upstream_id, None)
             with contextlib.suppress(ValueError):
@@ -140,6 +180,12 @@ class Demux:
             async with aclosing(exchange) as messages:
                 async for msg in messages:
                     yield rewrite_id(msg, original_id) if "method" not in msg else msg
+        except UpstreamTimeout:
+            # what an MCP client does when it gives up on a request: tell the server, which can stop
+            # the work (in the background: the write may block on the very server that stopped reading)
+            self._spawn(self._safe_write({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {
+                "requestId": upstream_id, "reason": "the gateway timed out waiting for the answer"}}))
+            raise
         finally:
             self._inflight.ids.pop(original_id, None)
 

@@ -177,7 +177,7 @@ class _Connection(asyncio.Protocol):
 
 class H1Response:
     __slots__ = ("conn", "reused", "wait_for_data", "status", "raw_headers", "keep_alive", "complete",
-                 "started", "_chunks", "_error", "_wakeup", "_released")
+                 "started", "_chunks", "_error", "_wakeup", "_released", "_quiet_until", "_heard")
 
     def __init__(self, conn: _Connection, reused: bool, wait_for_data: bool = False) -> None:
         self.conn = conn
@@ -193,6 +193,10 @@ class H1Response:
         self._error: Exception | None = None
         self._wakeup: asyncio.Future[None] | None = None
         self._released = False
+        #: when the read timeout expires (loop time), set by the first timed read and by each message
+        self._quiet_until: float | None = None
+        #: the reader found a message since the last read (`heard`): the next read starts a new quiet period
+        self._heard = False
 
     def header(self, name: bytes) -> str:
         """One header by its lower-case name ("" when absent); the gateway reads two or three of a
@@ -222,17 +226,33 @@ class H1Response:
 
     async def next_chunk(self, read_timeout: float | None = None) -> bytes | None:
         """The next body chunk as it arrives, None at the end; raises H1Error if the connection
-        breaks mid-body or nothing arrives for `read_timeout` seconds.
+        breaks mid-body, H1Timeout if no *message* arrives for `read_timeout` seconds.
+
+        The read timeout is an idle timeout reset only by what shows that the call is alive: a
+        message, which the reader that parses the body says it found (`heard`: in an event stream an
+        event with data — a progress notification, a log message, the answer); a body no one calls
+        `heard` for (one JSON message or batch) is bounded as a whole. Comments (`: ping`), events
+        without data and the bytes of a message still incomplete reset nothing. A keep-alive says only that the server's process is up,
+        not that it works on the call: a server that pings every second and never answers would
+        otherwise hold the call and its connection (one of `limits.upstream_connections`) forever,
+        and a server trickling one event byte by byte would do the same. Messages do reset it, as
+        the MCP SDKs' `resetTimeoutOnProgress` does for progress: a long call that reports its
+        progress is alive. The clock runs while the caller waits for data, from its first timed
+        read and again from its next read after a message (the caller's own time handling a message
+        is not the server's silence).
 
         A method, not an async generator: a reader that stops early (the gateway stops at the
         answer it waits for) leaves nothing behind for the event loop to finalize.
         """
+        loop = asyncio.get_running_loop()
+        if read_timeout is not None and (self._heard or self._quiet_until is None):
+            self._quiet_until = loop.time() + read_timeout
+            self._heard = False
         while not self._chunks:
-            loop = asyncio.get_running_loop()
             wakeup = self._wakeup = loop.create_future()
             # A plain timer, not asyncio.wait_for: no extra task per chunk on the hot path.
-            timer = None if read_timeout is None else loop.call_later(
-                read_timeout, _expire, wakeup, f"no data from the server for {read_timeout:g}s")
+            timer = None if self._quiet_until is None or read_timeout is None else loop.call_at(
+                self._quiet_until, _expire, wakeup, f"no message from the server for {read_timeout:g}s")
             try:
                 await wakeup
             finally:
@@ -246,6 +266,17 @@ class H1Response:
             if self._error is not None:
                 raise self._error
         return chunk
+
+    def heard(self) -> None:
+        """The reader found a message in what it was handed: the read timeout starts afresh."""
+        self._heard = True
+
+    def overdue(self) -> bool:
+        """No message within the read timeout, though chunks kept coming: chunks already queued are
+        handed out without waiting, so a server that floods keep-alives is timed out by the reader
+        that finds no message in them, not by the timer."""
+        quiet = self._quiet_until
+        return quiet is not None and not self._heard and asyncio.get_running_loop().time() >= quiet
 
     async def read(self, read_timeout: float | None = None, limit: int | None = None) -> bytes:
         """The whole body; H1Error beyond `limit` bytes (a server cannot exhaust the gateway's memory)."""

@@ -21,6 +21,7 @@ from ledgergate.upstream.base import (
     MODERN_VERSION,
     ClientHello,
     IdMap,
+    UpstreamTimeout,
     initialize_result,
     InflightIds,
     Message,
@@ -30,7 +31,7 @@ from ledgergate.upstream.base import (
     rewrite_id,
     strip_modern_meta,
 )
-from ledgergate.upstream.h1 import H1Error, H1Pool, H1Response
+from ledgergate.upstream.h1 import H1Error, H1Pool, H1Response, H1Timeout
 from ledgergate.upstream.unix import is_unix_url, parse_unix_url
 from ledgergate.wire import jsonrpc
 from ledgergate.wire.sse import SSEParser
@@ -145,9 +146,11 @@ class Messages:
                     continue
                 if self._parser.pending > MAX_MESSAGE_BYTES:
                     raise UpstreamError(f"upstream sent an event larger than {MAX_MESSAGE_BYTES} bytes")
+                heard = False
                 for event in self._parser.feed(chunk):
                     if event.event != "message" or not event.data.strip():
                         continue
+                    heard = True  # a message, even one dropped below: the server works on the call
                     try:
                         message = jsonrpc.parse(event.data)
                     except orjson.JSONDecodeError:
@@ -157,6 +160,13 @@ class Messages:
                         self._ready.append(message)
                     else:
                         log.warning("upstream sent an SSE event that is not a JSON-RPC message; dropped")
+                if heard:
+                    self._resp.heard()  # the read timeout (an idle one) starts afresh
+                elif self._timeout is not None and self._resp.overdue():
+                    raise H1Timeout(f"no message from the server for {self._timeout:g}s")
+        except H1Timeout as exc:
+            raise UpstreamTimeout(f"upstream sent no message for {self._timeout:g}s (the server's timeout): "
+                                  f"{exc}") from None
         except H1Error as exc:
             raise UpstreamError(f"upstream connection failed: {exc}") from None
         except orjson.JSONDecodeError:

@@ -69,7 +69,7 @@ class Upstream:
         if not argv:
             raise UpstreamError(f"server {self.name!r} has no command")
         stdio = StdioSession(argv, self.settings.env, self.settings.cwd or self.base_dir, hello, self.name,
-                             self.redact)
+                             self.redact, self.settings.timeout)
         await stdio.open()
         return stdio
 

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ledgergate.durations import Duration
 from ledgergate.upstream.unix import is_unix_url, parse_unix_url
 
 
@@ -24,10 +25,13 @@ class ServerSettings(_Strict):
     env: dict[str, str] = Field(default_factory=dict)
     cwd: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
-    timeout: float = 300.0
+    #: how long a call or an opening may go without a message from the server ("30s", "5m", or seconds)
+    timeout: Duration = 300.0
 
     @model_validator(mode="after")
     def _one_kind(self) -> ServerSettings:
+        if self.timeout <= 0:
+            raise ValueError("'timeout' must be a positive duration")
         if (self.url is None) == (self.command is None):
             raise ValueError("a server needs exactly one of 'url' or 'command'")
         if self.url is not None and is_unix_url(self.url):

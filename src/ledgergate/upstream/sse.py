@@ -24,6 +24,7 @@ import orjson
 
 from ledgergate.errors import UpstreamError
 from ledgergate.upstream.base import ClientHello, Message, UpstreamSessionLost, initialize_result
+from ledgergate.upstream.base import UpstreamTimeout
 from ledgergate.upstream.demux import Demux, DemuxedSession
 from ledgergate.upstream.h1 import H1Error, H1Response
 from ledgergate.upstream.http import MAX_MESSAGE_BYTES, HttpPool
@@ -48,7 +49,9 @@ class SseSession(DemuxedSession):
         self.name = name
         self.server_hello: dict[str, Any] = {}
         self.endpoint: str | None = None
-        self._demux = Demux(self._write)
+        # a call fails once the server has sent nothing for it for `timeout` (the stream's own
+        # keep-alives and other calls' messages reset nothing: `Demux.exchange`)
+        self._demux = Demux(self._write, pool.timeout, f"upstream {name!r}")
         self._response: H1Response | None = None
         self._reader: asyncio.Task[None] | None = None
         self._endpoint_ready: asyncio.Future[str] | None = None
@@ -74,11 +77,12 @@ class SseSession(DemuxedSession):
         self._reader = asyncio.create_task(self._read())
         try:
             await asyncio.wait_for(self._handshake(), self.pool.timeout)
-        except asyncio.TimeoutError:
-            await self.close()
-            raise UpstreamError(f"upstream {self.name!r} did not complete the SSE handshake in time") from None
+        except (TimeoutError, UpstreamTimeout):
+            await asyncio.shield(self.close())
+            raise UpstreamTimeout(f"upstream {self.name!r} did not complete the SSE handshake within "
+                                  f"{self.pool.timeout:g}s (the server's timeout)") from None
         except BaseException:
-            await self.close()
+            await asyncio.shield(self.close())  # a caller that gives up must not leave the stream open
             raise
 
     async def _handshake(self) -> None:

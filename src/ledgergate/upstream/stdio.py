@@ -4,6 +4,10 @@ One child per upstream session, so users never share a process's state. The
 child starts on demand; if it dies, calls in flight fail with a clear error and
 the next call starts a fresh child (replaying the client's handshake). stderr
 goes to the gateway's log. Messages are newline-delimited JSON (MCP stdio transport).
+
+The server's `timeout` bounds both ends: opening (start, `initialize`, `initialized`) must be
+done within it, or the child is stopped and the opening fails; a call fails once the child has
+sent nothing for it for that long (`Demux.exchange`), the child staying up for the next call.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Callable
+from contextlib import aclosing
 from typing import Any
 
 import orjson
@@ -27,6 +32,7 @@ from ledgergate.upstream.base import (
     UpstreamSessionLost,
     mask_quoted,
 )
+from ledgergate.upstream.base import UpstreamTimeout
 from ledgergate.upstream.demux import Demux, DemuxedSession
 from ledgergate.wire import jsonrpc
 
@@ -41,8 +47,10 @@ class StdioSession(DemuxedSession):
     era = "handshake"
 
     def __init__(self, argv: list[str], env: dict[str, str], cwd: str | None, hello: ClientHello, name: str,
-                 redact: Callable[[str], str] | None = None) -> None:
+                 redact: Callable[[str], str] | None = None, timeout: float | None = None) -> None:
         self.argv = argv
+        #: the server's `timeout`: the bound on opening, and on a call's silence (None: unbounded)
+        self.timeout = timeout
         #: masks what the server writes to stderr before it reaches the gateway's log (see `_read_stderr`)
         self.redact = redact
         self.env = env
@@ -51,7 +59,7 @@ class StdioSession(DemuxedSession):
         self.name = name
         self.server_hello: dict[str, Any] = {}
         self._proc: asyncio.subprocess.Process | None = None
-        self._demux = Demux(self._write)
+        self._demux = Demux(self._write, timeout, f"upstream {name!r}")
         self._tasks: list[asyncio.Task[None]] = []
         self._write_lock = asyncio.Lock()
         self._alive = False
@@ -61,6 +69,9 @@ class StdioSession(DemuxedSession):
         return self._alive and self._proc is not None and self._proc.returncode is None
 
     async def open(self) -> None:
+        """Start the child and complete the handshake within `timeout`; on any failure (no answer in
+        time, a refused or broken answer, the child exiting, the caller giving up) the child is
+        stopped before the failure propagates, so a failed opening leaves nothing running."""
         env = {**os.environ, **self.env}
         try:
             self._proc = await asyncio.create_subprocess_exec(
@@ -72,15 +83,26 @@ class StdioSession(DemuxedSession):
             raise UpstreamError(f"cannot start upstream {self.name!r}: {exc.strerror}") from None
         self._alive = True
         self._tasks = [asyncio.create_task(self._read_stdout()), asyncio.create_task(self._read_stderr())]
+        try:
+            # one bound for the whole handshake (not reset by what the child says meanwhile)
+            async with asyncio.timeout(self.timeout) as bound:
+                await self._handshake()
+        except BaseException as exc:
+            # shielded: a caller that gives up (cancellation) must not leave the child running; a
+            # child that failed its handshake gets a short grace to exit on the closed stdin
+            await asyncio.shield(self.close(grace=0.5))
+            if isinstance(exc, UpstreamTimeout) or (isinstance(exc, TimeoutError) and bound.expired()):
+                raise UpstreamTimeout(f"upstream {self.name!r} did not complete initialize within "
+                                      f"{self.timeout:g}s (the server's timeout); it was stopped") from None
+            raise
+
+    async def _handshake(self) -> None:
         request = {"jsonrpc": "2.0", "id": "init", "method": "initialize", "params": self.hello.initialize_params()}
         final: Message | None = None
-        async for msg in self._demux.exchange(request, "init"):
-            final = msg
-        try:
-            self.server_hello = initialize_result(final, f"upstream {self.name!r}")
-        except UpstreamError:
-            await self.close()
-            raise
+        async with aclosing(self._demux.exchange(request, "init", timeout=None)) as messages:
+            async for msg in messages:
+                final = msg
+        self.server_hello = initialize_result(final, f"upstream {self.name!r}")
         await self.notify({"jsonrpc": "2.0", "method": "notifications/initialized"})
 
     async def _write(self, message: Message) -> None:
@@ -107,8 +129,13 @@ class StdioSession(DemuxedSession):
                 try:
                     msg = jsonrpc.parse(line)
                 except orjson.JSONDecodeError:
-                    log.warning("upstream %s wrote a non-JSON line to stdout; dropped", self.name)
-                    continue
+                    # a line that is JSON but for bytes that are not UTF-8 is read as the HTTP upstreams
+                    # read it (SSEParser): with U+FFFD in their place. Dropped, it left its call waiting.
+                    try:
+                        msg = jsonrpc.parse(line.decode("utf-8", "replace"))
+                    except orjson.JSONDecodeError:
+                        log.warning("upstream %s wrote a non-JSON line to stdout; dropped", self.name)
+                        continue
                 if isinstance(msg, dict):
                     self._demux.route(msg)
         except (asyncio.LimitOverrunError, ValueError):
@@ -144,7 +171,8 @@ class StdioSession(DemuxedSession):
                     text = "(a line that could not be masked was dropped)"
             log.info("upstream %s stderr: %s", self.name, text)
 
-    async def close(self) -> None:
+    async def close(self, grace: float = 2.0) -> None:
+        """Stop the child: stdin closed, `grace` seconds to exit, then SIGTERM, then SIGKILL."""
         self._alive = False
         proc = self._proc
         if proc is not None and proc.returncode is None:
@@ -152,7 +180,7 @@ class StdioSession(DemuxedSession):
                 if proc.stdin is not None:
                     proc.stdin.close()
             try:
-                await asyncio.wait_for(proc.wait(), 2)
+                await asyncio.wait_for(proc.wait(), grace)
             except asyncio.TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     proc.terminate()
