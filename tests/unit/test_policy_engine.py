@@ -180,13 +180,15 @@ def test_precedence_deny_beats_approve_beats_allow() -> None:
     assert d.matched == ("allow-all", "approve-sum", "deny-rm", "allow-again")
 
 
-def test_approve_rule_mask_wins_over_allow_mask() -> None:
+def test_an_approve_rules_own_mask_beside_another_allow_mask_is_the_ledgers() -> None:
+    """Profiles are not ordered, so of two different ones neither can be taken as the stricter: the
+    ledger's (every detector, redacted) is never weaker than either."""
     e = engine(
         {"name": "a", "effect": "allow", "mask": "light"},
         {"name": "b", "effect": "approve", "mask": "strict", "approvers": {"subjects": ["boss"], "count": 2}},
     )
     d = e.decide(STAFF, "s", "tools/call", "t", {}, NOON)
-    assert (d.effect, d.mask, d.approvers) == ("approve", "strict", ApproverSpec((), ("boss",), 2))
+    assert (d.effect, d.mask, d.approvers) == ("approve", "ledger", ApproverSpec((), ("boss",), 2))
 
 
 def test_nothing_matches_is_default_deny() -> None:
@@ -457,3 +459,25 @@ def test_housekeeping_masks_with_the_one_profile_every_rule_names_or_the_ledgers
     assert same.decide(who, "bank", "tools/list", None, None, 0.0).mask == "strict"
     unmasked = engine({"name": "all", "match": {"groups": ["staff"], "servers": ["bank"]}, "effect": "allow"})
     assert unmasked.decide(who, "bank", "tools/list", None, None, 0.0).mask is None
+
+
+def test_an_approve_rule_never_loosens_the_allow_rules_masking() -> None:
+    """`approve` with a mask of its own replaced the allow rule's: `standard` (partial) over `strict` (redact)."""
+    who = Principal("https://idp", "carol", "human", frozenset({"contractors"}))
+
+    def decided(allow_mask: str | None, approve_mask: str | None) -> str | None:
+        allow: dict[str, Any] = {"name": "a", "match": {"groups": ["contractors"], "tools": ["lookup"]}, "effect": "allow"}
+        approve: dict[str, Any] = {"name": "p", "match": {"tools": ["lookup"]}, "when": "args.full == true",
+                                   "effect": "approve", "approvers": {"groups": ["approvers"]}}
+        if allow_mask:
+            allow["mask"] = allow_mask
+        if approve_mask:
+            approve["mask"] = approve_mask
+        d = engine(allow, approve, profiles={"strict", "standard"}).decide(who, "bank", "tools/call", "lookup",
+                                                                          {"full": True}, 0.0)
+        assert d.effect == "approve"
+        return d.mask
+
+    assert decided("strict", "standard") == "ledger"  # was "standard": looser than the allow rule's
+    assert decided("strict", None) == "strict" and decided("strict", "strict") == "strict"
+    assert decided(None, "standard") == "standard" and decided(None, None) is None

@@ -165,7 +165,11 @@ class PolicyEngine:
                 reason = "no policy rule allows this (default deny)"
             return Decision("deny", None, None, None, reason + note, names, errs)
         if approve is not None:
-            mask = approve.mask if approve.mask is not None else (allow.mask if allow is not None else None)
+            # approval never loosens masking: the allow rule's profile unless the approve rule names one, and
+            # when both name different ones the ledger's, which is never weaker than either (an approve rule
+            # with a looser profile of its own unmasked what the allow rule masked)
+            mask = allow.mask if approve.mask is None else approve.mask \
+                if allow.mask in (None, approve.mask) else LEDGER_PROFILE
             why = f" ({approve.condition.source})" if approve.condition is not None else ""
             return Decision(
                 "approve", approve.name, mask, approve.approvers,
