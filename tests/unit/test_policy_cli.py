@@ -77,6 +77,10 @@ def test_policy_check_method_and_time(config: Path) -> None:
         ([], "give --tool"),
         (["--tool", "a", "--prompt", "b"], "at most one"),
         (["--tool", "a", "--kind", "robot"], "--kind"),
+        (["--tool", "echo "], "refuses this name before policy"),
+        (["--prompt", "p\u200b"], "refuses this name before policy"),
+        (["--resource", "demo://x/C-1001%20"], "refuses this URI before policy"),
+        (["--resource", "no-scheme"], "refuses this URI before policy"),
     ],
 )
 def test_policy_check_usage_errors(config: Path, extra: list[str], message: str) -> None:
@@ -126,3 +130,18 @@ def test_tools_list_and_accept(config: Path) -> None:
     with FingerprintStore.open("sqlite:///./data/ledgergate.db", config.parent) as store:
         assert store.accepted("everything") == {"echo": pending}
         assert store.get("everything", "echo").accepted_by == "sec-team"  # type: ignore[union-attr]
+
+
+def test_policy_check_judges_the_uri_the_gateway_would(tmp_path: Path) -> None:
+    """It judged the raw string: `DEMO://docs/./secret` printed allow while the gateway, deciding on the normal
+    form `demo://docs/secret`, denied it."""
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "servers:\n  s:\n    url: http://127.0.0.1:1/mcp\n"
+        "policies:\n"
+        "  - {name: all, match: {groups: [staff], servers: [s]}, effect: allow}\n"
+        "  - {name: secret, match: {servers: [s], resources: ['demo://docs/secret']}, effect: deny}\n")
+    for uri in ("demo://docs/secret", "DEMO://docs/./secret", "demo://docs/%73ecret"):
+        status, output = run("policy", "check", "--config", str(path), "--subject", "a", "--groups", "staff",
+                             "--server", "s", "--resource", uri)
+        assert status == 1 and "secret" in output, (uri, output)

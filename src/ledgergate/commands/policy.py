@@ -96,6 +96,19 @@ def check(
         if not targets:
             raise _fail("give --tool, --resource, --prompt or --method")
         method = targets[0][1]
+    if target is not None:
+        # the gateway decides on the URI's normal form and refuses ambiguous names and URIs before policy
+        # (gateway/stages/target.py): judging the raw string answered another question than the gateway's
+        from ledgergate.policy.rules import name_problem
+        from ledgergate.policy.uri import UriRefused, normalize_uri
+
+        if resource is not None:
+            try:
+                target = normalize_uri(resource)
+            except UriRefused as exc:
+                raise _fail(f"--resource: the gateway refuses this URI before policy: {exc}") from None
+        elif (problem := name_problem(target)) is not None:
+            raise _fail(f"the gateway refuses this name before policy: {problem}")
     arguments = _parse_json_object("--args", args)
     claim_map = _parse_json_object("--claims", claims)
     now = _parse_time(at)
