@@ -394,10 +394,11 @@ def parse_config(text: str, source: str = "config", env: dict[str, str] | None =
 
 
 def _inert_rule_problems(settings: Settings, lines: dict[tuple[Any, ...], int]) -> list[str]:
-    """`match` entries that can never match anything: a server no config names (`Bank`, `bnak`), a method
+    """`match` entries that can never match anything: a near miss of a configured server (`Bank`, `bnak`), a method
     MCP does not have (`tool/call`), a subject written `issuer#subject` (subjects are matched alone, from
     any issuer). A deny rule written so is silently inert — the call it was meant to stop goes through —
     so, as an off-boarding entry that could never match, it is refused with its line."""
+    import difflib
     from fnmatch import fnmatchcase
 
     from ledgergate.policy.rules import names_a_method
@@ -411,9 +412,14 @@ def _inert_rule_problems(settings: Settings, lines: dict[tuple[Any, ...], int]) 
     for i, rule in enumerate(settings.policies):
         match = rule.match
         for j, pattern in enumerate(match.servers or []):
-            if servers and not any(fnmatchcase(name, pattern) for name in servers):
+            if not servers or any(fnmatchcase(name, pattern) for name in servers):
+                continue
+            # one policy may serve gateways with different servers, so a name configured elsewhere is fine;
+            # one that is a near miss of a server configured here (`Bank`, `bnak`, `banks`) is a typo
+            near = difflib.get_close_matches(pattern.lower(), [n.lower() for n in servers], n=1, cutoff=0.75)
+            if near:
                 problem(("policies", i, "match", "servers", j),
-                        f"{pattern!r} names no configured server ({', '.join(servers)}): rule {rule.name!r} "
+                        f"{pattern!r} names no configured server (did you mean {near[0]!r}?): rule {rule.name!r} "
                         "could never match")
         for j, pattern in enumerate(match.methods or []):
             if not names_a_method(pattern):

@@ -101,7 +101,8 @@ def test_merge_keys_and_same_names_in_different_mappings_are_fine() -> None:
 
 
 @pytest.mark.parametrize("match, where, says", [
-    ({"servers": ["Bank"]}, "policies[0].match.servers[0]", "names no configured server"),
+    ({"servers": ["Bank"]}, "policies[0].match.servers[0]", "did you mean 'bank'"),
+    ({"servers": ["banks"]}, "policies[0].match.servers[0]", "did you mean 'bank'"),
     ({"servers": ["bnak"], "tools": ["export_*"]}, "policies[0].match.servers[0]", "names no configured server"),
     ({"servers": ["bank"], "methods": ["tool/call"]}, "policies[0].match.methods[0]", "names no MCP method"),
     ({"subjects": ["https://idp.example#mallory"]}, "policies[0].match.subjects[0]", "write 'mallory'"),
@@ -118,6 +119,7 @@ def test_a_rule_that_could_never_match_is_refused_with_its_line(match: dict[str,
 
 
 @pytest.mark.parametrize("match", [{"servers": ["bank"]}, {"servers": ["b*"]}, {"servers": ["*"]},
+                                   {"servers": ["hr-records"]},  # configured on another gateway sharing the policy
                                    {"methods": ["tools/*"]}, {"methods": ["notifications/message"]},
                                    {"methods": ["sampling/createMessage"]}, {"subjects": ["system:serviceaccount:*"]},
                                    {"subjects": ["apikey:ci"]}])
