@@ -4,6 +4,8 @@ standalone stream, DELETE ends the session, and `Last-Event-ID` resumes a broken
 
 from __future__ import annotations
 
+import asyncio
+
 from ledgergate.errors import BadRequest, GatewayError, NotAcceptable, NotFound
 from ledgergate.gateway.bridge import Bridge
 from ledgergate.gateway.http import send_empty, send_json, start_sse
@@ -91,8 +93,10 @@ class HandshakeEndpoint:
         session = self.sessions.create(ex.server, ex.principal, hello, self.upstreams.get(ex.server))
         try:
             result = await self.bridge.initialize(ex.pipeline, session, ex.principal)
-        except GatewayError:
-            await self.sessions.remove(session.id)
+        except BaseException:
+            # a refusal, a fault, or the opening cancelled: the session's slot (and its stdio child) go with it,
+            # even while a second cancellation arrives (shielded), or the principal's cap fills with ghosts
+            await asyncio.shield(self.sessions.remove(session.id))
             raise
         session.protocol_version = result.get("protocolVersion", hello.protocol_version)
         await send_json(ex.send, 200, jsonrpc.result(message["id"], result),
