@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
-from tests.support.inprocess import running, serving
+from tests.support.inprocess import scripted_upstream, serving
 from tests.support.oidc import Provider
 from tests.support.procs import free_port
 from tests.support.upstream import read_body
@@ -77,24 +74,9 @@ class TaskServer:
                     "body": json.dumps({"jsonrpc": "2.0", "id": message["id"], "result": result}).encode()})
 
 
-@asynccontextmanager
-async def upstream() -> AsyncIterator[str]:
-    app = TaskServer()
-    config = uvicorn.Config(app, host="127.0.0.1", port=app.port, log_level="error", lifespan="off")
-    async with running(uvicorn.Server(config), "the scripted upstream"):
-        yield f"http://127.0.0.1:{app.port}/mcp"
-
-
-@pytest.fixture
-def provider() -> Any:
-    p = Provider()
-    yield p
-    p.stop()
-
-
 async def test_a_tasks_result_and_status_are_masked_as_the_call_that_made_it(tmp_path: Path,
                                                                            provider: Provider) -> None:
-    async with upstream() as url, serving(tmp_path, provider.issuer, {"tasks": {"url": url}}, POLICY) as base, \
+    async with scripted_upstream(TaskServer()) as url, serving(tmp_path, provider.issuer, {"tasks": {"url": url}}, POLICY) as base, \
             httpx.AsyncClient(timeout=20, headers={**HEADERS,
                                                    "Authorization": f"Bearer {provider.token('alice', ['staff'])}"}) \
             as http:

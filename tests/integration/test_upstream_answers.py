@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
-from tests.support.inprocess import running, serving
+from tests.support.inprocess import scripted_upstream, serving
 from tests.support.oidc import Provider
 from tests.support.procs import free_port
 from tests.support.upstream import read_body
@@ -64,20 +61,6 @@ class ForeignAnswers:
         await send({"type": "http.response.body", "body": b""})
 
 
-@asynccontextmanager
-async def upstream(app: ForeignAnswers) -> AsyncIterator[str]:
-    config = uvicorn.Config(app, host="127.0.0.1", port=app.port, log_level="error", lifespan="off")
-    async with running(uvicorn.Server(config), "the scripted upstream"):
-        yield f"http://127.0.0.1:{app.port}/mcp"
-
-
-@pytest.fixture
-def provider() -> Any:
-    p = Provider()
-    yield p
-    p.stop()
-
-
 def outcomes(directory: Path) -> list[dict[str, Any]]:
     with sqlite3.connect(directory / "data" / "ledgergate.db") as db:
         records = [json.loads(r[0]) for r in db.execute("SELECT record FROM ledger_leaves ORDER BY seq")]
@@ -87,7 +70,7 @@ def outcomes(directory: Path) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("withhold", [False, True])
 async def test_a_response_to_another_id_is_never_the_calls_answer(tmp_path: Path, provider: Provider,
                                                                   withhold: bool) -> None:
-    async with upstream(ForeignAnswers(withhold)) as url, \
+    async with scripted_upstream(ForeignAnswers(withhold)) as url, \
             serving(tmp_path, provider.issuer, {"odd": {"url": url}}, POLICY) as base, \
             httpx.AsyncClient(timeout=20, headers={**HEADERS,
                                                    "Authorization": f"Bearer {provider.token('alice', ['staff'])}"}) \

@@ -17,16 +17,13 @@ import json
 import logging
 import sqlite3
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
-from tests.support.inprocess import running, serving
+from tests.support.inprocess import scripted_upstream, serving
 from tests.support.oidc import Provider
 from tests.support.procs import free_port
 from tests.support.upstream import read_body
@@ -71,20 +68,6 @@ class FailingServer:
         await send({"type": "http.response.body", "body": json.dumps(body).encode()})
 
 
-@asynccontextmanager
-async def serve_upstream(app: FailingServer) -> AsyncIterator[str]:
-    config = uvicorn.Config(app, host="127.0.0.1", port=app.port, log_level="error", lifespan="off")
-    async with running(uvicorn.Server(config), "the scripted upstream"):
-        yield f"http://127.0.0.1:{app.port}/mcp"
-
-
-@pytest.fixture
-def provider() -> Any:
-    p = Provider()
-    yield p
-    p.stop()
-
-
 def ledger_text(directory: Path) -> str:
     with sqlite3.connect(directory / "data" / "ledgergate.db") as db:
         return "\n".join(r[0].decode() for r in db.execute("SELECT record FROM ledger_leaves"))
@@ -105,7 +88,7 @@ async def initialize(http: httpx.AsyncClient, url: str, headers: dict[str, str])
 async def test_an_upstream_http_error_on_a_call_is_masked_for_client_log_and_ledger(
         status: int, tmp_path: Path, provider: Provider, caplog: pytest.LogCaptureFixture) -> None:
     app = FailingServer(status)
-    async with serve_upstream(app) as upstream:
+    async with scripted_upstream(app) as upstream:
         async with serving(tmp_path, provider.issuer, {"failing": {"url": upstream}}, POLICY) as base:
             url = f"{base}/mcp/failing"
             headers = {**HEADERS, "Authorization": f"Bearer {provider.token('alice', ['staff'])}"}
@@ -134,7 +117,7 @@ async def test_an_upstream_http_error_on_a_call_is_masked_for_client_log_and_led
 async def test_an_upstream_that_refuses_initialize_is_masked_for_the_client(tmp_path: Path,
                                                                             provider: Provider) -> None:
     app = FailingServer(500, refuse_initialize=True)
-    async with serve_upstream(app) as upstream:
+    async with scripted_upstream(app) as upstream:
         async with serving(tmp_path, provider.issuer, {"failing": {"url": upstream}}, POLICY) as base:
             headers = {**HEADERS, "Authorization": f"Bearer {provider.token('alice', ['staff'])}"}
             async with httpx.AsyncClient(timeout=10) as http:
@@ -204,7 +187,7 @@ async def test_an_upstream_error_is_masked_whole_before_it_is_shortened(
     as "123-45-67" (a part no detector matches), which the caller's partial view ("***-**-6789") completes:
     the text is masked whole first. The client's message keeps the request id to quote."""
     app = FailingServer(500, message=message)
-    async with serve_upstream(app) as upstream, \
+    async with scripted_upstream(app) as upstream, \
             serving(tmp_path, provider.issuer, {"failing": {"url": upstream}}, POLICY) as base:
         url = f"{base}/mcp/failing"
         headers = {**HEADERS, "Authorization": f"Bearer {provider.token('alice', ['staff'])}"}
@@ -288,7 +271,7 @@ async def test_a_legacy_sse_client_gets_an_upstreams_initialize_failure_masked_a
     """The legacy HTTP+SSE transport answered a failed upstream initialize with the upstream's words in the
     clear (Streamable HTTP masks them) and left no record of the refusal: masked, and recorded masked."""
     app = FailingServer(500, refuse_initialize=True)
-    async with serve_upstream(app) as upstream, \
+    async with scripted_upstream(app) as upstream, \
             serving(tmp_path, provider.issuer, {"failing": {"url": upstream}}, POLICY) as base:
         auth = {"Authorization": f"Bearer {provider.token('alice', ['staff'])}"}
         async with httpx.AsyncClient(timeout=10, headers=auth) as http, \
@@ -330,7 +313,7 @@ async def test_a_stateless_clients_listen_stream_gets_an_upstreams_initialize_fa
     meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
             "io.modelcontextprotocol/clientCapabilities": {},
             "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"}}
-    async with serve_upstream(app) as upstream, \
+    async with scripted_upstream(app) as upstream, \
             serving(tmp_path, provider.issuer, {"failing": {"url": upstream}}, POLICY) as base:
         headers = {**HEADERS, "MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "subscriptions/listen",
                    "Authorization": f"Bearer {provider.token('alice', ['staff'])}"}
@@ -371,7 +354,7 @@ async def test_an_initialize_answer_of_an_odd_shape_is_a_precise_502_not_a_500(t
                                                                              said: str) -> None:
     """`(final or {}).get("error", {}).get(...)` raised AttributeError on `"error": "text"`, and a result that
     was not an object failed later: a 500 "internal gateway error" naming no server."""
-    async with serve_upstream(OddInitializeServer(answer)) as upstream, \
+    async with scripted_upstream(OddInitializeServer(answer)) as upstream, \
             serving(tmp_path, provider.issuer, {"failing": {"url": upstream}}, POLICY) as base, \
             httpx.AsyncClient(timeout=10) as http:
         r = await initialize(http, f"{base}/mcp/failing",

@@ -41,6 +41,15 @@ async def running(server: uvicorn.Server, what: str) -> AsyncIterator[None]:
 
 
 @asynccontextmanager
+async def scripted_upstream(app: Any) -> AsyncIterator[str]:
+    """A scripted ASGI upstream (an object with the `port` it listens on) served in this loop; yields its
+    MCP URL. For upstreams that must misbehave on demand, which no packaged server does."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=app.port, log_level="error", lifespan="off")
+    async with running(uvicorn.Server(config), "the scripted upstream"):
+        yield f"http://127.0.0.1:{app.port}/mcp"
+
+
+@asynccontextmanager
 async def serving(directory: Path, issuer: str, servers: dict[str, Any],
                   policies: list[dict[str, Any]]) -> AsyncIterator[str]:
     """Serve the gateway until the block ends; yields its base URL."""
