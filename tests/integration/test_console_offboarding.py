@@ -8,9 +8,10 @@ finds an approver's call behind hundreds of newer ones for others."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
@@ -18,6 +19,10 @@ import httpx
 import pytest
 import yaml
 
+from ledgergate.approvals.service import ApprovalService, open_store
+from ledgergate.approvals.settings import ApprovalsSettings
+from ledgergate.policy.decision import ApproverSpec
+from ledgergate.principal import Principal
 from tests.support.demo import Demo, start_demo
 
 pytestmark = pytest.mark.timeout(180)
@@ -48,6 +53,23 @@ def disable(config: Path, subject: str) -> None:
     config.write_text(yaml.safe_dump(doc, sort_keys=False))
 
 
+def in_demo_store(demo: Demo, fill: Callable[[ApprovalService], Awaitable[str]]) -> str:
+    """Run `fill` with an approvals service on the demo's own store (as another replica would write it);
+    the demo's ledger is the demo's, so nothing is recorded from here."""
+    async def nowhere(event: str, fields: object) -> int:
+        return 0
+
+    async def run() -> str:
+        svc = ApprovalService(open_store(f"sqlite:///{demo.dir / 'ledgergate.db'}"), nowhere, ApprovalsSettings())
+        await svc.start(background=False)
+        try:
+            return await fill(svc)
+        finally:
+            await svc.close()
+
+    return asyncio.run(run())
+
+
 def test_signing_out_ends_the_session_for_every_copy_of_its_cookie(demo: Demo) -> None:
     """Signing out deleted only the browser's copy of the cookie; a copy taken before went on working until
     it expired. Now the session is ended in the store every replica reads."""
@@ -75,32 +97,18 @@ def test_the_inbox_shows_an_approvers_call_behind_hundreds_of_newer_ones_for_oth
     """The inbox read the newest 500 pending approvals and then kept the reader's: one for bob's
     group behind 600 newer ones for another group never showed. The approvals are written into the
     demo's own store by a second service on the same file (as another replica would)."""
-    import asyncio
+    async def fill(svc: ApprovalService) -> str:
+        alice = Principal("http://idp.test", "alice", groups=frozenset({"staff"}))
+        mine = await svc.request(principal=alice, server="bank", method="tools/call", target="transfer",
+                                 arguments={"amount": 1}, masked_args={"amount": 1}, rule="inbox-test",
+                                 policy_version="v1", approvers=ApproverSpec((), ("bob",), 1))
+        for n in range(600):
+            await svc.request(principal=alice, server="bank", method="tools/call", target="transfer",
+                              arguments={"amount": 1000 + n}, masked_args={"amount": 1000 + n},
+                              rule="inbox-test", policy_version="v1", approvers=ApproverSpec(("nobody",), (), 1))
+        return mine.id
 
-    from ledgergate.approvals.service import ApprovalService, open_store
-    from ledgergate.approvals.settings import ApprovalsSettings
-    from ledgergate.policy.decision import ApproverSpec
-    from ledgergate.principal import Principal
-
-    async def fill() -> str:
-        async def nowhere(event: str, fields: object) -> int:  # the demo's ledger is the demo's; not recorded here
-            return 0
-        svc = ApprovalService(open_store(f"sqlite:///{demo.dir / 'ledgergate.db'}"), nowhere, ApprovalsSettings())
-        await svc.start(background=False)
-        try:
-            alice = Principal("http://idp.test", "alice", groups=frozenset({"staff"}))
-            mine = await svc.request(principal=alice, server="bank", method="tools/call", target="transfer",
-                                     arguments={"amount": 1}, masked_args={"amount": 1}, rule="inbox-test",
-                                     policy_version="v1", approvers=ApproverSpec((), ("bob",), 1))
-            for n in range(600):
-                await svc.request(principal=alice, server="bank", method="tools/call", target="transfer",
-                                  arguments={"amount": 1000 + n}, masked_args={"amount": 1000 + n},
-                                  rule="inbox-test", policy_version="v1", approvers=ApproverSpec(("nobody",), (), 1))
-            return mine.id
-        finally:
-            await svc.close()
-
-    mine = asyncio.run(fill())
+    mine = in_demo_store(demo, fill)
     bob = sign_in(demo, "bob")
     inbox = bob.get("/ui/approvals")
     assert inbox.status_code == 200
@@ -116,30 +124,16 @@ def test_the_inbox_shows_an_approvers_call_behind_hundreds_of_newer_ones_for_oth
 def test_the_inbox_shows_a_bidi_override_in_the_arguments_instead_of_obeying_it(demo: Demo) -> None:
     """A requester chooses the arguments an approver reads: `"\u202e1002-A\u202c"` showed as `A-2001` while
     `1002-A` was what would run. The page now writes such characters out."""
-    import asyncio
-
-    from ledgergate.approvals.service import ApprovalService, open_store
-    from ledgergate.approvals.settings import ApprovalsSettings
-    from ledgergate.policy.decision import ApproverSpec
-    from ledgergate.principal import Principal
-
     args = {"to_account": "\u202e1002-A\u202c", "memo": "pay\u200b now"}
 
-    async def ask() -> str:
-        async def nowhere(event: str, fields: object) -> int:
-            return 0
-        svc = ApprovalService(open_store(f"sqlite:///{demo.dir / 'ledgergate.db'}"), nowhere, ApprovalsSettings())
-        await svc.start(background=False)
-        try:
-            alice = Principal("http://idp.test", "alice\u202e", groups=frozenset({"staff"}))
-            made = await svc.request(principal=alice, server="bank", method="tools/call", target="transfer_funds",
-                                     arguments=args, masked_args=args, rule="bidi-test", policy_version="v1",
-                                     approvers=ApproverSpec((), ("bob",), 1))
-            return made.id
-        finally:
-            await svc.close()
+    async def ask(svc: ApprovalService) -> str:
+        alice = Principal("http://idp.test", "alice\u202e", groups=frozenset({"staff"}))
+        made = await svc.request(principal=alice, server="bank", method="tools/call", target="transfer_funds",
+                                 arguments=args, masked_args=args, rule="bidi-test", policy_version="v1",
+                                 approvers=ApproverSpec((), ("bob",), 1))
+        return made.id
 
-    made = asyncio.run(ask())
+    made = in_demo_store(demo, ask)
     page = sign_in(demo, "bob").get(f"/ui/approvals/{made}")
     assert page.status_code == 200 and made in page.text
     for hidden in ("\u202e", "\u202c", "\u200b"):
