@@ -9,6 +9,8 @@
 //     "header": {...}  merged into the JOSE header (e.g. a different kid)
 //   POST /_control/rotate            generate a new RS256 key; answers {"kid"}; new tokens use it
 //   POST /_control/retire {"kid"}    stop publishing a key in /jwks (it can no longer sign)
+//   POST /_control/login {"claims"}  claims merged into the tokens of every later authorization-code
+//                                    sign-in (GET /authorize signs in at once; who is the sub claim)
 //   GET  /_control/keys              the public JWKS including retired keys (for forging tests)
 // Control endpoints exist only in this test script.
 import http from 'node:http';
@@ -18,12 +20,19 @@ const port = Number(process.argv[2] || 0);
 const issuer = new OAuth2Issuer();
 let current = (await issuer.keys.generate('RS256')).kid;
 const retired = new Set();
+let loginClaims = null;
 const service = new OAuth2Service(issuer);
 
 service.on('beforeTokenSigning', (token, req) => {
   const body = req.body || {};
   if (body.claims && typeof body.claims === 'object') {
     for (const [k, v] of Object.entries(body.claims)) {
+      if (v === null) delete token.payload[k];
+      else token.payload[k] = v;
+    }
+  }
+  if (loginClaims && body.grant_type === 'authorization_code') {
+    for (const [k, v] of Object.entries(loginClaims)) {
       if (v === null) delete token.payload[k];
       else token.payload[k] = v;
     }
@@ -59,6 +68,11 @@ const server = http.createServer(async (req, res) => {
     const body = await readJson(req);
     retired.add(body.kid);
     return send(res, 200, { retired: [...retired] });
+  }
+  if (req.method === 'POST' && url.pathname === '/_control/login') {
+    const body = await readJson(req);
+    loginClaims = body.claims && typeof body.claims === 'object' ? body.claims : null;
+    return send(res, 200, { claims: loginClaims });
   }
   if (req.method === 'GET' && url.pathname === '/_control/keys') {
     return send(res, 200, { keys: issuer.keys.toJSON() });

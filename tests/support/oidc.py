@@ -51,6 +51,11 @@ class Provider:
         """Stop publishing a key in the JWKS."""
         self.http.post("/_control/retire", json={"kid": kid}).raise_for_status()
 
+    def sign_in_as(self, claims: dict[str, Any] | None) -> None:
+        """Every later authorization-code sign-in (`GET /authorize`, which signs in at once) gets tokens
+        carrying `claims` (`sub`, `groups`, `aud`, …); None: the mock's own (`sub` johndoe)."""
+        self.http.post("/_control/login", json={"claims": claims}).raise_for_status()
+
     def public_jwk(self, kid: str) -> dict[str, Any]:
         return next(k for k in self.http.get("/_control/keys").json()["keys"] if k["kid"] == kid)
 

@@ -52,3 +52,18 @@ def test_csp_has_no_inline_anything() -> None:
     directives = dict(d.strip().split(" ", 1) for d in security.CSP.split(";"))
     assert directives["script-src"] == "'self'" and directives["style-src"] == "'self'"
     assert directives["default-src"] == "'none'" and "unsafe" not in security.CSP
+
+
+def test_origin_is_judged_on_headers_alone_and_the_token_apart() -> None:
+    ours = {"http://127.0.0.1:8080"}
+    assert security.origin_problem("http://127.0.0.1:8080", None, ours) is None
+    assert security.origin_problem("https://evil.example", None, ours) == "the request came from another site (Origin)"
+    assert security.origin_problem(None, None, ours) == "the request names no Origin or Referer"
+    assert security.token_problem("t", "t") is None and security.token_problem("t", None) is not None
+    assert security.csrf_problem("t", "u", "http://127.0.0.1:8080", None, ours) == security.token_problem("t", "u")
+
+
+def test_a_cookie_past_what_browsers_keep_does_not_fit() -> None:
+    assert security.cookie_fits(security.SESSION_COOKIE, "v" * (security.COOKIE_LIMIT - len(security.SESSION_COOKIE)))
+    assert not security.cookie_fits(security.SESSION_COOKIE, "v" * 4096)
+    assert security.COOKIE_LIMIT <= 4096

@@ -11,7 +11,7 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 
 #: lowest first; a package may import its own layer's modules only if the package graph stays acyclic
 LAYERS: list[set[str]] = [
-    {"errors", "durations", "numbers", "principal", "terminal", "requestlog"},
+    {"errors", "durations", "numbers", "principal", "terminal", "requestlog", "invisible"},
     {"wire", "masking", "policy"},       # pure cores and codecs
     {"store"},                           # persistence only
     {"audit", "identity", "upstream"},

@@ -517,7 +517,10 @@ def test_the_built_pipeline_orders_the_stages_as_the_design_draws_them(tmp_path:
 
 
 @pytest.mark.parametrize("name", ["export_customers ", " export_customers", "export_customers\t", "export\x00_customers",
-                                  "export_customers\u200b", "export_\u2028customers", "export_customers\n", ""])
+                                  "export_customers\u200b", "export_\u2028customers", "export_customers\n", "",
+                                  # drawn as nothing, though not format characters (ledgergate.invisible)
+                                  "export_customers\ufe0f", "export\u034f_customers", "export_customers\u3164",
+                                  "export_customers\U000e0100", "export\u00a0customers", "export_customers\u2800"])
 async def test_a_tool_or_prompt_name_with_invisible_characters_is_refused_before_policy(name: str) -> None:
     """A deny rule names `export_customers`; an allow rule `export_*`. `export_customers ` matched only the
     allow rule and was forwarded, safe only while the upstream matched names exactly."""

@@ -26,8 +26,6 @@ How methods are governed (see docs/policy.md):
 
 from __future__ import annotations
 
-import unicodedata
-
 import fnmatch
 import re
 from collections.abc import Iterable, Sequence
@@ -35,6 +33,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any, Literal
 
+from ledgergate.invisible import first_hidden
 from ledgergate.principal import Principal
 from ledgergate.policy.cel import CelCompileError, Condition
 from ledgergate.policy.decision import ApproverSpec, Effect
@@ -120,9 +119,10 @@ def name_problem(name: str) -> str | None:
         return "the name is empty"
     if name != name.strip():
         return "the name starts or ends with white space"
-    for char in name:
-        if unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"):
-            return f"the name holds the invisible or control character U+{ord(char):04X}"
+    # the characters a reader does not see are the console's and the CLI's too (`ledgergate.invisible`): a
+    # name holding a variation selector or a Hangul filler reads as the plain name on every screen
+    if (char := first_hidden(name)) is not None:
+        return f"the name holds the invisible or control character U+{ord(char):04X}"
     return None
 
 

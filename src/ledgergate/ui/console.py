@@ -9,27 +9,43 @@ approval decisions (the approvals service records them), `session.replayed`,
 `session.exported`, `record.proof_exported`, `ledger.verified`. If the
 ledger cannot record, the page says so and nothing is shown or done.
 
-Values shown are the ledger's and the approvals store's masked views only.
+Values shown are the ledger's and the approvals store's masked views only, with every character a
+reader would not see written out (`ui/visible.py`).
+
+Every /ui response carries the console's security headers (`ui.security.HEADERS`), a 404 or 405 too.
+A POST is judged on its headers first (Host, session, Origin, role, an `X-CSRF-Token`), and only then
+is its body read: a urlencoded form of at most `security.FORM_LIMIT` bytes, never spooled to disk.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
-from urllib.parse import urlencode, urlsplit
+from typing import Any, Protocol, cast
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import yaml
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
+from markupsafe import Markup
+from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import (
+    HTMLResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
+from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ledgergate.api.ledger_reader import LedgerReader, RecordProblem, load_sessions
 from ledgergate.api.records import NotFound, make_proof, proof_filename, valid_log_id
@@ -45,11 +61,11 @@ from ledgergate.config import ConsoleSettings, Settings
 from ledgergate.errors import AuthError, GatewayError
 from ledgergate.numbers import parse_uint
 from ledgergate.principal import Principal
-from ledgergate.ui.visible import pretty_json, shown
 from ledgergate.store.ledger_store import StoreError
 from ledgergate.store.signouts_store import SignOutStore
 from ledgergate.ui import security
 from ledgergate.ui.oidc import LoginError, OidcClient
+from ledgergate.ui.visible import pretty_json, shown
 
 HERE = Path(__file__).parent
 PRESET_REASONS = (
@@ -63,6 +79,10 @@ ROLES = ("approver", "auditor", "admin")
 #: the inbox shows at most this many waiting approvals, reading at most INBOX_SCAN stored ones to find them
 INBOX_ITEMS = 200
 INBOX_SCAN = 20000
+#: sessions per page of the sessions list (newest first; `next` pages on)
+SESSIONS_PAGE = 100
+#: fields in a console form at most (each has a handful)
+FORM_FIELDS = 64
 
 log = logging.getLogger("ledgergate.ui.console")
 
@@ -117,6 +137,19 @@ class User:
         return {"issuer": self.issuer, "subject": self.subject, "kind": self.kind, "groups": sorted(self.groups)}
 
 
+def _finalize(value: Any) -> Any:
+    """What a template prints: every string with its hidden characters written out (`shown`), whether
+    plain, Markup a filter made of escaped parts, or the text Jinja would print for a list or a dict.
+    The templates' own markup is not an expression and is left alone."""
+    if isinstance(value, Markup):
+        return Markup(shown(str(value)))  # `[U+XXXX]` is plain ASCII: nothing to escape
+    if isinstance(value, str):
+        return shown(value)
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    return shown(str(value))
+
+
 class Console:
     def __init__(self, ctx: ConsoleContext, settings: ConsoleSettings) -> None:
         self.ctx = ctx
@@ -130,8 +163,7 @@ class Console:
         # every value a page shows passes `shown` (ui/visible.py): a bidi override or zero-width character in
         # what a requester sent is made visible, not obeyed; the templates' own markup is left alone
         self.env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True),
-                               trim_blocks=True, lstrip_blocks=True,
-                               finalize=lambda v: shown(v) if type(v) is str else v)
+                               trim_blocks=True, lstrip_blocks=True, finalize=_finalize)
         self.env.filters["pretty"] = pretty_json
 
     # ── plumbing ─────────────────────────────────────────────────────────────
@@ -196,10 +228,22 @@ class Console:
 
     def guard(self, role: str | tuple[str, ...] | None, handler: Callable[[Request, User], Awaitable[Response]],
               *, post: bool = False) -> Callable[[Request], Awaitable[Response]]:
-        """Host check, signed-in user, role, and (for POST) the CSRF token and origin; then `handler`."""
+        """Host check, signed-in user, role, and (for POST) the origin and CSRF token; then `handler`.
+
+        A POST is judged on everything its headers say before a byte of its body is read (a signed-in
+        user without the role, or a form from another site, cannot make the gateway take in a body), and
+        the body is then read as a small urlencoded form only (`form`), which `handler` finds in
+        `request.state.form`. A POST refused unread closes its connection, so its body is not taken in
+        either."""
         wanted = (role,) if isinstance(role, str) else role
 
         async def endpoint(request: Request) -> Response:
+            resp = await judged(request)
+            if post and not getattr(request.state, "body_read", False):
+                resp.headers["Connection"] = "close"
+            return resp
+
+        async def judged(request: Request) -> Response:
             if not self.ctx.host_ok(request.headers.get("host")):
                 return PlainTextResponse("Forbidden: Host header not allowed", status_code=403,
                                          headers=security.HEADERS)
@@ -223,20 +267,28 @@ class Console:
                     return self.error(request, None, 401, "Signed out", "Your console session ended; sign in again.")
                 return RedirectResponse("/ui/login?" + urlencode({"next": str(request.url.path)}), status_code=303,
                                         headers=security.HEADERS)
+            header_token = request.headers.get(security.CSRF_HEADER)
             if post:
-                sent = request.headers.get(security.CSRF_HEADER)
-                if sent is None:
-                    form = await request.form()
-                    value = form.get(security.CSRF_FIELD)
-                    sent = value if isinstance(value, str) else None
-                problem = security.csrf_problem(user.csrf, sent, request.headers.get("origin"),
-                                                request.headers.get("referer"), self.origins(request))
+                problem = security.origin_problem(request.headers.get("origin"), request.headers.get("referer"),
+                                                  self.origins(request))
+                if problem is None and header_token is not None:
+                    problem = security.token_problem(user.csrf, header_token)
                 if problem is not None:
                     return self.error(request, user, 403, "Refused", f"Refused: {problem}. Nothing was changed.")
             if wanted is not None and not self.roles(user).intersection(wanted):
                 groups = sorted({g for r in wanted for g in self.role_groups(r)})
                 return self.error(request, user, 403, "Not allowed",
                                   f"This page needs the {' or '.join(wanted)} role (groups: {', '.join(groups)}).")
+            if post:
+                form = await self.form(request, user)
+                if isinstance(form, Response):
+                    return form
+                if header_token is None:
+                    value = form.get(security.CSRF_FIELD)
+                    problem = security.token_problem(user.csrf, value if isinstance(value, str) else None)
+                    if problem is not None:
+                        return self.error(request, user, 403, "Refused", f"Refused: {problem}. Nothing was changed.")
+                request.state.form = form
             try:
                 return await handler(request, user)
             except GatewayError as exc:  # the ledger or a store could not record or answer: nothing done
@@ -244,6 +296,39 @@ class Console:
                                   "Not done", exc.message)
 
         return endpoint
+
+    async def form(self, request: Request, user: User) -> FormData | Response:
+        """The posted form: `application/x-www-form-urlencoded` (what every console form sends) of at most
+        `security.FORM_LIMIT` bytes, read as it arrives and refused (413) as soon as it is longer, whether
+        its length was declared or it comes chunked. Any other type is refused (415) unread: a multipart
+        body would be parsed into temporary files. An empty body of no type is an empty form."""
+        media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+        declared = request.headers.get("content-length")
+        length = None if declared is None else parse_uint(declared.strip())
+        if declared is not None and length is None:
+            return self.error(request, user, 400, "Bad request", "The request's Content-Length is not a number.")
+        chunked = "transfer-encoding" in request.headers
+        if media != security.FORM_TYPE and (length or chunked):
+            return self.error(request, user, 415, "Not a console form",
+                              "The console takes forms as application/x-www-form-urlencoded only. Nothing was changed.")
+        too_large = f"A console form is at most {security.FORM_LIMIT // 1024} KiB. Nothing was changed."
+        if length is not None and length > security.FORM_LIMIT:
+            return self.error(request, user, 413, "Too large", too_large)
+        body = bytearray()
+        try:
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > security.FORM_LIMIT:
+                    return self.error(request, user, 413, "Too large", too_large)
+        except ClientDisconnect:
+            return self.error(request, user, 400, "Bad request", "The form did not arrive whole.")
+        request.state.body_read = True
+        try:
+            fields = parse_qsl(body.decode("latin-1"), keep_blank_values=True, max_num_fields=FORM_FIELDS,
+                               encoding="utf-8", errors="replace")
+        except ValueError:
+            return self.error(request, user, 400, "Bad request", f"A console form has at most {FORM_FIELDS} fields.")
+        return FormData(cast("list[tuple[str, str | UploadFile]]", fields))
 
     async def _offboarded(self, request: Request, user: User) -> Response | None:
         """A page refusing `user` if the current config disables them (`identity.disabled_subjects`), else None.
@@ -272,7 +357,7 @@ class Console:
 
     async def login(self, request: Request) -> Response:
         if not self.ctx.host_ok(request.headers.get("host")):
-            return PlainTextResponse("Forbidden: Host header not allowed", status_code=403)
+            return PlainTextResponse("Forbidden: Host header not allowed", status_code=403, headers=security.HEADERS)
         nxt = self._next(request.query_params.get("next"))
         if self.user(request) is not None:
             return RedirectResponse(nxt, status_code=303, headers=security.HEADERS)
@@ -290,7 +375,7 @@ class Console:
 
     async def callback(self, request: Request) -> Response:
         if not self.ctx.host_ok(request.headers.get("host")):
-            return PlainTextResponse("Forbidden: Host header not allowed", status_code=403)
+            return PlainTextResponse("Forbidden: Host header not allowed", status_code=403, headers=security.HEADERS)
         pending = security.unseal(self.key, "login", request.cookies.get(security.LOGIN_COOKIE), time.time())
         remote = request.client.host if request.client else None
         q = request.query_params
@@ -321,6 +406,22 @@ class Console:
         if principal.expires_at is not None:
             expires = min(expires, principal.expires_at)
         name = model.display_name(principal)
+        # the cookie keeps only the groups the console looks at: a person in hundreds of IdP groups would
+        # otherwise get a cookie past what a browser keeps, which it drops without a word
+        kept = sorted(principal.groups & self.console_groups())
+        cookie = security.seal(self.key, "session", {
+            "iss": principal.issuer, "sub": principal.subject, "kind": principal.kind,
+            "groups": kept, "name": name, "csrf": security.new_token(), "exp": expires}, expires)
+        if not security.cookie_fits(security.SESSION_COOKIE, cookie):
+            await self._refused(f"the console session would not fit in a browser cookie ({len(cookie)} bytes, "
+                                f"{len(kept)} of the identity's groups kept)", remote)
+            refused = self.error(request, None, 400, "Sign-in refused",
+                                 f"Your sign-in is too large for a browser to keep: even holding only the {len(kept)} "
+                                 f"groups the console uses, its cookie would be {len(cookie)} bytes, and browsers "
+                                 f"drop cookies past 4096 bytes without a word. You are not signed in. Ask an "
+                                 f"administrator to name fewer groups in console.roles and the approvers of rules.")
+            refused.delete_cookie(security.LOGIN_COOKIE, path="/ui")
+            return refused
         try:
             await self.record("console.login", {"principal": principal.summary(), "remote": remote,
                                                 "session_expires": model.rfc3339(expires)})
@@ -328,12 +429,22 @@ class Console:
             return self.error(request, None, 503, "Sign-in not recorded",
                               f"The sign-in could not be recorded ({exc.message}); you are not signed in.")
         resp = RedirectResponse(self._next(pending.get("next")), status_code=303, headers=security.HEADERS)
-        resp.set_cookie(security.SESSION_COOKIE, security.seal(self.key, "session", {
-            "iss": principal.issuer, "sub": principal.subject, "kind": principal.kind,
-            "groups": sorted(principal.groups), "name": name, "csrf": security.new_token(), "exp": expires},
-            expires), **security.cookie_attributes(self.secure(request), max(1, int(expires - now))))
+        resp.set_cookie(security.SESSION_COOKIE, cookie,
+                        **security.cookie_attributes(self.secure(request), max(1, int(expires - now))))
         resp.delete_cookie(security.LOGIN_COOKIE, path="/ui")
         return resp
+
+    def console_groups(self) -> set[str]:
+        """Every IdP group something the console decides looks at: its roles, the audit readers (who see
+        every approval) and the approver groups of the policy in force. A session keeps these of its
+        person's groups only; a group named first after the sign-in counts from the next sign-in."""
+        s = self.ctx.settings()
+        r = self.settings.roles
+        groups = {*r.approver, *r.auditor, *r.admin, *s.audit.reader_groups}
+        for rule in s.policies:
+            if rule.approvers is not None:
+                groups.update(rule.approvers.groups)
+        return groups
 
     async def _refused(self, reason: str, remote: str | None) -> None:
         try:
@@ -435,7 +546,7 @@ class Console:
         return HTMLResponse(body, headers=security.HEADERS)
 
     async def decide(self, request: Request, user: User) -> Response:
-        form = await request.form()
+        form: FormData = request.state.form  # read by `guard`, bounded
         approval_id = request.path_params["id"]
 
         def field(name: str) -> str:
@@ -491,10 +602,25 @@ class Console:
         if decision not in (None, "allow", "deny", "approve"):
             decision, problem = None, "Decision must be allow, deny or approve."
         flt = SessionFilter(opt("principal"), opt("server"), opt("tool"), decision, since, until)
-        found = select(await self._sessions(), flt)[:500]
-        return self.html(request, "sessions.html", user, sessions=[s.summary() for s in found],
-                         q={k: q.get(k, "") for k in ("principal", "server", "tool", "decision", "since", "until")},
-                         problem=problem)
+        # newest first, then by id, so a cursor names one place in the list whatever arrives meanwhile
+        found = sorted(select(await self._sessions(), flt), key=lambda s: (s.start, s.id), reverse=True)
+        total = len(found)
+        after = None
+        if opt("cursor") is not None:
+            after = _session_cursor(opt("cursor") or "")
+            if after is None:
+                problem = "That page link was not made by this console; showing the newest sessions."
+        rest = found if after is None else [s for s in found if (s.start, s.id) < after]
+        page = rest[:SESSIONS_PAGE]
+        filters = {k: q.get(k, "") for k in ("principal", "server", "tool", "decision", "since", "until")}
+        kept = {k: v for k, v in filters.items() if v}
+        nxt = None
+        if len(rest) > SESSIONS_PAGE:
+            nxt = urlencode({**kept, "cursor": _session_token(page[-1])})
+        first = total - len(rest) + 1
+        return self.html(request, "sessions.html", user, sessions=[s.summary() for s in page], q=filters,
+                         problem=problem, total=total, first=first, last=first + len(page) - 1,
+                         next_query=nxt, newest_query=urlencode(kept) if after is not None else None)
 
     async def replay_page(self, request: Request, user: User) -> Response:
         sid = request.path_params["id"]
@@ -522,8 +648,8 @@ class Console:
                     prover = provers[log_id] = self.ctx.reader.prover(store, log_id, notes)
                 try:
                     prover.prove(index)
-                    out[(log_id, index)] = (True, f"inclusion proof verified against the signed checkpoint of "
-                                                  f"size {prover.size}")
+                    out[(log_id, index)] = (True, (f"inclusion proof verified against the signed checkpoint of "
+                                                   f"size {prover.size}"))
                 except tlog_proof.ProofError as exc:
                     out[(log_id, index)] = (False, str(exc)[:300])
         except StoreError:
@@ -678,6 +804,24 @@ class Console:
                          config_path=str(self.ctx.config_path or ""), drift=drift, drift_mode=s.tool_drift.mode)
 
 
+def _session_token(session: Session) -> str:
+    """The cursor after `session` in the sessions list: its (start, id), opaque to the reader."""
+    return base64.urlsafe_b64encode(json.dumps([session.start, session.id]).encode()).decode().rstrip("=")
+
+
+def _session_cursor(token: str) -> tuple[str, str] | None:
+    """The (start, id) a cursor token names, or None for anything this console did not make."""
+    if not token or len(token) > 2000 or not token.isascii():
+        return None
+    try:
+        doc = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except ValueError:
+        return None
+    if not (isinstance(doc, list) and len(doc) == 2 and all(isinstance(v, str) for v in doc)):
+        return None
+    return doc[0], doc[1]
+
+
 def console_routes(ctx: ConsoleContext) -> list[BaseRoute]:
     """Every /ui route, or none when the config has no `console` section."""
     settings = ctx.settings().console
@@ -685,8 +829,8 @@ def console_routes(ctx: ConsoleContext) -> list[BaseRoute]:
         return []
     c = Console(ctx, settings)
     g = c.guard
-    return [
-        Route("/ui", lambda r: RedirectResponse("/ui/", status_code=308)),
+    routes: list[BaseRoute] = [
+        Route("/ui", lambda r: RedirectResponse("/ui/", status_code=308, headers=security.HEADERS)),
         Route("/ui/", g(None, c.home)),
         Route("/ui/login", c.login, methods=["GET"]),
         Route("/ui/callback", c.callback, methods=["GET"]),
@@ -703,8 +847,71 @@ def console_routes(ctx: ConsoleContext) -> list[BaseRoute]:
         Route("/ui/ledger", g(("auditor", "admin"), c.ledger_page)),
         Route("/ui/ledger/verify", g(("auditor", "admin"), c.verify_now, post=True), methods=["POST"]),
         Route("/ui/admin", g("admin", c.admin_page)),
-        Mount("/ui/static", app=StaticFiles(directory=HERE / "static"), name="ui-static"),
+        Mount("/ui/static", app=_with_headers(StaticFiles(directory=HERE / "static"), security.STATIC_HEADERS),
+              name="ui-static"),
     ]
+    for route in routes:  # whatever a page forgets, its response still carries the console's headers
+        if isinstance(route, Route):
+            route.app = _with_headers(route.app, security.HEADERS)
+    # last: every other /ui path, with any method, is answered here (404, or 405 for a path served with
+    # other methods) with the console's headers, not by the router's bare default
+    return [*routes, Route("/ui/{rest:path}", _Unrouted(c, routes))]
+
+
+def _with_headers(app: ASGIApp, headers: Mapping[str, str]) -> ASGIApp:
+    """`app` with `headers` added to each response that does not set them itself; an HTTPException it
+    raises (StaticFiles' 404 and 405) is answered here, with them too."""
+    extra = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                have = {name.lower() for name, _ in message.get("headers", [])}
+                message = {**message, "headers": [*message.get("headers", []),
+                                                  *(h for h in extra if h[0] not in have)]}
+            await send(message)
+
+        try:
+            await app(scope, receive, sending)
+        except HTTPException as exc:
+            if started:
+                raise
+            await PlainTextResponse(exc.detail, exc.status_code, headers={**(exc.headers or {}), **headers})(
+                scope, receive, send)
+
+    return wrapped
+
+
+class _Unrouted:
+    """The answer for a /ui path no console route serves (an ASGI app, so the route takes every method)."""
+
+    def __init__(self, console: Console, routes: list[BaseRoute]) -> None:
+        self.console = console
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        resp: Response
+        if not self.console.ctx.host_ok(request.headers.get("host")):
+            resp = PlainTextResponse("Forbidden: Host header not allowed", status_code=403, headers=security.HEADERS)
+        else:
+            allowed: set[str] = set()
+            for route in self.routes:
+                if isinstance(route, Route) and route.methods and route.matches(scope)[0] is Match.PARTIAL:
+                    allowed |= route.methods
+            if allowed:
+                resp = self.console.error(request, None, 405, "Method not allowed",
+                                          f"This address answers {', '.join(sorted(allowed))} only.")
+                resp.headers["Allow"] = ", ".join(sorted(allowed))
+            else:
+                resp = self.console.error(request, None, 404, "Not found", "The console has no page here.")
+        if scope.get("method") not in ("GET", "HEAD"):
+            resp.headers["Connection"] = "close"  # its body, if any, is not read
+        await resp(scope, receive, send)
 
 
 __all__ = ["Console", "ConsoleContext", "console_routes"]

@@ -10,9 +10,15 @@
   synchronizer token (form field `csrf` or header `X-CSRF-Token`) and an
   `Origin` (or, failing that, `Referer`) of this console's own origin. A form
   posted from another site has neither.
-- Every response: a Content-Security-Policy with no inline script and no
-  inline style (`script-src 'self'`, `style-src 'self'`), no framing, no
-  referrer beyond the origin, no caching, no MIME sniffing.
+  The origin is checked before the body is read; the body is read only as a
+  small urlencoded form (`FORM_LIMIT`).
+- Every response under /ui: a Content-Security-Policy with no inline script
+  and no inline style (`script-src 'self'`, `style-src 'self'`), no framing,
+  no referrer beyond the origin, no caching, no MIME sniffing. The static
+  files carry the same but may be cached (revalidated: `no-cache`).
+- A cookie is kept by a browser only while its name and value stay within
+  4096 bytes (RFC 6265 §6.1's minimum, Chromium's limit); a larger one is
+  dropped without a word, so the console never sets one (`COOKIE_LIMIT`).
 
 Pure: no I/O.
 """
@@ -42,6 +48,14 @@ HEADERS = {
     "Cache-Control": "no-store",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
+#: the static script and style sheet: the same, but a browser may keep them and revalidate
+STATIC_HEADERS = {**HEADERS, "Cache-Control": "no-cache"}
+
+#: a console form is a few short fields; a POST body past this is refused (413) before more is read
+FORM_LIMIT = 64 * 1024
+FORM_TYPE = "application/x-www-form-urlencoded"
+#: name and value of a cookie the console sets, in bytes, with room below the 4096 browsers keep
+COOKIE_LIMIT = 4000
 
 
 def _b64(data: bytes) -> str:
@@ -91,9 +105,8 @@ def same_origin(origin: str, expected: set[str]) -> bool:
     return bool(parts.scheme and parts.netloc) and f"{parts.scheme}://{parts.netloc}".lower() in expected
 
 
-def csrf_problem(session_token: str | None, sent_token: str | None, origin: str | None, referer: str | None,
-                 expected_origins: set[str]) -> str | None:
-    """Why a state-changing request is refused, or None when it carries this session's token from our origin."""
+def origin_problem(origin: str | None, referer: str | None, expected_origins: set[str]) -> str | None:
+    """Why a state-changing request is refused for where it came from (headers only), or None."""
     if origin is not None and origin != "null":
         if not same_origin(origin, expected_origins):
             return "the request came from another site (Origin)"
@@ -102,14 +115,31 @@ def csrf_problem(session_token: str | None, sent_token: str | None, origin: str 
             return "the request came from another site (Referer)"
     else:
         return "the request names no Origin or Referer"
+    return None
+
+
+def token_problem(session_token: str | None, sent_token: str | None) -> str | None:
+    """Why a state-changing request is refused for the CSRF token it carries, or None."""
     if not session_token or not sent_token or not hmac.compare_digest(session_token, sent_token):
         return "the form's CSRF token is missing or not this session's"
     return None
+
+
+def csrf_problem(session_token: str | None, sent_token: str | None, origin: str | None, referer: str | None,
+                 expected_origins: set[str]) -> str | None:
+    """Why a state-changing request is refused, or None when it carries this session's token from our origin."""
+    return origin_problem(origin, referer, expected_origins) or token_problem(session_token, sent_token)
+
+
+def cookie_fits(name: str, value: str) -> bool:
+    """Whether a browser keeps a cookie of this name and value (see `COOKIE_LIMIT`)."""
+    return len(name.encode()) + len(value.encode()) <= COOKIE_LIMIT
 
 
 def cookie_attributes(secure: bool, max_age: int, path: str = "/ui") -> dict[str, Any]:
     return {"max_age": max_age, "path": path, "httponly": True, "secure": secure, "samesite": "lax"}
 
 
-__all__ = ["CSP", "CSRF_FIELD", "CSRF_HEADER", "HEADERS", "LOGIN_COOKIE", "SESSION_COOKIE", "cookie_attributes",
-           "csrf_problem", "new_token", "pkce_pair", "same_origin", "seal", "unseal"]
+__all__ = ["COOKIE_LIMIT", "CSP", "CSRF_FIELD", "CSRF_HEADER", "FORM_LIMIT", "FORM_TYPE", "HEADERS", "LOGIN_COOKIE",
+           "SESSION_COOKIE", "STATIC_HEADERS", "cookie_attributes", "cookie_fits", "csrf_problem", "new_token",
+           "origin_problem", "pkce_pair", "same_origin", "seal", "token_problem", "unseal"]

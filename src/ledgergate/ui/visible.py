@@ -4,22 +4,23 @@ seen itself is made visible.
 
 A requester chooses the arguments an approver reads. A right-to-left override turned
 `"\u202e1002-A\u202c"` into `A-2001` on screen while `1002-A` was what would run; zero-width and
-other format characters hide text the same way. HTML escaping does nothing about them. Pure; no I/O.
+other format characters hide text the same way, and so do variation selectors, the combining grapheme
+joiner, Hangul fillers and the other default-ignorable characters a browser draws as nothing. HTML
+escaping does nothing about them. Which characters are hidden is defined once, in `ledgergate.invisible`
+(also what policy refuses in a tool or prompt name). Pure; no I/O.
 """
 
 from __future__ import annotations
 
 import json
-import unicodedata
 from typing import Any
 
-#: control, format (bidi overrides and isolates, zero-width characters), private-use, surrogate and
-#: unassigned code points, and the Unicode line and paragraph separators
-_HIDDEN = frozenset({"Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp"})
+from ledgergate.invisible import hidden
 
 
 def _hidden(ch: str) -> bool:
-    return ch not in "\n\t" and (not (" " <= ch <= "~")) and unicodedata.category(ch) in _HIDDEN
+    """Hidden (`ledgergate.invisible`), but for the newline and tab a display keeps."""
+    return ch not in "\n\t" and hidden(ch)
 
 
 def shown(text: str) -> str:
