@@ -3,6 +3,7 @@ a verb is registered here only once it works."""
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from ledgergate.commands.common import ConfigOption, load_or_exit
+from ledgergate.commands.common import ConfigOption, check_creatable, load_or_exit
 from ledgergate.terminal import console
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -46,12 +47,39 @@ def config_validate(config: Path = ConfigOption) -> None:
     )
 
 
+class _StartupFailureOnce(logging.Filter):
+    """A failed start, said once. The gateway logs `startup failed: WHY`; uvicorn then logs WHY again and
+    `Application startup failed. Exiting.`: the same failure three times. uvicorn's two are dropped once
+    the gateway's line has been let through (only then: a failure the gateway did not log stays visible)."""
+
+    _UVICORN_EXIT = "Application startup failed. Exiting."
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._said: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            return True
+        text = record.getMessage()
+        if record.name == "ledgergate" and text.startswith("startup failed: "):
+            self._said.add(text.removeprefix("startup failed: "))
+            return True
+        return not (record.name == "uvicorn.error" and self._said
+                    and (text in self._said or text == self._UVICORN_EXIT))
+
+
 @app.command()
 def serve(config: Path = ConfigOption) -> None:
     """Run the gateway from a config file."""
     from ledgergate.app import run
 
-    run(load_or_exit(config))
+    loaded = load_or_exit(config)
+    check_creatable(loaded)  # a file where a folder of the store or key should be: named, not "File exists"
+    once = _StartupFailureOnce()
+    for name in ("ledgergate", "uvicorn.error"):  # a logger's filters stay when its handlers are replaced
+        logging.getLogger(name).addFilter(once)
+    run(loaded)
 
 
 @app.command()

@@ -159,6 +159,10 @@ async def test_store_unreachable_fails_closed(tmp_path: Path) -> None:
 def test_cli_errors(config_file: Path) -> None:
     result = CliRunner().invoke(app, ["create", "--name", "x", "--expires", "soon", "--config", str(config_file)])
     assert result.exit_code == 2 and "--expires" in result.output
+    # no store yet: revoking names the storage instead of creating an empty one and finding no key there
+    result = CliRunner().invoke(app, ["revoke", "ak_nothing", "--config", str(config_file)])
+    assert result.exit_code == 2 and "no store at" in result.output, result.output
+    cli("create", "--name", "someone", "--config", str(config_file))
     result = CliRunner().invoke(app, ["revoke", "ak_nothing", "--config", str(config_file)])
     assert result.exit_code == 1 and "no unrevoked API key" in result.output
 

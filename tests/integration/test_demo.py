@@ -193,7 +193,7 @@ def test_follow_up_commands_run_without_an_activated_venv(demo: Demo) -> None:
     assert run.returncode == 0, run.stdout + run.stderr
     approve = next(line for line in lines if " approvals approve APPROVAL_ID " in line)
     assert approve.startswith(cli + " "), approve
-    sdk = re.search(r"which has the SDK: (.+ \S+example_client\.py)\):", demo.output())
+    sdk = re.search(r"^  (\S+ \S+example_client\.py)$", demo.output(), re.MULTILINE)  # on its own line
     assert sdk, demo.output()
     run = subprocess.run(sdk.group(1), shell=True, capture_output=True, text=True, timeout=60,
                          env={"PATH": "/usr/bin:/bin", "ALICE_TOKEN": demo.tokens["alice"]})

@@ -128,7 +128,8 @@ async def test_cli_verify_proof_exit_codes(made: tuple[Path, str, int]) -> None:
     run = _cli("audit", "verify-proof", str(bad), "--public-key", str(tmp / "ledger.key.pub"))
     assert run.returncode == 1 and "not log 'gw-1' seq 5" in run.stdout, run.stdout + run.stderr
     run = _cli("audit", "verify-proof", str(tmp / "missing"), "--public-key", str(tmp / "ledger.key.pub"))
-    assert run.returncode == 2 and "cannot read" in run.stderr
+    assert run.returncode == 2 and f"PROOF {tmp / 'missing'}: {tmp / 'missing'} does not exist" in run.stderr, \
+        run.stderr
 
 
 async def test_prover_refuses_a_record_edited_in_the_store(tmp_path: Path) -> None:

@@ -20,7 +20,16 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ledgergate.commands.common import ConfigOption, load_or_exit, os_user, record_cli
+from ledgergate.commands.common import (
+    EXIT_USAGE,
+    ConfigOption,
+    check_creatable,
+    load_or_exit,
+    os_user,
+    record_cli,
+    require_store,
+    shown,
+)
 from ledgergate.config import LoadedConfig
 from ledgergate.durations import parse_duration
 from ledgergate.errors import LedgerUnavailable
@@ -37,6 +46,19 @@ JsonOption = typer.Option(False, "--json", help="Machine-readable output.")
 EXIT_UNAVAILABLE = 3  # as the other verbs that write records: the ledger could not record it
 
 
+def _existing_store(loaded: LoadedConfig) -> ApiKeyStore:
+    """For `list` and `revoke`: the store the config names, never a new one (exit 2 when it is not there)."""
+    require_store(loaded, "api_keys")
+    return _store(loaded)
+
+
+def _check_name(name: str) -> None:
+    """The rule `create_key` applies, checked before anything is opened: a bad value is a usage error."""
+    name = name.strip()
+    if not name or len(name) > 100 or any(c.isspace() for c in name):
+        err.print(f"[red]error[/red] --name: a key name is 1-100 characters without spaces "
+                  f"(got {escape(shown(name))})", highlight=False)
+        raise typer.Exit(EXIT_USAGE)
 
 
 def _store(loaded: LoadedConfig) -> ApiKeyStore:
@@ -75,6 +97,7 @@ def create(
     as_json: bool = JsonOption,
 ) -> None:
     """Create a key and print it once; only its SHA-256 is stored."""
+    _check_name(name)
     loaded = load_or_exit(config)
     if not loaded.settings.identity.api_keys:
         err.print("[yellow]warning[/yellow] identity.api_keys is false: the gateway will not accept this key")
@@ -85,6 +108,7 @@ def create(
     except ValueError as exc:
         err.print(f"[red]error[/red] --expires: {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
+    check_creatable(loaded)
     store = _store(loaded)
     try:
         created = create_key(store, name, groups.split(","), lifetime)
@@ -113,7 +137,7 @@ def create(
 @app.command("list")
 def list_keys(config: Path = ConfigOption, as_json: bool = JsonOption) -> None:
     """List keys (never the keys themselves) with state, expiry and last use."""
-    store = _store(load_or_exit(config))
+    store = _existing_store(load_or_exit(config))
     try:
         records = store.all()
     finally:
@@ -135,7 +159,7 @@ def revoke(key_id: str = typer.Argument(..., metavar="ID", help="Key id (or its 
            config: Path = ConfigOption) -> None:
     """Revoke a key; the gateway refuses it on its next request."""
     loaded = load_or_exit(config)
-    store = _store(loaded)
+    store = _existing_store(loaded)
     try:
         record = revoke_key(store, key_id)
     except LookupError as exc:

@@ -27,7 +27,14 @@ from rich.table import Table
 
 from ledgergate.approvals import model
 from ledgergate.approvals.service import AppendFn, ApprovalService, open_store
-from ledgergate.commands.common import EXIT_USAGE, ConfigOption, load_or_exit, open_cli_ledger, os_user
+from ledgergate.commands.common import (
+    EXIT_USAGE,
+    ConfigOption,
+    load_or_exit,
+    open_cli_ledger,
+    os_user,
+    require_store,
+)
 from ledgergate.config import LoadedConfig
 from ledgergate.errors import GatewayError, LedgerUnavailable
 from ledgergate.store.approvals_store import ApprovalStore
@@ -84,6 +91,8 @@ async def _with_service(loaded: LoadedConfig, fn: Any, *, write: bool) -> Any:
 
 
 def _run(loaded: LoadedConfig, fn: Any, *, write: bool = False) -> Any:
+    # every verb reads or decides approvals that are there already: a store that is not is named, never made
+    require_store(loaded, "approvals", unavailable=EXIT_UNAVAILABLE)
     try:
         return asyncio.run(_with_service(loaded, fn, write=write))
     except GatewayError as exc:

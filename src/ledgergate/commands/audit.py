@@ -21,15 +21,18 @@ from ledgergate.audit.bundle import (
     normalize_time,
     verify_bundle,
 )
-from ledgergate.audit.checkpoint import (
-    NoteError,
-    Verifier,
-    load_verifier,
-    verifier_path,
-)
+from ledgergate.audit.checkpoint import Verifier
 from ledgergate.audit.verify import WitnessNote, verify_store
 from ledgergate.audit.witness import FileWitness, file_witness_path
-from ledgergate.commands.common import EXIT_USAGE, ConfigOption, load_or_exit, shown
+from ledgergate.commands.common import (
+    EXIT_USAGE,
+    ConfigOption,
+    input_error,
+    load_or_exit,
+    read_text_input,
+    shown,
+)
+from ledgergate.commands.ledger_files import read_verifier, verifier_of
 from ledgergate.config import LoadedConfig
 from ledgergate.store.ledger_store import (
     LedgerStore,
@@ -48,12 +51,7 @@ KeyOption = typer.Option(None, "--public-key", help="Verifier key file (default:
 
 
 def _verifier(loaded: LoadedConfig, public_key: Path | None) -> Verifier:
-    path = public_key or verifier_path(loaded.resolve(loaded.settings.audit.signing_key))
-    try:
-        return load_verifier(path)
-    except (OSError, NoteError, ValueError) as exc:  # ValueError: a file that is not UTF-8 text (UnicodeDecodeError)
-        err.print(f"[red]error[/red] verifier key {escape(str(path))}: {escape(str(exc))}", highlight=False)
-        raise typer.Exit(EXIT_USAGE) from None
+    return verifier_of(loaded, public_key)
 
 
 def output_problem(path: Path) -> str | None:
@@ -250,12 +248,13 @@ def verify_bundle_cmd(
     public_key: Path = typer.Option(..., "--public-key", help="The ledger's verifier key file (<signing_key>.pub)."),
 ) -> None:
     """Check a bundle offline: signatures, proofs and every record; no database, no config."""
+    verifier = read_verifier(public_key, "--public-key")
+    data = read_text_input(bundle, "BUNDLE", "an evidence bundle")
     try:
-        verifier = load_verifier(public_key)
-        doc = orjson.loads(bundle.read_bytes())
-    except (OSError, NoteError, ValueError) as exc:  # ValueError: a key file or bundle that is not UTF-8/JSON
-        err.print(f"[red]error[/red] {escape(str(exc))}", highlight=False)
-        raise typer.Exit(2) from None
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        input_error("BUNDLE", bundle, f"{bundle} is not JSON ({exc.msg} at character {exc.pos}): not an evidence "
+                                      "bundle")
     problems = verify_bundle(doc, verifier)
     if problems:
         for p in problems:

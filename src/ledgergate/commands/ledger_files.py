@@ -3,16 +3,18 @@ named by a config, each failing with one line and exit 2."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 from rich.markup import escape
 
 from ledgergate.audit.checkpoint import (
     NoteError,
     Verifier,
-    load_verifier,
     verifier_path,
 )
 from ledgergate.audit.witness import FileWitness, file_witness_path
+from ledgergate.commands.common import input_error, read_text_input
 from ledgergate.config import LoadedConfig
 from ledgergate.store.ledger_store import (
     LedgerStore,
@@ -24,13 +26,25 @@ from ledgergate.terminal import console
 _err = console(stderr=True)
 
 
-def verifier_of(loaded: LoadedConfig) -> Verifier:
-    path = verifier_path(loaded.resolve(loaded.settings.audit.signing_key))
+#: a verifier key is one line; a file larger than this is not one (and /dev/zero is not read whole)
+KEY_LIMIT = 64 * 1024
+
+
+def read_verifier(path: Path, label: str = "verifier key") -> Verifier:
+    """The verifier key in `path`, or exit 2 with one line naming `label` (`--public-key`), the file
+    and what is wrong with it."""
+    text = read_text_input(path, label, "a verifier key file", KEY_LIMIT)
     try:
-        return load_verifier(path)
-    except (OSError, NoteError, UnicodeDecodeError) as exc:
-        _err.print(f"[red]error[/red] verifier key {escape(str(path))}: {escape(str(exc))}", highlight=False)
-        raise typer.Exit(2) from None
+        return Verifier.parse(text)
+    except (NoteError, ValueError) as exc:
+        input_error(label, path, f"{path} does not hold a verifier key: {exc}")
+
+
+def verifier_of(loaded: LoadedConfig, public_key: Path | None = None) -> Verifier:
+    """`--public-key` when given, else the config's `<audit.signing_key>.pub`."""
+    if public_key is not None:
+        return read_verifier(public_key, "--public-key")
+    return read_verifier(verifier_path(loaded.resolve(loaded.settings.audit.signing_key)))
 
 
 def open_store(loaded: LoadedConfig) -> LedgerStore:

@@ -13,13 +13,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 import typer
 from rich.markup import escape
 
 from ledgergate.commands.common import load_or_exit, shown
-from ledgergate.principal import Principal
 from ledgergate.policy.engine import PolicyEngine
+from ledgergate.principal import Principal
 from ledgergate.terminal import console
+from ledgergate.wire import jsonrpc
 
 app = typer.Typer(no_args_is_help=True, help="Inspect and test the access policy.")
 out = console()
@@ -27,8 +29,6 @@ err = console(stderr=True)
 
 EXIT_ALLOW, EXIT_DENY, EXIT_USAGE, EXIT_APPROVE = 0, 1, 2, 3
 _EXIT = {"allow": EXIT_ALLOW, "deny": EXIT_DENY, "approve": EXIT_APPROVE}
-
-
 
 
 def _fail(message: str) -> typer.Exit:
@@ -53,13 +53,58 @@ def _parse_time(value: str | None) -> float:
     return parsed.timestamp()
 
 
-def _parse_json_object(option: str, value: str) -> dict[str, Any]:
+#: how deep a call's arguments may nest: the gateway refuses a message nested deeper than
+#: `jsonrpc.MAX_DEPTH` levels, and the arguments sit two levels down (message, params)
+ARGS_MAX_DEPTH = jsonrpc.MAX_DEPTH - 2
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether containers nest more than `limit` levels (the outermost is level 1); no recursion."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return False
+
+
+def _syntax_error(value: str, exc: orjson.JSONDecodeError) -> str:
+    """Where and what, in Python's json words where it also refuses the text (its messages name what it
+    expected: "Expecting value"), else in orjson's (`NaN`, which only Python's json takes)."""
     try:
-        parsed = json.loads(value)
-    except json.JSONDecodeError as exc:
-        raise _fail(f"{option}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+        json.loads(value)
+    except json.JSONDecodeError as py:
+        return f"{py.msg} at column {py.colno}"
+    except (ValueError, RecursionError):
+        pass
+    return f"{exc.msg.split(',')[0]} at column {exc.colno}"
+
+
+def _parse_json_object(option: str, value: str, max_depth: int = jsonrpc.MAX_DEPTH) -> dict[str, Any]:
+    """A JSON object read as the gateway reads a message (`jsonrpc.parse`: orjson's rules, integers kept
+    exact), so the decision is the one the gateway would make. Whatever cannot be read is a usage error
+    (exit 2), never a crash: exit 1 is "deny", and a gate must not take a crash for a decision."""
+    try:
+        parsed = jsonrpc.parse(value)
+    except orjson.JSONDecodeError as exc:
+        if "depth" in exc.msg:
+            raise _fail(f"{option}: nested too deep (the gateway refuses a message nested deeper than "
+                        f"{jsonrpc.MAX_DEPTH} levels)") from None
+        if "infinity" in exc.msg:
+            raise _fail(f"{option}: a number is too large (beyond a double's range the gateway refuses the "
+                        "message as not valid JSON)") from None
+        if "UTF-8" in exc.msg:
+            raise _fail(f"{option}: not valid UTF-8 text") from None
+        raise _fail(f"{option}: not valid JSON ({_syntax_error(value, exc)})") from None
+    except (ValueError, RecursionError, MemoryError) as exc:  # whatever else a parser may raise: still usage
+        raise _fail(f"{option}: cannot be read as JSON ({type(exc).__name__})") from None
     if not isinstance(parsed, dict):
         raise _fail(f"{option}: must be a JSON object, e.g. '{{\"a\": 1}}'")
+    if _deeper_than(parsed, max_depth):
+        raise _fail(f"{option}: nested too deep (more than {max_depth} levels; the gateway refuses a message "
+                    f"nested deeper than {jsonrpc.MAX_DEPTH})")
     return parsed
 
 
@@ -109,7 +154,7 @@ def check(
                 raise _fail(f"--resource: the gateway refuses this URI before policy: {exc}") from None
         elif (problem := name_problem(target)) is not None:
             raise _fail(f"the gateway refuses this name before policy: {problem}")
-    arguments = _parse_json_object("--args", args)
+    arguments = _parse_json_object("--args", args, ARGS_MAX_DEPTH)
     claim_map = _parse_json_object("--claims", claims)
     now = _parse_time(at)
     try:

@@ -15,8 +15,8 @@ import typer
 from rich.markup import escape
 
 from ledgergate.audit import proof
-from ledgergate.audit.checkpoint import NoteError, load_verifier
-from ledgergate.commands.common import EXIT_USAGE, shown
+from ledgergate.commands.common import EXIT_USAGE, read_input, shown
+from ledgergate.commands.ledger_files import read_verifier
 from ledgergate.store.ledger_store import LedgerStore
 from ledgergate.terminal import console
 
@@ -33,18 +33,11 @@ def verify_proof(
                                                                "carry it (or to check it is this one)."),
 ) -> None:
     """Check one record's offline proof (C2SP tlog-proof): signed checkpoint, record place, inclusion path."""
+    verifier = read_verifier(public_key, "--public-key")
+    raw = read_input(proof_file, "PROOF", "a proof")
+    data = read_input(record, "--record", "a record") if record is not None else None
     try:
-        verifier = load_verifier(public_key)
-    except (OSError, NoteError, UnicodeDecodeError) as exc:
-        err.print(f"[red]error[/red] verifier key {escape(str(public_key))}: {escape(str(exc))}", highlight=False)
-        raise typer.Exit(2) from None
-    try:
-        text = proof_file.read_bytes().decode("utf-8")
-        data = record.read_bytes() if record is not None else None
-    except OSError as exc:
-        err.print(f"[red]error[/red] cannot read {escape(str(exc.filename))}: {escape(str(exc.strerror))}",
-                  highlight=False)
-        raise typer.Exit(2) from None
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         out.print(f"[red]invalid[/red] {escape(str(proof_file))}: not UTF-8 text", highlight=False)
         raise typer.Exit(1) from None

@@ -23,7 +23,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from ledgergate.audit.checkpoint import NoteError, Verifier, load_verifier, verifier_path
+from ledgergate.audit.checkpoint import Verifier
 from ledgergate.audit.siem import (
     Cursor,
     SiemError,
@@ -39,7 +39,13 @@ from ledgergate.audit.siem import (
 )
 from ledgergate.commands.audit import check_interval, output_problem
 from ledgergate.commands.common import ConfigOption, load_or_exit, shown
-from ledgergate.store.ledger_store import LedgerStore, StoreError, open_ledger_store
+from ledgergate.commands.ledger_files import verifier_of
+from ledgergate.numbers import parse_uint
+from ledgergate.store.ledger_store import (
+    LedgerStore,
+    StoreError,
+    open_existing_ledger_store,
+)
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -95,14 +101,17 @@ class SyslogSink:
                 self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
                 self._sock.connect(rest)
                 return
-            host, _, port = rest.rpartition(":")
+            host, _, port_text = rest.rpartition(":")
             host = host.strip("[]")
-            if not host or not port.isdigit():
-                raise SinkError(f"--syslog {address!r}: expected {scheme}://HOST:PORT")
+            port = parse_uint(port_text, 5)
+            if not host or port is None:
+                raise SinkError(f"--syslog {shown(address)}: expected {scheme}://HOST:PORT")
+            if not 1 <= port <= 65535:  # a port the system would take modulo 65536, or refuse as "Connection refused"
+                raise SinkError(f"--syslog {shown(address)}: invalid port {port} (a port is 1-65535)")
             if self._stream:
-                self._sock = socket.create_connection((host, int(port)), timeout=10)
+                self._sock = socket.create_connection((host, port), timeout=10)
             else:
-                family, kind, proto, _, addr = socket.getaddrinfo(host, int(port), type=socket.SOCK_DGRAM)[0]
+                family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
                 self._sock = socket.socket(family, kind, proto)
                 self._sock.connect(addr)
         except OSError as exc:
@@ -168,12 +177,6 @@ def _save_state(path: Path, cursors: dict[str, Cursor]) -> None:
         os.close(dir_fd)
 
 
-def _verifier(path: Path) -> Verifier:
-    try:
-        return load_verifier(path)
-    except (OSError, NoteError, ValueError) as exc:  # ValueError: not UTF-8 text (UnicodeDecodeError)
-        err.print(f"[red]error[/red] verifier key {escape(str(path))}: {escape(str(exc))}")
-        raise typer.Exit(2) from None
 
 
 def _load_cursors(state: Path | None) -> dict[str, Cursor]:
@@ -243,7 +246,7 @@ def siem(
         err.print(f"[red]error[/red] --state: {escape(str(output_problem(state)))}")
         raise typer.Exit(2)
     loaded = load_or_exit(config)
-    verifier = _verifier(public_key or verifier_path(loaded.resolve(loaded.settings.audit.signing_key)))
+    verifier = verifier_of(loaded, public_key)
     cursors = _load_cursors(state)
     sinks: list[LineSink | SyslogSink] = []
     try:
@@ -257,7 +260,7 @@ def siem(
         err.print(f"[red]error[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
     try:
-        store = open_ledger_store(loaded.settings.storage, loaded.base_dir)
+        store = open_existing_ledger_store(loaded.settings.storage, loaded.base_dir)  # never a new one
     except (StoreError, ValueError) as exc:
         for sink in sinks:
             sink.close()

@@ -15,7 +15,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from ledgergate.commands.common import ConfigOption, load_or_exit
+from ledgergate.commands.common import ConfigOption, load_or_exit, require_store
 from ledgergate.config import LoadedConfig
 from ledgergate.store.fingerprints_store import (
     FingerprintRecord,
@@ -29,10 +29,9 @@ out = console()
 err = console(stderr=True)
 
 
-
-
-
 def _store(loaded: LoadedConfig) -> FingerprintStore:
+    """The store the config names; never a new one: both verbs read, or change only a tool seen there."""
+    require_store(loaded, "tool_fingerprints")
     try:
         return FingerprintStore.open(loaded.settings.storage, loaded.base_dir)
     except Exception as exc:  # a bad URL or an unreachable database: say which

@@ -48,6 +48,76 @@ def connect(url: StoreURL) -> Any:
     return psycopg.connect(url.target, autocommit=True, connect_timeout=5)  # an unreachable server fails promptly
 
 
+def shown_url(url: StoreURL) -> str:
+    """Where a store is, as an error may name it: a SQLite file's path, a PostgreSQL database's
+    user, host, port, name and search path — never its password."""
+    if url.kind == "sqlite":
+        return url.target
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+
+        info = conninfo_to_dict(url.target)
+    except Exception:  # noqa: BLE001 - a conninfo psycopg cannot read: say which engine, nothing more
+        return "the configured PostgreSQL database"
+    user = f"{info['user']}@" if info.get("user") else ""
+    port = f":{info['port']}" if info.get("port") else ""
+    where = f"postgresql://{user}{info.get('host') or 'localhost'}{port}/{info.get('dbname') or ''}"
+    path = str(info.get("options") or "").partition("search_path=")[2].split(" ")[0]
+    return f"{where}, schema {path}" if path else where
+
+
+def parent_problem(path: Path) -> str | None:
+    """Why nothing can be at `path` — a file stands where one of its folders should be ("port.yaml
+    is not a directory", where the system says "File exists" or "Not a directory") — or None."""
+    for ancestor in path.parents:  # nearest first: the first that exists decides
+        if ancestor.exists():
+            return None if ancestor.is_dir() else f"{ancestor} is not a directory"
+    return None
+
+
+class StoreUnreachable(Exception):
+    """The configured database cannot be asked (PostgreSQL unreachable, a file that cannot be read)."""
+
+
+def store_absence(url: StoreURL, tables: tuple[str, ...]) -> str | None:
+    """The read-only open mode's first step: why there is no store holding any of `tables` at `url`
+    (a missing SQLite file, a folder, a file in the way, a file that is not SQLite, a database without
+    those tables), or None when there is one. Nothing is created: a SQLite file is opened only when it
+    exists, in `mode=rw` (SQLite's "never create"), and only its schema is read; PostgreSQL is asked
+    which of the tables it sees on its search path. StoreUnreachable when the database cannot be asked."""
+    if url.kind == "sqlite":
+        path = Path(url.target)
+        if path.is_dir():
+            return "it is a folder, not a database"
+        if not path.exists():
+            return parent_problem(path) or "the file does not exist"
+        try:
+            conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=rw", uri=True, timeout=30)
+        except sqlite3.Error as exc:
+            raise StoreUnreachable(f"cannot open {path}: {exc}") from None
+        try:
+            names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.DatabaseError as exc:
+            if "not a database" in str(exc):
+                return "it is not a SQLite database"
+            raise StoreUnreachable(f"cannot read {path}: {exc}") from None
+        finally:
+            conn.close()
+        return None if names.intersection(tables) else _no_tables(tables)
+    import psycopg
+
+    try:
+        with psycopg.connect(url.target, autocommit=True, connect_timeout=5) as pg:
+            found = [pg.execute("SELECT to_regclass(%s)", (t,)).fetchone() for t in tables]
+    except Exception as exc:  # noqa: BLE001 - unreachable, refused, bad credentials: all "cannot ask"
+        raise StoreUnreachable(f"cannot connect to PostgreSQL: {error_text(exc)}") from None
+    return None if any(row is not None and row[0] is not None for row in found) else _no_tables(tables)
+
+
+def _no_tables(tables: tuple[str, ...]) -> str:
+    return f"the database has no {' or '.join(tables)} table"
+
+
 def connection_error(exc: BaseException) -> bool:
     """Whether `exc` says the connection (not the statement) failed, so a new connection may succeed:
     a terminated or restarted PostgreSQL backend, a lost socket, a SQLite handle that went bad.

@@ -27,7 +27,14 @@ from itertools import repeat
 from pathlib import Path
 from typing import Any
 
-from ledgergate.store.db import StoreURL, connect, error_text
+from ledgergate.store.db import (
+    StoreUnreachable,
+    StoreURL,
+    connect,
+    error_text,
+    shown_url,
+    store_absence,
+)
 
 
 class StoreError(Exception):
@@ -699,11 +706,19 @@ def open_existing_ledger_store(url: str | StoreURL, base_dir: Path | None = None
     database is a mistake to name, not a place to create an empty one (and its folders) and then report
     that it holds no tables."""
     parsed = url if isinstance(url, StoreURL) else StoreURL.parse(url, base_dir)
-    if parsed.kind == "sqlite" and not Path(parsed.target).is_file():
-        where = "is a folder, not a database" if Path(parsed.target).is_dir() else "does not exist"
-        raise StoreError(f"{parsed.target} {where}: no ledger to read there (check `storage` in the config)")
+    try:
+        absent = store_absence(parsed, ("ledger_logs",))
+    except StoreUnreachable as exc:
+        raise StoreError(str(exc)) from None
+    if absent is not None:
+        raise StoreError(no_store_message("ledger", parsed, absent))
     return open_ledger_store(parsed)
 
 
+def no_store_message(what: str, url: StoreURL, why: str) -> str:
+    """One line for a reader that found nothing where the config points."""
+    return f"no {what} at {shown_url(url)} ({why}); check `storage` in the config"
+
+
 __all__ = ["CheckpointRow", "LeafColumns", "LeafRow", "LedgerStore", "PostgresLedgerStore", "SQLiteLedgerStore",
-           "SeqBounds", "StoreError", "open_existing_ledger_store", "open_ledger_store"]
+           "SeqBounds", "StoreError", "no_store_message", "open_existing_ledger_store", "open_ledger_store"]
