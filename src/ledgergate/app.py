@@ -32,15 +32,15 @@ from ledgergate.audit.ledger import Ledger
 from ledgergate.config import ConfigError, LimitsSettings, LoadedConfig, parse_config
 from ledgergate.errors import AuthError, ForbiddenError, GatewayError, LedgerUnavailable
 from ledgergate.gateway.auth import Authenticator
-from ledgergate.gateway.drift import DriftGuard
 from ledgergate.gateway.call import Call
+from ledgergate.gateway.drift import DriftGuard
 from ledgergate.gateway.metrics import UNKNOWN_SERVER, GatewayMetrics, MeteredLedger
 from ledgergate.gateway.pipeline import Lasting, Pipeline
 from ledgergate.gateway.sessions import SessionRegistry
 from ledgergate.gateway.snapshot import Snapshot
 from ledgergate.gateway.stages.audit import MaskedLedger
-from ledgergate.gateway.telemetry import Tracing
 from ledgergate.gateway.tasks import TaskOwners
+from ledgergate.gateway.telemetry import Tracing
 from ledgergate.gateway.transport.endpoint import McpEndpoint
 from ledgergate.gateway.transport.hosts import HostPolicy
 from ledgergate.identity.resource_metadata import (
@@ -49,7 +49,13 @@ from ledgergate.identity.resource_metadata import (
 )
 from ledgergate.identity.service import IdentityService
 from ledgergate.principal import Principal
-from ledgergate.reload import UnstableFile, file_signature, plan_reload, read_stable
+from ledgergate.reload import (
+    UnstableFile,
+    file_signature,
+    plan_reload,
+    read_stable,
+    reload_problems,
+)
 from ledgergate.requestlog import REQUEST_ID
 from ledgergate.store.fingerprints_store import FingerprintStore
 from ledgergate.store.signouts_store import SignOutStore
@@ -57,6 +63,15 @@ from ledgergate.upstream.registry import Upstreams
 from ledgergate.upstream.settings import PoolLimits
 
 log = logging.getLogger("ledgergate")
+
+#: seconds uvicorn gives connections to close once the drain is over (the calls are answered by then:
+#: what is left is writing those answers and ending event streams)
+CLOSE_GRACE = 5
+#: seconds a pod's termination grace period should allow beyond `limits.drain_timeout`: recording the
+#: calls cut off (milliseconds normally, `audit.append_timeout` at worst), closing connections
+#: (CLOSE_GRACE) and stopping (the final checkpoint and its witness pushes). The Kubernetes manifests
+#: set terminationGracePeriodSeconds to the default drain_timeout plus this (docs/kubernetes.md §7).
+SHUTDOWN_MARGIN = 30.0
 
 
 class Gateway:
@@ -96,6 +111,8 @@ class Gateway:
         self._reload_owed = False
         self._last_attempt = 0.0
         self._reload_lock = asyncio.Lock()
+        #: SIGTERM was received: not ready, no new calls, those in flight may finish (`drain`)
+        self.draining = False
         self._router = Starlette(routes=self._routes())
         # Starlette answers `/path/` for a route `/path` with a redirect built from the request's Host,
         # before any route's Host check runs: a foreign Host got a 307 to itself. No route ends in `/`
@@ -203,11 +220,50 @@ class Gateway:
         assert self.pipeline is not None
         return self.pipeline
 
+    # ── shutdown ────────────────────────────────────────────────────────────
+    async def drain(self, hurry: Callable[[], bool] = lambda: False) -> None:
+        """SIGTERM (`serving.DrainingServer`, before it closes the listener): from now on /readyz says not
+        ready, so the Service stops sending traffic here, and a new call is refused (503, recorded); the
+        calls in flight have up to `limits.drain_timeout` to finish (`hurry()`, a second signal, ends the
+        wait early). Those still running then are cut off: each answered with an error naming its request id,
+        its outcome recorded, all before the server closes connections and `stop` closes the ledger."""
+        self.draining = True
+        if self.lasting is None:
+            return
+        flights = self.lasting.flights
+        flights.close()
+        timeout = self.config.settings.limits.drain_timeout
+        holding = flights.holding()
+        if holding:
+            log.info("shutting down: no new calls; %d call(s) in flight may finish within %gs "
+                     "(limits.drain_timeout)", holding, timeout)
+        else:
+            log.info("shutting down: no new calls; none in flight")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while flights.holding() and loop.time() < deadline and not hurry():
+            await asyncio.sleep(0.05)
+        await self._cut_off(f"still running after {timeout:g}s (limits.drain_timeout)"
+                            if flights.holding() else "streams open at the end of the drain")
+
+    async def _cut_off(self, why: str) -> None:
+        """End every call still in flight, each answered and recorded (`pipeline.InFlight.cut_off`)."""
+        if self.lasting is None or not len(self.lasting.flights):
+            return
+        patience = self.config.settings.audit.append_timeout + 1.0
+        cut = await self.lasting.flights.cut_off(patience)
+        log.warning("shutting down: %d call(s) %s were cut off; each was answered with an error and its outcome "
+                    "recorded", len(cut), why)
+
     async def stop(self) -> None:
+        self.draining = True
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         for task in self._tasks:
             task.cancel()
+        # Served without a drain (embedded), or a call parked where nothing of ours runs: cut off now, while
+        # the ledger still takes its record.
+        await self._cut_off("still in flight at shutdown")
         if self.endpoint is not None:
             await self.endpoint.close()
         if self.auth is not None and self.ledger is not None:
@@ -225,10 +281,10 @@ class Gateway:
             self.drift.close()
         if self.signouts is not None:
             self.signouts.close()
-        if self.ledger is not None:
-            await self.ledger.close()
         if self.tracing is not None:
             await self.tracing.close()
+        if self.ledger is not None:
+            await self.ledger.close()  # last: every record above is durable, then the final checkpoint
 
     async def _expire_sessions(self) -> None:
         while True:
@@ -299,6 +355,9 @@ class Gateway:
                 except UnicodeDecodeError as exc:
                     raise ConfigError([f"not UTF-8 text (byte {exc.start})"], str(self.config.path)) from None
                 new = parse_config(text, str(self.config.path))
+                problems = reload_problems(self.config.settings, new)
+                if problems:
+                    raise ConfigError(problems, str(self.config.path))
                 plan = plan_reload(self._started_settings, self.config.settings, new)
                 identity = self.snapshot.identity
                 fresh_identity = None
@@ -443,7 +502,8 @@ class Gateway:
         return JSONResponse({"status": "ok"})
 
     async def _readyz(self, request: Request) -> Response:
-        identity = self.snapshot.identity.readiness()
+        identity_service = self.snapshot.identity
+        identity = identity_service.readiness()
         # The ledger's state is the outcome of its last write (records or an idle probe write), so a
         # replica that cannot record (full disk, lost database) is taken out of rotation; the
         # fingerprint store is asked now (one small read), since every tools/list needs it.
@@ -451,10 +511,15 @@ class Gateway:
         problem = "not open" if self.drift is None else await asyncio.to_thread(self.drift.store.check)
         fingerprints = problem or "ok"
         checks: dict[str, Any] = {"identity": identity, "ledger": ledger, "tool_fingerprints": fingerprints}
-        # Ready when requests can be both authenticated and recorded: with no usable keys for any
-        # issuer and no API keys, every caller would be refused.
-        can_authenticate = not identity or any(state == "ok" for state in identity.values())
-        ready = ledger == "ok" and fingerprints == "ok" and self.endpoint is not None and can_authenticate
+        # Ready when requests can be both authenticated and recorded (`IdentityService.unready`: with
+        # issuers configured, one of them must have its keys loaded).
+        unauthenticated = identity_service.unready()
+        if unauthenticated is not None:
+            checks["authentication"] = unauthenticated
+        if self.draining:
+            checks["shutdown"] = "draining: the gateway is shutting down and takes no new calls"
+        ready = (ledger == "ok" and fingerprints == "ok" and self.endpoint is not None and unauthenticated is None
+                 and not self.draining)
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
     async def _metrics(self, request: Request) -> Response:
@@ -525,10 +590,14 @@ def run(config: LoadedConfig, ready: Callable[[Gateway], None] | None = None) ->
     # request waits for it; CPython's default 5 ms switch interval would let the event loop
     # thread hold it that long under load.
     sys.setswitchinterval(0.0005)
+    from ledgergate.gateway.serving import DrainingServer
+
     gateway = Gateway(config)
     gateway.freeze_heap = True
     s = config.settings
-    server = uvicorn.Server(uvicorn_config(gateway.asgi, s.host, s.port, s.limits))
+    # SIGTERM drains first (`Gateway.drain`: not ready, no new calls, those in flight finish or are cut off),
+    # then uvicorn closes the listener and the connections, then the lifespan stops the gateway
+    server: uvicorn.Server = DrainingServer(uvicorn_config(gateway.asgi, s.host, s.port, s.limits), gateway.drain)
     server.run()
 
 
@@ -536,7 +605,8 @@ def uvicorn_config(app: Any, host: str, port: int, limits: LimitsSettings | None
     """How the gateway is served: uvloop and httptools, no access log (the ledger is the record),
     no proxy-header rewriting (the client address is what connected), no headers we do not mean,
     no WebSocket (nothing here speaks it: an upgrade request is answered as plain HTTP), and the
-    client limits of `limits` (slow clients, connection count; `gateway/serving.py`)."""
+    client limits of `limits` (slow clients, connection count; `gateway/serving.py`). Connections get
+    CLOSE_GRACE to close at shutdown: the calls were drained before (`Gateway.drain`)."""
     import uvicorn
 
     from ledgergate.gateway.serving import ClientLimits, GatheringHttpToolsProtocol
@@ -548,6 +618,6 @@ def uvicorn_config(app: Any, host: str, port: int, limits: LimitsSettings | None
         max_header_bytes=lim.max_header_bytes))
     return uvicorn.Config(app, host=host, port=port, loop="uvloop", http=http, ws="none",
                           lifespan="on", interface="asgi3", log_config=None, access_log=False,
-                          timeout_graceful_shutdown=5, server_header=False, proxy_headers=False,
+                          timeout_graceful_shutdown=CLOSE_GRACE, server_header=False, proxy_headers=False,
                           date_header=False)
 

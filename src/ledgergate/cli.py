@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.markup import escape
@@ -15,7 +16,10 @@ from ledgergate.commands.common import ConfigOption, check_creatable, load_or_ex
 from ledgergate.terminal import console
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  help="Identity-aware, audited gateway for MCP servers.")
+                  help="Identity-aware, audited gateway for MCP servers.",
+                  epilog="A verb whose output is closed before it is all written (`… | head -1`) exits 141 "
+                         "(128 + SIGPIPE, as the shell reports a process a closed pipe stopped), silently: "
+                         "never 1, which `policy check` uses for deny.")
 config_app = typer.Typer(no_args_is_help=True, help="Check configuration files.")
 app.add_typer(config_app, name="config")
 
@@ -137,12 +141,40 @@ def _one_line(text: str, limit: int = 300) -> str:
     return line if len(line) <= limit else line[:limit - 1] + "…"
 
 
+#: the exit status when the reader of our output went away (`… | head -1`): 128 + SIGPIPE, what a shell
+#: reports for a process a closed pipe stopped; not 1, which `policy check` uses for "deny"
+EXIT_CLOSED_PIPE = 141
+
+
+def _closed_pipe() -> None:
+    """Exit quietly: nobody reads what is left. stdout goes to /dev/null first, so the interpreter's
+    final flush of what was buffered does not fail again ("Exception ignored … BrokenPipeError")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+    sys.exit(EXIT_CLOSED_PIPE)
+
+
+def _rich_broken_pipe(self: Any) -> None:
+    """Rich's own answer to a closed pipe is `SystemExit(1)`, which `policy check` would mean as deny."""
+    self.quiet = True
+    _closed_pipe()
+
+
 def main() -> None:
     """Run a verb. Whatever goes wrong is one line on stderr and a non-zero exit: usage errors
     exit 2 naming the option and the help command; a failure nobody foresaw exits 1 naming the
     error's type (LEDGERGATE_DEBUG=1 shows the traceback instead)."""
+    from rich.console import Console
+
+    Console.on_broken_pipe = _rich_broken_pipe  # type: ignore[method-assign]
     try:
         code = app(standalone_mode=False, prog_name="ledgergate")
+        sys.stdout.flush()  # a closed pipe is found here, not at exit, where it would be reported as an error
+    except BrokenPipeError:
+        _closed_pipe()
     except typer.Abort:
         err.print("[red]error[/red] aborted", highlight=False)
         sys.exit(1)

@@ -8,8 +8,10 @@ then validate with pydantic and translate its error locations back to lines.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from ledgergate.approvals.settings import ApprovalsSettings
 from ledgergate.audit.settings import AuditSettings
 from ledgergate.durations import Duration
 from ledgergate.identity.settings import IdentitySettings
+from ledgergate.masking.names import LEDGER_PROFILE
 from ledgergate.masking.settings import MaskingSettings
 from ledgergate.numbers import parse_uint
 from ledgergate.policy.settings import (
@@ -39,6 +42,21 @@ from ledgergate.upstream.settings import ServerSettings
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+#: a DNS host name (RFC 1123 labels), as `listen` may name one
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$")
+#: what `log_level` may say (any case), the levels Python's logging knows by name
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+#: the largest config file read; a bigger one (or /dev/zero) is refused before it is read whole
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
+class _At(ValueError):
+    """A problem a model validator found at `path` below its model (a key, a list index): the loader
+    reports the line of that key rather than the model's."""
+
+    def __init__(self, message: str, *path: str | int) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class _Strict(BaseModel):
@@ -47,7 +65,8 @@ class _Strict(BaseModel):
 
 class LimitsSettings(_Strict):
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
-    session_idle_timeout: float = 3600.0
+    #: a handshake session unused this long is closed ("30s", "1h", or seconds)
+    session_idle_timeout: Duration = Field(default=3600.0, gt=0)
     #: open connections to each upstream server (an open event stream holds one); beyond it, calls wait
     upstream_connections: int = Field(default=100, ge=1)
     #: how long a call waits for a free upstream connection before it fails unsent
@@ -66,6 +85,11 @@ class LimitsSettings(_Strict):
     max_client_connections: int = Field(default=1000, ge=1)
     #: a request's line and headers together; a longer head is answered 431 and closed
     max_header_bytes: int = Field(default=64 * 1024, ge=1024)
+    #: on SIGTERM, how long the calls in flight may take to finish (no new ones are taken meanwhile, and
+    #: /readyz says not ready); those still running then are cut off, each answered with an error and
+    #: recorded. Longer than approvals.hold (50s), so a held call ends as its hold does; the Kubernetes
+    #: manifests' terminationGracePeriodSeconds (90) is this plus app.SHUTDOWN_MARGIN (docs/kubernetes.md §7)
+    drain_timeout: Duration = Field(default=60.0, ge=0)
 
 
 class ConsoleRoles(_Strict):
@@ -84,8 +108,8 @@ class ConsoleSettings(_Strict):
     client_secret: str | None = None  # for a confidential client: ${ENV}
     scopes: str = "openid profile"
     roles: ConsoleRoles = Field(default_factory=ConsoleRoles)
-    session_ttl: Duration = 8 * 3600.0
-    http_timeout: Duration = 10.0
+    session_ttl: Duration = Field(default=8 * 3600.0, gt=0)
+    http_timeout: Duration = Field(default=10.0, gt=0)
 
 
 class TelemetrySettings(_Strict):
@@ -137,6 +161,40 @@ class Settings(_Strict):
         number = parse_uint(port, 5)
         if not sep or not host or number is None or not 0 < number < 65536:
             raise ValueError("'listen' must be host:port, e.g. 127.0.0.1:8080")
+        if not _listen_host_ok(host):
+            raise ValueError("'listen' must be host:port with a host name, an IPv4 address or a bracketed IPv6 "
+                             "address ([::1]:8080), e.g. 127.0.0.1:8080")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        if value.lower() not in LOG_LEVELS:
+            raise ValueError(f"'log_level' must be one of {', '.join(LOG_LEVELS)}")
+        return value
+
+    @field_validator("storage")
+    @classmethod
+    def _storage(cls, value: str) -> str:
+        # never echoed: a PostgreSQL URL may carry a password
+        if value.startswith("sqlite:///"):
+            path = value[len("sqlite:///"):]
+            if not path or path.endswith(("/", "\\")) or "\x00" in path:
+                raise ValueError("'storage': sqlite:/// needs the database file's path (sqlite:///./data/ledgergate.db)")
+            return value
+        if value.startswith(("postgresql://", "postgres://")):
+            return value
+        raise ValueError("'storage' must be sqlite:///PATH or postgresql://user@host:port/db")
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        problem = _absolute_url_problem(value)
+        if problem:
+            raise ValueError(f"'public_url' must be the absolute http(s) URL clients reach the gateway at "
+                             f"(https://gateway.example.com): {problem}")
         return value
 
     @field_validator("servers")
@@ -149,20 +207,76 @@ class Settings(_Strict):
 
     @model_validator(mode="after")
     def _unique_rule_names(self) -> Settings:
-        seen: set[str] = set()
-        for rule in self.policies:
+        seen: dict[str, int] = {}
+        for i, rule in enumerate(self.policies):
             if rule.name in seen:
-                raise ValueError(f"policy rule name {rule.name!r} is used twice")
-            seen.add(rule.name)
+                raise _At(f"policy rule name {rule.name!r} is used twice (first by policies[{seen[rule.name]}])",
+                          "policies", i, "name")
+            seen[rule.name] = i
+        return self
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        for name in self.tool_drift.servers:
+            if name not in self.servers:
+                known = ", ".join(sorted(self.servers)) or "none are configured"
+                raise _At(f"{name!r} names no configured server (servers: {known})", "tool_drift", "servers", name)
+        a = self.approvals
+        if a.timeout <= a.hold:
+            # an approval would expire while its call is still held: the hold never ends in "send the
+            # identical call again once approved", every held call is simply refused as expired
+            raise _At(f"approvals.timeout ({a.timeout:g}s) must be longer than approvals.hold ({a.hold:g}s): "
+                      "every approval would expire while its call is still held", "approvals", "timeout")
         return self
 
     @property
     def host(self) -> str:
-        return self.listen.rpartition(":")[0]
+        """The listen address's host, an IPv6 address without its brackets (as a socket takes it)."""
+        host = self.listen.rpartition(":")[0]
+        return host[1:-1] if host.startswith("[") and host.endswith("]") else host
 
     @property
     def port(self) -> int:
         return int(self.listen.rpartition(":")[2])
+
+
+def _listen_host_ok(host: str) -> bool:
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            return ipaddress.ip_address(host).version == 6
+        except ValueError:
+            return False
+    try:
+        ipaddress.ip_address(host)  # 0.0.0.0, 127.0.0.1, or a bare IPv6 address such as `::`
+        return True
+    except ValueError:
+        return bool(_HOSTNAME.match(host))
+
+
+def _absolute_url_problem(url: str) -> str | None:
+    """Why `url` is not an absolute http(s) URL with a host (and a port in range), or None. Says
+    nothing of the URL itself, which may carry credentials."""
+    if not url.startswith(("http://", "https://")):
+        return "it does not start with http:// or https://"
+    if any(ch.isspace() or not ch.isprintable() for ch in url):
+        return "it contains a space or a control character"
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"it does not parse ({exc})"
+    if not parts.hostname:
+        return "it names no host"
+    if port == 0:
+        return "port 0 is not a port"
+    if parts.username is not None or parts.password is not None:
+        return "it must not carry a user name or password"
+    if parts.query or parts.fragment or "?" in url or "#" in url:
+        return "it must not have a query (?…) or fragment (#…)"
+    return None
 
 
 class ConfigError(Exception):
@@ -237,6 +351,10 @@ def _line_for(path: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> int |
     return lines.get(())
 
 
+#: what an empty document is told (a blank file, only comments, `null`)
+EMPTY_CONFIG = ("line 1: the config is empty (no YAML document: the file is blank, holds only comments, or is "
+                "`null`); nothing was loaded. A config names at least how callers are identified (identity) and the "
+                "servers to protect (servers)")
 #: nesting levels a config may use (the deepest real one uses about ten)
 MAX_DEPTH = 64
 #: values a config may expand to once aliases are followed ("billion laughs" stays a refusal, not a hang)
@@ -359,7 +477,10 @@ def parse_config(text: str, source: str = "config", env: dict[str, str] | None =
     except RecursionError:  # the YAML parser itself recurses once per nesting level
         raise ConfigError([f"line {_deep_line(text)}: nested more than {MAX_DEPTH} levels deep"], source) from None
     if raw is None:
-        raw = {}
+        # An empty file (0 bytes, only comments or blank lines, `null`, `~`) would otherwise run with every
+        # default: no issuer, no server, no policy. A truncated save, a `> file` typo or a ConfigMap caught
+        # empty must not turn a gateway into one that refuses everyone, nor be taken by a reload.
+        raise ConfigError([EMPTY_CONFIG], source)
     if not isinstance(raw, dict):
         raise ConfigError(["line 1: the config must be a mapping of keys (listen, servers, policies, ...)"], source)
     lines: dict[tuple[Any, ...], int] = {}
@@ -382,15 +503,33 @@ def parse_config(text: str, source: str = "config", env: dict[str, str] | None =
         for err in exc.errors():
             loc = tuple(part for part in err["loc"] if not (isinstance(part, str) and part.startswith("function-")))
             line = _line_for(loc, lines)
+            located = (err.get("ctx") or {}).get("error")
+            if isinstance(located, _At):
+                loc = (*loc, *located.path)
+                line = _line_for(loc, lines)
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 msg = "unknown key"
             problems.append(f"line {line}: {_dotted(loc)}: {msg}")
         raise ConfigError(problems, source) from None
-    inert = _inert_rule_problems(settings, lines)
+    inert = _inert_rule_problems(settings, lines) + _rule_problems(settings, lines)
     if inert:
         raise ConfigError(inert, source)
+    nobody = no_identity_problem(settings)
+    if nobody:
+        raise ConfigError([f"line {_line_for(('identity',), lines)}: {nobody}"], source)
     return settings
+
+
+def no_identity_problem(settings: Settings) -> str | None:
+    """Why no caller could ever be authenticated under `settings`, or None. Every identity is an
+    `identity.oidc` issuer (people and agents from the IdP, Kubernetes service accounts, GitHub Actions)
+    or an API key; with no issuer and API keys off, every request would be refused 401."""
+    if settings.identity.oidc or settings.identity.api_keys:
+        return None
+    return ("identity: no caller could ever be authenticated: identity.oidc lists no issuer and "
+            "identity.api_keys is false, so every request would be refused (401). Add your IdP (Kubernetes "
+            "service accounts and GitHub Actions are issuers too) to identity.oidc, or set identity.api_keys: true")
 
 
 def _inert_rule_problems(settings: Settings, lines: dict[tuple[Any, ...], int]) -> list[str]:
@@ -435,12 +574,62 @@ def _inert_rule_problems(settings: Settings, lines: dict[tuple[Any, ...], int]) 
     return problems
 
 
+def _rule_problems(settings: Settings, lines: dict[tuple[Any, ...], int]) -> list[str]:
+    """What building the policy engine would refuse (a bad or unknown CEL function, an unknown mask
+    profile, approvers missing or misplaced), every rule at once, each with its line."""
+    from ledgergate.policy.engine import PolicyEngine
+
+    known = {*settings.masking.profiles, LEDGER_PROFILE}  # what `Masker.from_settings` will hold
+    out = []
+    for i, key, message in PolicyEngine.rule_problems(settings.policies, known):
+        loc: tuple[Any, ...] = ("policies", i) if key is None else ("policies", i, key)
+        out.append(f"line {_line_for(loc, lines)}: {_dotted(loc)}: {message}")
+    return out
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def _read_config_file(p: Path) -> bytes:
+    """The file's bytes: a regular file of at most MAX_CONFIG_BYTES. Opened without blocking (a FIFO
+    would wait for a writer forever) and checked on the open descriptor, so nothing swapped in between
+    is read; /dev/zero, a pipe or a directory is refused before a byte is read."""
+    try:
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise ConfigError([f"cannot read the file: {exc.strerror}"], str(p)) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise ConfigError([f"cannot read the file: it is {_file_kind(mode)}, not a regular file"], str(p))
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError([f"cannot read the file: {exc.strerror}"], str(p)) from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError([f"the file is larger than {MAX_CONFIG_BYTES} bytes (1 MiB), the most a config may be"],
+                          str(p))
+    return data
+
+
 def load_config(path: str | Path, env: dict[str, str] | None = None) -> LoadedConfig:
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([f"cannot read the file: {exc.strerror}"], str(p)) from None
+        # newlines as text mode reads them (\r\n and \r become \n), as before the size cap
+        text = _read_config_file(p).decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
     except UnicodeDecodeError as exc:
         raise ConfigError([f"not UTF-8 text (byte {exc.start})"], str(p)) from None
     settings = parse_config(text, str(p), env)

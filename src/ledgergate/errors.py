@@ -23,6 +23,9 @@ AUDIT_UNAVAILABLE = -32012
 SESSION_NOT_FOUND = -32013
 RATE_LIMITED = -32014
 HEADER_MISMATCH = -32020
+UNSUPPORTED_PROTOCOL_VERSION = -32022
+#: the answer to a request its client cancelled (what the MCP SDKs' handshake-era servers answer)
+REQUEST_CANCELLED = -32800
 
 
 class GatewayError(Exception):
@@ -94,6 +97,14 @@ class UpstreamError(GatewayError):
     rpc_code = UPSTREAM_UNAVAILABLE
     #: the message has been through the masker
     masked: bool = False
+
+
+class CallCancelled(GatewayError):
+    """The client cancelled the call (`notifications/cancelled`) and the gateway ended it: its outcome is
+    recorded as cancelled, and a client still reading gets this JSON-RPC error as the answer."""
+
+    http_status = 200
+    rpc_code = REQUEST_CANCELLED
 
 
 class LedgerUnavailable(GatewayError):

@@ -10,6 +10,10 @@ What a reload can change in place is decided here in one table, against the conf
 started with (listeners, stores, upstream connections and the ledger are built once): a report
 that compares against the previous reload instead would say "nothing needs a restart" the second
 time a restart-only key is saved.
+
+A reload is also refused when it would take away every OIDC issuer the running config trusts
+(`reload_problems`): applied live to every replica that shares the file, a lost `identity` block
+turns the whole fleet into one that answers 401 to every person and workload.
 """
 
 from __future__ import annotations
@@ -116,3 +120,17 @@ def plan_reload(started: Settings, running: Settings, new: Settings) -> ReloadPl
                 needs_restart.append(key)
             update[key] = started_value
     return ReloadPlan(new.model_copy(update=update), applied, needs_restart)
+
+
+def reload_problems(running: Settings, new: Settings) -> list[str]:
+    """Why `new` may not replace `running` in place, though it is a valid config (empty: it may).
+
+    A config without the `identity.oidc` issuers the running one trusts (a block lost in an edit or a
+    merge, a template rendered without its values) would refuse every token at once, on every replica
+    reading the file, while each stays ready. Running without issuers is a deliberate change: it is
+    applied by a restart, which starts from the file as a whole."""
+    if running.identity.oidc and not new.identity.oidc:
+        return [(f"identity.oidc: the new config lists no issuer, while the running one trusts "
+                 f"{len(running.identity.oidc)}: applied live it would refuse the token of every person and "
+                 f"workload; the running config stays (to run without OIDC issuers, restart with this config)")]
+    return []

@@ -204,6 +204,24 @@ def test_gateway_config_loads_and_writes_only_to_volumes(target: str) -> None:
     assert replica["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name", "each pod writes its own log"
 
 
+@pytest.mark.parametrize("target", ["base", *OVERLAYS])
+def test_the_pod_outlives_the_gateways_drain(target: str) -> None:
+    """On SIGTERM the gateway drains for `limits.drain_timeout`, then answers and records the calls it cuts
+    off, closes connections and signs its final checkpoint: the kubelet's SIGKILL must come after all of
+    that (terminationGracePeriodSeconds >= drain_timeout + app.SHUTDOWN_MARGIN), and the default drain is
+    the one the manifests are sized for, so a config that omits it still fits."""
+    from ledgergate.app import SHUTDOWN_MARGIN
+    from ledgergate.config import LimitsSettings
+
+    text, gw = gateway_config(render(target))
+    grace = pod_spec(gw).get("terminationGracePeriodSeconds")
+    assert isinstance(grace, int), f"{target}: the gateway pod leaves terminationGracePeriodSeconds at 30 s"
+    settings = parse_config(text, env={e["name"]: "x" for e in container(gw, "ledgergate").get("env", [])})
+    assert grace >= settings.limits.drain_timeout + SHUTDOWN_MARGIN, (grace, settings.limits.drain_timeout)
+    assert grace == LimitsSettings().drain_timeout + SHUTDOWN_MARGIN, "the default drain and the manifests agree"
+    assert settings.limits.drain_timeout >= settings.approvals.hold, "a held call can end as its hold does"
+
+
 # --- reachability ----------------------------------------------------------------------------------
 
 def _selects(selector: Doc | None, labels: dict[str, str]) -> bool:

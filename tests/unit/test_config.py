@@ -127,3 +127,37 @@ def test_rules_that_can_match_are_accepted(match: dict[str, Any]) -> None:
     text = yaml.safe_dump({"servers": {"bank": {"url": "http://127.0.0.1:1/mcp"}},
                            "policies": [{"name": "r", "match": match, "effect": "allow"}]}, sort_keys=False)
     assert parse_config(text).policies[0].name == "r"
+
+
+@pytest.mark.parametrize("text", ["", "\n\n   \n", "# only a comment\n", "null\n", "~", "---\n", "--- # nothing\n...\n"])
+def test_an_empty_document_is_a_config_error_naming_the_file(text: str) -> None:
+    """Taken as "every default", an empty file ran a gateway with no issuer, no server and no policy
+    (every caller 401), and a reload applied it (probe report, defect 2)."""
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "/etc/ledgergate/ledgergate.yaml", env={})
+    assert str(caught.value).startswith("/etc/ledgergate/ledgergate.yaml: line 1: the config is empty")
+
+
+def test_an_explicit_mapping_of_defaults_still_loads() -> None:
+    """`{}` is written on purpose (tests and tools read the defaults with it); API keys are on by default."""
+    s = parse_config("{}", env={})
+    assert s.identity.api_keys and not s.identity.oidc and s.limits.drain_timeout == 60
+
+
+def test_a_config_with_no_way_to_authenticate_anyone_is_refused() -> None:
+    text = "servers:\n  a: {url: 'http://127.0.0.1:1/mcp'}\nidentity:\n  api_keys: false\n  token_cache_size: 5\n"
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "t.yaml", env={})
+    assert caught.value.problems == [(
+        "line 3: identity: no caller could ever be authenticated: identity.oidc lists no issuer and "
+        "identity.api_keys is false, so every request would be refused (401). Add your IdP (Kubernetes service "
+        "accounts and GitHub Actions are issuers too) to identity.oidc, or set identity.api_keys: true")]
+    with_issuer = text + "  oidc:\n    - {issuer: 'https://idp.example'}\n"
+    assert parse_config(with_issuer, env={}).identity.oidc[0].issuer == "https://idp.example"
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("0", 0.0), ("2s", 2.0), ("5m", 300.0)])
+def test_the_drain_timeout_is_a_duration(value: str, seconds: float) -> None:
+    assert parse_config(f"limits:\n  drain_timeout: {value}\n", env={}).limits.drain_timeout == seconds
+    with pytest.raises(ConfigError, match="line 2: limits.drain_timeout"):
+        parse_config("limits:\n  drain_timeout: soon\n", env={})

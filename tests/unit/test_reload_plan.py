@@ -101,3 +101,18 @@ async def test_a_file_that_never_settles_is_refused(tmp_path: Path) -> None:
     finally:
         stop.set()
         await writer
+
+
+def test_a_reload_may_not_take_away_every_issuer() -> None:
+    """A lost `identity` block, applied live on every replica reading the file, would refuse every token;
+    it needs a restart. Changing issuers, or adding the first one, is a reload like any other."""
+    from ledgergate.reload import reload_problems
+
+    issuer = "identity:\n  oidc:\n    - {issuer: 'https://idp.example'}\n"
+    other = "identity:\n  oidc:\n    - {issuer: 'https://idp2.example'}\n"
+    running, none = settings(BASE + issuer), settings()
+    [problem] = reload_problems(running, none)
+    assert problem.startswith("identity.oidc: the new config lists no issuer, while the running one trusts 1")
+    assert reload_problems(running, settings(BASE + other)) == []
+    assert reload_problems(none, settings(BASE + issuer)) == []
+    assert reload_problems(none, none) == []

@@ -4,6 +4,7 @@ nothing written is lost or reordered, whatever ends the connection (real sockets
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 
 import uvloop
@@ -204,3 +205,49 @@ async def _test_a_request_cancelled_by_the_end_of_the_grace_period_logs_no_trace
     writer.close()
     assert "a POST /slow still running at the end of the shutdown grace period was cancelled" in caplog.text
     assert not [r for r in caplog.records if r.exc_info], caplog.text  # no traceback
+
+
+def test_a_request_cut_by_the_end_of_the_grace_period_gets_a_json_rpc_error_not_a_plain_text_500() -> None:
+    uvloop.run(_test_a_request_cut_by_the_end_of_the_grace_period_gets_a_json_rpc_error())
+
+
+async def _test_a_request_cut_by_the_end_of_the_grace_period_gets_a_json_rpc_error() -> None:
+    """What the drain leaves to uvicorn (a session being opened, a body still arriving): cut at the end of its
+    grace period, it is answered with a JSON-RPC error saying so, not uvicorn's `500 Internal Server Error`
+    in plain text (probe report, defect 1); an answer already under way is left as it is."""
+    import uvicorn
+
+    from ledgergate.gateway.serving import ClientLimits, GatheringHttpToolsProtocol
+
+    async def slow(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        if scope["path"] == "/begun":
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+            await send({"type": "http.response.body", "body": b"partial", "more_body": True})
+        await asyncio.sleep(3600)
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(slow, http=GatheringHttpToolsProtocol.with_limits(ClientLimits()),
+                                           ws="none", lifespan="off", log_config=None, timeout_graceful_shutdown=0.3))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        await asyncio.sleep(0.01)
+    reader, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+    writer.write(b"POST /mcp/x HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+    begun_reader, begun_writer = await asyncio.open_connection(*sock.getsockname()[:2])
+    begun_writer.write(b"GET /begun HTTP/1.1\r\nHost: x\r\n\r\n")
+    await asyncio.sleep(0.1)
+    server.should_exit = True
+    answer = await asyncio.wait_for(reader.read(), 5)
+    begun = await asyncio.wait_for(begun_reader.read(), 5)
+    await asyncio.wait_for(task, 5)
+    writer.close()
+    begun_writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 503 "), answer
+    assert b"content-type: application/json" in head.lower()
+    error = json.loads(body)["error"]
+    assert error["code"] == -32016 and error["message"] == "the gateway shut down before answering this request"
+    assert begun.startswith(b"HTTP/1.1 200 ") and b"partial" in begun and b"503" not in begun, begun

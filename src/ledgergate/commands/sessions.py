@@ -38,6 +38,7 @@ from ledgergate.config import LoadedConfig
 from ledgergate.errors import LedgerUnavailable
 from ledgergate.store.ledger_store import StoreError
 from ledgergate.terminal import console
+from ledgergate.ui.visible import shown
 
 app = typer.Typer(no_args_is_help=True, help="List, show, replay and export sessions from the audit ledger.")
 out = console()
@@ -46,6 +47,13 @@ err = console(stderr=True)
 EXIT_REFUSED, EXIT_UNAVAILABLE = 1, 3
 JsonOption = typer.Option(False, "--json", help="Machine-readable output.")
 ByOption = typer.Option(None, "--by", help="Who is looking (recorded); default the OS user.")
+
+
+def _show(text: str) -> str:
+    """Recorded text (a subject, a tool name, arguments: chosen by callers) for the terminal: hidden
+    characters (a bidi override, an escape sequence) made visible (`ui/visible.py`), then escaped
+    from Rich's markup, as `approvals` shows them."""
+    return escape(shown(text))
 
 
 def _sessions(loaded: LoadedConfig) -> dict[str, Session]:
@@ -65,7 +73,7 @@ def _sessions(loaded: LoadedConfig) -> dict[str, Session]:
 def _one(loaded: LoadedConfig, session_id: str) -> Session:
     found = _sessions(loaded).get(session_id)
     if found is None:
-        err.print(f"[red]error[/red] no session {escape(session_id[:80])!s} in the ledger", highlight=False)
+        err.print(f"[red]error[/red] no session {_show(session_id[:80])} in the ledger", highlight=False)
         raise typer.Exit(EXIT_REFUSED)
     return found
 
@@ -115,8 +123,8 @@ def list_sessions(
         return
     table = Table("session", "principal", "server", "start", "calls", "denials", "approvals")
     for s in found:
-        table.add_row(s.id, escape(s.subject), escape(s.server or ""), s.start, str(s.calls), str(s.denials),
-                      str(s.approvals))
+        table.add_row(_show(s.id), _show(s.subject), _show(s.server or ""), _show(str(s.start)), str(s.calls),
+                      str(s.denials), str(s.approvals))
     out.print(table)
 
 
@@ -129,14 +137,14 @@ def show(session_id: str = typer.Argument(..., metavar="ID"), config: Path = Con
     if as_json:
         print(json.dumps(s.summary(), ensure_ascii=False))
         return
-    out.print(f"[bold]{escape(s.id)}[/bold]", highlight=False)
-    out.print(f"  principal  {escape(s.subject)} ({escape(str(s.principal.get('issuer')))})", highlight=False)
-    out.print(f"  server     {escape(s.server or '')}", highlight=False)
-    out.print(f"  from       {s.start}  to {s.end}", highlight=False)
+    out.print(f"[bold]{_show(s.id)}[/bold]", highlight=False)
+    out.print(f"  principal  {_show(s.subject)} ({_show(str(s.principal.get('issuer')))})", highlight=False)
+    out.print(f"  server     {_show(s.server or '')}", highlight=False)
+    out.print(f"  from       {_show(str(s.start))}  to {_show(str(s.end))}", highlight=False)
     out.print(f"  calls {s.calls}, denials {s.denials}, approvals {s.approvals}; {len(s.entries)} records",
               highlight=False)
     if s.tools:
-        out.print(f"  tools      {escape(', '.join(sorted(s.tools)))}", highlight=False)
+        out.print(f"  tools      {_show(', '.join(sorted(s.tools)))}", highlight=False)
 
 
 def _line(st: dict[str, Any]) -> str:
@@ -177,10 +185,10 @@ def replay_session(session_id: str = typer.Argument(..., metavar="ID"), config: 
     if as_json:
         print(json.dumps(doc, ensure_ascii=False))
         return
-    out.print(f"[bold]session {escape(s.id)}[/bold]  {escape(s.subject)} on {escape(s.server or '')}, "
-              f"{s.start} .. {s.end}; {s.calls} calls, {s.denials} denials, {s.approvals} approvals", highlight=False)
+    out.print(f"[bold]session {_show(s.id)}[/bold]  {_show(s.subject)} on {_show(s.server or '')}, "
+              f"{_show(str(s.start))} .. {_show(str(s.end))}; {s.calls} calls, {s.denials} denials, {s.approvals} approvals", highlight=False)
     for st in doc["timeline"]:
-        out.print(escape(_line(st)), highlight=False, soft_wrap=True)
+        out.print(_show(_line(st)), highlight=False, soft_wrap=True)
 
 
 @app.command("export")
@@ -218,7 +226,7 @@ def export_session(session_id: str = typer.Argument(..., metavar="ID"), config: 
         raise typer.Exit(EXIT_USAGE) from None
     finally:
         tmp.unlink(missing_ok=True)  # gone already once renamed
-    out.print(f"wrote {escape(str(output))}: {held} records of session {escape(s.id)} from {len(doc['logs'])} log(s)"
+    out.print(f"wrote {escape(str(output))}: {held} records of session {_show(s.id)} from {len(doc['logs'])} log(s)"
               + ("" if held >= own else f" ({own - held} newer records are not in a signed checkpoint yet)"),
               highlight=False)
 

@@ -16,6 +16,7 @@ Everything still walks the pipeline: each round is authorised and recorded.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import secrets
 import time
@@ -24,14 +25,16 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
-from ledgergate.errors import INVALID_PARAMS, BadRequest, GatewayError, UpstreamError
+from ledgergate.audit import canonical
+from ledgergate.errors import INVALID_PARAMS, BadRequest, CallCancelled, GatewayError, UpstreamError
 from ledgergate.wire import jsonrpc
 from ledgergate.gateway.call import Call
 from ledgergate.gateway.pipeline import Pipeline
-from ledgergate.gateway.stages.messages import SERVER_REQUESTS
-from ledgergate.gateway.sessions import GatewaySession, SessionRegistry
+from ledgergate.gateway.stages.messages import PROGRESS, SERVER_REQUESTS, progress_token
+from ledgergate.gateway.sessions import GatewaySession, InFlight, SessionRegistry
 from ledgergate.principal import Principal
 from ledgergate.upstream.base import (
+    CALLER,
     FULL_CLIENT_CAPABILITIES,
     HANDSHAKE_VERSIONS,
     LATEST_HANDSHAKE,
@@ -56,6 +59,38 @@ _STATE_PREFIX = "lgw1."
 _MAX_INPUT_ROUNDS = 16
 _PENDING_TTL = 600.0
 _CANCEL_GRACE = 1.0
+CANCELLED = "notifications/cancelled"
+#: a retry's params that are not part of the request it repeats (the envelope and the answers it brings)
+_RETRY_ENVELOPE = frozenset({"_meta", "requestState", "inputResponses"})
+_NAME_PARAM = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
+
+
+@dataclass(frozen=True)
+class RequestBinding:
+    """The request a paused call answers: its method, the tool, prompt or resource it names, and a
+    SHA-256 of the RFC 8785 form of the rest of its params (the arguments). A retry resumes the call only
+    when it repeats the request (MCP's input-required retry; the SDK's own sealed state binds the same)."""
+
+    method: str
+    name: Any
+    params_digest: str
+
+    @classmethod
+    def of(cls, message: Message) -> RequestBinding:
+        params = message.get("params") or {}
+        rest = {k: v for k, v in params.items() if k not in _RETRY_ENVELOPE}
+        return cls(message.get("method", ""), params.get(_NAME_PARAM.get(message.get("method", ""), "name")),
+                   hashlib.sha256(canonical.dumps(rest)).hexdigest())
+
+    def differs(self, other: RequestBinding) -> str | None:
+        """What of `other` is not this request (None: it is this request)."""
+        if other.method != self.method:
+            return "method"
+        if other.name != self.name or type(other.name) is not type(self.name):
+            return "name"
+        if other.params_digest != self.params_digest:
+            return "arguments"
+        return None
 
 
 @dataclass
@@ -68,6 +103,8 @@ class PendingInput:
     upstream: UpstreamSession
     requests: dict[str, Any]  # input key → upstream server-request id
     expires: float
+    #: the request the call answers: a retry presenting the state must repeat it
+    binding: RequestBinding
 
 
 class Bridge:
@@ -176,12 +213,14 @@ class Bridge:
         shared = sessions.shared_for(server, principal, upstream, self._shared_hello(hello))
         upstream_session = await self._ready(shared)
         stream = pipeline.handle(call, upstream_session)
-        async with aclosing(self._until_input(stream, upstream_session, principal, server, message["id"])) as items:
+        async with aclosing(self._until_input(stream, upstream_session, principal, server, message["id"],
+                                              RequestBinding.of(message))) as items:
             async for item in items:
                 yield self.modernize(message["method"], item) if "method" not in item else item
 
     async def _until_input(self, stream: AsyncGenerator[Message, None], upstream_session: UpstreamSession,
-                           principal: Principal, server: str, request_id: Any) -> AsyncGenerator[Message, None]:
+                           principal: Principal, server: str, request_id: Any,
+                           binding: RequestBinding) -> AsyncGenerator[Message, None]:
         """Relay the call; at the first server request, pause it and answer input-required.
 
         The paused call's stream is parked for the client's next request; any other way out
@@ -197,7 +236,7 @@ class Bridge:
                     token = _STATE_PREFIX + secrets.token_urlsafe(24)
                     self._expire()
                     self._pending[token] = PendingInput(principal.key, server, stream, upstream_session,
-                                                        {key: item["id"]}, time.monotonic() + _PENDING_TTL)
+                                                        {key: item["id"]}, time.monotonic() + _PENDING_TTL, binding)
                     parked = True
                     request = {"method": item["method"], "params": item.get("params") or {}}
                     yield jsonrpc.result(request_id, {"resultType": INPUT_REQUIRED,
@@ -221,6 +260,21 @@ class Bridge:
             await pipeline.evidence.record("rpc.refused", call, reason="foreign_request_state")
             raise GatewayError(f"requestState belongs to another caller (request id {call.request_id})",
                                rpc_code=INVALID_PARAMS)
+        differs = pending.binding.differs(RequestBinding.of(message))
+        if differs is not None:
+            # The retry must repeat the request it resumes: one naming another tool (a denied one, say) or
+            # other arguments was answered with the paused call's result, and no record said what it asked.
+            # Refused without consuming the state (the owner may still send the right retry).
+            call = Call(server=server, principal=principal, message=message, era="modern")
+            await pipeline.evidence.record("rpc.refused", call, with_args=True, reason="request_state_mismatch",
+                                           detail=f"the retry's {differs} differs from the request it resumes")
+            refusal = GatewayError(
+                f"Invalid or expired requestState: a retry must repeat the request it resumes, and its {differs} "
+                f"differs; nothing was forwarded (request id {call.request_id})",
+                rpc_code=INVALID_PARAMS,
+                data={"reason": "invalid_request_state", "differs": differs, "requestId": call.request_id})
+            refusal.recorded = True
+            raise refusal
         del self._pending[token]  # the owner's: used once (no await since the check above)
         responses = (message.get("params") or {}).get("inputResponses") or {}
         for key, server_request_id in pending.requests.items():
@@ -234,7 +288,7 @@ class Bridge:
             await pipeline.messages.from_client(server, principal, None, reply)
             await pending.upstream.reply(reply)
         async with aclosing(self._until_input(pending.stream, pending.upstream, principal, server,
-                                              message["id"])) as items:
+                                              message["id"], pending.binding)) as items:
             async for item in items:
                 if "method" not in item and "id" in item:
                     item = self.modernize(message["method"], {**item, "id": message["id"]})
@@ -261,11 +315,72 @@ class Bridge:
     # ── handshake client ────────────────────────────────────────────────────
     async def handshake_call(self, pipeline: Pipeline, session: GatewaySession, principal: Principal,
                              message: Message) -> AsyncGenerator[Message, None]:
+        """A handshake client's call, registered in its session (`session.running`) while in flight so
+        that the client's `notifications/cancelled` can end it (`client_notification`) wherever it waits:
+        for the upstream session, for the upstream's first message, for a JSON answer, on an SSE stream
+        or a legacy one. Ended so, it is recorded as cancelled and answered -32800 (`CallCancelled`).
+
+        The first call under an id keeps it until it ends (a second one sent meanwhile under the same id
+        cannot be named by a cancellation)."""
+        request_id = message["id"]
+        entry = InFlight(progress_token(message))
+        registered = session.running.setdefault(request_id, entry) is entry
+        rounds = self._handshake_rounds(pipeline, session, principal, message, entry)
+        try:
+            while True:
+                if entry.cancelled and not entry.done:  # cancelled while the call was with its reader
+                    raise await self._cancelled(pipeline, session, principal, message, entry)
+                entry.task = asyncio.current_task()  # the task a cancellation interrupts
+                try:
+                    item = await rounds.__anext__()
+                except StopAsyncIteration:
+                    return
+                finally:
+                    entry.task = None
+                if entry.interrupted is not None:  # the interruption was swallowed on its way: withdrawn
+                    entry.interrupted.uncancel()
+                    entry.interrupted = None
+                if "method" not in item:
+                    entry.done = True  # the answer: too late to cancel
+                yield item
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is None or entry.interrupted is not task:
+                raise  # not the client's cancellation (the gateway stopping, the reader gone)
+            if task.uncancel() > 0:
+                raise  # cancelled for another reason as well: that one ends it
+            raise await self._cancelled(pipeline, session, principal, message, entry) from None
+        finally:
+            entry.done = True
+            if registered and session.running.get(request_id) is entry:
+                del session.running[request_id]
+            await rounds.aclose()
+
+    @staticmethod
+    async def _cancelled(pipeline: Pipeline, session: GatewaySession, principal: Principal, message: Message,
+                         entry: InFlight) -> CallCancelled:
+        """The outcome of a call its client cancelled, recorded (`rpc.response`, `cancelled: true`) and
+        as the client is answered, if it still reads."""
+        entry.done = True
+        call = entry.call if entry.call is not None else Call(server=session.server, principal=principal,
+                                                               message=message, session_id=session.id)
+        await pipeline.evidence.record("rpc.response", call, error="cancelled by the client",
+                                       cancelled=True, latency_ms=call.latency_ms())
+        refusal = CallCancelled(f"Request cancelled: the client cancelled it (request id {call.request_id})",
+                                data={"requestId": call.request_id})
+        refusal.recorded = True
+        return refusal
+
+    async def _handshake_rounds(self, pipeline: Pipeline, session: GatewaySession, principal: Principal,
+                                message: Message, entry: InFlight) -> AsyncGenerator[Message, None]:
         upstream_session = await self._ready(session)
+        # whose call goes upstream: only this client's cancellation may name it there (`InflightIds`)
+        CALLER.set(session.id)
         current = message
         for _ in range(_MAX_INPUT_ROUNDS):
             call = Call(server=session.server, principal=principal, message=current, session_id=session.id,
                         client_capabilities=session.hello.capabilities, ask_client=self._asker(session))
+            entry.call = call
             final: Message | None = None
             # aclosing: the relay chain is closed the moment the answer is in, not by the garbage
             # collector (which would schedule a task per unfinished async generator)
@@ -314,17 +429,42 @@ class Bridge:
 
     async def client_notification(self, pipeline: Pipeline, session: GatewaySession, principal: Principal, message: Message) -> None:
         await self.refuse_unless_notification(pipeline, session.server, principal, session.id, message)
+        if message["method"] == CANCELLED:
+            await self._client_cancel(pipeline, session, principal, message)
+            return
         await pipeline.messages.from_client(session.server, principal, session.id, message)
         if message["method"] == "notifications/initialized":
             return  # the gateway already completed the upstream handshake
         upstream_session = await self._ready(session)
-        await upstream_session.notify(message)
-        if message["method"] == "notifications/cancelled":
-            # The server should stop and send nothing more; after a grace period the gateway stops
-            # relaying that call either way, so neither the client's stream nor the upstream call lingers.
-            task = session.running.get((message.get("params") or {}).get("requestId"))
-            if task is not None:
-                asyncio.get_running_loop().call_later(_CANCEL_GRACE, task.cancel)
+        await upstream_session.notify(message, owner=session.id)
+
+    @staticmethod
+    async def _client_cancel(pipeline: Pipeline, session: GatewaySession, principal: Principal,
+                             message: Message) -> None:
+        """`notifications/cancelled` from a handshake client: it may only name a call of its own in flight.
+
+        The gateway numbers requests afresh towards the server, so the client's `requestId` means
+        nothing there: a cancellation naming no call of this session's in flight is dropped and its
+        record says so (`dropped`); sent on, it cancelled whichever call the upstream knew by that
+        number. One naming a call of its own goes upstream with that call's upstream id (when the call
+        has reached the upstream), and its record names the call it ends (`cancels`, the call's request
+        id). The server should stop and send nothing more; after a grace period the gateway ends the
+        call either way, so neither the client's stream nor the upstream call lingers."""
+        entry = session.running.get((message.get("params") or {}).get("requestId"))
+        if entry is None or entry.done:
+            await pipeline.messages.from_client(session.server, principal, session.id, message,
+                                                dropped="not_in_flight", forwarded=False)
+            return
+        upstream_session = session.upstream_session
+        if upstream_session is not None and not upstream_session.alive:
+            upstream_session = None
+        forwarded = upstream_session is not None and upstream_session.outbound(message, session.id) is not None
+        await pipeline.messages.from_client(session.server, principal, session.id, message,
+                                            cancels=entry.call.request_id if entry.call is not None else None,
+                                            forwarded=forwarded)
+        asyncio.get_running_loop().call_later(_CANCEL_GRACE, entry.cancel)
+        if forwarded and upstream_session is not None:
+            await upstream_session.notify(message, owner=session.id)
 
     async def client_reply(self, pipeline: Pipeline, session: GatewaySession, principal: Principal, message: Message) -> None:
         await pipeline.messages.from_client(session.server, principal, session.id, message)
@@ -345,7 +485,10 @@ class Bridge:
         queue = await session.subscribe()
         try:
             while (item := await queue.get()) is not None:
-                outbound = await pipeline.messages.unsolicited(session.server, principal, session.id, item)
+                # progress outside the call's own stream only for a token of one of this client's calls
+                tokens = {e.progress_token for e in session.running.values() if e.progress_token is not None} \
+                    if item.get("method") == PROGRESS else None
+                outbound = await pipeline.messages.unsolicited(session.server, principal, session.id, item, tokens)
                 if outbound is None:
                     if "id" in item and "method" in item:
                         await upstream_session.reply(jsonrpc.error(item["id"], -32003, "refused by gateway policy"))

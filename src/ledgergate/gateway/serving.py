@@ -13,11 +13,14 @@ the body within `body_timeout` of the head, the head is at most `max_header_byte
 and at most `max_connections` clients are
 connected at once — a slow or silent client (slowloris) is answered 408 and closed, one too
 many is answered 503 and closed, so a few hundred of them cannot take every file descriptor.
-It stops in order: at shutdown an open event stream (a GET whose answer has begun and never
-ends by itself) is finished — its chunked body terminated, the connection closed, the
-application told the client has gone — instead of holding the shutdown until uvicorn's grace
-period runs out and cancels it with a logged traceback; a request still running when the grace
-period ends is cancelled with one log line, not a traceback.
+It stops in order (`DrainingServer`): on SIGTERM the listener stays open while the application
+drains — not ready, no new calls, those in flight finish or are cut off, answered and recorded
+(`app.Gateway.drain`) — and only then does uvicorn close the listener and the connections. An
+open event stream (a GET whose answer has begun and never ends by itself) is then finished — its
+chunked body terminated, the connection closed, the application told the client has gone —
+instead of holding the shutdown until uvicorn's grace period runs out and cancels it with a
+logged traceback; a request still running when that grace period ends is cancelled with one log
+line, not a traceback, and answered with a JSON-RPC error (503) if its answer had not begun.
 And it refuses, before any application code runs, a request whose meaning depends on which of
 two copies of a header one reads: two `Host` lines (RFC 9112 §3.2), or two of any header the
 gateway reads as a single value (identity, media type, origin, MCP session and routing).
@@ -28,9 +31,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
+import uvicorn
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from ledgergate.errors import INVALID_REQUEST, RATE_LIMITED
@@ -242,9 +248,30 @@ class GatheringHttpToolsProtocol(HttpToolsProtocol):
             except asyncio.CancelledError:
                 if not self._shutting_down:
                     raise
-                # uvicorn's grace period ran out: the cancellation is the shutdown, not a fault
+                # uvicorn's grace period ran out: the cancellation is the shutdown, not a fault. The calls were
+                # drained and answered before (app.Gateway.drain); what is cut here is anything else (a session
+                # being opened, a slow body), and it gets a JSON-RPC error, not uvicorn's plain-text 500.
                 log.warning("a %s %s still running at the end of the shutdown grace period was cancelled",
                             scope.get("method", ""), scope.get("path", ""))
+                cycle = getattr(send, "__self__", None)  # uvicorn's RequestResponseCycle
+                if scope.get("type") == "http" and cycle is not None and not cycle.response_started \
+                        and not self.transport.is_closing():
+                    task = asyncio.current_task()
+                    if task is not None:
+                        task.uncancel()
+                    # a constant of the pipeline's, which is loaded by now (function-local: this module is lower)
+                    from ledgergate.gateway.pipeline import SHUTTING_DOWN
+
+                    body = json.dumps({"jsonrpc": "2.0", "id": None, "error": {
+                        "code": SHUTTING_DOWN, "message": "the gateway shut down before answering this request",
+                        "data": {"reason": "shutdown"}}}).encode()
+                    try:
+                        await send({"type": "http.response.start", "status": 503, "headers": [
+                            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+                        await send({"type": "http.response.body", "body": body})
+                    except Exception as exc:  # noqa: BLE001 - the client may be gone; nothing more to tell it
+                        log.debug("the shutdown's answer could not be sent: %s", type(exc).__name__)
         return run
 
     def _cancel_deadline(self) -> None:
@@ -272,3 +299,37 @@ class GatheringHttpToolsProtocol(HttpToolsProtocol):
         if not self.transport.is_closing():
             self.transport.write(_error_response(status, code, message))
             self.transport.close()
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server with a drain before its shutdown.
+
+    On SIGTERM or SIGINT uvicorn would close the listener at once and give requests a fixed grace period.
+    Here `drain` runs first, with the listener still open: the application says not ready and refuses new
+    calls with an answer (a client the Service still routes here learns to go elsewhere, rather than
+    finding the port closed), and the calls in flight finish or are cut off, answered and recorded
+    (`app.Gateway.drain`). Then uvicorn's own shutdown closes the listener and the connections. A second
+    signal during the drain ends it at once; a signal after that is uvicorn's (SIGINT then forces the exit,
+    skipping the application's orderly stop)."""
+
+    def __init__(self, config: uvicorn.Config, drain: Callable[[Callable[[], bool]], Awaitable[None]]) -> None:
+        super().__init__(config)
+        self._drain = drain
+        self._draining = False
+        self._hurry = False
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._draining and not self._hurry:
+            self._hurry = True  # read by the drain between its looks at the calls in flight
+            return
+        super().handle_exit(sig, frame)
+
+    async def shutdown(self, sockets: Any = None) -> None:
+        self._draining = True
+        try:
+            await self._drain(lambda: self._hurry or self.force_exit)
+        except Exception:  # the listener and the ledger must still close in order
+            log.exception("the drain before shutdown failed")
+        finally:
+            self._draining = False
+        await super().shutdown(sockets)

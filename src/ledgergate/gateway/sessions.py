@@ -18,7 +18,7 @@ import secrets
 import sys
 import time
 from collections import OrderedDict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ledgergate.errors import (
     RATE_LIMITED,
@@ -30,6 +30,9 @@ from ledgergate.principal import Principal
 from ledgergate.numbers import parse_uint
 from ledgergate.upstream.base import ClientHello, Message, UpstreamSession
 from ledgergate.upstream.registry import Upstream
+
+if TYPE_CHECKING:
+    from ledgergate.gateway.call import Call
 
 
 #: What a client hears for a session id this process does not hold: it may have expired or been
@@ -107,6 +110,37 @@ class EventStream:
             await waiter.wait()
 
 
+class InFlight:
+    """One client request of a session in flight, as a cancellation of it must find it.
+
+    `task` is the task driving the call right now (None while the call is handed to its reader between
+    two of its messages); `call` the call (its current round) as the pipeline carries it, whose request
+    id its records name; `progress_token` what the client's progress notifications for it carry. `cancel()` is the gateway
+    ending the call for the client (`Bridge.client_notification`): it marks the call and interrupts the
+    task where it waits, whether that is for the upstream's first message, for a JSON answer, or on a
+    stream; the call itself then records its outcome as cancelled and answers -32800.
+    """
+
+    __slots__ = ("call", "cancelled", "done", "interrupted", "progress_token", "task")
+
+    def __init__(self, progress_token: Any = None) -> None:
+        self.call: Call | None = None
+        self.progress_token = progress_token
+        self.task: asyncio.Task[Any] | None = None
+        self.cancelled = False
+        #: the task `cancel()` interrupted (its CancelledError is this cancellation, not another's)
+        self.interrupted: asyncio.Task[Any] | None = None
+        self.done = False
+
+    def cancel(self) -> None:
+        if self.done or self.cancelled:
+            return
+        self.cancelled = True
+        if self.task is not None:
+            self.interrupted = self.task
+            self.task.cancel()
+
+
 class GatewaySession:
     """One client session: who opened it, its upstream session, and whatever it has in flight.
 
@@ -139,7 +173,7 @@ class GatewaySession:
         self._streams: OrderedDict[int, EventStream] | None = None
         self._waiting: dict[Any, asyncio.Future[Message]] | None = None
         self._relayed: set[Any] | None = None
-        self._running: dict[Any, asyncio.Task[Any]] | None = None
+        self._running: dict[Any, InFlight] | None = None
         #: one upstream listener feeds every local one (a server may allow one GET stream per session)
         self._listeners: set[asyncio.Queue[Message | None]] | None = None
         self._pump: asyncio.Task[None] | None = None
@@ -168,8 +202,9 @@ class GatewaySession:
         return self._relayed
 
     @property
-    def running(self) -> dict[Any, asyncio.Task[Any]]:
-        """Client request id → the task relaying its response stream (so a cancellation can end it)."""
+    def running(self) -> dict[Any, InFlight]:
+        """Client request id → the client's call in flight under it (so a cancellation can end it, and
+        only a call of this client's: ids are this session's)."""
         if self._running is None:
             self._running = {}
         return self._running

@@ -27,8 +27,8 @@ from ledgergate.identity.apikeys import check_key, is_api_key
 from ledgergate.identity.jwks import IssuerKeys, SigningKey
 from ledgergate.identity.oidc import OidcVerifier, token_cache_key
 from ledgergate.identity.redact import redact_text, redact_url
-from ledgergate.principal import Principal
 from ledgergate.identity.settings import IdentitySettings, disabled_keys
+from ledgergate.principal import Principal
 from ledgergate.store.apikeys_store import ApiKeyStore
 from ledgergate.store.db import StoreURL
 
@@ -135,6 +135,28 @@ class IdentityService:
         if self.settings.api_keys:
             out["api_keys"] = self._store_error or ("ok" if self._started else "not started")
         return out
+
+    def unready(self) -> str | None:
+        """Why this replica cannot authenticate the callers it is there for, or None (for /readyz).
+
+        With issuers configured (people, agents and workloads: identity.oidc), one of them must have usable
+        keys. API keys do not stand in for them: they are the last resort, and their store is the ledger's
+        own database, so "API keys ok" holds whenever the ledger does; a replica whose IdP keys cannot be
+        loaded (a wrong ca_file, egress blocked on its node) would otherwise stay in the Service and answer
+        401 to nearly everyone. With no issuer (an API-key-only gateway), the key store must answer. With
+        neither, nothing can be authenticated (the config refuses that: config.no_identity_problem)."""
+        if not self._started:
+            return "identity not started"
+        if self._issuers:
+            now = self._clock()
+            if any(keys.usable(now) for keys in self._issuers):
+                return None
+            return ("no issuer's keys are loaded: every token would be refused (identity.oidc; see each "
+                    "issuer's state under identity)")
+        if self.settings.api_keys:
+            return None if self._store is not None and self._store_error is None else \
+                f"API keys cannot be checked: {self._store_error or 'no key store'}"
+        return "no identity source is configured (identity.oidc is empty and identity.api_keys is false)"
 
     async def _refresh_loop(self) -> None:
         """Refresh each issuer's keys at half their cache lifetime; retry failures at the rate limit."""

@@ -127,6 +127,17 @@ class OidcIssuerSettings(_Strict):
                 )
         return value
 
+    @field_validator("audience", "groups_claim")
+    @classmethod
+    def _named(cls, value: str | list[str], info: ValidationInfo) -> str | list[str]:
+        # an empty audience list refuses every token; an empty groups claim path finds no groups
+        what = "an audience" if info.field_name == "audience" else "a claim name (a dotted path)"
+        if isinstance(value, list) and not value:
+            raise ValueError(f"an empty list names nothing; give {what}, or omit the key for the default")
+        if any(not v.strip() for v in ([value] if isinstance(value, str) else value)):
+            raise ValueError(f"must be non-empty: give {what}, or omit the key for the default")
+        return value
+
     @field_validator("issuer")
     @classmethod
     def _issuer_url(cls, value: str) -> str:

@@ -5,8 +5,8 @@ interpreter): it evaluates a compiled condition in ~0.2-3 µs where cel-python
 needs ~110 µs, and it keeps CEL's type rules for JSON values (a JSON `true` is
 not the number 1). See docs/policy.md for the measurements.
 
-Expressions are compiled once when the engine is built; a syntax error or an
-unknown variable is a load-time error naming the rule. At evaluation every
+Expressions are compiled once when the engine is built; a syntax error, an
+unknown variable or an unknown function is a load-time error naming the rule. At evaluation every
 problem (missing key, type mismatch, overflow, non-boolean result, too deeply
 nested input) raises `CelEvaluationError`; the engine decides what an error
 means for each effect (fail closed, see engine.py).
@@ -42,6 +42,43 @@ overflows the native stack and kills the process. A caller controls `args`, so
 a depth cap is a denial-of-service guard, not a nicety. Refusal is an
 evaluation error, which the engine treats fail-closed.
 """
+
+FUNCTIONS: frozenset[str] = frozenset({
+    # strings, lists, maps
+    "contains", "endsWith", "matches", "size", "startsWith",
+    # conversions and types
+    "bytes", "double", "duration", "dyn", "int", "string", "timestamp", "type", "uint",
+    # timestamp fields (in UTC)
+    "getDate", "getDayOfMonth", "getDayOfWeek", "getDayOfYear", "getFullYear", "getHours",
+    "getMilliseconds", "getMinutes", "getSeconds", "getMonth",
+})
+"""The named functions the interpreter defines (tests/unit/test_cel_functions.py evaluates each, so
+an upgrade that drops one fails there). The macros (`has`, `all`, `exists`, `exists_one`, `map`,
+`filter`) are expanded by the parser and never show up as functions; operators show up under names
+such as `_+_`, `!_`, `@in` and are always accepted. A name outside this set (a typo, `startwith`, or a
+cel-go extension such as `lowerAscii`) would only fail when evaluated, so it is refused at load."""
+
+
+def _is_operator(name: str) -> bool:
+    """`_+_`, `_[_]`, `!_`, `-_`, `@in`, `@not_strictly_false`: not a name anyone typed as a call."""
+    return name.startswith("@") or not name.replace("_", "a").isalnum()
+
+
+_SYNTAX_AT = re.compile(r"ERROR: <input>:(\d+):(\d+): (.*)")
+
+
+def _one_line_message(message: str) -> str:
+    """The binding's error on one line: `Failed to parse … ERROR: <input>:1:14: Syntax error: …` followed
+    by the expression and a caret line becomes `column 14: Syntax error: …` (or `line 2, column 3: …`
+    for a condition written over several lines)."""
+    at = _SYNTAX_AT.search(message)  # the expression quoted before it may itself span lines
+    if at is None:
+        first = message.strip().splitlines()[0] if message.strip() else "unknown error"
+        return " ".join(first.split())[:300]
+    line, column, what = int(at.group(1)), at.group(2), " ".join(at.group(3).split())
+    where = f"column {column}" if line == 1 else f"line {line} of the condition, column {column}"
+    return f"{where}: {what}"[:300]
+
 
 _MACRO_BINDING = r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*{name}\s*,"
 """Names bound by comprehension macros are not free variables. (`cel.bind` is not
@@ -106,7 +143,8 @@ class Condition:
 
     @classmethod
     def compile(cls, source: str) -> Condition:
-        """Compile once at load; raises CelCompileError for syntax errors and unknown variables.
+        """Compile once at load; raises CelCompileError (one line) for syntax errors, unknown variables
+        and unknown functions.
 
         Unknown variables are checked here because at run time they would only
         show up as an evaluation error: an allow rule with a typo (`arg.a`)
@@ -117,15 +155,22 @@ class Condition:
         try:
             program = _cel.compile(source)
             names = set(program.variables())
+            functions = set(program.functions())
         except Exception as exc:  # the binding raises ValueError, but be certain
-            message = str(exc).strip()
-            raise CelCompileError(f"invalid CEL: {message}") from None
+            raise CelCompileError(f"invalid CEL: {_one_line_message(str(exc))}") from None
         unknown = sorted(
             n for n in names - VARIABLES if not re.search(_MACRO_BINDING.format(name=re.escape(n)), source)
         )
         if unknown:
             raise CelCompileError(
                 f"unknown variable(s) {', '.join(unknown)}; a condition can use {', '.join(sorted(VARIABLES))}"
+            )
+        undefined = sorted(f for f in functions - FUNCTIONS if not _is_operator(f))
+        if undefined:
+            shown = ", ".join(repr(f[:60]) for f in undefined[:5])
+            raise CelCompileError(
+                f"unknown function(s) {shown}; the functions a condition can call are "
+                f"{', '.join(sorted(FUNCTIONS))} (and the macros has, all, exists, exists_one, map, filter)"
             )
         return cls(source=source, variables=frozenset(names & VARIABLES), program=program)
 

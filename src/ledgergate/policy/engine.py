@@ -46,6 +46,7 @@ from ledgergate.policy.rules import (
     LIST_METHODS,
     CompiledRule,
     RuleIndex,
+    compile_rule,
     compile_rules,
     is_housekeeping,
     is_server_to_client,
@@ -54,6 +55,7 @@ from ledgergate.policy.rules import (
 )
 from ledgergate.policy.settings import PolicyRuleSettings
 
+_RULE_KEYS = frozenset({"name", "when", "mask", "approvers", "match", "effect"})
 _GRANT_VARIABLES = frozenset({"principal", "server", "time"})
 ListMethod = Literal["tools/list", "resources/list", "resources/templates/list", "prompts/list"]
 
@@ -103,6 +105,32 @@ class PolicyEngine:
     ) -> PolicyEngine:
         """Compile every rule; raises ValueError naming the rule (bad CEL, unknown mask profile, ...)."""
         return cls(compile_rules(rules, known_profiles))
+
+    @staticmethod
+    def rule_problems(
+        rules: Sequence[PolicyRuleSettings], known_profiles: set[str] | None = None
+    ) -> list[tuple[int, str | None, str]]:
+        """Every rule `from_settings` would refuse, not just the first: `(index, key, message)`, where `key`
+        is the rule's key at fault (`when`, `mask`, `approvers`, `name`) when the message names one, so the
+        config loader can point at its line (the message then leaves the key out). The message is one line
+        and starts with the rule's name."""
+        problems: list[tuple[int, str | None, str]] = []
+        seen: set[str] = set()
+        for i, rule in enumerate(rules):
+            if rule.name in seen:
+                problems.append((i, "name", f"policy rule {rule.name!r}: the name is used twice"))
+            seen.add(rule.name)
+            try:
+                compile_rule(i, rule, known_profiles)
+            except ValueError as exc:
+                message = " ".join(str(exc).split())
+                prefix = f"policy rule {rule.name!r}: "
+                key, sep, rest = message.removeprefix(prefix).partition(": ")
+                if sep and key in _RULE_KEYS:  # the key goes into the location; the message keeps the name
+                    problems.append((i, key, prefix + rest))
+                else:
+                    problems.append((i, None, message))
+        return problems
 
     # --- decisions -----------------------------------------------------------
 

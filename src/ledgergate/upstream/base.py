@@ -14,6 +14,7 @@ import abc
 import itertools
 import os.path
 from collections.abc import AsyncGenerator, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -115,6 +116,13 @@ class ClientHello:
         return {"protocolVersion": version, "capabilities": self.capabilities, "clientInfo": self.client_info}
 
 
+#: the client (its gateway session id) on whose behalf this task calls the upstream: set by the bridge for
+#: a handshake client's call, read as the call goes out when no `owner` is given, so that only that
+#: client's cancellation can name the call (`InflightIds`). None for a stateless (2026-07-28) client's
+#: call, which no cancellation names: that revision has none.
+CALLER: ContextVar[str | None] = ContextVar("ledgergate_upstream_caller", default=None)
+
+
 class UpstreamSession(abc.ABC):
     __slots__ = ()  # so that a subclass can do without an instance dict (thousands may be open)
 
@@ -123,11 +131,21 @@ class UpstreamSession(abc.ABC):
     server_hello: dict[str, Any]
 
     @abc.abstractmethod
-    def call(self, request: Message) -> AsyncGenerator[Message, None]:
-        """Send a request; yield notifications and server requests, then the final response."""
+    def call(self, request: Message, owner: str | None = None) -> AsyncGenerator[Message, None]:
+        """Send a request; yield notifications and server requests, then the final response.
+
+        `owner` names the client that sent it (its gateway session; by default `CALLER`): only that
+        client's cancellation can name this call (`InflightIds`)."""
 
     @abc.abstractmethod
-    async def notify(self, notification: Message) -> None: ...
+    async def notify(self, notification: Message, owner: str | None = None) -> bool:
+        """Send a client's notification (`owner`: the client's gateway session); False when it was not
+        sent because it must not be (`outbound`)."""
+
+    def outbound(self, notification: Message, owner: str | None = None) -> Message | None:
+        """`notification` from `owner`'s client as this server must receive it, or None when it must not
+        be sent at all (a cancellation naming no call of that client's in flight here)."""
+        return strip_modern_meta(notification)
 
     @abc.abstractmethod
     async def reply(self, response: Message) -> None:
@@ -145,23 +163,63 @@ class UpstreamSession(abc.ABC):
         return True
 
 
+CANCELLED = "notifications/cancelled"
+
+
+def _request_key(value: Any) -> str | int | None:
+    """`value` if it can be a client's request id (a string or an integer), else None. Not a bool, not a
+    float: `True == 1` and `1.0 == 1` in Python, and an id the client never used must name nothing."""
+    if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    return None
+
+
 class InflightIds:
-    """Client request id → upstream request id for calls in flight, so a cancellation names the right one."""
+    """(client, client request id) → upstream request id for calls in flight, so a cancellation names the
+    right one.
+
+    The gateway numbers every request afresh towards the server (`IdMap`), so a client's id means
+    nothing there: a `notifications/cancelled` is sent on only with the upstream id of a call *that
+    client* has in flight, and is dropped otherwise. Forwarded as it came, its `requestId` was read in
+    the gateway's own numbering and cancelled whichever call had that number, another client's
+    included. Ids are scoped to the client (its gateway session) that issued them, so two clients on
+    one upstream session may use the same ids; the first call under an id keeps it until it ends.
+    """
 
     __slots__ = ("ids",)
 
     def __init__(self) -> None:
-        self.ids: dict[Any, int] = {}
+        self.ids: dict[tuple[str, str | int], int] = {}
 
-    def translate_cancel(self, notification: Message) -> Message:
-        if notification.get("method") != "notifications/cancelled":
+    def add(self, owner: str | None, request_id: Any, upstream_id: int) -> None:
+        key = _request_key(request_id)
+        if owner is not None and key is not None:
+            self.ids.setdefault((owner, key), upstream_id)
+
+    def discard(self, owner: str | None, request_id: Any, upstream_id: int) -> None:
+        key = _request_key(request_id)
+        if owner is not None and key is not None and self.ids.get((owner, key)) == upstream_id:
+            del self.ids[(owner, key)]
+
+    def translate_cancel(self, notification: Message, owner: str | None) -> Message | None:
+        """`notification` with the upstream's id for the call it cancels; None for a cancellation that
+        names no call of `owner`'s in flight (never sent: its id would be read in the upstream's numbering)."""
+        if notification.get("method") != CANCELLED:
             return notification
-        params = dict(notification.get("params") or {})
-        upstream_id = self.ids.get(params.get("requestId"))
-        if upstream_id is None:
-            return notification
-        params["requestId"] = upstream_id
-        return {**notification, "params": params}
+        params = notification.get("params")
+        key = _request_key(params.get("requestId")) if isinstance(params, dict) else None
+        upstream_id = self.ids.get((owner, key)) if owner is not None and key is not None else None
+        if upstream_id is None or not isinstance(params, dict):
+            return None
+        return {**notification, "params": {**params, "requestId": upstream_id}}
+
+
+def drop_cancel(notification: Message, owner: str | None, inflight: InflightIds | None) -> Message | None:
+    """`InflightIds.translate_cancel` for a session whose map may not exist (no call in flight): a
+    cancellation then names nothing and is dropped; any other notification passes."""
+    if inflight is None:
+        return None if notification.get("method") == CANCELLED else notification
+    return inflight.translate_cancel(notification, owner)
 
 
 class IdMap:

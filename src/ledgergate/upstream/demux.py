@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from typing import Any
 
 from ledgergate.errors import UpstreamError
 from ledgergate.upstream.base import (
+    CALLER,
     IdMap,
     InflightIds,
     Message,
@@ -34,10 +36,11 @@ from ledgergate.upstream.base import (
     rewrite_id,
     strip_modern_meta,
 )
+from ledgergate.wire import jsonrpc
+
+log = logging.getLogger("ledgergate.upstream")
 
 _CALL_BOUND_REQUESTS = ("sampling/createMessage", "elicitation/create", "roots/list")
-
-
 
 
 def _key(value: Any) -> str | int | float | None:
@@ -78,6 +81,10 @@ class Demux:
             queue = self._calls.get(_key(msg.get("id")))
             if queue is not None:
                 queue.put_nowait(msg)
+            return
+        problem = jsonrpc.relay_problem(msg)
+        if problem is not None:  # neither a request, nor a notification, nor an answer: dropped
+            log.warning("%s sent a message with %s; dropped", self.who, problem)
             return
         # A notification or server request: progress goes to the call that owns the token;
         # anything else belongs to the newest call in flight, or to the listeners.
@@ -170,11 +177,12 @@ class Demux:
             if token is not None:
                 self._progress.pop(token, None)
 
-    async def call(self, request: Message) -> AsyncGenerator[Message, None]:
+    async def call(self, request: Message, owner: str | None = None) -> AsyncGenerator[Message, None]:
         """`UpstreamSession.call`: a fresh upstream id out, the caller's id restored on the response."""
+        owner = CALLER.get() if owner is None else owner
         original_id = request["id"]
         upstream_id = self._ids.next()
-        self._inflight.ids[original_id] = upstream_id
+        self._inflight.add(owner, original_id, upstream_id)
         try:
             exchange = self.exchange(rewrite_id(strip_modern_meta(request), upstream_id), upstream_id)
             async with aclosing(exchange) as messages:
@@ -187,10 +195,19 @@ class Demux:
                 "requestId": upstream_id, "reason": "the gateway timed out waiting for the answer"}}))
             raise
         finally:
-            self._inflight.ids.pop(original_id, None)
+            self._inflight.discard(owner, original_id, upstream_id)
 
-    async def notify(self, notification: Message) -> None:
-        await self._write(self._inflight.translate_cancel(strip_modern_meta(notification)))
+    def outbound(self, notification: Message, owner: str | None = None) -> Message | None:
+        """`UpstreamSession.outbound`: a cancellation only with the upstream id of a call `owner` has in flight."""
+        return self._inflight.translate_cancel(strip_modern_meta(notification), owner)
+
+    async def notify(self, notification: Message, owner: str | None = None) -> bool:
+        message = self.outbound(notification, owner)
+        if message is None:
+            log.info("%s: a cancellation naming no call of this client's in flight was not sent", self.who)
+            return False
+        await self._write(message)
+        return True
 
     async def reply(self, response: Message) -> None:
         await self._write(response)
@@ -216,11 +233,14 @@ class DemuxedSession(UpstreamSession):
 
     _demux: Demux
 
-    def call(self, request: Message) -> AsyncGenerator[Message, None]:
-        return self._demux.call(request)
+    def call(self, request: Message, owner: str | None = None) -> AsyncGenerator[Message, None]:
+        return self._demux.call(request, owner)
 
-    async def notify(self, notification: Message) -> None:
-        await self._demux.notify(notification)
+    def outbound(self, notification: Message, owner: str | None = None) -> Message | None:
+        return self._demux.outbound(notification, owner)
+
+    async def notify(self, notification: Message, owner: str | None = None) -> bool:
+        return await self._demux.notify(notification, owner)
 
     async def reply(self, response: Message) -> None:
         await self._demux.reply(response)

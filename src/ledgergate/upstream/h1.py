@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from ledgergate.identity.redact import redact_url
+
 _HIGH_WATER = 64  # body chunks queued before the socket stops being read
 _LOW_WATER = 8
 
@@ -46,10 +48,14 @@ class Origin:
 
     @classmethod
     def of(cls, url: str) -> Origin:
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as exc:  # its text is about the port or brackets, never the URL's userinfo
+            raise ValueError(f"not a usable http(s) URL: {redact_url(url)!r} ({exc})") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an http(s) URL: {url!r}")
-        return cls(parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+            raise ValueError(f"not an http(s) URL with a host: {redact_url(url)!r}")  # no userinfo, no query
+        return cls(parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80))
 
     @property
     def host_header(self) -> str:
@@ -463,7 +469,7 @@ class H1Pool:
         if target is None:
             parts = urlsplit(url)
             if Origin.of(url) != self.origin:
-                raise H1Error(f"{url!r} is not on {self.origin.host_header}")
+                raise H1Error(f"{redact_url(url)!r} is not on {self.origin.host_header}")
             target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
             if len(self._targets) < 64:
                 self._targets[url] = target

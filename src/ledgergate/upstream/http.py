@@ -18,6 +18,7 @@ from mcp.shared.inbound import encode_header_value
 
 from ledgergate.errors import UpstreamError
 from ledgergate.upstream.base import (
+    CALLER,
     MODERN_VERSION,
     ClientHello,
     IdMap,
@@ -28,6 +29,7 @@ from ledgergate.upstream.base import (
     UpstreamSession,
     UpstreamSessionLost,
     add_modern_meta,
+    drop_cancel,
     rewrite_id,
     strip_modern_meta,
 )
@@ -277,7 +279,8 @@ class HttpHandshakeSession(UpstreamSession):
     def alive(self) -> bool:
         return self._alive
 
-    async def call(self, request: Message) -> AsyncGenerator[Message, None]:
+    async def call(self, request: Message, owner: str | None = None) -> AsyncGenerator[Message, None]:
+        owner = CALLER.get() if owner is None else owner
         await self._handshake_done()
         original_id = request["id"]
         self._next_id += 1
@@ -285,11 +288,11 @@ class HttpHandshakeSession(UpstreamSession):
         inflight = self._inflight
         if inflight is None:
             inflight = self._inflight = InflightIds()
-        inflight.ids[original_id] = upstream_id
+        inflight.add(owner, original_id, upstream_id)
         try:
             resp = await self.pool.post(rewrite_id(strip_modern_meta(request), upstream_id), self._headers())
         except BaseException:
-            inflight.ids.pop(original_id, None)
+            inflight.discard(owner, original_id, upstream_id)
             if not inflight.ids and self._inflight is inflight:
                 self._inflight = None
             raise
@@ -308,10 +311,11 @@ class HttpHandshakeSession(UpstreamSession):
                         return
                     _unasked(msg)
                     continue
-                yield msg
+                if _relayable(msg):
+                    yield msg
             raise UpstreamError("upstream closed the response stream before answering")
         finally:
-            inflight.ids.pop(original_id, None)
+            inflight.discard(owner, original_id, upstream_id)
             if not inflight.ids and self._inflight is inflight:
                 self._inflight = None  # an idle session keeps no map
             resp.release()
@@ -328,12 +332,19 @@ class HttpHandshakeSession(UpstreamSession):
         finally:
             resp.release()
 
-    async def notify(self, notification: Message) -> None:
+    def outbound(self, notification: Message, owner: str | None = None) -> Message | None:
+        """A cancellation goes out only with the upstream id of a call `owner` has in flight (`InflightIds`);
+        with no call in flight at all (no map) it names nothing here."""
+        return drop_cancel(strip_modern_meta(notification), owner, self._inflight)
+
+    async def notify(self, notification: Message, owner: str | None = None) -> bool:
         await self._handshake_done()
-        message = strip_modern_meta(notification)
-        if self._inflight is not None:
-            message = self._inflight.translate_cancel(message)
+        message = self.outbound(notification, owner)
+        if message is None:
+            log.info("a cancellation naming no call of this client's in flight upstream was not sent")
+            return False
         await self._post_no_reply(message)
+        return True
 
     async def reply(self, response: Message) -> None:
         await self._handshake_done()
@@ -351,7 +362,8 @@ class HttpHandshakeSession(UpstreamSession):
             if resp.status >= 400:
                 raise UpstreamError(f"upstream refused the event stream (HTTP {resp.status})")
             async for msg in Messages(resp, None):
-                yield msg
+                if "method" not in msg or _relayable(msg):
+                    yield msg
         except UpstreamError:
             return  # the stream broke; the client reconnects
         finally:
@@ -369,6 +381,16 @@ class HttpHandshakeSession(UpstreamSession):
             resp.release()
         except UpstreamError:
             pass
+
+
+def _relayable(msg: Message) -> bool:
+    """Whether a message with a `method` is a request or notification that may be relayed; one that is
+    not (`jsonrpc.relay_problem`: a `method` beside a `result`, an id that is no id) is dropped here."""
+    problem = jsonrpc.relay_problem(msg)
+    if problem is None:
+        return True
+    log.warning("upstream sent a message with %s; dropped", problem)
+    return False
 
 
 def _unasked(msg: Message) -> None:
@@ -400,7 +422,7 @@ class HttpModernSession(UpstreamSession):
                 headers["Mcp-Name"] = encode_header_value(name)
         return headers
 
-    async def call(self, request: Message) -> AsyncGenerator[Message, None]:
+    async def call(self, request: Message, owner: str | None = None) -> AsyncGenerator[Message, None]:
         original_id = request["id"]
         upstream_id = self._ids.next()
         body = rewrite_id(add_modern_meta(request, self.hello), upstream_id)
@@ -415,13 +437,17 @@ class HttpModernSession(UpstreamSession):
                         return
                     _unasked(msg)
                     continue
-                yield msg
+                if _relayable(msg):
+                    yield msg
             raise UpstreamError("upstream closed the response stream before answering")
         finally:
             resp.release()
 
-    async def notify(self, notification: Message) -> None:
+    def outbound(self, notification: Message, owner: str | None = None) -> Message | None:
         return None  # 2026-07-28 defines no client-to-server notifications over HTTP
+
+    async def notify(self, notification: Message, owner: str | None = None) -> bool:
+        return False
 
     async def reply(self, response: Message) -> None:
         raise UpstreamError("a stateless server cannot receive replies; use input responses")
@@ -436,7 +462,7 @@ class HttpModernSession(UpstreamSession):
             if resp.status >= 400:
                 return
             async for msg in Messages(resp, None):
-                if "method" in msg:
+                if "method" in msg and _relayable(msg):
                     yield msg
         except UpstreamError:
             return

@@ -2,13 +2,51 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from dataclasses import dataclass
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ledgergate.durations import Duration
 from ledgergate.upstream.unix import is_unix_url, parse_unix_url
+
+#: a host name as the upstream clients connect to it: letters, digits, '-', '_' and '.' (no spaces, no '%')
+_HOST = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,252})$")
+
+
+def http_url_problem(url: str) -> str | None:
+    """Why `url` cannot be an upstream http(s) URL the gateway connects to, or None. The message never
+    quotes the URL: its user name, password or query may be secrets (`${ENV}` substituted)."""
+    if not url.startswith(("http://", "https://")):
+        return "must start with http:// or https:// (or unix:// for a Unix socket)"
+    if any(ch.isspace() or not ch.isprintable() for ch in url):
+        return "must not contain spaces or control characters"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        text = str(exc)
+        if "Port" in text or "port" in text:
+            return "the port must be a number from 1 to 65535"
+        return "is not a valid URL (a host in [brackets] must be an IPv6 address, its brackets closed)"
+    host = parts.hostname
+    if not host:
+        return "needs a host (http://HOST[:PORT]/PATH)"
+    if port == 0:
+        return "the port must be a number from 1 to 65535"
+    if parts.fragment or "#" in url:
+        return "must not have a fragment (#…): it is never sent to a server"
+    if parts.netloc.rpartition("@")[2].startswith("["):
+        try:
+            ipaddress.IPv6Address(host.partition("%")[0])
+        except ValueError:
+            return "the host in [brackets] must be an IPv6 address"
+    elif not _HOST.match(host):
+        return "the host must be a host name or an IP address"
+    return None
 
 
 class _Strict(BaseModel):
@@ -39,8 +77,8 @@ class ServerSettings(_Strict):
                 parse_unix_url(self.url)
             except ValueError as exc:
                 raise ValueError(f"'url': {exc}") from None
-        elif self.url is not None and not self.url.startswith(("http://", "https://")):
-            raise ValueError("'url' must start with http:// or https:// (or unix:// for a Unix socket)")
+        elif self.url is not None and (problem := http_url_problem(self.url)) is not None:
+            raise ValueError(f"'url' {problem}")
         return self
 
     @property

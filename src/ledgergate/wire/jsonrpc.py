@@ -88,6 +88,11 @@ def kind_of(message: Any) -> Kind:
     if "method" in message:
         if not isinstance(message["method"], str) or not message["method"]:
             raise GatewayError('Invalid Request: "method" must be a non-empty string', rpc_code=INVALID_REQUEST)
+        if "result" in message or "error" in message:
+            # a request (or notification) and a response at once (JSON-RPC 2.0 §4, §5): which one it is
+            # depends on who reads it, so it is neither
+            raise GatewayError('Invalid Request: a message with a "method" cannot carry a "result" or an "error"',
+                               rpc_code=INVALID_REQUEST)
         params = message.get("params")
         if params is not None and not isinstance(params, dict):
             raise GatewayError('Invalid Request: "params" must be an object', rpc_code=INVALID_REQUEST)
@@ -132,6 +137,31 @@ def _check_request_ref(method: str, params: Any) -> None:
 
 def _valid_id(value: Any) -> bool:
     return (isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)))
+
+
+def valid_id(value: Any) -> bool:
+    """An id MCP allows for a request: a string or an integer (not a boolean, a float, null or a container)."""
+    return _valid_id(value)
+
+
+def relay_problem(message: Message) -> str | None:
+    """Why a message a server sent, with a `method`, is not a request or notification the gateway may
+    relay (None: it is one). The upstream connectors tell a server's requests and notifications from
+    the answers to their own requests by `"method" in message`; a message that also carries a `result`
+    or an `error` is both (JSON-RPC 2.0 §4, §5), and relayed as a server request it went to the client
+    under the call's own id while the call lost its answer. Such a message is dropped (and logged), as
+    an event that is not JSON is; responses (no `method`) are judged where they are awaited, by id."""
+    method = message.get("method")
+    if not isinstance(method, str) or not method:
+        return 'a "method" that is not a non-empty string'
+    if "result" in message or "error" in message:
+        return 'a "method" and a "result" or "error" at once'
+    params = message.get("params")
+    if params is not None and not isinstance(params, dict):
+        return '"params" that are not an object'
+    if "id" in message and not _valid_id(message["id"]):
+        return 'a request "id" that is not a string or an integer'
+    return None
 
 
 def error(id_: Any, code: int, message: str, data: Any = None) -> Message:

@@ -30,7 +30,7 @@ from ledgergate.upstream.base import Message
 UNMASKED_FIELDS = frozenset({
     "request_id", "session", "principal", "server", "args_hmac", "args_digest", "args_masked", "masked",
     "latency_ms", "count", "aggregated", "rule", "decision", "stage", "approval", "policy_version",
-    "upstream_era", "needs_restart", "config_sha256", "trigger",
+    "upstream_era", "needs_restart", "config_sha256", "trigger", "cancels",
 })
 _NOT_TEXT = (bool, int, float, type(None))
 

@@ -5,6 +5,7 @@ notifications and replies. Each is authorised, masked for the caller and recorde
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from typing import Any
 
 from ledgergate.errors import ForbiddenError
@@ -17,6 +18,24 @@ from ledgergate.upstream.base import Message, UpstreamSession
 from ledgergate.wire import jsonrpc
 
 SERVER_REQUESTS = ("sampling/createMessage", "elicitation/create", "roots/list")
+PROGRESS = "notifications/progress"
+#: why a server's progress notification was recorded but not relayed
+NOT_THIS_CALLS_TOKEN = "progress_token_not_in_call"
+NO_CALLS_TOKEN = "progress_token_of_no_call_in_flight"
+
+
+def progress_token(message: Message) -> Any:
+    """The `progressToken` a message carries (a request's in `params._meta`, a progress notification's in
+    `params`); None when it has none. A bool is no token (`True == 1` in Python)."""
+    params = message.get("params")
+    if not isinstance(params, dict):
+        return None
+    if message.get("method") == PROGRESS:
+        token = params.get("progressToken")
+    else:
+        meta = params.get("_meta")
+        token = meta.get("progressToken") if isinstance(meta, dict) else None
+    return None if isinstance(token, bool) or not isinstance(token, str | int | float) else token
 
 
 class Messages:
@@ -28,6 +47,14 @@ class Messages:
     async def during_call(self, call: Call, message: Message, upstream: UpstreamSession) -> Message | None:
         """A notification or server-to-client request arriving during the call; None when refused."""
         method = message["method"]
+        if method == PROGRESS:
+            token = progress_token(message)
+            if token is None or token != progress_token(call.message):
+                # MCP (Progress): a progress notification names a token of an active request. One naming
+                # another token (or none) is about nothing this client asked: recorded, not relayed.
+                await self.evidence.record("rpc.server_message", call, method=call.method, message_method=method,
+                                           message=message, dropped=NOT_THIS_CALLS_TOKEN)
+                return None
         if "id" in message and method in SERVER_REQUESTS:
             verdict = self.policy.decide(call.principal, call.server, method, None, None, time.time())
             if verdict.effect != "allow":
@@ -53,10 +80,11 @@ class Messages:
         return dict(masked)
 
     async def from_client(self, server: str, principal: Principal, session_id: str | None,
-                          message: Message) -> None:
+                          message: Message, **fields: Any) -> None:
         """Record a client notification or a client's answer to a server request before it is forwarded.
         A notification is decided like housekeeping (a deny rule, or an identity no rule lets use the
-        server any more, refuses it); a reply answers a server request policy already let through."""
+        server any more, refuses it); a reply answers a server request policy already let through.
+        `fields` go into the record (what became of a cancellation: the call it ends, or `dropped`)."""
         if "method" in message:
             decision = self.policy.decide(principal, server, message["method"], None, None, time.time())
             if decision.effect == "deny":
@@ -68,12 +96,23 @@ class Messages:
                                      data={"rule": decision.rule, "requestId": call.request_id})
         kind = "rpc.notification" if "method" in message else "rpc.reply"
         await self.evidence.append(kind, {"server": server, "session": session_id,
-                                          "principal": principal.summary(), "message": message})
+                                          "principal": principal.summary(), "message": message, **fields})
 
     async def unsolicited(self, server: str, principal: Principal, session_id: str | None,
-                          message: Message) -> Message | None:
-        """A message the server sent outside any call (standalone stream): authorise, mask, record."""
+                          message: Message, tokens: Collection[Any] | None = None) -> Message | None:
+        """A message the server sent outside any call (standalone stream): authorise, mask, record.
+
+        `tokens`: the progress tokens of the client's calls in flight, when the client has calls; a
+        progress notification naming none of them is recorded and not relayed (None: the caller
+        filters progress itself)."""
         method = message.get("method", "")
+        if tokens is not None and method == PROGRESS:
+            token = progress_token(message)
+            if token is None or token not in tokens:
+                await self.evidence.append("rpc.server_message", {
+                    "server": server, "session": session_id, "principal": principal.summary(),
+                    "message_method": method, "message": message, "dropped": NO_CALLS_TOKEN})
+                return None
         decision = self.policy.decide(principal, server, method, None, None, time.time())
         if "id" in message and method in SERVER_REQUESTS and decision.effect != "allow":
             return None

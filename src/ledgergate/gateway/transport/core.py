@@ -107,9 +107,8 @@ async def respond(ex: Exchange, stream: AsyncGenerator[dict[str, Any], None], re
         return
     events = session.new_stream()
     events.append(jsonrpc.dumps(first))
-    task = background.spawn(fill(events, stream, request_id, ex.pipeline.masked_error))
-    session.running[request_id] = task
-    task.add_done_callback(lambda _t: session.running.pop(request_id, None))
+    # a cancellation reaches the call wherever it runs, here or in this task (`Bridge.handshake_call`)
+    background.spawn(fill(events, stream, request_id, ex.pipeline.masked_error))
     await drain_watching(ex.send, ex.receive, events, 0)
 
 

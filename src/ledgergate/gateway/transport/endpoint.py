@@ -33,6 +33,7 @@ from ledgergate.gateway.transport.handshake import HandshakeEndpoint
 from ledgergate.gateway.transport.hosts import HostPolicy
 from ledgergate.gateway.transport.legacy_sse import LegacySseEndpoint
 from ledgergate.gateway.transport.modern import ModernEndpoint, is_modern
+from ledgergate.upstream.base import HANDSHAKE_VERSIONS
 from ledgergate.upstream.registry import UnknownServer, Upstreams
 
 log = logging.getLogger("ledgergate.transport")
@@ -141,10 +142,16 @@ class McpEndpoint:
                 await self.modern.post(ex, posted)
             else:
                 await self.handshake.post(ex, posted, version)
-        elif ex.scope["method"] == "GET":
-            await self.handshake.get(ex)
-        elif ex.scope["method"] == "DELETE":
-            await self.handshake.delete(ex)
+        elif ex.scope["method"] in ("GET", "DELETE"):
+            version = ex.header(b"mcp-protocol-version")
+            if version and version not in HANDSHAKE_VERSIONS:
+                # a 2026-07-28 (or later) client: that era has no sessions and no standalone stream, only
+                # POST (what its servers answer, docs/sdk-notes.md §2.2); not "Mcp-Session-Id required"
+                raise MethodNotAllowed("POST")
+            if ex.scope["method"] == "GET":
+                await self.handshake.get(ex)
+            else:
+                await self.handshake.delete(ex)
         else:
             raise MethodNotAllowed("GET, POST, DELETE")
 
