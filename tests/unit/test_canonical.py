@@ -153,3 +153,40 @@ any_key_values = st.recursive(
 def test_slow_path_encoder_matches_reference(value: object) -> None:
     """Our iterative encoder (the path for what the fast one cannot take) is RFC 8785 too."""
     assert canonical._encode(value) == rfc8785.dumps(value)  # noqa: SLF001
+
+
+# -- a value encoded ahead (`encoded`, off the ledger's writer) and spliced into its record
+
+marker_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6)
+    | st.sampled_from(["$lg.", '"$lg.int"', "\ud7ff\ue000"]),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=6) | st.sampled_from(["$lg.int", "$lg.deep", "\U0001f600", "\ue000"]),
+                      children, max_size=4),
+    max_leaves=25,
+)  # big integers, NaN, "$lg." keys and keys beyond U+D800: every route `dumps` has
+
+
+@settings(max_examples=500, deadline=None)
+@given(marker_values, marker_values)
+def test_a_value_encoded_ahead_gives_its_record_the_same_bytes(args: object, other: object) -> None:
+    record = {"event": "rpc.request", "args": args, "other": other, "seq": 7}
+    ahead = {**record, "args": canonical.encoded(args, 1)}
+    assert canonical.dumps(ahead) == canonical.dumps(record)
+    nested_record = {"event": "rpc.response", "response": {"content": args}}
+    nested_ahead = {"event": "rpc.response", "response": {"content": canonical.encoded(args, 2)}}
+    assert canonical.dumps(nested_ahead) == canonical.dumps(nested_record)
+
+
+@pytest.mark.parametrize("depth", [canonical.MAX_DEPTH - 3, canonical.MAX_DEPTH - 1, canonical.MAX_DEPTH,
+                                   canonical.MAX_DEPTH + 2, 900])
+def test_a_deep_value_encoded_ahead_is_cut_to_a_digest_where_its_record_would_cut_it(depth: int) -> None:
+    """The `$lg.deep` marker replaces a container at a depth counted from the record: a value encoded on its
+    own must be cut at the same place as inside its record."""
+    value = nested(depth)
+    for at in (1, 2, 3):
+        record: object = value
+        ahead: object = canonical.encoded(value, at)
+        for _ in range(at):
+            record, ahead = {"k": record}, {"k": ahead}
+        assert canonical.dumps(ahead) == canonical.dumps(record), (depth, at)

@@ -30,6 +30,10 @@ record, and the HMAC of its raw arguments must prove exactly those arguments:
   so no input can pass for one of the markers above (the encoding stays
   one-to-one, which the HMACs rely on).
 
+A large value can be encoded ahead, off the ledger's writer thread (`encoded`), and placed in a record
+as its `Encoded` bytes: the record's encoding splices them in unchanged, so the writer's turn for a
+record holding 4 MB of arguments is a copy, not a walk that every other record waits behind.
+
 tests/unit/test_canonical.py checks byte equality with `rfc8785` on generated
 values, and the markers. Pure: no I/O.
 """
@@ -50,6 +54,22 @@ MAX_DEPTH = 600  # containers below this many levels are recorded as a digest (s
 _TAG = "$lg."
 TAG_INT, TAG_FLOAT, TAG_DEEP = _TAG + "int", _TAG + "float", _TAG + "deep"
 _CYCLE_DEPTH = 100_000  # deeper than any parsed JSON: a Python object cycle, which is no JSON value
+
+
+class Encoded(bytes):
+    """The canonical bytes of a value (`encoded`), to stand for it inside a larger value."""
+
+
+def encoded(value: Any, depth: int) -> Encoded:
+    """`value`'s canonical bytes as they are at `depth` inside a record (the record is depth 0, its fields'
+    values depth 1): the depth decides where a deep container becomes a `$lg.deep` marker."""
+    try:
+        out = orjson.dumps(_prepare(value), option=_OPTS)
+    except (_Slow, orjson.JSONEncodeError, RecursionError):
+        return Encoded(_encode(value, MAX_DEPTH - depth))
+    if b'"$lg.' in out:
+        return Encoded(_encode(value, MAX_DEPTH - depth))
+    return Encoded(out)
 
 
 class _Slow(Exception):
@@ -87,6 +107,8 @@ def _prepare(value: Any) -> Any:
         return _prepare_dict(value)
     if t is list or t is tuple:
         return [v if type(v) is str else _prepare(v) for v in value]
+    if t is Encoded:
+        return orjson.Fragment(value)
     raise _Slow
 
 
@@ -129,7 +151,7 @@ def _encode(value: Any, limit: int = MAX_DEPTH) -> bytes:
     while stack:
         v, depth = pop()
         t = type(v)
-        if t is _Tok:
+        if t is _Tok or t is Encoded:
             out.append(v)
         elif v is None:
             out.append(b"null")

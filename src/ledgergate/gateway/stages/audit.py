@@ -19,7 +19,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ledgergate.audit import canonical
 from ledgergate.errors import LedgerUnavailable
+from ledgergate.gateway import offload
 from ledgergate.gateway.call import Call
 from ledgergate.gateway.stages.base import AuditPort, MaskingPort
 from ledgergate.gateway.stages.masking import ledger_payload
@@ -132,7 +134,10 @@ class Evidence:
         base.update(fields)
         sealed = self.seal(base)
         if with_args:
-            sealed.update(self.args(call.arguments))
+            if offload.is_large(call.arguments):  # masked, digested and encoded off the event loop
+                sealed.update(await offload.on_worker(self.args, call.arguments, True))
+            else:
+                sealed.update(self.args(call.arguments))
         if premasked:
             sealed.update(premasked)
         return await self.ledger.append(event, sealed)
@@ -146,11 +151,14 @@ class Evidence:
             fields["target"] = call.target
         return fields
 
-    def args(self, arguments: Mapping[str, Any] | None) -> dict[str, Any]:
+    def args(self, arguments: Mapping[str, Any] | None, encode: bool = False) -> dict[str, Any]:
+        """The arguments' record fields; `encode`: the masked arguments as their canonical bytes already,
+        for a large value (the ledger's writer then copies them rather than encoding them in its turn)."""
         if arguments is None:
             return {}
         masked, counts = self.mask(arguments)
-        return {"args": masked, "args_hmac": self.digest(arguments), "args_masked": counts}
+        return {"args": canonical.encoded(masked, 1) if encode else masked, "args_hmac": self.digest(arguments),
+                "args_masked": counts}
 
 
 class AuditRequest:
@@ -179,7 +187,10 @@ class AuditResponse:
         if call.ledger_view is not None and call.ledger_view[0] is clear:
             ledger_view = call.ledger_view[1]  # the masking stage's ledger pass over this same answer
         else:
-            ledger_view, _ = self.evidence.mask(ledger_payload(clear))
+            payload = ledger_payload(clear)
+            ledger_view, _ = await offload.sized(payload, self.evidence.mask, payload)
+        if offload.is_large(ledger_view):  # `{outcome: view}` puts the view at depth 2 of the record
+            ledger_view = await offload.on_worker(canonical.encoded, ledger_view, 2)
         try:
             await self.evidence.record("rpc.response", call, premasked={outcome: ledger_view},
                                        latency_ms=call.latency_ms(), masked=call.masked)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ledgergate.gateway import offload
 from ledgergate.gateway.call import Call
 from ledgergate.gateway.stages.base import MaskingPort
 from ledgergate.upstream.base import Message
@@ -38,13 +39,22 @@ class MaskResponse:
         if "error" in response and "result" in response:  # JSON-RPC holds one or the other: the error goes
             response = {k: v for k, v in response.items() if k != "result"}
         call.clear_response = response
-        ledger_view, found = self.masker.mask_for_ledger(ledger_payload(response))
+        payload = ledger_payload(response)
+        if offload.is_large(payload):
+            ledger_view, masked, counts = await offload.on_worker(self._both, call, response, payload)
+        else:
+            ledger_view, masked, counts = self._both(call, response, payload)
         call.ledger_view = (response, ledger_view)
-        if not found:  # nothing any detector recognises: the caller's profile finds nothing either
-            call.masked = {}
-            return response
-        masked, call.masked = mask_response(self.masker, call.method, response, call.mask_profile)
+        call.masked = counts
         return masked
+
+    def _both(self, call: Call, response: Message, payload: Any) -> tuple[Any, Message, dict[str, int]]:
+        """The ledger's view of the answer, then the caller's, when the ledger's pass found anything."""
+        ledger_view, found = self.masker.mask_for_ledger(payload)
+        if not found:  # nothing any detector recognises: the caller's profile finds nothing either
+            return ledger_view, response, {}
+        masked, counts = mask_response(self.masker, call.method, response, call.mask_profile)
+        return ledger_view, masked, counts
 
 
 def ledger_payload(response: Message) -> Any:

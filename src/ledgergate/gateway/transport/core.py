@@ -19,6 +19,7 @@ from ledgergate.errors import (
     UnsupportedMediaType,
     UpstreamError,
 )
+from ledgergate.gateway import offload
 from ledgergate.gateway.http import BodyTooLarge, header, json_error_body, read_body, send_json, start_sse
 from ledgergate.gateway.pipeline import Pipeline
 from ledgergate.gateway.sessions import EventStream, GatewaySession
@@ -199,6 +200,13 @@ class Posted:
     wants_sse: bool
 
 
+async def parse_body(body: bytes) -> Any:
+    """`jsonrpc.loads`, on a worker when the body is large (`gateway/offload.py`)."""
+    if len(body) < offload.LARGE_BODY_BYTES:
+        return jsonrpc.loads(body)
+    return await offload.on_worker(jsonrpc.loads, body)
+
+
 async def read_posted(ex: Exchange, max_body: int) -> Posted:
     """Content type, `Accept`, size, JSON, a single message with a valid envelope — or a precise refusal."""
     ctype = (ex.header(b"content-type") or "").split(";")[0].strip().lower()
@@ -212,7 +220,7 @@ async def read_posted(ex: Exchange, max_body: int) -> Posted:
         body = await read_body(ex.receive, max_body)
     except BodyTooLarge:
         raise PayloadTooLarge(f"Payload Too Large: the body exceeds {max_body} bytes") from None
-    message = jsonrpc.loads(body)
+    message = await parse_body(body)
     if isinstance(message, list):
         raise BadRequest("Invalid Request: JSON-RPC batches are not supported; send one message per POST")
     if isinstance(message, dict):

@@ -21,7 +21,7 @@ from ledgergate.gateway.bridge import Bridge
 from ledgergate.gateway.http import BodyTooLarge, json_error_body, read_body, send_empty, start_sse
 from ledgergate.gateway.pipeline import Pipeline
 from ledgergate.gateway.sessions import EventStream, GatewaySession, SessionRegistry
-from ledgergate.gateway.transport.core import Background, Exchange, drain_watching, error_message
+from ledgergate.gateway.transport.core import Background, Exchange, drain_watching, error_message, parse_body
 from ledgergate.gateway.transport.handshake import hello_from
 from ledgergate.principal import Principal
 from ledgergate.upstream.base import ClientHello
@@ -72,7 +72,7 @@ class LegacySseEndpoint:
             body = await read_body(ex.receive, self.max_body)
         except BodyTooLarge:
             raise PayloadTooLarge("Payload Too Large") from None
-        message = jsonrpc.loads(body)
+        message = await parse_body(body)
         kind = jsonrpc.kind_of(message)
         if kind == "notification":
             await self.bridge.refuse_unless_notification(ex.pipeline, ex.server, ex.principal, session.id, message)
