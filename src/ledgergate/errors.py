@@ -24,6 +24,8 @@ SESSION_NOT_FOUND = -32013
 RATE_LIMITED = -32014
 HEADER_MISMATCH = -32020
 UNSUPPORTED_PROTOCOL_VERSION = -32022
+#: a call refused, or cut off, because the gateway is shutting down (SIGTERM: `app.Gateway.drain`)
+SHUTTING_DOWN = -32016
 #: the answer to a request its client cancelled (what the MCP SDKs' handshake-era servers answer)
 REQUEST_CANCELLED = -32800
 

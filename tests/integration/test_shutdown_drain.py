@@ -45,7 +45,7 @@ POLICIES = [
 ]
 META = {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}}
 DRAIN = 3.0
-#: what the gateway answers (ledgergate.gateway.pipeline SHUTTING_DOWN and CUT_OFF), written out here so
+#: what the gateway answers (ledgergate.errors SHUTTING_DOWN, ledgergate.gateway.pipeline CUT_OFF), written out here so
 #: this file also runs, and fails, against a gateway without them
 SHUTTING_DOWN = -32016
 CUT_OFF = "the gateway shut down before the call's answer; it may have run upstream"

@@ -58,18 +58,6 @@ def _parse_time(value: str | None) -> float:
 ARGS_MAX_DEPTH = jsonrpc.MAX_DEPTH - 2
 
 
-def _deeper_than(value: Any, limit: int) -> bool:
-    """Whether containers nest more than `limit` levels (the outermost is level 1); no recursion."""
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > limit:
-            return True
-        children = item.values() if isinstance(item, dict) else item
-        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
-    return False
-
-
 def _syntax_error(value: str, exc: orjson.JSONDecodeError) -> str:
     """Where and what, in Python's json words where it also refuses the text (its messages name what it
     expected: "Expecting value"), else in orjson's (`NaN`, which only Python's json takes)."""
@@ -102,7 +90,7 @@ def _parse_json_object(option: str, value: str, max_depth: int = jsonrpc.MAX_DEP
         raise _fail(f"{option}: cannot be read as JSON ({type(exc).__name__})") from None
     if not isinstance(parsed, dict):
         raise _fail(f"{option}: must be a JSON object, e.g. '{{\"a\": 1}}'")
-    if _deeper_than(parsed, max_depth):
+    if jsonrpc.deeper_than(parsed, max_depth):
         raise _fail(f"{option}: nested too deep (more than {max_depth} levels; the gateway refuses a message "
                     f"nested deeper than {jsonrpc.MAX_DEPTH})")
     return parsed

@@ -26,6 +26,7 @@ from ledgergate.approvals.model import Approval, binding_for
 from ledgergate.approvals.service import ApprovalService
 from ledgergate.errors import (
     INTERNAL_ERROR,
+    SHUTTING_DOWN,
     GatewayError,
     LedgerUnavailable,
     UpstreamError,
@@ -57,9 +58,6 @@ log = logging.getLogger("ledgergate.pipeline")
 #: the most of an upstream's failure (masked) a client, the log and the record quote
 SHOWN_ERROR_CHARS = 300
 
-#: the JSON-RPC error code of a call refused, or cut off, because the gateway is shutting down (it belongs
-#: beside the others in errors.py; kept here, with the only code that raises it, until that file moves)
-SHUTTING_DOWN = -32016
 #: what the ledger and the client are told about a forwarded call the shutdown cut off
 CUT_OFF = "the gateway shut down before the call's answer; it may have run upstream"
 

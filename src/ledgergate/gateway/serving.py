@@ -39,7 +39,7 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from ledgergate.errors import INVALID_REQUEST, RATE_LIMITED
+from ledgergate.errors import INVALID_REQUEST, RATE_LIMITED, SHUTTING_DOWN
 
 
 class GatheringTransport(asyncio.Transport):
@@ -259,9 +259,6 @@ class GatheringHttpToolsProtocol(HttpToolsProtocol):
                     task = asyncio.current_task()
                     if task is not None:
                         task.uncancel()
-                    # a constant of the pipeline's, which is loaded by now (function-local: this module is lower)
-                    from ledgergate.gateway.pipeline import SHUTTING_DOWN
-
                     body = json.dumps({"jsonrpc": "2.0", "id": None, "error": {
                         "code": SHUTTING_DOWN, "message": "the gateway shut down before answering this request",
                         "data": {"reason": "shutdown"}}}).encode()

@@ -47,7 +47,9 @@ def parse(data: bytes | str) -> Any:
     return value
 
 
-def _deeper_than(value: Any, limit: int) -> bool:
+def deeper_than(value: Any, limit: int) -> bool:
+    """Whether containers nest more than `limit` levels (the outermost is level 1); an explicit stack, so a
+    value nested past the interpreter's recursion limit is measured too."""
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
@@ -64,7 +66,7 @@ def loads(body: bytes) -> Any:
     except orjson.JSONDecodeError as exc:
         raise ParseError(f"Parse error: the body is not valid JSON ({exc.msg} at byte {exc.pos})") from None
     if isinstance(value, dict | list) and body.count(b"[") + body.count(b"{") > MAX_DEPTH \
-            and _deeper_than(value, MAX_DEPTH):
+            and deeper_than(value, MAX_DEPTH):
         raise GatewayError(f"Invalid Request: the message nests deeper than {MAX_DEPTH} levels",
                            rpc_code=INVALID_REQUEST)
     return value
