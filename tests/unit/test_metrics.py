@@ -68,3 +68,18 @@ async def test_a_server_to_client_refusal_is_a_decision_but_not_a_call() -> None
     assert sample(metrics, "ledgergate_policy_decisions_total", decision="deny", rule="(default deny)") == 1
     assert sample(metrics, "ledgergate_policy_decisions_total", decision="deny", rule="r1") == 1
     assert sample(metrics, "ledgergate_calls_total", server="s", outcome="denied") == 1
+
+
+async def test_a_call_its_client_cancelled_or_a_shutdown_cut_off_is_not_counted_as_an_error() -> None:
+    """The fields are those `Bridge._cancelled` and `Pipeline.cut_off` record (`rpc.response` with an error
+    text): before, both were counted as `error`, beside the upstream's failures an alert watches."""
+    metrics = GatewayMetrics()
+    ledger = MeteredLedger(StandIn(), metrics)
+    await ledger.append("rpc.response", {"server": "s", "error": "cancelled by the client", "cancelled": True})
+    await ledger.append("rpc.response", {"server": "s", "error": {"code": -32016}, "reason": "shutdown"})
+    await ledger.append("rpc.response", {"server": "s", "error": {"code": -32603, "message": "boom"}})
+    await ledger.append("rpc.response", {"server": "s", "response": {"content": []}})
+    assert sample(metrics, "ledgergate_calls_total", server="s", outcome="cancelled") == 1
+    assert sample(metrics, "ledgergate_calls_total", server="s", outcome="cut_off") == 1
+    assert sample(metrics, "ledgergate_calls_total", server="s", outcome="error") == 1
+    assert sample(metrics, "ledgergate_calls_total", server="s", outcome="ok") == 1

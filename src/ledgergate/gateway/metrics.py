@@ -48,6 +48,17 @@ NO_RULE = "(default deny)"
 UNKNOWN_SERVER = "(unknown)"
 
 
+def _ended(fields: Mapping[str, Any]) -> str:
+    """How an `rpc.response` record says its call ended. A call its client cancelled, or the shutdown cut off,
+    is recorded with an error text, but counting it as an error would page someone for a client's choice
+    or a rollout."""
+    if fields.get("cancelled") is True:
+        return "cancelled"
+    if fields.get("reason") == "shutdown":
+        return "cut_off"
+    return "error" if "error" in fields else "ok"
+
+
 class Appender(Protocol):
     async def append(self, event: str, fields: Mapping[str, Any]) -> int: ...
 
@@ -104,7 +115,8 @@ class GatewayMetrics:
                                  buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5))
         self.calls = Tally("ledgergate_calls",
                            "Client requests by server and how they ended: ok, error (the upstream's or the "
-                           "gateway's), denied, rate_limited, drift_blocked, approval_refused", ("server", "outcome"))
+                           "gateway's), cancelled (by the client), cut_off (by a shutdown), denied, rate_limited, "
+                           "drift_blocked, approval_refused", ("server", "outcome"))
         self.decisions = Tally("ledgergate_policy_decisions",
                                "Policy decisions by effect (allow, deny, approve) and rule", ("decision", "rule"))
         self.approvals_requested = Tally("ledgergate_approvals_requested", "Approvals requested, by rule", ("rule",))
@@ -141,7 +153,7 @@ class GatewayMetrics:
                 self.decisions.inc(("allow", _rule(fields)))
             self._masked(server, fields.get("args_masked"), "ledger")
         elif event == "rpc.response":
-            self.calls.inc((server, "error" if "error" in fields else "ok"))
+            self.calls.inc((server, _ended(fields)))
             self._masked(server, fields.get("masked"), "answer")
         elif event in CALL_OUTCOMES:
             if event == "policy.denied":
