@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import logging
 import socket
 import threading
 import time
@@ -224,3 +225,24 @@ async def test_integers_beyond_64_bits_reach_the_receiver_exactly(tmp_path: Path
     assert b"1000000000000000000000000000000" in body
     if fmt == "json":
         assert json.loads(body)["approval"]["arguments"]["amount"] == 10**30
+
+
+async def test_a_webhooks_secret_path_reaches_no_log_line(tmp_path: Path, receiver: Receiver,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """A Slack webhook's path is its credential. httpx logs every request's full URL at INFO ("HTTP Request:
+    POST <url>"): the gateway's log held the path of every notification sent. Now httpx's line names the
+    host only, and the gateway's own lines (`where`) already did."""
+    receiver.statuses = [503, 200]  # a retry, logged by the gateway, then a delivery
+    with caplog.at_level(logging.INFO):
+        svc, notifier, led = await make(tmp_path, ApprovalsSettings(webhooks=[receiver.url]).webhooks,
+                                        base_delay=0.05)
+        try:
+            await request(svc)
+            await wait_for(lambda: notifier.stats.sent == 1)
+        finally:
+            await shutdown(svc, notifier, led)
+    lines = [r.getMessage() for r in caplog.records if r.name in ("httpx", "ledgergate.webhooks")
+             or r.name.startswith("ledgergate.approvals")]
+    assert any("HTTP Request: POST http://127.0.0.1:" in line for line in lines), lines
+    assert any("retry 1" in line for line in lines), lines
+    assert all("secret-path-x" not in line for line in lines), lines

@@ -36,6 +36,7 @@ import httpx
 
 from ledgergate.approvals.model import Approval, approval_url, describe_approvers, rfc3339
 from ledgergate.approvals.settings import WebhookSettings
+from ledgergate.identity.redact import PATH_IS_SECRET
 from ledgergate.wire import jsonrpc
 
 log = logging.getLogger("ledgergate.approvals.webhooks")
@@ -206,12 +207,15 @@ class WebhookNotifier:
         if delivery.hook.secret:
             headers[SIGNATURE_HEADER] = sign(delivery.hook.secret, int(self._clock()), delivery.body)
         problem: str
+        secret_path = PATH_IS_SECRET.set(True)  # httpx's own log line names the host only
         try:
-            response = await self._client.post(delivery.hook.url, content=delivery.body, headers=headers,
-                                               timeout=delivery.hook.timeout)
+            response: httpx.Response | None = await self._client.post(
+                delivery.hook.url, content=delivery.body, headers=headers, timeout=delivery.hook.timeout)
         except httpx.HTTPError as exc:
-            problem = type(exc).__name__
-        else:
+            response, problem = None, type(exc).__name__
+        finally:
+            PATH_IS_SECRET.reset(secret_path)
+        if response is not None:
             if response.status_code < 300:
                 self.stats.sent += 1
                 return

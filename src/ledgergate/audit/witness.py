@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 
 from ledgergate.audit.checkpoint import Checkpoint, NoteError, parse_note, split_notes
+from ledgergate.identity.redact import redact_text, redact_url
 
 log = logging.getLogger("ledgergate.audit.witness")
 
@@ -84,10 +85,17 @@ class FileWitness:
         return None
 
 
+def witness_label(spec: str) -> str:
+    """How a configured witness is named in text (logs, `audit verify`, the console): an http(s) witness's
+    URL may carry credentials (`https://user:token@witness/…`, a signed query), which are dropped; so are
+    they from a spec that is neither (a typo), which is quoted in the config error."""
+    return spec if spec.startswith("file://") else redact_url(spec)
+
+
 class HttpWitness:
     def __init__(self, url: str, timeout: float = 5.0) -> None:
         self.url = url
-        self.name = url
+        self.name = witness_label(url)
         self._client = httpx.AsyncClient(timeout=timeout)
 
     async def push(self, note: str) -> None:
@@ -121,7 +129,7 @@ def make_witnesses(specs: list[str], base_dir: Path) -> list[Witness]:
         elif spec.startswith(("http://", "https://")):
             out.append(HttpWitness(spec))
         else:
-            raise ValueError(f"witness {spec!r} must be file://PATH or http(s)://URL")
+            raise ValueError(f"witness {witness_label(spec)!r} must be file://PATH or http(s)://URL")
     return out
 
 
@@ -131,6 +139,8 @@ async def push_all(witnesses: list[Witness], note: str) -> list[str]:
     failed = []
     for w, r in zip(witnesses, results, strict=True):
         if isinstance(r, BaseException):
-            log.warning("witness %s did not take the checkpoint: %s", w.name, type(r).__name__ + ": " + str(r)[:200])
+            # an HTTP error's text quotes the URL it was for, credentials and all
+            detail = redact_text(f"{type(r).__name__}: {r}", getattr(w, "url", None))[:200]
+            log.warning("witness %s did not take the checkpoint: %s", w.name, detail)
             failed.append(w.name)
     return failed

@@ -23,7 +23,7 @@ from ledgergate.audit.bundle import (
 )
 from ledgergate.audit.checkpoint import Verifier
 from ledgergate.audit.verify import WitnessNote, verify_store
-from ledgergate.audit.witness import FileWitness, file_witness_path
+from ledgergate.audit.witness import FileWitness, file_witness_path, witness_label
 from ledgergate.commands.common import (
     EXIT_USAGE,
     ConfigOption,
@@ -145,15 +145,15 @@ def verify(config: Path = ConfigOption, public_key: Path | None = KeyOption,
     for spec in loaded.settings.audit.witnesses:
         path = file_witness_path(spec, loaded.base_dir)
         if path is None:
-            unread.append(spec)
+            unread.append(witness_label(spec))
             continue
         witness = FileWitness(path)
         problem = witness.problem()
         if problem is not None:
-            unusable.append(f"witness {spec}: {problem}")
+            unusable.append(f"witness {witness_label(spec)}: {problem}")
             continue
         for i, note in enumerate(witness.read_notes()):
-            notes.append(WitnessNote(f"{spec} note {i + 1}", note))
+            notes.append(WitnessNote(f"{witness_label(spec)} note {i + 1}", note))
     store = _store(loaded)
     started = time.perf_counter()
     try:

@@ -11,8 +11,6 @@ the gateway hammer the IdP.
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -29,34 +27,6 @@ _MIN_RSA_BITS = 2048
 _EC_CURVE_FOR_ALG = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521"}
 _OKP_CURVES = {"Ed25519", "Ed448"}
 _MAX_JWKS_BYTES = 1024 * 1024
-
-#: Set while this module's own request is in flight (the task's context): httpx's log lines for it
-#: ("HTTP Request: GET <url> ...") are then redacted by `_RedactOwnRequests`.
-_FETCHING: contextvars.ContextVar[bool] = contextvars.ContextVar("ledgergate_identity_fetching", default=False)
-
-
-class _RedactOwnRequests(logging.Filter):
-    """Redacts the URL in httpx's request log lines for discovery/JWKS fetches only.
-
-    httpx logs every request's full URL at INFO, userinfo and query included; a JWKS or discovery URL
-    may carry credentials (`https://user:pass@idp/keys?key=…`). Only records emitted while
-    `_FETCHING` is set in the current context are touched, so other clients' log lines stay as they are.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if _FETCHING.get() and isinstance(record.args, tuple):
-            record.args = tuple(redact_url(str(arg)) if isinstance(arg, (httpx.URL, str)) and "://" in str(arg)
-                                else arg for arg in record.args)
-        return True
-
-
-def _install_log_redaction() -> None:
-    logger = logging.getLogger("httpx")
-    if not any(isinstance(f, _RedactOwnRequests) for f in logger.filters):
-        logger.addFilter(_RedactOwnRequests())
-
-
-_install_log_redaction()
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,11 +215,7 @@ class IssuerKeys:
         if self.settings.auth_token_file is not None:
             with open(self.settings.auth_token_file, encoding="utf-8") as fh:
                 headers["Authorization"] = "Bearer " + fh.read().strip()
-        fetching = _FETCHING.set(True)
-        try:
-            response = await self.client.get(url, timeout=self.settings.http_timeout, headers=headers)
-        finally:
-            _FETCHING.reset(fetching)
+        response = await self.client.get(url, timeout=self.settings.http_timeout, headers=headers)
         # The URL is redacted here and again in _describe: error text reaches /readyz and the log.
         if response.status_code != 200:
             raise ValueError(f"{what} at {redact_url(url)} answered HTTP {response.status_code}")

@@ -11,6 +11,8 @@ path are kept so an operator can still tell which endpoint failed.
 
 from __future__ import annotations
 
+import contextvars
+import logging
 import re
 from urllib.parse import parse_qsl, urlsplit
 
@@ -80,3 +82,42 @@ def redact_text(text: str, *urls: str | None) -> str:
     for secret in secrets:
         out = out.replace(secret, "…")
     return _printable(out)
+
+
+#: Set around a request whose URL path is itself a credential (a Slack webhook's `/services/T…/B…/…`):
+#: httpx's line for it then names the scheme and host only.
+PATH_IS_SECRET: contextvars.ContextVar[bool] = contextvars.ContextVar("ledgergate_path_is_secret", default=False)
+
+
+def _host_only(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+        host = parts.netloc.rpartition("@")[2]
+    except ValueError:
+        return "(an unparseable URL)"
+    return _printable(f"{parts.scheme}://{host}/…")
+
+
+class HttpxRequestLines(logging.Filter):
+    """httpx logs every request it sends at INFO, as "HTTP Request: POST <url> ...", with the URL's userinfo
+    and query as configured. Every httpx client in the gateway talks to a configured endpoint that may carry
+    credentials: an IdP's discovery and JWKS, a witness, an approval webhook, the console's token endpoint. So
+    each such line's URL is redacted (`redact_url`; the host alone where `PATH_IS_SECRET` is set)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            secret_path = PATH_IS_SECRET.get()
+            record.args = tuple((_host_only if secret_path else redact_url)(str(arg)) if "://" in str(arg)
+                                else arg for arg in record.args)
+        return True
+
+
+def redact_httpx_request_lines() -> None:
+    """Install `HttpxRequestLines` on httpx's logger (once). Done when this module is imported: every module
+    whose httpx client talks to a configured endpoint imports it."""
+    logger = logging.getLogger("httpx")
+    if not any(isinstance(f, HttpxRequestLines) for f in logger.filters):
+        logger.addFilter(HttpxRequestLines())
+
+
+redact_httpx_request_lines()

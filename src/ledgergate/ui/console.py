@@ -57,6 +57,7 @@ from ledgergate.audit.checkpoint import Checkpoint, NoteError, open_checkpoint
 from ledgergate.audit.prover import LogProver
 from ledgergate.audit.sessions import Session, SessionFilter, replay, select
 from ledgergate.audit.verify import WitnessNote, verify_store
+from ledgergate.audit.witness import witness_label
 from ledgergate.config import ConsoleSettings, Settings
 from ledgergate.errors import AuthError, GatewayError
 from ledgergate.numbers import parse_uint
@@ -750,14 +751,14 @@ class Console:
                 state, detail = "agrees", f"latest witnessed size {latest.size}: same root as the log"
             if problem and state == "agrees":
                 state, detail = "disagrees", problem
-            witnesses.append({"name": spec, "state": state, "detail": detail})
+            witnesses.append({"name": witness_label(spec), "state": state, "detail": detail})
         return {"log_id": ledger.log_id, "size": ledger.size, "logs": logs, "witnesses": witnesses}
 
     async def ledger_page(self, request: Request, user: User) -> Response:
         return self.html(request, "ledger.html", user, view=await self._ledger_view(), result=None)
 
     async def verify_now(self, request: Request, user: User) -> Response:
-        notes = [WitnessNote(f"{spec} note {i + 1}", n) for spec in self.ctx.reader.witnesses
+        notes = [WitnessNote(f"{witness_label(spec)} note {i + 1}", n) for spec in self.ctx.reader.witnesses
                  for i, n in enumerate(LedgerReader(self.ctx.reader.storage, self.ctx.reader.base_dir,
                                                     self.ctx.reader.verifier, (spec,)).witness_notes())]
 
