@@ -221,6 +221,11 @@ class Settings(_Strict):
             if name not in self.servers:
                 known = ", ".join(sorted(self.servers)) or "none are configured"
                 raise _At(f"{name!r} names no configured server (servers: {known})", "tool_drift", "servers", name)
+        if self.audit.checkpoint_interval <= 0:
+            # 0 is how a CLI command's ledger is opened (no checkpoints of its own); a gateway with it would
+            # never sign a checkpoint, so no record would ever be covered by a signature or reach a witness
+            raise _At("must be greater than 0: with 0 no checkpoint is ever signed, so no record is covered by a "
+                      "signature or a witness", "audit", "checkpoint_interval")
         a = self.approvals
         if a.timeout <= a.hold:
             # an approval would expire while its call is still held: the hold never ends in "send the

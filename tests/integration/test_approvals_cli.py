@@ -33,7 +33,7 @@ CLI = [sys.executable, "-m", "ledgergate.cli"]
 def write_config(tmp_path: Path, storage: str) -> Path:
     path = tmp_path / "ledgergate.yaml"
     path.write_text(f'storage: "{storage}"\n'
-                    "audit:\n  signing_key: ./data/ledger.key\n  replica: gw\n  checkpoint_interval: 0\n")
+                    "audit:\n  signing_key: ./data/ledger.key\n  replica: gw\n  checkpoint_interval: 1h\n")
     return path
 
 

@@ -29,7 +29,7 @@ async def build(tmp_path: Path, url: str, n: int = 30, every: int = 10) -> Path:
         f"storage: {json.dumps(url)}\n"
         "audit:\n"
         "  signing_key: ./data/ledger.key\n"
-        "  checkpoint_interval: 0\n"
+        "  checkpoint_interval: 1h\n"
         "  replica: replica-a\n"
         "  witnesses: ['file://./data/witness.log']\n"
     )
@@ -207,7 +207,7 @@ async def test_edited_index_column_is_named(store_url: str, tmp_path: Path, seq:
 async def test_session_column_set_on_a_record_without_session(store_url: str, tmp_path: Path) -> None:
     config = tmp_path / "ledgergate.yaml"
     config.write_text(f"storage: {json.dumps(store_url)}\naudit:\n  signing_key: ./data/ledger.key\n"
-                      "  checkpoint_interval: 0\n  replica: replica-a\n")
+                      "  checkpoint_interval: 1h\n  replica: replica-a\n")
     ledger = await Ledger.open(AuditSettings(signing_key="./data/ledger.key", checkpoint_interval=0,
                                              replica="replica-a"), store_url, tmp_path)
     await ledger.append("auth.denied", {"reason": "no token"})

@@ -48,7 +48,7 @@ async def grow(tmp_path: Path, url: str, n: int, every: int = 10, replica: str =
 async def build(tmp_path: Path, url: str, n: int = 35) -> Path:
     config = tmp_path / "ledgergate.yaml"
     config.write_text(f"storage: {json.dumps(url)}\naudit:\n  signing_key: ./data/ledger.key\n"
-                      f"  checkpoint_interval: 0\n  replica: {LOG}\n")
+                      f"  checkpoint_interval: 1h\n  replica: {LOG}\n")
     await grow(tmp_path, url, n)
     return config
 

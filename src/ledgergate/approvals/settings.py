@@ -35,7 +35,7 @@ class WebhookSettings(_Strict):
     format: Literal["slack", "json"] = "json"
     #: HMAC-SHA256 key for `format: json` (required there); use `${ENV}` so it stays out of the file
     secret: str | None = None
-    timeout: Duration = 5.0
+    timeout: Duration = Field(default=5.0, gt=0)  # 0: every notification would fail
 
     @field_validator("url")
     @classmethod
@@ -55,7 +55,7 @@ class WebhookSettings(_Strict):
 
 class ApprovalsSettings(_Strict):
     timeout: Duration = 3600.0
-    grant_window: Duration = 300.0
+    grant_window: Duration = Field(default=300.0, gt=0)  # 0: no approved retry could ever run
     hold: Duration = 50.0
     console_url: str | None = None
     webhooks: list[WebhookSettings] = Field(default_factory=list)

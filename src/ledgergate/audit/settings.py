@@ -35,6 +35,7 @@ class AuditSettings(BaseModel):
 
     signing_key: str = "./data/ledger.key"  # Go note signer key file; `<signing_key>.pub` holds the verifier key
     key_name: str = "ledgergate"  # signed-note key name used when the signing key is first created
+    #: 0 turns the periodic checkpoints off, which the CLI's own ledgers do; a config may not (config.py)
     checkpoint_interval: Duration = 5.0
     witnesses: list[str] = Field(default_factory=list)  # file://PATH (append-only) or http(s)://URL (POST)
     replica: str | None = None  # log id; defaults to the host name

@@ -89,7 +89,7 @@ class OidcIssuerSettings(_Strict):
     # (Entra: ["roles", "groups"]). A claim whose own name contains dots is matched first.
     groups_claim: str | list[str] = "groups"
     subject_claim: str = "sub"
-    max_token_lifetime: Duration = 3600.0
+    max_token_lifetime: Duration = Field(default=3600.0, gt=0)  # 0 would refuse every token
     algorithms: list[str] = Field(default_factory=lambda: list(ASYMMETRIC_ALGORITHMS))
     leeway: Duration = 30.0
     jwks_cache_ttl: Duration = 300.0
@@ -103,7 +103,7 @@ class OidcIssuerSettings(_Strict):
     # A bearer token file sent when fetching discovery/JWKS (re-read each fetch because projected
     # tokens rotate), e.g. /var/run/secrets/kubernetes.io/serviceaccount/token for an API server.
     auth_token_file: str | None = None
-    http_timeout: Duration = 5.0
+    http_timeout: Duration = Field(default=5.0, gt=0)  # 0: no key could ever be fetched
     required_claims: list[str] = Field(default_factory=list)
     # How the principal's kind and extra groups are derived (see identity.claims):
     #   "kubernetes"     projected service-account tokens (subject system:serviceaccount:ns:name)
