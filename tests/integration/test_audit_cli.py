@@ -356,3 +356,34 @@ async def test_witness_notes_that_hold_nothing_are_a_usage_error(store_url: str,
         notes.write_bytes(content)
     code, out = flat(*cli("audit", "verify", "--config", str(config), "--witness-notes", str(notes)))
     assert code == 2 and f"--witness-notes {notes}" in out and "Traceback" not in out, out
+
+
+async def test_a_hostile_bundle_cannot_write_to_the_terminal_or_bury_the_verdict(tmp_path: Path) -> None:
+    """A bundle comes from outside. Its log name, origin, verifier key and record indices were quoted raw (an
+    escape sequence reached the terminal, Rich markup in a name printed a green "ok") and unbounded (a 1 MB
+    name was printed whole)."""
+    config = await build(tmp_path, f"sqlite:///{tmp_path / 'data' / 'l.db'}", n=5)
+    pub = str(tmp_path / "data" / "ledger.key.pub")
+    full = tmp_path / "full.json"
+    assert cli("audit", "export", "--config", str(config), "-o", str(full))[0] == 0
+    doc = orjson.loads(full.read_bytes())
+    hostile = "\x1b[2J\x1b[H[green]ok[/green] all verified\u200b" + "A" * 1_000_000
+    cases = {
+        "log": lambda d: d["logs"][0].update(log=hostile),
+        "origin": lambda d: d["logs"][0].update(origin=hostile),
+        "verifier_key": lambda d: d.update(verifier_key=hostile),
+        "malformed": lambda d: d["logs"][0].update(log=hostile, tree_size=hostile),
+        "checkpoint": lambda d: d["logs"][0]["checkpoints"].__setitem__(0, hostile),
+    }
+    for name, tamper in cases.items():
+        bad = json.loads(json.dumps(doc))
+        tamper(bad)
+        path = tmp_path / f"hostile-{name}.json"
+        path.write_text(json.dumps(bad))
+        code, out = cli("audit", "verify-bundle", str(path), "--public-key", pub)
+        assert code == 1 and "FAIL" in out, (name, out[:300])
+        assert "\x1b" not in out and "\u200b" not in out, (name, out[:300])
+        assert len(out) < 4000, (name, len(out))
+        assert not any(line.lstrip().startswith("ok") for line in out.splitlines()), (name, out[:300])
+        if name != "checkpoint":  # a note with control characters is refused without quoting it
+            assert "[green]ok[/green]" in out and "\\x1b" in out, (name, out[:300])  # quoted, as text

@@ -34,6 +34,7 @@ import orjson
 
 from ledgergate.audit import merkle, stored
 from ledgergate.audit.checkpoint import NoteError, Verifier, open_checkpoint
+from ledgergate.invisible import hidden
 from ledgergate.store.ledger_store import LedgerStore, StoreError
 
 FORMAT = "ledgergate-evidence/1"
@@ -175,37 +176,58 @@ def dump_bundle(doc: dict[str, Any]) -> bytes:
     return orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n"
 
 
+#: the most of one value from a bundle a problem quotes
+_QUOTED_CHARS = 80
+
+
+def _quoted(value: Any) -> str:
+    """A value from a bundle as a problem quotes it. A bundle comes from outside (that is its point), and what
+    `verify-bundle` prints goes to a terminal: a field holding an escape sequence could rewrite the screen
+    (print a green "ok" over a failure), a hidden character could make two names look alike, and a megabyte
+    could bury the verdict. So: short, every invisible or control character shown as its escape."""
+    return f"'{_shown(value if isinstance(value, str) else repr(value))}'"
+
+
+def _shown(text: str) -> str:
+    """`text` bounded, its invisible and control characters escaped (an error's words may quote the bundle)."""
+    cut = len(text) > _QUOTED_CHARS
+    return "".join(ch.encode("unicode_escape").decode("ascii") if not ch.isprintable() or hidden(ch) else ch
+                   for ch in text[:_QUOTED_CHARS]) + ("…" if cut else "")
+
+
 def verify_bundle(doc: Any, verifier: Verifier) -> list[str]:
-    """Problems found (empty means the bundle verifies). Needs no database and no config."""
+    """Problems found (empty means the bundle verifies). Needs no database and no config. Every value from the
+    bundle a problem names is `_quoted`."""
     problems: list[str] = []
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         return [f"not a {FORMAT} bundle"]
     if doc.get("verifier_key") != str(verifier):
-        problems.append(f"bundle names verifier key {doc.get('verifier_key')!r}, not the given {verifier}")
+        problems.append(f"bundle names verifier key {_quoted(doc.get('verifier_key'))}, not the given {verifier}")
     logs = doc.get("logs")
     if not isinstance(logs, list) or not logs:
         return [*problems, "bundle holds no logs"]
     for entry in logs:
         try:
             problems.extend(_verify_log(entry, verifier))
-        except (KeyError, TypeError, ValueError) as exc:
-            problems.append(f"log {entry.get('log') if isinstance(entry, dict) else '?'}: malformed ({exc})")
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            name = _quoted(entry.get("log")) if isinstance(entry, dict) else "?"
+            problems.append(f"log {name}: malformed ({type(exc).__name__}: {_shown(str(exc))})")
     return problems
 
 
 def _verify_log(entry: dict[str, Any], verifier: Verifier) -> list[str]:
     log_id, origin, n = entry["log"], entry["origin"], int(entry["tree_size"])
-    where = f"log {log_id}"
+    where = f"log {_quoted(log_id)}"
     if origin != f"ledgergate/{log_id}":
-        return [f"{where}: origin {origin!r} does not belong to the log"]
+        return [f"{where}: origin {_quoted(origin)} does not belong to the log"]
     cps = []
     for i, note in enumerate(entry["checkpoints"]):
         try:
             cp = open_checkpoint(note, verifier)
         except NoteError as exc:
-            return [f"{where}: checkpoint {i}: {exc}"]
+            return [f"{where}: checkpoint {i}: {_shown(str(exc))}"]
         if cp.origin != origin:
-            return [f"{where}: checkpoint {i} is for origin {cp.origin!r}"]
+            return [f"{where}: checkpoint {i} is for origin {_quoted(cp.origin)}"]
         cps.append(cp)
     if not cps or cps[-1].size != n or any(a.size >= b.size for a, b in zip(cps, cps[1:], strict=False)):
         return [f"{where}: checkpoints must increase in size and end at tree_size {n}"]
@@ -240,18 +262,19 @@ def _verify_log(entry: dict[str, Any], verifier: Verifier) -> list[str]:
         if problem:
             return [f"{where}: {problem}"]
         if not merkle.verify_inclusion(int(idx), n, merkle.leaf_hash(rec.encode()), _unb64(proof), root):
-            return [f"{where}: record {idx}: inclusion proof does not lead to the signed root at size {n}"
+            return [f"{where}: record {_quoted(idx)}: inclusion proof does not lead to the signed root at size {n}"
                     " (record or proof altered)"]
     return []
 
 
 def _record_problem(log_id: str, index: int, record: Any) -> str | None:
+    at = _quoted(index)
     if not isinstance(record, str):
-        return f"record {index}: not a string"
+        return f"record {at}: not a string"
     try:
         doc = orjson.loads(record)
     except orjson.JSONDecodeError:
-        return f"record {index}: not JSON"
+        return f"record {at}: not JSON"
     if not isinstance(doc, dict) or doc.get("seq") != index or doc.get("log") != log_id:
-        return f"record {index}: does not say log {log_id!r} seq {index}"
+        return f"record {at}: does not say log {_quoted(log_id)} seq {at}"
     return None

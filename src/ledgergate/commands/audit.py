@@ -258,7 +258,7 @@ def verify_bundle_cmd(
     problems = verify_bundle(doc, verifier)
     if problems:
         for p in problems:
-            out.print(f"[red]FAIL[/red] {p}")
+            out.print(f"[red]FAIL[/red] {escape(p)}", highlight=False)  # a bundle's words are never markup
         raise typer.Exit(1)
     n = sum(len(entry["records"]) for entry in doc["logs"])
     out.print(f"[green]ok[/green] {bundle}: {len(doc['logs'])} log(s), {n} record(s) verified against {verifier.name}+{verifier.id.hex()}")
