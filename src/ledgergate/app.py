@@ -13,12 +13,14 @@ import gc
 import hashlib
 import logging
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from rich.markup import escape
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -59,6 +61,7 @@ from ledgergate.reload import (
 from ledgergate.requestlog import REQUEST_ID
 from ledgergate.store.fingerprints_store import FingerprintStore
 from ledgergate.store.signouts_store import SignOutStore
+from ledgergate.terminal import console
 from ledgergate.upstream.registry import Upstreams
 from ledgergate.upstream.settings import PoolLimits
 
@@ -145,7 +148,8 @@ class Gateway:
         # records written outside the pipeline are masked whole too (gateway/stages/audit.py `seal`), then counted
         masked_ledger = self.records = MaskedLedger(metered, lambda: self.snapshot.masker)
         self.approvals = ApprovalService(open_store(s.storage, self.config.base_dir), masked_ledger.append,
-                                         s.approvals, notifier=self.webhooks)
+                                         s.approvals, notifier=self.webhooks,
+                                         args_key=self.ledger.subkey("approval-arguments"))
         await self.approvals.start()
         metered.approval_created = self._approval_created
         if s.telemetry.otlp_endpoint:
@@ -581,10 +585,36 @@ def quiet_collector() -> None:
     gc.freeze()
 
 
+#: the exit status of a config `serve` cannot use, as the CLI's config errors (commands/common.EXIT_USAGE)
+EXIT_CONFIG = 2
+
+
+def listen_problem(host: str, port: int) -> str | None:
+    """Why the gateway cannot listen at `host`:`port` because the host does not resolve, or None.
+
+    `listen` may name a host, and only resolving it tells whether it exists. Left to uvicorn, a host that
+    does not resolve fails after the gateway has started (store opened, ledger records written) with the
+    resolver's words alone, "[Errno -2] Name or service not known", which name neither the setting nor
+    the value."""
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return f"the host {host!r} does not resolve ({exc.strerror or exc})"
+    except (UnicodeError, OSError) as exc:  # a label IDNA cannot encode; a resolver that cannot be asked
+        return f"the host {host!r} cannot be resolved ({type(exc).__name__}: {exc})"
+    return None
+
+
 def run(config: LoadedConfig, ready: Callable[[Gateway], None] | None = None) -> None:
-    """Serve until SIGINT/SIGTERM; uvloop + httptools where available."""
+    """Serve until SIGINT/SIGTERM; uvloop + httptools where available. A `listen` host that does not
+    resolve is one line naming the setting on stderr and exit EXIT_CONFIG, before anything is started."""
     import uvicorn
 
+    problem = listen_problem(config.settings.host, config.settings.port)
+    if problem is not None:
+        console(stderr=True).print(f"[red]error[/red] listen: cannot listen on {escape(config.settings.listen)}: "
+                                   f"{escape(problem)}; check `listen` in the config", highlight=False)
+        raise SystemExit(EXIT_CONFIG)
     configure_logging(config.settings.log_level)
     # The ledger's writer thread must get the GIL promptly when its commit returns, or every
     # request waits for it; CPython's default 5 ms switch interval would let the event loop

@@ -57,7 +57,8 @@ class Api:
 async def api(provider: Provider, tmp_path: Path) -> AsyncIterator[Api]:
     url = f"sqlite:///{tmp_path / 'data' / 'ledgergate.db'}"
     ledger = await Ledger.open(AuditSettings(replica="a", checkpoint_interval=0), url, tmp_path)
-    service = ApprovalService(open_store(url), ledger.append, ApprovalsSettings())
+    service = ApprovalService(open_store(url), ledger.append, ApprovalsSettings(),
+                              args_key=ledger.subkey("approval-arguments"))
     await service.start(background=False)
     identity = IdentityService(IdentitySettings(api_keys=False, oidc=[OidcIssuerSettings(issuer=provider.issuer)]),
                                None, tmp_path)

@@ -45,7 +45,8 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 async def gateway_side(url: str, tmp_path: Path, **kw: Any) -> tuple[ApprovalService, Ledger]:
     led = await Ledger.open(AuditSettings(replica="gw", checkpoint_interval=0, signing_key="./data/ledger.key"),
                             url, tmp_path)
-    svc = ApprovalService(open_store(url), led.append, ApprovalsSettings(), **kw)
+    svc = ApprovalService(open_store(url), led.append, ApprovalsSettings(), args_key=led.subkey("approval-arguments"),
+                          **kw)
     await svc.start(background=False)
     return svc, led
 

@@ -4,6 +4,7 @@ the state machine end to end, evidence, exactly-once execution, waiting across r
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 from ledgergate.approvals import model as m
 from ledgergate.approvals.service import ApprovalService, open_store
 from ledgergate.approvals.settings import ApprovalsSettings
+from ledgergate.audit import canonical
 from ledgergate.audit.ledger import Ledger
 from ledgergate.audit.settings import AuditSettings
 from ledgergate.errors import LedgerUnavailable
@@ -22,6 +24,9 @@ from ledgergate.principal import Principal
 from ledgergate.policy.decision import ApproverSpec
 from ledgergate.store.ledger_store import open_ledger_store
 from tests.support.pg import throwaway_schema, url_for
+
+#: the approvals key of every service here (a deployment derives it from its HMAC key, `Ledger.subkey`)
+ARGS_KEY = b"approval-arguments key for tests!"
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -60,7 +65,7 @@ async def ledger(store_url: str, tmp_path: Path) -> AsyncIterator[Ledger]:
 
 async def service(url: str, ledger: Ledger, clock: Any = time.time, **kw: Any) -> ApprovalService:
     settings = kw.pop("settings", ApprovalsSettings(timeout=600, grant_window=60))
-    svc = ApprovalService(open_store(url), ledger.append, settings, clock=clock, **kw)
+    svc = ApprovalService(open_store(url), ledger.append, settings, clock=clock, args_key=ARGS_KEY, **kw)
     await svc.start(background=False)
     return svc
 
@@ -82,7 +87,8 @@ async def ask(svc: ApprovalService, who: Principal = ALICE, args: Any = RAW, cou
 
 
 def binding(args: Any = RAW, who: Principal = ALICE) -> m.Binding:
-    return m.binding_for(who, "bank", "tools/call", "transfer", args, "large-transfers", "v1")
+    """The binding every ledger in this module's tests binds with: their HMAC keys are all this one."""
+    return m.binding_for(who, "bank", "tools/call", "transfer", args, "large-transfers", "v1", ARGS_KEY)
 
 
 async def test_request_is_recorded_masked_and_idempotent(store_url: str, ledger: Ledger) -> None:
@@ -100,7 +106,8 @@ async def test_request_is_recorded_masked_and_idempotent(store_url: str, ledger:
     recs = [r for r in records(store_url) if r["event"] == "approval.requested"]
     assert [r["approval"] for r in recs] == [a.id, other.id]
     first = recs[0]
-    assert first["args"] == MASKED and first["args_digest"] == m.args_digest(RAW)
+    assert first["args"] == MASKED and first["args_digest"] == m.args_digest(RAW, ARGS_KEY)
+    assert first["args_digest"] != hashlib.sha256(canonical.dumps(RAW)).hexdigest()  # never a plain digest
     assert first["approvers"] == {"groups": ["approvers"], "subjects": [], "count": 1}
     assert first["rule"] == "large-transfers" and first["session"] == "sess-1" and first["request_id"] == "req-1"
     everything = b"".join(orjson.dumps(r) for r in records(store_url))
@@ -193,7 +200,7 @@ async def test_expiry_is_a_recorded_denial(store_url: str, ledger: Ledger) -> No
 
 async def test_the_background_sweep_expires_and_wakes_the_waiter(store_url: str, ledger: Ledger) -> None:
     svc = ApprovalService(open_store(store_url), ledger.append,
-                          ApprovalsSettings(timeout=0.3), expire_interval=0.05)
+                          ApprovalsSettings(timeout=0.3), expire_interval=0.05, args_key=ARGS_KEY)
     await svc.start()
     try:
         a = await ask(svc)

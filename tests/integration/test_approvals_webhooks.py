@@ -88,7 +88,8 @@ async def make(tmp_path: Path, hooks: list[WebhookSettings], **kw: Any) -> tuple
     led = await Ledger.open(AuditSettings(replica="a", checkpoint_interval=0), url, tmp_path)
     notifier = WebhookNotifier(hooks, console_url="https://gw.example/ui/approvals", **kw)
     await notifier.start()
-    svc = ApprovalService(open_store(url), led.append, ApprovalsSettings(), notifier=notifier)
+    svc = ApprovalService(open_store(url), led.append, ApprovalsSettings(), notifier=notifier,
+                          args_key=led.subkey("approval-arguments"))
     await svc.start(background=False)
     return svc, notifier, led
 
@@ -198,7 +199,7 @@ async def test_the_service_from_settings_runs_its_webhooks(tmp_path: Path, recei
     led = await Ledger.open(AuditSettings(replica="a", checkpoint_interval=0), url, tmp_path)
     settings = ApprovalsSettings(webhooks=[{"url": receiver.url, "format": "json", "secret": SECRET}],
                                  console_url="https://gw.example/ui/approvals/")
-    svc = ApprovalService.from_settings(settings, url, tmp_path, led.append)
+    svc = ApprovalService.from_settings(settings, url, tmp_path, led.append, args_key=led.subkey("approval-arguments"))
     await svc.start()
     try:
         a = await request(svc)

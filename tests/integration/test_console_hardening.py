@@ -142,7 +142,7 @@ def in_store(console: gw.RunningGateway, fill: Callable[[ApprovalService], Await
 
     async def run() -> str:
         svc = ApprovalService(open_store(f"sqlite:///{console.dir / 'data' / 'ledgergate.db'}"), nowhere,
-                              ApprovalsSettings())
+                              ApprovalsSettings(), args_key=b"another replica's key (not matched)")
         await svc.start(background=False)
         try:
             return await fill(svc)

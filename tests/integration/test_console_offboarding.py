@@ -60,7 +60,8 @@ def in_demo_store(demo: Demo, fill: Callable[[ApprovalService], Awaitable[str]])
         return 0
 
     async def run() -> str:
-        svc = ApprovalService(open_store(f"sqlite:///{demo.dir / 'ledgergate.db'}"), nowhere, ApprovalsSettings())
+        svc = ApprovalService(open_store(f"sqlite:///{demo.dir / 'ledgergate.db'}"), nowhere, ApprovalsSettings(),
+                              args_key=b"another replica's key (not matched)")
         await svc.start(background=False)
         try:
             return await fill(svc)

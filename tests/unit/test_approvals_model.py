@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 
 import pytest
 import rfc8785
@@ -18,11 +19,12 @@ BOB = Principal(IDP, "bob", groups=frozenset({"approvers"}))
 CAROL = Principal(IDP, "carol", groups=frozenset({"approvers"}), claims={"preferred_username": "carol.c"})
 MALLORY = Principal(IDP, "mallory", groups=frozenset({"staff"}))
 NOW = 1_800_000_000.0
+KEY = b"approval-arguments key for tests"
 
 
 def pending(count: int = 1, **kw: object) -> m.Approval:
     args = {"a": 5000, "b": 1}
-    b = m.binding_for(ALICE, "bank", "tools/call", "transfer", args, "large-transfers", "v1")
+    b = m.binding_for(ALICE, "bank", "tools/call", "transfer", args, "large-transfers", "v1", KEY)
     base: dict[str, object] = dict(id=m.new_id(), binding=b, requester=ALICE.summary(), masked_args=args,
                                    approvers=ApproverSpec(("approvers",), (), count), created=NOW, expires=NOW + 3600)
     base.update(kw)
@@ -35,25 +37,29 @@ def test_ids_are_128_random_bits_and_recognisable() -> None:
     assert not m.looks_like_id("apr_" + "g" * 32) and not m.looks_like_id("apr_123")
 
 
-def test_args_digest_is_sha256_of_rfc8785_and_ignores_key_order() -> None:
+def test_args_digest_is_a_keyed_hmac_of_rfc8785_and_ignores_key_order() -> None:
+    """Keyed: the digest is published beside the masked preview, and a plain SHA-256 of the raw arguments let
+    anyone who saw both guess a masked value back (leak probe H1: an SSN in 10^5 tries)."""
     args = {"b": [1, 2.5, "x"], "a": {"z": None, "é": True}}
-    assert m.args_digest(args) == hashlib.sha256(rfc8785.dumps(args)).hexdigest()
-    assert m.args_digest({"a": {"é": True, "z": None}, "b": [1, 2.5, "x"]}) == m.args_digest(args)
-    assert m.args_digest({"a": 1}) != m.args_digest({"a": 1.5})
-    assert m.args_digest(None) == m.args_digest({})
+    assert m.args_digest(args, KEY) == hmac.new(KEY, rfc8785.dumps(args), hashlib.sha256).hexdigest()
+    assert m.args_digest(args, KEY) != hashlib.sha256(rfc8785.dumps(args)).hexdigest()
+    assert m.args_digest(args, KEY) != m.args_digest(args, b"another key of thirty-two bytes!")
+    assert m.args_digest({"a": {"é": True, "z": None}, "b": [1, 2.5, "x"]}, KEY) == m.args_digest(args, KEY)
+    assert m.args_digest({"a": 1}, KEY) != m.args_digest({"a": 1.5}, KEY)
+    assert m.args_digest(None, KEY) == m.args_digest({}, KEY)
 
 
 def test_binding_changes_with_every_part() -> None:
-    base = m.binding_for(ALICE, "bank", "tools/call", "transfer", {"a": 1}, "r", "v1")
-    assert base == m.binding_for(ALICE, "bank", "tools/call", "transfer", {"a": 1}, "r", "v1")
+    base = m.binding_for(ALICE, "bank", "tools/call", "transfer", {"a": 1}, "r", "v1", KEY)
+    assert base == m.binding_for(ALICE, "bank", "tools/call", "transfer", {"a": 1}, "r", "v1", KEY)
     variants = [
-        m.binding_for(BOB, "bank", "tools/call", "transfer", {"a": 1}, "r", "v1"),
-        m.binding_for(ALICE, "bank2", "tools/call", "transfer", {"a": 1}, "r", "v1"),
-        m.binding_for(ALICE, "bank", "prompts/get", "transfer", {"a": 1}, "r", "v1"),
-        m.binding_for(ALICE, "bank", "tools/call", "transfer2", {"a": 1}, "r", "v1"),
-        m.binding_for(ALICE, "bank", "tools/call", "transfer", {"a": 2}, "r", "v1"),
-        m.binding_for(ALICE, "bank", "tools/call", "transfer", {"a": 1}, "r2", "v1"),
-        m.binding_for(ALICE, "bank", "tools/call", "transfer", {"a": 1}, "r", "v2"),
+        m.binding_for(BOB, "bank", "tools/call", "transfer", {"a": 1}, "r", "v1", KEY),
+        m.binding_for(ALICE, "bank2", "tools/call", "transfer", {"a": 1}, "r", "v1", KEY),
+        m.binding_for(ALICE, "bank", "prompts/get", "transfer", {"a": 1}, "r", "v1", KEY),
+        m.binding_for(ALICE, "bank", "tools/call", "transfer2", {"a": 1}, "r", "v1", KEY),
+        m.binding_for(ALICE, "bank", "tools/call", "transfer", {"a": 2}, "r", "v1", KEY),
+        m.binding_for(ALICE, "bank", "tools/call", "transfer", {"a": 1}, "r2", "v1", KEY),
+        m.binding_for(ALICE, "bank", "tools/call", "transfer", {"a": 1}, "r", "v2", KEY),
     ]
     keys = {base.key, *(v.key for v in variants)}
     assert len(keys) == 1 + len(variants)

@@ -167,7 +167,8 @@ async def test_task_ownership_refuses_anothers_task_and_records_it() -> None:
 async def _gate(tmp_path: Any, ledger: Ledger, hold: float = 0.3) -> tuple[ApprovalGate, ApprovalService]:
     """The approval stage over a real approvals service on a real SQLite file (the ledger is a fake)."""
     settings = ApprovalsSettings(hold=hold)
-    service = ApprovalService(open_store(f"sqlite:///{tmp_path / 'a.db'}"), ledger.append, settings)
+    service = ApprovalService(open_store(f"sqlite:///{tmp_path / 'a.db'}"), ledger.append, settings,
+                              args_key=b"approval-arguments key for tests")
     await service.start(background=False)
     gate = ApprovalGate(service, evidence(ledger), settings, "v1", b"k" * 32, "https://gw.example",
                         notice_interval=0.1)

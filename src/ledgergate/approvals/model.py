@@ -134,9 +134,15 @@ class Cursor:
         return cls(created, approval_id)
 
 
-def args_digest(arguments: Any) -> str:
-    """SHA-256 hex of the RFC 8785 bytes of the raw arguments (absent arguments are `{}`)."""
-    return hashlib.sha256(canonical.dumps({} if arguments is None else arguments)).hexdigest()
+def args_digest(arguments: Any, key: bytes) -> str:
+    """HMAC-SHA256 hex of the RFC 8785 bytes of the raw arguments (absent arguments are `{}`), under the
+    deployment's approval key (`Ledger.subkey`, the same on every replica, so a call held on one replica is
+    released on another).
+
+    Keyed because the digest is shown beside the masked preview (REST API, CLI, console, webhooks, the
+    `approval.requested` record): a plain SHA-256 let anyone who saw both try the few values a masked span can
+    hold until one matched (an SSN whose last four digits a partial view shows: 10^5 guesses, under a second)."""
+    return canonical.hmac_hex(key, {} if arguments is None else arguments)
 
 
 def preview_digest(masked_args: Any) -> str:
@@ -177,9 +183,9 @@ def policy_version(rules: Iterable[Any]) -> str:
 
 
 def binding_for(principal: Principal, server: str, method: str, target: str | None, arguments: Any,
-                rule: str, policy_version: str) -> Binding:
-    """The binding of a call as the gateway sees it (the raw arguments are only hashed)."""
-    return Binding(principal.key, server, method, target, args_digest(arguments), rule, policy_version)
+                rule: str, policy_version: str, key: bytes) -> Binding:
+    """The binding of a call as the gateway sees it (the raw arguments only as their keyed digest)."""
+    return Binding(principal.key, server, method, target, args_digest(arguments, key), rule, policy_version)
 
 
 @dataclass(frozen=True, slots=True)

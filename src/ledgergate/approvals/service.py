@@ -80,8 +80,12 @@ class ApprovalService:
 
     def __init__(self, store: ApprovalStore[Approval], append: AppendFn, settings: ApprovalsSettings, *,
                  notifier: Notifier | None = None, clock: Callable[[], float] = time.time,
-                 poll_interval: float | None = None, expire_interval: float = 1.0, listen: bool = True) -> None:
+                 poll_interval: float | None = None, expire_interval: float = 1.0, listen: bool = True,
+                 args_key: bytes | None = None) -> None:
         self.store = store
+        #: the key of the arguments' digest in a binding (`model.args_digest`); a service that only decides
+        #: (the CLI's) needs none
+        self._args_key = args_key
         self.settings = settings
         self._append = append
         self._notifier = notifier
@@ -108,6 +112,13 @@ class ApprovalService:
         service = cls(open_store(storage, base_dir), append, settings, notifier=notifier, **kw)
         service._owns_notifier = notifier is not None
         return service
+
+    def binding_for(self, principal: Principal, server: str, method: str, target: str | None, arguments: Any,
+                    rule: str, policy_version: str) -> model.Binding:
+        """The binding of a call, its arguments digested under this deployment's key."""
+        if self._args_key is None:
+            raise RuntimeError("this approvals service was made without the arguments' key: it cannot bind calls")
+        return model.binding_for(principal, server, method, target, arguments, rule, policy_version, self._args_key)
 
     # ── lifecycle ────────────────────────────────────────────────────────────
     async def start(self, *, background: bool = True) -> None:
@@ -177,7 +188,7 @@ class ApprovalService:
         ledger-masked preview approvers are shown; `justification` is recorded as given
         (mask it first if it may carry sensitive data).
         """
-        binding = model.binding_for(principal, server, method, target, arguments, rule, policy_version)
+        binding = self.binding_for(principal, server, method, target, arguments, rule, policy_version)
         if justification is not None:
             justification = model.check_reason(justification, what="justification", limit=model.MAX_JUSTIFICATION)
         elif approvers.justification == "required":
@@ -232,7 +243,7 @@ class ApprovalService:
         `(approval, True)` when an open grant for this exact call was just claimed (run it now, once;
         `approval.executed` is recorded), else `(pending approval, False)` to hold the call on
         (`request` is idempotent, so a repeated call joins the approval already waiting)."""
-        binding = model.binding_for(principal, server, method, target, arguments, rule, policy_version)
+        binding = self.binding_for(principal, server, method, target, arguments, rule, policy_version)
         granted = await self.claim_grant(binding, request_id)
         if granted is not None:
             return granted, True

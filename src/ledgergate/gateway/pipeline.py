@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from ledgergate.approvals.model import Approval, binding_for
+from ledgergate.approvals.model import Approval
 from ledgergate.approvals.service import ApprovalService
 from ledgergate.errors import (
     INTERNAL_ERROR,
@@ -450,8 +450,8 @@ class Pipeline:
         decision = call.decision
         if gate.approvals is None or decision is None or decision.rule is None:
             return None
-        binding = binding_for(call.principal, call.server, call.method, call.target, call.arguments,
-                              decision.rule, gate.policy_version)
+        binding = gate.approvals.binding_for(call.principal, call.server, call.method, call.target,
+                                             call.arguments, decision.rule, gate.policy_version)
         try:
             return await gate.approvals.latest(binding)
         except Exception as exc:  # noqa: BLE001 - the store is down: the record names no approval, says so

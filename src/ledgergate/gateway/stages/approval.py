@@ -32,7 +32,7 @@ from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any
 
 from ledgergate.approvals import model
-from ledgergate.approvals.model import Approval, Binding, binding_for, describe_approvers, rfc3339
+from ledgergate.approvals.model import Approval, Binding, describe_approvers, rfc3339
 from ledgergate.approvals.service import ApprovalService
 from ledgergate.approvals.settings import ApprovalsSettings
 from ledgergate.approvals.state import HeldState, StateRefused, is_ours, seal, unseal
@@ -108,8 +108,8 @@ class ApprovalGate:
                                f"being part of what an approver approves; send the call without them "
                                f"(request id {call.request_id})", rpc_code=INVALID_PARAMS,
                                data={"reason": "unbound_params", "requestId": call.request_id})
-        binding = binding_for(call.principal, call.server, call.method, call.target, call.arguments,
-                              decision.rule, self.policy_version)
+        binding = self.approvals.binding_for(call.principal, call.server, call.method, call.target, call.arguments,
+                                             decision.rule, self.policy_version)
         held = await self._open_state(call, token, binding) if token else None
 
         claimed = await self.approvals.claim_grant(binding, call.request_id)
