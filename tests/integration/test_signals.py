@@ -335,6 +335,41 @@ async def test_a_span_per_request_reaches_an_otlp_collector(tmp_path: Path, idp:
     assert "opentelemetry.sdk.trace" in imported(gateway)
 
 
+async def test_what_a_caller_chose_reaches_a_span_masked_and_the_collectors_password_no_log(
+        tmp_path: Path, idp: Provider, upstream: Proc) -> None:
+    """A span's name and target attribute carried the call's target as sent (leak probe H2): a tool named
+    with a card number, a resource URI with an SSN in its query went to the collector in the clear although the
+    ledger masked them; and the start-up line quoted `otlp_endpoint` with its credentials (M2)."""
+    receiver = OtlpReceiver()
+    host = receiver.url.removeprefix("http://")
+    gateway = await asyncio.to_thread(start_traced, tmp_path / "gw", idp, upstream, {
+        "telemetry": {"otlp_endpoint": f"http://collector:OtlpPassw0rd@{host}"},
+        "policies": [{"name": "staff", "match": {"groups": ["staff"]}, "effect": "allow"}]})  # forwarded: spans
+    alice = idp.token("alice", ["staff"])
+    try:
+        assert (await modern_call(gateway, alice, "pay-4111111111111111", {"message": "x"}))["id"] == 1
+        async with gateway.http(alice) as http:
+            r = await http.post(gateway.url("everything"), headers={
+                "Accept": "application/json", "Content-Type": "application/json", "MCP-Protocol-Version": MODERN,
+                "Mcp-Method": "resources/read", "Mcp-Name": "bank://customers/C-1?ssn=123-45-6789"}, json={
+                "jsonrpc": "2.0", "id": 2, "method": "resources/read",
+                "params": {"uri": "bank://customers/C-1?ssn=123-45-6789", "_meta": META}})
+            assert r.status_code == 200 and r.json()["id"] == 2, r.text
+        deadline = time.monotonic() + 15
+        while len(receiver.spans) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+    finally:
+        await asyncio.to_thread(gateway.stop)
+        receiver.stop()
+    names = sorted(span.name for _, span in receiver.spans)
+    assert "tools/call pay-[CREDIT_CARD]" in names, names
+    assert any(n.startswith("resources/read bank://customers/C-1?ssn=[US_SSN]") for n in names), names
+    for _, span in receiver.spans:
+        assert "4111111111111111" not in repr(span) and "123-45-6789" not in repr(span)
+    log = gateway.log()
+    assert "spans go to http://" in log and "OtlpPassw0rd" not in log and "collector:" not in log
+
+
 async def test_with_telemetry_off_the_sdk_is_never_imported(tmp_path: Path, idp: Provider, upstream: Proc) -> None:
     gateway = await asyncio.to_thread(start_traced, tmp_path / "gw", idp, upstream, {})
     alice = idp.token("alice", ["staff"])

@@ -257,7 +257,11 @@ class Pipeline:
         when tracing is on; untouched when it is off)."""
         if self.tracing is None or start:
             return self._handle(call, upstream, start)
-        return self.tracing.traced(call, self._handle(call, upstream, start))
+        return self.tracing.traced(call, self._handle(call, upstream, start), self._shown)
+
+    def _shown(self, text: str) -> str:
+        """`text` as the ledger keeps it (every detector, redacted), for a trace."""
+        return str(self.evidence.seal({"text": text})["text"])
 
     async def _handle(self, call: Call, upstream: UpstreamSession, start: int = 0) -> AsyncGenerator[Message, None]:
         # the call is an argument, not bound in: a partial holding the call it is stored on would be a

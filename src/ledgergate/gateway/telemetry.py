@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from typing import Any
 
 from ledgergate.config import TelemetrySettings
 from ledgergate.errors import GatewayError
 from ledgergate.gateway.call import Call
+from ledgergate.identity.redact import redact_url
 from ledgergate.upstream.base import Message
 
 log = logging.getLogger("ledgergate.telemetry")
@@ -68,18 +69,22 @@ class Tracing:
         exporter = OTLPSpanExporter(endpoint=settings.otlp_endpoint.rstrip("/") + "/v1/traces",
                                     headers=dict(settings.headers), timeout=settings.timeout)
         provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=1000))
-        log.info("tracing: spans go to %s/v1/traces as service %s", settings.otlp_endpoint.rstrip("/"),
-                 settings.service_name)
+        log.info("tracing: spans go to %s as service %s", redact_url(settings.otlp_endpoint.rstrip("/") + "/v1/traces"),
+                 settings.service_name)  # the endpoint may carry the collector's credentials
         return cls(provider, provider.get_tracer("ledgergate"), SpanKind, Status, StatusCode)
 
     async def close(self) -> None:
         """Send what is still queued, then stop the exporter."""
         await asyncio.to_thread(self._provider.shutdown)
 
-    async def traced(self, call: Call, messages: AsyncGenerator[Message, None]) -> AsyncGenerator[Message, None]:
-        """`messages`, inside one span for `call`."""
-        span = self._tracer.start_span(call.method + (f" {call.target}" if call.target else ""),
-                                       kind=self._server_kind, attributes=_identity(call))
+    async def traced(self, call: Call, messages: AsyncGenerator[Message, None],
+                     shown: Callable[[str], str]) -> AsyncGenerator[Message, None]:
+        """`messages`, inside one span for `call`. Every text a caller or an upstream chose (the target: a
+        resource URI's query, a tool or prompt name; an error's words) is `shown`, masked as the ledger masks
+        it: a collector is one more place the data goes, usually kept longer and read more widely."""
+        target = shown(call.target) if call.target else None
+        span = self._tracer.start_span(call.method + (f" {target}" if target else ""),
+                                       kind=self._server_kind, attributes=_identity(call, target))
         last: Message | None = None
         outcome: str | None = None
         try:
@@ -90,7 +95,7 @@ class Tracing:
         except GatewayError as exc:
             outcome = "refused"
             span.set_attribute("ledgergate.error_code", exc.rpc_code)
-            span.set_status(self._status(self._error, exc.message[:300]))
+            span.set_status(self._status(self._error, shown(exc.message)[:300]))
             raise
         except (GeneratorExit, asyncio.CancelledError):
             raise  # the client has its answer (the transport stops reading there) or went away
@@ -113,11 +118,11 @@ class Tracing:
             span.end()
 
 
-def _identity(call: Call) -> dict[str, Any]:
+def _identity(call: Call, target: str | None) -> dict[str, Any]:
     attributes: dict[str, Any] = {"ledgergate.server": call.server, "mcp.method.name": call.method,
                                   "ledgergate.request_id": call.request_id, "ledgergate.era": call.era}
-    if call.target is not None:
-        attributes["gen_ai.tool.name" if call.method == "tools/call" else "ledgergate.target"] = call.target
+    if target is not None:
+        attributes["gen_ai.tool.name" if call.method == "tools/call" else "ledgergate.target"] = target
     return attributes
 
 
