@@ -38,7 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ledgergate.store.db import StoreURL, error_text
+from ledgergate.store.db import StoreURL, error_text, parent_problem
 from ledgergate.store.ledger_store import StoreError
 
 _SAFE = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -69,6 +69,18 @@ def _refusal(log_id: str, holder: str) -> str:
             "log: give each its own audit.replica")
 
 
+def _claim_file_problem(path: Path, exc: OSError) -> str:
+    """What stands in the way of the claim file at `path`, in words an operator can act on: the system's
+    own ("File exists" when a folder of the path is a file, "Is a directory") name neither the culprit
+    nor the setting to fix."""
+    blocked = parent_problem(path)
+    if blocked is not None:
+        return f"{blocked} (a file stands where a folder of the store's path should be); check `storage`"
+    if path.is_dir():
+        return f"{path} is a directory, not a lock file; remove it or check `storage`"
+    return exc.strerror or type(exc).__name__
+
+
 class LogClaim:
     """Held until `release()`; `check()` says whether it still is."""
 
@@ -95,7 +107,7 @@ class LogClaim:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise StoreError(f"cannot open the claim file {path}: {exc.strerror}") from exc
+            raise StoreError(f"cannot open the claim file {path}: {_claim_file_problem(path, exc)}") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

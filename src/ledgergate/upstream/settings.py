@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ledgergate.durations import Duration
 from ledgergate.upstream.unix import is_unix_url, parse_unix_url
@@ -66,10 +66,16 @@ class ServerSettings(_Strict):
     #: how long a call or an opening may go without a message from the server ("30s", "5m", or seconds)
     timeout: Duration = 300.0
 
+    @field_validator("timeout")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        # on the field, so the error names `servers.<name>.timeout` and its own line, not the server's
+        if value <= 0:
+            raise ValueError("must be a positive duration: with 0 every call would time out at once")
+        return value
+
     @model_validator(mode="after")
     def _one_kind(self) -> ServerSettings:
-        if self.timeout <= 0:
-            raise ValueError("'timeout' must be a positive duration")
         if (self.url is None) == (self.command is None):
             raise ValueError("a server needs exactly one of 'url' or 'command'")
         if self.url is not None and is_unix_url(self.url):
