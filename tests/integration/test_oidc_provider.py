@@ -167,6 +167,14 @@ async def test_tampered_and_forged_tokens_are_refused(provider: Provider) -> Non
             await refused(svc, f"{b64(header)}.{b64(payload)}.", "alg_not_allowed")
             await refused(svc, f"{b64(header)}.{b64(payload)}.{s}", "alg_not_allowed")
 
+        # An `alg` of the caller's own text: a prefix of it was quoted (and recorded in `auth.denied`), cut before
+        # any masking, so 14 digits of a card number reached the ledger (leak probe L1). Only known names are quoted.
+        for alg in ("HS256-4111111111111111", "4111111111111111", "RS256\u001b[2J"):
+            exc = await refused(svc, f"{b64({'alg': alg})}.{b64(payload)}.{s}", "alg_not_allowed")
+            assert "41111" not in exc.message and "\u001b" not in exc.message and "no JWS algorithm" in exc.message
+        exc = await refused(svc, f"{b64({'alg': 'HS256'})}.{b64(payload)}.{s}", "alg_not_allowed")
+        assert "'HS256'" in exc.message  # a real algorithm's name is still said
+
         # HS256 keyed with the provider's RSA public key (PEM and raw JWK): key confusion.
         jwk = provider.public_jwk(provider.kid)
         public = jwt.algorithms.RSAAlgorithm.from_jwk(json.dumps(jwk))

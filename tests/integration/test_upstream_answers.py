@@ -22,6 +22,8 @@ from tests.support.upstream import read_body
 
 pytestmark = pytest.mark.timeout(60)
 
+#: the id the server answers under uninvited: its own text, which the log (not masked) must not quote (leak probe M1)
+FOREIGN_ID = "card 4111111111111111 9999"
 POLICY = [{"name": "staff", "match": {"groups": ["staff"], "servers": ["odd"]}, "effect": "allow"}]
 HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json",
            "MCP-Protocol-Version": "2025-06-18"}
@@ -50,7 +52,7 @@ class ForeignAnswers:
                 (b"content-type", b"application/json"), (b"mcp-session-id", b"s")]})
             await send({"type": "http.response.body", "body": body})
             return
-        events = [{"jsonrpc": "2.0", "id": 9999, "result": {"content": [{"type": "text", "text": "someone else's"}]}}]
+        events = [{"jsonrpc": "2.0", "id": FOREIGN_ID, "result": {"content": [{"type": "text", "text": "someone else's"}]}}]
         if not self.withhold:
             events.append({"jsonrpc": "2.0", "id": message["id"],
                            "result": {"content": [{"type": "text", "text": "the real answer"}]}})
@@ -69,7 +71,8 @@ def outcomes(directory: Path) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("withhold", [False, True])
 async def test_a_response_to_another_id_is_never_the_calls_answer(tmp_path: Path, provider: Provider,
-                                                                  withhold: bool) -> None:
+                                                                  withhold: bool,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
     async with scripted_upstream(ForeignAnswers(withhold)) as url, \
             serving(tmp_path, provider.issuer, {"odd": {"url": url}}, POLICY) as base, \
             httpx.AsyncClient(timeout=20, headers={**HEADERS,
@@ -83,6 +86,7 @@ async def test_a_response_to_another_id_is_never_the_calls_answer(tmp_path: Path
         r = await http.post(gw, headers=session, json={"jsonrpc": "2.0", "id": 7, "method": "tools/call",
                                                        "params": {"name": "lookup", "arguments": {}}})
     assert "someone else's" not in r.text and "9999" not in r.text, r.text
+    assert "not asked on this stream" in caplog.text and "4111111111111111" not in caplog.text, caplog.text
     [outcome] = outcomes(tmp_path)
     assert "someone else's" not in json.dumps(outcome)
     if withhold:

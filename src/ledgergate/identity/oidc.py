@@ -29,6 +29,9 @@ from ledgergate.principal import Principal
 from ledgergate.identity.settings import ASYMMETRIC_ALGORITHMS
 
 MAX_TOKEN_BYTES = 16 * 1024
+#: the JWS algorithm names (RFC 7518 §3.1, RFC 8037): a refusal quotes one of these, never other header text
+_KNOWN_ALGORITHMS = frozenset({"none", "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384",
+                               "ES512", "PS256", "PS384", "PS512", "EdDSA", "ES256K", "Ed25519", "Ed448"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +159,10 @@ class OidcVerifier:
         header = _json_object(_b64(parts[0]), "header")
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in ASYMMETRIC_ALGORITHMS:
-            raise AuthError(f"signing algorithm {str(alg)[:20]!r} is not allowed", "alg_not_allowed")
+            # a known name is quoted; anything else is the caller's text (it reaches the ledger and the 401), and a
+            # prefix of it could be most of a card number: only its kind is said
+            said = repr(alg) if alg in _KNOWN_ALGORITHMS else "(a name that is no JWS algorithm)"
+            raise AuthError(f"signing algorithm {said} is not allowed", "alg_not_allowed")
         if "crit" in header:
             raise AuthError("the token uses critical header extensions ledgergate does not understand",
                             "invalid_token")
