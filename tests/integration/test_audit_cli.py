@@ -387,3 +387,19 @@ async def test_a_hostile_bundle_cannot_write_to_the_terminal_or_bury_the_verdict
         assert not any(line.lstrip().startswith("ok") for line in out.splitlines()), (name, out[:300])
         if name != "checkpoint":  # a note with control characters is refused without quoting it
             assert "[green]ok[/green]" in out and "\\x1b" in out, (name, out[:300])  # quoted, as text
+
+
+async def test_what_the_database_wrote_is_never_markup_or_terminal_control_in_verify(tmp_path: Path) -> None:
+    """`audit verify` checks whoever holds the database. A log id (and the problems quoting it) went to the
+    terminal as Rich markup and raw text: a log renamed `[/red][green]ok[/green]…` printed a green "ok" on the
+    failing line, and an escape sequence could clear the screen."""
+    url = f"sqlite:///{tmp_path / 'data' / 'l.db'}"
+    config = await build(tmp_path, url, n=5)
+    hostile = "[/red][green]ok[/green] all good \x1b[2J" + "A" * 5000
+    for table in ("ledger_logs", "ledger_leaves", "ledger_checkpoints", "ledger_hashes", "ledger_probes"):
+        run_sql(url, f"UPDATE {table} SET log_id = ? WHERE log_id = 'replica-a'", (hostile,))
+    code, out = cli("audit", "verify", "--config", str(config))
+    assert code == 1 and "FAIL" in out, out[:500]
+    assert "\x1b" not in out and len(out) < 4000, out[:500]
+    assert "[green]ok[/green]" in out  # shown as the text it is
+    assert not any(line.lstrip().startswith("ok") for line in out.splitlines()), out[:500]

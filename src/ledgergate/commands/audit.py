@@ -34,6 +34,7 @@ from ledgergate.commands.common import (
 )
 from ledgergate.commands.ledger_files import read_verifier, verifier_of
 from ledgergate.config import LoadedConfig
+from ledgergate.invisible import hidden
 from ledgergate.store.ledger_store import (
     LedgerStore,
     StoreError,
@@ -133,6 +134,16 @@ def _given_notes(paths: list[Path]) -> list[WitnessNote]:
     return notes
 
 
+def _said(text: str, limit: int = 300) -> str:
+    """Text from the store (a log's id, a problem quoting a record) as `verify` prints it. Whoever holds the
+    database is who `verify` checks, so what it wrote is never markup (a log named `[green]ok[/green]…` would
+    print a pass), never a terminal control sequence, and never long enough to bury the verdict."""
+    cut = text[:limit]
+    plain = "".join(ch.encode("unicode_escape").decode("ascii") if not ch.isprintable() or hidden(ch) else ch
+                    for ch in cut)
+    return escape(plain + ("…" if len(text) > limit else ""))
+
+
 @app.command()
 def verify(config: Path = ConfigOption, public_key: Path | None = KeyOption,
            witness_notes: list[Path] = WitnessNotesOption) -> None:
@@ -179,7 +190,7 @@ def verify(config: Path = ConfigOption, public_key: Path | None = KeyOption,
         # an http(s) witness is the one outside the database's reach, and the only thing that catches a
         # rewrite by whoever holds the database but not the signing key (checkpoints deleted, records
         # rewritten): without its copy, "ok" says the store is consistent with itself, nothing more
-        out.print(f"[yellow]warning[/yellow] witness {', '.join(unread)} cannot be read back from here, so the logs "
+        out.print(f"[yellow]warning[/yellow] witness {_said(', '.join(unread))} cannot be read back from here, so the logs "
                   "are checked against the database's own checkpoints only; pass the checkpoints that witness "
                   "holds with --witness-notes FILE to rule out a rewrite by the database's administrator",
                   highlight=False)
@@ -188,25 +199,25 @@ def verify(config: Path = ConfigOption, public_key: Path | None = KeyOption,
             # the gateway signs every few seconds and on every clean stop: records nothing vouches for are
             # checkpoints deleted, or a gateway that stopped before its first one (a start signs them)
             failed = True
-            out.print(f"[red]FAIL[/red] log {rep.log_id}: {rep.size} records and no signed checkpoint, so nothing "
+            out.print(f"[red]FAIL[/red] log {_said(rep.log_id)}: {rep.size} records and no signed checkpoint, so nothing "
                       "vouches for them (checkpoints deleted, or the gateway stopped before its first checkpoint: "
                       "starting it once signs them)", highlight=False)
             continue
         if rep.ok and rep.checkpoints and notes_expected(loaded) and not rep.witnessed and not unusable:
             # not a failure: with several replicas, each may push to a witness only its own config names
-            out.print(f"note: log {escape(rep.log_id)}: none of its {rep.checkpoints} checkpoints is at the file "
+            out.print(f"note: log {_said(rep.log_id)}: none of its {rep.checkpoints} checkpoints is at the file "
                       "witnesses configured here; its tail is checked against the database's checkpoints only",
                       highlight=False)
         if rep.ok:
             tail = rep.size - rep.covered
-            out.print(f"[green]ok[/green] log {rep.log_id}: {rep.size} records, {rep.checkpoints} checkpoints, "
+            out.print(f"[green]ok[/green] log {_said(rep.log_id)}: {rep.size} records, {rep.checkpoints} checkpoints, "
                       f"{rep.witnessed} witnessed; signed up to {rep.covered}"
-                      + (f" ({tail} newer records not yet checkpointed)" if tail else ""))
+                      + (f" ({tail} newer records not yet checkpointed)" if tail else ""), highlight=False)
         else:
             failed = True
-            out.print(f"[red]FAIL[/red] log {rep.log_id}: {rep.problems[0]}")
+            out.print(f"[red]FAIL[/red] log {_said(rep.log_id)}: {_said(rep.problems[0])}", highlight=False)
             for p in rep.problems[1:]:
-                out.print(f"     also: {p}")
+                out.print(f"     also: {_said(p)}", highlight=False)
     total = sum(r.size for r in reports)
     out.print(f"{total} records verified in {elapsed:.2f}s")
     raise typer.Exit(1 if failed else 0)
