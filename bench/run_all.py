@@ -59,6 +59,10 @@ BENCHES = [
     Bench("datapath", "bench_datapath.py", ["--seconds", "3", "--rounds", "7"], ["--seconds", "1", "--rounds", "1"]),
     Bench("contextforge", "bench_contextforge.py", ["--seconds", "3", "--rounds", "7"],
           ["--seconds", "1", "--rounds", "1"], _contextforge_ready),
+    # one caller's large message beside another's small calls (their longest wait), without and with CEL on args
+    Bench("large-message", "bench_large_message.py", ["--rounds", "3"], ["--rounds", "1", "--objects", "20000"]),
+    Bench("large-message-cel", "bench_large_message.py", ["--rounds", "3", "--cel"],
+          ["--rounds", "1", "--objects", "20000", "--cel"]),
     Bench("sessions", "bench_sessions.py", ["--sessions", "10000"], ["--sessions", "500", "--sample", "20"]),
     # the ledger at scale: open, tiles, verify; then durable appends with 64 writers
     Bench("ledger-scale", "bench_ledger_scale.py", ["--size", "10000000"], ["--size", "100000", "--engines", "sqlite"],
