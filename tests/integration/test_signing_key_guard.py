@@ -53,3 +53,31 @@ async def test_an_unusable_key_file_is_named(content: bytes, tmp_path: Path) -> 
 def test_a_checkpoint_size_is_ascii_digits(size: str) -> None:
     with pytest.raises(NoteError):
         Checkpoint.parse(f"example.com/log\n{size}\n{'A' * 43}=\n")
+
+
+@pytest.mark.parametrize(("content", "words"), [
+    ("", "64 hexadecimal characters"),  # an empty key: every HMAC in the ledger computable by anyone
+    ("00ff\n", "64 hexadecimal characters"),  # two bytes: the same, nearly
+    ("not hex at all, and not a secret to print\n", "64 hexadecimal characters"),
+])
+async def test_an_hmac_key_that_cannot_serve_is_named_and_never_used(store_url: str, tmp_path: Path, content: str,
+                                                                     words: str) -> None:
+    """An empty `audit.hmac_key` file was taken as the key (an HMAC under an empty key proves nothing: anyone can
+    compute it, and guess raw arguments back from their recorded digests); one that was not hex failed start-up
+    with "non-hexadecimal number found in fromhex()"; a file where its folder should be with "File exists"."""
+    hmac_file = tmp_path / "keys" / "args.hmac"
+    hmac_file.parent.mkdir(parents=True)
+    hmac_file.write_text(content)
+    with pytest.raises(LedgerUnavailable) as refused:
+        await Ledger.open(AuditSettings(signing_key="./keys/ledger.key", hmac_key="./keys/args.hmac", replica="gw",
+                                        checkpoint_interval=0), store_url, tmp_path)
+    message = refused.value.message
+    assert "audit.hmac_key" in message and words in message and "not a secret" not in message, message
+
+
+async def test_a_file_where_the_hmac_keys_folder_should_be_is_named(store_url: str, tmp_path: Path) -> None:
+    (tmp_path / "keys").write_text("a file, not a folder\n")
+    with pytest.raises(LedgerUnavailable) as refused:
+        await Ledger.open(AuditSettings(signing_key="./ledger.key", hmac_key="./keys/args.hmac", replica="gw",
+                                        checkpoint_interval=0), store_url, tmp_path)
+    assert "audit.hmac_key" in refused.value.message and "is not a directory" in refused.value.message

@@ -68,7 +68,7 @@ from ledgergate.audit.settings import AuditSettings
 from ledgergate.audit.witness import FileWitness, Witness, make_witnesses, push_all
 from ledgergate.errors import LedgerUnavailable
 from ledgergate.store.claims import ClaimRefused, LogClaim
-from ledgergate.store.db import StoreURL
+from ledgergate.store.db import StoreURL, parent_problem
 from ledgergate.store.ledger_store import (
     CheckpointRow,
     LeafColumns,
@@ -131,9 +131,22 @@ _STOP = object()
 PROBE_IDLE = 5.0  # seconds without a committed write after which a probe write checks the store
 
 
+def _key_problem(path: Path, exc: BaseException) -> str:
+    """Why a key file cannot be read or made, in words: never the file's contents (a key)."""
+    problem = parent_problem(path)
+    if problem is not None:
+        return problem
+    if isinstance(exc, ValueError):
+        return "it does not hold 64 hexadecimal characters (a 32-byte key)"
+    return str(exc.strerror) if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+
+
 def _load_or_create_hmac_key(path: Path) -> bytes:
     if path.exists():
-        return bytes.fromhex(path.read_text().strip())
+        key = bytes.fromhex(path.read_text().strip())
+        if len(key) < 16:
+            raise ValueError("short key")
+        return key
     path.parent.mkdir(parents=True, exist_ok=True)
     key = secrets.token_bytes(32)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -203,7 +216,11 @@ class Ledger:
                 raise LedgerUnavailable(str(exc) if isinstance(exc, NoteError) else
                                         f"the signing key {key_path} (audit.signing_key) cannot be read: "
                                         f"{exc.strerror or exc}") from None
-            hmac_key = _load_or_create_hmac_key(hmac_path)
+            try:
+                hmac_key = _load_or_create_hmac_key(hmac_path)
+            except (OSError, ValueError) as exc:
+                raise LedgerUnavailable(f"the HMAC key {hmac_path} (audit.hmac_key) cannot be used: "
+                                        f"{_key_problem(hmac_path, exc)}") from None
             claim = None
             try:
                 # one writer per log id: a second replica with this id refuses to start (store/claims.py)
