@@ -81,3 +81,11 @@ async def test_a_file_where_the_hmac_keys_folder_should_be_is_named(store_url: s
         await Ledger.open(AuditSettings(signing_key="./ledger.key", hmac_key="./keys/args.hmac", replica="gw",
                                         checkpoint_interval=0), store_url, tmp_path)
     assert "audit.hmac_key" in refused.value.message and "is not a directory" in refused.value.message
+
+
+async def test_a_file_where_the_signing_keys_folder_should_be_is_named(store_url: str, tmp_path: Path) -> None:
+    (tmp_path / "keys").write_text("a file, not a folder\n")
+    with pytest.raises(LedgerUnavailable) as refused:
+        await Ledger.open(settings("./keys/ledger.key"), store_url, tmp_path)
+    assert "audit.signing_key" in refused.value.message and "is not a directory" in refused.value.message, \
+        refused.value.message

@@ -215,7 +215,7 @@ class Ledger:
             except (NoteError, OSError) as exc:
                 raise LedgerUnavailable(str(exc) if isinstance(exc, NoteError) else
                                         f"the signing key {key_path} (audit.signing_key) cannot be read: "
-                                        f"{exc.strerror or exc}") from None
+                                        f"{_key_problem(key_path, exc)}") from None
             try:
                 hmac_key = _load_or_create_hmac_key(hmac_path)
             except (OSError, ValueError) as exc:
