@@ -413,6 +413,15 @@ _TOKEN_GATES = ("AKIA", "ASIA", "ABIA", "ACCA", "A3T", "ghp_", "gho_", "ghu_", "
 
 _TOKEN_GATE = re.compile("|".join(re.escape(g) for g in _TOKEN_GATES))
 
+# A password in a URL's userinfo (`postgres://app:S3cr3t@db:5432/x`): only text with both
+# `://` (or its JSON-escaped `:\/\/`) and '@' is looked at. The authority runs to the first
+# '/', whitespace or quote; the userinfo ends at its last '@'; the password is what follows
+# the userinfo's first ':' (a user name cannot hold one). `?` and `#` are not taken as ends:
+# an unencoded one in a password would otherwise leave its tail bare.
+_URL_SEP = re.compile(r":(?://|\\/\\/)")
+_URL_AUTHORITY_END = re.compile(r"[/\s\"'`]")
+_URL_SCHEME = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+-.")
+
 _EMAIL_LOCAL = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-")
 _EMAIL_DOMAIN = re.compile(
     r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*"
@@ -600,7 +609,8 @@ class TextScanner:
 
     Speed comes from gating: each family runs only where it can match — digit
     clusters (found by one charset-led regex), '@' positions, ':'/'=' separators
-    (the key is read backwards from a reversed copy), literal token prefixes —
+    (the key is read backwards from a reversed copy), literal token prefixes,
+    `://` with '@' for passwords in URLs —
     so clean text costs a few C-level scans and almost no Python.
     """
 
@@ -665,8 +675,11 @@ class TextScanner:
             lowered = text.lower()
             if any(stem in lowered for stem in self._stems_for(enabled)):
                 self._keyed(text, enabled, add)
+        url_ats: set[int] | None = None
+        if SECRET in enabled and "@" in text and ("://" in text or ":\\/\\/" in text):
+            url_ats = self._url_credentials(text, add)
         if EMAIL in enabled and "@" in text:
-            self._emails(text, add)
+            self._emails(text, add, url_ats)
         if IBAN in enabled:
             done = 0
             for h in _IBAN_HEAD.finditer(text):
@@ -730,9 +743,47 @@ class TextScanner:
                 break
 
     @staticmethod
-    def _emails(text: str, add: Callable[[tuple[int, int, int, str]], None]) -> None:
+    def _url_credentials(text: str, add: Callable[[tuple[int, int, int, str]], None]) -> set[int] | None:
+        """The password of every `scheme://user:password@host`; the '@'s that end a userinfo.
+
+        The user name and host stay visible (operators need them); only the password is a
+        finding. The returned positions keep `_emails` from reading `password@host.tld` as an
+        e-mail address, which would hide the host and outrank the password's own finding.
+        """
+        ats: set[int] | None = None
+        for sep in _URL_SEP.finditer(text):
+            j = sep.start()
+            letter = False
+            while j > 0 and text[j - 1] in _URL_SCHEME:
+                j -= 1
+                letter = letter or text[j] in _ASCII_LETTERS
+            if not letter:  # no scheme before `://` (RFC 3986: a letter, then letters/digits/+-.)
+                continue
+            start = sep.end()
+            stop = _URL_AUTHORITY_END.search(text, start)
+            end = len(text) if stop is None else stop.start()
+            at = text.rfind("@", start, end)
+            if at == -1:
+                continue
+            colon = text.find(":", start, at)
+            if colon == -1 or colon + 1 == at:
+                continue  # `user@host` or `user:@host`: no password
+            if ats is None:
+                ats = set()
+            ats.add(at)
+            if looks_masked(text[colon + 1:at]):
+                continue  # what an earlier pass left
+            add((colon + 1, at, _RANK_KEYED, SECRET))
+        return ats
+
+    @staticmethod
+    def _emails(text: str, add: Callable[[tuple[int, int, int, str]], None],
+                skip: set[int] | None = None) -> None:
         at = text.find("@")
         while at != -1:
+            if skip is not None and at in skip:
+                at = text.find("@", at + 1)
+                continue
             j = at
             while j > 0 and at - j < 65 and text[j - 1] in _EMAIL_LOCAL:
                 j -= 1
