@@ -28,6 +28,7 @@ from typing import Any
 from ledgergate.audit import canonical
 from ledgergate.errors import INVALID_PARAMS, BadRequest, CallCancelled, GatewayError, UpstreamError
 from ledgergate.wire import jsonrpc
+from ledgergate.gateway import offload
 from ledgergate.gateway.call import Call
 from ledgergate.gateway.pipeline import Pipeline
 from ledgergate.gateway.stages.messages import PROGRESS, SERVER_REQUESTS, progress_token
@@ -214,17 +215,20 @@ class Bridge:
         upstream_session = await self._ready(shared)
         stream = pipeline.handle(call, upstream_session)
         async with aclosing(self._until_input(stream, upstream_session, principal, server, message["id"],
-                                              RequestBinding.of(message))) as items:
+                                              message)) as items:
             async for item in items:
                 yield self.modernize(message["method"], item) if "method" not in item else item
 
     async def _until_input(self, stream: AsyncGenerator[Message, None], upstream_session: UpstreamSession,
                            principal: Principal, server: str, request_id: Any,
-                           binding: RequestBinding) -> AsyncGenerator[Message, None]:
+                           request: Message | RequestBinding) -> AsyncGenerator[Message, None]:
         """Relay the call; at the first server request, pause it and answer input-required.
 
         The paused call's stream is parked for the client's next request; any other way out
         closes it here (an abandoned stream would be closed later by a task of the event loop).
+        The request's binding (a digest of all its params) is made only when it pauses, which few do:
+        made for every call, it was a walk of every argument on the event loop, before any policy. A
+        resumed call that pauses again keeps the binding it was first given.
         """
         parked = False
         try:
@@ -233,6 +237,8 @@ class Bridge:
                     if upstream_session.era == "modern":
                         continue  # a stateless upstream cannot send these; ignore a misbehaving one
                     key = f"r{item['id']}"
+                    binding = request if isinstance(request, RequestBinding) else \
+                        await offload.sized(request.get("params"), RequestBinding.of, request)
                     token = _STATE_PREFIX + secrets.token_urlsafe(24)
                     self._expire()
                     self._pending[token] = PendingInput(principal.key, server, stream, upstream_session,
@@ -260,7 +266,7 @@ class Bridge:
             await pipeline.evidence.record("rpc.refused", call, reason="foreign_request_state")
             raise GatewayError(f"requestState belongs to another caller (request id {call.request_id})",
                                rpc_code=INVALID_PARAMS)
-        differs = pending.binding.differs(RequestBinding.of(message))
+        differs = pending.binding.differs(await offload.sized(message.get("params"), RequestBinding.of, message))
         if differs is not None:
             # The retry must repeat the request it resumes: one naming another tool (a denied one, say) or
             # other arguments was answered with the paused call's result, and no record said what it asked.
