@@ -327,4 +327,5 @@ async def test_sensitive_data_outside_arguments_and_results_never_reaches_the_le
     failed = [r for r in records if r["event"] == "rpc.response" and r.get("target") == "fail"]
     assert failed and "[US_SSN]" in failed[-1]["error"]["message"]
     forged = [r for r in records if r["event"] == "auth.denied" and "signing algorithm" in (r.get("detail") or "")]
-    assert forged and "[US_SSN]" in forged[-1]["detail"]
+    # a token's `alg` is the caller's text: only a JWS algorithm's name is ever quoted (an SSN is not one)
+    assert forged and "no JWS algorithm" in forged[-1]["detail"] and SSN not in forged[-1]["detail"]
