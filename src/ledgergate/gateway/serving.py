@@ -202,6 +202,12 @@ class GatheringHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._cancel_deadline()
+        # A head that arrived whole in one read was never counted by `data_received` (it counts reads that
+        # leave the head incomplete): its size is taken from what the parser kept.
+        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        if size > self.limits.max_header_bytes:
+            self._refuse(431, INVALID_REQUEST, f"the request head exceeds {self.limits.max_header_bytes} bytes")
+            raise _Refused
         seen: set[bytes] = set()
         for name, _ in self.headers:
             if name in SINGLE_VALUED:
