@@ -161,7 +161,8 @@ class OidcVerifier:
         if not isinstance(alg, str) or alg not in ASYMMETRIC_ALGORITHMS:
             # a known name is quoted; anything else is the caller's text (it reaches the ledger and the 401), and a
             # prefix of it could be most of a card number: only its kind is said
-            said = repr(alg) if alg in _KNOWN_ALGORITHMS else "(a name that is no JWS algorithm)"
+            known = isinstance(alg, str) and alg in _KNOWN_ALGORITHMS
+            said = repr(alg) if known else "(a name that is no JWS algorithm)"
             raise AuthError(f"signing algorithm {said} is not allowed", "alg_not_allowed")
         if "crit" in header:
             raise AuthError("the token uses critical header extensions ledgergate does not understand",
