@@ -28,11 +28,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from report import write_section  # noqa: E402
+from report import write_section
 
-from tests.support import gateway as gw  # noqa: E402
-from tests.support.oidc import Provider  # noqa: E402
-from tests.support.procs import free_port, wait_port  # noqa: E402
+from tests.support import gateway as gw
+from tests.support.oidc import Provider
+from tests.support.procs import free_port, wait_port
 
 MODERN = "2026-07-28"
 HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json",
@@ -107,9 +107,9 @@ async def main_async(args: argparse.Namespace) -> str:
     return "\n".join([
         "## One large call beside small ones",
         "",
-        f"Command: `.venv/bin/python bench/bench_large_message.py --objects {args.objects} --rounds {args.rounds}"
-        f"{' --cel' if args.cel else ''}` ({time.strftime('%Y-%m-%d')}; {len(large) / 1e6:.1f} MB of JSON in the "
-        f"large call's body; the allowing rule {'reads `args` in a CEL condition' if args.cel else 'has no condition'})",
+        (f"Command: `.venv/bin/python bench/bench_large_message.py --objects {args.objects} --rounds {args.rounds}"
+         f"{' --cel' if args.cel else ''}` ({time.strftime('%Y-%m-%d')}; {len(large) / 1e6:.1f} MB of JSON in the "
+         f"large call's body; the allowing rule {'reads `args` in a CEL condition' if args.cel else 'has no condition'})"),
         "",
         *rows,
     ]) + "\n"
