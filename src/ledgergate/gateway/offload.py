@@ -26,7 +26,9 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-#: work (in about-a-microsecond units) that still runs on the event loop: a few milliseconds at most
+#: work (in about-a-microsecond units) that still runs on the event loop: a few milliseconds at most. A value
+#: in a container is charged twice (when its container is opened, and when it is visited), so the estimate
+#: errs towards the worker
 INLINE_BUDGET = 5_000
 #: a request body at least this large is parsed on a worker (orjson and the depth check over it)
 LARGE_BODY_BYTES = 64 * 1024
@@ -44,9 +46,14 @@ def is_large(value: Any, budget: int = INLINE_BUDGET) -> bool:
         if isinstance(item, str):
             budget -= len(item) >> 3
         elif isinstance(item, dict):
-            budget -= len(item)  # the keys, each scanned as a value
+            budget -= 2 * len(item)  # the keys, each scanned as a value, and the values to come
+            if budget < 0:
+                return True
             todo.extend(item.values())
         elif isinstance(item, list | tuple):
+            budget -= len(item)  # charged before they are queued: a list of millions is not copied to learn that
+            if budget < 0:
+                return True
             todo.extend(item)
         if budget < 0:
             return True
