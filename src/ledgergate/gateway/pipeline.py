@@ -249,8 +249,14 @@ class Pipeline:
         policy refuses opens nothing (the chain runs them again, to the same effect)."""
         if not self.flights.accepting and call.method not in TASK_METHODS:
             raise await self._refuse_new(call)
-        await self.target.on_request(call)
-        await self.policy.on_request(call)
+        try:
+            await self.target.on_request(call)
+            await self.policy.on_request(call)
+        except GatewayError as exc:
+            # the stage contract, as in `_handle`: the refusal is recorded (a second `request.refused` from the
+            # transport would count one denial twice)
+            exc.recorded = not isinstance(exc, LedgerUnavailable)
+            raise
 
     def handle(self, call: Call, upstream: UpstreamSession, start: int = 0) -> AsyncGenerator[Message, None]:
         """What the client should see: notifications and server requests, then the answer (in a span
