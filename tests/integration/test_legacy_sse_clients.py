@@ -118,3 +118,25 @@ async def test_stream_close_ends_the_session(gateway: gw.RunningGateway, token: 
                 break
             await asyncio.sleep(0.1)
         assert after.status_code == 404
+
+
+async def test_a_legacy_session_runs_at_most_a_hundred_calls_at_once(gateway: gw.RunningGateway, token: str) -> None:
+    """A legacy POST is answered 202 at once and its call runs in the background, so no connection bounded how
+    many one session had running: one took 8,000 in 36 s (DoS probe D4). Past 100 running, a POST gets 429."""
+    async with gateway.http(token) as http:
+        async with http.stream("GET", f"{gateway.url('everything')}/sse",
+                               headers={"Accept": "text/event-stream"}) as stream:
+            endpoint, _lines = await endpoint_of(stream)
+            url = f"{gateway.base}{endpoint}"
+            opened = await http.post(url, json={"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+                "protocolVersion": "2024-11-05", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})
+            assert opened.status_code == 202
+            await asyncio.sleep(0.5)
+            await http.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+            slow = {"name": "trigger-long-running-operation", "arguments": {"duration": 4, "steps": 2}}
+            statuses = [(await http.post(url, json={"jsonrpc": "2.0", "id": i, "method": "tools/call",
+                                                    "params": slow})).status_code for i in range(1, 106)]
+            assert statuses[:100] == [202] * 100 and set(statuses[100:]) == {429}, statuses
+            # a notification is not a call: it still passes
+            note = await http.post(url, json={"jsonrpc": "2.0", "method": "notifications/roots/list_changed"})
+            assert note.status_code == 202

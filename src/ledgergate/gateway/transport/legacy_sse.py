@@ -5,6 +5,7 @@ answers travel on the stream."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Coroutine
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -15,6 +16,7 @@ from ledgergate.errors import (
     LedgerUnavailable,
     MethodNotAllowed,
     PayloadTooLarge,
+    RateLimited,
     UpstreamError,
 )
 from ledgergate.gateway.bridge import Bridge
@@ -31,6 +33,11 @@ from ledgergate.wire import jsonrpc
 log = logging.getLogger("ledgergate.transport")
 
 
+#: requests one legacy session may have running at once. Its POST is answered 202 at once and the call runs
+#: in the background, so no connection bounds them: one session took 8,000 in 36 s (DoS probe D4)
+MAX_IN_FLIGHT = 100
+
+
 class LegacySseEndpoint:
     def __init__(self, bridge: Bridge, upstreams: Upstreams, sessions: SessionRegistry, background: Background,
                  max_body: int) -> None:
@@ -39,6 +46,8 @@ class LegacySseEndpoint:
         self.sessions = sessions
         self.background = background
         self.max_body = max_body
+        #: session id -> its requests running now
+        self._in_flight: dict[str, int] = {}
 
     async def stream(self, ex: Exchange) -> None:
         if ex.scope["method"] != "GET":
@@ -76,8 +85,26 @@ class LegacySseEndpoint:
         kind = jsonrpc.kind_of(message)
         if kind == "notification":
             await self.bridge.refuse_unless_notification(ex.pipeline, ex.server, ex.principal, session.id, message)
+        if kind == "request":
+            running = self._in_flight.get(session.id, 0)
+            if running >= MAX_IN_FLIGHT:
+                raise RateLimited(f"Too Many Requests: {running} calls of this session are still running; "
+                                  "send more as their answers arrive")
+            self._in_flight[session.id] = running + 1
         await send_empty(ex.send, 202)
-        self.background.spawn(self._handle(ex.pipeline, session, ex.principal, message, kind, outbox))
+        self.background.spawn(self._counted(self._handle(ex.pipeline, session, ex.principal, message, kind, outbox),
+                                            session.id if kind == "request" else None))
+
+    async def _counted(self, work: Coroutine[Any, Any, None], session_id: str | None) -> None:
+        try:
+            await work
+        finally:
+            if session_id is not None:
+                left = self._in_flight.get(session_id, 1) - 1
+                if left > 0:
+                    self._in_flight[session_id] = left
+                else:
+                    self._in_flight.pop(session_id, None)
 
     async def _handle(self, pipeline: Pipeline, session: GatewaySession, principal: Principal,
                       message: dict[str, Any], kind: str, outbox: EventStream) -> None:
