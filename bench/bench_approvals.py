@@ -41,7 +41,8 @@ SPEC = ApproverSpec(("approvers",), (), 1)
 
 async def open_side(url: str, base: Path, replica: str, poll: float) -> tuple[ApprovalService, Ledger]:
     ledger = await Ledger.open(AuditSettings(replica=replica, checkpoint_interval=0), url, base)
-    svc = ApprovalService(ApprovalStore.from_url(url), ledger.append, ApprovalsSettings(), poll_interval=poll,
+    svc = ApprovalService(ApprovalStore.from_url(url), ledger.append, ApprovalsSettings(max_pending=100_000),
+                          poll_interval=poll,
                           args_key=ledger.subkey("approval-arguments"))
     await svc.start(background=False)
     return svc, ledger

@@ -112,7 +112,7 @@ async def main_async(args: argparse.Namespace) -> str:
         one.stop()
         running.remove(one)
         mem = gw.start(tmp / "mem", provider.issuer, servers, POLICIES,
-                       {"approvals": {"hold": f"{int(min(20.0, 5 + args.held / 100)) + 10}s"},
+                       {"approvals": {"hold": f"{int(min(20.0, 5 + args.held / 100)) + 10}s", "max_pending": args.held + 10},
                         "limits": {"max_client_connections": args.held + 100, "max_sessions_per_principal": 100}})
         running.append(mem)
         before, during = await held_memory(mem, alice, args.held)

@@ -195,8 +195,8 @@ async def test_an_approvers_pending_call_is_listed_behind_a_thousand_newer_ones_
     of bob's group behind 1,000 newer ones for another group was missing from his inbox. It pages now,
     and `next` walks the rest."""
     mine = await api.ask()  # alice asks; group "approvers" decides
-    dave = Principal(api.issuer, "dave", groups=frozenset({"staff"}))
-    for n in range(1100):
+    for n in range(1100):  # 1,100 requesters (one has at most `approvals.max_pending` waiting)
+        dave = Principal(api.issuer, f"dave-{n}", groups=frozenset({"staff"}))
         await api.service.request(principal=dave, server="bank", method="tools/call", target="transfer",
                                   arguments={"amount": n}, masked_args={"amount": n}, rule="ops-review",
                                   policy_version="v1", approvers=ApproverSpec(("ops",), (), 1))

@@ -620,3 +620,21 @@ async def test_paging_visits_every_approval_once_in_order_even_with_equal_times(
 def test_a_cursor_not_handed_out_is_a_precise_refusal(token: str) -> None:
     with pytest.raises(m.BadDecision, match="cursor is not one a listing handed out"):
         m.Cursor.parse(token)
+
+
+async def test_one_requester_may_have_at_most_max_pending_approvals_waiting(store_url: str, ledger: Ledger) -> None:
+    """One identity filed 3,000 pending approvals in 18 s (DoS probe D4): the approvers' inbox is buried and
+    the store grows without bound. Past `approvals.max_pending` a new one is refused (429); the same call
+    again still finds its own, another requester is not affected, and a decision frees a place."""
+    svc = await service(store_url, ledger, settings=ApprovalsSettings(max_pending=3))
+    try:
+        made = [await ask(svc, args={**RAW, "amount": 20000 + i}) for i in range(3)]
+        with pytest.raises(m.TooManyPending) as refused:
+            await ask(svc, args={**RAW, "amount": 30000})
+        assert refused.value.http_status == 429 and "approvals.max_pending" in refused.value.message
+        assert (await ask(svc, args={**RAW, "amount": 20000})).id == made[0].id  # its own, already waiting
+        assert (await ask(svc, who=BOB, args={**RAW, "amount": 30000})).status == "pending"
+        await svc.decide(made[0].id, CAROL, "deny", "not this one")
+        assert (await ask(svc, args={**RAW, "amount": 30000})).status == "pending"
+    finally:
+        await svc.close()

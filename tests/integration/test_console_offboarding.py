@@ -103,8 +103,9 @@ def test_the_inbox_shows_an_approvers_call_behind_hundreds_of_newer_ones_for_oth
         mine = await svc.request(principal=alice, server="bank", method="tools/call", target="transfer",
                                  arguments={"amount": 1}, masked_args={"amount": 1}, rule="inbox-test",
                                  policy_version="v1", approvers=ApproverSpec((), ("bob",), 1))
-        for n in range(600):
-            await svc.request(principal=alice, server="bank", method="tools/call", target="transfer",
+        for n in range(600):  # 600 requesters: one has at most `approvals.max_pending` waiting
+            other = Principal("http://idp.test", f"filler-{n}", groups=frozenset({"staff"}))
+            await svc.request(principal=other, server="bank", method="tools/call", target="transfer",
                               arguments={"amount": 1000 + n}, masked_args={"amount": 1000 + n},
                               rule="inbox-test", policy_version="v1", approvers=ApproverSpec(("nobody",), (), 1))
         return mine.id

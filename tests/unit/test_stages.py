@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from ledgergate.approvals.model import TooManyPending
 from ledgergate.approvals.service import ApprovalService, open_store
 from ledgergate.approvals.settings import ApprovalsSettings
 from ledgergate.config import parse_config
@@ -164,9 +165,10 @@ async def test_task_ownership_refuses_anothers_task_and_records_it() -> None:
     assert ledger.events == ["policy.denied"] and ledger.records[0][1]["task"] == "t1"
 
 
-async def _gate(tmp_path: Any, ledger: Ledger, hold: float = 0.3) -> tuple[ApprovalGate, ApprovalService]:
+async def _gate(tmp_path: Any, ledger: Ledger, hold: float = 0.3,
+                max_pending: int = 50) -> tuple[ApprovalGate, ApprovalService]:
     """The approval stage over a real approvals service on a real SQLite file (the ledger is a fake)."""
-    settings = ApprovalsSettings(hold=hold)
+    settings = ApprovalsSettings(hold=hold, max_pending=max_pending)
     service = ApprovalService(open_store(f"sqlite:///{tmp_path / 'a.db'}"), ledger.append, settings,
                               args_key=b"approval-arguments key for tests")
     await service.start(background=False)
@@ -218,6 +220,25 @@ async def test_approval_gate_holds_with_notices_then_names_the_approval(tmp_path
         with pytest.raises(ApprovalPending):
             await drain(await gate.on_request(third))
         assert (await service.get(approval_id)).status == "executed"
+    finally:
+        await service.close()
+
+
+async def test_approval_gate_refuses_a_requester_past_max_pending_with_a_record(tmp_path: Any) -> None:
+    ledger = Ledger()
+    gate, service = await _gate(tmp_path, ledger, hold=0.05, max_pending=1)
+    try:
+        first = call_of()
+        first.decision = NEEDS_BOB
+        with pytest.raises(ApprovalPending):
+            await drain(await gate.on_request(first))
+        other = call_of(params={"name": "echo", "arguments": {"text": "another call"}})
+        other.decision = NEEDS_BOB
+        with pytest.raises(TooManyPending) as refused:
+            await drain(await gate.on_request(other))
+        assert refused.value.http_status == 429 and other.request_id in refused.value.message
+        assert ledger.events[-1] == "approval.refused"
+        assert ledger.records[-1][1]["reason"] == "too many pending approvals"
     finally:
         await service.close()
 

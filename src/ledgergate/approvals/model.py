@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, cast
 
 from ledgergate.audit import canonical
-from ledgergate.errors import GatewayError
+from ledgergate.errors import RATE_LIMITED, GatewayError
 from ledgergate.principal import Principal
 from ledgergate.policy.decision import ApproverSpec
 
@@ -58,6 +58,13 @@ class ApprovalError(GatewayError):
 
 class ApprovalNotFound(ApprovalError):
     http_status = 404
+
+
+class TooManyPending(ApprovalError):
+    """The requester already has `approvals.max_pending` approvals waiting."""
+
+    http_status = 429
+    rpc_code = RATE_LIMITED
 
 
 class NotAllowed(ApprovalError):

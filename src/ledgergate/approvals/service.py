@@ -212,6 +212,11 @@ class ApprovalService:
             if existing.expires > now:
                 return existing
             await self.expire_due()  # its time is up: record that before asking again
+        cap = self.settings.max_pending
+        waiting = await self._io(self.store.list, "pending", cap, binding.principal)
+        if len(waiting) >= cap:
+            raise model.TooManyPending(f"Too Many Requests: {len(waiting)} approvals of this identity are already "
+                                       f"waiting (approvals.max_pending); ask again once some are decided")
         approval = Approval(
             id=model.new_id(), binding=binding, requester=principal.summary(), masked_args=masked_args,
             approvers=approvers, created=now, expires=now + self.settings.timeout, justification=justification,

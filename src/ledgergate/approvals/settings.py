@@ -57,6 +57,9 @@ class ApprovalsSettings(_Strict):
     timeout: Duration = 3600.0
     grant_window: Duration = Field(default=300.0, gt=0)  # 0: no approved retry could ever run
     hold: Duration = 50.0
+    #: approvals one requester may have pending at once: past it a new one is refused (429), so one identity
+    #: cannot bury the approvers' inbox (an outside test filed 3,000 in 18 s)
+    max_pending: int = Field(default=50, ge=1)
     console_url: str | None = None
     webhooks: list[WebhookSettings] = Field(default_factory=list)
 

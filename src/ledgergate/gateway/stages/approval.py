@@ -135,11 +135,16 @@ class ApprovalGate:
                 justification = call.justification
             masked_args, _ = self.evidence.mask(call.arguments if call.arguments is not None else {})
             masked_reason = self.evidence.mask(justification)[0] if justification is not None else None
-            approval = await self.approvals.request(
-                principal=call.principal, server=call.server, method=call.method, target=call.target,
-                arguments=call.arguments, masked_args=masked_args, rule=decision.rule,
-                policy_version=self.policy_version, approvers=spec, justification=masked_reason,
-                session=call.session_id, request_id=call.request_id)
+            try:
+                approval = await self.approvals.request(
+                    principal=call.principal, server=call.server, method=call.method, target=call.target,
+                    arguments=call.arguments, masked_args=masked_args, rule=decision.rule,
+                    policy_version=self.policy_version, approvers=spec, justification=masked_reason,
+                    session=call.session_id, request_id=call.request_id)
+            except model.TooManyPending as exc:
+                await self.evidence.record("approval.refused", call, reason="too many pending approvals")
+                exc.message = f"{exc.message} (request id {call.request_id})"
+                raise
 
         if call.era == "modern" and wants_tasks(call.client_capabilities) and approval.status == "pending":
             yield self._as_task(call, approval, spec, binding)
