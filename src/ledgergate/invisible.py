@@ -90,4 +90,13 @@ def first_hidden(text: str) -> str | None:
     return next((ch for ch in text if hidden(ch)), None)
 
 
-__all__ = ["BLANK_GLYPHS", "DEFAULT_IGNORABLE", "HIDDEN_CATEGORIES", "default_ignorable", "first_hidden", "hidden"]
+def escaped(text: str, limit: int) -> str:
+    """`text` for a terminal: at most `limit` characters (then "…"), each control or hidden one written as its
+    Python escape (`\\x1b`, `\\u200b`), so what an outsider wrote can neither steer the screen nor hide."""
+    shown = "".join(ch.encode("unicode_escape").decode("ascii") if not ch.isprintable() or hidden(ch) else ch
+                    for ch in text[:limit])
+    return shown + ("…" if len(text) > limit else "")
+
+
+__all__ = ["BLANK_GLYPHS", "DEFAULT_IGNORABLE", "HIDDEN_CATEGORIES", "default_ignorable", "escaped", "first_hidden",
+           "hidden"]

@@ -34,7 +34,7 @@ import orjson
 
 from ledgergate.audit import merkle, stored
 from ledgergate.audit.checkpoint import NoteError, Verifier, open_checkpoint
-from ledgergate.invisible import hidden
+from ledgergate.invisible import escaped
 from ledgergate.store.ledger_store import LedgerStore, StoreError
 
 FORMAT = "ledgergate-evidence/1"
@@ -190,9 +190,7 @@ def _quoted(value: Any) -> str:
 
 def _shown(text: str) -> str:
     """`text` bounded, its invisible and control characters escaped (an error's words may quote the bundle)."""
-    cut = len(text) > _QUOTED_CHARS
-    return "".join(ch.encode("unicode_escape").decode("ascii") if not ch.isprintable() or hidden(ch) else ch
-                   for ch in text[:_QUOTED_CHARS]) + ("…" if cut else "")
+    return escaped(text, _QUOTED_CHARS)
 
 
 def verify_bundle(doc: Any, verifier: Verifier) -> list[str]:

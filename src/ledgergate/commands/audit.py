@@ -34,7 +34,7 @@ from ledgergate.commands.common import (
 )
 from ledgergate.commands.ledger_files import read_verifier, verifier_of
 from ledgergate.config import LoadedConfig
-from ledgergate.invisible import hidden
+from ledgergate.invisible import escaped
 from ledgergate.store.ledger_store import (
     LedgerStore,
     StoreError,
@@ -138,10 +138,7 @@ def _said(text: str, limit: int = 300) -> str:
     """Text from the store (a log's id, a problem quoting a record) as `verify` prints it. Whoever holds the
     database is who `verify` checks, so what it wrote is never markup (a log named `[green]ok[/green]…` would
     print a pass), never a terminal control sequence, and never long enough to bury the verdict."""
-    cut = text[:limit]
-    plain = "".join(ch.encode("unicode_escape").decode("ascii") if not ch.isprintable() or hidden(ch) else ch
-                    for ch in cut)
-    return escape(plain + ("…" if len(text) > limit else ""))
+    return escape(escaped(text, limit))
 
 
 @app.command()
