@@ -281,6 +281,39 @@ async def test_an_anonymous_flood_gives_few_records_whose_counts_add_up(env: Env
     assert len(new) <= 2 * 2 * (int(elapsed / 5) + 2), f"{len(new)} records for 500 refusals in {elapsed:.1f}s"
 
 
+
+async def test_a_flood_from_many_source_addresses_is_bounded_by_the_interval_budget(env: Env) -> None:
+    """Each source address got its own record at once, so a caller rotating through addresses (here 300
+    loopback addresses, 127.77.x.y, each its own TCP source) wrote one `auth.denied` per address. Now an
+    interval writes at most 128 at once; the rest are counted under the overflow source `*`."""
+    def denied() -> list[dict[str, Any]]:
+        return [r for r in env.records() if r["event"] == "auth.denied"
+                and (str(r.get("remote")).startswith("127.77.") or r.get("remote") == "*")]
+
+    async def refused(i: int) -> int:
+        transport = httpx.AsyncHTTPTransport(local_address=f"127.77.{i // 200}.{1 + i % 200}")
+        async with gate, httpx.AsyncClient(transport=transport, timeout=30) as http:
+            r = await http.post(env.gateway.url("rec"), headers=JSON_HEADERS,
+                                json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
+            return r.status_code
+
+    before = len(denied())
+    gate = asyncio.Semaphore(30)
+    start = asyncio.get_running_loop().time()
+    assert set(await asyncio.gather(*(refused(i) for i in range(300)))) == {401}
+    intervals = int((asyncio.get_running_loop().time() - start) / 5) + 1
+    for _ in range(100):  # the overflow's count is flushed on a timer
+        new = denied()[before:]
+        if sum(r["count"] for r in new) >= 300:
+            break
+        await asyncio.sleep(0.2)
+    assert sum(r["count"] for r in new) == 300, "every refusal is counted once"
+    own = [r for r in new if r["remote"] != "*"]
+    assert len({r["remote"] for r in own}) == len(own) <= 128 * intervals, f"{len(own)} records of single sources"
+    assert intervals == 1 or len(own) < 300, "the run was too slow to tell"
+    overflow = [r for r in new if r["remote"] == "*"]
+    assert overflow and all(r["aggregated"] for r in overflow)
+
 # ── item 3: every string that enters a record is masked ──────────────────────
 SSN, CARD, AWS_KEY = "536-22-8143", "4111111111111111", "AKIAIOSFODNN7EXAMPLE"
 

@@ -134,3 +134,40 @@ async def test_a_forbidden_identity_is_recorded_each_time() -> None:
         await auth.forbidden(bob, "api", "10.0.0.2", "reading the audit ledger needs auditors", path="/api/v1/x")
     assert [e for e, _ in ledger.records] == ["auth.forbidden"] * 3
     assert ledger.records[0][1]["principal"]["subject"] == "bob" and ledger.records[0][1]["remote"] == "10.0.0.2"
+
+
+def test_a_flood_rotating_through_sources_is_bounded_by_the_interval_budget_and_counts_add_up() -> None:
+    """An anonymous caller with many addresses (a /16 of its own, or IPv6) got one record per address
+    until MAX_REFUSAL_KEYS was reached: about 800 records a second. Now an interval writes at most
+    `max_immediate` records at once; the rest of the flood is counted under its (server, reason)'s
+    overflow key and written as one aggregated record."""
+    clock = Clock()
+    agg = RefusalAggregator(interval=5, clock=clock, max_immediate=128)
+    records, recorded_count = 0, 0
+    for second in range(20):
+        for i in range(2000):  # 2,000 new addresses a second
+            _, count = agg.observe((f"10.{second}.{i // 256}.{i % 256}", "bank", "missing_token"))
+            if count:
+                records += 1
+                recorded_count += count
+        clock.now += 1
+        owed = agg.due()
+        records += len(owed)
+        recorded_count += sum(c for _, c in owed)
+    owed = agg.drain()
+    records += len(owed)
+    recorded_count += sum(c for _, c in owed)
+    assert recorded_count == 20 * 2000, "every refusal is in exactly one count"
+    intervals = 20 // 5 + 1
+    assert records <= intervals * (128 + 1), f"{records} records for 40,000 refusals in 20 s"
+
+
+def test_within_the_budget_every_source_still_gets_its_own_record_at_once() -> None:
+    clock = Clock()
+    agg = RefusalAggregator(interval=5, clock=clock, max_immediate=128)
+    keys = [(f"10.0.0.{i}", "bank", "invalid_token") for i in range(128)]
+    assert [agg.observe(k) for k in keys] == [(k, 1) for k in keys]
+    over = agg.observe(("10.0.1.1", "bank", "invalid_token"))
+    assert over == ((OVERFLOW_SOURCE, "bank", "invalid_token"), None)
+    clock.now += 5  # a new interval: a new budget
+    assert agg.observe(("10.0.1.2", "bank", "invalid_token")) == (("10.0.1.2", "bank", "invalid_token"), 1)

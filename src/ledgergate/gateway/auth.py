@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +34,10 @@ log = logging.getLogger("ledgergate.auth")
 REFUSAL_INTERVAL = 5.0
 #: distinct keys tracked at once; beyond it refusals share one overflow key per (server, reason)
 MAX_REFUSAL_KEYS = 4096
+#: records written at once per interval, all keys together; past it a refusal whose key would be
+#: recorded now is counted under the overflow key instead. Without it a caller rotating through
+#: source addresses got one record per address: about 800 a second, bounded only by MAX_REFUSAL_KEYS.
+MAX_IMMEDIATE_RECORDS = 128
 OVERFLOW_SOURCE = "*"
 
 RefusalKey = tuple[str, str, str]  # (remote, server, reason)
@@ -63,24 +68,44 @@ class RefusalAggregator:
     """
 
     def __init__(self, interval: float = REFUSAL_INTERVAL, max_keys: int = MAX_REFUSAL_KEYS,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, max_immediate: int = MAX_IMMEDIATE_RECORDS) -> None:
         self.interval = interval
         self.max_keys = max_keys
+        self.max_immediate = max_immediate
         self.clock = clock
         self._tallies: dict[RefusalKey, _Tally] = {}
+        self._window_started = -math.inf
+        self._window_records = 0
 
     def observe(self, key: RefusalKey) -> tuple[RefusalKey, int | None]:
         """(the key it was counted under, count to record now — or None: counted, record later)."""
         now = self.clock()
+        if now - self._window_started >= self.interval:
+            self._window_started, self._window_records = now, 0
         if key not in self._tallies and len(self._tallies) >= self.max_keys:
             self._forget_quiet(now)
             if len(self._tallies) >= self.max_keys:
                 key = (OVERFLOW_SOURCE, key[1], key[2])
         tally = self._tallies.get(key)
         if tally is None or now - tally.started >= self.interval:
+            if self._window_records >= self.max_immediate:
+                return self._count_later(key, tally, now)
+            self._window_records += 1
             carried = tally.suppressed if tally is not None else 0
             self._tallies[key] = _Tally(now)
             return key, 1 + carried
+        tally.suppressed += 1
+        return key, None
+
+    def _count_later(self, key: RefusalKey, tally: _Tally | None, now: float) -> tuple[RefusalKey, None]:
+        """The interval's record budget is spent: a key already tracked counts this one itself (its
+        record is owed and `due` writes it); a new source shares its (server, reason)'s overflow key,
+        so a flood from many addresses makes no more keys, and no more records, than the budget."""
+        if tally is None:
+            key = (OVERFLOW_SOURCE, key[1], key[2])
+            tally = self._tallies.get(key)
+            if tally is None:
+                tally = self._tallies[key] = _Tally(now)
         tally.suppressed += 1
         return key, None
 
@@ -172,12 +197,15 @@ class Authenticator:
 
     async def _write(self, owed: list[tuple[RefusalKey, int]]) -> None:
         for (remote, realm, reason), count in owed:
+            detail = (f"{count} refusal(s) of this kind from sources past the records one interval may write "
+                      f"({self.refusals.max_immediate} a {self.refusals.interval:g}s), counted together"
+                      if remote == OVERFLOW_SOURCE else
+                      f"{count} more refusal(s) of this kind from this source, counted within "
+                      f"{self.refusals.interval:g}s of the last record")
             try:
                 await self.ledger.append("auth.denied", {
                     "server": realm, "reason": reason, "remote": None if remote == "" else remote,
-                    "count": count, "aggregated": True,
-                    "detail": f"{count} more refusal(s) of this kind from this source, counted within "
-                              f"{self.refusals.interval:g}s of the last record"})
+                    "count": count, "aggregated": True, "detail": detail})
             except GatewayError as exc:
                 log.error("aggregated auth.denied (%d) not recorded yet: %s", count, exc.message)
                 self.refusals.restore((remote, realm, reason), count)
