@@ -466,3 +466,26 @@ def test_every_ui_response_carries_the_security_headers(console: gw.RunningGatew
         assert cache == ("no-cache" if what.split(" ")[1].startswith("/ui/static/") else "no-store"), (what, cache)
     assert "GET" in answers["POST /ui/approvals"].headers["allow"]
     assert answers["GET /ui/nonexistent"].headers["content-type"].startswith("text/html")
+
+
+def test_a_sign_in_attempt_is_good_for_one_callback(console: gw.RunningGateway, idp: Provider) -> None:
+    """A copy of the login cookie and the callback's `state` (a proxy log, a shared machine) was good for ten
+    minutes: each replay, with any `code`, made a token request to the identity provider (here answered 502,
+    "the identity provider refused the code exchange"), and a provider that took a code twice would have
+    signed the replay in. Now the attempt is used up by its first callback, and a replay is refused (400)
+    before the provider is asked."""
+    idp.sign_in_as(claims("carol", ["staff"]))
+    with httpx.Client(base_url=console.base, follow_redirects=False, timeout=30) as client:
+        to_idp = client.get("/ui/login").headers["location"]
+        login_cookie = client.cookies["lg_console_login"]
+        back = httpx.get(to_idp, follow_redirects=False).headers["location"]
+        assert client.get(back).status_code == 303 and "lg_console" in client.cookies
+        before = [r for r in records(console) if r["event"] == "console.login"]
+        replays = [back, back.replace("code=", "code=forged")]
+    for url in replays:
+        with httpx.Client(base_url=console.base, follow_redirects=False, timeout=30,
+                          cookies={"lg_console_login": login_cookie}) as replay:
+            answer = replay.get(url)
+            assert answer.status_code == 400, answer.status_code
+            assert "already used" in answer.text and "lg_console" not in replay.cookies
+    assert [r for r in records(console) if r["event"] == "console.login"] == before

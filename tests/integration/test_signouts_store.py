@@ -21,3 +21,16 @@ def test_a_sign_out_is_seen_by_every_replica_and_expires_with_its_cookie(store_u
     finally:
         one.close()
         other.close()
+
+
+def test_a_sign_in_attempt_is_consumed_once_across_replicas(store_url: str) -> None:
+    one, other = SignOutStore.open(store_url), SignOutStore.open(store_url)
+    try:
+        assert one.consume("c" * 64, expires=1_000.0, now=500.0)
+        assert not other.consume("c" * 64, expires=1_000.0, now=500.0), "the second replica sees it used"
+        assert not one.consume("c" * 64, expires=1_000.0, now=600.0)
+        assert other.consume("d" * 64, expires=3_000.0, now=2_000.0)  # and the expired row goes
+        assert one.consume("c" * 64, expires=4_000.0, now=2_000.0), "an expired attempt's row is gone"
+    finally:
+        one.close()
+        other.close()

@@ -51,6 +51,20 @@ class SignOutStore(ReconnectingStore):
             conn.execute(prune, (now,))
         self._run(op)
 
+    def consume(self, token_id: str, expires: float, now: float) -> bool:
+        """Whether `token_id` was not used before (it is now, on every replica): a console sign-in
+        attempt is good for one callback. The same table, because it holds exactly this kind of row: an
+        id no longer usable until a time after which its cookie is dead anyway. Durable before it returns."""
+        insert = sql(self.url, "INSERT INTO console_signouts (session_id, expires) VALUES (?, ?) "
+                               "ON CONFLICT (session_id) DO NOTHING")
+        prune = sql(self.url, "DELETE FROM console_signouts WHERE expires < ?")
+
+        def op(conn: Any) -> bool:
+            first = conn.execute(insert, (token_id, expires)).rowcount == 1
+            conn.execute(prune, (now,))
+            return first
+        return self._run(op)
+
     def signed_out(self, session_id: str) -> bool:
         query = sql(self.url, "SELECT 1 FROM console_signouts WHERE session_id = ?")
         return bool(self._run(lambda conn: conn.execute(query, (session_id,)).fetchall()))

@@ -371,7 +371,7 @@ class Console:
         resp = RedirectResponse(url, status_code=303, headers=security.HEADERS)
         resp.set_cookie(security.LOGIN_COOKIE, security.seal(
             self.key, "login", {"state": state, "nonce": nonce, "verifier": verifier, "next": nxt},
-            time.time() + 600), **security.cookie_attributes(self.secure(request), 600))
+            time.time() + security.LOGIN_TTL), **security.cookie_attributes(self.secure(request), security.LOGIN_TTL))
         return resp
 
     async def callback(self, request: Request) -> Response:
@@ -383,6 +383,9 @@ class Console:
         if pending is None or not q.get("state") or q.get("state") != pending.get("state"):
             return self.error(request, None, 400, "Sign-in failed",
                               "This sign-in was not started here or took too long; start again.")
+        used = await self._used_up(str(pending["state"]))
+        if used is not None:
+            return self.error(request, None, *used)
         if q.get("error"):
             return self.error(request, None, 401, "Sign-in failed",
                               f"The identity provider said: {q.get('error', '')[:100]}")
@@ -452,6 +455,24 @@ class Console:
             await self.record("console.login_refused", {"reason": reason[:300], "remote": remote})
         except GatewayError:
             pass  # refused either way
+
+    async def _used_up(self, state: str) -> tuple[int, str, str] | None:
+        """A sign-in attempt (its sealed login cookie and `state`) is good for one callback, on any replica.
+        Before, a copy of the cookie could be replayed for ten minutes: each replay with any `code` sent the
+        identity provider a token request, and with an IdP that takes a code twice it signed in again."""
+        store = self.ctx.signouts
+        if store is None:
+            return None
+        attempt = hashlib.sha256(b"ledgergate/console-login/" + state.encode()).hexdigest()
+        now = time.time()
+        try:
+            first = await asyncio.to_thread(store.consume, attempt, now + security.LOGIN_TTL, now)
+        except Exception as exc:  # noqa: BLE001 - fail closed: a use that cannot be stored is not allowed
+            log.error("console: a sign-in attempt could not be stored: %s", type(exc).__name__)
+            return 503, "Sign-in unavailable", "The sign-in could not be recorded as used; start again."
+        if not first:
+            return 400, "Sign-in failed", "This sign-in was already used; start again."
+        return None
 
     @staticmethod
     def _session_id(user: User) -> str:

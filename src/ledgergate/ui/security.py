@@ -35,6 +35,8 @@ from urllib.parse import urlsplit
 
 SESSION_COOKIE = "lg_console"
 LOGIN_COOKIE = "lg_console_login"
+#: how long a sign-in attempt (its sealed login cookie) may take, from /ui/login to /ui/callback
+LOGIN_TTL = 600
 CSRF_FIELD = "csrf"
 CSRF_HEADER = "x-csrf-token"
 
