@@ -7,6 +7,13 @@ server-to-client requests to the newest call in flight, and anything else to
 the listeners (the client's standalone stream). A server request that nobody
 can answer is refused so the server does not wait forever.
 
+Progress tokens are rewritten as request ids are: several clients (a principal's
+stateless clients) share one session, and each picks its tokens on its own, so
+two calls may carry the same one. Towards the server every call's token becomes
+one the gateway issued (`_ProgressTokens`); the server's progress goes back to
+the call that owns it, under that client's own token, and progress naming no
+call in flight is dropped.
+
 The transport supplies `write` (send one message to the server; raise
 `UpstreamSessionLost` once the session is gone) and, when its stream ends,
 calls `lose()` so calls in flight fail instead of hanging.
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
@@ -41,6 +49,7 @@ from ledgergate.wire import jsonrpc
 log = logging.getLogger("ledgergate.upstream")
 
 _CALL_BOUND_REQUESTS = ("sampling/createMessage", "elicitation/create", "roots/list")
+PROGRESS = "notifications/progress"
 
 
 def _key(value: Any) -> str | int | float | None:
@@ -49,12 +58,60 @@ def _key(value: Any) -> str | int | float | None:
     return value if isinstance(value, str | int | float) and not isinstance(value, bool) else None
 
 
-def _progress_token(request: Message) -> str | int | float | None:
+ProgressToken = str | int | float
+
+
+def _progress_token(request: Message) -> ProgressToken | None:
     """The request's progress token, when it is one (the transport refuses other types; a message the
     gateway builds itself is taken as it is, and anything unhashable is no token)."""
     params = request.get("params")
     meta = params.get("_meta") if isinstance(params, dict) else None
     return _key(meta.get("progressToken")) if isinstance(meta, dict) else None
+
+
+def _with_progress_token(message: Message, token: ProgressToken) -> Message:
+    """`message` with `token` in place of its progress token (a request's, in `params._meta`; a progress
+    notification's, in `params`), copied where it changes: the caller's message is the call's record."""
+    params = message["params"]
+    if message.get("method") == PROGRESS:
+        return {**message, "params": {**params, "progressToken": token}}
+    return {**message, "params": {**params, "_meta": {**params["_meta"], "progressToken": token}}}
+
+
+class _ProgressTokens:
+    """Gateway-issued progress token → (the call in flight that owns it, its client's own token).
+
+    The clients sharing a session choose their tokens alone, so two calls in flight may carry the same
+    one; sent on as they came, the server's progress for either was read as the other's (a client saw
+    another's progress under its own token) and the first call to end unrouted the other's. Each call
+    is given a token of the gateway's instead, never reused in the session: a token nobody owns any more
+    (the call ended, the server is late or wrong) names nothing, not a later call. Entries live exactly
+    as long as their call (`Demux.exchange` releases them however it ends), so an idle session holds none.
+    """
+
+    __slots__ = ("_counter", "_owners")
+
+    #: what the gateway's tokens start with (strings: no number a client or a server sends equals one)
+    PREFIX = "ledgergate-progress-"
+
+    def __init__(self) -> None:
+        self._counter = itertools.count(1)
+        self._owners: dict[str, tuple[Any, ProgressToken]] = {}
+
+    def issue(self, upstream_id: Any, original: ProgressToken) -> str:
+        token = f"{self.PREFIX}{next(self._counter)}"
+        self._owners[token] = (upstream_id, original)
+        return token
+
+    def release(self, token: str) -> None:
+        self._owners.pop(token, None)
+
+    def owner(self, token: Any) -> tuple[Any, ProgressToken] | None:
+        """(upstream id, client's token) of the call `token` was issued for, None when no call in flight has it."""
+        return self._owners.get(token) if isinstance(token, str) else None
+
+    def __len__(self) -> int:
+        return len(self._owners)
 
 
 class Demux:
@@ -70,7 +127,7 @@ class Demux:
         self._inflight = InflightIds()
         self._calls: dict[Any, asyncio.Queue[Message | BaseException]] = {}
         self._order: list[Any] = []
-        self._progress: dict[Any, Any] = {}
+        self._progress = _ProgressTokens()
         self._listeners: list[asyncio.Queue[Message | None]] = []
         self._lost: BaseException | None = None
         self._background: set[asyncio.Future[None]] = set()
@@ -88,10 +145,19 @@ class Demux:
             return
         # A notification or server request: progress goes to the call that owns the token;
         # anything else belongs to the newest call in flight, or to the listeners.
-        params = msg.get("params")
         owner = None
-        if msg["method"] == "notifications/progress":
-            owner = self._progress.get(_key(params.get("progressToken") if isinstance(params, dict) else None))
+        if msg["method"] == PROGRESS:
+            params = msg.get("params")
+            owned = self._progress.owner(params.get("progressToken") if isinstance(params, dict) else None)
+            if owned is not None:
+                owner, original = owned
+                msg = _with_progress_token(msg, original)  # the client's own token, its own type
+            elif "id" not in msg:
+                # late (its call has ended) or naming a token the gateway never issued (a client's own,
+                # another session's): no call in flight asked for it. The log does not quote the token:
+                # it is the server's text, and the log is not masked.
+                log.info("%s sent progress for a token no call in flight owns; dropped", self.who)
+                return
         elif "id" not in msg or msg["method"] in _CALL_BOUND_REQUESTS:
             owner = self._order[-1] if self._order else None
         if owner is not None and owner in self._calls:
@@ -131,6 +197,9 @@ class Demux:
                        timeout: float | None = None) -> AsyncGenerator[Message, None]:
         """Send `request` (already carrying `upstream_id`); yield what belongs to it, ending with its response.
 
+        A progress token in `request` goes out as one the gateway issued for this call, held only while the
+        call runs; the call's progress comes back with the request's own token (`_ProgressTokens`).
+
         Raises `UpstreamTimeout` when `timeout` seconds (the demultiplexer's own when None) pass
         without a message for this call. It is an idle timeout, reset by every message routed to
         the call (a progress notification, a log message, a server request), as the MCP SDKs do for
@@ -146,12 +215,15 @@ class Demux:
             raise self._lost
         idle = self.timeout if timeout is None else timeout
         queue: asyncio.Queue[Message | BaseException] = asyncio.Queue()
-        token = _progress_token(request)
+        original = _progress_token(request)
+        token: str | None = None
         try:
             self._calls[upstream_id] = queue
             self._order.append(upstream_id)
-            if token is not None:
-                self._progress[token] = upstream_id
+            if original is not None:
+                # the server sees a token of the gateway's (`_ProgressTokens`); `route` gives the client its own
+                token = self._progress.issue(upstream_id, original)
+                request = _with_progress_token(request, token)
             try:
                 async with asyncio.timeout(idle) as bound:
                     await self._write(request)
@@ -175,7 +247,7 @@ class Demux:
             with contextlib.suppress(ValueError):
                 self._order.remove(upstream_id)
             if token is not None:
-                self._progress.pop(token, None)
+                self._progress.release(token)
 
     async def call(self, request: Message, owner: str | None = None) -> AsyncGenerator[Message, None]:
         """`UpstreamSession.call`: a fresh upstream id out, the caller's id restored on the response."""
