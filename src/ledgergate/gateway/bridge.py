@@ -30,7 +30,7 @@ from ledgergate.errors import INVALID_PARAMS, BadRequest, CallCancelled, Gateway
 from ledgergate.wire import jsonrpc
 from ledgergate.gateway import offload
 from ledgergate.gateway.call import Call
-from ledgergate.gateway.pipeline import Pipeline
+from ledgergate.gateway.pipeline import CANCEL_GRACE, Hangup, Pipeline
 from ledgergate.gateway.stages.messages import PROGRESS, SERVER_REQUESTS, progress_token
 from ledgergate.gateway.sessions import GatewaySession, InFlight, SessionRegistry
 from ledgergate.principal import Principal
@@ -59,7 +59,7 @@ _CACHEABLE = ("tools/list", "prompts/list", "resources/list", "resources/templat
 _STATE_PREFIX = "lgw1."
 _MAX_INPUT_ROUNDS = 16
 _PENDING_TTL = 600.0
-_CANCEL_GRACE = 1.0
+_CANCEL_GRACE = CANCEL_GRACE  # the grace of a client's cancellation, as of its hanging up (pipeline.py)
 CANCELLED = "notifications/cancelled"
 #: a retry's params that are not part of the request it repeats (the envelope and the answers it brings)
 _RETRY_ENVELOPE = frozenset({"_meta", "requestState", "inputResponses"})
@@ -106,6 +106,8 @@ class PendingInput:
     expires: float
     #: the request the call answers: a retry presenting the state must repeat it
     binding: RequestBinding
+    #: the call as the pipeline carries it, so that the retry's client hanging up ends it (`pipeline.Hangup`)
+    call: Call | None = None
 
 
 class Bridge:
@@ -199,11 +201,15 @@ class Bridge:
 
     # ── stateless client ────────────────────────────────────────────────────
     async def modern_call(self, pipeline: Pipeline, server: str, principal: Principal, message: Message, upstream: Upstream,
-                          sessions: SessionRegistry, hello: ClientHello) -> AsyncGenerator[Message, None]:
+                          sessions: SessionRegistry, hello: ClientHello,
+                          hangup: Hangup | None = None) -> AsyncGenerator[Message, None]:
+        """A stateless client's call. With `hangup` (the server tells it when the client disconnects, which is
+        how this era cancels), the call goes upstream under a caller of its own (`Call.caller`), so that the
+        upstream can be told of the cancellation with its own id for it (`pipeline.Flight.hang_up`)."""
         params = message.get("params") or {}
         state = params.get("requestState")
         if isinstance(state, str) and state.startswith(_STATE_PREFIX):
-            async with aclosing(self._resume(pipeline, state, principal, server, message)) as resumed:
+            async with aclosing(self._resume(pipeline, state, principal, server, message, hangup)) as resumed:
                 async for item in resumed:
                     yield item
             return
@@ -213,15 +219,28 @@ class Bridge:
             await pipeline.precheck(call)  # a refused call opens nothing upstream (no session, no stdio child)
         shared = sessions.shared_for(server, principal, upstream, self._shared_hello(hello))
         upstream_session = await self._ready(shared)
+        if hangup is not None:
+            if hangup.gone:
+                # gone before any decision was recorded: nothing is forwarded, and there is nothing to record
+                # (from here to the pipeline's taking the call in, nothing waits: a later hangup finds it there,
+                # `InFlight.hang_up`)
+                refusal = CallCancelled(f"Request cancelled: the client disconnected before the call was "
+                                        f"forwarded (request id {call.request_id})",
+                                        data={"requestId": call.request_id, "reason": "client_disconnected",
+                                              "forwarded": False})
+                refusal.recorded = True
+                raise refusal
+            hangup.call = call
+            CALLER.set(call.caller)
         stream = pipeline.handle(call, upstream_session)
         async with aclosing(self._until_input(stream, upstream_session, principal, server, message["id"],
-                                              message)) as items:
+                                              message, call)) as items:
             async for item in items:
                 yield self.modernize(message["method"], item) if "method" not in item else item
 
     async def _until_input(self, stream: AsyncGenerator[Message, None], upstream_session: UpstreamSession,
                            principal: Principal, server: str, request_id: Any,
-                           request: Message | RequestBinding) -> AsyncGenerator[Message, None]:
+                           request: Message | RequestBinding, call: Call | None = None) -> AsyncGenerator[Message, None]:
         """Relay the call; at the first server request, pause it and answer input-required.
 
         The paused call's stream is parked for the client's next request; any other way out
@@ -242,7 +261,8 @@ class Bridge:
                     token = _STATE_PREFIX + secrets.token_urlsafe(24)
                     self._expire()
                     self._pending[token] = PendingInput(principal.key, server, stream, upstream_session,
-                                                        {key: item["id"]}, time.monotonic() + _PENDING_TTL, binding)
+                                                        {key: item["id"]}, time.monotonic() + _PENDING_TTL, binding,
+                                                        call)
                     parked = True
                     request = {"method": item["method"], "params": item.get("params") or {}}
                     yield jsonrpc.result(request_id, {"resultType": INPUT_REQUIRED,
@@ -254,7 +274,7 @@ class Bridge:
                 await stream.aclose()
 
     async def _resume(self, pipeline: Pipeline, token: str, principal: Principal, server: str,
-                      message: Message) -> AsyncGenerator[Message, None]:
+                      message: Message, hangup: Hangup | None = None) -> AsyncGenerator[Message, None]:
         pending = self._pending.get(token)
         if pending is None or pending.expires < time.monotonic():
             self._pending.pop(token, None)
@@ -293,8 +313,14 @@ class Bridge:
                 reply = jsonrpc.result(server_request_id, answer)
             await pipeline.messages.from_client(server, principal, None, reply)
             await pending.upstream.reply(reply)
+        if hangup is not None and pending.call is not None:
+            # the retry's client hanging up ends the call it resumes; gone already, the call (parked in the
+            # pipeline) is ended now, and records that as it resumes below
+            hangup.call = pending.call
+            if hangup.gone:
+                hangup.flights.hang_up(pending.call)
         async with aclosing(self._until_input(pending.stream, pending.upstream, principal, server,
-                                              message["id"], pending.binding)) as items:
+                                              message["id"], pending.binding, pending.call)) as items:
             async for item in items:
                 if "method" not in item and "id" in item:
                     item = self.modernize(message["method"], {**item, "id": message["id"]})

@@ -16,6 +16,9 @@ from ledgergate.principal import Principal
 from ledgergate.upstream.base import Message
 
 _REQUEST_PREFIX = "req_" + secrets.token_hex(4)
+#: how a stateless call names itself as the caller of its upstream call (`Call.caller`); a gateway session
+#: id (the handshake era's caller) never starts so
+_STATELESS_CALLER = "call:"
 _request_counter = itertools.count(1)
 
 
@@ -92,6 +95,16 @@ class Call:
     @property
     def mask_profile(self) -> str | None:
         return self.decision.mask if self.decision is not None else None
+
+    @property
+    def caller(self) -> str | None:
+        """Who the upstream knows this call's upstream request by (`upstream.base.CALLER`, `InflightIds`), so that
+        a cancellation can name it with the upstream's id: a handshake client's session; for a stateless
+        (2026-07-28) call, the call itself. No client can name a stateless call that way (that revision has
+        no cancellation message): only the gateway does, when its client hangs up (`pipeline.Flight.hang_up`)."""
+        if self.era == "modern":
+            return _STATELESS_CALLER + self.request_id
+        return self.session_id
 
     def latency_ms(self) -> float:
         return round((time.perf_counter() - self.started) * 1000, 3)

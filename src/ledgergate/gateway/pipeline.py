@@ -27,6 +27,7 @@ from ledgergate.approvals.service import ApprovalService
 from ledgergate.errors import (
     INTERNAL_ERROR,
     SHUTTING_DOWN,
+    CallCancelled,
     GatewayError,
     LedgerUnavailable,
     UpstreamError,
@@ -48,7 +49,7 @@ from ledgergate.gateway.stages.tasks import TaskOwnership, TaskRecords
 from ledgergate.gateway.tasks import TASK_METHODS, GatewayTasks, TaskOwners
 from ledgergate.principal import Principal
 from ledgergate.requestlog import REQUEST_ID
-from ledgergate.upstream.base import Message, UpstreamSession, mask_quoted
+from ledgergate.upstream.base import CANCELLED, Message, UpstreamSession, mask_quoted
 
 if TYPE_CHECKING:
     from ledgergate.gateway.telemetry import Tracing
@@ -75,23 +76,33 @@ class ShuttingDown(GatewayError):
 # where a call in flight stands, for the shutdown: what its cut-off record says
 _DECIDING, _FORWARDED, _ANSWERING = 0, 1, 2
 
+#: why a call was cut off (`Flight.cut`): the shutdown's drain ended, or its client hung up
+SHUTDOWN, HUNG_UP = "shutdown", "client_disconnected"
+#: how long the upstream's being told of a hung-up call may hold up its end (as a client's own cancellation)
+CANCEL_GRACE = 1.0
+#: the tasks telling upstreams of hung-up calls (a strong reference, so none is collected half way)
+_telling: set[asyncio.Task[None]] = set()
+
 
 class Flight:
-    """One call the pipeline is carrying, as the shutdown sees it: the task that last ran it and whether it
-    is `parked` at a `yield` (then nothing of ours runs inside it, and cancelling that task would hit its
-    consumer instead), how far it got, and whether the shutdown cut it off (then `settled` is the task
-    recording that, whose result is the error its client is answered with)."""
+    """One call the pipeline is carrying, as the shutdown (and a client hanging up) sees it: the task that
+    last ran it and whether it is `parked` at a `yield` (then nothing of ours runs inside it, and cancelling
+    that task would hit its consumer instead), how far it got, the upstream session it goes to, and whether
+    it was cut off and why (`SHUTDOWN`, `HUNG_UP`; then `settled` is the task recording that, whose result
+    is the error its client is answered with)."""
 
-    __slots__ = ("call", "cut", "holds", "parked", "phase", "pipeline", "settled", "task")
+    __slots__ = ("call", "cut", "holds", "parked", "phase", "pipeline", "settled", "task", "told", "upstream")
 
-    def __init__(self, call: Call, pipeline: Pipeline) -> None:
+    def __init__(self, call: Call, pipeline: Pipeline, upstream: UpstreamSession | None = None) -> None:
         self.call = call
         self.pipeline = pipeline
+        self.upstream = upstream
         self.task: asyncio.Task[Any] | None = asyncio.current_task()
         self.phase = _DECIDING
         self.parked = False
-        self.cut = False
-        self.settled: asyncio.Task[ShuttingDown] | None = None
+        self.cut: str | None = None
+        self.told = False
+        self.settled: asyncio.Task[GatewayError] | None = None
         #: a subscription is a stream that ends only with its client: it does not hold up the drain
         self.holds = call.method != "subscriptions/listen"
 
@@ -99,12 +110,54 @@ class Flight:
         self.parked = False
         self.task = asyncio.current_task()
 
-    def settle(self) -> asyncio.Task[ShuttingDown]:
-        """Record how the shutdown ended this call (once, in a task of its own, so a second cancellation of
-        the call's task cannot abandon the record); its result is the error the client is answered with."""
+    def settle(self) -> asyncio.Task[GatewayError]:
+        """Record how the shutdown (or the client's hanging up) ended this call (once, in a task of its own, so
+        a second cancellation of the call's task cannot abandon the record); its result is the error the client
+        is answered with."""
         if self.settled is None:
-            self.settled = asyncio.get_running_loop().create_task(self.pipeline.cut_off(self))
+            ending = self.pipeline.hung_up(self) if self.cut == HUNG_UP else self.pipeline.cut_off(self)
+            self.settled = asyncio.get_running_loop().create_task(ending)
         return self.settled
+
+    def hang_up(self) -> None:
+        """The client of this (stateless) call hung up, which is how a 2026-07-28 client cancels: the call ends
+        as a handshake client's `notifications/cancelled` ends one (`Bridge._client_cancel`). Forwarded, the
+        upstream is told (`notifications/cancelled` with the upstream's id for it; a stateless upstream is told
+        by the closing of the gateway's request), then the call is interrupted where it waits; not forwarded
+        yet, it is interrupted at once, so nothing is forwarded for a client that is gone. Either way it records
+        its outcome on its way out (`Pipeline.hung_up`). A call whose answer is being recorded keeps it."""
+        if self.cut is not None or self.phase == _ANSWERING:
+            return
+        self.cut = HUNG_UP
+        upstream = self.upstream
+        if self.phase == _FORWARDED and upstream is not None and upstream.alive:
+            cancel = {"jsonrpc": "2.0", "method": CANCELLED,
+                      "params": {"requestId": self.call.message.get("id"), "reason": "the client disconnected"}}
+            owner = self.call.caller
+            if upstream.outbound(cancel, owner) is not None:  # the upstream has it in flight under that id now
+                task = asyncio.get_running_loop().create_task(self._tell(upstream, cancel, owner))
+                _telling.add(task)
+                task.add_done_callback(_telling.discard)
+                return
+        self._interrupt()
+
+    async def _tell(self, upstream: UpstreamSession, cancel: Message, owner: str | None) -> None:
+        """Tell the upstream, then end the call: told first, while the call still holds its upstream id (the
+        interruption releases it), within the grace a client's own cancellation has."""
+        try:
+            async with asyncio.timeout(CANCEL_GRACE):
+                self.told = await upstream.notify(cancel, owner)
+        except Exception as exc:  # noqa: BLE001 - a call its client left ends whether or not the upstream heard
+            log.warning("the upstream of a call whose client hung up could not be told to cancel it: %s",
+                        type(exc).__name__)
+        finally:
+            self._interrupt()
+
+    def _interrupt(self) -> None:
+        """Cancel the call's task where it waits, unless it is parked (it sees `cut` when it resumes) or has left."""
+        task = self.task
+        if not self.parked and self.settled is None and task is not None and not task.done():
+            task.cancel()
 
 
 class InFlight:
@@ -122,13 +175,23 @@ class InFlight:
         #: the drain is over: not even a call the gateway accepted earlier (a task approved now) starts
         self.ended = False
 
-    def enter(self, call: Call, pipeline: Pipeline) -> Flight:
-        flight = Flight(call, pipeline)
+    def enter(self, call: Call, pipeline: Pipeline, upstream: UpstreamSession | None = None) -> Flight:
+        flight = Flight(call, pipeline, upstream)
         self._flights.add(flight)
         return flight
 
     def leave(self, flight: Flight) -> None:
         self._flights.discard(flight)
+        flight.task = None  # nothing of ours runs it any more: a late interruption must not hit its consumer
+
+    def hang_up(self, call: Call) -> int:
+        """The client of `call` hung up: end it where the pipeline carries it (`Flight.hang_up`); how many
+        flights that was (0: not in the pipeline now). A walk of the calls in flight, made when a client hangs
+        up, never per call."""
+        ended = [flight for flight in self._flights if flight.call is call]
+        for flight in ended:
+            flight.hang_up()
+        return len(ended)
 
     def __len__(self) -> int:
         return len(self._flights)
@@ -147,7 +210,9 @@ class InFlight:
         self.accepting, self.ended = False, True
         flights = list(self._flights)
         for flight in flights:
-            flight.cut = True
+            if flight.cut is not None:
+                continue  # its client hung up: it is ending, and records that on its way out
+            flight.cut = SHUTDOWN
             task = flight.task
             if flight.phase != _ANSWERING and not flight.parked and task is not None and not task.done():
                 task.cancel()  # the call records its cut-off on its way out (`Pipeline._handle`)
@@ -170,6 +235,26 @@ class InFlight:
                 await asyncio.sleep(0.01)
             await asyncio.sleep(0.05)
         return flights
+
+
+class Hangup:
+    """One request whose client cancels by hanging up (a 2026-07-28 call): left in the request's ASGI scope
+    (`serving.ON_HANGUP`), it is called from the server's `connection_lost` if the client leaves before its
+    answer is complete, and ends the request's `call` wherever the pipeline carries it (`InFlight.hang_up`).
+    `gone` tells the bridge about a call that has not been handed to the pipeline yet (`Bridge.modern_call`).
+    Made per request, it costs a small object, and nothing runs for it unless the client hangs up."""
+
+    __slots__ = ("call", "flights", "gone")
+
+    def __init__(self, flights: InFlight) -> None:
+        self.flights = flights
+        self.call: Call | None = None
+        self.gone = False
+
+    def __call__(self) -> None:
+        self.gone = True
+        if self.call is not None:
+            self.flights.hang_up(self.call)
 
 
 @dataclass(frozen=True)
@@ -280,7 +365,7 @@ class Pipeline:
         # that a decision lets go on now (`start`) was let in before the drain; both pass until it ends.
         if not flights.accepting and (flights.ended or (start == 0 and call.method not in TASK_METHODS)):
             raise await self._refuse_new(call)
-        flight = flights.enter(call, self)
+        flight = flights.enter(call, self, upstream)
         try:
             try:
                 for index in range(start, len(self.request_stages)):
@@ -315,7 +400,7 @@ class Pipeline:
                                 if flight.cut:
                                     raise await asyncio.shield(flight.settle())
                             continue
-                        if flight.cut:  # its outcome is the shutdown's, recorded already or being so
+                        if flight.cut:  # its outcome is the shutdown's (or its client's), recorded already or being so
                             raise await asyncio.shield(flight.settle())
                         flight.phase = _ANSWERING
                         answer = await self.answer(call, message)
@@ -323,7 +408,7 @@ class Pipeline:
                         yield answer
                         return
             except UpstreamError as exc:
-                if flight.cut:  # the upstream connector turned the shutdown's cancellation into a failure
+                if flight.cut:  # the upstream connector turned the cut-off's cancellation into a failure
                     raise await asyncio.shield(flight.settle()) from None
                 shown = self.masked_error(exc)
                 log.warning("upstream %s failed on %s: %s", call.server, call.method, shown.message)
@@ -349,8 +434,9 @@ class Pipeline:
                 raise fault from None
         except asyncio.CancelledError:
             if not flight.cut:
-                raise  # the client went away, or the call was cancelled: not the shutdown's doing
-            # The drain ended with this call still running (`InFlight.cut_off`): it is answered, not dropped.
+                raise  # the call was cancelled, not by the shutdown or its client's hanging up
+            # The drain ended with this call still running (`InFlight.cut_off`), or its client hung up
+            # (`Flight.hang_up`): it is answered (if anyone still reads) and recorded, not dropped.
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
@@ -442,6 +528,48 @@ class Pipeline:
             log.error("a held call released by the shutdown could not be recorded: %s", getattr(exc, "message", exc))
         log.warning("%s %s on %s was waiting for %s when the drain ended: released, the approval stays",
                     call.method, call.target or "", call.server, named)
+        return error
+
+    async def hung_up(self, flight: Flight) -> GatewayError:
+        """Record how its client's hanging up ended `flight`'s call (`Flight.hang_up`), and the error it is
+        answered with (nobody reads it: the connection is gone).
+
+        Forwarded (its rpc.request is durable): an `rpc.response` with `cancelled: true` and reason
+        `client_disconnected`, as for a client's own cancellation, naming whether a `notifications/cancelled`
+        went upstream. Held for approval: `approval.held` (reason `client_disconnected`), and the approval stays
+        pending, as at a shutdown: the client sends the identical call again, which is held on that approval
+        and runs once it is approved; nothing ran for a client that was gone. Not yet forwarded otherwise: an
+        `rpc.response` as well, with `forwarded: false` (nothing was sent upstream)."""
+        call = flight.call
+        rid = call.request_id
+        forwarded = flight.phase != _DECIDING
+        gate = None if forwarded else self._holding_gate(call)
+        fields: dict[str, Any]
+        if gate is not None:
+            approval = await self._held_approval(gate, call)
+            named = f"approval {approval.id}" if approval is not None else "its approval"
+            error = CallCancelled(f"Request cancelled: the client disconnected while the call waited for {named}; "
+                                  f"nothing was forwarded, and the approval stays (request id {rid})",
+                                  data={"requestId": rid, "reason": HUNG_UP, "forwarded": False})
+            event, fields = "approval.held", {"approval": approval.id if approval is not None else None,
+                                              "reason": HUNG_UP, "held_s": round(call.latency_ms() / 1000, 3)}
+        else:
+            said = "the client disconnected before the answer" if forwarded else \
+                "the client disconnected before the call was forwarded; nothing was sent upstream"
+            error = CallCancelled(f"Request cancelled: {said} (request id {rid})",
+                                  data={"requestId": rid, "reason": HUNG_UP, "forwarded": forwarded})
+            event, fields = "rpc.response", {"error": f"cancelled: {said}", "cancelled": True, "reason": HUNG_UP,
+                                             "forwarded": forwarded, "cancel_sent": flight.told,
+                                             "latency_ms": call.latency_ms()}
+        error.recorded = True  # a request.refused from the transport would misstate it
+        try:
+            await self.evidence.record(event, call, **fields)
+        except (LedgerUnavailable, ValueError) as exc:
+            log.error("the outcome of a call whose client hung up could not be recorded: %s",
+                      getattr(exc, "message", exc))
+        log.info("%s %s on %s: the client hung up %s; cancelled and recorded", call.method, call.target or "",
+                 call.server, "while it waited for approval" if gate is not None else
+                 "before its answer" if forwarded else "before it was forwarded")
         return error
 
     def _holding_gate(self, call: Call) -> ApprovalGate | None:

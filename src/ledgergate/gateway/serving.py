@@ -21,9 +21,13 @@ chunked body terminated, the connection closed, the application told the client 
 instead of holding the shutdown until uvicorn's grace period runs out and cancels it with a
 logged traceback; a request still running when that grace period ends is cancelled with one log
 line, not a traceback, and answered with a JSON-RPC error (503) if its answer had not begun.
-And it refuses, before any application code runs, a request whose meaning depends on which of
-two copies of a header one reads: two `Host` lines (RFC 9112 §3.2), or two of any header the
-gateway reads as a single value (identity, media type, origin, MCP session and routing).
+A stateless (2026-07-28) client cancels a call by closing its connection: the application leaves a
+callable in the request's scope (`ON_HANGUP`), and a connection lost before the answer is complete
+calls it, from `connection_lost`, with no task watching per request (not when the gateway closes
+the connection in a graceful shutdown: the drain ends those calls). And it refuses, before any
+application code runs, a request whose meaning depends on which of two copies of a header one
+reads: two `Host` lines (RFC 9112 §3.2), or two of any header the gateway reads as a single value
+(identity, media type, origin, MCP session and routing).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
@@ -130,6 +134,17 @@ SINGLE_VALUED = frozenset({
 
 _IDLE, _HEAD, _BODY = 0, 1, 2  # where the current request stands on the wire
 
+#: the ASGI scope key under which an application leaves a callable (no arguments) to be called, once, if the
+#: client's connection is lost before the request's answer is complete: how a 2026-07-28 client cancels. A
+#: connection lost before the application left one leaves `already_gone` there instead, so an application
+#: that finds something else in its place (`dict.setdefault`) knows its client has gone already.
+ON_HANGUP = "ledgergate.on_hangup"
+
+
+def already_gone() -> None:
+    """What `ON_HANGUP` holds when the client left before the application was ready to be told."""
+
+
 log = logging.getLogger("ledgergate.serving")
 
 
@@ -169,7 +184,20 @@ class GatheringHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_deadline()
+        cycle = self.cycle
         super().connection_lost(exc)
+        if cycle is not None and not cycle.response_complete and not self._shutting_down:
+            # The client left before its answer was complete. Looked at here, once per lost connection, rather
+            # than by a task per request awaiting `receive()` for `http.disconnect`.
+            scope = cast("dict[str, Any]", cycle.scope)
+            hangup = scope.pop(ON_HANGUP, None)
+            if hangup is None:
+                scope[ON_HANGUP] = already_gone
+            else:
+                try:
+                    hangup()
+                except Exception:  # a fault there must not break the server's connection handling
+                    log.exception("ending a request whose client hung up failed")
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)

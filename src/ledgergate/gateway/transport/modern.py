@@ -22,6 +22,8 @@ from ledgergate.errors import METHOD_NOT_FOUND, UNSUPPORTED_PROTOCOL_VERSION, Ga
 from ledgergate.gateway.bridge import Bridge
 from ledgergate.gateway.call import Call
 from ledgergate.gateway.http import header_count, send_empty, send_json, start_sse
+from ledgergate.gateway.pipeline import Hangup
+from ledgergate.gateway.serving import ON_HANGUP
 from ledgergate.gateway.sessions import SessionRegistry
 from ledgergate.gateway.transport.core import Background, Exchange, Posted, pump, respond
 from ledgergate.upstream.base import HANDSHAKE_VERSIONS, META_PROTOCOL_VERSION, MODERN_VERSION, ClientHello
@@ -100,8 +102,14 @@ class ModernEndpoint:
             await start_sse(ex.send)
             await pump(ex.send, messages, None, ex.pipeline.masked_error)
             return
+        # This era's client cancels a call by closing its connection (there is no notifications/cancelled on
+        # its wire): the server calls this if it does before the answer is complete (`serving.ON_HANGUP`), on
+        # the JSON answer path as on the SSE one. A handshake client's disconnect is no cancellation.
+        hangup = Hangup(ex.pipeline.flights)
+        if ex.scope.setdefault(ON_HANGUP, hangup) is not hangup:
+            hangup()  # the client left while the request was being read: the bridge forwards nothing
         stream = self.bridge.modern_call(ex.pipeline, ex.server, ex.principal, message, upstream, self.sessions,
-                                         hello)
+                                         hello, hangup)
         await respond(ex, stream, message["id"], posted.wants_sse, None, self.background)
 
     @staticmethod
