@@ -116,10 +116,10 @@ class ClientHello:
         return {"protocolVersion": version, "capabilities": self.capabilities, "clientInfo": self.client_info}
 
 
-#: the client (its gateway session id) on whose behalf this task calls the upstream: set by the bridge for
-#: a handshake client's call, read as the call goes out when no `owner` is given, so that only that
-#: client's cancellation can name the call (`InflightIds`). None for a stateless (2026-07-28) client's
-#: call, which no cancellation names: that revision has none.
+#: the caller on whose behalf this task calls the upstream (`Call.caller`): set by the bridge, read as the
+#: call goes out when no `owner` is given, so that only that caller can name the call in a cancellation
+#: (`InflightIds`). A handshake client's gateway session id; for a stateless (2026-07-28) call the call
+#: itself, which only the gateway names, when its client hangs up (that revision has no cancellation).
 CALLER: ContextVar[str | None] = ContextVar("ledgergate_upstream_caller", default=None)
 
 

@@ -17,13 +17,34 @@ from ledgergate.upstream.http import (
 )
 from ledgergate.upstream.settings import PoolLimits, ServerSettings
 from ledgergate.upstream.sse import SseSession
-from ledgergate.upstream.stdio import StdioSession
+from ledgergate.upstream.stdio import ProcessSlots, StdioSession
 
 log = logging.getLogger("ledgergate.upstream")
 
 
 class UnknownServer(GatewayError):
     http_status = 404
+
+
+#: seconds a client refused at `max_processes` is told to wait (`Retry-After`): a child ends when its
+#: session closes or idles out, which nothing here can predict, so a short, fixed hint
+PROCESS_CAP_RETRY_AFTER = 5
+
+
+class ProcessCapReached(UpstreamError):
+    """A session of a stdio server would start one child more than its `max_processes`, counted across
+    every identity. Refused at once, never queued (a flood of openings must not pile up waiting): a 503
+    with `Retry-After`, recorded by the transport like every other failed opening (`request.refused`)."""
+
+    http_status = 503
+
+    def __init__(self, server: str, limit: int) -> None:
+        super().__init__(
+            f"server {server!r} runs its maximum of {limit} processes (servers.{server}.max_processes), so no "
+            f"session of it can be opened now; try again later (in {PROCESS_CAP_RETRY_AFTER}s or more)",
+            data={"reason": "max_processes", "server": server, "maxProcesses": limit,
+                  "retryAfter": PROCESS_CAP_RETRY_AFTER},
+            headers=((b"retry-after", str(PROCESS_CAP_RETRY_AFTER).encode()),))
 
 
 class Upstream:
@@ -41,6 +62,8 @@ class Upstream:
         self._era: Era | None = None if settings.url and settings.transport != "sse" else "handshake"
         self._discover: dict[str, Any] | None = None
         self._lock = asyncio.Lock()
+        #: the children of a stdio server running now, against its `max_processes` (None for a URL server)
+        self.processes = ProcessSlots(settings.max_processes) if not settings.url else None
 
     async def era(self) -> Era:
         if self._era is None:
@@ -68,8 +91,16 @@ class Upstream:
         argv = self.settings.argv
         if not argv:
             raise UpstreamError(f"server {self.name!r} has no command")
+        assert self.processes is not None
+        slot = self.processes.take()
+        if slot is None:
+            log.warning("upstream %s: a session was refused: %d processes run (servers.%s.max_processes)",
+                        self.name, self.processes.limit, self.name)
+            raise ProcessCapReached(self.name, self.processes.limit)
+        # the session owns the slot from here: it gives it back once its child has exited, or at once if
+        # the child never starts (`StdioSession.open`)
         stdio = StdioSession(argv, self.settings.env, self.settings.cwd or self.base_dir, hello, self.name,
-                             self.redact, self.settings.timeout)
+                             self.redact, self.settings.timeout, slot)
         await stdio.open()
         return stdio
 

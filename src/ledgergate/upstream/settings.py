@@ -8,7 +8,14 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from ledgergate.durations import Duration
 from ledgergate.upstream.unix import is_unix_url, parse_unix_url
@@ -49,6 +56,10 @@ def http_url_problem(url: str) -> str | None:
     return None
 
 
+#: `servers.<name>.max_processes` when not given
+DEFAULT_MAX_PROCESSES = 32
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -65,6 +76,22 @@ class ServerSettings(_Strict):
     headers: dict[str, str] = Field(default_factory=dict)
     #: how long a call or an opening may go without a message from the server ("30s", "5m", or seconds)
     timeout: Duration = 300.0
+    #: the most child processes of this (stdio) server running at once, across every identity and session:
+    #: each session starts one, and without a bound across identities many of them (or one identity's
+    #: `max_sessions_per_principal` sessions) could start hundreds of a large server and exhaust the host
+    max_processes: int = DEFAULT_MAX_PROCESSES
+
+    @field_validator("max_processes")
+    @classmethod
+    def _process_cap(cls, value: int, info: ValidationInfo) -> int:
+        # run only when the key is given (not for the default); on the field, so the error names
+        # `servers.<name>.max_processes` and its own line. `url` is declared first, so it is in `info.data`.
+        if info.data.get("url") is not None:
+            raise ValueError("applies only to a stdio server (one with 'command'): the gateway starts no "
+                             "processes for a 'url' server, so the key would limit nothing; remove it")
+        if value < 1:
+            raise ValueError("must be at least 1: below that no session of this server could ever open")
+        return value
 
     @field_validator("timeout")
     @classmethod

@@ -8,6 +8,10 @@ goes to the gateway's log. Messages are newline-delimited JSON (MCP stdio transp
 The server's `timeout` bounds both ends: opening (start, `initialize`, `initialized`) must be
 done within it, or the child is stopped and the opening fails; a call fails once the child has
 sent nothing for it for that long (`Demux.exchange`), the child staying up for the next call.
+
+A server's `max_processes` bounds how many of its children run at once, across every identity
+(`ProcessSlots`): a session holds a slot from just before its child starts until that child has
+exited, however it ends (closed, crashed, stopped for an idle session or at shutdown).
 """
 
 from __future__ import annotations
@@ -43,12 +47,71 @@ _STREAM_LIMIT = 64 * 1024 * 1024
 _STDERR_SHOWN = 2000
 
 
+class ProcessSlots:
+    """How many children of one stdio server run now, against its `max_processes`.
+
+    `take` does not await, so on the event loop no two openings racing for the last slot can both get
+    it; a slot is taken before the child starts, so children still starting count too."""
+
+    __slots__ = ("limit", "running")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.running = 0
+
+    def take(self) -> ProcessSlot | None:
+        """A slot for one more child, or None when `limit` of them run already."""
+        if self.running >= self.limit:
+            return None
+        self.running += 1
+        return ProcessSlot(self)
+
+
+class ProcessSlot:
+    """One child's place in its server's `ProcessSlots`. `release` may be called from every path a child
+    can end by (its exit seen, its session closed, its start failed): only the first call counts."""
+
+    __slots__ = ("_slots",)
+
+    def __init__(self, slots: ProcessSlots) -> None:
+        self._slots: ProcessSlots | None = slots
+
+    def release(self) -> None:
+        if self._slots is not None:
+            self._slots.running -= 1
+            self._slots = None
+
+
+async def _stop(proc: asyncio.subprocess.Process, grace: float) -> None:
+    """Stop a child: stdin closed, `grace` seconds to exit, then SIGTERM, then SIGKILL; returns once it has exited."""
+    if proc.returncode is not None:
+        return
+    with contextlib.suppress(Exception):
+        if proc.stdin is not None:
+            proc.stdin.close()
+    try:
+        await asyncio.wait_for(proc.wait(), grace)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), 3)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+
+
 class StdioSession(DemuxedSession):
     era = "handshake"
 
     def __init__(self, argv: list[str], env: dict[str, str], cwd: str | None, hello: ClientHello, name: str,
-                 redact: Callable[[str], str] | None = None, timeout: float | None = None) -> None:
+                 redact: Callable[[str], str] | None = None, timeout: float | None = None,
+                 slot: ProcessSlot | None = None) -> None:
         self.argv = argv
+        #: this session's place under the server's `max_processes`, given back once the child has exited
+        self.slot = slot
+        self._exit_watch: asyncio.Task[None] | None = None
         #: the server's `timeout`: the bound on opening, and on a call's silence (None: unbounded)
         self.timeout = timeout
         #: masks what the server writes to stderr before it reaches the gateway's log (see `_read_stderr`)
@@ -79,8 +142,15 @@ class StdioSession(DemuxedSession):
                 stderr=asyncio.subprocess.PIPE, env=env, cwd=self.cwd, limit=_STREAM_LIMIT,
                 start_new_session=True,  # a terminal Ctrl-C reaches the gateway, which stops its children in order
             )
-        except OSError as exc:
-            raise UpstreamError(f"cannot start upstream {self.name!r}: {exc.strerror}") from None
+        except BaseException as exc:
+            # no child runs: it could not be started, or asyncio stopped the one it started when the
+            # opening was cancelled
+            self._release()
+            if isinstance(exc, OSError):
+                raise UpstreamError(f"cannot start upstream {self.name!r}: {exc.strerror}") from None
+            raise
+        # the slot goes back when the child has exited, whatever ended it (a crash included), and not before
+        self._exit_watch = asyncio.create_task(self._release_on_exit(self._proc))
         self._alive = True
         self._tasks = [asyncio.create_task(self._read_stdout()), asyncio.create_task(self._read_stderr())]
         try:
@@ -149,6 +219,12 @@ class StdioSession(DemuxedSession):
             self._demux.lose(UpstreamSessionLost(
                 f"upstream process {self.name!r} exited (code {code}) before answering; it restarts on the next request"
             ))
+            if self._proc is not None and self._proc.returncode is None:
+                # a child whose stdout ended can never answer again, but one that stays up (an oversized line,
+                # stdout closed) held its memory and its `max_processes` slot until its session closed, an
+                # idle one's an hour away: it is stopped now (it had those 2s to exit by itself)
+                with contextlib.suppress(Exception):
+                    await _stop(self._proc, 0)
 
     async def _read_stderr(self) -> None:
         assert self._proc is not None and self._proc.stderr is not None
@@ -175,23 +251,27 @@ class StdioSession(DemuxedSession):
         """Stop the child: stdin closed, `grace` seconds to exit, then SIGTERM, then SIGKILL."""
         self._alive = False
         proc = self._proc
-        if proc is not None and proc.returncode is None:
-            with contextlib.suppress(Exception):
-                if proc.stdin is not None:
-                    proc.stdin.close()
-            try:
-                await asyncio.wait_for(proc.wait(), grace)
-            except asyncio.TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.terminate()
-                try:
-                    await asyncio.wait_for(proc.wait(), 3)
-                except asyncio.TimeoutError:
-                    with contextlib.suppress(ProcessLookupError):
-                        proc.kill()
-                    await proc.wait()
+        if proc is not None:
+            await _stop(proc, grace)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if proc is None or proc.returncode is not None:
+            # at once, not when the exit watcher next runs: a session opened right after this one closed
+            # finds the slot free
+            self._release()
+
+    async def _release_on_exit(self, proc: asyncio.subprocess.Process) -> None:
+        try:
+            await proc.wait()
+        finally:
+            # cancelled with the child still running (only as the event loop ends), the slot stays taken:
+            # a slot is never given back for a child that may still run
+            if proc.returncode is not None:
+                self._release()
+
+    def _release(self) -> None:
+        if self.slot is not None:
+            self.slot.release()
