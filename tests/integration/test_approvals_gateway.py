@@ -330,6 +330,37 @@ async def test_a_tasks_client_polls_a_task_that_runs_once_approved(gateway: gw.R
     assert len(ran) == 1
 
 
+
+async def test_a_task_held_at_shutdown_is_recorded_and_its_approval_runs_the_call_sent_again(
+        tmp_path: Path, idp: Provider, upstream: Proc, people: People) -> None:
+    """A task waiting for its approval was cancelled at shutdown without a word: no record of its end, and a
+    client polling it after the restart was told only "unknown task". Now its end is recorded (`approval.held`,
+    reason `shutdown`, naming the task), the approval stays pending, the poll says what to do, and the
+    identical call sent again once approved runs once."""
+    running = await asyncio.to_thread(gw.start, tmp_path, idp.issuer, servers(upstream), POLICIES,
+                                      {"approvals": APPROVALS})
+    args = {"a": 6161, "b": 1}
+    try:
+        created = (await modern_post(running, people.alice, "tools/call", {"name": "get-sum", "arguments": args},
+                                     "get-sum")).json()["result"]
+        assert created["resultType"] == "task", created
+        approval = await pending(running, people.bob, "alice")
+        await asyncio.to_thread(running.stop)
+        held = [r for r in records(running) if r["event"] == "approval.held" and r.get("task") == created["taskId"]]
+        assert len(held) == 1 and held[0]["reason"] == "shutdown" and held[0]["approval"] == approval["id"], held
+        running = await asyncio.to_thread(gw.start, tmp_path, idp.issuer, servers(upstream), POLICIES,
+                                          {"approvals": APPROVALS}, port=running.port)
+        poll = (await modern_post(running, people.alice, "tasks/get", {"taskId": created["taskId"]})).json()
+        assert "send the identical call again" in poll["error"]["message"], poll
+        assert (await pending(running, people.bob, "alice"))["id"] == approval["id"], "the approval stays pending"
+        assert (await decide(running, people.bob, approval["id"], "approve")).status_code == 200
+        again = await raw_call(running, people.alice, args)
+        assert "6162" in json.dumps(again["result"]), again
+        ran = [r for r in records(running) if r["event"] == "rpc.request" and r.get("approval") == approval["id"]]
+        assert len(ran) == 1
+    finally:
+        await asyncio.to_thread(running.stop)
+
 # ── a rule that needs the requester's justification ─────────────────────────
 async def approval_of(gateway: gw.RunningGateway, token: str, approval_id: str) -> dict[str, Any]:
     async with gateway.http(token) as http:

@@ -10,6 +10,7 @@ Kept in memory per replica with the task's TTL (bounded): an id this replica did
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from typing import Any
@@ -62,6 +63,10 @@ class TaskOwners:
 
 TASKS_EXTENSION = "io.modelcontextprotocol/tasks"
 GATEWAY_TASK_PREFIX = "lgt_"
+#: what a client polling a gateway task that this replica does not hold (any more) is told
+TASK_ENDED = ("a task the gateway holds while a call waits for approval lives on the gateway replica that took "
+              "the call, until that replica shuts down; if its approval is approved, send the identical call "
+              "again and it runs once")
 
 
 def wants_tasks(capabilities: Any) -> bool:
@@ -108,9 +113,14 @@ class GatewayTasks:
         self._running.add(job)
         job.add_done_callback(self._running.discard)
 
-    async def close(self) -> None:
-        for job in list(self._running):
+    async def close(self, patience: float = 5.0) -> None:
+        """Cancel the tasks still waiting (they record how they ended, `ApprovalGate._released_at_shutdown`),
+        and give them `patience` to do so before the ledger closes."""
+        jobs = list(self._running)
+        for job in jobs:
             job.cancel()
+        if jobs:
+            await asyncio.wait(jobs, timeout=patience)
 
 
 def _iso(ts: float) -> str:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import secrets
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping
@@ -36,10 +37,22 @@ from ledgergate.approvals.model import Approval, Binding, describe_approvers, rf
 from ledgergate.approvals.service import ApprovalService
 from ledgergate.approvals.settings import ApprovalsSettings
 from ledgergate.approvals.state import HeldState, StateRefused, is_ours, seal, unseal
-from ledgergate.errors import INVALID_PARAMS, ApprovalDenied, ApprovalPending, GatewayError
+from ledgergate.errors import (
+    INVALID_PARAMS,
+    ApprovalDenied,
+    ApprovalPending,
+    GatewayError,
+)
 from ledgergate.gateway.call import Call
 from ledgergate.gateway.stages.audit import Evidence
-from ledgergate.gateway.tasks import GATEWAY_TASK_PREFIX, TASK_METHODS, GatewayTasks, TaskOwners, wants_tasks
+from ledgergate.gateway.tasks import (
+    GATEWAY_TASK_PREFIX,
+    TASK_ENDED,
+    TASK_METHODS,
+    GatewayTasks,
+    TaskOwners,
+    wants_tasks,
+)
 from ledgergate.policy.decision import ApproverSpec
 from ledgergate.upstream.base import Message
 from ledgergate.wire import jsonrpc
@@ -53,6 +66,9 @@ _ENDED = ("denied", "expired", "cancelled")
 _BOUND = {"tools/call": {"name", "arguments"}, "prompts/get": {"name", "arguments"}, "resources/read": {"uri"}}
 _ENVELOPE = {"_meta", "task", "requestState", "inputResponses"}
 _ENDED_WORDS = {"denied": "was denied", "expired": "expired undecided", "cancelled": "was cancelled"}
+
+
+log = logging.getLogger("ledgergate.approvals")
 
 
 class ApprovalGate:
@@ -304,10 +320,14 @@ class ApprovalGate:
         assert self.approvals is not None and call.resume is not None
         resume = call.resume
         try:
-            while approval.status == "pending":
-                approval = await self.approvals.wait(approval.id, max(1.0, approval.expires - time.time() + 1))
-                if approval.status == "pending" and approval.expires + 5 < time.time():
-                    break
+            try:
+                while approval.status == "pending":
+                    approval = await self.approvals.wait(approval.id, max(1.0, approval.expires - time.time() + 1))
+                    if approval.status == "pending" and approval.expires + 5 < time.time():
+                        break
+            except asyncio.CancelledError:
+                await self._released_at_shutdown(call, approval, task_id)
+                raise
             if approval.status == "approved":
                 await self._still_may_run(call, approval)
             claimed = await self.approvals.claim_grant(binding, call.request_id) \
@@ -332,10 +352,24 @@ class ApprovalGate:
             self.tasks.finish(task_id, "failed", exc.message,
                               {"error": {"code": exc.rpc_code, "message": exc.message, "data": exc.data}})
 
+    async def _released_at_shutdown(self, call: Call, approval: Approval, task_id: str) -> None:
+        """A task waiting for its approval when the gateway shuts down ends with the process that holds it
+        (tasks live in memory, on the replica that took the call). Its end is recorded, as a held call's is at
+        the drain (`approval.held`, reason `shutdown`), and its approval stays pending: once approved, the
+        identical call sent again claims it and runs once."""
+        self.tasks.finish(task_id, "failed", f"the gateway shut down while the call waited for approval {approval.id}",
+                          {"error": {"code": INVALID_PARAMS, "message": TASK_ENDED, "data": {"approvalId": approval.id}}})
+        try:
+            await asyncio.shield(self.evidence.record("approval.held", call, approval=approval.id, task=task_id,
+                                                      reason="shutdown", held_s=round(call.latency_ms() / 1000, 3)))
+        except Exception as exc:  # noqa: BLE001 - the shutdown goes on; the log says what the ledger lacks
+            log.error("a task released at shutdown could not be recorded: %s", getattr(exc, "message", exc))
+
     async def _task_answer(self, call: Call, task_id: str) -> AsyncGenerator[Message, None]:
         entry = self.tasks.get(task_id)
         if entry is None:
-            raise GatewayError(f"unknown task {task_id[:40]!r} (request id {call.request_id})", rpc_code=INVALID_PARAMS)
+            raise GatewayError(f"unknown task {task_id[:40]!r}: {TASK_ENDED} (request id {call.request_id})",
+                               rpc_code=INVALID_PARAMS, data={"requestId": call.request_id, "reason": "unknown_task"})
         task = entry["task"]
         if call.method == "tasks/cancel":
             if task["status"] == "working" and self.approvals is not None:

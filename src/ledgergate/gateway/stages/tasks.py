@@ -8,7 +8,13 @@ import dataclasses
 from ledgergate.errors import PolicyDenied
 from ledgergate.gateway.call import Call
 from ledgergate.gateway.stages.audit import Evidence
-from ledgergate.gateway.tasks import TASK_METHODS, UNKNOWN_MASK, TaskOwners
+from ledgergate.gateway.tasks import (
+    GATEWAY_TASK_PREFIX,
+    TASK_ENDED,
+    TASK_METHODS,
+    UNKNOWN_MASK,
+    TaskOwners,
+)
 from ledgergate.upstream.base import Message
 
 
@@ -29,7 +35,9 @@ class TaskOwnership:
                 call.decision = dataclasses.replace(call.decision, mask=mask)
             return
         await self.evidence.record("policy.denied", call, reason="task not owned", task=task_id)
-        raise PolicyDenied(f"unknown task for this identity (request id {call.request_id})",
+        # a gateway task (one holding a call for approval) ends with the replica holding it: say what to do
+        why = f": {TASK_ENDED}" if isinstance(task_id, str) and task_id.startswith(GATEWAY_TASK_PREFIX) else ""
+        raise PolicyDenied(f"unknown task for this identity{why} (request id {call.request_id})",
                            data={"requestId": call.request_id, "reason": "task_not_owned"})
 
 
