@@ -303,7 +303,81 @@ def corpus(per_detector: int, lookalikes: int, seed: int = CORPUS_SEED) -> list[
     ]
     for i in range(lookalikes):
         out.append(Sample(look[i % len(look)](), None, "", f"lookalike-{i % len(look)}"))
+    # the leak tester's evasions and their look-alikes: own seeds, so the samples above stay as they were
+    out += evasions(fake, random.Random(seed + 101), max(1, per_detector // 3))
+    out += evasion_lookalikes(fake, random.Random(seed + 202), max(1, lookalikes // 3))
     return out
+
+
+# Joints a leak tester used between digit groups: weak separators, percent-encoding (WHATWG URL),
+# HTML5 character references, and a JSON string escape as it stands in JSON-as-text.
+_CARD_JOINTS = ["\n", "\r\n", "\t", "  ", ",", ", ", "+", "%20", "%2D", "%0A", "&#32;", "&#45;", "&#x2d;",
+                "&nbsp;", "&#9;", "\\n"]
+_SSN_JOINTS = ["\n", "\t", "   ", "+", ",", "%20", "%2D", "%2d", "&#45;", "&#x2d;", "&ndash;", "&nbsp;", "\\t"]
+
+
+def evasions(fake: Any, rng: random.Random, n: int) -> list[Sample]:
+    """Cards, SSNs and secrets in the shapes that once passed unmasked (docs/security.md)."""
+    out: list[Sample] = []
+    for _ in range(n):
+        card = fake.credit_card_number(card_type=rng.choice(["visa16", "mastercard", "amex", "discover"]))
+        sizes = (4, 6, 5) if len(card) == 15 else (4, 4, 4, 4)
+        value = _grouped(card, sizes, rng.choice(_CARD_JOINTS))
+        out.append(Sample(rng.choice(["Card {} on file.", "<td>{}</td>", "/pay?q={}&n=2", "row\t{}\tok"])
+                          .replace("{}", value), "CREDIT_CARD", value, "evasion"))
+        ssn = _grouped(fake.ssn().replace("-", ""), (3, 2, 4), rng.choice(_SSN_JOINTS))
+        out.append(Sample(rng.choice(["SSN {} verified.", "ssn {}", "<td>SSN {}</td>"]).replace("{}", ssn),
+                          "US_SSN", ssn, "evasion"))
+        password = fake.password(length=rng.randint(8, 16), special_chars=False)
+        key = rng.choice([
+            "sk-proj-" + fake.password(length=64, special_chars=False),
+            "sk-" + fake.password(length=48, special_chars=False),
+            "glpat-" + fake.password(length=20, special_chars=False),
+            "npm_" + fake.password(length=36, special_chars=False),
+            "sk_test_" + fake.password(length=24, special_chars=False),
+        ])
+        template, value = rng.choice([("password {}", password), ("Your passwd is {}.", password),
+                                      ("pwd={}", password), ("api key {} rotated", key), ("key {} leaked", key)])
+        out.append(Sample(template.replace("{}", value), "SECRET", value, "evasion"))
+    return out
+
+
+_NO_VALUE_PROSE = [
+    "Reset your password here.", "Your password is incorrect.", "The password must be at least 12 characters.",
+    "Forgot password? Click the link.", "This file is password-protected.", "Password hashing uses argon2id.",
+    "The API key is configured in the vault.", "Rotate the secret key every 90 days.",
+    "Passwords are case-sensitive.", "Your password was changed on {date}.", "Store the password somewhere safe.",
+]
+
+
+def evasion_lookalikes(fake: Any, rng: random.Random, n: int) -> list[Sample]:
+    """What the evasion rules must leave alone: number lists, tables, times, versions, and prose."""
+    def num_list() -> str:
+        sep = rng.choice([",", ", ", "\n", "\t", "+", "  "])
+        return sep.join(str(rng.randint(0, rng.choice([9, 99, 999]))) for _ in range(rng.randint(3, 20)))
+
+    def four_digit_list() -> str:  # a list of five or more like numbers is never one grouped number
+        sep = rng.choice([",", ", ", "\n", "\t", "+", "  "])
+        return sep.join(f"{rng.randint(1000, 9999)}" for _ in range(rng.randint(5, 12)))
+
+    def tsv_row() -> str:
+        return "\t".join(str(rng.randint(0, 10 ** rng.randint(1, 6))) for _ in range(rng.randint(4, 9)))
+
+    make = [
+        num_list, four_digit_list, tsv_row,
+        lambda: f"years {', '.join(str(rng.randint(1990, 2030)) for _ in range(4))}",
+        lambda: f"ext\t{rng.randint(200, 999)}\t{rng.randint(200, 999)}\t{rng.randint(1000, 9999)}",
+        lambda: f"{fake.date_this_decade().isoformat()}\t{fake.time()}",
+        lambda: f"{fake.iso8601()}+0{rng.randint(0, 9)}:00",
+        lambda: f"{fake.time()},{rng.randint(100, 999)} request served",
+        lambda: f"version {rng.randint(1, 9)}.{rng.randint(0, 30)}.{rng.randint(0, 99)}+build.{rng.randint(1000, 9999)}",
+        lambda: rng.choice(_NO_VALUE_PROSE).replace("{date}", fake.date_this_decade().isoformat()),
+        lambda: f"https://example.com/search?q={fake.word()}%20{fake.word()}&page={rng.randint(1, 99)}",
+        lambda: f"&copy; {rng.randint(1990, 2030)} {fake.last_name()} &amp; Co, {rng.randint(1, 99)}%25 done",
+        lambda: f"Q{rng.randint(1, 4)}&nbsp;{rng.randint(2019, 2030)} revenue {rng.randint(1000, 9999):,}",
+        lambda: f"task-{fake.word()}-{fake.word()}-{fake.word()}-{fake.word()}-{rng.randint(10, 99)}",
+    ]
+    return [Sample(make[i % len(make)](), None, "", f"lookalike-evasion-{i % len(make)}") for i in range(n)]
 
 
 def _leaked(value: str, masked: str) -> bool:

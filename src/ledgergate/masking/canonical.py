@@ -10,16 +10,27 @@ text is mapped back to the original span — the whole of it, including any invi
 characters inside — so the masked output covers exactly what the client would have
 seen.
 
+Escapes are a second disguise of the same kind: `4111%201111...` in a URL,
+`078&#45;05&#45;1120` in HTML or `4111\\n1111...` in JSON-as-text read as plain digits
+to anyone who decodes them, and every client does. `decode_escapes` gives that decoded
+reading, canonicalised as above, with the same map back to the original characters;
+the engine scans it *as well as* the text as written (a decoded `%2F` could otherwise
+end a URL's authority early and leave the rest of a password bare).
+
 Speed: most text is ASCII (nothing to do, one C-level check) or already canonical
 (two C-level checks); only text that really needs it pays for the per-character map.
+Text with no '%', '&' or '\\' never reaches the escape decoder.
 """
 
 from __future__ import annotations
 
+import html
 import re
 import unicodedata
+from dataclasses import dataclass
+from html.entities import html5 as _HTML5_REFERENCES
 
-__all__ = ["Canonical", "canonicalize"]
+__all__ = ["Canonical", "canonicalize", "decode_escapes", "may_have_escapes"]
 
 # Invisible characters: every format character (Unicode category Cf: zero-width space,
 # joiners, bidi controls, soft hyphen, BOM, tag characters, ...) and the invisible
@@ -98,3 +109,186 @@ def canonicalize(text: str) -> Canonical | None:
             e += 1
         ends[k] = e
     return Canonical("".join(out), starts, ends)
+
+
+# --------------------------------------------------------------------------- escapes
+
+# The three escape syntaxes a client decodes without a second thought, in one pattern:
+_ESCAPE = re.compile(
+    # WHATWG URL standard, "percent-decode": '%' and two hex digits is one byte; a run of
+    # them is UTF-8 (so `%E2%80%8B`, a zero-width space, is one character)
+    r"(?P<pct>(?:%[0-9A-Fa-f]{2})+)"
+    # HTML5 character references (WHATWG HTML §13.2.5.72-80): decimal, hexadecimal, named
+    r"|&(?:#(?P<dec>[0-9]+)|#[xX](?P<hex>[0-9A-Fa-f]+)|(?P<name>[A-Za-z][A-Za-z0-9]*))(?P<semi>;?)"
+    # JSON string escapes (RFC 8259 §7); `\\` is matched so the `n` of `\\n` is not taken as an escape
+    r"|\\(?:u(?P<u>[0-9A-Fa-f]{4})|(?P<json>[\"\\/bfnrt]))"
+)
+_JSON_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+# Escapes that change nothing a detector could miss in the text as written: a text with only
+# these (JSON-as-text quotes, `&amp;` in URLs) is not scanned a second time.
+_INERT = frozenset({'"', "\\", "&"})
+_LEGACY_NAME_MAX = 6  # the longest HTML5 name still decoded without its ';' (`Aacute`, `middot`)
+_CACHE_MAX = 4096  # distinct escapes remembered; a document repeats a few (`&nbsp;`, `%20`) many times
+_Piece = tuple[str, int, int]  # decoded characters and the [start, end) they come from, in the escape
+
+
+@dataclass(frozen=True)
+class _Escape:
+    """One escape match, decoded: what it reads as, and which of its characters each piece covers."""
+
+    length: int  # of the match as written
+    replacement: str  # the match as a reader sees it (pieces' text, then any uncovered tail as written)
+    pieces: tuple[_Piece, ...]
+    telling: bool  # decodes to something a detector could miss in the text as written
+
+
+def may_have_escapes(text: str) -> bool:
+    """Whether `text` can hold an escape at all: three C-level scans, the common case's only cost."""
+    return "%" in text or "&" in text or "\\" in text
+
+
+def _plain_text(decoded: str) -> str:
+    """Decoded characters as the canonical form has them (NFKC, no invisibles, plain digits and
+    dashes): done per escape, the decoded reading of ASCII text mostly stays ASCII (`&nbsp;` is
+    ' ', `&#8203;` nothing), so it seldom takes canonicalize's per-character path."""
+    if decoded.isascii():
+        return decoded
+    return "".join(_plain(c) for c in unicodedata.normalize("NFKC", decoded) if c not in _INVISIBLE)
+
+
+def _percent(run: str) -> list[_Piece]:
+    """Each character a run of %XX decodes to (UTF-8), with its escapes' span; bytes that are
+    not UTF-8 stay as written (surrogateescape marks them), as a lenient reader shows them."""
+    out: list[_Piece] = []
+    pos = 0
+    for ch in bytes.fromhex(run.replace("%", "")).decode("utf-8", "surrogateescape"):
+        if "\udc80" <= ch <= "\udcff":  # a byte that is not UTF-8: kept as written
+            out.append((run[pos:pos + 3], pos, pos + 3))
+            pos += 3
+        else:
+            width = 3 * len(ch.encode("utf-8"))
+            out.append((ch, pos, pos + width))
+            pos += width
+    return out
+
+
+def _named_reference(m: re.Match[str]) -> _Piece | None:
+    """A named HTML5 reference: `&name;` from the table, or a legacy name without ';' that
+    the HTML parser still decodes when it is a prefix (`&nbsp1111` reads as NBSP + `1111`)."""
+    name = m.group("name")
+    if m.group("semi") and name + ";" in _HTML5_REFERENCES:
+        return _HTML5_REFERENCES[name + ";"], 0, len(m.group())
+    for k in range(min(len(name), _LEGACY_NAME_MAX), 1, -1):
+        decoded = _HTML5_REFERENCES.get(name[:k])  # only legacy names are in the table without ';'
+        if decoded is not None:
+            return decoded, 0, 1 + k
+    return None
+
+
+def _raw_pieces(m: re.Match[str]) -> list[_Piece]:
+    """What one escape match decodes to, relative to the match; [] when it is no real escape."""
+    if m.group("pct") is not None:
+        return _percent(m.group("pct"))
+    if m.group("name") is not None:
+        piece = _named_reference(m)
+        return [] if piece is None else [piece]
+    if m.group("dec") is not None or m.group("hex") is not None:
+        # html.unescape applies the spec's repairs (0x80-0x9F as windows-1252, invalid as U+FFFD)
+        return [(html.unescape(m.group()), 0, len(m.group()))]
+    code = m.group("u")
+    if code is not None:
+        ch = chr(int(code, 16))
+        return [] if "\ud800" <= ch <= "\udfff" else [(ch, 0, len(m.group()))]
+    return [(_JSON_ESCAPES[m.group("json")], 0, len(m.group()))]
+
+
+_CACHE: dict[str, _Escape] = {}
+
+
+def _escape(m: re.Match[str]) -> _Escape:
+    """The decoded form of an escape match, cached by its text (pure: the same text, the same form)."""
+    raw = m.group()
+    hit = _CACHE.get(raw)
+    if hit is None:
+        found = _raw_pieces(m)
+        pieces = tuple((_plain_text(d), s, e) for d, s, e in found)
+        end = pieces[-1][2] if pieces else 0
+        hit = _Escape(len(raw), "".join(p for p, _s, _e in pieces) + raw[end:], pieces,
+                      any(d not in _INERT and d != raw[s:e] for d, s, e in found))
+        if len(_CACHE) >= _CACHE_MAX:
+            _CACHE.clear()
+        _CACHE[raw] = hit
+    return hit
+
+
+class _Decoded(Canonical):
+    """A decoded reading whose map back to the original is built only when a finding asks for it.
+
+    Why lazy: most text with escapes (URLs, HTML) holds nothing sensitive, and the per-character
+    map is the costly part; the decoded text itself is joined from cached pieces.
+    """
+
+    __slots__ = ("_escapes", "_source")
+
+    def __init__(self, text: str, source: str, escapes: list[tuple[int, _Escape]]) -> None:
+        super().__init__(text, [], [])
+        self._source = source
+        self._escapes = escapes
+
+    def original_span(self, start: int, end: int) -> tuple[int, int]:
+        if not self._starts:
+            self._starts, self._ends = _escape_map(self._source, self._escapes)
+        return super().original_span(start, end)
+
+
+def _escape_map(source: str, escapes: list[tuple[int, _Escape]]) -> tuple[list[int], list[int]]:
+    """Per character of the canonical decoded text, the original [start, end) it came from."""
+    chunks: list[str] = []
+    starts: list[int] = []
+    ends: list[int] = []
+
+    def plain(upto: int, pos: int) -> None:  # text between escapes maps to itself
+        chunks.append(source[pos:upto])
+        starts.extend(range(pos, upto))
+        ends.extend(range(pos + 1, upto + 1))
+
+    pos = 0
+    for at, esc in escapes:
+        plain(at, pos)
+        for text, s, e in esc.pieces:
+            if text:
+                chunks.append(text)
+                starts.extend([at + s] * len(text))
+                ends.extend([at + e] * len(text))
+            elif ends and ends[-1] == at + s:
+                ends[-1] = at + e  # an invisible belongs to the character before it (as in canonicalize)
+        pos = at + (esc.pieces[-1][2] if esc.pieces else 0)
+    plain(len(source), pos)
+    canon = canonicalize("".join(chunks))
+    if canon is None:
+        return starts, ends
+    return [starts[i] for i in canon._starts], [ends[j - 1] for j in canon._ends]
+
+
+def decode_escapes(text: str) -> Canonical | None:
+    """`text` as a client reads it once percent-escapes, HTML character references and JSON
+    string escapes are decoded (one level, as a reader decodes once), then canonicalised;
+    None when it holds no escape that could hide anything.
+
+    Each decoded character maps back to the whole escape it came from, so a finding in
+    the decoded text masks exactly the original characters, escapes included.
+    """
+    cached = _CACHE.get  # inline: a document repeats a few escapes, and a hit then costs no call
+    escapes = [(m.start(), cached(m.group()) or _escape(m)) for m in _ESCAPE.finditer(text)]
+    if not any(esc.telling for _at, esc in escapes):
+        return None
+    parts: list[str] = []
+    pos = 0
+    for at, esc in escapes:
+        parts.append(text[pos:at])
+        parts.append(esc.replacement)
+        pos = at + esc.length
+    parts.append(text[pos:])
+    decoded = "".join(parts)
+    canon = canonicalize(decoded)
+    return _Decoded(decoded if canon is None else canon.text, text, escapes)

@@ -235,7 +235,7 @@ _KEY_GRAMMAR: tuple[tuple[_Node, ...], ...] = (
     ("mobile", _S, _alt("number", "phone")),
     ("telephone",),
     (_opt(_alt("client", "aws"), _S), "secret", _opt(_S, _opt("access", _S), "key")),
-    (_alt("password", "passwd", "passphrase"),),
+    (_alt("password", "passwd", "passphrase", "pwd"),),
     ("api", _S, _alt("key", "token")),
     (_alt("access", "refresh", "auth", "bearer", "id", "session", "security"), _S, "token"),
     ("private", _S, "key"),
@@ -365,7 +365,7 @@ _KEYED_REV_I = re.compile(_KEYED_REV_SRC, re.IGNORECASE)
 _STEMS_BY_DETECTOR: dict[str, tuple[str, ...]] = {
     US_SSN: ("ssn", "social"), US_BANK_ACCOUNT: ("acc",), ABA_ROUTING: ("routing", "aba"),
     CREDIT_CARD: ("card",), IBAN: ("iban",), PHONE: ("phone", "mobile"),
-    SECRET: ("secret", "pass", "api", "token", "private", "authorization"),
+    SECRET: ("secret", "pass", "pwd", "api", "token", "private", "authorization"),
     PERSON: ("name", "holder"), ADDRESS: ("address",), DATE_OF_BIRTH: ("dob", "birth"),  # EMAIL: none
 }
 _VALUE_STOP = r"""\s"',;&}\]\)<>"""
@@ -406,12 +406,46 @@ _TOKEN = re.compile("|".join((
     r"https://hooks\.slack\.com/(?:services|workflows)/[A-Za-z0-9/_-]{8,}",   # Slack webhooks
     r"eyJ[A-Za-z0-9_-]{2,}\.eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*",           # JWT (JWS compact)
     r"sk_live_[A-Za-z0-9]{16,}", r"rk_live_[A-Za-z0-9]{16,}",               # Stripe live keys
+    r"sk_test_[A-Za-z0-9]{16,}", r"rk_test_[A-Za-z0-9]{16,}",               # Stripe test-mode keys
     r"AIza[0-9A-Za-z_-]{35}",                                               # Google API key
+    # OpenAI (`sk-`, `sk-proj-`, `sk-svcacct-`, `sk-admin-`) and Anthropic (`sk-ant-api03-`) keys:
+    # a random base62 body, so a digit and an upper-case letter are in it; `task-`, `disk-` and
+    # `sk-learn-style-words` are not keys (the lookbehind sits after the literal, for speed)
+    (r"sk-(?<![A-Za-z0-9_-]sk-)(?=[A-Za-z0-9_-]*?[0-9])(?=[A-Za-z0-9_-]*?[A-Z])[A-Za-z0-9_-]{32,}"
+     r"(?![A-Za-z0-9_-])"),
+    r"glpat-[A-Za-z0-9_-]{20,}",                                            # GitLab personal access token
+    r"npm_(?<![A-Za-z0-9_]npm_)[A-Za-z0-9]{36}(?![A-Za-z0-9])",             # npm access token
+    r"pypi-AgEIcHlwaS5vcmc[A-Za-z0-9_-]{50,}",                              # PyPI API token (macaroon)
+    r"SG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])",            # SendGrid API key
+    r"hf_(?<![A-Za-z0-9_]hf_)[A-Za-z0-9]{34}(?![A-Za-z0-9_])",              # Hugging Face access token
 )))
 _TOKEN_GATES = ("AKIA", "ASIA", "ABIA", "ACCA", "A3T", "ghp_", "gho_", "ghu_", "ghs_", "ghr_",
                 "github_pat_", "xox", "xapp-", "hooks.slack.com", "eyJ", "_live_", "AIza")
+# Prefixes whose first letter is common in prose (s, n, p, h) are gated on their last character,
+# punctuation, with a lookbehind for the rest: `re` stops far less often at '-', '_' and '.'.
+_PUNCT_GATES = ("sk-", "glpat-", "pypi-", "npm_", "hf_", "_test_", "SG.")
+_TOKEN_GATE_SRC = "|".join([*(re.escape(g) for g in _TOKEN_GATES),
+                            *(f"{re.escape(g[-1])}(?<={re.escape(g)})" for g in _PUNCT_GATES)])
+_TOKEN_GATE = re.compile(_TOKEN_GATE_SRC)
 
-_TOKEN_GATE = re.compile("|".join(re.escape(g) for g in _TOKEN_GATES))
+# A password or key written in prose, with no ':' or '=' for the keyed rules to anchor on:
+# "password hunter2", "passwd is hunter2", "api key sk-...". Matched on lower-cased text.
+# The keyword stands alone (not `/etc/passwd`, `passwords`, `mypassword`); the value is the
+# one token after it, and counts only if it reads as a credential (see _credential_like).
+_PROSE_SECRET = re.compile(
+    r"(?:pass(?:word|wd|phrase|code)|api[_ .-]?(?:key|token|secret)|secret[_ .-]?key|client[_ .-]?secret)"
+    r"(?![a-z0-9])[ \t]+(?:(?:is|was)[ \t]+)?(?P<v>[^\s\"'`<>()\[\]{}|,;]+)"
+)
+_PROSE_STEMS = frozenset({"pass", "api", "secret"})  # each prose keyword contains one
+_PROSE_NOT_AFTER = frozenset("abcdefghijklmnopqrstuvwxyz0123456789/\\.")  # left of the keyword
+_PROSE_MIN = 6  # shorter "values" after the word password are mostly words and counts
+_PROSE_TRAILER = ".:;"  # sentence punctuation after the value (a final "!" or "?" may be the password's)
+# Evidence that a word is a credential and not English: a digit, a symbol people put in
+# passwords, or a capital after a small letter ("hunter2", "P@ss", "cOrrect"). `-`, `_`, '.'
+# and '/' are not evidence: "case-sensitive", "/home/user" and "reset_link" are words.
+_CREDENTIAL_EVIDENCE = re.compile(r"[0-9!@#$%^&*+=~?]|[a-z][A-Z]")
+# Words with digits that follow "password" in ordinary technical prose: hash algorithms.
+_NOT_A_PASSWORD = re.compile(r"(?i)(?:sha-?(?:1|224|256|384|512)|md[45]|argon2(?:id|i|d)?|pbkdf2|bcrypt|scrypt)s?")
 
 # A password in a URL's userinfo (`postgres://app:S3cr3t@db:5432/x`): only text with both
 # `://` (or its JSON-escaped `:\/\/`) and '@' is looked at. The authority runs to the first
@@ -458,6 +492,24 @@ _PHONE_NANP = re.compile(
 _PHONE_INTL = re.compile(r"(?<![\w+])\+[1-9]\d{0,2}(?:[ ._/-]?\(?\d{1,5}\)?){2,6}(?!\d|[._/-]\d)")
 # Digits glued to letters are part of an identifier (a hex hash, a UPS `1Z...` number), not a number.
 _DIGITS = re.compile(r"(?<![\dA-Za-z])(?<!\d\.)\d{6,19}(?![\dA-Za-z])(?!\.\d)")
+# Weaker joints between digit groups: a line break, a tab or a run of spaces (text laid out in
+# columns or lines), a CSV comma, and '+' (a space in application/x-www-form-urlencoded query
+# strings). Any digits can stand in such a list, so only the exact group shapes of an SSN (3-2-4)
+# or a card (4-4-4-4, 4-6-5, 4-6-4) count, with one kind of joint throughout, and the checksums
+# still decide (see TextScanner._weak_grouped). Digit-led: `re` skips to digits in C.
+_WJ = r"(?:[ \t\r\n]{1,4}|,[ ]?|\+)"
+_WEAK_GROUPED = re.compile(
+    rf"\d(?<![\dA-Za-z_]\d)\d\d(?:{_WJ}\d\d{_WJ}\d{{4}}|\d{_WJ}(?:\d{{4}}{_WJ}\d{{4}}{_WJ}\d{{4}}|\d{{6}}{_WJ}\d{{4,5}}))"
+    r"(?!\d)"
+)
+_WEAK_DIGITS = re.compile(r"\d+")
+_WEAK_JOINTS = re.compile(r"\D+")
+_WHITESPACE = frozenset(" \t\r\n")
+_LIST_JOINT_MAX = 4  # the longest joint _WJ allows
+# Gated by C-level `in` first (a digit-led scan costs as much as _CLUSTER's): compact JSON and
+# single-line prose have none of these joints, and a comma only counts right after a digit.
+_WEAK_JOINT_CHARS = ("\n", "\t", "\r", "+", "  ")
+_COMMA_JOINT = re.compile(r",(?<=\d,) ?\d")
 
 # Context keywords that must appear in the few characters before a *bare* digit run.
 # Every alternative starts with a literal so `re` can skip to candidate letters; whole
@@ -484,7 +536,8 @@ _IDENTIFIER = re.compile(r"\b[a-z]+[-_#]?\d+\b")
 # Short strings are screened by one pattern first: most JSON leaves are short and clean.
 _SHORT = 256
 _GATE = re.compile(
-    r"\d(?:[ .()_/-]{0,2}\d){5,}|[@:=]|-----BEGIN|[A-Za-z]{2}\d\d|" + "|".join(re.escape(g) for g in _TOKEN_GATES)
+    r"\d(?:(?:[ .()_/-]{0,2}\d){5,}|\d\d(?:[\t\r\n,+]|  ))|[@:=]|-----BEGIN|[A-Za-z]{2}\d\d|"
+    + _TOKEN_GATE_SRC
 )
 _PERSONAL = frozenset({PERSON, ADDRESS, DATE_OF_BIRTH})
 _ASCII_LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
@@ -601,6 +654,98 @@ def _shape_wants(groups: tuple[int, ...]) -> tuple[bool, bool, bool, bool]:
     return ssn, card, nanp, max(groups) >= 6
 
 
+def _lower(text: str) -> str:
+    """`text` lower-cased with its positions kept (a few characters lower-case to two, e.g. 'İ')."""
+    lowered = text.lower()
+    return lowered if len(lowered) == len(text) else text.translate(_ASCII_LOWER)
+
+
+def _may_be_prose_secret(text: str) -> bool:
+    """Cheap screen of a short string for _PROSE_SECRET: a space or tab and a keyword stem."""
+    if " " not in text and "\t" not in text:
+        return False
+    lowered = text.lower()
+    return any(stem in lowered for stem in _PROSE_STEMS)
+
+
+def _may_have_weak_joints(text: str) -> bool:
+    """Whether _WEAK_GROUPED can match at all: any joint character, or a comma after a digit."""
+    return any(j in text for j in _WEAK_JOINT_CHARS) or _COMMA_JOINT.search(text) is not None
+
+
+def _credential_like(value: str) -> bool:
+    """Whether the word after "password" is one: long enough, not a placeholder or an earlier
+    pass's output, and with a digit, a symbol or mixed case (English words have none)."""
+    return (len(value) >= _PROSE_MIN and value.lower() not in _NOT_A_VALUE and not looks_masked(value)
+            and _CREDENTIAL_EVIDENCE.search(value) is not None and _NOT_A_PASSWORD.fullmatch(value) is None)
+
+
+def _joint_kind(joints: list[str]) -> str | None:
+    """The one kind of joint between all groups: ' ' (whitespace, mixed freely: a tab then spaces
+    is still layout), ',', ', ' or '+'; None for a mix of kinds, or for single spaces only (the
+    strict patterns' case)."""
+    if all(j == " " for j in joints):
+        return None
+    if all(set(j) <= _WHITESPACE for j in joints):
+        return " "
+    first = joints[0]
+    return first if first in (",", ", ", "+") and all(j == first for j in joints) else None
+
+
+def _list_goes_on(text: str, start: int, end: int, kind: str, first: int | None, last: int | None) -> bool:
+    """Whether a like group stands across a like joint just before `start` or after `end`.
+
+    `2301,2302,2303,2304,2305` is a list of numbers, not a card plus a tail; four lines of
+    four digits in a column of such lines likewise. For a card a neighbour of another size
+    (an expiry `12/29` or a CVV on the next line) does not make a list; `first`/`last` None
+    means any neighbouring number does (a TSV row `101<TAB>12<TAB>2048<TAB>7` is no SSN).
+    """
+    joint = _WHITESPACE if kind == " " else frozenset(kind)
+    i = start
+    while i > 0 and start - i < _LIST_JOINT_MAX and text[i - 1] in joint:
+        i -= 1
+    if i < start:
+        j = i
+        while j > 0 and text[j - 1].isdigit():
+            j -= 1
+        if i - j == first or (first is None and i > j):
+            return True
+    k = end
+    while k < len(text) and k - end < _LIST_JOINT_MAX and text[k] in joint:
+        k += 1
+    if k > end:
+        n = k
+        while n < len(text) and text[n].isdigit():
+            n += 1
+        if n - k == last or (last is None and n > k):
+            return True
+    return False
+
+
+def _weak_grouped_detector(text: str, m: re.Match[str], enabled: frozenset[str]) -> str | None:
+    """US_SSN or CREDIT_CARD for a weakly joined candidate that passes its checks, else None.
+
+    A comma-joined 3-2-4 is also a plausible list (`512,16,2048`) and the SSN rules pass 89%
+    of any digits, so a comma SSN needs an SSN keyword before it; cards have Luhn and the IIN.
+    """
+    value = m.group()
+    kind = _joint_kind(_WEAK_JOINTS.findall(value))
+    if kind is None:
+        return None
+    groups = _WEAK_DIGITS.findall(value)
+    ssn = len(groups) == 3 and len(groups[0]) == 3
+    first, last = (None, None) if ssn else (len(groups[0]), len(groups[-1]))
+    if _list_goes_on(text, m.start(), m.end(), kind, first, last):
+        return None
+    digits = "".join(groups)
+    if ssn:
+        if (US_SSN in enabled and ssn_valid(digits)
+                and (not kind.startswith(",") or _context(text, m.start(), _CTX_SSN))):
+            return US_SSN
+        return None
+    return CREDIT_CARD if CREDIT_CARD in enabled and card_valid(digits) else None
+
+
 class TextScanner:
     """Finds sensitive spans in one string for a given set of enabled detectors.
 
@@ -637,13 +782,10 @@ class TextScanner:
         found: list[tuple[int, int, int, str]] = []  # (start, end, rank, detector)
         if not enabled.isdisjoint(BUILTIN_DETECTORS):
             long = len(text) > _SHORT
-            if long or _GATE.search(text) is not None:
+            if long or _GATE.search(text) is not None or (SECRET in enabled and _may_be_prose_secret(text)):
                 self._builtin(text, enabled, found)
             if not enabled.isdisjoint(_PERSONAL):
-                lowered = text.lower()
-                if len(lowered) != len(text):  # a few characters lower-case to two: keep positions
-                    lowered = text.translate(_ASCII_LOWER)
-                self._personal(text, lowered, enabled, found.append)  # each finder gates itself
+                self._personal(text, _lower(text), enabled, found.append)  # each finder gates itself
         for custom in self._customs:
             if custom.pattern is not None and custom.name in enabled:
                 found.extend((m.start(), m.end(), _RANK_CUSTOM, custom.name)
@@ -672,9 +814,15 @@ class TextScanner:
                 for m in _TOKEN.finditer(text):
                     add((m.start(), m.end(), _RANK_TOKEN, SECRET))
         if ":" in text or "=" in text:
-            lowered = text.lower()
-            if any(stem in lowered for stem in self._stems_for(enabled)):
+            lowered = _lower(text)
+            stems = [stem for stem in self._stems_for(enabled) if stem in lowered]
+            if stems:
                 self._keyed(text, enabled, add)
+            # SECRET's key stems include the prose ones: no second pass over the text for them
+            if SECRET in enabled and not _PROSE_STEMS.isdisjoint(stems):
+                self._prose_secrets(text, lowered, add)
+        elif SECRET in enabled and _may_be_prose_secret(text):
+            self._prose_secrets(text, _lower(text), add)
         url_ats: set[int] | None = None
         if SECRET in enabled and "@" in text and ("://" in text or ":\\/\\/" in text):
             url_ats = self._url_credentials(text, add)
@@ -693,6 +841,8 @@ class TextScanner:
         if not enabled.isdisjoint(_DIGIT_FAMILY):
             for m in _CLUSTER.finditer(text):
                 self._cluster(text, m.start(), m.end(), enabled, add)
+        if (US_SSN in enabled or CREDIT_CARD in enabled) and _may_have_weak_joints(text):
+            self._weak_grouped(text, enabled, add)
 
     @staticmethod
     def _personal(text: str, lowered: str, enabled: frozenset[str],
@@ -703,6 +853,29 @@ class TextScanner:
             find_addresses(text, add, _RANK_PERSONAL)
         if DATE_OF_BIRTH in enabled:
             find_birth_dates(text, lowered, add, _RANK_PERSONAL)
+
+    @staticmethod
+    def _prose_secrets(text: str, lowered: str, add: Callable[[tuple[int, int, int, str]], None]) -> None:
+        """The value after a password-like word in prose ("password hunter2", "passwd is x1y2z3")."""
+        for m in _PROSE_SECRET.finditer(lowered):
+            if m.start() > 0 and lowered[m.start() - 1] in _PROSE_NOT_AFTER:
+                continue  # part of a longer word or a path (`mypassword`, `/etc/passwd`)
+            start, end = m.span("v")
+            value = text[start:end].rstrip(_PROSE_TRAILER)
+            if _credential_like(value):
+                add((start, start + len(value), _RANK_KEYED, SECRET))
+
+    @staticmethod
+    def _weak_grouped(text: str, enabled: frozenset[str], add: Callable[[tuple[int, int, int, str]], None]) -> None:
+        """SSNs and cards whose groups are joined by line breaks, tabs, runs of spaces, commas or '+'."""
+        pos = 0
+        while (m := _WEAK_GROUPED.search(text, pos)) is not None:
+            det = _weak_grouped_detector(text, m, enabled)
+            if det is None:  # a later group may start a real one (the lookbehind skips the rest of this one)
+                pos = m.start() + 1
+                continue
+            add((m.start(), m.end(), _RANK_DIGITS, det))
+            pos = m.end()
 
     def _keyed(self, text: str, enabled: frozenset[str], add: Callable[[tuple[int, int, int, str]], None]) -> None:
         n = len(text)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ledgergate.errors import INTERNAL_ERROR, GatewayError
-from ledgergate.masking.canonical import canonicalize
+from ledgergate.masking.canonical import Canonical, canonicalize, decode_escapes, may_have_escapes
 from ledgergate.masking.detectors import (
     WEAK,
     CustomDetector,
@@ -43,6 +43,43 @@ _JSON_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?")
 # remembered per profile; nothing with a finding is ever cached.
 _CLEAN_CACHE_LEN = 48
 _CLEAN_CACHE_MAX = 8192
+
+
+# (original start, original end, detector, the canonical text the detector matched)
+_Span = tuple[int, int, str, str]
+
+
+def _original_spans(value: str, canon: Canonical | None, findings: list[tuple[int, int, str]]) -> list[_Span]:
+    """Findings in a canonical form as spans of `value` itself, with the text each matched.
+
+    The operator sees the canonical text (`partial` shows plain last digits, pseudonyms join
+    disguised and plain values); the replacement covers every original character behind it.
+    """
+    if canon is None:
+        return [(s, e, det, value[s:e]) for s, e, det in findings]
+    out: list[_Span] = []
+    pos = 0
+    for cstart, cend, det in findings:
+        start, end = canon.original_span(cstart, cend)
+        start = max(start, pos)
+        if end <= start:
+            continue  # inside the original character (or escape) the previous finding already covers
+        out.append((start, end, det, canon.text[cstart:cend]))
+        pos = end
+    return out
+
+
+def _merge(first: list[_Span], second: list[_Span]) -> list[_Span]:
+    """Two sorted span lists as one without overlaps, as the scanner resolves its own findings:
+    the earlier start wins, then the longer span; a span sticking out past it extends it."""
+    out: list[_Span] = []
+    for start, end, det, matched in sorted(first + second, key=lambda f: (f[0], f[0] - f[1])):
+        if out and start < out[-1][1]:
+            if end > out[-1][1]:
+                out[-1] = (out[-1][0], end, out[-1][2], out[-1][3])
+            continue
+        out.append((start, end, det, matched))
+    return out
 
 
 def _bare_json_number(text: str, start: int, end: int) -> bool:
@@ -193,9 +230,8 @@ class _Run:
         short = len(value) <= _CLEAN_CACHE_LEN
         if short and value in self._clean:
             return value
-        canon = None if value.isascii() else canonicalize(value)
-        findings = self._scan(value if canon is None else canon.text, self._enabled)
-        if not findings:
+        spans = self._spans(value)
+        if not spans:
             if short:
                 if len(self._clean) >= _CLEAN_CACHE_MAX:
                     self._clean.clear()
@@ -204,14 +240,7 @@ class _Run:
         parts: list[str] = []
         pos = 0
         op = self._op
-        for cstart, cend, detector in findings:
-            if canon is None:
-                start, end, matched = cstart, cend, value[cstart:cend]
-            else:  # mask the original characters the canonical match came from
-                start, end = canon.original_span(cstart, cend)
-                matched = canon.text[cstart:cend]
-                if start < pos:
-                    start = pos
+        for start, end, detector, matched in spans:
             replacement = op(detector, matched)
             if start > pos and value[start - 1] == "-" and _bare_json_number(value, start - 1, end):
                 start -= 1  # a negative JSON number: the minus goes inside the quotes too
@@ -224,6 +253,23 @@ class _Run:
             pos = end
         parts.append(value[pos:])
         return "".join(parts)
+
+    def _spans(self, value: str) -> list[_Span]:
+        """Findings in the text as written and, if it holds escapes, in its decoded reading too.
+
+        Why both and not the decoded text alone: decoding can also *end* a value early (a
+        `%2F` in a URL password becomes the '/' that ends the authority), so the decoded
+        reading may only add findings, never replace those of the text as written.
+        """
+        canon = None if value.isascii() else canonicalize(value)
+        spans = _original_spans(value, canon, self._scan(value if canon is None else canon.text, self._enabled))
+        if may_have_escapes(value):
+            decoded = decode_escapes(value)
+            if decoded is not None:
+                extra = _original_spans(value, decoded, self._scan(decoded.text, self._enabled))
+                if extra:
+                    spans = _merge(spans, extra)
+        return spans
 
     def forced(self, detector: str, value: str) -> str:
         if not value.strip() or looks_masked(value):
