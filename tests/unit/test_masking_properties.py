@@ -44,8 +44,10 @@ cards = st.one_of(
 )
 ssn_formats = st.sampled_from(["{a}-{g}-{s}", "{a} {g} {s}", "SSN {a}{g}{s}", "ssn: {a}{g}{s}", "SSN#{a}{g}{s}"])
 card_formats = st.sampled_from(["{}", "card {}", "{:4}", "pan={}"])
-# filler: prose that never contains digits, so it cannot complete a number by accident
-filler = st.text(st.characters(blacklist_categories=("Nd", "Cs")), max_size=30)
+# filler: prose that never contains digits, so it cannot complete a number by accident: no number character
+# of any kind (`²` is No, and NFKC, which masking reads text in, makes it a 2: hypothesis found "+² 001-01-0001",
+# a phone number)
+filler = st.text(st.characters(blacklist_categories=("Nd", "Nl", "No", "Cs")), max_size=30)
 
 
 def _fmt_ssn(fmt: str, d: str) -> str:
@@ -76,7 +78,9 @@ def test_valid_ssn_never_survives(ssn: str, fmt: str, pre: str, post: str, profi
 def test_valid_card_never_survives(card: str, fmt: str, pre: str, post: str, profile: str | None) -> None:
     text = f"{pre} {_fmt_card(fmt, card)} {post}"
     masked, counts = MASKER.mask([text], profile)
-    assert counts.get("CREDIT_CARD") == 1, "card not detected"
+    # filler reading "ACCOUNT" before the digits makes them an account number by context: masked either way,
+    # under the label the context gives (hypothesis found `pre='ACCOUNT'`)
+    assert counts.get("CREDIT_CARD", 0) + counts.get("US_BANK_ACCOUNT", 0) == 1, "card not detected"
     assert card not in _digits_of(masked)
     assert card[:-4] not in _digits_of(masked)
 
