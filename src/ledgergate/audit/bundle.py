@@ -100,7 +100,7 @@ def export_bundle(store: LedgerStore, verifier: Verifier, flt: Filter | None = N
             continue
         try:
             entry = _log_entry(store, log_id, origin, cps, flt)
-            problems = _verify_log(entry, verifier)
+            problems = _verify_log(entry, verifier, flt if flt.active else None)
         except (LookupError, ValueError, KeyError) as exc:  # a proof the store cannot give: hashes or rows gone
             problems = [f"log {log_id}: {exc}"]
         if problems:
@@ -204,18 +204,63 @@ def verify_bundle(doc: Any, verifier: Verifier) -> list[str]:
     logs = doc.get("logs")
     if not isinstance(logs, list) or not logs:
         return [*problems, "bundle holds no logs"]
+    flt, problem = _claimed_filter(doc.get("filter"))
+    if problem:
+        return [*problems, problem]
+    seen: set[Any] = set()
     for entry in logs:
+        name = entry.get("log") if isinstance(entry, dict) else None
+        if isinstance(name, str) and name in seen:  # counted twice, a log would look larger than it is
+            problems.append(f"log {_quoted(name)}: appears more than once")
+            continue
+        seen.add(name)
         try:
-            problems.extend(_verify_log(entry, verifier))
+            problems.extend(_verify_log(entry, verifier, flt))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            name = _quoted(entry.get("log")) if isinstance(entry, dict) else "?"
-            problems.append(f"log {name}: malformed ({type(exc).__name__}: {_shown(str(exc))})")
+            problems.append(f"log {_quoted(name) if name is not None else '?'}: malformed "
+                            f"({type(exc).__name__}: {_shown(str(exc))})")
     return problems
 
 
-def _verify_log(entry: dict[str, Any], verifier: Verifier) -> list[str]:
-    log_id, origin, n = entry["log"], entry["origin"], int(entry["tree_size"])
+def _claimed_filter(value: Any) -> tuple[Filter | None, str | None]:
+    """The bundle's `filter` as a Filter (None: the bundle claims whole logs), or the problem with it. The claim
+    is what every log entry is then held to: a bundle saying it is whole must hold every record, and one saying
+    it is a selection may hold only records the selection matches."""
+    if value is None:
+        return None, None
+    if not isinstance(value, dict) or not set(value) <= {"session", "since", "until"} or not all(
+            v is None or isinstance(v, str) for v in value.values()):
+        return None, f"filter {_quoted(value)} is not a filter (session, since, until: text or null)"
+    try:
+        flt = Filter(value.get("session"), normalize_time(value.get("since")), normalize_time(value.get("until")))
+    except ValueError:
+        return None, f"filter {_quoted(value)}: since or until is not a time"
+    if not flt.active:
+        return None, "filter names nothing (a bundle of whole logs says filter: null)"
+    return flt, None
+
+
+def describe(doc: dict[str, Any]) -> list[str]:
+    """What a bundle that verified proves, log by log: whole logs, or a selection, which inclusion proofs show to
+    be in the log but cannot show to be every record the selection matches."""
+    flt = doc.get("filter")
+    out = []
+    for entry in doc["logs"]:
+        where, n, k = f"log {_quoted(entry['log'])}", entry["tree_size"], len(entry["records"])
+        if flt is None:
+            out.append(f"{where}: all {n} records")
+        else:
+            said = ", ".join(f"{key} {_quoted(v)}" for key, v in flt.items() if v is not None)
+            out.append(f"{where}: {k} of {n} records, selected by {said}; each is proven in the log, but that they are "
+                       f"all the records the selection matches is the exporter's word, not a proof")
+    return out
+
+
+def _verify_log(entry: dict[str, Any], verifier: Verifier, flt: Filter | None = None) -> list[str]:
+    log_id, origin, n = entry["log"], entry["origin"], entry["tree_size"]
     where = f"log {_quoted(log_id)}"
+    if type(n) is not int or n < 0:
+        return [f"{where}: tree_size {_quoted(n)} is not a whole number of records"]
     if origin != f"ledgergate/{log_id}":
         return [f"{where}: origin {_quoted(origin)} does not belong to the log"]
     cps = []
@@ -237,6 +282,10 @@ def _verify_log(entry: dict[str, Any], verifier: Verifier) -> list[str]:
                 a.size, b.size, a.root, b.root, _unb64(c["proof"])):
             return [f"{where}: checkpoint at size {a.size} is not consistent with checkpoint at size {b.size}"]
     records = entry["records"]
+    if ("indices" in entry) != (flt is not None):
+        return [f"{where}: the bundle says it holds " + ("a selection of records (filter), but this log's entry holds "
+                "whole-log records" if flt is not None else "whole logs (filter: null), but this log's entry holds "
+                "a selection of records")]
     if "indices" not in entry:
         if entry.get("start") != 0 or len(records) != n:
             return [f"{where}: an unfiltered bundle must hold records 0..{n - 1}, found {len(records)}"]
@@ -254,11 +303,16 @@ def _verify_log(entry: dict[str, Any], verifier: Verifier) -> list[str]:
     indices, proofs = entry["indices"], entry["inclusion"]
     if not len(indices) == len(records) == len(proofs):
         return [f"{where}: indices, records and inclusion proofs differ in number"]
+    if any(type(i) is not int for i in indices) or any(a >= b for a, b in zip(indices, indices[1:], strict=False)):
+        return [f"{where}: indices must be whole numbers in increasing order, each once"]
+    assert flt is not None
     root = cps[-1].root
     for idx, rec, proof in zip(indices, records, proofs, strict=True):
         problem = _record_problem(log_id, idx, rec)
         if problem:
             return [f"{where}: {problem}"]
+        if not flt.match(orjson.loads(rec)):
+            return [f"{where}: record {_quoted(idx)} is not one the bundle's filter selects"]
         if not merkle.verify_inclusion(int(idx), n, merkle.leaf_hash(rec.encode()), _unb64(proof), root):
             return [f"{where}: record {_quoted(idx)}: inclusion proof does not lead to the signed root at size {n}"
                     " (record or proof altered)"]

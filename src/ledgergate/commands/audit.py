@@ -16,6 +16,7 @@ from rich.markup import escape
 from ledgergate.audit.bundle import (
     ExportRefused,
     Filter,
+    describe,
     dump_bundle,
     export_bundle,
     normalize_time,
@@ -270,6 +271,8 @@ def verify_bundle_cmd(
         raise typer.Exit(1)
     n = sum(len(entry["records"]) for entry in doc["logs"])
     out.print(f"[green]ok[/green] {bundle}: {len(doc['logs'])} log(s), {n} record(s) verified against {verifier.name}+{verifier.id.hex()}")
+    for line in describe(doc):
+        out.print(f"  {escape(line)}", highlight=False)
 
 
 @app.command()
