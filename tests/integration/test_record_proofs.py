@@ -233,3 +233,27 @@ async def test_go_sumdb_tlog_checks_our_proof(made: tuple[Path, str, int]) -> No
     run = subprocess.run([str(tmp / "checkproof"), str(tmp / "ledger.key.pub"), str(tmp / "bad.tlog-proof")],
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 1 and "check" in run.stdout, run.stdout
+
+
+async def test_verify_proof_prints_a_proofs_key_names_escaped_and_bounded(made: tuple[Path, str, int]) -> None:
+    """A proof comes from outside. Its signature lines' key names were printed as they were: a C1 control
+    (U+009B is CSI on terminals that honour C1 in UTF-8) could erase the line and draw a green "ok" over an
+    invalid verdict, and a 900,000-character name printed 900 KB. Now every name is escaped and bounded, and
+    no more than ten other signers are listed."""
+    tmp, text, _ = made
+    fake_sig = base64.b64encode(bytes(68)).decode()
+    hostile = "\u009b2K\u009b1G\u009b32mok\u009b0m\u00a0record\u202e\u2028"
+    extra = "".join(f"\u2014 {hostile}{i} {fake_sig}\n" for i in range(12)) + f"\u2014 {'x' * 900_000} {fake_sig}\n"
+    cosigned, alone = tmp / "cosigned.tlog-proof", tmp / "alone.tlog-proof"
+    cosigned.write_text(text + extra, encoding="utf-8")
+    head, _, note = text.partition("\n\n")
+    body = note.split("\n\n")[0] if "\n\n" in note else note.split("\u2014")[0].rstrip("\n")
+    alone.write_text(f"{head}\n\n{body}\n\n\u2014 {hostile} {fake_sig}\n", encoding="utf-8")
+    for path, code in ((cosigned, 0), (alone, 1)):
+        run = _cli("audit", "verify-proof", str(path), "--public-key", str(tmp / "ledger.key.pub"))
+        said = run.stdout + run.stderr
+        assert run.returncode == code, said
+        assert not any(ch in said for ch in "\u009b\u202e\u2028\u00a0"), repr(said[:400])
+        assert "\\x9b" in said and len(said) < 5_000, len(said)
+    assert " and 3 more" in _cli("audit", "verify-proof", str(cosigned), "--public-key",
+                                 str(tmp / "ledger.key.pub")).stdout.replace("\n", " ")
