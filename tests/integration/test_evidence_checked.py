@@ -215,3 +215,18 @@ async def test_another_logs_tiles_stop_at_its_signed_checkpoint(store_url: str, 
         r = await client.get("/tile/0/001.p/45")
         assert r.status_code == 404 and "beyond the log's 300 records covered by a signed checkpoint" in r.text
     await ledger.close()
+
+
+@pytest.mark.parametrize("level, index", [(4, 1), (4, 7), (4, -1), (3, 0), (8, 0)])
+async def test_a_stored_hash_no_record_accounts_for_fails_verify_naming_it(store_url: str, tmp_path: Path,  # noqa: F811
+                                                                          level: int, index: int) -> None:
+    """One stray `ledger_hashes` row (beyond what the records make, at a negative index, at a level the ledger
+    does not store) passed `audit verify`, while the gateway refused to open the log over it and told its operator
+    to run `audit verify`. Now verify fails and names the level."""
+    config = await build(tmp_path, store_url, n=30, every=10)  # 30 records: level 4 holds index 0 only
+    assert cli("audit", "verify", "--config", str(config))[0] == 0
+    run_sql(store_url, "INSERT INTO ledger_hashes (log_id, level, idx, hash) VALUES ('replica-a', ?, ?, ?)",
+            (level, index, bytes(32)))
+    code, text = cli("audit", "verify", "--config", str(config))
+    text = " ".join(text.split())
+    assert code != 0 and f"stored hashes at level {level}" in text and "this is a bug" not in text, text

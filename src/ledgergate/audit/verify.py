@@ -31,7 +31,7 @@ import orjson
 
 from ledgergate.audit import merkle, scan
 from ledgergate.audit.checkpoint import Checkpoint, NoteError, Verifier, open_checkpoint
-from ledgergate.store.ledger_store import LedgerStore
+from ledgergate.store.ledger_store import LedgerStore, StoreError
 
 _MAX_STORED_PROBLEMS = 5
 ORIGIN_PREFIX = "ledgergate/"  # a log's checkpoint origin is ORIGIN_PREFIX + log id (audit.ledger.origin_for)
@@ -134,6 +134,7 @@ def verify_log(store: LedgerStore, log_id: str, origin: str, verifier: Verifier,
     if res.problem is not None:
         rep.problems.append(res.problem)
         return rep
+    rep.problems.extend(_stray_stored_hashes(store, log_id, rep.size))
 
     for size in sorted(claims):
         for who, root in claims[size]:
@@ -144,6 +145,34 @@ def verify_log(store: LedgerStore, log_id: str, origin: str, verifier: Verifier,
             else:
                 rep.covered = max(rep.covered, size)
     return rep
+
+
+def _stray_stored_hashes(store: LedgerStore, log_id: str, size: int) -> list[str]:
+    """Stored interior hashes that no record accounts for: at a level the ledger does not store, at a negative
+    index, or beyond what `size` records make. The recompute above compares only the hashes the records make,
+    so such a row passed `verify`, while the gateway refuses to open the log over it (`stored.covers`) and sends
+    its operator here: the row is named, so it can be found."""
+    problems = []
+    try:
+        levels = store.node_levels(log_id)
+    except (StoreError, ValueError, TypeError) as exc:
+        return [f"the stored hashes cannot be read ({type(exc).__name__}: a level that is not a number?)"]
+    for level in levels:
+        if not merkle.is_stored_level(level):
+            problems.append(f"stored hashes at level {level}: the ledger stores none there (rows no record accounts for)")
+            continue
+        try:
+            bounds = store.node_bounds(log_id, level)
+        except (StoreError, ValueError, TypeError) as exc:
+            problems.append(f"stored hashes at level {level} cannot be read ({type(exc).__name__})")
+            continue
+        if bounds is None:
+            continue
+        low, high = bounds
+        if low < 0 or high >= size >> level:
+            problems.append(f"stored hashes at level {level} reach index {low if low < 0 else high}, but {size} records "
+                            f"make indices 0..{(size >> level) - 1} there (rows no record accounts for)")
+    return problems
 
 
 def _witnessed_log_ids(witness_notes: Iterable[WitnessNote]) -> dict[str, str]:

@@ -307,6 +307,12 @@ class LedgerStore:
         row = self._run("SELECT MAX(idx) FROM ledger_hashes WHERE log_id = ? AND level = ?", (log_id, level)).fetchone()
         return None if row is None or row[0] is None else int(row[0])
 
+    def node_bounds(self, log_id: str, level: int) -> tuple[int, int] | None:
+        """The smallest and largest stored index at `level`, or None when it holds none."""
+        row = self._run("SELECT MIN(idx), MAX(idx) FROM ledger_hashes WHERE log_id = ? AND level = ?",
+                        (log_id, level)).fetchone()
+        return None if row is None or row[0] is None else (int(row[0]), int(row[1]))
+
     def node_levels(self, log_id: str) -> list[int]:
         """The levels that hold stored hashes for this log."""
         return sorted(int(r[0]) for r in self._run(
