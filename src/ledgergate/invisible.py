@@ -98,5 +98,23 @@ def escaped(text: str, limit: int) -> str:
     return shown + ("…" if len(text) > limit else "")
 
 
+def json_visible(text: str) -> str:
+    """A JSON text (a record) for a terminal: every control or hidden character written as its JSON escape
+    (`\\u202e`, a pair for one beyond the BMP). The result parses to the same value, so a pipe to `jq` reads
+    what the ledger holds, and a caller's bidi override cannot reorder what a person reads."""
+    if text.isascii() and text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if ch.isprintable() and not hidden(ch):
+            out.append(ch)
+        elif ord(ch) > 0xFFFF:
+            code = ord(ch) - 0x10000
+            out.append(f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}")
+        else:
+            out.append(f"\\u{ord(ch):04x}")
+    return "".join(out)
+
+
 __all__ = ["BLANK_GLYPHS", "DEFAULT_IGNORABLE", "HIDDEN_CATEGORIES", "default_ignorable", "escaped", "first_hidden",
-           "hidden"]
+           "hidden", "json_visible"]

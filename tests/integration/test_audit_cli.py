@@ -182,6 +182,25 @@ async def test_tail_prints_newest_records(tmp_path: Path) -> None:
     assert code == 0 and [x["seq"] for x in lines] == [3, 4]
 
 
+
+async def test_tail_writes_hidden_characters_out_and_stays_the_same_json(tmp_path: Path) -> None:
+    """`audit tail` printed what a caller chose as it was: a bidi override (U+202E) reorders what a person reads,
+    a zero-width space or a tag character hides, and Rich turned `:smile:` into an emoji. Now those characters are
+    written as their JSON escapes: the line parses to the record's value all the same."""
+    url = f"sqlite:///{tmp_path / 'data' / 'l.db'}"
+    config = await build(tmp_path, url, n=1)
+    settings = AuditSettings(signing_key="./data/ledger.key", checkpoint_interval=0, replica="replica-a",
+                             witnesses=["file://./data/witness.log"])
+    chosen = "pay\u202e0001-A\u202c to\u200b A-2002 \U000e0041 :smile: \u2028 ok"
+    ledger = await Ledger.open(settings, url, tmp_path)
+    await ledger.append("rpc.request", {"session": "s9", "args": {"memo": chosen}})
+    await ledger.close()
+    code, out = cli("audit", "tail", "--config", str(config), "-n", "1")
+    assert code == 0, out
+    assert not any(ch in out for ch in "\u202e\u202c\u200b\U000e0041\u2028") and "\U0001f604" not in out, repr(out)
+    line = next(x for x in out.splitlines() if x.startswith("{"))
+    assert json.loads(line)["args"]["memo"] == chosen
+
 def flat(code: int, out: str) -> tuple[int, str]:
     """CLI output with line wrapping undone (rich wraps at 80 columns when not on a terminal)."""
     return code, " ".join(out.split())

@@ -35,7 +35,7 @@ from ledgergate.commands.common import (
 )
 from ledgergate.commands.ledger_files import read_verifier, verifier_of
 from ledgergate.config import LoadedConfig
-from ledgergate.invisible import escaped
+from ledgergate.invisible import escaped, json_visible
 from ledgergate.store.ledger_store import (
     LedgerStore,
     StoreError,
@@ -291,7 +291,7 @@ def tail(
         for log_id, _ in store.logs():
             size = store.size(log_id)
             for row in store.rows(log_id, max(0, size - lines), size):
-                out.print(row.record.decode(), markup=False, soft_wrap=True)
+                out.print(json_visible(row.record.decode()), markup=False, emoji=False, highlight=False, soft_wrap=True)
             pos[log_id] = size
         while follow:
             time.sleep(interval)
@@ -299,7 +299,8 @@ def tail(
                 start = pos.get(log_id, 0)
                 rows = store.rows(log_id, start, start + 10000)
                 for row in rows:
-                    out.print(row.record.decode(), markup=False, soft_wrap=True)
+                    out.print(json_visible(row.record.decode()), markup=False, emoji=False, highlight=False,
+                              soft_wrap=True)
                 pos[log_id] = start + len(rows)
     except KeyboardInterrupt:
         pass
