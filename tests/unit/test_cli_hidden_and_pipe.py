@@ -28,6 +28,9 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Session:
     monkeypatch.setattr(sessions_cli, "_sessions", lambda loaded: {s.id: s})
     monkeypatch.setattr(sessions_cli, "select", lambda found, flt: list(found.values()))
     monkeypatch.setattr(sessions_cli, "record_look", lambda *a, **k: None)
+    # no store here: every record is taken as in its signed checkpoint (tests/integration/test_sessions_cli.py
+    # checks that part against a real one)
+    monkeypatch.setattr(sessions_cli, "_signed", lambda loaded, places: {p: ("yes", "signed") for p in places})
     timeline: list[dict[str, Any]] = [{
         "offset_ms": 0, "event": "rpc.request", "target": f"transfer{RLO}_funds", "decision": "allow",
         "reason": f"pay {RLO}1002-A", "payload_kind": "args", "payload": {"to": f"{ESC}[31mA-2001{RLO}"},

@@ -134,8 +134,10 @@ def show(session_id: str = typer.Argument(..., metavar="ID"), config: Path = Con
     """One session's summary: who, where, when, how many calls, denials and approvals, which tools."""
     loaded = load_or_exit(config)
     s = _one(loaded, session_id)
+    marks = _signed(loaded, [(e.log_id, e.index) for e in s.entries])
     if as_json:
-        print(json.dumps(s.summary(), ensure_ascii=False))
+        print(json.dumps({**s.summary(), "signed": _tally(marks)}, ensure_ascii=False))
+        _fail_on(marks)
         return
     out.print(f"[bold]{_show(s.id)}[/bold]", highlight=False)
     out.print(f"  principal  {_show(s.subject)} ({_show(str(s.principal.get('issuer')))})", highlight=False)
@@ -145,6 +147,7 @@ def show(session_id: str = typer.Argument(..., metavar="ID"), config: Path = Con
               highlight=False)
     if s.tools:
         out.print(f"  tools      {_show(', '.join(sorted(s.tools)))}", highlight=False)
+    _say_signed(marks)
 
 
 def _line(st: dict[str, Any]) -> str:
@@ -182,13 +185,81 @@ def replay_session(session_id: str = typer.Argument(..., metavar="ID"), config: 
     s = _one(loaded, session_id)
     record_look(loaded, "session.replayed", by, {"replayed_session": s.id, "records": len(s.entries)})
     doc = replay(s)
+    marks = _signed(loaded, [(st["log"], st["index"]) for st in doc["timeline"]])
+    for st in doc["timeline"]:
+        st["signed"], st["signed_why"] = marks[(st["log"], st["index"])]
     if as_json:
         print(json.dumps(doc, ensure_ascii=False))
+        _fail_on(marks)
         return
     out.print(f"[bold]session {_show(s.id)}[/bold]  {_show(s.subject)} on {_show(s.server or '')}, "
               f"{_show(str(s.start))} .. {_show(str(s.end))}; {s.calls} calls, {s.denials} denials, {s.approvals} approvals", highlight=False)
     for st in doc["timeline"]:
-        out.print(_show(_line(st)), highlight=False, soft_wrap=True)
+        flag = "" if st["signed"] == "yes" else " [not yet signed]" if st["signed"] == "pending" else \
+            " [FAILS its signed checkpoint]"
+        out.print(_show(_line(st)) + flag, highlight=False, soft_wrap=True)
+    _say_signed(marks)
+
+
+#: a record shown by `show` and `replay`: in its log's latest signed checkpoint ("yes"), newer than it
+#: ("pending": the next checkpoint covers it), or in it by place but not by bytes ("no": altered after signing)
+Mark = tuple[str, str]
+
+
+def _signed(loaded: LoadedConfig, places: list[tuple[str, int]]) -> dict[tuple[str, int], Mark]:
+    """Each record checked against its log's latest signed checkpoint, by making and verifying its inclusion
+    proof, as the console's replay does. The records were read from bytes that hash to their stored leaf
+    hashes, and whoever rewrites a record can rewrite its leaf hash too: only the signed root tells."""
+    from ledgergate.audit.proof import ProofError
+    from ledgergate.audit.prover import LogProver
+
+    verifier = verifier_of(loaded)
+    store = open_store(loaded)
+    out: dict[tuple[str, int], Mark] = {}
+    provers: dict[str, LogProver] = {}
+    try:
+        for log_id, index in places:
+            prover = provers.get(log_id)
+            if prover is None:
+                prover = provers[log_id] = LogProver.open(store, log_id, verifier)
+            if not prover.covers(index):
+                out[(log_id, index)] = ("pending", f"newer than log {log_id}'s latest signed checkpoint "
+                                                   f"(size {prover.size})")
+                continue
+            try:
+                prover.prove(index)
+                out[(log_id, index)] = ("yes", f"in the signed checkpoint of size {prover.size}")
+            except ProofError as exc:
+                out[(log_id, index)] = ("no", str(exc))
+    except StoreError as exc:
+        err.print(f"[red]error[/red] storage: {escape(str(exc))}", highlight=False)
+        raise typer.Exit(2) from None
+    finally:
+        store.close()
+    return out
+
+
+def _tally(marks: dict[tuple[str, int], Mark]) -> dict[str, int]:
+    return {kind: sum(1 for k, _ in marks.values() if k == kind) for kind in ("yes", "pending", "no")}
+
+
+def _say_signed(marks: dict[tuple[str, int], Mark]) -> None:
+    t = _tally(marks)
+    out.print(f"  signed     {t['yes']} records in their logs' signed checkpoints"
+              + (f", {t['pending']} newer (the next checkpoint covers them)" if t["pending"] else ""), highlight=False)
+    _fail_on(marks)
+
+
+def _fail_on(marks: dict[tuple[str, int], Mark]) -> None:
+    """Exit 1 when a record shown is not the one its signed checkpoint covers."""
+    bad = [(place, why) for place, (kind, why) in marks.items() if kind == "no"]
+    if not bad:
+        return
+    for (log_id, index), why in bad[:5]:
+        err.print(f"[red]FAIL[/red] record {index} of log {_show(log_id)}: {_show(why)}", highlight=False)
+    err.print(f"[red]FAIL[/red] {len(bad)} record(s) shown do not match their signed checkpoint: what is shown there "
+              "was changed after it was signed; run `ledgergate audit verify`", highlight=False)
+    raise typer.Exit(1)
 
 
 @app.command("export")
