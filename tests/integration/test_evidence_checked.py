@@ -230,3 +230,21 @@ async def test_a_stored_hash_no_record_accounts_for_fails_verify_naming_it(store
     code, text = cli("audit", "verify", "--config", str(config))
     text = " ".join(text.split())
     assert code != 0 and f"stored hashes at level {level}" in text and "this is a bug" not in text, text
+
+
+@pytest.mark.parametrize("edit", [
+    "UPDATE ledger_checkpoints SET size = 'abc' WHERE size = 10",
+    "UPDATE ledger_checkpoints SET note = CAST(note AS BLOB) WHERE size = 10",
+    "UPDATE ledger_checkpoints SET root = hex(root) WHERE size = 10",
+    "UPDATE ledger_leaves SET log_id = CAST(log_id AS BLOB) WHERE seq = 3",
+    "UPDATE ledger_hashes SET level = 'x' WHERE level = 4 AND idx = 0",
+])
+async def test_a_column_of_the_wrong_type_is_named_not_a_bug(tmp_path: Path, edit: str) -> None:
+    """SQLite keeps whatever type a DBA writes into a column; `audit verify` stopped with "unexpected … (this is a
+    bug)" and reported no log. Now it fails, saying a row holds a value of the wrong type."""
+    url = f"sqlite:///{tmp_path / 'data' / 'l.db'}"
+    config = await build(tmp_path, url, n=30, every=10)
+    run_sql(url, edit)
+    code, text = cli("audit", "verify", "--config", str(config))
+    text = " ".join(text.split())
+    assert code == 1 and "this is a bug" not in text and ("wrong type" in text or "not text" in text), text
