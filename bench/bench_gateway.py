@@ -258,6 +258,14 @@ async def against_everything(args: argparse.Namespace, tmp: Path, provider: Prov
         if name == "c=8":
             verdicts.append(f"- throughput at c=8: {statistics.median(ratio):.2f}x direct (target at least "
                             f"{TARGET_RATIO}x): {'met' if statistics.median(ratio) >= TARGET_RATIO else 'not met'}")
+            cores = os.cpu_count() or 1
+            ceiling = [cores * 1e6 / (r[name]["full"].cpu_us + r[name]["full"].server_cpu_us) / r[name]["direct"].rps
+                       for r in rows]
+            verdicts.append(f"- the most the c=8 ratio could be on this machine, from CPU alone: {cores} cores over the "
+                            f"gateway's and the upstream's CPU per call (wrk's own left out), against direct: "
+                            f"**{spread(ceiling)}x**. A ratio of {TARGET_RATIO}x needs the gateway's CPU per call cut "
+                            f"to at most {_cpu_budget_us(rows, name, cores, TARGET_RATIO):.0f} µs, with both cores "
+                            f"kept busy")
             verdicts.append(f"- p99 at c=8: {statistics.median(added99):+.2f} ms over direct's (target at most "
                             f"+{TARGET_P99_MS:g} ms): {'met' if statistics.median(added99) <= TARGET_P99_MS else 'not met'}")
     what = ("a bare PostgreSQL commit of one record-sized row (autocommit INSERT, over loopback)" if args.stores else
@@ -285,6 +293,14 @@ async def against_everything(args: argparse.Namespace, tmp: Path, provider: Prov
     lines = [*table, "", f"Opening a session through the gateway (initialize + notifications/initialized, one "
                          f"at a time, {most} of them): {open_ms:.2f} ms each.", "", "Against the targets:", *verdicts]
     return "\n".join(lines), profile
+
+
+def _cpu_budget_us(rows: list[dict[str, dict[str, Run]]], name: str, cores: int, ratio: float) -> float:
+    """The gateway CPU per call at which `cores` fully busy would carry `ratio` x direct's calls, the upstream's
+    own CPU per call as measured during the full runs (medians over rounds)."""
+    direct = statistics.median(r[name]["direct"].rps for r in rows)
+    upstream = statistics.median(r[name]["full"].server_cpu_us for r in rows)
+    return cores * 1e6 / (ratio * direct) - upstream
 
 
 async def fast_view(args: argparse.Namespace, tmp: Path, provider: Provider) -> str:
