@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_masking_properties import _luhn_complete
 
 from ledgergate.config import load_config
 from ledgergate.masking.engine import Masker
@@ -228,17 +229,6 @@ def test_decoder_maps_back_to_whole_escapes() -> None:
 
 
 # ------------------------------------------------------------------------------------ properties
-
-def _luhn_complete(body: str) -> str:
-    for c in "0123456789":
-        total = 0
-        for i, ch in enumerate(reversed(body + c)):
-            d = int(ch) * (2 if i % 2 else 1)
-            total += d - 9 if d > 9 else d
-        if total % 10 == 0:
-            return body + c
-    raise AssertionError
-
 
 cards = st.builds(lambda b: _luhn_complete("4" + b), st.text("0123456789", min_size=14, max_size=14))
 ssns = st.builds(lambda a, g, s: f"{a:03d}{g:02d}{s:04d}",

@@ -33,7 +33,7 @@ from typing import Any
 
 import cel as _cel
 
-from ledgergate.policy.celcheck import Refusal, analyse
+from ledgergate.policy.celcheck import Refusal, analyse, string_end
 from ledgergate.principal import Principal
 
 VARIABLES: frozenset[str] = frozenset({"principal", "server", "method", "tool", "args", "resource", "prompt", "time"})
@@ -222,20 +222,6 @@ _NUMBER = re.compile(r"[0-9][0-9A-Za-z_.]*")
 _STRING_PREFIXES = frozenset({"r", "b", "rb", "br"})
 
 
-def _string_end(source: str, start: int, raw: bool) -> int:
-    """The index just past the string literal opening at `start` (CEL: '…', "…", triple-quoted, raw)."""
-    quote = source[start:start + 3] if source[start:start + 3] in ("'''", '"""') else source[start]
-    i = start + len(quote)
-    while i < len(source):
-        if not raw and source[i] == "\\":
-            i += 2
-            continue
-        if source.startswith(quote, i):
-            return i + len(quote)
-        i += 1
-    return len(source)
-
-
 def _skip_space(source: str, i: int) -> int:
     while i < len(source) and source[i].isspace():
         i += 1
@@ -255,7 +241,7 @@ def args_fields(source: str) -> frozenset[str] | None:
     while i < n:
         ch = source[i]
         if ch in "'\"":
-            i = _string_end(source, i, raw=False)
+            i = string_end(source, i, raw=False)
             continue
         if source.startswith("//", i):
             end = source.find("\n", i)
@@ -271,7 +257,7 @@ def args_fields(source: str) -> frozenset[str] | None:
             continue
         word, i = match.group(), match.end()
         if word.lower() in _STRING_PREFIXES and i < n and source[i] in "'\"":
-            i = _string_end(source, i, raw="r" in word.lower())
+            i = string_end(source, i, raw="r" in word.lower())
             continue
         before = _skip_space_back(source, match.start() - 1)
         if word != "args" or (before >= 0 and source[before] == "."):
@@ -290,7 +276,7 @@ def args_fields(source: str) -> frozenset[str] | None:
             k = _skip_space(source, j + 1)
             if k >= n or source[k] not in "'\"":
                 return None
-            end = _string_end(source, k, raw=False)
+            end = string_end(source, k, raw=False)
             literal = source[k + 1:end - 1]
             close = _skip_space(source, end)
             if "\\" in literal or source[k:k + 3] in ("'''", '"""') or close >= n or source[close] != "]":

@@ -73,18 +73,20 @@ class _Token:
     end: int
 
 
-def _string_end(source: str, start: int, quote: str, raw: bool) -> int:
-    i = start
+def string_end(source: str, start: int, raw: bool) -> int:
+    """The index just past the string literal opening at `start` (CEL: '…', "…", triple-quoted, raw), or
+    len(source) when it never closes. One scanner for both readers of a condition's text: this module's tokens
+    and `cel.args_fields`."""
+    quote = source[start:start + 3] if source[start:start + 3] in ("'''", '"""') else source[start]
+    i = start + len(quote)
     while i < len(source):
         if not raw and source[i] == "\\":
             i += 2
             continue
         if source.startswith(quote, i):
             return i + len(quote)
-        if len(quote) == 1 and source[i] == "\n":
-            break
         i += 1
-    raise Unsupported("unterminated string")
+    return len(source)
 
 
 def _tokens(source: str) -> list[_Token]:
@@ -101,7 +103,9 @@ def _tokens(source: str) -> list[_Token]:
         if kind == "string":
             prefix = m.group().rstrip("'\"").lower()
             quote = m.group()[len(prefix):]
-            end = _string_end(source, m.end(), quote, raw="r" in prefix)
+            end = string_end(source, m.end() - len(quote), raw="r" in prefix)
+            if not source[:end].endswith(quote) or end - len(quote) < m.end():
+                raise Unsupported("unterminated string")
             out.append(_Token("bytes" if "b" in prefix else "string", source[i:end], i, end))
             i = end
             continue
