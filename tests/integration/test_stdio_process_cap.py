@@ -147,6 +147,20 @@ def assert_refused_at_cap(r: httpx.Response, rpc_id: Any = 1) -> None:
     assert "mcp-session-id" not in r.headers
 
 
+async def initialize_once_freed(http: httpx.AsyncClient, url: str, timeout: float = 15.0) -> tuple[httpx.Response, int]:
+    """`initialize` until a slot is free (a child that exited gives its slot back once the gateway has reaped it,
+    a moment after it leaves the process table); every refusal meanwhile must be the cap's. (the answer, refusals)."""
+    deadline, refused = time.monotonic() + timeout, 0
+    while True:
+        r = await initialize(http, url)
+        if r.status_code == 200:
+            return r, refused
+        assert_refused_at_cap(r)
+        refused += 1
+        assert time.monotonic() < deadline, "no slot came back"
+        await asyncio.sleep(0.05)
+
+
 async def test_a_third_session_is_refused_at_the_cap_until_one_ends(capped: gw.RunningGateway, idp: Provider) -> None:
     gateway_pid = capped.proc.proc.pid
     watch = TreeWatch(gateway_pid, BANK_MARKER)
@@ -182,8 +196,8 @@ async def test_a_third_session_is_refused_at_the_cap_until_one_ends(capped: gw.R
         sid = opened.pop("alice")
         r = await clients["alice"].delete(url, headers={"Mcp-Session-Id": sid})
         assert r.status_code in (200, 202, 204), r.text
-        r = await initialize(clients["carol"], url)
-        assert r.status_code == 200, r.text
+        r, waited = await initialize_once_freed(clients["carol"], url)
+        refusals += waited
         opened["carol"] = r.headers["mcp-session-id"]
 
         await until(lambda: child["alice"] not in children_running(gateway_pid, BANK_MARKER))
@@ -195,8 +209,8 @@ async def test_a_third_session_is_refused_at_the_cap_until_one_ends(capped: gw.R
         # bob's child crashes: its slot comes back as it exits, and dave's opening succeeds
         os.kill(child["bob"], signal.SIGKILL)
         await until(lambda: children_running(gateway_pid, BANK_MARKER) == [child["carol"]])
-        r = await initialize(clients["dave"], url)
-        assert r.status_code == 200, r.text
+        r, waited = await initialize_once_freed(clients["dave"], url)
+        refusals += waited
         opened["dave"] = r.headers["mcp-session-id"]
 
         # bob's next call would restart his child: that needs a slot as well, and is refused (recorded once)
