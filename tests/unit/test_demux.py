@@ -225,3 +225,63 @@ async def test_a_call_without_a_token_is_sent_as_it_came() -> None:
     wire.answer(1)
     await asyncio.wait_for(first, 5)
     await call.aclose()
+
+
+# ── a message naming no call goes to the newest call only when one client owns every call in flight ──
+def sampling(server_id: Any) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": server_id, "method": "sampling/createMessage",
+            "params": {"messages": [], "maxTokens": 5}}
+
+
+async def test_a_server_request_naming_no_call_is_refused_when_calls_of_two_clients_are_in_flight() -> None:
+    """Two stateless calls of one principal share the session (owners `call:1`, `call:2`). A stdio
+    server's sampling request names neither; before, it went to the newest call, so the other call's
+    client could be asked (and answer) for a request about the first. Now the server gets an error and
+    neither call sees it."""
+    wire = Wire()
+    first, second = (wire.demux.call(call_with(n, f"t{n}"), owner=f"call:{n}") for n in (1, 2))
+    a, b = await started(wire, first, second)
+    wire.demux.route(sampling("s-1"))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    refusals = [m for m in wire.sent if m.get("id") == "s-1" and "error" in m]
+    assert len(refusals) == 1 and "several calls" in refusals[0]["error"]["message"], wire.sent
+    assert not a.done() and not b.done(), "a call was handed a request that names no call"
+    for upstream_id in (1, 2):
+        wire.answer(upstream_id)
+    assert "result" in await asyncio.wait_for(a, 5) and "result" in await asyncio.wait_for(b, 5)
+    for gen in (first, second):
+        await gen.aclose()
+    assert wire.demux._owners == {}
+
+
+async def test_a_notification_naming_no_call_goes_to_the_listeners_when_calls_of_two_clients_are_in_flight() -> None:
+    wire = Wire()
+    listener = wire.demux.listen()
+    heard = asyncio.ensure_future(listener.__anext__())
+    first, second = (wire.demux.call(call_with(n, f"t{n}"), owner=f"session-{n}") for n in (1, 2))
+    a, b = await started(wire, first, second)
+    log_line = {"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": "x"}}
+    wire.demux.route(log_line)
+    assert await asyncio.wait_for(heard, 5) == log_line
+    assert not a.done() and not b.done()
+    for upstream_id in (1, 2):
+        wire.answer(upstream_id)
+    await asyncio.wait_for(a, 5), await asyncio.wait_for(b, 5)
+    for gen in (first, second, listener):
+        await gen.aclose()
+
+
+async def test_one_clients_calls_still_get_a_server_request_naming_no_call_on_the_newest() -> None:
+    """The guess the stream forces is kept where it cannot cross clients: one owner, two calls in flight."""
+    wire = Wire()
+    first, second = (wire.demux.call(call_with(n, f"t{n}"), owner="session-1") for n in (1, 2))
+    a, b = await started(wire, first, second)
+    wire.demux.route(sampling("s-2"))
+    assert (await asyncio.wait_for(b, 5))["id"] == "s-2"
+    assert not a.done()
+    assert not [m for m in wire.sent if m.get("id") == "s-2"], "refused although one client owns every call"
+    for upstream_id in (1, 2):
+        wire.answer(upstream_id)
+    await asyncio.wait_for(a, 5)
+    await first.aclose(), await second.aclose()

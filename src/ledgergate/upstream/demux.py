@@ -7,6 +7,15 @@ server-to-client requests to the newest call in flight, and anything else to
 the listeners (the client's standalone stream). A server request that nobody
 can answer is refused so the server does not wait forever.
 
+"The newest call in flight" is a guess the stream's format forces (a stdio
+server's `sampling/createMessage` names no request), and it is only made when
+every call in flight has one owner (`Call.caller`: one handshake client's
+session, or one stateless call). When calls of several owners are in flight
+(a principal's stateless clients share this session), a message tied to none
+of them is not handed to whichever came last: a server request is refused
+(its answer could come from a client whose call it is not about), and a
+notification goes to the listeners only.
+
 Progress tokens are rewritten as request ids are: several clients (a principal's
 stateless clients) share one session, and each picks its tokens on its own, so
 two calls may carry the same one. Towards the server every call's token becomes
@@ -127,6 +136,7 @@ class Demux:
         self._inflight = InflightIds()
         self._calls: dict[Any, asyncio.Queue[Message | BaseException]] = {}
         self._order: list[Any] = []
+        self._owners: dict[Any, Any] = {}  # upstream id → who sent the call (`call`'s owner); see `route`
         self._progress = _ProgressTokens()
         self._listeners: list[asyncio.Queue[Message | None]] = []
         self._lost: BaseException | None = None
@@ -159,7 +169,13 @@ class Demux:
                 log.info("%s sent progress for a token no call in flight owns; dropped", self.who)
                 return
         elif "id" not in msg or msg["method"] in _CALL_BOUND_REQUESTS:
-            owner = self._order[-1] if self._order else None
+            owner = self._newest_if_unambiguous()
+            if owner is None and self._order and "id" in msg:
+                log.info("%s sent a %s request naming no call while calls of several clients are in flight; "
+                         "refused", self.who, msg["method"] if msg["method"] in _CALL_BOUND_REQUESTS else "server")
+                self._refuse(msg, "the gateway cannot tell which of several calls in flight this request is "
+                                  "about (it names none of them), so no client is asked")
+                return
         if owner is not None and owner in self._calls:
             self._calls[owner].put_nowait(msg)
             return
@@ -167,8 +183,23 @@ class Demux:
             listener.put_nowait(msg)
         if "id" in msg and not self._listeners:
             # A server request nobody can answer: tell the server instead of leaving it hanging.
-            self._spawn(self._safe_write({"jsonrpc": "2.0", "id": msg["id"], "error": {
-                "code": -32601, "message": "no client is connected to answer this request"}}))
+            self._refuse(msg, "no client is connected to answer this request")
+
+    def _newest_if_unambiguous(self) -> Any:
+        """The newest call in flight, when every call in flight has the same owner; else None."""
+        order = self._order
+        if not order:
+            return None
+        owners = self._owners
+        newest = order[-1]
+        mine = owners.get(newest)
+        if any(owners.get(u) != mine for u in order):
+            return None
+        return newest
+
+    def _refuse(self, request: Message, why: str) -> None:
+        self._spawn(self._safe_write({"jsonrpc": "2.0", "id": request["id"], "error": {
+            "code": -32601, "message": why}}))
 
     def _spawn(self, write: Awaitable[None]) -> None:
         future = asyncio.ensure_future(write)
@@ -255,6 +286,7 @@ class Demux:
         original_id = request["id"]
         upstream_id = self._ids.next()
         self._inflight.add(owner, original_id, upstream_id)
+        self._owners[upstream_id] = owner
         try:
             exchange = self.exchange(rewrite_id(strip_modern_meta(request), upstream_id), upstream_id)
             async with aclosing(exchange) as messages:
@@ -268,6 +300,7 @@ class Demux:
             raise
         finally:
             self._inflight.discard(owner, original_id, upstream_id)
+            self._owners.pop(upstream_id, None)
 
     def outbound(self, notification: Message, owner: str | None = None) -> Message | None:
         """`UpstreamSession.outbound`: a cancellation only with the upstream id of a call `owner` has in flight."""
