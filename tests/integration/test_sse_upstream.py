@@ -3,9 +3,13 @@ real gateway, reached by the official SDK client in both protocol eras."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import anyio
 
@@ -116,3 +120,32 @@ async def test_stream_loss_fails_the_call_and_the_session_reopens(sse_gateway: g
     finally:
         server.stop()
     assert "Traceback" not in sse_gateway.log()
+
+
+def _records(running: gw.RunningGateway) -> list[dict[str, Any]]:
+    out = subprocess.run([sys.executable, "-m", "ledgergate.cli", "audit", "tail", "--config",
+                          str(running.dir / "ledgergate.yaml"), "-n", "100000"],
+                         cwd=running.dir, capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    return [json.loads(line) for line in out.stdout.splitlines() if line.strip().startswith("{")]
+
+
+async def test_a_stateless_client_is_not_asked_for_roots_it_never_declared(
+        sse_gateway: gw.RunningGateway, provider: Provider) -> None:
+    """The principal's shared upstream session offers every client capability, and server-everything asks
+    every new session for `roots/list`. The first stateless call of a new principal used to be handed
+    that request (it failed the call, or paused it for input the client could not give); the gateway now
+    answers it as a client without roots would, records that answer, and the call goes on."""
+    token = provider.token("roots-less", ["staff"])
+    rec = Recorder()
+    async with connect(sse_gateway.url("legacy"), token, MODERN, rec) as client:
+        result = await client.call_tool("trigger-long-running-operation", {"duration": 1, "steps": 2},
+                                        progress_callback=rec.on_progress)
+        assert not result.is_error, result
+        assert [p for p, _, _ in rec.progress] == [1, 2]
+    mine = [r for r in _records(sse_gateway) if (r.get("principal") or {}).get("subject") == "roots-less"]
+    asked = [r for r in mine if r["event"] == "rpc.server_message" and r.get("message_method") == "roots/list"]
+    replies = [r for r in mine if r["event"] == "rpc.reply" and r.get("reason") == "client_lacks_capability"]
+    assert replies, [r["event"] for r in mine]
+    assert replies[0]["message"]["error"]["message"] == "the calling client does not support roots"
+    assert asked and len(replies) == len(asked), (len(asked), len(replies))

@@ -48,6 +48,12 @@ from ledgergate.upstream.base import (
 )
 from ledgergate.upstream.registry import Upstream
 
+#: the client capability a server request needs (MCP "Client capabilities"), for the requests a stateless
+#: client is not asked unless it declared it (`_until_input`). Elicitation is not among them: stateless
+#: clients answer it whether or not they declare it (some SDKs forward it always), and it is how a server
+#: asks the person, so it is handed over as it came.
+_CAPABILITY_OF = {"sampling/createMessage": "sampling", "roots/list": "roots"}
+
 INPUT_REQUIRED = "input_required"
 SUBSCRIPTION_ID = "io.modelcontextprotocol/subscriptionId"
 _LIST_CHANGED = (("toolsListChanged", "tools", "notifications/tools/list_changed"),
@@ -233,15 +239,21 @@ class Bridge:
             hangup.call = call
             CALLER.set(call.caller)
         stream = pipeline.handle(call, upstream_session)
-        async with aclosing(self._until_input(stream, upstream_session, principal, server, message["id"],
+        async with aclosing(self._until_input(pipeline, stream, upstream_session, principal, server, message["id"],
                                               message, call)) as items:
             async for item in items:
                 yield self.modernize(message["method"], item) if "method" not in item else item
 
-    async def _until_input(self, stream: AsyncGenerator[Message, None], upstream_session: UpstreamSession,
-                           principal: Principal, server: str, request_id: Any,
+    async def _until_input(self, pipeline: Pipeline, stream: AsyncGenerator[Message, None],
+                           upstream_session: UpstreamSession, principal: Principal, server: str, request_id: Any,
                            request: Message | RequestBinding, call: Call | None = None) -> AsyncGenerator[Message, None]:
         """Relay the call; at the first server request, pause it and answer input-required.
+
+        The principal's shared upstream session offers every client capability (`_shared_hello`), so the
+        server may ask for roots or sampling that this call's client never declared (server-everything asks
+        every new session for `roots/list`). Such a request is answered here, with the error a client
+        without the capability would give, and recorded as the reply; the call goes on. Handed to the
+        client, it failed the call, though the client could not have answered it anyway.
 
         The paused call's stream is parked for the client's next request; any other way out
         closes it here (an abandoned stream would be closed later by a task of the event loop).
@@ -255,6 +267,13 @@ class Bridge:
                 if "method" in item and "id" in item and item["method"] in SERVER_REQUESTS:
                     if upstream_session.era == "modern":
                         continue  # a stateless upstream cannot send these; ignore a misbehaving one
+                    needs = _CAPABILITY_OF.get(item["method"])
+                    if needs is not None and call is not None and needs not in call.client_capabilities:
+                        reply = jsonrpc.error(item["id"], -32601, f"the calling client does not support {needs}")
+                        await pipeline.messages.from_client(server, principal, None, reply,
+                                                            reason="client_lacks_capability")
+                        await upstream_session.reply(reply)
+                        continue
                     key = f"r{item['id']}"
                     binding = request if isinstance(request, RequestBinding) else \
                         await offload.sized(request.get("params"), RequestBinding.of, request)
@@ -319,7 +338,7 @@ class Bridge:
             hangup.call = pending.call
             if hangup.gone:
                 hangup.flights.hang_up(pending.call)
-        async with aclosing(self._until_input(pending.stream, pending.upstream, principal, server,
+        async with aclosing(self._until_input(pipeline, pending.stream, pending.upstream, principal, server,
                                               message["id"], pending.binding, pending.call)) as items:
             async for item in items:
                 if "method" not in item and "id" in item:
