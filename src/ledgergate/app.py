@@ -156,7 +156,7 @@ class Gateway:
             self.tracing = Tracing.start(s.telemetry)  # the SDK is imported only here
         self.lasting = Lasting(metered, self.ledger.hmac, self.drift, TaskOwners(), self.approvals,
                                self.ledger.subkey("approval-state"), tracing=self.tracing,
-                               recheck=self._may_still_run)
+                               recheck=self._may_still_run, preview_key=self.ledger.subkey("approval-preview"))
         self.pipeline = Pipeline.build(self.snapshot, self.lasting)
         self.auth = Authenticator(masked_ledger, www_authenticate)
         hosts = HostPolicy(s.host, s.port, s.allowed_hosts, s.allowed_origins)

@@ -268,6 +268,8 @@ class Lasting:
     tasks: TaskOwners
     approvals: ApprovalService | None = None
     state_key: bytes = b""
+    #: keys the pseudonyms an approver sees for masked values (`ApprovalGate`); empty: they are redacted
+    preview_key: bytes = b""
     gateway_tasks: GatewayTasks = field(default_factory=GatewayTasks)
     #: OpenTelemetry tracing (`gateway/telemetry.py`), None when not configured
     tracing: Tracing | None = None
@@ -305,7 +307,7 @@ class Pipeline:
             TaskOwnership(lasting.tasks, evidence),
             ApprovalGate(lasting.approvals, evidence, snapshot.settings.approvals, snapshot.policy_version,
                          lasting.state_key, snapshot.settings.public_url, tasks=lasting.gateway_tasks,
-                         owners=lasting.tasks, recheck=lasting.recheck),
+                         owners=lasting.tasks, recheck=lasting.recheck, preview_key=lasting.preview_key),
             AuditRequest(evidence),
         ]
         response: list[ResponseStage] = [

@@ -43,6 +43,8 @@ _JSON_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?")
 # remembered per profile; nothing with a finding is ever cached.
 _CLEAN_CACHE_LEN = 48
 _CLEAN_CACHE_MAX = 8192
+#: not a configurable profile: its name holds a character no config key may, so it cannot clash with one
+_APPROVERS_PROFILE = " approvers"
 
 
 # (original start, original end, detector, the canonical text the detector matched)
@@ -122,7 +124,8 @@ class _Profile:
 
 
 class Masker:
-    """Masks JSON values by profile. Immutable after construction; safe to share across tasks."""
+    """Masks JSON values by profile. Its profiles are fixed at construction (the approvers' one is built on
+    first use, the same for every caller); safe to share across tasks and worker threads."""
 
     def __init__(self, profiles: dict[str, _Profile], customs: tuple[CustomDetector, ...]) -> None:
         self._profiles = profiles
@@ -131,6 +134,7 @@ class Masker:
         # per profile: key -> detector the key names, for keys that hold nothing sensitive themselves
         self._key_cache: dict[str, dict[str, str | None]] = {name: {} for name in profiles}
         self._clean_cache: dict[str, dict[str, None]] = {name: {} for name in profiles}
+        self._approver_profile: tuple[bytes, _Profile] | None = None  # (its key, the profile): `mask_for_approvers`
 
     # ------------------------------------------------------------------ construction
 
@@ -175,6 +179,9 @@ class Masker:
         prof = self._profiles.get(LEDGER_PROFILE if profile is None else profile)
         if prof is None:
             raise MaskingError(f"unknown masking profile {profile!r}")
+        return self._walk(value, prof)
+
+    def _walk(self, value: Any, prof: _Profile) -> tuple[Any, dict[str, int]]:
         counts: dict[str, int] = {}
         try:
             masked = walk(value, _Run(self, prof, counts))
@@ -192,6 +199,26 @@ class Masker:
     def mask_for_ledger(self, value: Any) -> tuple[Any, dict[str, int]]:
         """Every detector, redact: what the audit record stores."""
         return self.mask(value, LEDGER_PROFILE)
+
+    def mask_for_approvers(self, value: Any, key: bytes) -> tuple[Any, dict[str, int]]:
+        """Every detector, as keyed pseudonyms (`IBAN_3f9a1c2e5b7d9e01`): what an approver is shown.
+
+        Redacted, two transfers that differ only in the destination IBAN showed the approver the
+        same preview (and the same `preview_digest`), so approving "the" transfer could release
+        either. A pseudonym tells different values apart and names the same value alike in every
+        approval, without a digit of it: it is an HMAC under a key only gateways hold. An empty key
+        would make pseudonyms of short numbers guessable, so it is refused.
+        """
+        if len(key) < 16:
+            raise MaskingError("the approvers' preview needs a key of at least 16 bytes")
+        ledger = self._profiles[LEDGER_PROFILE]
+        cached = self._approver_profile
+        if cached is None or cached[0] != key:
+            profile = _Profile(_APPROVERS_PROFILE, ledger.enabled, make_pseudonym(key), ledger.has_custom_patterns)
+            self._key_cache.setdefault(_APPROVERS_PROFILE, {})
+            self._clean_cache.setdefault(_APPROVERS_PROFILE, {})
+            cached = self._approver_profile = (key, profile)
+        return self._walk(value, cached[1])
 
     # ------------------------------------------------------------------ internals used by _Run
 

@@ -75,8 +75,10 @@ class ApprovalGate:
     def __init__(self, approvals: ApprovalService | None, evidence: Evidence, settings: ApprovalsSettings,
                  policy_version: str, state_key: bytes, public_url: str | None,
                  notice_interval: float = 5.0, tasks: GatewayTasks | None = None,
-                 owners: TaskOwners | None = None, recheck: Callable[[Call], str | None] | None = None) -> None:
+                 owners: TaskOwners | None = None, recheck: Callable[[Call], str | None] | None = None,
+                 preview_key: bytes = b"") -> None:
         self.approvals = approvals
+        self.preview_key = preview_key
         self.tasks = tasks if tasks is not None else GatewayTasks()
         self.owners = owners if owners is not None else TaskOwners()
         self.evidence = evidence
@@ -86,6 +88,14 @@ class ApprovalGate:
         self.public_url = (public_url or "").rstrip("/")
         self.notice_interval = notice_interval
         self.recheck = recheck
+
+    def _preview(self, value: Any) -> Any:
+        """What approvers are shown of a value: every detector's finding as a keyed pseudonym, so two calls
+        that differ only in a masked value (the destination IBAN) look different, and the same value looks
+        the same in every approval (`Masker.mask_for_approvers`); redacted when there is no key."""
+        if self.preview_key:
+            return self.evidence.masker.mask_for_approvers(value, self.preview_key)[0]
+        return self.evidence.mask(value)[0]
 
     async def on_request(self, call: Call) -> AsyncGenerator[Message, None] | None:
         task_id = call.params.get("taskId")
@@ -149,8 +159,8 @@ class ApprovalGate:
                     if "method" not in message:
                         return
                 justification = call.justification
-            masked_args, _ = self.evidence.mask(call.arguments if call.arguments is not None else {})
-            masked_reason = self.evidence.mask(justification)[0] if justification is not None else None
+            masked_args = self._preview(call.arguments if call.arguments is not None else {})
+            masked_reason = self._preview(justification) if justification is not None else None
             try:
                 approval = await self.approvals.request(
                     principal=call.principal, server=call.server, method=call.method, target=call.target,

@@ -54,6 +54,9 @@ class MaskingPort(Protocol):
     def mask_for_ledger(self, value: Any) -> tuple[Any, dict[str, int]]:
         """The ledger's profile: every detector, redacted — never weaker than any caller's."""
 
+    def mask_for_approvers(self, value: Any, key: bytes) -> tuple[Any, dict[str, int]]:
+        """Every detector, as pseudonyms keyed with `key`: tells values apart without showing them."""
+
 
 class AuditPort(Protocol):
     async def append(self, event: str, fields: Mapping[str, Any]) -> int:
