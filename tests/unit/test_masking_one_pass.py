@@ -103,3 +103,33 @@ async def test_the_stage_sends_a_clean_answer_as_it_came_and_masks_one_with_a_fi
     assert call.masked == {"EMAIL": 1}
     ledger_text = call.ledger_view[1]["content"][0]["text"]  # the ledger's: everything
     assert "alice@example.com" not in ledger_text and "078-05-1120" not in ledger_text
+
+
+def _list_call(profile: str) -> Call:
+    call = Call(server="s", principal=Principal("p", "p", "human", frozenset()),
+                message={"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}})
+    call.decision = Decision("allow", "r", mask=profile)
+    return call
+
+
+async def test_a_definition_is_recorded_as_the_caller_is_sent_it_not_rewritten_by_key_names() -> None:
+    """A schema's `"ssn": {"type": "string"}` names a field; the ledger used to record it as
+    `"type": "[US_SSN]"`, a schema no client was sent. A value in a definition is still masked."""
+    stage = MaskResponse(MASKER)
+    tool = {"name": "lookup", "description": "find a customer",
+            "inputSchema": {"type": "object", "properties": {"ssn": {"type": "string", "description": "their SSN"},
+                                                             "card_number": {"type": "string"}}}}
+    clean = {"jsonrpc": "2.0", "id": 1, "result": {"tools": [tool]}}
+    call = _list_call("p0")
+    assert await stage.on_response(call, clean) is clean
+    recorded = call.ledger_view[1]["tools"][0]["inputSchema"]["properties"]
+    assert recorded == tool["inputSchema"]["properties"], recorded
+
+    leaky = {**tool, "description": "e.g. lookup(ssn='078-05-1120') for alice@example.com"}
+    dirty = {"jsonrpc": "2.0", "id": 1, "result": {"tools": [leaky]}}
+    call = _list_call(next(iter(PROFILES)))
+    await stage.on_response(call, dirty)
+    described = call.ledger_view[1]["tools"][0]["description"]
+    assert "078-05-1120" not in described and "alice@example.com" not in described
+    assert call.ledger_view[1]["tools"][0]["inputSchema"]["properties"]["ssn"] == {"type": "string",
+                                                                                  "description": "their SSN"}

@@ -49,8 +49,13 @@ class MaskResponse:
         return masked
 
     def _both(self, call: Call, response: Message, payload: Any) -> tuple[Any, Message, dict[str, int]]:
-        """The ledger's view of the answer, then the caller's, when the ledger's pass found anything."""
-        ledger_view, found = self.masker.mask_for_ledger(payload)
+        """The ledger's view of the answer, then the caller's, when the ledger's pass found anything.
+        A definition is recorded as the caller is sent it, string by string (`mask_definitions`): forced by
+        key names, the ledger held schemas reading `"type": "[US_SSN]"` that no client ever received."""
+        if call.method in DEFINITIONS and "error" not in response:
+            ledger_view, found = mask_definitions(self.masker, payload, None)
+        else:
+            ledger_view, found = self.masker.mask_for_ledger(payload)
         if not found:  # nothing any detector recognises: the caller's profile finds nothing either
             return ledger_view, response, {}
         masked, counts = mask_response(self.masker, call.method, response, call.mask_profile)
