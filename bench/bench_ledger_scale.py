@@ -53,11 +53,11 @@ if "--src" in sys.argv:  # verify with another checkout's package (see --compare
 
 from bench.report import write_section  # noqa: E402
 from ledgergate.audit import canonical, merkle  # noqa: E402
-from ledgergate.audit.checkpoint import load_verifier  # noqa: E402
-from ledgergate.audit.ledger import Ledger, rfc3339_now  # noqa: E402
+from ledgergate.audit.checkpoint import Checkpoint, load_or_create_signer, load_verifier  # noqa: E402
+from ledgergate.audit.ledger import Ledger, origin_for, rfc3339_now  # noqa: E402
 from ledgergate.audit.settings import AuditSettings  # noqa: E402
 from ledgergate.audit.verify import verify_log  # noqa: E402
-from ledgergate.store.ledger_store import LeafRow, open_ledger_store  # noqa: E402
+from ledgergate.store.ledger_store import CheckpointRow, LeafRow, LedgerStore, open_ledger_store  # noqa: E402
 
 LOG = "big"
 
@@ -71,6 +71,15 @@ def fields(i: int, k: int) -> dict[str, Any]:
 
 def settings() -> AuditSettings:
     return AuditSettings(replica=LOG, checkpoint_interval=0, max_batch=512)
+
+
+def sign_built(store: LedgerStore, base: Path, audit: AuditSettings, log_id: str, cr: merkle.CompactRange) -> None:
+    """Sign the built log's size and root with the ledger's key, as a gateway's final checkpoint would: the
+    log then opens as a cleanly stopped gateway leaves it. Without it every record would be the unsigned
+    tail the gateway checks record by record at start (and refuses: the build writes no seals)."""
+    signer = load_or_create_signer(base / audit.signing_key, audit.key_name)
+    note = signer.sign(Checkpoint(origin_for(log_id), cr.size, cr.root()).body())
+    store.add_checkpoint(CheckpointRow(log_id, cr.size, cr.root(), note, b"".join(cr.edge), rfc3339_now()))
 
 
 async def _open_close(url: str, base: Path) -> None:
@@ -105,6 +114,7 @@ def build_log(url: str, base: Path, size: int, out: list[str], minimal: bool = F
                 print(f"  built {seq + 1:,} records ({time.perf_counter() - t0:.0f}s)", flush=True)
     if batch:
         store.append_batch(LOG, batch, nodes.nodes)
+    sign_built(store, base, settings(), LOG, cr)
     store.close()
     dt = time.perf_counter() - t0
     out.append(f"built {size:,} records in {dt:.0f}s")

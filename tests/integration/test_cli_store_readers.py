@@ -33,6 +33,7 @@ READERS: list[list[str]] = [
 CHANGERS: list[list[str]] = [
     ["approvals", "approve", "ap_nothing", "--reason", "ok"], ["approvals", "deny", "ap_nothing", "--reason", "no"],
     ["apikeys", "revoke", "ak_nothing"], ["tools", "accept", "bank", "lookup"], ["sessions", "replay", "s1"],
+    ["audit", "seal-tail", "--log", "gw", "--yes"],
 ]
 VERBS = READERS + CHANGERS
 #: one verb of each way of opening a store (approvals, API keys, tool fingerprints, the ledger's readers)

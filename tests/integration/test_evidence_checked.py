@@ -234,6 +234,8 @@ async def test_a_stored_hash_no_record_accounts_for_fails_verify_naming_it(store
 
 @pytest.mark.parametrize("edit", [
     "UPDATE ledger_checkpoints SET size = 'abc' WHERE size = 10",
+    "UPDATE ledger_checkpoints SET size = 10.5 WHERE size = 10",  # was read as 10, and verified
+    "UPDATE ledger_checkpoints SET size = 30.5 WHERE size = 30",  # the latest, which start-up reads too
     "UPDATE ledger_checkpoints SET note = CAST(note AS BLOB) WHERE size = 10",
     "UPDATE ledger_checkpoints SET root = hex(root) WHERE size = 10",
     "UPDATE ledger_leaves SET log_id = CAST(log_id AS BLOB) WHERE seq = 3",

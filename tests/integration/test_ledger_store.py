@@ -269,7 +269,7 @@ def test_sqlite_commits_a_batch_without_interior_hashes_in_one_statement(tmp_pat
 
 
 def test_sqlite_batches_fit_a_library_that_binds_fewer_parameters(tmp_path: Path) -> None:
-    """SQLite before 3.32 binds at most 999 parameters a statement (142 rows of 7). A batch must never
+    """SQLite before 3.32 binds at most 999 parameters a statement (124 rows of 8). A batch must never
     be refused for that: one too large for a statement goes in through the transaction instead."""
     import sqlite3
 
@@ -277,9 +277,9 @@ def test_sqlite_batches_fit_a_library_that_binds_fewer_parameters(tmp_path: Path
     try:
         store.init_schema()
         store.conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
-        for start, n in ((0, 142), (142, 143), (285, 512)):
+        for start, n in ((0, 124), (124, 125), (249, 512)):
             store.append_columns("x", leaf_columns(list(range(start, start + n))))
-        assert store.count("x") == 797 and store.size("x") == 797
+        assert store.count("x") == 761 and store.size("x") == 761
     finally:
         store.close()
 

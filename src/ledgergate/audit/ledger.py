@@ -14,6 +14,11 @@ that batch gets `LedgerUnavailable` and the Merkle state does not move.
 Checkpoints go through the same writer so (size, root) is always a committed
 prefix; they are signed, stored, then pushed to the witnesses.
 
+Each record is written with its seal (audit/seals.py), a MAC only gateways can
+make, and opening a log checks the seal of every record after the latest
+signed checkpoint before the next checkpoint signs them: rows put in the store
+while the gateway was stopped are refused, not signed (docs/security.md §4).
+
 An append that is not durable within `append_timeout` (or whose caller is
 cancelled) fails its caller with `LedgerUnavailable`, and the caller forwards
 nothing. The ledger must then not say otherwise, so each append has a state
@@ -55,13 +60,14 @@ from itertools import repeat
 from pathlib import Path
 from typing import Any
 
-from ledgergate.audit import canonical, merkle, stored
+from ledgergate.audit import canonical, merkle, seals, stored
 from ledgergate.audit.checkpoint import (
     Checkpoint,
     NoteError,
     Signer,
     load_or_create_signer,
     open_checkpoint,
+    parse_note,
     verifier_path,
 )
 from ledgergate.audit.settings import AuditSettings
@@ -141,12 +147,30 @@ def _key_problem(path: Path, exc: BaseException) -> str:
     return str(exc.strerror) if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
 
 
+def hmac_key_path(settings: AuditSettings, base_dir: Path) -> Path:
+    """Where the audit HMAC key is: `audit.hmac_key`, else `<signing_key>.hmac`, relative to `base_dir`."""
+    key_path = Path(settings.signing_key)
+    key_path = key_path if key_path.is_absolute() else base_dir / key_path
+    path = Path(settings.hmac_key) if settings.hmac_key else key_path.with_name(key_path.name + ".hmac")
+    return path if path.is_absolute() else base_dir / path
+
+
+def read_hmac_key(path: Path) -> bytes:
+    """The audit HMAC key in `path`; OSError or ValueError (never its contents) when it cannot serve."""
+    key = bytes.fromhex(path.read_text().strip())
+    if len(key) < 16:
+        raise ValueError("short key")
+    return key
+
+
+def hmac_key_problem(path: Path, exc: BaseException) -> str:
+    """Why the HMAC key file cannot be used, in words: never the file's contents."""
+    return _key_problem(path, exc)
+
+
 def _load_or_create_hmac_key(path: Path) -> bytes:
     if path.exists():
-        key = bytes.fromhex(path.read_text().strip())
-        if len(key) < 16:
-            raise ValueError("short key")
-        return key
+        return read_hmac_key(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     key = secrets.token_bytes(32)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -167,6 +191,7 @@ class Ledger:
         self.origin = origin_for(log_id)
         self.signer = signer
         self._hmac_key = hmac_key
+        self._sealer = seals.Sealer(hmac_key, log_id)  # seals every record written (audit/seals.py)
         self._store = store  # writer thread only
         self._reader = reader  # proofs and reads, under _read_lock
         self._read_lock = threading.Lock()
@@ -204,8 +229,7 @@ class Ledger:
         base_dir = Path(base_dir)
         key_path = Path(settings.signing_key)
         key_path = key_path if key_path.is_absolute() else base_dir / key_path
-        hmac_path = Path(settings.hmac_key) if settings.hmac_key else key_path.with_name(key_path.name + ".hmac")
-        hmac_path = hmac_path if hmac_path.is_absolute() else base_dir / hmac_path
+        hmac_path = hmac_key_path(settings, base_dir)
         log_id = settings.replica or socket.gethostname()
 
         def setup() -> Ledger:
@@ -238,11 +262,13 @@ class Ledger:
             ledger = cls(settings, store, reader, signer, hmac_key, log_id, make_witnesses(settings.witnesses, base_dir))
             ledger._claim = claim
             try:
-                ledger._rebuild()
                 try:
-                    ledger._check_signer(key_path)
+                    ledger._check_signer(key_path)  # first: a wrong key is named as such, not as a bad tail
+                    ledger._rebuild()
                 except LedgerUnavailable:
-                    for path in new_keys:  # made just now, for a log another key signed: not left behind
+                    # made just now (a mistyped audit.signing_key or audit.hmac_key) for a log that does not
+                    # open with them: not left behind, nothing was signed or sealed with them
+                    for path in new_keys:
                         path.unlink(missing_ok=True)
                     raise
             except BaseException:
@@ -261,31 +287,49 @@ class Ledger:
         return ledger
 
     def _rebuild(self) -> None:
-        """Read the compact range from stored hashes: O(log n) hashes, no replay (a log written
-        before stored hashes existed is backfilled once, see audit/stored.py)."""
+        """Take up the log where its latest signed checkpoint left it, and refuse what the gateway did not write.
+
+        Fail closed. Signing on from a state that is not the one signed before would put the gateway's
+        signature (and the witnesses' copies) on whatever was done to the store while it was stopped: an
+        altered stored hash was signed into checkpoint after checkpoint, a rolled-back store forked the log
+        at its own witness, and rows inserted after a graceful stop were signed as the gateway's. So
+        (audit/seals.py `open_log`): the checkpoint's size and root are the ones its signed note says; the
+        prefix it covers is read from stored hashes, O(log n), and must fold to that root; every record
+        after it must hash to its leaf hash and carry the seal only a gateway can make. The writer's range
+        is built from those recomputed leaf hashes. Nothing is read per record under the checkpoint."""
         try:
-            self._range = stored.open_range(self._store, self.log_id)
-            latest = self._store.latest_checkpoint(self.log_id)
-            size = self._range.size
-            mismatch = latest is not None and latest.size <= size and self._stored.root_at(latest.size) != latest.root
+            state = seals.open_log(self._store, self.log_id, self.origin, self.signer.verifier, self._sealer)
+        except seals.Refused as exc:
+            raise LedgerUnavailable(str(exc)) from None
         except (stored.HashesBeyondRecords, ValueError, LookupError) as exc:
             raise LedgerUnavailable(f"{exc}; run `ledgergate audit verify`") from None
         except StoreError as exc:
             raise LedgerUnavailable(f"audit ledger store unavailable: {exc}") from exc
-        self._last_checkpoint_size = latest.size if latest else -1
-        # Fail closed. Signing on from a state that is not the one signed before would put the gateway's
-        # signature (and the witnesses' copies) on whatever was done to the store while it was stopped:
-        # an altered stored hash was signed into checkpoint after checkpoint, a rolled-back store forked
-        # the log at its own witness.
-        if latest is not None and latest.size > size:
-            raise LedgerUnavailable(f"log {self.log_id}: the store holds {size} records but its latest signed "
-                                    f"checkpoint is at size {latest.size} (records deleted); run `ledgergate audit "
-                                    "verify` before starting the gateway again")
-        if mismatch:
-            raise LedgerUnavailable(f"log {self.log_id}: what the store holds does not reproduce its signed "
-                                    f"checkpoint at size {latest.size if latest else -1} (records or stored hashes "
-                                    "altered); run `ledgergate audit verify` before starting the gateway again")
-        self._check_witnessed(size)
+        self._refuse_tail(state.tail, state.signed is not None)
+        self._range = state.range
+        self._last_checkpoint_size = state.signed.size if state.signed is not None else -1
+        self._check_witnessed(state.range.size)
+
+    def _refuse_tail(self, tail: seals.Tail, signed: bool) -> None:
+        """LedgerUnavailable naming the first record after the checkpoint the gateway cannot vouch for."""
+        where = f"after its latest signed checkpoint (size {tail.start})" if signed else "(it has no signed checkpoint)"
+        wrong, unsealed = tail.wrong, tail.unsealed
+        also = f"; {unsealed.count} more carry no seal" if wrong.count and unsealed.count else ""
+        if wrong.count:
+            raise LedgerUnavailable(
+                f"log {self.log_id}: {wrong.count} record(s) {where} do not carry the gateway's seal or do not hash to "
+                f"their leaf hash, the first at seq {wrong.first}{also}: inserted or edited in the store after the "
+                "last signed checkpoint (or the audit HMAC key, audit.hmac_key, changed since they were written). "
+                "The gateway does not sign them: remove the rows it did not write, or run `ledgergate audit verify`")
+        if unsealed.count:
+            raise LedgerUnavailable(
+                f"log {self.log_id}: {unsealed.count} record(s) {where} carry no seal, the first at seq "
+                f"{unsealed.first}: inserted by hand, or written by a gateway version from before record seals that "
+                "stopped without its final checkpoint. Check them (`ledgergate audit seal-tail --log "
+                f"{self.log_id}` lists them), then seal them with `ledgergate audit seal-tail --log {self.log_id} "
+                "--yes`, or remove them")
+        if tail.problem:
+            raise LedgerUnavailable(tail.problem)
 
     def _check_witnessed(self, size: int) -> None:
         """The store against what the witnesses this replica can read back (file witnesses) hold of its
@@ -330,10 +374,20 @@ class Ledger:
         try:
             open_checkpoint(latest.note, self.signer.verifier)
         except NoteError as exc:
+            if self._signed_by_this_key(latest.note):
+                return  # this key's signature that does not verify: an edited note, which _rebuild refuses as such
             raise LedgerUnavailable(
                 f"log {self.log_id}: its checkpoints were not signed by the key at {key_path} "
                 f"(audit.signing_key, {self.signer.verifier.name}+{self.signer.verifier.id.hex()}): {exc}. Point "
                 "audit.signing_key at the key that signed them; a new key needs a new log (audit.replica)") from None
+
+    def _signed_by_this_key(self, note: str) -> bool:
+        """Whether `note` carries a signature line of this ledger's key (name and key id), valid or not."""
+        verifier = self.signer.verifier
+        try:
+            return any(name == verifier.name and kid == verifier.id for name, kid, _ in parse_note(note).signatures)
+        except NoteError:
+            return False
 
     def _read_many(self, wants: Mapping[int, Sequence[int]]) -> dict[int, dict[int, bytes]]:
         got: dict[int, dict[int, bytes]] = self._locked_read(lambda r: r.node_hashes_many(self.log_id, wants))
@@ -679,8 +733,9 @@ class Ledger:
         seq = self.size
         good: list[tuple[_Append, int]] = []
         now = rfc3339_now()  # one time for the batch: the moment it was taken for commit
-        cols = LeafColumns([], [], [], [], [], [])
+        cols = LeafColumns([], [], [], [], [], [], [])
         seqs, events, sessions, hashes, records = cols.seqs, cols.events, cols.sessions, cols.hashes, cols.records
+        sealed, seal = cols.seals, self._sealer.seal
         nodes = merkle.StoredNodes()  # the interior hashes these leaves complete, committed with them
         cr = merkle.CompactRange(self._range.size, self._range.edge, on_node=nodes)
         dumps, leaf_hash, grow, log_id = canonical.dumps, merkle.leaf_hash, cr.append, self.log_id
@@ -700,6 +755,7 @@ class Ledger:
             sessions.append(session if isinstance(session, str) else None)
             hashes.append(h)
             records.append(record)
+            sealed.append(seal(seq, h))  # audit/seals.py: what lets the next start tell this row from a forged one
             good.append((item, seq))
             item.seq = seq
             seq += 1

@@ -1,4 +1,5 @@
-"""`ledgergate audit ...`: verify the ledger, export and verify evidence bundles, tail records.
+"""`ledgergate audit ...`: verify the ledger, export and verify evidence bundles, tail records, seal a
+log's unsigned tail.
 
 Exit codes: 0 verified, 1 verification failed (the first problem is printed,
 naming the log and record), 2 usage or config error.
@@ -13,6 +14,7 @@ import orjson
 import typer
 from rich.markup import escape
 
+from ledgergate.audit import seals, stored
 from ledgergate.audit.bundle import (
     ExportRefused,
     Filter,
@@ -23,6 +25,12 @@ from ledgergate.audit.bundle import (
     verify_bundle,
 )
 from ledgergate.audit.checkpoint import Verifier
+from ledgergate.audit.ledger import (
+    hmac_key_path,
+    hmac_key_problem,
+    origin_for,
+    read_hmac_key,
+)
 from ledgergate.audit.verify import WitnessNote, verify_store
 from ledgergate.audit.witness import FileWitness, file_witness_path, witness_label
 from ledgergate.commands.common import (
@@ -36,6 +44,8 @@ from ledgergate.commands.common import (
 from ledgergate.commands.ledger_files import read_verifier, verifier_of
 from ledgergate.config import LoadedConfig
 from ledgergate.invisible import escaped, json_visible
+from ledgergate.store.claims import ClaimRefused, LogClaim, describe_holder
+from ledgergate.store.db import StoreURL
 from ledgergate.store.ledger_store import (
     LedgerStore,
     StoreError,
@@ -77,6 +87,8 @@ def write_output(path: Path, data: bytes, option: str = "-o/--output") -> None:
     """The file written, or exit 2 naming the option and why not (a full disk, no permission)."""
     try:
         path.write_bytes(data)
+    except BrokenPipeError:
+        raise  # `-o /dev/stdout | head -1`: the reader went away; the entry point exits 141 silently
     except OSError as exc:
         err.print(f"[red]error[/red] {option}: cannot write {escape(str(path))}: {escape(exc.strerror or str(exc))}",
                   highlight=False)
@@ -309,3 +321,97 @@ def tail(
         raise typer.Exit(2) from None
     finally:
         store.close()
+
+
+def _offenders(what: str, found: seals.Offenders) -> str:
+    """One line about tail records of one kind: how many, their seqs and their events (escaped, at most
+    eight named): never their contents."""
+    common = found.events.most_common(8)
+    events = ", ".join(f"{_said(name, 60)} ×{n}" for name, n in common)
+    more = sum(found.events.values()) - sum(n for _, n in common)
+    span = f"seq {found.first}" if found.first == found.last else f"seq {found.first}..{found.last}"
+    return f"{found.count} record(s) {what}: {span}; events {events}" + (f" and {more} more" if more else "")
+
+
+@app.command("seal-tail")
+def seal_tail(
+    config: Path = ConfigOption,
+    log_id: str = typer.Option(..., "--log", help="The log (its audit.replica id) whose unsigned tail to check."),
+    yes: bool = typer.Option(False, "--yes", help="Seal the records that carry no seal (never a wrong one)."),
+    public_key: Path | None = KeyOption,
+) -> None:
+    """List the records after a log's latest signed checkpoint that the gateway refuses to start on; with --yes,
+    seal the ones that carry no seal. Exit 0 when the gateway can start on the log, 1 when it cannot.
+
+    A record without a seal after the checkpoint was put there by hand, or by a gateway from before record
+    seals that stopped without its final checkpoint: check them first (`audit tail`), then seal them so the
+    next checkpoint signs them. A record with a seal that does not verify is not sealed over. With --yes the
+    command holds the log's claim (store/claims.py) while it writes, so it refuses while a gateway runs on
+    the log, and a gateway does not start while it writes."""
+    loaded = load_or_exit(config)
+    verifier = _verifier(loaded, public_key)
+    store = _store(loaded)  # first: a `storage` that names no store is named as such, and nothing is created
+    claim: LogClaim | None = None
+    try:
+        key_path = hmac_key_path(loaded.settings.audit, loaded.base_dir)
+        try:
+            key = read_hmac_key(key_path)
+        except (OSError, ValueError) as exc:
+            err.print(f"[red]error[/red] audit.hmac_key: the key {escape(str(key_path))} cannot be used: "
+                      f"{escape(hmac_key_problem(key_path, exc))}", highlight=False)
+            raise typer.Exit(EXIT_USAGE) from None
+        if log_id not in {name for name, _ in store.logs()}:
+            err.print(f"[red]error[/red] --log: the store holds no log {escape(shown(log_id))}", highlight=False)
+            raise typer.Exit(EXIT_USAGE)
+        if yes:
+            try:
+                claim = LogClaim(StoreURL.parse(loaded.settings.storage, loaded.base_dir), log_id,
+                                 f"`ledgergate audit seal-tail`, {describe_holder()}")
+            except ClaimRefused as exc:
+                out.print(f"[red]refused[/red] {escape(str(exc))}: stop that gateway first; a running gateway "
+                          "seals what it writes and signs its tail itself", highlight=False)
+                raise typer.Exit(1) from None
+        try:
+            state = seals.open_log(store, log_id, origin_for(log_id), verifier, seals.Sealer(key, log_id), keep=yes)
+        except (seals.Refused, stored.HashesBeyondRecords, ValueError, LookupError) as exc:
+            out.print(f"[red]FAIL[/red] {_said(str(exc))}", highlight=False)
+            raise typer.Exit(1) from None
+        tail = state.tail
+        where = f"after its latest signed checkpoint (size {tail.start})" if state.signed else "(no signed checkpoint)"
+        out.print(f"log {_said(log_id)}: {tail.end - tail.start} record(s) {where}", highlight=False)
+        if tail.wrong.count:
+            what = "with a seal that does not verify, or bytes that do not hash to their leaf hash"
+            out.print(f"[red]FAIL[/red] {_offenders(what, tail.wrong)}: inserted or edited in the store (or the audit "
+                      "HMAC key changed since they were written)", highlight=False)
+        if tail.problem:
+            out.print(f"[red]FAIL[/red] {_said(tail.problem)}", highlight=False)
+        if tail.unsealed.count:
+            out.print(f"[yellow]unsealed[/yellow] {_offenders('with no seal', tail.unsealed)}", highlight=False)
+        if not tail.refused:
+            out.print("[green]ok[/green] every record after the checkpoint carries the gateway's seal", highlight=False)
+            return
+        if tail.wrong.count or tail.problem:
+            out.print("nothing sealed: records the gateway did not write (or that were changed) are never sealed "
+                      "over; remove the rows the gateway did not write, or run `ledgergate audit verify`",
+                      highlight=False)
+            raise typer.Exit(1)
+        if not yes:
+            out.print("check these records (`ledgergate audit tail`, `ledgergate audit verify`); if they are the "
+                      f"gateway's, run `ledgergate audit seal-tail --log {_said(log_id)} --yes` to seal them, so "
+                      "the gateway starts and signs them at its next checkpoint", highlight=False)
+            raise typer.Exit(1)
+        sealer = seals.Sealer(key, log_id)
+        done = store.add_seals(log_id, [(seq, h, sealer.seal(seq, h)) for seq, h in tail.to_seal])
+        if done != len(tail.to_seal):
+            out.print(f"[red]FAIL[/red] sealed {done} of {len(tail.to_seal)} record(s): the others changed while "
+                      "this command ran; run it again", highlight=False)
+            raise typer.Exit(1)
+        out.print(f"[green]sealed[/green] {done} record(s) of log {_said(log_id)}; the gateway starts on it and "
+                  "signs them at its next checkpoint", highlight=False)
+    except StoreError as exc:
+        err.print(f"[red]error[/red] storage: {escape(str(exc))}", highlight=False)
+        raise typer.Exit(2) from None
+    finally:
+        store.close()
+        if claim is not None:
+            claim.release()

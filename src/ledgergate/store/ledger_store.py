@@ -8,6 +8,11 @@ Every engine error surfaces as `StoreError`, which the ledger turns into
 Leaf hashes are stored beside the record bytes: `verify` recomputes them and
 compares, and proofs read them without rehashing records.
 
+Each leaf also carries a `seal` (audit/seals.py): a MAC under a key only the
+gateways hold, written in the same statement as its row. It is not part of the
+record or its leaf hash; the gateway checks it at start for the records its
+latest signed checkpoint does not cover yet.
+
 `ledger_hashes` holds the Merkle tree's interior: MTH of every perfect subtree
 at the levels `merkle.STRIDE` divides, written in the same transaction as the
 leaves that complete it. Opening a log reads O(log n) of them instead of
@@ -22,7 +27,7 @@ import os
 import sqlite3
 import struct
 from collections.abc import Generator, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import repeat
 from pathlib import Path
 from typing import Any
@@ -49,6 +54,7 @@ class LeafRow:
     session: str | None
     leaf_hash: bytes
     record: bytes
+    seal: bytes | None = None  # the gateway's MAC of the row (audit/seals.py); None: not written or not read
 
 
 @dataclass(frozen=True)
@@ -74,7 +80,7 @@ class CheckpointRow:
 _SCHEMA = [
     "CREATE TABLE IF NOT EXISTS ledger_logs (log_id TEXT PRIMARY KEY, origin TEXT NOT NULL, created TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS ledger_leaves (log_id TEXT NOT NULL, seq BIGINT NOT NULL, time TEXT NOT NULL, "
-    "event TEXT NOT NULL, session TEXT, leaf_hash {blob} NOT NULL, record {blob} NOT NULL, "
+    "event TEXT NOT NULL, session TEXT, leaf_hash {blob} NOT NULL, record {blob} NOT NULL, seal {blob}, "
     "PRIMARY KEY (log_id, seq))",
     "CREATE TABLE IF NOT EXISTS ledger_checkpoints (log_id TEXT NOT NULL, size BIGINT NOT NULL, root {blob} NOT NULL, "
     "note TEXT NOT NULL, edge {blob} NOT NULL, created TEXT NOT NULL, PRIMARY KEY (log_id, size))",
@@ -99,11 +105,23 @@ class LeafColumns:
     sessions: list[str | None]
     hashes: list[bytes]
     records: list[bytes]
+    #: one per row, or empty: no row sealed (NULL), as a log written before seals existed has it
+    seals: list[bytes | None] = field(default_factory=list)
 
     @classmethod
     def of(cls, rows: Sequence[LeafRow]) -> LeafColumns:
         return cls([r.seq for r in rows], [r.time for r in rows], [r.event for r in rows],
-                   [r.session for r in rows], [r.leaf_hash for r in rows], [r.record for r in rows])
+                   [r.session for r in rows], [r.leaf_hash for r in rows], [r.record for r in rows],
+                   [r.seal for r in rows])
+
+    def seal_column(self) -> Sequence[bytes | None]:
+        """`seals`, or a NULL for each row when there are none. ValueError when their count is neither
+        (PostgreSQL's `unnest` would pad the shorter array with NULLs instead of failing)."""
+        if not self.seals:
+            return list(repeat(None, len(self.seqs)))
+        if len(self.seals) != len(self.seqs):
+            raise ValueError(f"{len(self.seals)} seals for {len(self.seqs)} rows")
+        return self.seals
 
     def __len__(self) -> int:
         return len(self.seqs)
@@ -161,7 +179,23 @@ class LedgerStore:
             raise StoreError(error_text(exc)) from exc
 
     def init_schema(self) -> None:
-        self._tx(lambda: [self.conn.execute(s.format(blob=self.blob)) for s in _SCHEMA])
+        def create() -> None:
+            for statement in _SCHEMA:
+                self.conn.execute(statement.format(blob=self.blob))
+            if not self._has_seal_column():
+                self._add_seal_column()
+
+        self._tx(create)
+
+    def _has_seal_column(self) -> bool:
+        """Whether `ledger_leaves` has its `seal` column (a database made before seals has not)."""
+        return any(r[1] == "seal" for r in self.conn.execute("PRAGMA table_info(ledger_leaves)").fetchall())
+
+    def _add_seal_column(self) -> None:
+        """Migrate a database made before seals: existing rows get NULL, which the gateway accepts only
+        under a signed checkpoint (audit/seals.py). SQLite adds a column without rewriting the table,
+        and `init_schema`'s BEGIN IMMEDIATE makes the check and the change one step for concurrent openers."""
+        self.conn.execute(f"ALTER TABLE ledger_leaves ADD COLUMN seal {self.blob}")
 
     def reconnect(self) -> None:
         self.close()
@@ -242,7 +276,8 @@ class LedgerStore:
 
         def write() -> None:  # rows built inside the transaction's error handling: any failure is a StoreError
             self._executemany(self._q(_INSERT_LEAF), list(zip(
-                repeat(log_id, len(c.seqs)), c.seqs, c.times, c.events, c.sessions, c.hashes, c.records, strict=True)))
+                repeat(log_id, len(c.seqs)), c.seqs, c.times, c.events, c.sessions, c.hashes, c.records,
+                c.seal_column(), strict=True)))
             if nodes:
                 self._executemany(self._q(_INSERT_NODE), [(log_id, lv, ix, h) for lv, ix, h in nodes])
 
@@ -359,6 +394,38 @@ class LedgerStore:
             yield rows
             last = rows[-1][0]
 
+    def iter_sealed(self, log_id: str, start: int, chunk: int = 20000) -> Iterator[list[tuple[Any, ...]]]:
+        """(seq, leaf_hash, record, seal, event) of the rows at or after `start`, in seq order, chunked:
+        what the start-up check reads of the records no signed checkpoint covers (audit/seals.py).
+        Rows are as stored (a seq of another type, a NULL seal): the caller judges them."""
+        last = start - 1
+        while True:
+            rows = self._run("SELECT seq, leaf_hash, record, seal, event FROM ledger_leaves WHERE log_id = ? "
+                             "AND seq > ? ORDER BY seq LIMIT ?", (log_id, last, chunk)).fetchall()
+            if not rows:
+                return
+            yield rows
+            if type(rows[-1][0]) is not int:  # SQLite: text sorts after every number, so nothing follows
+                return
+            last = rows[-1][0]
+
+    def add_seals(self, log_id: str, seals: Sequence[tuple[int, bytes, bytes]]) -> int:
+        """Seal rows that have no seal, given as (seq, leaf_hash, seal), in one transaction; a row whose
+        leaf hash is no longer the one given (changed since it was checked) is left alone. Returns how
+        many rows were sealed. For `audit seal-tail` only: the gateway seals every row it writes."""
+        self.check_alive()
+        stmt = self._q("UPDATE ledger_leaves SET seal = ? WHERE log_id = ? AND seq = ? AND leaf_hash = ? "
+                       "AND seal IS NULL")
+
+        def write() -> int:
+            done = 0
+            for seq, leaf_hash, seal in seals:
+                done += self.conn.execute(stmt, (seal, log_id, seq, leaf_hash)).rowcount
+            return done
+
+        done: int = self._tx(write)
+        return done
+
     def iter_indexed_leaves(self, log_id: str, chunk: int = 20000) -> Iterator[list[tuple[Any, ...]]]:
         """(seq, leaf_hash, record, time, event, session) in seq order, chunked: what `verify` needs to
         check that the index columns say what the hashed record says."""
@@ -424,26 +491,34 @@ class LedgerStore:
     def checkpoints(self, log_id: str) -> list[CheckpointRow]:
         got = self._run("SELECT log_id, size, root, note, edge, created FROM ledger_checkpoints WHERE log_id = ? "
                         "ORDER BY size", (log_id,)).fetchall()
-        return [CheckpointRow(r[0], int(r[1]), bytes(r[2]), r[3], bytes(r[4]), r[5]) for r in got]
+        return [CheckpointRow(r[0], _whole_size(r[1]), bytes(r[2]), r[3], bytes(r[4]), r[5]) for r in got]
 
     def latest_checkpoint(self, log_id: str) -> CheckpointRow | None:
         r = self._run("SELECT log_id, size, root, note, edge, created FROM ledger_checkpoints WHERE log_id = ? "
                       "ORDER BY size DESC LIMIT 1", (log_id,)).fetchone()
-        return None if r is None else CheckpointRow(r[0], int(r[1]), bytes(r[2]), r[3], bytes(r[4]), r[5])
+        return None if r is None else CheckpointRow(r[0], _whole_size(r[1]), bytes(r[2]), r[3], bytes(r[4]), r[5])
+
+
+def _whole_size(value: Any) -> int:
+    """A checkpoint row's size as stored: a whole number, or ValueError naming what the column holds
+    (SQLite keeps a REAL a DBA writes; `int(14.5)` read it as 14, and that row verified as size 14)."""
+    if type(value) is int:
+        return value
+    raise ValueError(f"a checkpoint row's size is {repr(value)[:40]}, not a whole number")
 
 
 _INSERT_NODE = "INSERT INTO ledger_hashes (log_id, level, idx, hash) VALUES (?, ?, ?, ?)"
-_INSERT_LEAF = ("INSERT INTO ledger_leaves (log_id, seq, time, event, session, leaf_hash, record) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)")
-#: the most rows one SQLite INSERT takes (7 parameters each), and fewer where the library allows fewer
+_INSERT_LEAF = ("INSERT INTO ledger_leaves (log_id, seq, time, event, session, leaf_hash, record, seal) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+#: the most rows one SQLite INSERT takes (8 parameters each), and fewer where the library allows fewer
 #: parameters a statement (999 before SQLite 3.32; the connection's limit is read per batch)
 _ONE_STATEMENT_ROWS = 1024
-_LEAF_PARAMS = 7
+_LEAF_PARAMS = 8
 
 
 @functools.lru_cache(maxsize=64)
 def _multi_row_insert(rows: int) -> str:
-    return _INSERT_LEAF + ", (?, ?, ?, ?, ?, ?, ?)" * (rows - 1)
+    return _INSERT_LEAF + ", (?, ?, ?, ?, ?, ?, ?, ?)" * (rows - 1)
 
 
 @dataclass(frozen=True)
@@ -458,16 +533,16 @@ class _PgStatement:
 # PostgreSQL: a batch in one statement, its columns as arrays, prepared once per connection and sent
 # with binary parameters straight through libpq (see PostgresLedgerStore.append_columns). The parameter
 # types are given at PREPARE, so the server decodes each binary array with its own type's receive function.
-_PG_LEAVES = (b"INSERT INTO ledger_leaves (log_id, seq, time, event, session, leaf_hash, record) "
-              b"SELECT $%d, * FROM unnest($%d, $%d, $%d, $%d, $%d, $%d)")
+_PG_LEAVES = (b"INSERT INTO ledger_leaves (log_id, seq, time, event, session, leaf_hash, record, seal) "
+              b"SELECT $%d, * FROM unnest($%d, $%d, $%d, $%d, $%d, $%d, $%d)")
 _TEXT, _INT4S, _INT8S, _TEXTS, _BYTEAS = 25, 1007, 1016, 1009, 1001
-_PG_APPEND = _PgStatement(b"lg_append_leaves", _PG_LEAVES % tuple(range(1, 8)),
-                          (_TEXT, _INT8S, _TEXTS, _TEXTS, _TEXTS, _BYTEAS, _BYTEAS))
+_PG_APPEND = _PgStatement(b"lg_append_leaves", _PG_LEAVES % tuple(range(1, 9)),
+                          (_TEXT, _INT8S, _TEXTS, _TEXTS, _TEXTS, _BYTEAS, _BYTEAS, _BYTEAS))
 _PG_APPEND_WITH_NODES = _PgStatement(
     b"lg_append_leaves_nodes",
     b"WITH nodes AS (INSERT INTO ledger_hashes (log_id, level, idx, hash) SELECT $1, * FROM unnest($2, $3, $4)) "
-    + _PG_LEAVES % tuple(range(5, 12)),
-    (_TEXT, _INT4S, _INT8S, _BYTEAS, _TEXT, _INT8S, _TEXTS, _TEXTS, _TEXTS, _BYTEAS, _BYTEAS))
+    + _PG_LEAVES % tuple(range(5, 13)),
+    (_TEXT, _INT4S, _INT8S, _BYTEAS, _TEXT, _INT8S, _TEXTS, _TEXTS, _TEXTS, _BYTEAS, _BYTEAS, _BYTEAS))
 
 
 class SQLiteLedgerStore(LedgerStore):
@@ -518,9 +593,10 @@ class SQLiteLedgerStore(LedgerStore):
         self.check_alive()
         c = leaves
         params: list[Any] = []
-        for row in zip(repeat(log_id, n), c.seqs, c.times, c.events, c.sessions, c.hashes, c.records, strict=True):
-            params.extend(row)
-        try:
+        try:  # rows built inside the error handling: columns of unequal length are a StoreError too
+            for row in zip(repeat(log_id, n), c.seqs, c.times, c.events, c.sessions, c.hashes, c.records,
+                           c.seal_column(), strict=True):
+                params.extend(row)
             if self.conn.in_transaction:  # never the case for the writer; a transaction would defer the commit
                 raise StoreError("a transaction is open on the ledger's connection")
             self.conn.execute(_multi_row_insert(n), params)
@@ -565,6 +641,17 @@ class PostgresLedgerStore(LedgerStore):
     def check_alive(self) -> None:
         if self.conn is None or self.conn.closed:
             raise StoreError("not connected")
+
+    def _has_seal_column(self) -> bool:
+        # looked up first so that an open of a migrated database takes no lock on the table: the ALTER
+        # below waits for every reader of ledger_leaves and holds up every writer while it waits
+        return self.conn.execute("SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('ledger_leaves') "
+                                 "AND attname = 'seal' AND NOT attisdropped").fetchone() is not None
+
+    def _add_seal_column(self) -> None:
+        # IF NOT EXISTS: two replicas migrating at once both get here; the second waits for the first's
+        # lock on the table, then finds the column and does nothing
+        self.conn.execute("ALTER TABLE ledger_leaves ADD COLUMN IF NOT EXISTS seal BYTEA")
 
     def _begin(self) -> None:
         self.conn.execute("BEGIN")
@@ -614,7 +701,8 @@ class PostgresLedgerStore(LedgerStore):
             enc = self.conn.info.encoding
             log = log_id.encode(enc)
             params = [log, _pg_int8s(c.seqs), _pg_texts(c.times, enc), _pg_texts(c.events, enc),
-                      _pg_texts(c.sessions, enc), _pg_blobs(c.hashes), _pg_blobs(c.records)]
+                      _pg_texts(c.sessions, enc), _pg_blobs(c.hashes), _pg_blobs(c.records),
+                      _pg_blobs(c.seal_column())]
             if nodes:
                 params[:0] = [log, _pg_int4s([n[0] for n in nodes]), _pg_int8s([n[1] for n in nodes]),
                               _pg_blobs([n[2] for n in nodes])]
