@@ -306,7 +306,45 @@ def corpus(per_detector: int, lookalikes: int, seed: int = CORPUS_SEED) -> list[
     # the leak tester's evasions and their look-alikes: own seeds, so the samples above stay as they were
     out += evasions(fake, random.Random(seed + 101), max(1, per_detector // 3))
     out += evasion_lookalikes(fake, random.Random(seed + 202), max(1, lookalikes // 3))
+    out += account_keys(fake, random.Random(seed + 303), max(1, per_detector // 3))
+    out += account_key_lookalikes(fake, random.Random(seed + 404), max(1, lookalikes // 6))
     return out
+
+
+# Keys that name an account (docs/masking.md, *Key names*): the value's shape decides.
+_ACCOUNT_KEYS = ["to_account", "from_account", "account", "destination_account", "beneficiary_account",
+                 "debit_account", "credit_account", "payee_account", "toAccount", "fromAccount",
+                 "DestinationAccount", "TO_ACCOUNT", "payee-account", "account_id", "accountId", "acct_id"]
+
+
+def account_keys(fake: Any, rng: random.Random, n: int) -> list[Sample]:
+    """Account numbers under keys that name an account, in JSON text and `key=value` text."""
+    out: list[Sample] = []
+    for _ in range(n):
+        digits = fake.numerify("#" * rng.randint(8, 14))
+        value = rng.choice([digits, _grouped(digits, (4, 4), " "), _grouped(digits, (4, 4), "-"),
+                            _grouped(digits, (3, 3), "-")])
+        key = rng.choice(_ACCOUNT_KEYS)
+        template = rng.choice([
+            json.dumps({"name": "transfer_funds", "arguments": {key: "__V__", "amount": rng.randint(1, 9999)}}),
+            json.dumps({"transfer": {key: "__V__", "memo": fake.word()}}),
+            f"{key}=__V__&amount={rng.randint(1, 999)}",
+        ])
+        out.append(Sample(template.replace("__V__", value), "US_BANK_ACCOUNT", value, "account-key"))
+    return out
+
+
+def account_key_lookalikes(fake: Any, rng: random.Random, n: int) -> list[Sample]:
+    """What the account keys must leave alone: internal ids, kinds, UUIDs, and keys naming a property."""
+    make = [
+        lambda: json.dumps({rng.choice(_ACCOUNT_KEYS): f"A-{rng.randint(2001, 2012)}", "amount": rng.randint(1, 99)}),
+        lambda: json.dumps({rng.choice(_ACCOUNT_KEYS): rng.choice(["savings", "checking", "brokerage"])}),
+        lambda: json.dumps({"account": fake.uuid4(), "status": "active"}),
+        lambda: f"{rng.choice(_ACCOUNT_KEYS)}={fake.user_name()}&limit={rng.randint(1, 50)}",
+        lambda: json.dumps({"account_type": rng.choice(["savings", "checking"]), "account_count": rng.randint(1, 9)}),
+        lambda: json.dumps({"account_id": f"A-{rng.randint(2001, 2012)}", "accounts_scanned": rng.randint(1, 99)}),
+    ]
+    return [Sample(make[i % len(make)](), None, "", f"lookalike-account-{i % len(make)}") for i in range(n)]
 
 
 # Joints a leak tester used between digit groups: weak separators, percent-encoding (WHATWG URL),

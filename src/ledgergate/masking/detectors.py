@@ -113,6 +113,16 @@ _KEY_EXACT: dict[str, str] = {
 # if it reads as the detector's kind of value (a person's name, a postal address).
 _KEY_WEAK: dict[str, str] = {"name": PERSON, "displayname": PERSON, "holder": PERSON, "owner": PERSON,
                              "address": ADDRESS, "location": ADDRESS}
+# Keys that end by naming an account (`to_account`, `fromAccount`, `beneficiary-account`, `account_id`,
+# `accounts`): the account may be given by its number or by an internal id (`A-2001`), a kind
+# (`savings`), a UUID or an e-mail, so the value's shape decides (see `account_shaped`). A key in
+# which another word follows the account (`account_type`, `account_count`, `accounts_total`,
+# `account_opened_at`) names a property of it, not the account: no cue (its value is a count,
+# an amount or a time, which can be 6-17 digits too).
+_KEY_WEAK_SUFFIXES: tuple[str, ...] = (
+    "account", "accounts", "acct", "accts", "accountid", "accountids", "acctid", "acctids",
+    "accountnr", "acctnr",
+)
 WEAK = "?"  # suffix of a detector name from a generic key: the value's shape decides
 
 # Checked longest first, so "primaryaccountnumber" is a card before "accountnumber" is an account.
@@ -156,11 +166,13 @@ def normalize_key(key: str) -> str:
     return "".join(ch for ch in key.lower() if ch.isalnum())
 
 
+@lru_cache(maxsize=4096)
 def builtin_key_detector(key: str) -> str | None:
     """The built-in detector a structured key names, e.g. ``"ssn"`` → US_SSN, or None.
 
-    A generic key (`name`, `address`) gives the detector with the WEAK suffix
-    (``"PERSON?"``): its value is masked only if `weak_value_matches` says so.
+    A generic key (`name`, `address`, `to_account`) gives the detector with the WEAK suffix
+    (``"PERSON?"``): its value is masked only if `weak_value_matches` says so. Cached by the key
+    as written: the same few keys recur in every message, in text too.
     """
     return _key_rule(normalize_key(key if key.isascii() else _canonical_key(key)))
 
@@ -177,7 +189,11 @@ def _key_rule(norm: str) -> str | None:
         if norm.endswith(suffix):
             return detector
     weak = _KEY_WEAK.get(norm)
-    return None if weak is None else weak + WEAK
+    if weak is not None:
+        return weak + WEAK
+    if norm.endswith(_KEY_WEAK_SUFFIXES):
+        return US_BANK_ACCOUNT + WEAK
+    return None
 
 
 _MASK_TOKEN = re.compile(r"\[[A-Z][A-Za-z0-9_]*\]|[A-Z][A-Z0-9_]*_[0-9a-f]{16}")
@@ -188,8 +204,30 @@ def _canonical_key(key: str) -> str:
     return key if c is None else c.text
 
 
+# An account number as a whole value: digit groups joined by single spaces or dashes. Most values
+# under account keys are ids or kinds (`A-2001`, `savings`): rejected at their first character.
+_ACCOUNT_SHAPE = re.compile(r"\s*(?P<n>[0-9]+(?:[ -][0-9]+)*)\s*")
+_ACCOUNT_MIN, _ACCOUNT_MAX = 6, 17  # the digit counts US_BANK_ACCOUNT takes in text
+
+
+def account_shaped(value: str) -> bool:
+    """Whether a whole (canonical) value reads as an account number: 6-17 digits, bare or grouped
+    by single spaces or dashes (`6296819001`, `6296-8190-01`). Not `A-2001`, `savings`, a UUID,
+    an e-mail, an amount (`1234567.89`) or a short number. (No operator's output has this shape.)"""
+    m = _ACCOUNT_SHAPE.fullmatch(value)
+    if m is None:
+        return False
+    n = m.group("n")
+    return _ACCOUNT_MIN <= len(n) - n.count(" ") - n.count("-") <= _ACCOUNT_MAX
+
+
 def weak_value_matches(detector: str, value: str) -> bool:
     """Whether a value under a generic key is the detector's kind of value."""
+    if detector == US_BANK_ACCOUNT:
+        if value.isascii():
+            return account_shaped(value)
+        c = canonicalize(value)
+        return account_shaped(value if c is None else c.text)
     if _MASK_TOKEN.search(value) is not None:
         return False  # holds what an earlier pass produced: judged by the scanner, not as a whole
     if not value.isascii():
@@ -221,11 +259,19 @@ def _alt(*choices: _Node) -> tuple[str, tuple[_Node, ...]]:
 
 
 _NUM = _alt("number", "num", "no")
+# Keys naming an account (a weak rule: the value's shape decides); unlike the others they may be
+# glued to a word before them (`toAccount`, see _KEY_SPELLINGS).
+_ACCOUNT_GRAMMAR: tuple[tuple[_Node, ...], ...] = (
+    ("account", _opt(_S, _alt("id", "nr"))),
+    ("accounts",),
+    ("acct", _S, _alt("id", "nr")),
+)
 _KEY_GRAMMAR: tuple[tuple[_Node, ...], ...] = (
     ("social", _S, "security", _opt(_S, _NUM)),
     ("ssn",),
     (_opt("bank", _S), _alt("account", "acct"), _S, _NUM),
     ("bank", _S, "account"),
+    *_ACCOUNT_GRAMMAR,
     ("routing", _S, _NUM),
     ("aba", _S, _NUM),
     (_opt(_alt("credit", "debit"), _S), "card", _S, _NUM),
@@ -349,6 +395,11 @@ _KEY_SPELLINGS: dict[tuple[str, ...], str] = {
 }
 # `token` alone is a key only as a whole word: `next_page_token` and `token_count` are not secrets.
 _KEY_SPELLINGS[tuple("nekot")] = "(?![A-Za-z0-9_.-])"
+# A key that ends in `account` names an account whatever word is glued before it (`toAccount`,
+# `payeeaccount`): no left boundary. A longer key of the grammar (`bankAccount`) still wins.
+for _g in _ACCOUNT_GRAMMAR:
+    for _sp in _spell_seq(_g):
+        _KEY_SPELLINGS[tuple(reversed(_sp))] = ""
 # The lookahead right after the separator rejects most ':' of ordinary JSON inside `re`.
 # An optional run of backslashes before the key's opening quote: JSON escaped inside text.
 _KEYED_REV_SRC = (
@@ -532,6 +583,8 @@ _LAST_DIGIT = re.compile(r"\d(?=\D*\Z)")
 # Identifiers such as `A-2001` or `cust_17` between a keyword and its number are names, not numbers:
 # "Account A-2001: number 2951500533" still puts the account number in the keyword's context.
 _IDENTIFIER = re.compile(r"\b[a-z]+[-_#]?\d+\b")
+# A UUID's first (8) or last (12) group can be all digits: part of an identifier, not a number.
+_UUID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}(?![0-9A-Za-z])")
 
 # Short strings are screened by one pattern first: most JSON leaves are short and clean.
 _SHORT = 256
@@ -614,6 +667,15 @@ def classify_digit_run(text: str, s: int, e: int, enabled: frozenset[str]) -> st
     if n <= 17 and US_BANK_ACCOUNT in enabled and _context(text, s, _CTX_ACCOUNT):
         return US_BANK_ACCOUNT
     return None
+
+
+def _in_uuid(text: str, s: int, e: int) -> bool:
+    """Whether the digit run text[s:e] is the first or last group of a UUID (checked on findings only)."""
+    n = e - s
+    start = s if n == 8 else s - 24 if n == 12 else -1
+    if start < 0 or (start > 0 and text[start - 1].isalnum()):
+        return False
+    return _UUID.match(text, start) is not None
 
 
 def _iban_span(text: str, m: re.Match[str]) -> Finding | None:
@@ -908,6 +970,10 @@ class TextScanner:
                     if tail is not None:
                         end = start + len(text[start:tail.end()].rstrip())
                         value = text[start:end]
+                if weak and detector == US_BANK_ACCOUNT:  # no label, operator output or `n/a` has this shape
+                    if weak_value_matches(detector, value):
+                        add((start, end, _RANK_KEYED, detector))
+                    break
                 if value.strip().lower() in _NOT_A_VALUE or looks_masked(value) or _LABEL_AT.match(text, start):
                     break  # nothing there, or what an earlier pass left (`[SECRET]` is cut at its ']')
                 if weak and not weak_value_matches(detector, value):
@@ -975,7 +1041,7 @@ class TextScanner:
             if (s > 0 and text[s - 1] in _ASCII_LETTERS) or (e < len(text) and text[e] in _ASCII_LETTERS):
                 return  # glued to letters: an identifier
             det = classify_digit_run(text, s, e, enabled) if len(cluster) <= 19 else None
-            if det is not None:
+            if det is not None and not _in_uuid(text, s, e):
                 add((s, e, _RANK_DIGITS, det))
             return
         groups = tuple(len(g) for g in _DIGIT_GROUP.findall(cluster))
@@ -1005,7 +1071,7 @@ class TextScanner:
         if long_run:
             for m in _DIGITS.finditer(text, s, e):
                 det = classify_digit_run(text, m.start(), m.end(), enabled)
-                if det is not None:
+                if det is not None and not _in_uuid(text, m.start(), m.end()):
                     add((m.start(), m.end(), _RANK_DIGITS, det))
 
 

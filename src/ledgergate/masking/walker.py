@@ -16,6 +16,23 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any, Protocol
 
+from ledgergate.masking.names import US_BANK_ACCOUNT
+
+#: tentative rules that reach the fields of a record under their key as strings only: in
+#: `{"account": {"number": "6296819003", "balance": 250000, "opened": 1700000000}}` the number is a string
+#: the value's shape decides on, while JSON numbers there are the account's properties (a balance, a
+#: time: 6-17 digits too) and are scanned as any number is. Directly under the key (`{"to_account":
+#: 6296819001}`, a list of them) a number is the account's.
+_NOT_INTO_RECORDS = frozenset({US_BANK_ACCOUNT + "?"})
+_STRINGS_ONLY = "~"  # suffix of an inherited rule that applies to strings only (see _NOT_INTO_RECORDS)
+
+
+def _into(det: str | None, child: Any) -> str | None:
+    """The rule a container under a key inherits."""
+    if det is not None and det in _NOT_INTO_RECORDS and isinstance(child, dict):
+        return det + _STRINGS_ONLY
+    return det
+
 __all__ = ["MAX_DEPTH", "LeafMasker", "UnsupportedValue", "walk"]
 
 MAX_DEPTH = 100_000  # deeper than any real JSON; a Python object cycle hits it instead of looping
@@ -69,6 +86,8 @@ def _integers(value: float) -> tuple[int, ...]:
 
 
 def _leaf(value: Any, forced: str | None, run: LeafMasker) -> Any:
+    if forced is not None and forced.endswith(_STRINGS_ONLY):
+        forced = forced[:-1] if isinstance(value, str) else None
     if isinstance(value, str):
         return run.text(value) if forced is None else run.forced(forced, value)
     if value is None or isinstance(value, bool):
@@ -134,10 +153,11 @@ def walk(value: Any, run: LeafMasker) -> Any:
                     nk = f"{nk} #{i}"
                 # a tentative rule inherited from a generic key ("PERSON?" from `name`) yields to the
                 # key's own rule: {"name": {"ssn": ...}} masks the SSN as an SSN
-                det = kdet if forced is None or (kdet is not None and forced.endswith("?")) else forced
+                det = kdet if forced is None or (kdet is not None and forced.endswith(("?", "?" + _STRINGS_ONLY))) \
+                    else forced
                 if isinstance(v, (dict, list, tuple)):
                     out[nk] = None
-                    push((v, out, nk, det, depth + 1))
+                    push((v, out, nk, _into(det, v), depth + 1))
                 elif det is None and isinstance(v, str) and (k == "blob" or (k == "data" and binary_data)):
                     out[nk] = run.blob(v)
                 else:
@@ -147,7 +167,7 @@ def walk(value: Any, run: LeafMasker) -> Any:
             dst[slot] = items
             for i, v in enumerate(src):
                 if isinstance(v, (dict, list, tuple)):
-                    push((v, items, i, forced, depth + 1))
+                    push((v, items, i, _into(forced, v), depth + 1))
                 else:
                     items[i] = _leaf(v, forced, run)
         else:  # pragma: no cover - only containers are pushed
