@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import shutil
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -639,6 +640,36 @@ def load_config(path: str | Path, env: dict[str, str] | None = None) -> LoadedCo
         raise ConfigError([f"not UTF-8 text (byte {exc.start})"], str(p)) from None
     settings = parse_config(text, str(p), env)
     return LoadedConfig(settings=settings, path=p.resolve(), base_dir=p.resolve().parent)
+
+
+def command_warnings(loaded: LoadedConfig) -> list[str]:
+    """What `config validate` warns of, without failing: a stdio server whose `command` is not found (on
+    the PATH it would run with, or at its path from the server's `cwd`) or is not executable here. Only a
+    warning: the command may exist only in the image the gateway is deployed in. Names the command's path
+    only, never its arguments or environment (they may carry secrets)."""
+    warnings: list[str] = []
+    for name, server in loaded.settings.servers.items():
+        argv = server.argv
+        if not argv:
+            continue
+        program = argv[0]
+        cwd = loaded.resolve(server.cwd) if server.cwd else loaded.base_dir
+        if os.sep in program or (os.altsep and os.altsep in program):
+            path = Path(program) if Path(program).is_absolute() else cwd / program
+            if not path.is_file():
+                problem = "does not exist" if not path.exists() else "is not a file"
+            elif not os.access(path, os.X_OK):
+                problem = "is not executable"
+            else:
+                continue
+        else:
+            search = server.env.get("PATH", os.environ.get("PATH", os.defpath))
+            if shutil.which(program, path=search) is not None:
+                continue
+            problem = "is not found on PATH (or is not executable)"
+        warnings.append(f"servers.{name}.command: {program!r} {problem} here; sessions of {name!r} will fail "
+                        f"to start unless it exists where the gateway runs")
+    return warnings
 
 
 def config_from_settings(settings: Settings, base_dir: Path | None = None) -> LoadedConfig:

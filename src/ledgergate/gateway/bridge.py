@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
+import logging
 import secrets
 import time
 from collections.abc import AsyncGenerator, Callable
@@ -29,11 +30,13 @@ from ledgergate.audit import canonical
 from ledgergate.errors import INVALID_PARAMS, BadRequest, CallCancelled, GatewayError, UpstreamError
 from ledgergate.wire import jsonrpc
 from ledgergate.gateway import offload
-from ledgergate.gateway.call import Call
+from ledgergate.gateway.call import Call, new_request_id
 from ledgergate.gateway.pipeline import CANCEL_GRACE, Hangup, Pipeline
 from ledgergate.gateway.stages.messages import PROGRESS, SERVER_REQUESTS, progress_token
 from ledgergate.gateway.sessions import GatewaySession, InFlight, SessionRegistry
+from ledgergate.identity.redact import redact_url
 from ledgergate.principal import Principal
+from ledgergate.requestlog import REQUEST_ID
 from ledgergate.upstream.base import (
     CALLER,
     FULL_CLIENT_CAPABILITIES,
@@ -47,6 +50,8 @@ from ledgergate.upstream.base import (
     UpstreamSessionLost,
 )
 from ledgergate.upstream.registry import Upstream
+
+log = logging.getLogger("ledgergate.upstream")
 
 #: the client capability a server request needs (MCP "Client capabilities"), for the requests a stateless
 #: client is not asked unless it declared it (`_until_input`). Elicitation is not among them: stateless
@@ -124,7 +129,7 @@ class Bridge:
     # ── hello ───────────────────────────────────────────────────────────────
     async def initialize(self, pipeline: Pipeline, session: GatewaySession, principal: Principal) -> dict[str, Any]:
         """Answer a handshake client's `initialize` (opening the upstream session first)."""
-        upstream_session = await session.upstream_session_ready()
+        upstream_session = await self._ready(pipeline, session)
         hello = upstream_session.server_hello
         if upstream_session.era == "handshake":
             result = dict(hello)
@@ -150,7 +155,7 @@ class Bridge:
                        sessions: SessionRegistry, hello: ClientHello) -> dict[str, Any]:
         """`server/discover` for a stateless client, whatever the upstream speaks."""
         shared = sessions.shared_for(server, principal, upstream, self._shared_hello(hello))
-        upstream_session = await shared.upstream_session_ready()
+        upstream_session = await self._ready(pipeline, shared)
         base = upstream_session.server_hello
         if upstream_session.era == "modern":
             result = {k: v for k, v in base.items()}
@@ -224,7 +229,11 @@ class Bridge:
         if not self._shared_open(sessions, server, principal):
             await pipeline.precheck(call)  # a refused call opens nothing upstream (no session, no stdio child)
         shared = sessions.shared_for(server, principal, upstream, self._shared_hello(hello))
-        upstream_session = await self._ready(shared)
+        upstream_session = await self._ready(pipeline, shared, call.request_id)
+        if upstream_session.era == "handshake":
+            # the principal's shared session, not the client's: if the upstream no longer knows it, the call is
+            # sent once more on a new one (only when the upstream says it did not run it)
+            upstream_session = Resending(pipeline, shared, upstream_session, call)
         if hangup is not None:
             if hangup.gone:
                 # gone before any decision was recorded: nothing is forwarded, and there is nothing to record
@@ -424,7 +433,7 @@ class Bridge:
 
     async def _handshake_rounds(self, pipeline: Pipeline, session: GatewaySession, principal: Principal,
                                 message: Message, entry: InFlight) -> AsyncGenerator[Message, None]:
-        upstream_session = await self._ready(session)
+        upstream_session = await self._ready(pipeline, session)
         # whose call goes upstream: only this client's cancellation may name it there (`InflightIds`)
         CALLER.set(session.id)
         current = message
@@ -486,7 +495,7 @@ class Bridge:
         await pipeline.messages.from_client(session.server, principal, session.id, message)
         if message["method"] == "notifications/initialized":
             return  # the gateway already completed the upstream handshake
-        upstream_session = await self._ready(session)
+        upstream_session = await self._ready(pipeline, session)
         await upstream_session.notify(message, owner=session.id)
 
     @staticmethod
@@ -527,12 +536,12 @@ class Bridge:
         if message.get("id") not in session.relayed:
             raise GatewayError("this response answers no request the server sent", rpc_code=INVALID_PARAMS)
         session.relayed.discard(message.get("id"))
-        upstream_session = await self._ready(session)
+        upstream_session = await self._ready(pipeline, session)
         await upstream_session.reply(message)
 
     async def session_listen(self, pipeline: Pipeline, session: GatewaySession, principal: Principal) -> AsyncGenerator[Message, None]:
         """A handshake client's GET stream: what the server sends outside calls, authorised and masked."""
-        upstream_session = await self._ready(session)
+        upstream_session = await self._ready(pipeline, session)
         queue = await session.subscribe()
         try:
             while (item := await queue.get()) is not None:
@@ -560,7 +569,7 @@ class Bridge:
         Every notice carries the client's subscription id.
         """
         shared = await self._shared(pipeline, server, principal, upstream, sessions, hello)
-        upstream_session = await self._ready(shared)
+        upstream_session = await self._ready(pipeline, shared)
         subscription = {SUBSCRIPTION_ID: message["id"]}
         if upstream_session.era == "modern":
             message = await self._allowed_subscriptions(pipeline, server, principal, message)
@@ -647,8 +656,115 @@ class Bridge:
                 "session": session_id, "server": session.server, "principal": principal.summary()})
 
     @staticmethod
-    async def _ready(session: GatewaySession) -> UpstreamSession:
+    async def _ready(pipeline: Pipeline, session: GatewaySession, request_id: str | None = None) -> UpstreamSession:
+        """The session's upstream session, opened (or reopened) if need be. An opening that fails is
+        refused quoting a request id (`request_id`, the call's, else a new one) and logged for the
+        operator: no call record names it otherwise (the transport records the refusal, `request.refused`)."""
         try:
-            return await session.upstream_session_ready()
-        except UpstreamSessionLost:
-            return await session.upstream_session_ready()
+            try:
+                return await session.upstream_session_ready()
+            except UpstreamSessionLost:
+                return await session.upstream_session_ready()
+        except UpstreamError as exc:
+            raise not_opened(pipeline, session, exc, request_id) from None
+
+
+def upstream_where(upstream: Upstream) -> str:
+    """Which upstream an operator should look at, without its secrets: its URL redacted (no userinfo, no
+    query), or its command's path (never its arguments or environment)."""
+    settings = upstream.settings
+    if settings.url:
+        return redact_url(settings.url)
+    argv = settings.argv
+    return f"command {argv[0]!r}" if argv else "no command"
+
+
+def not_opened(pipeline: Pipeline, session: GatewaySession, exc: UpstreamError,
+               request_id: str | None = None) -> UpstreamError:
+    """The refusal of a request whose upstream session could not be opened: masked (the upstream's words
+    may be quoted in it), quoting a request id, and logged (with the same id) for the operator."""
+    if isinstance((exc.data or {}).get("requestId"), str):
+        return exc  # refused and logged already
+    rid = request_id or new_request_id()
+    REQUEST_ID.set(rid)  # the log line names it (app.configure_logging)
+    shown = pipeline.masked_error(exc)
+    log.warning("upstream %s (%s) could not be opened: %s (request id %s)", session.server,
+                upstream_where(session.upstream), shown.message, rid)
+    refusal = UpstreamError(f"{shown.message}; quote request id {rid} to support",
+                            data={**(exc.data or {}), "requestId": rid}, http_status=exc.http_status,
+                            rpc_code=exc.rpc_code, headers=exc.headers)
+    refusal.masked = True
+    return refusal
+
+
+class Resending(UpstreamSession):
+    """A stateless (2026-07-28) client's call on its principal's shared handshake-era upstream session.
+
+    The client holds no session of its own, so when the upstream restarted and no longer knows the
+    gateway's shared one, that is the gateway's to mend: the session is reopened and the call sent once
+    more, the client none the wiser. Only when the upstream refused the request for its session id before
+    any answer (`UpstreamSessionLost.unprocessed`: Streamable HTTP's 404, the request was not run); never
+    after a stream dropped mid-call or a timeout (the server may have run it), and never twice. The
+    resend is logged and recorded (`rpc.resent`) before it goes. A handshake-era client's own session is
+    not wrapped: the client must initialize again (MCP's rule), as before.
+
+    Holds the call's ids, not the call (the pipeline keeps this session in the call: a cycle otherwise)."""
+
+    def __init__(self, pipeline: Pipeline, shared: GatewaySession, current: UpstreamSession, call: Call) -> None:
+        self.pipeline = pipeline
+        self.shared = shared
+        self.current = current
+        self.era = current.era
+        self.server_hello = current.server_hello
+        self._server = call.server
+        self._principal = call.principal
+        self._request_id = call.request_id
+
+    @property
+    def alive(self) -> bool:
+        return self.current.alive
+
+    async def call(self, request: Message, owner: str | None = None) -> AsyncGenerator[Message, None]:
+        async with aclosing(self.current.call(request, owner)) as first:
+            try:
+                item = await first.__anext__()
+            except StopAsyncIteration:
+                return
+            except UpstreamSessionLost as exc:
+                if not exc.unprocessed:
+                    raise
+                lost = exc
+            else:
+                yield item
+                async for item in first:
+                    yield item
+                return
+        await self._record_resend(request, lost)
+        self.current = await self.shared.upstream_session_ready()  # its failure is the call's (as any upstream's)
+        async with aclosing(self.current.call(request, owner)) as again:
+            async for item in again:
+                yield item
+
+    async def _record_resend(self, request: Message, lost: UpstreamSessionLost) -> None:
+        shown = self.pipeline.masked_error(lost)
+        log.warning("upstream %s no longer knew the shared session of %s's stateless calls (%s): the request was "
+                    "not run; %s is sent once more on a new session", self._server, self._principal.key,
+                    shown.message, request.get("method"))
+        record = Call(server=self._server, principal=self._principal, message=request, era="modern",
+                      request_id=self._request_id)
+        await self.pipeline.evidence.record("rpc.resent", record, reason="upstream_session_lost", error=shown.message)
+
+    async def notify(self, notification: Message, owner: str | None = None) -> bool:
+        return await self.current.notify(notification, owner)
+
+    def outbound(self, notification: Message, owner: str | None = None) -> Message | None:
+        return self.current.outbound(notification, owner)
+
+    async def reply(self, response: Message) -> None:
+        await self.current.reply(response)
+
+    def listen(self, last_event_id: str | None = None) -> AsyncGenerator[Message, None]:
+        return self.current.listen(last_event_id)
+
+    async def close(self) -> None:
+        return None  # the shared session is the registry's to close, not a call's

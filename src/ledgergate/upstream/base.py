@@ -102,6 +102,11 @@ class UpstreamTimeout(UpstreamError):
 class UpstreamSessionLost(UpstreamError):
     """The server no longer knows our session (HTTP 404, process exit): the next call starts a new one."""
 
+    #: the server said so in answer to this very request, before any of its answer: the request was not
+    #: run, so it may be sent once more on a new session (Streamable HTTP's 404 for an unknown
+    #: `Mcp-Session-Id`); False whenever the server may have run it (a stream or process lost mid-call)
+    unprocessed: bool = False
+
 
 @dataclass
 class ClientHello:

@@ -301,8 +301,10 @@ class HttpHandshakeSession(UpstreamSession):
                 text = await _error_text(resp)
                 if self.session_id and _session_lost(resp.status, text):
                     self._alive = False
-                    raise UpstreamSessionLost("the upstream server lost the session; it is reopened on the next "
-                                              "request")
+                    lost = UpstreamSessionLost("the upstream server lost the session; it is reopened on the next "
+                                               "request")
+                    lost.unprocessed = True  # refused for its session id, before any answer: it did not run
+                    raise lost
                 raise UpstreamError(f"upstream answered HTTP {resp.status} {text}".strip())
             async for msg in Messages(resp, self.pool.timeout):
                 if "method" not in msg:

@@ -147,7 +147,9 @@ class StdioSession(DemuxedSession):
             # opening was cancelled
             self._release()
             if isinstance(exc, OSError):
-                raise UpstreamError(f"cannot start upstream {self.name!r}: {exc.strerror}") from None
+                # the command's path, not its arguments or environment (they may carry secrets)
+                raise UpstreamError(f"cannot start upstream {self.name!r}: command {self.argv[0]!r}: "
+                                    f"{exc.strerror or type(exc).__name__}") from None
             raise
         # the slot goes back when the child has exited, whatever ended it (a crash included), and not before
         self._exit_watch = asyncio.create_task(self._release_on_exit(self._proc))

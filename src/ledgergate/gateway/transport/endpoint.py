@@ -100,9 +100,13 @@ class McpEndpoint:
         evidence = ex.pipeline.evidence
         message = str(evidence.mask(exc.message)[0])[:500]  # masked whole, then shortened (never cut first)
         try:
-            await evidence.append("request.refused", {
+            fields: dict[str, Any] = {
                 "principal": ex.principal.summary(), "server": ex.server, "http_method": ex.scope["method"],
-                "status": exc.http_status, "code": exc.rpc_code, "error": message})
+                "status": exc.http_status, "code": exc.rpc_code, "error": message}
+            request_id = (exc.data or {}).get("requestId")
+            if isinstance(request_id, str):  # the id the refusal quotes (an upstream that could not be opened)
+                fields["request_id"] = request_id
+            await evidence.append("request.refused", fields)
         except (LedgerUnavailable, ValueError) as failed:
             log.error("a refusal (%s) could not be recorded: %s", exc.http_status, failed)
 

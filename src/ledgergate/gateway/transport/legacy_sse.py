@@ -147,9 +147,13 @@ class LegacySseEndpoint:
         evidence = pipeline.evidence
         masked, _ = evidence.mask(exc.message)
         try:
-            await evidence.append("request.refused", {
+            fields: dict[str, Any] = {
                 "principal": principal.summary(), "server": session.server, "session": session.id,
                 "http_method": "POST", "transport": "legacy-sse", "status": exc.http_status,
-                "code": exc.rpc_code, "error": str(masked)[:500]})
+                "code": exc.rpc_code, "error": str(masked)[:500]}
+            request_id = (exc.data or {}).get("requestId")
+            if isinstance(request_id, str):  # the id the refusal quotes (an upstream that could not be opened)
+                fields["request_id"] = request_id
+            await evidence.append("request.refused", fields)
         except (LedgerUnavailable, ValueError) as failed:
             log.error("a refusal (%s) could not be recorded: %s", exc.http_status, failed)
