@@ -44,6 +44,10 @@ def config_validate(config: Path = ConfigOption) -> None:
     except ValueError as exc:
         err.print(f"[red]error[/red] {config}: {exc}", highlight=False)
         raise typer.Exit(2) from None
+    from ledgergate.config import command_warnings
+
+    for warning in command_warnings(loaded):  # not a failure: the command may exist only where it is deployed
+        err.print(f"[yellow]warning[/yellow] {config}: {escape(warning)}", highlight=False)
     out.print(
         f"[green]ok[/green] {config}: {len(s.servers)} server(s), {len(s.policies)} policy rule(s), "
         f"{len(s.identity.oidc)} OIDC issuer(s)",
@@ -157,6 +161,11 @@ def _closed_pipe() -> None:
     sys.exit(EXIT_CLOSED_PIPE)
 
 
+def _pipe_pacified() -> bool:
+    """Whether typer (click) met a closed stdout: it then wraps stdout in its `PacifyFlushWrapper`."""
+    return type(sys.stdout).__name__ == "PacifyFlushWrapper"
+
+
 def _rich_broken_pipe(self: Any) -> None:
     """Rich's own answer to a closed pipe is `SystemExit(1)`, which `policy check` would mean as deny."""
     self.quiet = True
@@ -175,6 +184,12 @@ def main() -> None:
         sys.stdout.flush()  # a closed pipe is found here, not at exit, where it would be reported as an error
     except BrokenPipeError:
         _closed_pipe()
+    except SystemExit:
+        # typer's own answer to a closed pipe inside a verb (a `print` of JSON lines to `| head -1`) is to wrap
+        # stdout and exit 1, which `policy check` would mean as deny: every verb exits 141 instead
+        if _pipe_pacified():
+            _closed_pipe()
+        raise
     except typer.Abort:
         err.print("[red]error[/red] aborted", highlight=False)
         sys.exit(1)

@@ -223,7 +223,7 @@ def test_cli_command_prefers_the_running_script() -> None:
     saved = sys.argv[0]
     try:
         sys.argv[0] = ".venv/bin/ledgergate"
-        assert run.cli_command() == ".venv/bin/ledgergate"
+        assert run.cli_command() == os.path.abspath(".venv/bin/ledgergate")  # runs from any folder
         sys.argv[0] = "/opt/my tools/bin/ledgergate"
         assert run.cli_command() == "'/opt/my tools/bin/ledgergate'"
         sys.argv[0] = str(Path(run.__file__).parents[1] / "cli.py")  # python -m ledgergate.cli

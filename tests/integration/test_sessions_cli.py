@@ -48,7 +48,7 @@ def test_list_counts_and_filters(demo: Demo, sessions: dict[str, Any]) -> None:
     alice, carol = sessions["alice"], sessions["carol"]
     assert (alice["server"], alice["denials"]) == ("bank", 0)
     assert alice["calls"] >= 2  # two tool calls, and whatever else the SDK asked (tools/list)
-    assert carol["denials"] >= 1 and carol["calls"] == 0
+    assert carol["calls"] >= carol["denials"] >= 1  # a call refused by policy is still a call carol made
     assert alice["tools"] == ["list_transactions", "lookup_customer"]
 
     def ids(*flags: str) -> set[str]:

@@ -10,6 +10,21 @@ nothing here looks at the store's index columns.
 
 Records only ever hold masked values (the ledger masks before it writes), so
 a replay shows what the ledger holds and nothing more.
+
+A session's counts (`sessions list|show|replay`, the console) are of calls, not
+records; several records are about one call (an approval held and then denied
+writes `approval.requested`, `approval.decided`, `approval.denied` and
+`approval.refused`, all with the call's `request_id`):
+
+- calls: client requests of this session the gateway decided (forwarded,
+  held for an approval, or refused), counted once per `request_id`;
+- denials: those of them refused by policy (a deny rule, a budget, a drifted
+  tool) or by an approver (denied, expired or refused approval), once per
+  `request_id` however many refusal records it has; a denial is also a call;
+- approvals: approvals this session's calls asked for, once per approval id.
+
+Only the session's own records count: an approval record another session's
+call joined is shown in the replay, not counted twice.
 """
 
 from __future__ import annotations
@@ -23,6 +38,13 @@ from typing import Any
 DENIALS = frozenset({"policy.denied", "budget.exceeded", "tool.drift_blocked", "approval.denied",
                      "approval.refused", "approval.expired", "approval.state_refused"})
 REPLAYED = "session.replayed"
+#: the issuer of the identity `ledgergate approvals approve|deny --by NAME` acts as
+OPERATOR_ISSUER = "ledgergate-cli"
+#: how a decision made from the CLI is marked wherever it is shown: `--by` is a label the operator typed,
+#: not an identity anyone checked (the CLI is the trust of whoever holds the store; docs/security.md §3)
+CLI_OPERATOR = "CLI operator, unverified"
+#: events that say the gateway decided a client request (with DENIALS): counted once per request_id
+DECIDED = frozenset({"rpc.request", "rpc.refused", "approval.requested", "approval.held"}) | DENIALS
 
 
 @dataclass(frozen=True)
@@ -74,6 +96,17 @@ def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def is_cli_decision(operator: Any, approver: Any = None) -> bool:
+    """Whether a decision (a record's or an approval's) was made from the CLI as an operator identity."""
+    return operator is True or (isinstance(approver, dict) and approver.get("issuer") == OPERATOR_ISSUER) \
+        or (isinstance(approver, str) and approver.startswith(OPERATOR_ISSUER + "#"))
+
+
+def decider_label(name: str, cli: bool) -> str:
+    """Who decided, as shown: a CLI decision says that its name is the operator's unverified `--by`."""
+    return f"{name} ({CLI_OPERATOR})" if cli else name
+
+
 def collect(entries: Iterable[Entry]) -> dict[str, Session]:
     """Every session named by a record, with its records in time order (then log and index).
 
@@ -105,25 +138,42 @@ def collect(entries: Iterable[Entry]) -> dict[str, Session]:
     for s in sessions.values():
         s.entries.sort(key=lambda x: (x.time, x.log_id, x.index))
         s.start, s.end = s.entries[0].time, s.entries[-1].time
-        for e in s.entries:
-            d = e.doc
-            if not s.principal and isinstance(d.get("principal"), dict):
-                s.principal = d["principal"]
-            if s.server is None and _str(d.get("server")):
-                s.server = d["server"]
-            ev = e.event
-            if ev == "rpc.request":
-                s.calls += 1
-                s.decisions.add(str(d.get("decision") or "allow"))
-            if ev in DENIALS:
-                s.denials += 1
-                s.decisions.add("deny")
-            if ev == "approval.requested":
-                s.approvals += 1
-                s.decisions.add("approve")
-            if d.get("method") == "tools/call" and _str(d.get("target")):
-                s.tools.add(d["target"])
+        _count(s)
     return sessions
+
+
+def _count(s: Session) -> None:
+    """Calls, denials and approvals as the module's docstring defines them; tools and decisions seen."""
+    calls: set[Any] = set()
+    denied: set[Any] = set()
+    approvals: set[Any] = set()
+    for e in s.entries:
+        d = e.doc
+        if not s.principal and isinstance(d.get("principal"), dict):
+            s.principal = d["principal"]
+        if s.server is None and _str(d.get("server")):
+            s.server = d["server"]
+        ev = e.event
+        if ev == "rpc.request":
+            s.decisions.add(str(d.get("decision") or "allow"))
+        if ev in DENIALS:
+            s.decisions.add("deny")
+        if ev == "approval.requested":
+            s.decisions.add("approve")
+        if d.get("method") == "tools/call" and _str(d.get("target")):
+            s.tools.add(d["target"])
+        if d.get("session") != s.id:  # another session's approval record, shown here but counted there
+            continue
+        rid = d.get("request_id")
+        call = ("request", rid) if isinstance(rid, (str, int)) and not isinstance(rid, bool) else \
+            ("record", e.log_id, e.index)
+        if ev in DECIDED:
+            calls.add(call)
+        if ev in DENIALS:
+            denied.add(call)
+        if ev == "approval.requested":
+            approvals.add(_str(d.get("approval")) or call)
+    s.calls, s.denials, s.approvals = len(calls), len(denied), len(approvals)
 
 
 @dataclass(frozen=True)
@@ -183,7 +233,9 @@ def step(e: Entry, start: str) -> dict[str, Any]:
         if d.get(key) is not None:
             out[key] = d[key]
     if isinstance(d.get("approver"), dict):
-        out["approver"] = d.get("approver_display") or d["approver"].get("subject")
+        cli = is_cli_decision(d.get("operator"), d["approver"])
+        out["approver"] = decider_label(str(d.get("approver_display") or d["approver"].get("subject")), cli)
+        out["approver_cli"] = cli
     if e.event in DENIALS:
         out["denied"] = True
     return out
@@ -194,4 +246,5 @@ def replay(session: Session) -> dict[str, Any]:
     return {**session.summary(), "timeline": [step(e, session.start) for e in session.entries]}
 
 
-__all__ = ["DENIALS", "REPLAYED", "Entry", "Session", "SessionFilter", "collect", "replay", "select", "step"]
+__all__ = ["CLI_OPERATOR", "DECIDED", "DENIALS", "OPERATOR_ISSUER", "REPLAYED", "Entry", "Session", "SessionFilter",
+           "collect", "decider_label", "is_cli_decision", "replay", "select", "step"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -92,7 +93,8 @@ def _as_json(record: ApiKeyRecord, now: float) -> dict[str, object]:
 def create(
     name: str = typer.Option(..., "--name", help="Who or what uses the key (unique among active keys)."),
     groups: str = typer.Option("", "--groups", help="Comma-separated groups for policy, e.g. ci,readers."),
-    expires: str = typer.Option("90d", "--expires", help="Lifetime such as 30d or 12h, or 'never'."),
+    expires: str = typer.Option("90d", "--expires", help="Lifetime with a unit: 30d, 12h, 10m or 45s (s, m, h, d, "
+                                "as durations are written in the config), or 'never'. A bare number is refused."),
     config: Path = ConfigOption,
     as_json: bool = JsonOption,
 ) -> None:
@@ -102,6 +104,10 @@ def create(
     if not loaded.settings.identity.api_keys:
         err.print("[yellow]warning[/yellow] identity.api_keys is false: the gateway will not accept this key")
     try:
+        if re.fullmatch(r"\s*[0-9]+(?:\.[0-9]*)?\s*", expires):
+            # the config's parser reads a bare number as seconds: `--expires 5` made a key that died in 5 s
+            raise ValueError(f"{expires.strip()!r} has no unit; write it with one: s, m, h or d "
+                             "(e.g. 30d, 12h, 10m, 45s), or 'never'")
         lifetime = None if expires.strip().lower() == "never" else parse_duration(expires)
         if lifetime is not None and lifetime <= 0:
             raise ValueError("--expires must be positive")

@@ -1,6 +1,11 @@
 """`ledgergate approvals list|show|approve|deny`: decide held calls from a terminal.
 
 The CLI acts as an operator identity named by `--by` (default: the OS user).
+That name is a label, not a checked identity: whoever can run this command
+against the store decides as anyone not the requester, approver group or not
+(docs/security.md §3). Every view of the decision says so: "NAME (CLI
+operator, unverified)" in `approvals show`, `sessions replay` and the console;
+the record has `operator: true` and the issuer `ledgergate-cli`.
 It reads the configured store directly, so it sees every approval; its
 decisions follow the same rules as everyone's (never the requester's own
 call, one person counts once, a reason always) and are recorded in the
@@ -27,6 +32,7 @@ from rich.table import Table
 
 from ledgergate.approvals import model
 from ledgergate.approvals.service import AppendFn, ApprovalService, open_store
+from ledgergate.audit.sessions import CLI_OPERATOR, decider_label, is_cli_decision
 from ledgergate.commands.common import (
     EXIT_USAGE,
     ConfigOption,
@@ -46,7 +52,8 @@ err = Console(stderr=True, highlight=False)
 
 EXIT_REFUSED, EXIT_UNAVAILABLE = 1, 3
 JsonOption = typer.Option(False, "--json", help="Machine-readable output.")
-ByOption = typer.Option(None, "--by", help="Who decides (recorded); default the OS user. "
+ByOption = typer.Option(None, "--by", help="Who decides: an operator label, recorded as given and not verified "
+                                           "(shown as 'NAME (CLI operator, unverified)'); default the OS user. "
                                            "`issuer#subject` names an IdP identity exactly.")
 ReasonOption = typer.Option(..., "--reason", help="Why (recorded in the ledger and shown to the requester).")
 
@@ -117,7 +124,8 @@ def _print(approval: model.Approval) -> None:
         out.print(f"  why        {_show(p['justification'])}")
     out.print(f"  created    {p['created']}   expires {p['expires']}")
     for d in p["decisions"]:
-        out.print(f"  {d['verdict']:<9}  {_show(d['approver'])} at {d['time']}: {_show(d['reason'])}")
+        who = decider_label(_show(str(d["approver"])), is_cli_decision(d.get("operator"), d.get("approver_key")))
+        out.print(f"  {d['verdict']:<9}  {who} at {d['time']}: {_show(d['reason'])}")
     if p["granted_until"]:
         out.print(f"  granted until {p['granted_until']}")
     if p["executed_at"]:
@@ -180,8 +188,8 @@ def _decide(verdict: str, approval_id: str, reason: str, config: Path, by: str |
     if as_json:
         print(json.dumps(approval.public(), ensure_ascii=False))
         return
-    out.print(f"{'approved' if verdict == 'approve' else 'denied'} {approval.id} as {escape(who.subject)}: now {approval.status} "
-              f"({approval.approvals}/{approval.approvers.count} approvals)")
+    out.print(f"{'approved' if verdict == 'approve' else 'denied'} {approval.id} as {escape(who.subject)} ({CLI_OPERATOR}): "
+              f"now {approval.status} ({approval.approvals}/{approval.approvers.count} approvals)")
 
 
 @app.command("approve")

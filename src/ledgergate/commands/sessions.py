@@ -11,6 +11,12 @@ Looking is recorded: `replay` writes `session.replayed` and `export` writes
 (`export` writes it to a temporary file first: a failed write records
 nothing); if that record cannot be made, nothing is shown (exit 3).
 
+Counts (`list`, `show`, `replay`): calls are the client requests the gateway
+decided (forwarded, held for an approval, or refused), once per request id;
+denials are those refused by policy or by an approver, once per call (a denial
+is also a call); approvals are the approvals those calls asked for. One call
+has several records (a denied approval writes four): `records` counts those.
+
 Exit status: 0 done; 1 unknown session or a record that does not verify;
 2 usage or config; 3 the ledger cannot record the look.
 """
@@ -108,7 +114,10 @@ def list_sessions(
     limit: int = typer.Option(100, "--limit", min=1, max=100000),
     as_json: bool = JsonOption,
 ) -> None:
-    """Sessions, newest first: principal, server, start, calls, denials, approvals."""
+    """Sessions, newest first: principal, server, start, calls, denials, approvals.
+
+    calls: client requests the gateway decided (forwarded, held or refused), once per request id;
+    denials: those refused by policy or by an approver, once per call; approvals: approvals they asked for."""
     if decision is not None and decision not in ("allow", "deny", "approve"):
         err.print("[red]error[/red] --decision must be allow, deny or approve", highlight=False)
         raise typer.Exit(EXIT_USAGE)
@@ -126,12 +135,17 @@ def list_sessions(
         table.add_row(_show(s.id), _show(s.subject), _show(s.server or ""), _show(str(s.start)), str(s.calls),
                       str(s.denials), str(s.approvals))
     out.print(table)
+    out.print("[dim]calls: client requests decided, once per request id; denials: calls refused by policy or "
+              "an approver; approvals: approvals the calls asked for[/dim]", highlight=False)
 
 
 @app.command("show")
 def show(session_id: str = typer.Argument(..., metavar="ID"), config: Path = ConfigOption,
          as_json: bool = JsonOption) -> None:
-    """One session's summary: who, where, when, how many calls, denials and approvals, which tools."""
+    """One session's summary: who, where, when, how many calls, denials and approvals, which tools.
+
+    calls: client requests the gateway decided (forwarded, held or refused), once per request id;
+    denials: those refused by policy or by an approver, once per call; approvals: approvals they asked for."""
     loaded = load_or_exit(config)
     s = _one(loaded, session_id)
     marks = _signed(loaded, [(e.log_id, e.index) for e in s.entries])

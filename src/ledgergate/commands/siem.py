@@ -74,6 +74,11 @@ class LineSink:
             self._fh.flush()
             if self._is_file:
                 os.fsync(self._fh.fileno())
+        except BrokenPipeError:
+            # the reader went away (`-o - | head -1`): not a delivery failure but the end, which the CLI's
+            # entry point answers for every verb alike (exit 141, silently); the saved position stays
+            # before this batch
+            raise
         except OSError as exc:
             raise SinkError(f"writing to {self.name}: {exc.strerror or exc}") from None
 
@@ -289,6 +294,8 @@ def siem(
     except (SinkError, StoreError) as exc:
         err.print(f"[red]error[/red] {escape(str(exc))}; the saved position stays before the undelivered records")
         code = 2
+    except BrokenPipeError:
+        raise  # stdout closed: `ledgergate.cli.main` exits 141 silently, as for every verb
     except OSError as exc:
         err.print(f"[red]error[/red] state file {escape(str(state))}: {escape(exc.strerror or str(exc))}")
         code = 2

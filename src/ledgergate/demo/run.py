@@ -35,6 +35,7 @@ import json
 import logging
 import os
 import shlex
+import shutil
 import signal
 import socket
 import sys
@@ -101,16 +102,19 @@ def default_data_dir() -> Path:
 
 
 def cli_command() -> str:
-    """How to run `ledgergate` again from this shell: the script that is running now (say
-    `.venv/bin/ledgergate`, whose venv need not be activated), else the one beside this
-    interpreter, else this interpreter with `-m`."""
-    argv0 = Path(sys.argv[0])
-    if argv0.name == "ledgergate":
-        return shlex.quote(str(argv0))
-    beside = Path(sys.executable).parent / "ledgergate"
+    """How to run `ledgergate` again, from any folder: the absolute path of the script that is running
+    now (started as `.venv/bin/ledgergate`, whose venv need not be activated, it is printed as
+    `/home/me/project/.venv/bin/ledgergate`: the relative form failed from any other folder), else
+    the one beside this interpreter, else this interpreter with `-m`."""
+    argv0 = sys.argv[0]
+    if Path(argv0).name == "ledgergate":
+        found = argv0 if os.sep in argv0 else shutil.which(argv0)  # a bare name was found on PATH
+        if found:
+            return shlex.quote(os.path.abspath(found))
+    beside = Path(os.path.abspath(sys.executable)).parent / "ledgergate"
     if beside.exists():
         return shlex.quote(str(beside))
-    return f"{shlex.quote(sys.executable)} -m ledgergate.cli"
+    return f"{shlex.quote(os.path.abspath(sys.executable))} -m ledgergate.cli"
 
 
 STANDARD_DETECTORS = ["US_SSN", "CREDIT_CARD", "US_BANK_ACCOUNT", "ABA_ROUTING", "IBAN", "EMAIL", "PHONE", "SECRET"]
@@ -407,7 +411,7 @@ def _print_banner(console: Console, config: LoadedConfig, issuer: DevIdentityPro
         command(f"export {u.env_var}={tokens[u.name]}")
     p(f"[dim](also in {escape(q(data_dir / 'tokens.json'))})[/dim]", soft_wrap=True)
     p()
-    python = q(sys.executable)
+    python = q(os.path.abspath(sys.executable))
     p(f"[bold]Python SDK[/bold] — {escape(q(example))}, run with ALICE_TOKEN exported, with this interpreter, which "
       "has the SDK:", soft_wrap=True, highlight=False)
     command(f"  {python} {q(example)}")

@@ -55,7 +55,14 @@ from ledgergate.audit import proof as tlog_proof
 from ledgergate.audit.bundle import Filter, dump_bundle, export_bundle, normalize_time
 from ledgergate.audit.checkpoint import Checkpoint, NoteError, open_checkpoint
 from ledgergate.audit.prover import LogProver
-from ledgergate.audit.sessions import Session, SessionFilter, replay, select
+from ledgergate.audit.sessions import (
+    Session,
+    SessionFilter,
+    decider_label,
+    is_cli_decision,
+    replay,
+    select,
+)
 from ledgergate.audit.verify import WitnessNote, verify_store
 from ledgergate.audit.witness import witness_label
 from ledgergate.config import ConsoleSettings, Settings
@@ -529,8 +536,12 @@ class Console:
         items = []
         for blocked, a in ranked[:INBOX_ITEMS]:
             p = a.public()
-            items.append({**p, "blocked": blocked, "created_ts": a.created, "expires_ts": a.expires,
-                          "requester_name": p["requester"].get("subject"), "target": a.binding.target})
+            decided = [{**d, "approver": decider_label(str(d["approver"]),
+                                                        is_cli_decision(d.get("operator"), d.get("approver_key")))}
+                       for d in p["decisions"]]
+            items.append({**p, "decisions": decided, "blocked": blocked, "created_ts": a.created,
+                          "expires_ts": a.expires, "requester_name": p["requester"].get("subject"),
+                          "target": a.binding.target})
         return items, unread is not None or len(ranked) > INBOX_ITEMS
 
     @staticmethod
