@@ -25,6 +25,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ledgergate.api.approvals import approval_routes
 from ledgergate.api.ledger_reader import LedgerReader
@@ -121,6 +122,7 @@ class Gateway:
         # before any route's Host check runs: a foreign Host got a 307 to itself. No route ends in `/`
         # but the console's `/ui/`, which is a route of its own, so the redirect serves no one.
         self._router.router.redirect_slashes = False
+        self._router.router.default = _json_under_api(self._router.router.default)
 
     def _mask_for_log(self, text: str) -> str:
         """Text from outside (a stdio server's stderr) as the log may keep it: masked with the current
@@ -651,3 +653,14 @@ def uvicorn_config(app: Any, host: str, port: int, limits: LimitsSettings | None
                           timeout_graceful_shutdown=CLOSE_GRACE, server_header=False, proxy_headers=False,
                           date_header=False)
 
+
+def _json_under_api(fallback: ASGIApp) -> ASGIApp:
+    """The router's answer when no route matches: under `/api/`, the JSON every API error is
+    (`{"error": ...}`), not a plain-text body a client reading JSON cannot parse; elsewhere `fallback`."""
+    async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("path", "").startswith("/api/"):
+            response = JSONResponse({"error": "no such API endpoint (the README lists them)"}, status_code=404)
+            await response(scope, receive, send)
+            return
+        await fallback(scope, receive, send)
+    return not_found
