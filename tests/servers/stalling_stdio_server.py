@@ -19,7 +19,15 @@ import json
 import os
 import time
 
-from mcp.server.mcpserver import Context, MCPServer
+# Before the SDK is imported (1.7 s on a slow machine, longer than the tests' 1 s timeout): the pid is
+# written, and a server stuck while starting is stuck, as soon as the process runs.
+if os.environ.get("STALL_PID_FILE"):
+    with open(os.environ["STALL_PID_FILE"], "a") as pid_file:
+        pid_file.write(f"{os.getpid()}\n")
+if os.environ.get("STALL_BEFORE_INIT"):
+    time.sleep(3600)
+
+from mcp.server.mcpserver import Context, MCPServer  # after the pid, see above
 
 server = MCPServer(name="stalling", version="1.0.0", log_level="WARNING")
 #: the pipe to the client, kept before the SDK diverts descriptor 1 (to stderr) while it serves
@@ -76,9 +84,4 @@ async def slow(seconds: float, ctx: Context) -> str:
 
 
 if __name__ == "__main__":
-    if os.environ.get("STALL_PID_FILE"):
-        with open(os.environ["STALL_PID_FILE"], "a") as pid_file:
-            pid_file.write(f"{os.getpid()}\n")
-    if os.environ.get("STALL_BEFORE_INIT"):
-        time.sleep(3600)
     server.run("stdio")
