@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -105,14 +103,6 @@ def text_of(result: Any) -> str:
     return " ".join(getattr(c, "text", "") for c in result.content)
 
 
-def records(gateway: gw.RunningGateway) -> list[dict[str, Any]]:
-    out = subprocess.run([sys.executable, "-m", "ledgergate.cli", "audit", "tail", "--config",
-                          str(gateway.dir / "ledgergate.yaml"), "-n", "100000"],
-                         cwd=gateway.dir, capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    return [json.loads(line) for line in out.stdout.splitlines() if line.strip().startswith("{")]
-
-
 # ── held, then released ──────────────────────────────────────────────────────
 async def test_handshake_client_is_held_with_notices_and_completes_once_approved(gateway: gw.RunningGateway,
                                                                                 people: People) -> None:
@@ -128,7 +118,7 @@ async def test_handshake_client_is_held_with_notices_and_completes_once_approved
     assert "5007" in text_of(result) and not result.is_error
     assert released_after < 2.0
     assert any(approval["id"] in json.dumps(getattr(log, "data", log), default=str) for log in rec.logs), rec.logs
-    events = records(gateway)
+    events = gateway.records()
     kinds = [r["event"] for r in events if r.get("approval") == approval["id"]]
     assert kinds[:4] == ["approval.requested", "approval.decided", "approval.granted", "approval.executed"]
     forwarded = [r for r in events if r["event"] == "rpc.request" and r.get("approval") == approval["id"]]
@@ -145,7 +135,7 @@ async def test_modern_client_retries_with_sealed_state_and_completes(gateway: gw
         assert (await decide(gateway, people.bob, approval["id"], "approve")).status_code == 200
         result = await asyncio.wait_for(call, 10)
     assert "6001" in text_of(result)
-    held = [r for r in records(gateway) if r["event"] == "approval.held" and r.get("approval") == approval["id"]]
+    held = [r for r in gateway.records() if r["event"] == "approval.held" and r.get("approval") == approval["id"]]
     assert held, "the first round ended with the state handed to the client"
 
 
@@ -174,7 +164,7 @@ async def test_requester_and_non_approvers_cannot_decide(gateway: gw.RunningGate
             assert (await http.get(f"{gateway.base}/api/v1/approvals/{approval['id']}")).json()["status"] == "pending"
         assert (await decide(gateway, people.bob, approval["id"], "approve")).status_code == 200
         assert "8002" in text_of(await asyncio.wait_for(call, 10))
-    refused = [r for r in records(gateway) if r["event"] == "auth.forbidden" and r.get("approval") == approval["id"]]
+    refused = [r for r in gateway.records() if r["event"] == "auth.forbidden" and r.get("approval") == approval["id"]]
     assert sorted(r["principal"]["subject"] for r in refused) == ["carol", "dave"], "each 403 is in the ledger"
     async with gateway.http(people.bob) as http:
         odd = await http.get(f"{gateway.base}/api/v1/approvals", params={"limit": "\u00b2"})
@@ -261,7 +251,7 @@ async def test_an_expired_approval_is_a_recorded_denial(tmp_path: Path, idp: Pro
         await asyncio.sleep(3.5)
         late = await raw_call(running, people.alice, {"a": 1234, "b": 0}, requestState=first["result"]["requestState"])
         assert "error" in late and "expired" in late["error"]["message"], late
-        assert "approval.expired" in [r["event"] for r in records(running)]
+        assert "approval.expired" in [r["event"] for r in running.records()]
     finally:
         await asyncio.to_thread(running.stop)
 
@@ -326,9 +316,8 @@ async def test_a_tasks_client_polls_a_task_that_runs_once_approved(gateway: gw.R
             break
         await asyncio.sleep(0.1)
     assert polled["status"] == "completed" and "5556" in json.dumps(polled["result"]), polled
-    ran = [r for r in records(gateway) if r["event"] == "rpc.request" and r.get("approval") == approval["id"]]
+    ran = [r for r in gateway.records() if r["event"] == "rpc.request" and r.get("approval") == approval["id"]]
     assert len(ran) == 1
-
 
 
 async def test_a_task_held_at_shutdown_is_recorded_and_its_approval_runs_the_call_sent_again(
@@ -346,7 +335,7 @@ async def test_a_task_held_at_shutdown_is_recorded_and_its_approval_runs_the_cal
         assert created["resultType"] == "task", created
         approval = await pending(running, people.bob, "alice")
         await asyncio.to_thread(running.stop)
-        held = [r for r in records(running) if r["event"] == "approval.held" and r.get("task") == created["taskId"]]
+        held = [r for r in running.records() if r["event"] == "approval.held" and r.get("task") == created["taskId"]]
         assert len(held) == 1 and held[0]["reason"] == "shutdown" and held[0]["approval"] == approval["id"], held
         running = await asyncio.to_thread(gw.start, tmp_path, idp.issuer, servers(upstream), POLICIES,
                                           {"approvals": APPROVALS}, port=running.port)
@@ -356,7 +345,7 @@ async def test_a_task_held_at_shutdown_is_recorded_and_its_approval_runs_the_cal
         assert (await decide(running, people.bob, approval["id"], "approve")).status_code == 200
         again = await raw_call(running, people.alice, args)
         assert "6162" in json.dumps(again["result"]), again
-        ran = [r for r in records(running) if r["event"] == "rpc.request" and r.get("approval") == approval["id"]]
+        ran = [r for r in running.records() if r["event"] == "rpc.request" and r.get("approval") == approval["id"]]
         assert len(ran) == 1
     finally:
         await asyncio.to_thread(running.stop)
@@ -419,7 +408,7 @@ def reconfigure(gateway: gw.RunningGateway, change: Any) -> None:
 async def refused_record(gateway: gw.RunningGateway, approval_id: str, timeout: float = 15.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = [r for r in records(gateway) if r["event"] == "approval.refused" and r.get("approval") == approval_id]
+        found = [r for r in gateway.records() if r["event"] == "approval.refused" and r.get("approval") == approval_id]
         if found:
             return found[-1]
         await asyncio.sleep(0.2)
@@ -454,7 +443,7 @@ async def test_a_task_approved_after_its_requester_was_disabled_does_not_run(fre
     assert (await decide(gateway, people.bob, approval["id"], "approve")).status_code == 200
     refused = await refused_record(gateway, approval["id"])
     assert "disabled" in refused["reason"]
-    assert not [r for r in records(gateway) if r["event"] == "rpc.request" and r.get("approval") == approval["id"]]
+    assert not [r for r in gateway.records() if r["event"] == "rpc.request" and r.get("approval") == approval["id"]]
 
 
 @pytest.mark.parametrize("change, why", [
@@ -501,6 +490,6 @@ async def test_a_call_approved_after_policy_changed_does_not_run(fresh_gateway: 
             break
         await asyncio.sleep(0.1)
     assert polled["status"] == "failed" and why in json.dumps(polled), polled
-    ran = [r for r in records(gateway) if r["event"] == "rpc.request"
+    ran = [r for r in gateway.records() if r["event"] == "rpc.request"
            and r.get("approval") in (task_approval["id"], held_approval["id"])]
     assert ran == []

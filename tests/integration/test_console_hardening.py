@@ -123,17 +123,6 @@ def csrf_of(page: str) -> str:
     return found.group(1)
 
 
-def records(console: gw.RunningGateway) -> list[dict[str, Any]]:
-    from ledgergate.store.ledger_store import open_ledger_store
-
-    store = open_ledger_store(f"sqlite:///{console.dir / 'data' / 'ledgergate.db'}")
-    try:
-        return [json.loads(bytes(r)) for log_id, _ in store.logs()
-                for chunk in store.iter_leaves(log_id) for _, _, r in chunk]
-    finally:
-        store.close()
-
-
 def in_store(console: gw.RunningGateway, fill: Callable[[ApprovalService], Awaitable[str]]) -> str:
     """Run `fill` with an approvals service on the gateway's own store, as another replica (or one that
     ran before this build) would write it; its ledger is nowhere, the gateway's is the gateway's."""
@@ -222,7 +211,7 @@ async def test_a_tool_name_holding_a_variation_selector_or_a_filler_is_refused_b
     """`transfer_funds\\ufe0f` passed the name check, matched the `transfer*` rule and was held for an
     approver who saw `transfer_funds`; a lenient upstream may run it as that. It is refused as written."""
     token = idp.token("alice", ["staff"])
-    before = len(records(console))
+    before = len(console.records())
     async with connect(console.url("bank"), token, "legacy") as client:
         for name in ("transfer_funds\ufe0f", "transfer_funds\u3164", "transfer\u034f_funds"):
             with pytest.raises(Exception, match="ambiguous|invisible"):
@@ -230,9 +219,9 @@ async def test_a_tool_name_holding_a_variation_selector_or_a_filler_is_refused_b
                                                                         "to_account": "A-2002", "amount": 1}), 20)
                 if result.is_error:  # refused as a tool error rather than a JSON-RPC error
                     raise RuntimeError(" ".join(getattr(c, "text", "") for c in result.content))
-    refused = [r for r in records(console)[before:] if r["event"] == "rpc.refused"]
+    refused = [r for r in console.records()[before:] if r["event"] == "rpc.refused"]
     assert [r["reason"] for r in refused] == ["ambiguous_name"] * 3
-    assert not any(r["event"] == "approval.requested" for r in records(console)[before:])
+    assert not any(r["event"] == "approval.requested" for r in console.records()[before:])
 
 
 # ── 2. console POST bodies ──────────────────────────────────────────────────────────────────────────
@@ -332,7 +321,7 @@ def test_a_console_form_is_at_most_64_kib_declared_or_chunked_and_urlencoded(
     assert done.status_code == 303 and done.headers["location"] == "/ui/approvals", done.text[:300]
     assert "denied" in bob.get("/ui/approvals").text
     approval_id = decide.split("/")[3]
-    assert any(r["event"] == "approval.decided" and r.get("approval") == approval_id for r in records(console))
+    assert any(r["event"] == "approval.decided" and r.get("approval") == approval_id for r in console.records())
 
 
 # ── 3. the session cookie ──────────────────────────────────────────────────────────────────────────
@@ -357,7 +346,7 @@ async def test_a_person_in_hundreds_of_groups_signs_in(console: gw.RunningGatewa
         assert sorted(sealed["d"]["groups"]) == ["approvers", "auditors"]
     finally:
         await context.close()
-    logins = [r for r in records(console) if r["event"] == "console.login" and r["principal"]["subject"] == "gina"]
+    logins = [r for r in console.records() if r["event"] == "console.login" and r["principal"]["subject"] == "gina"]
     assert len(logins) == 1
 
 
@@ -376,9 +365,9 @@ async def test_a_session_that_cannot_fit_a_cookie_is_refused_with_a_page_and_no_
         assert "lg_console" not in {c["name"] for c in await context.cookies()}
     finally:
         await context.close()
-    mine = [r for r in records(console) if "hank" in json.dumps(r.get("principal", {}))]
+    mine = [r for r in console.records() if "hank" in json.dumps(r.get("principal", {}))]
     assert not [r for r in mine if r["event"] == "console.login"]
-    assert any(r["event"] == "console.login_refused" and "cookie" in r["reason"] for r in records(console))
+    assert any(r["event"] == "console.login_refused" and "cookie" in r["reason"] for r in console.records())
 
 
 # ── 4. paging the sessions ──────────────────────────────────────────────────────────────────────────
@@ -480,7 +469,7 @@ def test_a_sign_in_attempt_is_good_for_one_callback(console: gw.RunningGateway, 
         login_cookie = client.cookies["lg_console_login"]
         back = httpx.get(to_idp, follow_redirects=False).headers["location"]
         assert client.get(back).status_code == 303 and "lg_console" in client.cookies
-        before = [r for r in records(console) if r["event"] == "console.login"]
+        before = [r for r in console.records() if r["event"] == "console.login"]
         replays = [back, back.replace("code=", "code=forged")]
     for url in replays:
         with httpx.Client(base_url=console.base, follow_redirects=False, timeout=30,
@@ -488,4 +477,4 @@ def test_a_sign_in_attempt_is_good_for_one_callback(console: gw.RunningGateway, 
             answer = replay.get(url)
             assert answer.status_code == 400, answer.status_code
             assert "already used" in answer.text and "lg_console" not in replay.cookies
-    assert [r for r in records(console) if r["event"] == "console.login"] == before
+    assert [r for r in console.records() if r["event"] == "console.login"] == before

@@ -22,7 +22,6 @@ import asyncio
 import json
 import re
 import signal
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -126,11 +125,6 @@ class Napping(ScriptedHandshake):
 class Setup:
     def __init__(self, upstream: Napping, gateway: gw.RunningGateway, alice: str, bob: str) -> None:
         self.upstream, self.gateway, self.alice, self.bob = upstream, gateway, alice, bob
-
-    def records(self) -> list[dict[str, Any]]:
-        """The ledger as the store holds it (`ledger_leaves`), every record in order."""
-        with sqlite3.connect(self.gateway.dir / "data" / "ledgergate.db") as db:
-            return [json.loads(r[0]) for r in db.execute("SELECT record FROM ledger_leaves ORDER BY seq")]
 
 
 async def start(tmp_path: Path, idp: Provider, upstream_url: str) -> gw.RunningGateway:
@@ -240,7 +234,7 @@ async def test_a_stateless_client_hanging_up_mid_call_cancels_it_upstream_and_in
     assert time.monotonic() - hung_up < PROMPT
     assert setup.upstream.ended.get((session, sent["id"])) == "cancelled"
     request, after = await eventually("the outcome was recorded", lambda: (
-        (found := outcomes_of(setup.records(), name))[1] and found))
+        (found := outcomes_of(setup.gateway.records(), name))[1] and found))
     assert request["decision"] == "allow"
     [outcome] = after
     assert outcome["event"] == "rpc.response", outcome
@@ -284,7 +278,7 @@ async def test_a_stateless_retry_resuming_a_call_cancels_it_when_its_client_hang
     await eventually("the upstream was told the call is cancelled",
                      lambda: (session, sent["id"]) in setup.upstream.cancelled_ids())
     _, after = await eventually("the outcome was recorded", lambda: (
-        (found := outcomes_of(setup.records(), name))[1] and found))
+        (found := outcomes_of(setup.gateway.records(), name))[1] and found))
     [outcome] = after
     assert outcome["event"] == "rpc.response" and outcome["cancelled"] is True, outcome
     assert outcome["reason"] == "client_disconnected" and outcome["cancel_sent"] is True, outcome
@@ -309,7 +303,7 @@ async def test_a_stateless_client_hanging_up_while_held_for_approval_forwards_no
         [approval] = approvals
         raw.hang_up()
         held = await eventually("the release was recorded", lambda: [
-            r for r in setup.records() if r["event"] == "approval.held" and r.get("reason") == "client_disconnected"])
+            r for r in setup.gateway.records() if r["event"] == "approval.held" and r.get("reason") == "client_disconnected"])
         assert held[0]["approval"] == approval["id"], held
         assert [a["id"] for a in await pending()] == [approval["id"]], "the approval stays pending"
 
@@ -357,7 +351,7 @@ async def test_a_handshake_clients_disconnect_does_not_cancel_its_call(setup: Se
     assert setup.upstream.ended[(upstream_session, sent["id"])] == "answered"
     assert (upstream_session, sent["id"]) not in setup.upstream.cancelled_ids()
     _, after = await eventually("the outcome was recorded", lambda: (
-        (found := outcomes_of(setup.records(), name))[1] and found))
+        (found := outcomes_of(setup.gateway.records(), name))[1] and found))
     [outcome] = after
     assert outcome["event"] == "rpc.response" and not outcome.get("cancelled") and "error" not in outcome, outcome
 
@@ -414,7 +408,7 @@ async def _many_hang_up(setup: Setup) -> None:
     assert time.monotonic() - started < 15
 
     def each_request_has_one_outcome() -> list[dict[str, Any]] | None:
-        records = setup.records()
+        records = setup.gateway.records()
         requests = [r for r in records if r["event"] == "rpc.request" and str(r.get("target")).startswith("nap-many-")]
         outcomes: dict[str, list[dict[str, Any]]] = {}
         for r in records:

@@ -86,13 +86,6 @@ def cli(replica: gw.RunningGateway, *args: str) -> subprocess.CompletedProcess[s
                           timeout=120)
 
 
-def records(replica: gw.RunningGateway) -> list[dict[str, Any]]:
-    """Every record of every log in the shared store (`audit tail` reads them all)."""
-    out = cli(replica, "audit", "tail", "-n", "1000000")
-    assert out.returncode == 0, out.stderr
-    return [json.loads(line) for line in out.stdout.splitlines() if line.strip().startswith("{")]
-
-
 def echoed(records_: list[dict[str, Any]], log_id: str, event: str) -> set[str]:
     """The echo messages that have an `event` record in log `log_id`."""
     found = set()
@@ -127,7 +120,7 @@ async def test_each_replica_writes_its_own_log_and_verify_covers_all(tmp_path: P
     finally:
         for r in replicas:
             await asyncio.to_thread(r.stop)
-    everything = records(replicas[0])
+    everything = replicas[0].records()
     for r in replicas:
         name = r.dir.name
         mine = echoed(everything, name, "rpc.request")
@@ -178,7 +171,7 @@ async def test_a_replica_killed_mid_traffic_loses_no_acknowledged_record(tmp_pat
         # the survivor keeps serving
         async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
             assert acknowledged(await echo(http, b, "ha-survivor"), "ha-survivor")
-        after = records(b)
+        after = b.records()
         requested, responded = echoed(after, "a", "rpc.request"), echoed(after, "a", "rpc.response")
         assert acked <= requested, f"acknowledged calls with no rpc.request record: {sorted(acked - requested)[:5]}"
         assert acked <= responded, f"acknowledged calls with no rpc.response record: {sorted(acked - responded)[:5]}"
@@ -190,7 +183,7 @@ async def test_a_replica_killed_mid_traffic_loses_no_acknowledged_record(tmp_pat
         a = await asyncio.to_thread(start_replica, tmp_path, "a", idp, upstream, storage)
         async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
             assert acknowledged(await echo(http, a, "ha-restarted"), "ha-restarted")
-        again = records(b)
+        again = b.records()
         assert "ha-restarted" in echoed(again, "a", "rpc.request")
         assert max(r["seq"] for r in again if r["log"] == "a") >= size_before
         assert "FAIL" not in verify(b)

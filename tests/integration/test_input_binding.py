@@ -12,9 +12,6 @@ right retry still finishes the call.
 
 from __future__ import annotations
 
-import json
-import sqlite3
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,11 +24,6 @@ MODERN = "2026-07-28"
 META = {"io.modelcontextprotocol/protocolVersion": MODERN,
         "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"},
         "io.modelcontextprotocol/clientCapabilities": {"elicitation": {"form": {}}}}
-
-
-def records(directory: Path) -> list[dict[str, Any]]:
-    with sqlite3.connect(directory / "data" / "ledgergate.db") as db:
-        return [json.loads(r[0]) for r in db.execute("SELECT record FROM ledger_leaves ORDER BY seq")]
 
 
 def request(request_id: int, method: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -87,7 +79,7 @@ async def test_a_retry_that_does_not_repeat_the_paused_request_is_refused_and_re
                                                               "inputResponses": responses}))
         assert done.status_code == 200 and done.json()["result"]["resultType"] == "complete", done.text
         assert not done.json()["result"].get("isError"), done.text
-    every = records(gateway.dir)
+    every = gateway.records()
     for request_id, method, name in refused_ids:
         [refusal] = [x for x in every if x.get("request_id") == request_id]
         assert refusal["event"] == "rpc.refused" and refusal["reason"] == "request_state_mismatch", refusal

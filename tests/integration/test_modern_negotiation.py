@@ -12,9 +12,6 @@ Handshake clients at every handshake version are untouched.
 
 from __future__ import annotations
 
-import json
-import sqlite3
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,11 +24,6 @@ MODERN = "2026-07-28"
 HANDSHAKE_VERSIONS = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
 JSON_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 ECHO = {"stateless": {"text": "hi"}, "everything": {"message": "hi"}}
-
-
-def records(directory: Path) -> list[dict[str, Any]]:
-    with sqlite3.connect(directory / "data" / "ledgergate.db") as db:
-        return [json.loads(r[0]) for r in db.execute("SELECT record FROM ledger_leaves ORDER BY seq")]
 
 
 def envelope(version: str = MODERN) -> dict[str, Any]:
@@ -65,7 +57,7 @@ async def test_an_unsupported_version_is_told_which_versions_are_served(gateway:
     assert error["code"] == -32022 and error["data"] == {"supported": [MODERN], "requested": "2099-01-01"}, error
     assert r.json()["id"] == 11
     assert note.status_code == 400 and note.json()["error"]["code"] == -32022, note.text
-    refused = [x for x in records(gateway.dir) if x["event"] == "request.refused" and x.get("code") == -32022]
+    refused = [x for x in gateway.records() if x["event"] == "request.refused" and x.get("code") == -32022]
     assert len(refused) >= 2
 
 
@@ -93,7 +85,7 @@ async def test_a_2026_era_initialize_is_refused_at_the_edge_and_recorded(gateway
                             json={"jsonrpc": "2.0", "id": 9, "method": method, "params": {**params, "_meta": envelope()}})
     assert r.status_code == 404 and r.json()["error"]["code"] == -32601, r.text
     request_id = r.json()["error"]["data"]["requestId"]
-    mine = [x for x in records(gateway.dir) if x.get("request_id") == request_id]
+    mine = [x for x in gateway.records() if x.get("request_id") == request_id]
     assert [(x["event"], x.get("reason"), x.get("method")) for x in mine] == [("rpc.refused", "not_a_2026_method", method)]
 
 

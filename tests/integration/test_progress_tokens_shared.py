@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -56,11 +54,6 @@ def shared_gateway(tmp_path_factory: pytest.TempPathFactory, provider: Provider,
     running.stop()
 
 
-def records(directory: Path) -> list[dict[str, Any]]:
-    with sqlite3.connect(directory / "data" / "ledgergate.db") as db:
-        return [json.loads(r[0]) for r in db.execute("SELECT record FROM ledger_leaves ORDER BY seq")]
-
-
 def events_of(response: httpx.Response) -> list[dict[str, Any]]:
     if response.headers.get("content-type", "").startswith("application/json"):
         return [response.json()]
@@ -85,7 +78,7 @@ async def test_two_clients_with_the_same_token_each_see_only_their_own_progress(
     exactly its own steps (1..n, of total n), every one under the token it sent (same value, same type),
     and its own answer; the ledger keeps each progress under the call's own request and the client's token."""
     url = shared_gateway.url(server)
-    before = len(records(shared_gateway.dir))
+    before = len(shared_gateway.records())
     alice = provider.token("alice", ["staff"])
     async with shared_gateway.http(alice) as first, shared_gateway.http(alice) as second:
         # the shared upstream session (a stdio child, an SSE stream) is opened before the race, and
@@ -106,7 +99,7 @@ async def test_two_clients_with_the_same_token_each_see_only_their_own_progress(
         assert answer["id"] == 1 and f"Steps: {steps}" in answer["result"]["content"][0]["text"], answer
 
     # the ledger: each call's progress under that call's own request, with the client's token, none dropped
-    every = records(shared_gateway.dir)[before:]
+    every = shared_gateway.records()[before:]
     steps_of = {r["request_id"]: r["args"]["steps"] for r in every
                 if r["event"] == "rpc.request" and r.get("target") == TOOL}
     assert sorted(steps_of.values()) == [3, 5], steps_of

@@ -92,12 +92,6 @@ async def streamed(http: httpx.AsyncClient, gateway: gw.RunningGateway, rpc_id: 
     return messages
 
 
-def records(gateway: gw.RunningGateway) -> list[dict[str, Any]]:
-    out = cli(gateway, "audit", "tail", "-n", "100000")
-    assert out.returncode == 0, out.stderr
-    return [json.loads(line) for line in out.stdout.splitlines() if line.strip().startswith("{")]
-
-
 def cli(gateway: gw.RunningGateway, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "ledgergate.cli", *args, "--config",
                            str(gateway.dir / "ledgergate.yaml")], cwd=gateway.dir, capture_output=True, text=True,
@@ -184,7 +178,7 @@ async def test_sigterm_drains_then_answers_and_records_every_call_it_cuts_off(
 
     log = gateway.log()
     assert "Internal Server Error" not in log and "ASGI callable returned without starting response" not in log, log
-    recorded = records(gateway)
+    recorded = gateway.records()
     by_request: dict[str, list[dict[str, Any]]] = {}
     for record in recorded:
         if record.get("request_id"):
@@ -238,7 +232,7 @@ async def test_a_second_signal_ends_the_drain_at_once(tmp_path: Path, idp: Provi
     finally:
         await asyncio.to_thread(gateway.stop)
     rid = body["error"]["data"]["requestId"]
-    assert [r["event"] for r in records(gateway) if r.get("request_id") == rid] == ["rpc.request", "rpc.response"]
+    assert [r["event"] for r in gateway.records() if r.get("request_id") == rid] == ["rpc.request", "rpc.response"]
 
 
 def test_the_constants_here_are_the_gateways() -> None:
@@ -290,5 +284,5 @@ async def test_sdk_clients_of_both_transports_get_the_cut_off_as_their_calls_err
     for exc in errors.values():
         assert exc.error.code == SHUTTING_DOWN and exc.error.message.startswith(CUT_OFF), exc.error
         request_ids.add(exc.error.data["requestId"])
-    outcomes = [r for r in records(gateway) if r["event"] == "rpc.response" and r.get("request_id") in request_ids]
+    outcomes = [r for r in gateway.records() if r["event"] == "rpc.response" and r.get("request_id") in request_ids]
     assert sorted(r["error"] for r in outcomes) == [CUT_OFF, CUT_OFF], outcomes

@@ -66,14 +66,6 @@ def _stateless_call() -> dict[str, Any]:
                   "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "0"}}}}
 
 
-def _records(running: gw.RunningGateway) -> list[dict[str, Any]]:
-    out = subprocess.run([sys.executable, "-m", "ledgergate.cli", "audit", "tail", "--config",
-                          str(running.dir / "ledgergate.yaml"), "-n", "100000"],
-                         cwd=running.dir, capture_output=True, text=True, check=False)
-    assert out.returncode == 0, out.stderr
-    return [json.loads(line) for line in out.stdout.splitlines() if line.strip().startswith("{")]
-
-
 def _log_line_naming(running: gw.RunningGateway, request_id: str) -> str:
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
@@ -115,7 +107,7 @@ async def test_a_refused_opening_quotes_a_request_id_is_logged_and_recorded(
         assert MISSING in logged, logged
     else:
         assert "http://127.0.0.1:" in logged, logged  # the URL, redacted
-    refused = [r for r in _records(unopened) if r["event"] == "request.refused" and r.get("request_id") == request_id]
+    refused = [r for r in unopened.records() if r["event"] == "request.refused" and r.get("request_id") == request_id]
     assert len(refused) == 1, refused
     assert refused[0]["server"] == server and refused[0]["status"] == 502, refused
     for secret in SECRETS:

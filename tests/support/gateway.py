@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,19 @@ class RunningGateway:
 
     def stop(self) -> None:
         self.proc.stop()
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every record of every log in the gateway's store, each log in order: what `audit tail` prints,
+        read in this process (a CLI process per look cost a test seconds where importing is slow)."""
+        from ledgergate.store.ledger_store import open_ledger_store
+
+        config = yaml.safe_load((self.dir / "ledgergate.yaml").read_text())
+        store = open_ledger_store(str(config.get("storage", "sqlite:///./data/ledgergate.db")), self.dir)
+        try:
+            return [json.loads(row.record) for log_id, _ in store.logs()
+                    for row in store.rows(log_id, 0, store.size(log_id))]
+        finally:
+            store.close()
 
 
 AUDIT = {"signing_key": "./data/ledger.key", "checkpoint_interval": "1s", "witnesses": ["file://./data/witness.log"]}
