@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ledgergate.errors import UPSTREAM_UNAVAILABLE, UpstreamError
+from ledgergate.errors import RATE_LIMITED, UPSTREAM_UNAVAILABLE, UpstreamError
 from ledgergate.gateway.sessions import SessionRegistry
 from ledgergate.principal import Principal
 from ledgergate.store.ledger_store import open_ledger_store
@@ -258,6 +258,126 @@ async def test_openings_racing_at_the_cap_start_no_more_than_it(capped: gw.Runni
     assert len(children_running(gateway_pid, BANK_MARKER)) == 2
 
 
+# ── one identity's share: servers.<name>.max_processes_per_principal ────────────────────────
+# One identity could hold every slot (its `max_sessions_per_principal`, 64, is more than `max_processes`,
+# 32), leaving the server to no one else until its sessions ended. Now past its own share (a quarter of
+# `max_processes` unless told) it is refused at once with 429 and `Retry-After` (its own limit, lifted by
+# ending one of its sessions), recorded as `request.refused`; other identities still open theirs.
+MODERN_META = {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}}
+
+
+def assert_refused_at_share(r: httpx.Response, share: int, rpc_id: Any = 1) -> None:
+    assert r.status_code == 429, r.text
+    assert r.headers.get("retry-after") == "5", r.headers
+    body = r.json()
+    assert body["id"] == rpc_id and body["error"]["code"] == RATE_LIMITED, body
+    message = body["error"]["message"]
+    assert f"this identity already runs {share} processes of server 'bank'" in message, body
+    assert "(servers.bank.max_processes_per_principal)" in message and "end one of its sessions" in message, body
+    data = body["error"]["data"]
+    assert data["reason"] == "max_processes_per_principal" and data["maxProcessesPerPrincipal"] == share, body
+    assert "mcp-session-id" not in r.headers
+
+
+async def stateless(http: httpx.AsyncClient, url: str, rpc_id: int, method: str) -> httpx.Response:
+    """A 2026-07-28 request: its calls go on the identity's one shared upstream session (one child)."""
+    return await http.post(url, headers={**ACCEPT, "MCP-Protocol-Version": MODERN, "Mcp-Method": method},
+                           json={"jsonrpc": "2.0", "id": rpc_id, "method": method, "params": {"_meta": MODERN_META}})
+
+
+@pytest.fixture
+def shared_out(tmp_path: Path, idp: Provider) -> Iterator[gw.RunningGateway]:
+    running = gw.start(tmp_path, idp.issuer, {"bank": {"command": gw.BANK_ARGV, "max_processes": 4,
+                                                       "max_processes_per_principal": 2}}, POLICIES)
+    yield running
+    running.stop()
+
+
+async def test_an_identity_past_its_share_is_refused_429_and_others_still_open(shared_out: gw.RunningGateway,
+                                                                               idp: Provider) -> None:
+    gateway_pid = shared_out.proc.proc.pid
+    watch = TreeWatch(gateway_pid, BANK_MARKER)
+    url = shared_out.url("bank")
+    clients = {name: shared_out.http(idp.token(name, ["staff"])) for name in ("alice", "bob", "carol")}
+    try:
+        # alice opens her share of two, and a third is refused at once, with nothing started for it
+        opened = []
+        for _ in range(2):
+            r = await initialize(clients["alice"], url)
+            assert r.status_code == 200, r.text
+            opened.append(r.headers["mcp-session-id"])
+        started = time.monotonic()
+        r = await initialize(clients["alice"], url)
+        assert time.monotonic() - started < 5, "the refusal must not wait for a slot"
+        assert_refused_at_share(r, 2)
+        assert len(children_running(gateway_pid, BANK_MARKER)) == 2
+
+        # bob's stateless calls share one child however many he makes, and leave room under his share
+        for rpc_id, method in ((7, "server/discover"), (8, "tools/list"), (9, "tools/list")):
+            r = await stateless(clients["bob"], url, rpc_id, method)
+            assert r.status_code == 200 and "result" in r.json(), r.text
+        assert len(children_running(gateway_pid, BANK_MARKER)) == 3
+        r = await initialize(clients["bob"], url)
+        assert r.status_code == 200, r.text
+        # his shared session's child is one of his two
+        assert_refused_at_share(await initialize(clients["bob"], url), 2)
+        r = await stateless(clients["bob"], url, 10, "tools/list")
+        assert r.status_code == 200 and "result" in r.json(), r.text
+
+        # the server is full (4): carol, under her share, is refused by the server's cap, a 503
+        r = await initialize(clients["carol"], url)
+        assert r.status_code == 503 and r.json()["error"]["data"]["reason"] == "max_processes", r.text
+
+        # alice ends one of her sessions: its slot comes back with its child's exit, and she opens again
+        r = await clients["alice"].delete(url, headers={"Mcp-Session-Id": opened.pop(0)})
+        assert r.status_code in (200, 202, 204), r.text
+        r = await initialize(clients["alice"], url)
+        assert r.status_code == 200, r.text
+        assert_refused_at_share(await initialize(clients["alice"], url), 2)
+        assert len(children_running(gateway_pid, BANK_MARKER)) == 4
+    finally:
+        for client in clients.values():
+            await client.aclose()
+        most = watch.stop()
+        await asyncio.to_thread(shared_out.stop)
+    assert most <= 4, f"the gateway ran {most} children of the bank server at once (max_processes: 4)"
+    assert children_running(gateway_pid, BANK_MARKER) == []
+
+    records = ledger_records(shared_out.dir)
+    refused = [r for r in records if r["event"] == "request.refused" and r.get("status") == 429]
+    assert [r["principal"]["subject"] for r in refused] == ["alice", "bob", "alice"], refused
+    assert all("(servers.bank.max_processes_per_principal)" in r["error"] and r["code"] == RATE_LIMITED
+               for r in refused), refused
+    full = [r for r in records if r["event"] == "request.refused" and r.get("status") == 503]
+    assert [r["principal"]["subject"] for r in full] == ["carol"], full
+    opened_subjects = [r["principal"]["subject"] for r in records if r["event"] == "session.opened"]
+    assert sorted(opened_subjects) == ["alice", "alice", "alice", "bob"], opened_subjects
+
+
+@pytest.fixture
+def default_share(tmp_path: Path, idp: Provider) -> Iterator[gw.RunningGateway]:
+    # no `max_processes_per_principal`: an identity's share is a quarter of `max_processes`, here 1
+    running = gw.start(tmp_path, idp.issuer, {"bank": {"command": gw.BANK_ARGV, "max_processes": 4}}, POLICIES)
+    yield running
+    running.stop()
+
+
+async def test_by_default_one_identity_cannot_fill_the_server(default_share: gw.RunningGateway,
+                                                             idp: Provider) -> None:
+    url = default_share.url("bank")
+    async with default_share.http(idp.token("alice", ["staff"])) as alice, \
+            default_share.http(idp.token("bob", ["staff"])) as bob:
+        r = await initialize(alice, url)
+        assert r.status_code == 200, r.text
+        assert_refused_at_share(await initialize(alice, url), 1)
+        assert_refused_at_share(await stateless(alice, url, 7, "server/discover"), 1, 7)
+        r = await initialize(bob, url)
+        assert r.status_code == 200, r.text
+    records = ledger_records(default_share.dir)
+    refused = [r for r in records if r["event"] == "request.refused"]
+    assert [(r["principal"]["subject"], r["status"]) for r in refused] == [("alice", 429), ("alice", 429)], refused
+
+
 # ── in process: every way a child ends gives its slot back ───────────────────
 @pytest.fixture
 def tiny(tmp_path: Path) -> str:
@@ -267,9 +387,12 @@ def tiny(tmp_path: Path) -> str:
 
 
 def upstream_for(command: list[str], limit: int | None, env: dict[str, str] | None = None,
-                 timeout: float = 30) -> Upstream:
-    """An `Upstream` for a stdio `command`; `limit` its `max_processes` (None: the default)."""
+                 timeout: float = 30, per_principal: int | None = None) -> Upstream:
+    """An `Upstream` for a stdio `command`; `limit` its `max_processes`, `per_principal` its
+    `max_processes_per_principal` (None: the default)."""
     capped = {} if limit is None else {"max_processes": limit}
+    if per_principal is not None:
+        capped["max_processes_per_principal"] = per_principal
     settings = ServerSettings(command=command, env=env or {}, timeout=timeout, **capped)
     return Upstream("tiny", settings, os.getcwd(), PoolLimits())
 
@@ -377,3 +500,28 @@ async def test_failed_and_cancelled_openings_give_their_slot_back(tiny: str, tmp
     with pytest.raises(UpstreamError, match="did not complete initialize"):
         await timed_out.open_session(ClientHello())
     assert timed_out.processes is not None and timed_out.processes.running == 0
+
+
+async def test_an_identitys_share_counts_its_shared_session_and_comes_back_when_a_child_crashes(tiny: str) -> None:
+    upstream = upstream_for([sys.executable, tiny], 3, per_principal=2)
+    assert upstream.processes is not None
+    sessions = SessionRegistry(idle_timeout=60)
+    alice, bob = (Principal(issuer="https://idp", subject=name) for name in ("alice", "bob"))
+    own = sessions.create("tiny", alice, ClientHello(), upstream)
+    await own.upstream_session_ready()
+    shared = sessions.shared_for("tiny", alice, upstream, ClientHello())
+    await shared.upstream_session_ready()
+    assert upstream.processes.held_by(alice.key) == 2
+    with pytest.raises(registry.PrincipalProcessCapReached):
+        await sessions.create("tiny", alice, ClientHello(), upstream).upstream_session_ready()
+    await sessions.create("tiny", bob, ClientHello(), upstream).upstream_session_ready()
+    assert upstream.processes.running == 3 and len(children_running(os.getpid(), tiny)) == 3
+
+    # alice's shared child crashes: her share comes back as it exits, once, and her next call reopens it
+    os.kill(pid_of(shared.upstream_session), signal.SIGKILL)
+    await until(lambda: upstream.processes is not None and upstream.processes.held_by(alice.key) == 1)
+    await shared.upstream_session_ready()
+    assert upstream.processes.held_by(alice.key) == 2 and upstream.processes.running == 3
+    await sessions.close()
+    assert upstream.processes.running == 0 and upstream.processes.held_by(alice.key) == 0
+    assert children_running(os.getpid(), tiny) == []

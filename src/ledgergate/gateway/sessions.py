@@ -221,7 +221,9 @@ class GatewaySession:
                 if self.upstream_session is not None:
                     with contextlib.suppress(Exception):
                         await self.upstream_session.close()
-                self.upstream_session = await self.upstream.open_session(self.hello)
+                # the child of a stdio server counts against this session's identity's share of them
+                # (`max_processes_per_principal`), its shared 2026-07-28 session's included
+                self.upstream_session = await self.upstream.open_session(self.hello, owner=self.principal_key)
             return self.upstream_session
 
     async def subscribe(self) -> asyncio.Queue[Message | None]:

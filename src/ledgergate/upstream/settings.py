@@ -58,6 +58,18 @@ def http_url_problem(url: str) -> str | None:
 
 #: `servers.<name>.max_processes` when not given
 DEFAULT_MAX_PROCESSES = 32
+#: `servers.<name>.max_processes_per_principal` when not given is `max_processes` divided by this (at
+#: least 1; `ServerSettings.principal_process_cap`)
+PRINCIPAL_SHARE_OF_PROCESSES = 4
+
+
+def default_principal_process_cap(max_processes: int) -> int:
+    """One identity's share of a stdio server's children when the config names none: a quarter, so by
+    default at least four identities fit before the server is full and no one identity can fill it (8 of
+    the default 32, well under `max_sessions_per_principal`'s 64). Derived, not a fixed number, so that a
+    config lowering `max_processes` below it stays valid and still keeps a share for others; at least 1,
+    or no session could open (with `max_processes` 1 the one child is necessarily one identity's)."""
+    return max(1, max_processes // PRINCIPAL_SHARE_OF_PROCESSES)
 
 
 class _Strict(BaseModel):
@@ -80,17 +92,28 @@ class ServerSettings(_Strict):
     #: each session starts one, and without a bound across identities many of them (or one identity's
     #: `max_sessions_per_principal` sessions) could start hundreds of a large server and exhaust the host
     max_processes: int = DEFAULT_MAX_PROCESSES
+    #: the most of those children one identity's sessions run at once (None: `default_principal_process_cap`):
+    #: without it one identity's sessions could hold every slot of `max_processes`, and every other identity
+    #: would be refused the server until they ended
+    max_processes_per_principal: int | None = None
 
-    @field_validator("max_processes")
+    @field_validator("max_processes", "max_processes_per_principal")
     @classmethod
-    def _process_cap(cls, value: int, info: ValidationInfo) -> int:
+    def _process_cap(cls, value: int | None, info: ValidationInfo) -> int | None:
         # run only when the key is given (not for the default); on the field, so the error names
-        # `servers.<name>.max_processes` and its own line. `url` is declared first, so it is in `info.data`.
+        # `servers.<name>.<key>` and its own line. `url` is declared first, so it is in `info.data`.
         if info.data.get("url") is not None:
             raise ValueError("applies only to a stdio server (one with 'command'): the gateway starts no "
                              "processes for a 'url' server, so the key would limit nothing; remove it")
+        if value is None:
+            raise ValueError("must be a whole number of at least 1; leave the key out for its default")
         if value < 1:
             raise ValueError("must be at least 1: below that no session of this server could ever open")
+        # `max_processes` is declared first: in `info.data` if it is valid (its default included)
+        total = info.data.get("max_processes")
+        if info.field_name == "max_processes_per_principal" and isinstance(total, int) and value > total:
+            raise ValueError(f"must be at most this server's max_processes ({total}): one identity can never "
+                             "run more children than the server runs in all, so the key would limit nothing")
         return value
 
     @field_validator("timeout")
@@ -113,6 +136,13 @@ class ServerSettings(_Strict):
         elif self.url is not None and (problem := http_url_problem(self.url)) is not None:
             raise ValueError(f"'url' {problem}")
         return self
+
+    @property
+    def principal_process_cap(self) -> int:
+        """The most children of this server one identity's sessions may run at once."""
+        if self.max_processes_per_principal is not None:
+            return self.max_processes_per_principal
+        return default_principal_process_cap(self.max_processes)
 
     @property
     def argv(self) -> list[str]:

@@ -9,9 +9,10 @@ The server's `timeout` bounds both ends: opening (start, `initialize`, `initiali
 done within it, or the child is stopped and the opening fails; a call fails once the child has
 sent nothing for it for that long (`Demux.exchange`), the child staying up for the next call.
 
-A server's `max_processes` bounds how many of its children run at once, across every identity
-(`ProcessSlots`): a session holds a slot from just before its child starts until that child has
-exited, however it ends (closed, crashed, stopped for an idle session or at shutdown).
+A server's `max_processes` bounds how many of its children run at once, across every identity, and
+its `max_processes_per_principal` how many of them one identity's sessions run (`ProcessSlots`): a
+session holds a slot from just before its child starts until that child has exited, however it ends
+(closed, crashed, stopped for an idle session or at shutdown).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import logging
 import os
 from collections.abc import Callable
 from contextlib import aclosing
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -47,38 +48,70 @@ _STREAM_LIMIT = 64 * 1024 * 1024
 _STDERR_SHOWN = 2000
 
 
+#: why `ProcessSlots.take` gave no slot: the config key of the cap that was reached
+SlotRefusal = Literal["max_processes", "max_processes_per_principal"]
+
+
 class ProcessSlots:
-    """How many children of one stdio server run now, against its `max_processes`.
+    """How many children of one stdio server run now, against its `max_processes` (all of them) and its
+    `max_processes_per_principal` (those of one identity's sessions).
 
     `take` does not await, so on the event loop no two openings racing for the last slot can both get
     it; a slot is taken before the child starts, so children still starting count too."""
 
-    __slots__ = ("limit", "running")
+    __slots__ = ("_held", "limit", "per_principal", "running")
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, per_principal: int | None = None) -> None:
         self.limit = limit
+        #: None: no identity has a cap below the server's own
+        self.per_principal = limit if per_principal is None else per_principal
         self.running = 0
+        #: live children per owner (a principal's `key`); an owner whose count falls to 0 is dropped, so
+        #: the map holds only identities running a child now, never every identity ever seen
+        self._held: dict[str, int] = {}
 
-    def take(self) -> ProcessSlot | None:
-        """A slot for one more child, or None when `limit` of them run already."""
+    def held_by(self, owner: str) -> int:
+        """How many children `owner`'s sessions run now (starting ones included)."""
+        return self._held.get(owner, 0)
+
+    def take(self, owner: str | None = None) -> ProcessSlot | SlotRefusal:
+        """A slot for one more child of `owner` (None: counted only against `limit`), or the cap that
+        refuses it. The identity's own cap is checked first: when both are reached, ending one of its own
+        sessions is what lets it open another, so that is what its refusal must say."""
+        if owner is not None and self.held_by(owner) >= self.per_principal:
+            return "max_processes_per_principal"
         if self.running >= self.limit:
-            return None
+            return "max_processes"
         self.running += 1
-        return ProcessSlot(self)
+        if owner is not None:
+            self._held[owner] = self.held_by(owner) + 1
+        return ProcessSlot(self, owner)
+
+    def _give_back(self, owner: str | None) -> None:
+        self.running -= 1
+        if owner is None:
+            return
+        left = self.held_by(owner) - 1
+        if left > 0:
+            self._held[owner] = left
+        else:
+            self._held.pop(owner, None)
 
 
 class ProcessSlot:
-    """One child's place in its server's `ProcessSlots`. `release` may be called from every path a child
-    can end by (its exit seen, its session closed, its start failed): only the first call counts."""
+    """One child's place in its server's `ProcessSlots` (and its owner's share of them). `release` may be
+    called from every path a child can end by (its exit seen, its session closed, its start failed): only
+    the first call counts."""
 
-    __slots__ = ("_slots",)
+    __slots__ = ("_owner", "_slots")
 
-    def __init__(self, slots: ProcessSlots) -> None:
+    def __init__(self, slots: ProcessSlots, owner: str | None = None) -> None:
         self._slots: ProcessSlots | None = slots
+        self._owner = owner
 
     def release(self) -> None:
         if self._slots is not None:
-            self._slots.running -= 1
+            self._slots._give_back(self._owner)
             self._slots = None
 
 
