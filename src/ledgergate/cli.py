@@ -40,13 +40,20 @@ def config_validate(config: Path = ConfigOption) -> None:
     from ledgergate.policy.engine import PolicyEngine
 
     try:
-        PolicyEngine.from_settings(s.policies, set(Masker.from_settings(s.masking).profiles))
+        engine = PolicyEngine.from_settings(s.policies, set(Masker.from_settings(s.masking).profiles))
     except ValueError as exc:
         err.print(f"[red]error[/red] {config}: {exc}", highlight=False)
         raise typer.Exit(2) from None
+    from ledgergate.commands.policy import known_tools, tool_name_warnings
     from ledgergate.config import command_warnings
+    from ledgergate.policy.toolnames import named_tools
 
-    for warning in command_warnings(loaded):  # not a failure: the command may exist only where it is deployed
+    warnings = list(command_warnings(loaded))  # not a failure: the command may exist only where it is deployed
+    if named_tools(engine.rules, s.servers):  # a rule naming a tool no server lists (as far as the store knows)
+        known = known_tools(loaded)
+        for server in sorted(s.servers):
+            warnings += [w for w in tool_name_warnings(config, loaded, engine, server, known) if w not in warnings]
+    for warning in warnings:
         err.print(f"[yellow]warning[/yellow] {config}: {escape(warning)}", highlight=False)
     out.print(
         f"[green]ok[/green] {config}: {len(s.servers)} server(s), {len(s.policies)} policy rule(s), "

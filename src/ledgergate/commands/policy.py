@@ -2,6 +2,10 @@
 
 Exit status: 0 allow, 1 deny, 3 approve (needs a human), 2 bad config or
 arguments — so a script can `case $?` on it.
+
+It also warns (on stderr, without changing the exit status) of a rule naming an exact tool the server never
+listed, when the store holds the server's tools (recorded by the gateway's drift guard): a typo such as
+`transfer_fund` makes the rule match nothing, which the decision alone does not show.
 """
 
 from __future__ import annotations
@@ -15,10 +19,13 @@ from typing import Any
 
 import orjson
 import typer
+import yaml
 from rich.markup import escape
 
 from ledgergate.commands.common import load_or_exit, shown
+from ledgergate.config import LoadedConfig
 from ledgergate.policy.engine import PolicyEngine
+from ledgergate.policy.toolnames import covering, named_tools, unlisted
 from ledgergate.principal import Principal
 from ledgergate.terminal import console
 from ledgergate.wire import jsonrpc
@@ -96,6 +103,80 @@ def _parse_json_object(option: str, value: str, max_depth: int = jsonrpc.MAX_DEP
     return parsed
 
 
+def known_tools(loaded: LoadedConfig) -> tuple[dict[str, frozenset[str]], str | None]:
+    """server → every tool name the gateway's drift guard recorded for it, and why none could be read (None
+    when the store was read or there is none). A missing store is not created and is no problem: no tools
+    have been seen yet."""
+    from ledgergate.store.db import StoreUnreachable, StoreURL, store_absence
+    from ledgergate.store.fingerprints_store import FingerprintStore
+
+    try:
+        url = StoreURL.parse(loaded.settings.storage, loaded.base_dir)
+        if store_absence(url, ("tool_fingerprints",)) is not None:
+            return {}, None
+        with FingerprintStore(url) as store:
+            records = store.list()
+    except StoreUnreachable as exc:  # its words are the ones `tools list` prints (no credentials)
+        return {}, " ".join(str(exc).split())
+    except Exception as exc:  # noqa: BLE001 - a warning aid must never turn a decision into a crash
+        # a driver's own message may quote the connection string: the kind of failure only
+        return {}, f"the store could not be read ({type(exc).__name__})"
+    known: dict[str, set[str]] = {}
+    for record in records:
+        known.setdefault(record.server, set()).add(record.tool)
+    return {server: frozenset(names) for server, names in known.items()}, None
+
+
+def _child(node: yaml.Node | None, key: str) -> yaml.Node | None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            if key_node.value == key:
+                return value_node
+    return None
+
+
+def _tool_entry_lines(path: Path) -> dict[tuple[int, int], int]:
+    """(rule index, `tools` entry index) → its line in the file, for a warning an editor can jump to. The
+    file has just loaded, so only an unreadable one (changed meanwhile) gives none: the warning then goes
+    without lines."""
+    try:
+        node = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
+        return {}
+    lines: dict[tuple[int, int], int] = {}
+    policies = _child(node, "policies")
+    if isinstance(policies, yaml.SequenceNode):
+        for i, rule in enumerate(policies.value):
+            tools = _child(_child(rule, "match"), "tools")
+            if isinstance(tools, yaml.SequenceNode):
+                for j, item in enumerate(tools.value):
+                    lines[(i, j)] = item.start_mark.line + 1
+    return lines
+
+
+def tool_name_warnings(config: Path, loaded: LoadedConfig, engine: PolicyEngine, server: str,
+                       known: tuple[dict[str, frozenset[str]], str | None] | None = None) -> list[str]:
+    """One line per rule covering `server` that names an exact tool no server it covers has listed, as far
+    as the store knows (`policy/toolnames.py`). Nothing when no listing is known: the common case before the
+    gateway first ran, where a note on every check would be noise that teaches readers to skip stderr. The
+    store is asked only when some rule names an exact tool on this server, and not at all when `known` (what
+    `known_tools` read) is given: `config validate` asks once for every server, not once each."""
+    named = covering(named_tools(engine.rules, loaded.settings.servers), server)
+    if not named:
+        return []
+    listings, problem = known if known is not None else known_tools(loaded)
+    if problem is not None:
+        return [f"tool names in rules were not checked against the server's tools: storage: {problem}"]
+    lines = _tool_entry_lines(config)
+    out = []
+    for finding in unlisted(named, listings):
+        n = finding.named
+        line = lines.get((n.rule_index, n.entry))
+        at = f"line {line}: " if line is not None else ""
+        out.append(f"{at}{n.location}: {finding.describe()}")
+    return out
+
+
 @app.command("check")
 def check(
     config: Path = typer.Option(..., "--config", "-c", help="Path to the YAML config file."),
@@ -153,6 +234,9 @@ def check(
         # a typo would otherwise be judged like an unknown server and print "deny": a wrong answer, not an error
         known = ", ".join(sorted(settings.servers)) or "none"
         raise _fail(f"--server {server!r} is not in the config's servers (configured: {known})")
+    warnings = tool_name_warnings(config, loaded, engine, server)
+    for warning in warnings:  # stderr: stdout stays the decision (and one JSON object with --json)
+        err.print(f"[yellow]warning[/yellow] {escape(str(config))}: {escape(warning)}", highlight=False)
     principal = Principal(
         issuer=issuer,
         subject=subject,
@@ -178,6 +262,7 @@ def check(
                       for t in explanation.traces],
             "request": {"principal": principal.summary(), "server": server, "method": method,
                         "target": target, "args": arguments, "time": now},
+            "warnings": warnings,
         }
         print(json.dumps(doc, indent=2, sort_keys=False))
     else:

@@ -17,16 +17,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import anyio
 import rfc8785
 
 from ledgergate.policy.settings import DriftMode, ToolDriftSettings
+from ledgergate.policy.toolnames import RuleToolNames, UnlistedTool, covering, unlisted
 from ledgergate.store.fingerprints_store import FingerprintStore
+
+log = logging.getLogger("ledgergate.policy")
 
 FINGERPRINT_FIELDS: tuple[str, ...] = ("name", "description", "inputSchema", "outputSchema", "annotations")
 """What a model is told about a tool. `title`, `icons` and `_meta` are left out:
@@ -89,6 +93,9 @@ class DriftReport:
     mode: DriftMode
     verdicts: Mapping[str, DriftVerdict] = field(default_factory=dict)
     removed: tuple[str, ...] = ()  # accepted before, absent from this listing
+    #: every tool name the store holds for the server once this listing is recorded: what it has ever listed
+    #: (all pages of a paginated listing the gateway passed on), for `DriftGuard.warn_unlisted`
+    known: frozenset[str] = frozenset()
 
     @property
     def to_accept(self) -> dict[str, str]:
@@ -174,6 +181,7 @@ def observe(store: FingerprintStore, server: str, tools: list[dict[str, Any]], m
             for n, v in report.verdicts.items()
         }
         report = DriftReport(mode=report.mode, verdicts=verdicts, removed=report.removed)
+    report = replace(report, known=frozenset(records) | frozenset(seen))
     for name, fp in seen.items():
         record = records.get(name)
         if record is None:
@@ -186,11 +194,21 @@ def observe(store: FingerprintStore, server: str, tools: list[dict[str, Any]], m
     return report
 
 
+#: at most this many (policy version, rule, tool, servers) warnings remembered as said; then forgotten at
+#: once (a long-running gateway with many reloads may then say one again, never every listing)
+_WARNED_MAX = 4096
+
+
 class DriftGuard:
     def __init__(self, store: FingerprintStore, settings: ToolDriftSettings) -> None:
         self.store = store
         self.settings = settings
         self._reports: dict[str, DriftReport] = {}
+        #: server → every tool name it has listed (`DriftReport.known`), from its last observed listing
+        self._known: dict[str, frozenset[str]] = {}
+        #: server → (the policy's tool names, its known names) last compared: the same pair is not compared again
+        self._checked: dict[str, tuple[RuleToolNames, frozenset[str]]] = {}
+        self._warned: set[tuple[str, str, str, tuple[str, ...]]] = set()
 
     def mode_for(self, server: str) -> DriftMode:
         return self.settings.servers.get(server, self.settings.mode)
@@ -209,7 +227,33 @@ class DriftGuard:
         report = await anyio.to_thread.run_sync(observe, self.store, server, tools, self.mode_for(server), time.time(),
                                                 redact)
         self._reports[server] = report
+        self._known[server] = report.known
         return report
+
+    def warn_unlisted(self, server: str, names: RuleToolNames) -> list[UnlistedTool]:
+        """After a complete `tools/list` of `server` was observed: log each rule naming an exact tool that no
+        server it covers has listed, once per (rule, tool, servers) and policy version; returns what was logged.
+        Only names are compared and logged, never a call's arguments; decisions are not touched (servers add
+        and drop tools). Cached per (server, its known names, policy version), so a listing like the last one
+        costs a comparison of two sets."""
+        known = self._known.get(server)
+        if known is None:
+            return []
+        key = (names, known)  # by value: a reload that changes neither rules nor servers is the same pair
+        if self._checked.get(server) == key:
+            return []
+        self._checked[server] = key
+        fresh: list[UnlistedTool] = []
+        for finding in unlisted(covering(names.named, server), self._known):
+            said = (names.version, finding.named.rule, finding.named.tool, finding.named.servers)
+            if said in self._warned:
+                continue
+            if len(self._warned) >= _WARNED_MAX:
+                self._warned.clear()
+            self._warned.add(said)
+            fresh.append(finding)
+            log.warning("%s", finding.message())
+        return fresh
 
     def close(self) -> None:
         self.store.close()

@@ -47,6 +47,7 @@ from ledgergate.gateway.stages.results import ListFilter, ResultLimit
 from ledgergate.gateway.stages.target import TargetCheck
 from ledgergate.gateway.stages.tasks import TaskOwnership, TaskRecords
 from ledgergate.gateway.tasks import TASK_METHODS, GatewayTasks, TaskOwners
+from ledgergate.policy.toolnames import RuleToolNames
 from ledgergate.principal import Principal
 from ledgergate.requestlog import REQUEST_ID
 from ledgergate.upstream.base import CANCELLED, Message, UpstreamSession, mask_quoted
@@ -311,7 +312,8 @@ class Pipeline:
             AuditRequest(evidence),
         ]
         response: list[ResponseStage] = [
-            DriftObserve(lasting.drift, evidence),
+            DriftObserve(lasting.drift, evidence, RuleToolNames.build(snapshot.policy.rules, snapshot.settings.servers,
+                                                                      snapshot.policy_version)),
             TaskRecords(lasting.tasks),
             ResultLimit(snapshot.budgets, evidence),
             ListFilter(snapshot.policy),

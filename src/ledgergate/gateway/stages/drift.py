@@ -1,6 +1,7 @@
 """tool drift: a call of a tool whose definition changed since it was accepted is refused (request side);
 every upstream `tools/list` is compared with the accepted fingerprints and drifted tools are hidden
-(response side). The judgement and the store I/O are `gateway/drift.py`'s."""
+(response side), and a rule naming an exact tool no server it covers lists is logged once (a typo such as
+`transfer_fund` leaves the rule inert). The judgement and the store I/O are `gateway/drift.py`'s."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from ledgergate.gateway.call import Call
 from ledgergate.gateway.drift import DriftGuard
 from ledgergate.gateway.stages.audit import Evidence
 from ledgergate.gateway.stages.masking import mask_definitions
+from ledgergate.policy.toolnames import RuleToolNames
 from ledgergate.upstream.base import Message
 
 
@@ -29,9 +31,11 @@ class DriftCheck:
 
 
 class DriftObserve:
-    def __init__(self, guard: DriftGuard, evidence: Evidence) -> None:
+    def __init__(self, guard: DriftGuard, evidence: Evidence, rule_tools: RuleToolNames | None = None) -> None:
         self.guard = guard
         self.evidence = evidence
+        #: the policy's exact tool names (built once per config snapshot), compared with complete listings
+        self.rule_tools = rule_tools
 
     async def on_response(self, call: Call, response: Message) -> Message:
         result = response.get("result")
@@ -40,6 +44,9 @@ class DriftObserve:
         masker = self.evidence.masker  # the ledger's profile, by value (a schema naming `ssn` stays a schema)
         report = await self.guard.observe(call.server, result["tools"],
                                           lambda definition: mask_definitions(masker, definition, None)[0])
+        if self.rule_tools is not None and result.get("nextCursor") is None:
+            # only once the listing is complete: a rule naming a tool of a later page is not a typo
+            self.guard.warn_unlisted(call.server, self.rule_tools)
         for name, verdict in report.changed.items():
             await self.evidence.append("tool.drift", {
                 "server": call.server, "tool": name, "mode": report.mode, "blocked": verdict.blocked,
