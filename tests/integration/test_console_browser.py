@@ -121,6 +121,9 @@ async def test_approve_from_the_inbox_releases_the_waiting_client(bob: Page, dem
         assert "12000" in await item.locator("pre.args").inner_text()
         assert "large-transfers-need-approval" in await item.locator(".rule").inner_text()
         assert re.search(r"expires in \d+m \d+s", await item.locator(".countdown").inner_text())
+        age = item.locator(".age")  # "Waiting 3s", not "Waiting 3s ago"; when it began in the hover title
+        assert re.fullmatch(r"(\d+h )?(\d+m )?\d+s", (await age.inner_text()).strip())
+        assert (await age.get_attribute("title") or "").startswith("since ")
         await bob.screenshot(path=str(shots / "02-inbox.png"), full_page=True)
         await item.click()
         await bob.keyboard.press("a")  # keyboard: approve the selected item
@@ -318,3 +321,17 @@ async def test_the_csp_forbids_inline_script(bob: Page, demo: Demo) -> None:
     assert ran is False
     plain = httpx.get(demo.base + "/ui/approvals", follow_redirects=False)
     assert plain.status_code == 303 and plain.headers["location"].startswith("/ui/login")
+
+
+async def test_a_console_page_asks_for_nothing_that_is_not_there(bob: Page, demo: Demo) -> None:
+    """Every request a console page makes is answered, its icon included (a browser asked for
+    /favicon.ico, which is not the gateway's, and logged a 404 on every page)."""
+    failed: list[str] = []
+    bob.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    await bob.goto(demo.base + "/ui/approvals")
+    await bob.wait_for_load_state("networkidle")
+    icon = await bob.locator("link[rel=icon]").get_attribute("href")
+    assert icon is not None and icon.startswith("/ui/static/")
+    got = await bob.request.get(demo.base + icon)
+    assert got.status == 200 and got.headers["content-type"].startswith("image/svg+xml")
+    assert failed == []

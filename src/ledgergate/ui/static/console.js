@@ -14,7 +14,9 @@
       el.classList.toggle("late", left < 60);
     });
     document.querySelectorAll(".age[data-created]").forEach(function (el) {
-      el.textContent = fmt(now - parseFloat(el.dataset.created)) + " ago";
+      // under "Waiting": how long so far ("Waiting 2m 5s"), the creation time kept as the hover title
+      if (!el.title) el.title = el.textContent;
+      el.textContent = fmt(now - parseFloat(el.dataset.created));
     });
   }
   var inbox = document.getElementById("inbox");
