@@ -49,6 +49,11 @@ def config_validate(config: Path = ConfigOption) -> None:
     from ledgergate.policy.toolnames import named_tools
 
     warnings = list(command_warnings(loaded))  # not a failure: the command may exist only where it is deployed
+    if not s.servers:  # valid (a gateway may be set up before its servers), but it protects nothing yet
+        warnings.append("no servers are configured: every /mcp/NAME answers 404 until one is added under 'servers'")
+    elif not any(rule.effect == "allow" for rule in s.policies):
+        warnings.append("no policy rule allows anything: every call is denied (default deny) until an 'allow' "
+                        "rule is added under 'policies'")
     if named_tools(engine.rules, s.servers):  # a rule naming a tool no server lists (as far as the store knows)
         known = known_tools(loaded)
         for server in sorted(s.servers):

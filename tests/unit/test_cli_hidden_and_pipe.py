@@ -61,7 +61,8 @@ def _shell(command: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def test_a_closed_pipe_exits_141_quietly(tmp_path: Path) -> None:
     cfg = tmp_path / "c.yaml"
     cfg.write_text("identity: {api_keys: true}\nservers:\n  bank: {url: 'http://127.0.0.1:1/mcp'}\n"
-                   "policies:\n  - {name: r, match: {servers: [bank]}, effect: deny}\n")
+                   "policies:\n  - {name: r, match: {servers: [bank]}, effect: deny}\n"
+                   "  - {name: other, match: {servers: [bank], tools: [other]}, effect: allow}\n")
     cli = f"{sys.executable} -m ledgergate.cli"
     # the reader is gone before the verb writes (it starts in ~1 s, `true` exits at once)
     run = _shell(f"{cli} policy check -c {cfg} --subject alice --groups a --server bank --tool read "
