@@ -14,7 +14,6 @@ and, in process, the gateway's own `Upstream` and `SessionRegistry` before a sma
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import sys
@@ -30,7 +29,6 @@ import pytest
 from ledgergate.errors import RATE_LIMITED, UPSTREAM_UNAVAILABLE, UpstreamError
 from ledgergate.gateway.sessions import SessionRegistry
 from ledgergate.principal import Principal
-from ledgergate.store.ledger_store import open_ledger_store
 from ledgergate.upstream import registry
 from ledgergate.upstream.base import ClientHello
 from ledgergate.upstream.registry import Upstream
@@ -120,14 +118,6 @@ def capped(tmp_path: Path, idp: Provider) -> Iterator[gw.RunningGateway]:
     running = gw.start(tmp_path, idp.issuer, {"bank": {"command": gw.BANK_ARGV, "max_processes": 2}}, POLICIES)
     yield running
     running.stop()
-
-
-def ledger_records(directory: Path) -> list[dict[str, Any]]:
-    store = open_ledger_store("sqlite:///./data/ledgergate.db", directory)
-    try:
-        return [json.loads(r.record) for r in store.rows(store.logs()[0][0], 0, 1 << 30)]
-    finally:
-        store.close()
 
 
 async def initialize(http: httpx.AsyncClient, url: str) -> httpx.Response:
@@ -228,7 +218,7 @@ async def test_a_third_session_is_refused_at_the_cap_until_one_ends(capped: gw.R
     assert most == 2, f"the gateway ran {most} children of the bank server at once (max_processes: 2)"
     assert children_running(gateway_pid, BANK_MARKER) == []
 
-    records = ledger_records(capped.dir)
+    records = capped.records()
     refused = [r for r in records if r["event"] == "request.refused" and r.get("status") == 503]
     assert len(refused) == refusals, refused
     assert all("runs its maximum of 2 processes" in r["error"] for r in refused), refused
@@ -343,7 +333,7 @@ async def test_an_identity_past_its_share_is_refused_429_and_others_still_open(s
     assert most <= 4, f"the gateway ran {most} children of the bank server at once (max_processes: 4)"
     assert children_running(gateway_pid, BANK_MARKER) == []
 
-    records = ledger_records(shared_out.dir)
+    records = shared_out.records()
     refused = [r for r in records if r["event"] == "request.refused" and r.get("status") == 429]
     assert [r["principal"]["subject"] for r in refused] == ["alice", "bob", "alice"], refused
     assert all("(servers.bank.max_processes_per_principal)" in r["error"] and r["code"] == RATE_LIMITED
@@ -373,7 +363,7 @@ async def test_by_default_one_identity_cannot_fill_the_server(default_share: gw.
         assert_refused_at_share(await stateless(alice, url, 7, "server/discover"), 1, 7)
         r = await initialize(bob, url)
         assert r.status_code == 200, r.text
-    records = ledger_records(default_share.dir)
+    records = default_share.records()
     refused = [r for r in records if r["event"] == "request.refused"]
     assert [(r["principal"]["subject"], r["status"]) for r in refused] == [("alice", 429), ("alice", 429)], refused
 
