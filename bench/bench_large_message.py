@@ -88,7 +88,11 @@ async def main_async(args: argparse.Namespace) -> str:
     try:
         wait_port(port)
         running = gw.start(tmp, provider.issuer, {"fast": {"url": f"http://127.0.0.1:{port}/mcp"}}, [rule],
-                           {"limits": {"max_body_bytes": 16 * 1024 * 1024}})
+                           # the message is past the default limits.max_json_values on purpose (about five
+                           # values an object): it measures what such a message costs the others, once admitted
+                           {"limits": {"max_body_bytes": 16 * 1024 * 1024,
+                                       "max_json_values": max(500_000, 6 * args.objects),
+                                       "json_values_in_flight": max(750_000, 6 * args.objects)}})
         try:
             large = body(1, {"message": "large", "items": [{"a": i, "b": "x"} for i in range(args.objects)]})
             token = provider.token("bench", ["staff"])

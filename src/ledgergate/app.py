@@ -163,7 +163,8 @@ class Gateway:
         self.auth = Authenticator(masked_ledger, www_authenticate)
         hosts = HostPolicy(s.host, s.port, s.allowed_hosts, s.allowed_origins)
         self.endpoint = McpEndpoint(self._current_pipeline, self.auth, self.upstreams, self.sessions, hosts,
-                                    s.limits.max_body_bytes, s.public_url)
+                                    s.limits.max_body_bytes, s.public_url, s.limits.max_json_values,
+                                    s.limits.json_values_in_flight)
         from ledgergate.api.audit import audit_routes
 
         self._router.router.routes.extend(

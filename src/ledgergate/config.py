@@ -66,6 +66,20 @@ class _Strict(BaseModel):
 
 class LimitsSettings(_Strict):
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    #: JSON values (objects, arrays, strings, numbers, literals) one message may hold, counted from the body's
+    #: text before it is parsed (an empty object or array counts twice); one with more is answered 413,
+    #: unparsed. Through the pipeline a value took up to 300 bytes (a 4 MiB body of one-key objects took the
+    #: gateway up 300 MB), so this bounds one message to ~150 MB where the body size alone did not. Real
+    #: payloads hold far fewer: a 3 MiB base64 file a handful, 5,000 records of ten fields 55,000, the
+    #: 100,000-record message of tests/integration/test_large_messages.py 300,000. At least 65,536: a body
+    #: under 64 KiB is not counted, and cannot hold more
+    max_json_values: int = Field(default=500_000, ge=64 * 1024)
+    #: JSON values of the large messages (bodies of 64 KiB or more) being processed at once, across the
+    #: gateway; one that would go past it waits up to 10 s for others to end, then is answered 503 with
+    #: `Retry-After`. 1.5 x `max_json_values`: one message at the cap and half as much besides (eight such
+    #: messages at once took the gateway up 200-250 MB, measured), while a message of a few values (a large
+    #: string) takes almost none of it. At least `max_json_values`, or a message at the cap would never fit
+    json_values_in_flight: int = Field(default=750_000, ge=64 * 1024)
     #: a handshake session unused this long is closed ("30s", "1h", or seconds)
     session_idle_timeout: Duration = Field(default=3600.0, gt=0)
     #: open connections to each upstream server (an open event stream holds one); beyond it, calls wait
@@ -91,6 +105,14 @@ class LimitsSettings(_Strict):
     #: recorded. Longer than approvals.hold (50s), so a held call ends as its hold does; the Kubernetes
     #: manifests' terminationGracePeriodSeconds (90) is this plus app.SHUTDOWN_MARGIN (docs/kubernetes.md §7)
     drain_timeout: Duration = Field(default=60.0, ge=0)
+
+    @model_validator(mode="after")
+    def _one_message_fits_in_flight(self) -> LimitsSettings:
+        if self.json_values_in_flight < self.max_json_values:
+            # a message at the cap could never be admitted: it would wait and be refused 503 every time
+            raise _At(f"must be at least limits.max_json_values ({self.max_json_values}): a message at that "
+                      "cap would never fit", "json_values_in_flight")
+        return self
 
 
 class ConsoleRoles(_Strict):

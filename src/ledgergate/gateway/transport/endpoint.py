@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from ledgergate.config import LimitsSettings
 from ledgergate.errors import (
     INTERNAL_ERROR,
     AuthError,
@@ -27,8 +28,15 @@ from ledgergate.gateway.auth import Authenticator
 from ledgergate.gateway.bridge import Bridge
 from ledgergate.gateway.http import header, json_error_body, send_json
 from ledgergate.gateway.pipeline import Pipeline
+from ledgergate.gateway.serving import ON_HANGUP
 from ledgergate.gateway.sessions import ForeignSession, SessionRegistry
-from ledgergate.gateway.transport.core import Background, Exchange, read_posted, refuse
+from ledgergate.gateway.transport.core import (
+    Background,
+    BodyLimits,
+    Exchange,
+    read_posted,
+    refuse,
+)
 from ledgergate.gateway.transport.handshake import HandshakeEndpoint
 from ledgergate.gateway.transport.hosts import HostPolicy
 from ledgergate.gateway.transport.legacy_sse import LegacySseEndpoint
@@ -38,24 +46,28 @@ from ledgergate.upstream.registry import UnknownServer, Upstreams
 
 log = logging.getLogger("ledgergate.transport")
 
+_LIMITS = LimitsSettings()  # the defaults, for an endpoint built without a config (bench/passthrough_gateway.py)
+
 
 class McpEndpoint:
     """ASGI app for `/mcp/{server}` (and `/mcp/{server}/sse` + `/messages` for legacy HTTP+SSE clients)."""
 
     def __init__(self, pipeline: Callable[[], Pipeline], auth: Authenticator, upstreams: Upstreams,
-                 sessions: SessionRegistry, hosts: HostPolicy, max_body: int, public_url: str | None) -> None:
+                 sessions: SessionRegistry, hosts: HostPolicy, max_body: int, public_url: str | None,
+                 max_values: int = _LIMITS.max_json_values,
+                 values_in_flight: int = _LIMITS.json_values_in_flight) -> None:
         self.pipeline = pipeline
         self.auth = auth
         self.upstreams = upstreams
         self.sessions = sessions
         self.hosts = hosts
-        self.max_body = max_body
+        self.limits = BodyLimits.of(max_body, max_values, values_in_flight)
         self.public_url = public_url
         self.bridge = Bridge()
         self.background = Background()
         self.modern = ModernEndpoint(self.bridge, upstreams, sessions, self.background)
         self.handshake = HandshakeEndpoint(self.bridge, upstreams, sessions, self.background)
-        self.legacy = LegacySseEndpoint(self.bridge, upstreams, sessions, self.background, max_body)
+        self.legacy = LegacySseEndpoint(self.bridge, upstreams, sessions, self.background, self.limits)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         ex: Exchange | None = None
@@ -91,6 +103,13 @@ class McpEndpoint:
             if ex is None or not ex.started:
                 with contextlib.suppress(Exception):
                     await send_json(send, 500, json_error_body(None, INTERNAL_ERROR, "internal gateway error"))
+        finally:
+            # uvicorn keeps a kept-alive connection's last scope until its next request, and the hangup hook a
+            # 2026-07-28 call leaves there holds the call and its message: every idle connection pinned its
+            # last message (8 connections, 8 messages of 150 MB). The answer is complete: nothing is cancelled
+            scope.pop(ON_HANGUP, None)
+            if ex is not None:  # the parsed message is let go with the request: its values make room for others
+                self.limits.in_flight.give_back(ex.values_held)
 
     async def _record_refusal(self, ex: Exchange, exc: GatewayError) -> None:
         """A refusal of an authenticated request that no stage recorded (wrong media type, a body that
@@ -140,7 +159,7 @@ class McpEndpoint:
         elif tail == "messages":
             await self.legacy.post(ex)
         elif ex.scope["method"] == "POST":
-            posted = await read_posted(ex, self.max_body)
+            posted = await read_posted(ex, self.limits)
             version = ex.header(b"mcp-protocol-version")
             if is_modern(version, posted):
                 await self.modern.post(ex, posted)

@@ -23,7 +23,15 @@ from ledgergate.gateway.bridge import Bridge
 from ledgergate.gateway.http import BodyTooLarge, json_error_body, read_body, send_empty, start_sse
 from ledgergate.gateway.pipeline import Pipeline
 from ledgergate.gateway.sessions import EventStream, GatewaySession, SessionRegistry
-from ledgergate.gateway.transport.core import Background, Exchange, drain_watching, error_message, parse_body
+from ledgergate.gateway.transport.core import (
+    Background,
+    BodyLimits,
+    Exchange,
+    admit,
+    drain_watching,
+    error_message,
+    parse_body,
+)
 from ledgergate.gateway.transport.handshake import hello_from
 from ledgergate.principal import Principal
 from ledgergate.upstream.base import ClientHello
@@ -40,12 +48,12 @@ MAX_IN_FLIGHT = 100
 
 class LegacySseEndpoint:
     def __init__(self, bridge: Bridge, upstreams: Upstreams, sessions: SessionRegistry, background: Background,
-                 max_body: int) -> None:
+                 limits: BodyLimits) -> None:
         self.bridge = bridge
         self.upstreams = upstreams
         self.sessions = sessions
         self.background = background
-        self.max_body = max_body
+        self.limits = limits
         #: session id -> its requests running now
         self._in_flight: dict[str, int] = {}
 
@@ -78,27 +86,35 @@ class LegacySseEndpoint:
         if outbox is None:
             raise BadRequest("not a legacy SSE session")
         try:
-            body = await read_body(ex.receive, self.max_body)
+            body = await read_body(ex.receive, self.limits.max_bytes)
         except BodyTooLarge:
             raise PayloadTooLarge("Payload Too Large") from None
-        message = await parse_body(body)
-        kind = jsonrpc.kind_of(message)
-        if kind == "notification":
-            await self.bridge.refuse_unless_notification(ex.pipeline, ex.server, ex.principal, session.id, message)
-        if kind == "request":
-            running = self._in_flight.get(session.id, 0)
-            if running >= MAX_IN_FLIGHT:
-                raise RateLimited(f"Too Many Requests: {running} calls of this session are still running; "
-                                  "send more as their answers arrive")
-            self._in_flight[session.id] = running + 1
-        await send_empty(ex.send, 202)
+        # the message is handled after this POST is answered: its values are given back when it has been
+        held = await admit(body, self.limits)
+        try:
+            message = await parse_body(body)
+            kind = jsonrpc.kind_of(message)
+            if kind == "notification":
+                await self.bridge.refuse_unless_notification(ex.pipeline, ex.server, ex.principal, session.id,
+                                                             message)
+            if kind == "request":
+                running = self._in_flight.get(session.id, 0)
+                if running >= MAX_IN_FLIGHT:
+                    raise RateLimited(f"Too Many Requests: {running} calls of this session are still running; "
+                                      "send more as their answers arrive")
+                self._in_flight[session.id] = running + 1
+            await send_empty(ex.send, 202)
+        except BaseException:
+            self.limits.in_flight.give_back(held)
+            raise
         self.background.spawn(self._counted(self._handle(ex.pipeline, session, ex.principal, message, kind, outbox),
-                                            session.id if kind == "request" else None))
+                                            session.id if kind == "request" else None, held))
 
-    async def _counted(self, work: Coroutine[Any, Any, None], session_id: str | None) -> None:
+    async def _counted(self, work: Coroutine[Any, Any, None], session_id: str | None, held: int) -> None:
         try:
             await work
         finally:
+            self.limits.in_flight.give_back(held)
             if session_id is not None:
                 left = self._in_flight.get(session_id, 1) - 1
                 if left > 0:
