@@ -227,7 +227,7 @@ async def test_a_large_message_finding_no_room_waits_then_is_told_to_retry_and_s
     finally:
         await asyncio.to_thread(running.stop)
     refused = [d for d in running.records() if d["event"] == "request.refused"]
-    assert [(d["status"], d["code"]) for d in refused] == [(503, -32014)], refused
+    assert [(d["status"], d["code"], d["reason"]) for d in refused] == [(503, -32014, "json_values_in_flight")], refused
     assert "limits.json_values_in_flight" in refused[0]["error"]
 
 

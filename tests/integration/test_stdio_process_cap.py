@@ -337,9 +337,10 @@ async def test_an_identity_past_its_share_is_refused_429_and_others_still_open(s
     refused = [r for r in records if r["event"] == "request.refused" and r.get("status") == 429]
     assert [r["principal"]["subject"] for r in refused] == ["alice", "bob", "alice"], refused
     assert all("(servers.bank.max_processes_per_principal)" in r["error"] and r["code"] == RATE_LIMITED
-               for r in refused), refused
+               and r["reason"] == "max_processes_per_principal" for r in refused), refused
     full = [r for r in records if r["event"] == "request.refused" and r.get("status") == 503]
     assert [r["principal"]["subject"] for r in full] == ["carol"], full
+    assert full[0]["reason"] == "max_processes", full
     opened_subjects = [r["principal"]["subject"] for r in records if r["event"] == "session.opened"]
     assert sorted(opened_subjects) == ["alice", "alice", "alice", "bob"], opened_subjects
 

@@ -122,9 +122,15 @@ class McpEndpoint:
             fields: dict[str, Any] = {
                 "principal": ex.principal.summary(), "server": ex.server, "http_method": ex.scope["method"],
                 "status": exc.http_status, "code": exc.rpc_code, "error": message}
-            request_id = (exc.data or {}).get("requestId")
+            data = exc.data or {}
+            request_id = data.get("requestId")
             if isinstance(request_id, str):  # the id the refusal quotes (an upstream that could not be opened)
                 fields["request_id"] = request_id
+            # the limit that refused it, as the client's error names it (max_processes_per_principal,
+            # max_json_values, ...): a name, so nothing else is let into the record this way
+            reason = data.get("reason")
+            if isinstance(reason, str) and reason.isidentifier() and len(reason) <= 64:
+                fields["reason"] = reason
             await evidence.append("request.refused", fields)
         except (LedgerUnavailable, ValueError) as failed:
             log.error("a refusal (%s) could not be recorded: %s", exc.http_status, failed)
