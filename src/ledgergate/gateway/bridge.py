@@ -16,8 +16,11 @@ Everything still walks the pipeline: each round is authorised and recorded.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import hmac
 import itertools
+import json
 import logging
 import secrets
 import time
@@ -26,14 +29,23 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
+from ledgergate.approvals.state import is_ours as is_approval_state
 from ledgergate.audit import canonical
-from ledgergate.errors import INVALID_PARAMS, BadRequest, CallCancelled, GatewayError, UpstreamError
-from ledgergate.wire import jsonrpc
+from ledgergate.errors import (
+    INVALID_PARAMS,
+    BadRequest,
+    CallCancelled,
+    GatewayError,
+    LedgerUnavailable,
+    PolicyDenied,
+    UpstreamError,
+)
 from ledgergate.gateway import offload
 from ledgergate.gateway.call import Call, new_request_id
 from ledgergate.gateway.pipeline import CANCEL_GRACE, Hangup, Pipeline
-from ledgergate.gateway.stages.messages import PROGRESS, SERVER_REQUESTS, progress_token
 from ledgergate.gateway.sessions import GatewaySession, InFlight, SessionRegistry
+from ledgergate.gateway.stages.approval import ApprovalGate
+from ledgergate.gateway.stages.messages import PROGRESS, SERVER_REQUESTS, progress_token
 from ledgergate.identity.redact import redact_url
 from ledgergate.principal import Principal
 from ledgergate.requestlog import REQUEST_ID
@@ -50,6 +62,7 @@ from ledgergate.upstream.base import (
     UpstreamSessionLost,
 )
 from ledgergate.upstream.registry import Upstream
+from ledgergate.wire import jsonrpc
 
 log = logging.getLogger("ledgergate.upstream")
 
@@ -75,6 +88,10 @@ CANCELLED = "notifications/cancelled"
 #: a retry's params that are not part of the request it repeats (the envelope and the answers it brings)
 _RETRY_ENVELOPE = frozenset({"_meta", "requestState", "inputResponses"})
 _NAME_PARAM = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
+#: the requestState the gateway hands a stateless client for a 2026-07-28 upstream's round (`UpstreamRound`)
+_ROUND_PREFIX = "lgu1."
+#: the state key seals approvals' states too (`approvals/state.py`): a key of its own for rounds
+_ROUND_KEY_DOMAIN = b"ledgergate/bridge/upstream-round/v1"
 
 
 @dataclass(frozen=True)
@@ -105,6 +122,66 @@ class RequestBinding:
         return None
 
 
+class RoundRefused(ValueError):
+    """A `requestState` the gateway did not seal, altered, malformed or expired: nothing is forwarded."""
+
+
+@dataclass(frozen=True)
+class UpstreamRound:
+    """An input-required round of a 2026-07-28 upstream, as the gateway vouches for it to the client.
+
+    The upstream's own `requestState` proves nothing about who may finish the round (the upstream cannot
+    tell the gateway's callers apart), so the client is handed this instead, sealed under the gateway's
+    state key (`_round_key`): the upstream's state, the principal and server it was given to, the request
+    it answers, which method each input key asked with (policy decides the answer by it), and an expiry.
+    Clients treat the state as opaque. Its body is signed, not encrypted: it holds nothing the client was not
+    shown (the upstream's state as the client got it, masked) but a digest of the principal's key."""
+
+    state: Any
+    principal_tag: str
+    server: str
+    binding: RequestBinding
+    asked: dict[str, str]
+    expires: float
+
+    def seal(self, key: bytes) -> str:
+        body = json.dumps({"s": self.state, "p": self.principal_tag, "v": self.server,
+                           "b": [self.binding.method, self.binding.name, self.binding.params_digest],
+                           "q": self.asked, "e": self.expires},
+                          separators=(",", ":"), sort_keys=True).encode()
+        return _ROUND_PREFIX + _b64(body) + "." + _b64(hmac.new(key, body, hashlib.sha256).digest())
+
+    @classmethod
+    def open(cls, key: bytes, token: str, now: float) -> UpstreamRound:
+        """The round `token` seals; RoundRefused when it is not one the gateway sealed, or too old."""
+        try:
+            body_b64, mac_b64 = token[len(_ROUND_PREFIX):].split(".", 1)
+            body, mac = _unb64(body_b64), _unb64(mac_b64)
+        except ValueError:
+            raise RoundRefused("requestState is malformed") from None
+        if not hmac.compare_digest(mac, hmac.new(key, body, hashlib.sha256).digest()):
+            raise RoundRefused("requestState was not issued by this gateway or was altered")
+        fields = json.loads(body)
+        if float(fields["e"]) < now:
+            raise RoundRefused("requestState has expired")
+        method, name, digest = fields["b"]
+        return cls(fields["s"], str(fields["p"]), str(fields["v"]), RequestBinding(method, name, digest),
+                   dict(fields["q"]), float(fields["e"]))
+
+
+def principal_tag(principal: Principal) -> str:
+    # the key itself would show a principal's identifiers to whoever reads the (unencrypted) state
+    return hashlib.sha256(principal.key.encode()).hexdigest()[:32]
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
 @dataclass
 class PendingInput:
     """A stateless client's call paused on server requests it must answer."""
@@ -119,12 +196,28 @@ class PendingInput:
     binding: RequestBinding
     #: the call as the pipeline carries it, so that the retry's client hanging up ends it (`pipeline.Hangup`)
     call: Call | None = None
+    #: who the upstream knows the call's request by (`upstream.base.CALLER`): a cancellation must name it so
+    owner: str | None = None
+
+
+def _approval_gate(pipeline: Pipeline) -> ApprovalGate | None:
+    """The pipeline's approval stage: it holds the state key and the re-check of a call that waited."""
+    return next((s for s in pipeline.request_stages if isinstance(s, ApprovalGate)), None)
 
 
 class Bridge:
     def __init__(self) -> None:
         self._pending: dict[str, PendingInput] = {}
         self._synth_ids = itertools.count(1)
+        #: seals rounds when the pipeline has no state key (a bare pipeline): they then open on this process only
+        self._own_key = secrets.token_bytes(32)
+
+    def _round_key(self, pipeline: Pipeline) -> bytes:
+        """The key of `UpstreamRound` states: derived from the state key every replica shares (a retry may
+        reach another replica), under a domain of its own."""
+        gate = _approval_gate(pipeline)
+        base = gate.state_key if gate is not None and gate.state_key else self._own_key
+        return hmac.new(base, _ROUND_KEY_DOMAIN, hashlib.sha256).digest()
 
     # ── hello ───────────────────────────────────────────────────────────────
     async def initialize(self, pipeline: Pipeline, session: GatewaySession, principal: Principal) -> dict[str, Any]:
@@ -226,10 +319,13 @@ class Bridge:
             return
         call = Call(server=server, principal=principal, message=message, era="modern",
                     client_capabilities=hello.capabilities)
-        if not self._shared_open(sessions, server, principal):
+        checked = not self._shared_open(sessions, server, principal)
+        if checked:
             await pipeline.precheck(call)  # a refused call opens nothing upstream (no session, no stdio child)
         shared = sessions.shared_for(server, principal, upstream, self._shared_hello(hello))
         upstream_session = await self._ready(pipeline, shared, call.request_id)
+        if upstream_session.era == "modern" and ("requestState" in params or "inputResponses" in params):
+            await self._answers(pipeline, call, checked)
         if upstream_session.era == "handshake":
             # the principal's shared session, not the client's: if the upstream no longer knows it, the call is
             # sent once more on a new one (only when the upstream says it did not run it)
@@ -249,13 +345,121 @@ class Bridge:
             CALLER.set(call.caller)
         stream = pipeline.handle(call, upstream_session)
         async with aclosing(self._until_input(pipeline, stream, upstream_session, principal, server, message["id"],
-                                              message, call)) as items:
+                                              message, call, CALLER.get())) as items:
             async for item in items:
-                yield self.modernize(message["method"], item) if "method" not in item else item
+                if "method" in item:
+                    yield item
+                    continue
+                if upstream_session.era == "modern":
+                    item = await self._sealed_round(pipeline, call, message, item)
+                yield self.modernize(message["method"], item)
+
+    async def _answers(self, pipeline: Pipeline, call: Call, checked: bool) -> None:
+        """A stateless client's retry of a 2026-07-28 upstream's input-required round, before it is forwarded.
+
+        The retry brings the client's answers (`inputResponses`: a person's confirmation, a sampled
+        completion) and the round's `requestState`; the upstream acts on both. The state must be the
+        gateway's `UpstreamRound`, sealed for this principal, server and request; each answer must answer
+        an input key the round asked, with a method the policy in force lets this caller answer (as a
+        handshake-era server's request is decided, `Messages.during_call`); then each answer is recorded
+        (`rpc.reply`, masked for the ledger, under the retry's request id) and only then forwarded, with the
+        upstream's own state in place of the gateway's. Anything else is refused and recorded, with nothing
+        forwarded. A state of the approval stage's (`lga1.`) is left to it: it takes the state and any answers
+        off the call, so neither reaches the upstream."""
+        params = call.params
+        state = params.get("requestState")
+        if is_approval_state(state) or (state is None and not params.get("inputResponses")):
+            return  # no round is answered (some clients send `"requestState": null` on a first call)
+        if not checked:  # a call policy refuses now is refused (and recorded) as such, before its answers are
+            await pipeline.precheck(call)
+        if not isinstance(state, str) or not state.startswith(_ROUND_PREFIX):
+            raise await self._round_refused(pipeline, call, "invalid_request_state",
+                                            "no requestState of this gateway's comes with the answers")
+        try:
+            held = UpstreamRound.open(self._round_key(pipeline), state, time.time())
+        except RoundRefused as exc:
+            raise await self._round_refused(pipeline, call, "invalid_request_state", str(exc)) from None
+        if held.principal_tag != principal_tag(call.principal) or held.server != call.server:
+            # the upstream cannot tell callers apart: the round is finished only by the caller it was put to
+            raise await self._round_refused(pipeline, call, "foreign_request_state",
+                                            "requestState belongs to another caller")
+        differs = held.binding.differs(await offload.sized(params, RequestBinding.of, call.message))
+        if differs is not None:
+            raise await self._round_refused(pipeline, call, "request_state_mismatch",
+                                            f"a retry must repeat the request it resumes, and its {differs} differs",
+                                            differs=differs)
+        responses = params.get("inputResponses")
+        if responses is None:
+            responses = {}
+        if not isinstance(responses, dict):
+            raise await self._round_refused(pipeline, call, "invalid_input_responses",
+                                            "inputResponses must be an object")
+        unasked = sorted(set(responses) - set(held.asked))
+        if unasked:
+            raise await self._round_refused(pipeline, call, "unasked_input",
+                                            f"inputResponses answers {len(unasked)} input key(s) the round did not ask")
+        for key in responses:
+            await self._may_answer(pipeline, call, held.asked[key])
+        for key, answer in responses.items():
+            await pipeline.messages.from_client(call.server, call.principal, None, self._answer(key, answer),
+                                                request_id=call.request_id, asked=held.asked[key])
+        forwarded = {k: v for k, v in params.items() if k != "requestState"}
+        if held.state is not None:
+            forwarded["requestState"] = held.state
+        call.message = {**call.message, "params": forwarded}
+
+    @staticmethod
+    def _answer(key: str, answer: Any) -> Message:
+        """An answer as the record shows it: the reply a handshake-era server would get for that input key."""
+        if isinstance(answer, dict) and isinstance(answer.get("error"), dict) and "result" not in answer:
+            return {"jsonrpc": "2.0", "id": key, "error": answer["error"]}
+        return jsonrpc.result(key, answer)
+
+    @staticmethod
+    async def _may_answer(pipeline: Pipeline, call: Call, method: str) -> None:
+        """Refuse (recorded) an answer to an input request the policy in force does not let this caller answer."""
+        verdict = pipeline.messages.policy.decide(call.principal, call.server, method, None, None, time.time())
+        if verdict.effect == "allow":
+            return
+        await pipeline.evidence.record("policy.denied", call, method=method, direction="client-to-server",
+                                       rule=verdict.rule, reason="input_method_refused")
+        refusal = PolicyDenied(f"the gateway's policy refuses {method} for this caller, so its answer is not "
+                               f"forwarded; nothing was forwarded (request id {call.request_id})",
+                               data={"rule": verdict.rule, "requestId": call.request_id,
+                                     "reason": "input_method_refused"})
+        refusal.recorded = True
+        raise refusal
+
+    @staticmethod
+    async def _round_refused(pipeline: Pipeline, call: Call, reason: str, said: str, **data: Any) -> GatewayError:
+        await pipeline.evidence.record("rpc.refused", call, with_args=True, reason=reason, detail=said)
+        refusal = GatewayError(f"Invalid or expired requestState: {said}; nothing was forwarded "
+                               f"(request id {call.request_id})", rpc_code=INVALID_PARAMS,
+                               data={"reason": reason, "requestId": call.request_id, **data})
+        refusal.recorded = True
+        return refusal
+
+    async def _sealed_round(self, pipeline: Pipeline, call: Call, message: Message, item: Message) -> Message:
+        """A 2026-07-28 upstream's answer, its input-required round's `requestState` sealed (`UpstreamRound`)
+        for this caller and request; any other answer as it is."""
+        result = item.get("result")
+        if not isinstance(result, dict) or result.get("resultType") != INPUT_REQUIRED:
+            return item
+        if is_approval_state(result.get("requestState")):
+            return item  # the approval stage's answer, in the upstream's place
+        requests = result.get("inputRequests")
+        asked = {key: request["method"] for key, request in requests.items()
+                 if isinstance(request, dict) and isinstance(request.get("method"), str)} \
+            if isinstance(requests, dict) else {}
+        binding = await offload.sized(message.get("params"), RequestBinding.of, message)
+        sealed = UpstreamRound(result.get("requestState"), principal_tag(call.principal), call.server, binding,
+                               asked, time.time() + _PENDING_TTL).seal(self._round_key(pipeline))
+        return {**item, "result": {**result, "requestState": sealed}}
 
     async def _until_input(self, pipeline: Pipeline, stream: AsyncGenerator[Message, None],
                            upstream_session: UpstreamSession, principal: Principal, server: str, request_id: Any,
-                           request: Message | RequestBinding, call: Call | None = None) -> AsyncGenerator[Message, None]:
+                           request: Message | RequestBinding, call: Call | None = None,
+                           owner: str | None = None) -> AsyncGenerator[Message, None]:
         """Relay the call; at the first server request, pause it and answer input-required.
 
         The principal's shared upstream session offers every client capability (`_shared_hello`), so the
@@ -290,7 +494,7 @@ class Bridge:
                     self._expire()
                     self._pending[token] = PendingInput(principal.key, server, stream, upstream_session,
                                                         {key: item["id"]}, time.monotonic() + _PENDING_TTL, binding,
-                                                        call)
+                                                        call, owner)
                     parked = True
                     request = {"method": item["method"], "params": item.get("params") or {}}
                     yield jsonrpc.result(request_id, {"resultType": INPUT_REQUIRED,
@@ -330,6 +534,9 @@ class Bridge:
             refusal.recorded = True
             raise refusal
         del self._pending[token]  # the owner's: used once (no await since the check above)
+        why = self._may_resume(pipeline, pending)
+        if why is not None:
+            raise await self._end_paused(pipeline, pending, principal, server, message, why)
         responses = (message.get("params") or {}).get("inputResponses") or {}
         for key, server_request_id in pending.requests.items():
             answer = responses.get(key)
@@ -348,11 +555,66 @@ class Bridge:
             if hangup.gone:
                 hangup.flights.hang_up(pending.call)
         async with aclosing(self._until_input(pipeline, pending.stream, pending.upstream, principal, server,
-                                              message["id"], pending.binding, pending.call)) as items:
+                                              message["id"], pending.binding, pending.call, pending.owner)) as items:
             async for item in items:
                 if "method" not in item and "id" in item:
                     item = self.modernize(message["method"], {**item, "id": message["id"]})
                 yield item
+
+    @staticmethod
+    def _may_resume(pipeline: Pipeline, pending: PendingInput) -> str | None:
+        """Why a paused call may not go on under the config in force now (None: it may). It may have waited
+        for its client's answer for minutes (`_PENDING_TTL`), often a person confirming the very action: an
+        emergency deny rule loaded meanwhile stops it, as it stops a call that waited for approval
+        (`ApprovalGate._still_may_run`, the same re-check)."""
+        call = pending.call
+        if call is None:
+            return "the paused call cannot be decided again"
+        gate = _approval_gate(pipeline)
+        if gate is not None and gate.recheck is not None:
+            return gate.recheck(call)
+        now = pipeline.messages.policy.decide(call.principal, call.server, call.method, call.target,
+                                              call.arguments, time.time())
+        was = call.decision
+        if now.effect == "allow" or (now.effect == "approve" and was is not None and was.rule == now.rule):
+            return None
+        return f"the policy now in force refuses it (rule {now.rule or 'default deny'})"
+
+    async def _end_paused(self, pipeline: Pipeline, pending: PendingInput, principal: Principal, server: str,
+                          message: Message, why: str) -> GatewayError:
+        """End a paused call the config in force no longer lets run: the retry refused (recorded), the call
+        cancelled upstream and its open requests declined (recorded, as the gateway's replies), so no answer
+        of the client's reaches the upstream and nothing lingers there; then the call's outcome recorded."""
+        retry = Call(server=server, principal=principal, message=message, era="modern")
+        call = pending.call if pending.call is not None else retry
+        await pipeline.evidence.record("rpc.refused", retry, with_args=True, reason="policy_changed", detail=why,
+                                       cancels=call.request_id)
+        told = False
+        try:
+            cancel = {"jsonrpc": "2.0", "method": CANCELLED,
+                      "params": {"requestId": call.message.get("id"), "reason": "refused by the gateway's policy"}}
+            if pending.upstream.alive and pending.upstream.outbound(cancel, pending.owner) is not None:
+                async with asyncio.timeout(_CANCEL_GRACE):
+                    told = await pending.upstream.notify(cancel, pending.owner)
+            for server_request_id in pending.requests.values():
+                decline = jsonrpc.error(server_request_id, -32003, "refused by the gateway's policy")
+                await pipeline.messages.from_client(server, principal, None, decline, reason="policy_changed")
+                await pending.upstream.reply(decline)
+        except LedgerUnavailable:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a call the policy refuses ends whether or not the upstream heard
+            log.warning("the upstream of a paused call the policy now refuses could not be told to stop it: %s",
+                        type(exc).__name__)
+        finally:
+            await pending.stream.aclose()  # its upstream request ends with it
+        await pipeline.evidence.record("rpc.response", call, error=f"ended while it waited for input: {why}",
+                                       reason="policy_changed", cancel_sent=told, latency_ms=call.latency_ms())
+        refusal = PolicyDenied(f"the paused call no longer runs: {why}; it was ended and nothing of this retry was "
+                               f"forwarded (request id {retry.request_id})",
+                               data={"reason": "policy_changed", "requestId": retry.request_id,
+                                     "cancels": call.request_id})
+        refusal.recorded = True
+        return refusal
 
     @staticmethod
     def modernize(method: str, message: Message) -> Message:
@@ -437,14 +699,17 @@ class Bridge:
         # whose call goes upstream: only this client's cancellation may name it there (`InflightIds`)
         CALLER.set(session.id)
         current = message
+        approved: Call | None = None  # the round an approval released, if one did
         for _ in range(_MAX_INPUT_ROUNDS):
             call = Call(server=session.server, principal=principal, message=current, session_id=session.id,
                         client_capabilities=session.hello.capabilities, ask_client=self._asker(session))
             entry.call = call
             final: Message | None = None
+            rounds = pipeline.handle(call, upstream_session) if approved is None else \
+                await self._approved_round(pipeline, call, approved, upstream_session)
             # aclosing: the relay chain is closed the moment the answer is in, not by the garbage
             # collector (which would schedule a task per unfinished async generator)
-            async with aclosing(pipeline.handle(call, upstream_session)) as items:
+            async with aclosing(rounds) as items:
                 async for item in items:
                     if "method" in item and "id" in item:
                         session.relayed.add(item["id"])
@@ -454,6 +719,8 @@ class Bridge:
                     yield item
             if final is None:
                 raise UpstreamError("upstream ended the call without an answer")
+            if call.approval_id is not None:
+                approved = call
             result = final.get("result")
             if upstream_session.era == "modern" and isinstance(result, dict) \
                     and result.get("resultType") == INPUT_REQUIRED:
@@ -477,6 +744,40 @@ class Bridge:
             yield final
             return
         raise UpstreamError("too many input rounds for one request")
+
+    @staticmethod
+    async def _approved_round(pipeline: Pipeline, call: Call, approved: Call,
+                              upstream: UpstreamSession) -> AsyncGenerator[Message, None]:
+        """A later round of a handshake client's request whose first round an approval released: the retry
+        with the client's answers, which the 2026-07-28 upstream asked for (`_handshake_rounds`). It is the
+        call the approver approved, not another: the same client request, session and principal (this loop's),
+        the same method, name and arguments, and a decision by the same rule with the same approvers; so it
+        runs under that approval (its `rpc.request` names it) rather than asking the approvers for the same call
+        again. It is still decided and recorded as a round of its own: target and policy first (a refusal is
+        recorded there), then every other stage but the approval's. Anything else is decided afresh."""
+        await pipeline.precheck(call)
+        gate = _approval_gate(pipeline)
+        now, was = call.decision, approved.decision
+        same = gate is not None and now is not None and was is not None and now.effect == "approve" \
+            and (now.rule, now.approvers) == (was.rule, was.approvers) \
+            and RequestBinding.of(call.message).differs(RequestBinding.of(approved.message)) is None
+        if not same or gate is None:
+            return pipeline.handle(call, upstream)
+        stages = pipeline.request_stages
+        after = stages.index(gate)
+        try:
+            for stage in stages[:after]:
+                if stage is pipeline.target or stage is pipeline.policy:
+                    continue  # run by the precheck above
+                held = await stage.on_request(call)
+                if held is not None:  # no stage before the approval's holds a call; one that would, decides afresh
+                    await held.aclose()
+                    return pipeline.handle(call, upstream)
+        except GatewayError as exc:
+            exc.recorded = not isinstance(exc, LedgerUnavailable)  # the stage contract (`Pipeline._handle`)
+            raise
+        call.approval_id = approved.approval_id
+        return pipeline.handle(call, upstream, after + 1)
 
     def _asker(self, session: GatewaySession) -> Callable[[str, dict[str, Any]], tuple[Message, asyncio.Future[Message]]]:
         """How a stage asks this session's client something mid-call (the answer comes by `client_reply`)."""
