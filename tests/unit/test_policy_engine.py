@@ -99,10 +99,11 @@ def test_example_tools_list_shows_each_caller_what_it_may_call(example: PolicyEn
 def test_example_housekeeping(example: PolicyEngine) -> None:
     for method in ("initialize", "ping", "server/discover", "tools/list", "notifications/initialized",
                    "resources/list", "prompts/list", "logging/setLevel"):
-        d = example.decide(STAFF, "everything", method, None, None, NOON)
+        note = method.startswith("notifications/")  # sent as a notification, as clients send it
+        d = example.decide(STAFF, "everything", method, None, None, NOON, note)
         assert (d.effect, d.rule) == ("allow", "staff-read"), (method, d.reason)
-        assert example.decide(CONTRACTOR, "everything", method, None, None, NOON).effect == "deny"
-        assert example.decide(NOBODY, "everything", method, None, None, NOON).effect == "deny"
+        assert example.decide(CONTRACTOR, "everything", method, None, None, NOON, note).effect == "deny"
+        assert example.decide(NOBODY, "everything", method, None, None, NOON, note).effect == "deny"
 
 
 def test_example_server_to_client_refused(example: PolicyEngine) -> None:
@@ -473,7 +474,7 @@ def test_housekeeping_masks_with_the_one_profile_every_rule_names_or_the_ledgers
                    {"name": "lookup", "match": {"groups": ["staff"], "servers": ["bank"], "tools": ["lookup"]},
                     "effect": "allow", "mask": "strict"}, profiles={"strict"})
     for method in ("tasks/result", "tasks/get", "tasks/list", "tools/list", "notifications/message", "initialize"):
-        decision = mixed.decide(who, "bank", method, None, None, 0.0)
+        decision = mixed.decide(who, "bank", method, None, None, 0.0, method.startswith("notifications/"))
         assert decision.effect == "allow" and decision.mask == "ledger", (method, decision)
     same = engine({"name": "a", "match": {"groups": ["staff"], "servers": ["bank"], "tools": ["echo"]},
                    "effect": "allow", "mask": "strict"},

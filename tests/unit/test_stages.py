@@ -56,7 +56,7 @@ class Policy:
         self.allowed_items = allowed_items
 
     def decide(self, principal: Principal, server: str, method: str, target: str | None,
-               arguments: Mapping[str, Any] | None, now: float) -> Decision:
+               arguments: Mapping[str, Any] | None, now: float, notification: bool = False) -> Decision:
         return self.decision
 
     def filter_list(self, principal: Principal, server: str, method: str, items: list[dict[str, Any]],
@@ -354,7 +354,7 @@ class PerMethod(Policy):
         self.allowed = allowed
 
     def decide(self, principal: Principal, server: str, method: str, target: str | None,
-               arguments: Mapping[str, Any] | None, now: float) -> Decision:
+               arguments: Mapping[str, Any] | None, now: float, notification: bool = False) -> Decision:
         return ALLOW if method in self.allowed else Decision("deny", "r-no-input", reason="no")
 
 

@@ -85,4 +85,6 @@ def test_characters_drawn_as_nothing_are_written_out_and_refused_in_names(ch: st
 
 @pytest.mark.parametrize("text", ["e\u0301t\u00e9", "\u0915\u094d\u0937", "Ελληνικά", "שלום", "a b", "x_y.z/1"])
 def test_combining_marks_and_scripts_that_draw_are_left_alone(text: str) -> None:
-    assert shown(text) == text and first_hidden(text) is None and name_problem(text) is None
+    assert shown(text) == text and first_hidden(text) is None
+    # as a tool name, a form NFKC folds (`e` + U+0301 for `é`) reads as another name (test_names_and_bindings.py)
+    assert (name_problem(text) is None) == (text != "e\u0301t\u00e9")

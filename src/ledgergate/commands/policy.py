@@ -244,7 +244,9 @@ def check(
         groups=frozenset(g.strip() for g in groups.split(",") if g.strip()),
         claims=claim_map,
     )
-    explanation = engine.explain(principal, server, method, target, arguments, now)
+    # `--method notifications/…` asks about what clients send under that name: a notification
+    explanation = engine.explain(principal, server, method, target, arguments, now,
+                                 notification=method.startswith("notifications/"))
     d = explanation.decision
     if as_json:
         doc = {

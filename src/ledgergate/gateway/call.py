@@ -40,6 +40,31 @@ def arguments_of(method: str, params: Mapping[str, Any] | None) -> Mapping[str, 
     return None
 
 
+#: `_meta` keys the protocol itself defines and a client or the gateway sets per attempt (a progress token,
+#: the 2026-07-28 envelope: protocol version, client capabilities and info, a related task): not the call's
+#: content, so neither recorded with it nor bound by its approval
+PROTOCOL_META_KEYS = frozenset({"progressToken"})
+PROTOCOL_META_PREFIX = "io.modelcontextprotocol/"
+
+
+def caller_meta(params: Mapping[str, Any]) -> Any:
+    """The `_meta` a caller chose beyond the protocol's own keys, or None when there is none (a typical call,
+    so that costs one lookup). SDK servers hand `_meta` to tool code, so this is part of what the upstream
+    acts on: the ledger records it and an approval binds it. A `_meta` that is not an object is returned
+    whole (fails closed: recorded and bound as sent)."""
+    meta = params.get("_meta")
+    if meta is None:
+        return None
+    if not isinstance(meta, Mapping):
+        return meta
+    for key in meta:  # most calls carry only the protocol's keys: found so without building anything
+        if key not in PROTOCOL_META_KEYS and not key.startswith(PROTOCOL_META_PREFIX):
+            break
+    else:
+        return None
+    return {k: v for k, v in meta.items() if k not in PROTOCOL_META_KEYS and not k.startswith(PROTOCOL_META_PREFIX)}
+
+
 @dataclass
 class Call:
     """One client request on its way through the stages.

@@ -142,8 +142,10 @@ class PolicyEngine:
         target: str | None,
         arguments: Mapping[str, Any] | None,
         now: float,
+        notification: bool = False,
     ) -> Decision:
-        """The decision for one request. Pure: same inputs, same decision."""
+        """The decision for one request, or with `notification` for one notification (a message with no
+        `id`: only then is `notifications/*` housekeeping). Pure: same inputs, same decision."""
         rules = self.rules
         candidates = self._index.candidates(principal, server, method, target)
         matched: list[CompiledRule] = []
@@ -163,7 +165,7 @@ class PolicyEngine:
                     if r.effect == "allow":
                         continue
             matched.append(r)
-        if is_housekeeping(method):
+        if is_housekeeping(method, notification):
             return self._housekeeping(principal, server, method, matched, errors, now)
         return self._combine(method, matched, errors)
 
@@ -339,9 +341,10 @@ class PolicyEngine:
         target: str | None,
         arguments: Mapping[str, Any] | None,
         now: float,
+        notification: bool = False,
     ) -> Explanation:
         """The decision plus, for every rule, whether it matched and why (slow path; for humans)."""
-        decision = self.decide(principal, server, method, target, arguments, now)
+        decision = self.decide(principal, server, method, target, arguments, now, notification)
         kind, bare = split_target(method, target)
         act = _activation(principal, server, method, target, arguments, now)
         traces = []

@@ -16,7 +16,8 @@ How methods are governed (see docs/policy.md):
   resource it completes for). A rule with `tools`/`resources`/`prompts`
   matches only these, unless `methods` is given.
 - housekeeping: `initialize`, `ping`, `server/discover`, `logging/setLevel`,
-  `subscriptions/listen`, `notifications/*`, `tasks/*` and the list methods.
+  `subscriptions/listen`, `notifications/*` (as notifications: a request so
+  named is decided like any other method), `tasks/*` and the list methods.
   The engine allows them to a principal that some allow rule lets use the
   server, unless a deny rule matches them.
 - server-to-client: `sampling/createMessage`, `elicitation/create`,
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
@@ -101,9 +103,13 @@ _FIELD_OF_KIND: dict[TargetKind, str] = {"tool": "tools", "resource": "resources
 _GLOB_CHARS = frozenset("*?[")
 
 
-def is_housekeeping(method: str) -> bool:
-    """Protocol plumbing a client needs to use a server at all (see module docstring)."""
-    return method in HOUSEKEEPING_METHODS or method.startswith("notifications/")
+def is_housekeeping(method: str, notification: bool = False) -> bool:
+    """Protocol plumbing a client needs to use a server at all (see module docstring). `notifications/*`
+    only when the message is one (no `id`): a request so named is no notification of MCP, and was allowed
+    to anyone with any allow rule on the server, unrecorded as to its target, and forwarded; it is decided
+    like any other method (by default, denied). Fails closed: a caller that does not say it holds a
+    notification gets the request's answer."""
+    return method in HOUSEKEEPING_METHODS or (notification and method.startswith("notifications/"))
 
 
 def is_server_to_client(method: str) -> bool:
@@ -123,6 +129,46 @@ def name_problem(name: str) -> str | None:
     # name holding a variation selector or a Hangul filler reads as the plain name on every screen
     if (char := first_hidden(name)) is not None:
         return f"the name holds the invisible or control character U+{ord(char):04X}"
+    if name.isascii():
+        return None  # the common case costs nothing more: ASCII neither folds, nor combines, nor mixes scripts
+    return _lookalike_problem(name)
+
+
+#: scripts with letters drawn like Latin ones (Unicode's confusables: Cyrillic а е о р с ѕ і, Greek ο ν ι,
+#: Armenian օ ս, Cherokee Ꭺ Ꮯ …), by the first word of a letter's Unicode name
+_LOOKALIKE_SCRIPTS = frozenset({"CYRILLIC", "GREEK", "ARMENIAN", "CHEROKEE"})
+
+
+def _lookalike_problem(name: str) -> str | None:
+    """Why a non-ASCII name could read as another name, or None. Rules match names exactly or by glob, so
+    `export_customerｓ` (a full-width s), `export_customers` + U+0301 or `export_customerѕ` (Cyrillic dze)
+    passes an `export_*` allow and misses an `export_customers` deny, and an upstream that folds names
+    (NFKC, or a font) runs the denied tool. A name written in one script (`読む`, `Ελληνικά`, Devanagari
+    with its vowel signs) passes."""
+    if not unicodedata.is_normalized("NFKC", name):
+        return (f"the name is not in Unicode normal form NFKC (it folds to "
+                f"{unicodedata.normalize('NFKC', name)!r})")
+    latin = lookalike = False
+    base_is_latin = False  # whether the last character that is not a mark is ASCII or a Latin letter
+    for ch in name:
+        if ch.isascii():
+            latin = latin or ch.isalpha()
+            base_is_latin = True
+            continue
+        category = unicodedata.category(ch)
+        script = unicodedata.name(ch, "").partition(" ")[0]
+        if category[0] == "M":
+            # a mark of the script it belongs to (a Devanagari vowel sign on a Devanagari letter) is part of the
+            # word; a generic diacritic ("COMBINING …"), or any mark on a Latin letter, draws another name's look
+            if base_is_latin or script == "COMBINING":
+                return f"the name holds the combining mark U+{ord(ch):04X}"
+            continue
+        base_is_latin = script == "LATIN"
+        if category[0] == "L":
+            latin = latin or base_is_latin
+            lookalike = lookalike or script in _LOOKALIKE_SCRIPTS
+    if latin and lookalike:
+        return "the name mixes Latin letters with Cyrillic, Greek, Armenian or Cherokee ones, which look alike"
     return None
 
 

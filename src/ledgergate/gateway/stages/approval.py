@@ -1,7 +1,9 @@
 """approval: a call whose decision is `approve` waits for a human, and runs exactly once.
 
 The approval is bound to the exact call (principal, server, method and target,
-the SHA-256 of the canonical arguments, the rule, the policy version); the
+the SHA-256 of the canonical arguments — with the caller's own `_meta` keys and,
+for a method whose params `_BOUND` does not name, every param: `_bound` — the
+rule, the policy version); the
 approvals service keeps it and records every step. This stage decides what the
 client sees while it waits, since clients commonly tear a call down after
 60–120 s:
@@ -43,7 +45,7 @@ from ledgergate.errors import (
     ApprovalPending,
     GatewayError,
 )
-from ledgergate.gateway.call import Call
+from ledgergate.gateway.call import Call, caller_meta
 from ledgergate.gateway.stages.audit import Evidence
 from ledgergate.gateway.tasks import (
     GATEWAY_TASK_PREFIX,
@@ -62,13 +64,40 @@ INPUT_REQUIRED = "input_required"
 _JUSTIFY_KEY = "justification"
 _ENDED = ("denied", "expired", "cancelled")
 #: the params an approval binds (target and arguments, `approvals/model.py` Binding), per method; an approved
-#: call carrying any other param (beyond the protocol's envelope) would run with something nobody approved
+#: call carrying any other param (beyond the protocol's envelope) would run with something nobody approved.
+#: For any other method (`completion/complete`: `ref`, `argument` and `context`; a method a rule's `methods`
+#: names) the approval binds every param but the envelope (`_bound`)
 _BOUND = {"tools/call": {"name", "arguments"}, "prompts/get": {"name", "arguments"}, "resources/read": {"uri"}}
 _ENVELOPE = {"_meta", "task", "requestState", "inputResponses"}
+#: heads what an approval digests when it binds more than the arguments: a list, which no call's arguments
+#: (an object, or none) can be, so a call cannot pass its `_meta` off as arguments or the reverse
+_MORE_THAN_ARGUMENTS = "io.ledgergate/bound"
 _ENDED_WORDS = {"denied": "was denied", "expired": "expired undecided", "cancelled": "was cancelled"}
 
 
 log = logging.getLogger("ledgergate.approvals")
+
+
+def _bound(call: Call) -> tuple[Any, Any]:
+    """(what an approval digests besides principal, server, method and target; what approvers are shown of it).
+    A typical call: its arguments, as always. The caller's own `_meta` (beyond the protocol's keys, which vary
+    per attempt) is bound too: SDK servers hand it to tool code, so a call whose `_meta` differs is another
+    call; and for a method whose params `_BOUND` does not name, every param but the envelope (a completion's
+    `context.arguments` steer what it suggests, and were free to change between approval and run)."""
+    more: dict[str, Any] = {}
+    if call.method not in _BOUND:
+        more = {k: v for k, v in call.params.items() if k not in _ENVELOPE}
+    meta = caller_meta(call.params)
+    if isinstance(meta, Mapping) and JUSTIFICATION_META in meta:
+        # the gateway's own key: approvers read it as the justification, and a retry need not repeat it
+        meta = {k: v for k, v in meta.items() if k != JUSTIFICATION_META} or None
+    if meta is not None:
+        more["_meta"] = meta
+    arguments = call.arguments
+    if not more:
+        return arguments, arguments if arguments is not None else {}
+    shown = {"arguments": arguments if arguments is not None else {}, **more} if call.method in _BOUND else more
+    return [_MORE_THAN_ARGUMENTS, arguments, more], shown
 
 
 class ApprovalGate:
@@ -134,7 +163,8 @@ class ApprovalGate:
                                f"being part of what an approver approves; send the call without them "
                                f"(request id {call.request_id})", rpc_code=INVALID_PARAMS,
                                data={"reason": "unbound_params", "requestId": call.request_id})
-        binding = self.approvals.binding_for(call.principal, call.server, call.method, call.target, call.arguments,
+        bound, shown = _bound(call)
+        binding = self.approvals.binding_for(call.principal, call.server, call.method, call.target, bound,
                                              decision.rule, self.policy_version)
         held = await self._open_state(call, token, binding) if token else None
 
@@ -159,12 +189,12 @@ class ApprovalGate:
                     if "method" not in message:
                         return
                 justification = call.justification
-            masked_args = self._preview(call.arguments if call.arguments is not None else {})
+            masked_args = self._preview(shown)
             masked_reason = self._preview(justification) if justification is not None else None
             try:
                 approval = await self.approvals.request(
                     principal=call.principal, server=call.server, method=call.method, target=call.target,
-                    arguments=call.arguments, masked_args=masked_args, rule=decision.rule,
+                    arguments=bound, masked_args=masked_args, rule=decision.rule,
                     policy_version=self.policy_version, approvers=spec, justification=masked_reason,
                     session=call.session_id, request_id=call.request_id)
             except model.TooManyPending as exc:

@@ -22,7 +22,7 @@ from typing import Any
 from ledgergate.audit import canonical
 from ledgergate.errors import LedgerUnavailable
 from ledgergate.gateway import offload
-from ledgergate.gateway.call import Call
+from ledgergate.gateway.call import Call, caller_meta
 from ledgergate.gateway.stages.base import AuditPort, MaskingPort
 from ledgergate.gateway.stages.masking import ledger_payload
 from ledgergate.upstream.base import Message
@@ -170,9 +170,22 @@ class AuditRequest:
     async def on_request(self, call: Call) -> None:
         decision = call.decision
         released: dict[str, Any] = {"approval": call.approval_id} if call.approval_id is not None else {}
+        # the caller's own `_meta` reaches tool code beside the arguments (SDK servers expose it), so the record
+        # of what was asked holds it, masked like them; only when there is some, so typical records keep their size
+        meta = caller_meta(call.params)
+        extra = {"meta": await self._masked_meta(meta)} if meta is not None else None
         await self.evidence.record("rpc.request", call, with_args=True,
                                    rule=decision.rule if decision else None,
-                                   decision=decision.effect if decision else None, **released)
+                                   decision=decision.effect if decision else None, premasked=extra, **released)
+
+    async def _masked_meta(self, meta: Any) -> Any:
+        """`meta` masked with the ledger's profile (a large one masked and encoded off the event loop)."""
+        if offload.is_large(meta):
+            return await offload.on_worker(self._masked_encoded, meta)
+        return self.evidence.mask(meta)[0]
+
+    def _masked_encoded(self, meta: Any) -> Any:
+        return canonical.encoded(self.evidence.mask(meta)[0], 1)
 
 
 class AuditResponse:

@@ -40,7 +40,8 @@ class IdentityPort(Protocol):
 
 class PolicyPort(Protocol):
     def decide(self, principal: Principal, server: str, method: str, target: str | None,
-               arguments: Mapping[str, Any] | None, now: float) -> Decision: ...
+               arguments: Mapping[str, Any] | None, now: float, notification: bool = False) -> Decision:
+        """`notification`: the message has no `id` (only then is `notifications/*` housekeeping)."""
 
     def filter_list(self, principal: Principal, server: str, method: str, items: list[dict[str, Any]],
                     now: float) -> list[dict[str, Any]]:

@@ -86,7 +86,8 @@ class Messages:
         server any more, refuses it); a reply answers a server request policy already let through.
         `fields` go into the record (what became of a cancellation: the call it ends, or `dropped`)."""
         if "method" in message:
-            decision = self.policy.decide(principal, server, message["method"], None, None, time.time())
+            decision = self.policy.decide(principal, server, message["method"], None, None, time.time(),
+                                          notification="id" not in message)
             if decision.effect == "deny":
                 call = Call(server=server, principal=principal, message=message, session_id=session_id)
                 await self.evidence.record("policy.denied", call, rule=decision.rule, reason=decision.reason,
@@ -113,7 +114,9 @@ class Messages:
                     "server": server, "session": session_id, "principal": principal.summary(),
                     "message_method": method, "message": message, "dropped": NO_CALLS_TOKEN})
                 return None
-        decision = self.policy.decide(principal, server, method, None, None, time.time())
+        # the server's `notifications/…`, whatever its shape, is masked as housekeeping, as always: only a
+        # client's request so named is judged as a request (a denied decision names no mask)
+        decision = self.policy.decide(principal, server, method, None, None, time.time(), notification=True)
         if "id" in message and method in SERVER_REQUESTS and decision.effect != "allow":
             return None
         masked, counts = mask_params(self.masker, message, decision.mask)

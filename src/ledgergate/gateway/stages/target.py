@@ -1,8 +1,10 @@
 """target: the first request stage. Puts the call's resource URIs in the one normal form that
 policy decides on, the ledger records and the upstream receives (`policy/uri.py`), or refuses
 a URI that could be read two ways — before any decision is made on the raw string. Likewise a
-tool or prompt name two servers could read differently, and `arguments` that are not an object
-(which every decision read as no arguments, while the upstream got them as sent)."""
+tool or prompt name two servers could read differently (invisible characters, a form NFKC folds,
+combining marks, Latin mixed with look-alike scripts: `policy/rules.py` `name_problem`), a completion
+whose `ref` names neither a prompt nor a resource, and `arguments` that are not an object (which every
+decision read as no arguments, while the upstream got them as sent)."""
 
 from __future__ import annotations
 
@@ -53,6 +55,15 @@ class TargetCheck:
                 raise AmbiguousTarget(f"Invalid params: {call.method} needs params.{key}, a string "
                                       f"(request id {call.request_id})",
                                       data={"reason": "target_not_a_string", "requestId": call.request_id})
+        if call.method == COMPLETION_METHOD and call.target is None:
+            # a completion names the prompt or resource it completes for; without one of the two kinds MCP
+            # defines, no `prompts`/`resources` rule could match it, and a blanket allow forwarded it
+            wrong = _ref_problem(call.params.get("ref"))
+            await self.evidence.record("rpc.refused", call, reason="unknown_completion_ref", detail=wrong)
+            raise AmbiguousTarget(f"Invalid params: {wrong}; completion/complete needs params.ref "
+                                  f"{{\"type\": \"ref/prompt\", \"name\": …}} or "
+                                  f"{{\"type\": \"ref/resource\", \"uri\": …}} (request id {call.request_id})",
+                                  data={"reason": "unknown_completion_ref", "requestId": call.request_id})
         args = call.params.get("arguments") if call.method in _ARGUMENT_OBJECTS else None
         if args is not None and not isinstance(args, dict):
             # policy's `args.*`, the ledger's digest and an approval's binding read an object; anything
@@ -77,6 +88,21 @@ _ARGUMENT_OBJECTS = ("tools/call", "prompts/get")
 def _json_kind(value: object) -> str:
     return {str: "a string", list: "an array", bool: "a boolean", int: "a number",
             float: "a number"}.get(type(value), "a non-object value")
+
+
+#: a completion's `ref` kinds (MCP schema: PromptReference, ResourceTemplateReference) and the field naming each
+_COMPLETION_REFS = {"ref/prompt": "name", "ref/resource": "uri"}
+
+
+def _ref_problem(ref: object) -> str:
+    """What is wrong with a completion's `ref`, which gave no target."""
+    if not isinstance(ref, dict):
+        return "params.ref is missing or not an object"
+    kind = ref.get("type")
+    field = _COMPLETION_REFS.get(kind) if isinstance(kind, str) else None
+    if field is None:
+        return "params.ref.type is missing or not 'ref/prompt' or 'ref/resource'"
+    return f"params.ref.{field} is missing or not a string"
 
 
 def _named(method: str, target: str | None) -> str | None:
