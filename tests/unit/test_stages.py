@@ -517,6 +517,24 @@ async def test_a_server_request_the_policy_refuses_is_answered_upstream_and_not_
     assert ledger.events == ["policy.denied"]
 
 
+@pytest.mark.parametrize("message", [
+    {"jsonrpc": "2.0", "method": "notifications/message", "params": {"data": "a secret"}},
+    {"jsonrpc": "2.0", "id": "s2", "method": "custom/ask", "params": {"text": "a secret"}},
+])
+async def test_a_server_message_outside_calls_is_not_relayed_to_a_caller_the_policy_now_denies(
+        message: dict[str, Any]) -> None:
+    """A denied decision names no mask: relayed, the message went out in the clear. It is recorded (masked
+    for the ledger) and dropped instead."""
+    ledger = Ledger()
+    messages = Messages(Policy(Decision("deny", None)), Masker(), evidence(ledger))
+    assert await messages.unsolicited("bank", ALICE, "sess-1", message) is None
+    [(event, fields)] = ledger.records
+    assert event == "rpc.server_message" and fields["dropped"] == "policy_denied"
+    assert await Messages(Policy(ALLOW), Masker(), evidence(Ledger())).unsolicited(
+        "bank", ALICE, "sess-1", message) == {**message, "params": {**message["params"], **{
+            k: "a [X]" for k, v in message["params"].items() if v == "a secret"}}}
+
+
 def test_the_built_pipeline_orders_the_stages_as_the_design_draws_them(tmp_path: Any) -> None:
     from ledgergate.gateway.drift import DriftGuard
     from ledgergate.gateway.pipeline import Lasting

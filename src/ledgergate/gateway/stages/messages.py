@@ -119,6 +119,13 @@ class Messages:
         decision = self.policy.decide(principal, server, method, None, None, time.time(), notification=True)
         if "id" in message and method in SERVER_REQUESTS and decision.effect != "allow":
             return None
+        if decision.effect == "deny":
+            # the caller may no longer use this server at all (a reload took its grant while its stream stayed
+            # open): a denied decision names no mask, so relaying would send the message in the clear
+            await self.evidence.append("rpc.server_message", {
+                "server": server, "session": session_id, "principal": principal.summary(),
+                "message_method": method, "message": message, "dropped": "policy_denied"})
+            return None
         masked, counts = mask_params(self.masker, message, decision.mask)
         await self.evidence.append("rpc.server_message", {"server": server, "session": session_id,
                                                           "principal": principal.summary(), "message_method": method,
