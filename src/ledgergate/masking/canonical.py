@@ -45,11 +45,46 @@ _INVISIBLE_RANGES = (
 )
 _INVISIBLE_CLASS = "".join(f"\\U{a:08x}" if a == b else f"\\U{a:08x}-\\U{b:08x}" for a, b in _INVISIBLE_RANGES)
 _INVISIBLE = frozenset(chr(c) for a, b in _INVISIBLE_RANGES for c in range(a, b + 1))
-_DASHES = ("\u058a\u05be\u1400\u1806\u2010-\u2015\u2212\u2e17\u2e1a\u2e3a\u2e3b\u2e40\u2e5d\u301c\u3030"
-           "\ufe31\ufe32\ufe58\ufe63\uff0d")
+# Dashes and minus signs, folded wherever they stand: each reads as '-' and none is common enough
+# in ordinary text for the slow path to matter (U+02D7 modifier minus, U+2043 hyphen bullet and
+# U+2796 heavy minus were added after an outside probe; U+FE58/FE63/FF0D also fold through NFKC).
+_DASHES = ("\u02d7\u058a\u05be\u1400\u1806\u2010-\u2015\u2043\u2212\u2796\u2e17\u2e1a\u2e3a\u2e3b\u2e40"
+           "\u2e5d\u301c\u3030\ufe31\ufe32\ufe58\ufe63\uff0d")
 _DASH_SET = frozenset(re.sub(r"(.)-(.)", lambda m: "".join(chr(c) for c in range(ord(m[1]), ord(m[2]) + 1)), _DASHES))
-# Anything the cheap path cannot leave as it is: invisibles, dashes, non-ASCII digits.
-_ODD = re.compile(f"[{_INVISIBLE_CLASS}{_DASHES}]|(?=\\d)[^\\x00-\\x7f]")
+# Look-alikes of the ASCII separators (an outside probe wrote `078・05・1120`), in two kinds.
+# Rare in ordinary text, so folded wherever they stand, like the dashes: math operators and
+# punctuation that read as a tilde, asterisk, colon, bar, slash or dot.
+_FOLDS = {
+    "\u223c": "~", "\u2053": "~",                                             # ∼ ⁓
+    "\u2217": "*", "\u066d": "*",                                             # ∗ ٭
+    "\u2236": ":", "\ua789": ":",                                             # ∶ ꞉
+    "\u2223": "|",                                                             # ∣
+    "\u2044": "/", "\u2215": "/",                                             # ⁄ ∕
+    "\u2027": ".", "\u2219": ".", "\u22c5": ".", "\u2e31": ".", "\u2e33": ".",  # ‧ ∙ ⋅ ⸱ ⸳
+}
+_PLAIN = {**dict.fromkeys(_DASH_SET, "-"), **_FOLDS}
+# Common in ordinary text, so folded only where they join an ASCII digit to an ASCII letter or
+# digit (`０７８ー０５ー１１２０`, `GB82・WEST・…`): the katakana prolonged sound mark `ー` (U+30FC;
+# half-width U+FF70 is it after NFKC) is in most Japanese loanwords, the katakana middle dot `・`
+# joins Japanese words, the middle dot `·` Catalan letters (`l·l`), `•` starts list items and `─`
+# `━` draw tables. Such text keeps its canonical form, and its cheap path.
+_JOINERS = {"\u30fc": "-", "\u2500": "-", "\u2501": "-", "\u30fb": ".", "\u00b7": ".", "\u2022": "."}
+_JOINER_CLASS = "".join(_JOINERS)
+_JOINER_CHARS = tuple(_JOINERS)
+# Anything the cheap path cannot leave as it is: invisibles, dashes and other folded look-alikes,
+# non-ASCII digits.
+_ODD = re.compile(f"[{_INVISIBLE_CLASS}{_DASHES}{''.join(_FOLDS)}]|(?=\\d)[^\\x00-\\x7f]")
+# ... and a joiner between an ASCII digit and an ASCII letter or digit (full-width neighbours are
+# not NFKC-stable and other digits are odd: both take the per-character path anyway). A separate
+# pattern, run only if the text holds a joiner and an ASCII digit at all (C-level `in` scans): a
+# third alternative in _ODD would cost every non-ASCII text ~40% more.
+_JOINED = re.compile(f"[{_JOINER_CLASS}](?:(?<=[0-9].)(?=[0-9A-Za-z])|(?<=[0-9A-Za-z].)(?=[0-9]))")
+
+
+def _joined(text: str) -> bool:
+    """Whether a joiner in `text` joins an ASCII digit (see _JOINED)."""
+    return (any(ch in text for ch in _JOINER_CHARS) and any(d in text for d in "0123456789")
+            and _JOINED.search(text) is not None)
 
 
 class Canonical:
@@ -68,8 +103,9 @@ class Canonical:
 
 
 def _plain(ch: str) -> str:
-    if ch in _DASH_SET:
-        return "-"
+    plain = _PLAIN.get(ch)
+    if plain is not None:
+        return plain
     if not ch.isascii() and ch.isdecimal():
         return str(unicodedata.decimal(ch))
     return ch
@@ -77,7 +113,7 @@ def _plain(ch: str) -> str:
 
 def canonicalize(text: str) -> Canonical | None:
     """The canonical form of a non-ASCII `text`, or None when it is already canonical."""
-    if _ODD.search(text) is None and unicodedata.is_normalized("NFKC", text):
+    if _ODD.search(text) is None and unicodedata.is_normalized("NFKC", text) and not _joined(text):
         return None
     out: list[str] = []
     starts: list[int] = []
@@ -108,7 +144,10 @@ def canonicalize(text: str) -> Canonical | None:
         while e < n and text[e] in _INVISIBLE:
             e += 1
         ends[k] = e
-    return Canonical("".join(out), starts, ends)
+    canon = "".join(out)
+    if any(ch in canon for ch in _JOINER_CHARS):  # one character for one: the maps stay as they are
+        canon = _JOINED.sub(lambda m: _JOINERS[m.group()], canon)
+    return Canonical(canon, starts, ends)
 
 
 # --------------------------------------------------------------------------- escapes

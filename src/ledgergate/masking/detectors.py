@@ -513,25 +513,46 @@ _EMAIL_DOMAIN = re.compile(
     r"\.[A-Za-z]{2,24}(?![A-Za-z0-9-])"
 )
 
-# Any letter case; groups of four joined by one separator of any kind.
+# Any letter case; groups of four joined by one separator of any kind, the keyword ones included:
+# the country's length and mod 97 are the evidence, so `:`, `=` or `|` between groups need no cue.
+_IBAN_SEP_CLASS = "[ ._/~*:;=#|-]"
 _IBAN = re.compile(
-    r"[A-Za-z][A-Za-z]\d\d(?:[A-Za-z0-9]{11,30}|(?:[ ._/-][A-Za-z0-9]{4}){2,7}(?:[ ._/-][A-Za-z0-9]{1,4})?)"
-    r"(?![A-Za-z0-9])"
+    rf"[A-Za-z][A-Za-z]\d\d(?:[A-Za-z0-9]{{11,30}}|(?:{_IBAN_SEP_CLASS}[A-Za-z0-9]{{4}}){{2,7}}"
+    rf"(?:{_IBAN_SEP_CLASS}[A-Za-z0-9]{{1,4}})?)(?![A-Za-z0-9])"
 )
-_IBAN_SEP = frozenset(" ._/-")
+_IBAN_SEP = frozenset(" ._/~*:;=#|-")
 # Where an IBAN can start: two digits after two letters. Digit-led, so `re` tries few places
 # (a letter-led search would stop at every letter of every word).
 _IBAN_HEAD = re.compile(r"[0-9](?<=[A-Za-z]{2}[0-9])[0-9]")
 
 # A run of at least 6 digits joined by at most two separator characters: the only
-# places where SSNs, cards, routing/account numbers and phones can be.
-_CLUSTER = re.compile(r"\d(?:[ .()_/-]{0,2}\d){5,}")
+# places where SSNs, cards, routing/account numbers and phones can be. A keyword separator
+# (below) joins a run too, so the scan that is run anyway finds its candidates (no second pass
+# over every ':' of a JSON text), but only after three digits or before four, as in an SSN or a
+# card: times (`10:30:45`, in every timestamp) make no run and cost no Python call.
+# Paying for the keyword branch: `[0-9]`, not `\d` (scanned text is canonical: every other digit
+# became ASCII, and `re` tests the ASCII class faster), and a run is tried only from its first
+# digit (a start inside a run that failed cannot succeed: it has fewer digits, the same joints).
+_CLUSTER_TAIL = r"(?:[ .()_/~*-]{0,2}[0-9]|[:;=#|](?:(?<=[0-9]{3}[:;=#|])|(?=[0-9]{4}))[0-9]){5,}"  # after a digit
+_CLUSTER = re.compile(r"[0-9](?<![0-9][0-9])" + _CLUSTER_TAIL)
 _DIGIT_GROUP = re.compile(r"\d+")
-# Any single separator between digit groups: space, dash, dot, underscore or slash. A group
-# that continues a longer grouped number (a digit and a separator before or after) is not one.
-_GS = "[ ._/-]"
-_NOT_AFTER_GROUP = r"(?<!\d)(?<!\d[._/-])"
-_NOT_BEFORE_GROUP = r"(?!\d|[._/-]\d)"
+# A single separator between digit groups that makes a grouped number on its own: space, dash,
+# dot, underscore, slash, tilde or asterisk (`078~05~1120`, `4111*1111*1111*1111`; `～`, `＊`, `ー`,
+# `・` and other look-alikes are these after canonicalisation). A group that continues a longer
+# grouped number (a digit and a separator before or after) is not one.
+_GS = "[ ._/~*-]"
+_NOT_AFTER_GROUP = r"(?<!\d)(?<!\d[._/~*-])"
+_NOT_BEFORE_GROUP = r"(?!\d|[._/~*-]\d)"
+# Keyword separators: ':', ';', '=', '#' and '|' also join times (`10:30:45`), ratios, key=value
+# pairs, PSV/CSV fields and numbered items, so they are treated like a CSV comma (see
+# _WEAK_GROUPED): only the exact SSN and card group shapes, one kind throughout, no like number
+# continuing the run, and a 3-2-4 needs an SSN keyword before it (`101|12|2048` is a row, `SSN
+# 078:05:1120` an SSN); a card still needs no keyword (Luhn and the IIN ranges decide).
+_KEYWORD_JOINTS = frozenset(":;=#|")
+_KEYWORD_GROUPED = re.compile(
+    r"\d(?<![\dA-Za-z_]\d)\d\d(?:[:;=#|]\d\d[:;=#|]\d{4}"
+    r"|\d[:;=#|](?:\d{4}[:;=#|]\d{4}[:;=#|]\d{4}|\d{6}[:;=#|]\d{4,5}))(?!\d)"
+)
 _SSN_FMT = re.compile(rf"{_NOT_AFTER_GROUP}\d{{3}}{_GS}\d{{2}}{_GS}\d{{4}}{_NOT_BEFORE_GROUP}")
 _CARD_GROUPED = re.compile(
     rf"{_NOT_AFTER_GROUP}\d{{4}}{_GS}\d{{4}}{_GS}\d{{4}}{_GS}\d{{1,7}}(?!\d)"
@@ -589,7 +610,7 @@ _UUID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}
 # Short strings are screened by one pattern first: most JSON leaves are short and clean.
 _SHORT = 256
 _GATE = re.compile(
-    r"\d(?:(?:[ .()_/-]{0,2}\d){5,}|\d\d(?:[\t\r\n,+]|  ))|[@:=]|-----BEGIN|[A-Za-z]{2}\d\d|"
+    rf"[0-9](?:{_CLUSTER_TAIL}|\d\d(?:[\t\r\n,+]|  ))|[@:=]|-----BEGIN|[A-Za-z]{{2}}\d\d|"
     + _TOKEN_GATE_SRC
 )
 _PERSONAL = frozenset({PERSON, ADDRESS, DATE_OF_BIRTH})
@@ -744,14 +765,16 @@ def _credential_like(value: str) -> bool:
 
 def _joint_kind(joints: list[str]) -> str | None:
     """The one kind of joint between all groups: ' ' (whitespace, mixed freely: a tab then spaces
-    is still layout), ',', ', ' or '+'; None for a mix of kinds, or for single spaces only (the
-    strict patterns' case)."""
+    is still layout), ',', ', ', '+' or one keyword separator (':', ';', '=', '#', '|'); None for a
+    mix of kinds, or for single spaces only (the strict patterns' case)."""
     if all(j == " " for j in joints):
         return None
     if all(set(j) <= _WHITESPACE for j in joints):
         return " "
     first = joints[0]
-    return first if first in (",", ", ", "+") and all(j == first for j in joints) else None
+    if first not in (",", ", ", "+") and first not in _KEYWORD_JOINTS:
+        return None
+    return first if all(j == first for j in joints) else None
 
 
 def _list_goes_on(text: str, start: int, end: int, kind: str, first: int | None, last: int | None) -> bool:
@@ -787,8 +810,9 @@ def _list_goes_on(text: str, start: int, end: int, kind: str, first: int | None,
 def _weak_grouped_detector(text: str, m: re.Match[str], enabled: frozenset[str]) -> str | None:
     """US_SSN or CREDIT_CARD for a weakly joined candidate that passes its checks, else None.
 
-    A comma-joined 3-2-4 is also a plausible list (`512,16,2048`) and the SSN rules pass 89%
-    of any digits, so a comma SSN needs an SSN keyword before it; cards have Luhn and the IIN.
+    A comma-joined 3-2-4 is also a plausible list (`512,16,2048`), and so is one joined by a
+    keyword separator (`101|12|2048`, `123:45:6789`); the SSN rules pass 89% of any digits, so such
+    an SSN needs an SSN keyword before it. Cards have Luhn and the IIN.
     """
     value = m.group()
     kind = _joint_kind(_WEAK_JOINTS.findall(value))
@@ -802,7 +826,7 @@ def _weak_grouped_detector(text: str, m: re.Match[str], enabled: frozenset[str])
     digits = "".join(groups)
     if ssn:
         if (US_SSN in enabled and ssn_valid(digits)
-                and (not kind.startswith(",") or _context(text, m.start(), _CTX_SSN))):
+                and ((kind[0] != "," and kind not in _KEYWORD_JOINTS) or _context(text, m.start(), _CTX_SSN))):
             return US_SSN
         return None
     return CREDIT_CARD if CREDIT_CARD in enabled and card_valid(digits) else None
@@ -1060,6 +1084,8 @@ class TextScanner:
             for m in _CARD_GROUPED.finditer(text, s, e):
                 if card_valid(_digits(m.group())):
                     add((m.start(), m.end(), _RANK_DIGITS, CREDIT_CARD))
+        if (ssn or card) and not _KEYWORD_JOINTS.isdisjoint(cluster):
+            _keyword_grouped(text, s, e, enabled, add)
         if PHONE in enabled:
             if nanp or text[rs] == "(":
                 for m in _PHONE_NANP.finditer(text, rs, e):
@@ -1073,6 +1099,20 @@ class TextScanner:
                 det = classify_digit_run(text, m.start(), m.end(), enabled)
                 if det is not None and not _in_uuid(text, m.start(), m.end()):
                     add((m.start(), m.end(), _RANK_DIGITS, det))
+
+
+def _keyword_grouped(text: str, s: int, e: int, enabled: frozenset[str],
+                     add: Callable[[tuple[int, int, int, str]], None]) -> None:
+    """SSNs and cards in text[s:e] whose groups are joined by one keyword separator (':', ';',
+    '=', '#' or '|'), judged by the rules of the CSV comma (see _weak_grouped_detector)."""
+    pos = s
+    while (m := _KEYWORD_GROUPED.search(text, pos, e)) is not None:
+        det = _weak_grouped_detector(text, m, enabled)
+        if det is None:  # a later group may start a real one
+            pos = m.start() + 1
+            continue
+        add((m.start(), m.end(), _RANK_DIGITS, det))
+        pos = m.end()
 
 
 def _resolve(found: list[tuple[int, int, int, str]]) -> list[Finding]:

@@ -2,9 +2,9 @@
 
 Every operator output is safe to splice into any text, including text that is
 itself JSON: it contains no quote, backslash or control character (partial keeps
-only the original's separators, which the detectors limit to space, '-', '.', '_',
-'/', '(', ')' and the e-mail's domain). Outputs are also recognised by the scanner,
-so masking twice changes nothing.
+only the original's space, '-', '.', '_', '/', '(', ')' and '+' and the e-mail's
+domain; any other separator a detector accepts, such as '~', '|' or ':', becomes '*').
+Outputs are also recognised by the scanner, so masking twice changes nothing.
 """
 
 from __future__ import annotations

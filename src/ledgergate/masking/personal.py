@@ -258,7 +258,7 @@ def looks_like_address(value: str) -> bool:
 
 _MONTH = (r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|Jun(?:e)?|Jul(?:y)?|Aug(?:ust)?"
           r"|Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)")
-_DS = r"[-/. _]"
+_DS = r"[-/. _~*]"  # the separators that make a number on their own (detectors.py `_GS`): a cue is needed anyway
 _DATE = (rf"(?:\d{{4}}{_DS}\d{{1,2}}{_DS}\d{{1,2}}(?:T\d\d:\d\d(?::\d\d(?:\.\d+)?)?(?:Z|[+-]\d\d:?\d\d)?)?"
          rf"|\d{{1,2}}{_DS}\d{{1,2}}{_DS}\d{{2,4}}"
          rf"|(?i:{_MONTH})\.?[ ]+\d{{1,2}}(?:st|nd|rd|th)?,?[ ]+\d{{4}}"
