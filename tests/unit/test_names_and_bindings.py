@@ -160,6 +160,11 @@ def test_caller_meta_keeps_only_what_the_protocol_does_not_define() -> None:
     assert caller_meta({"_meta": {"progressToken": 1, "io.modelcontextprotocol/related-task": {"taskId": "t"}}}) \
         is None
     assert caller_meta({"_meta": {"progressToken": 1, "x": [1]}}) == {"x": [1]}
+    # a key under the protocol's prefix that the protocol does not define is still the caller's (tool code sees
+    # it): hiding data there kept it out of the record and the approval
+    assert caller_meta({"_meta": {"io.modelcontextprotocol/logLevel": "info",
+                                  "io.modelcontextprotocol/x-note": "wire it all"}}) == {
+        "io.modelcontextprotocol/x-note": "wire it all"}
     assert caller_meta({"_meta": "a string"}) == "a string", "not an object: kept whole (recorded and bound)"
     params = {"name": "run", "arguments": {"q": 1}}
     per_call = timeit.timeit(lambda: caller_meta(params), number=20000) / 20000

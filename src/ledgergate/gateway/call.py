@@ -41,10 +41,18 @@ def arguments_of(method: str, params: Mapping[str, Any] | None) -> Mapping[str, 
 
 
 #: `_meta` keys the protocol itself defines and a client or the gateway sets per attempt (a progress token,
-#: the 2026-07-28 envelope: protocol version, client capabilities and info, a related task): not the call's
-#: content, so neither recorded with it nor bound by its approval
-PROTOCOL_META_KEYS = frozenset({"progressToken"})
-PROTOCOL_META_PREFIX = "io.modelcontextprotocol/"
+#: the 2026-07-28 envelope: protocol version, client capabilities and info, log level; a related task): not
+#: the call's content, so neither recorded with it nor bound by its approval. Named one by one, not by their
+#: `io.modelcontextprotocol/` prefix: a key under that prefix the protocol does not define still reaches
+#: tool code, so it is recorded and bound like any other key a caller chose
+PROTOCOL_META_KEYS = frozenset({
+    "progressToken",
+    "io.modelcontextprotocol/protocolVersion",
+    "io.modelcontextprotocol/clientInfo",
+    "io.modelcontextprotocol/clientCapabilities",
+    "io.modelcontextprotocol/logLevel",
+    "io.modelcontextprotocol/related-task",
+})
 
 
 def caller_meta(params: Mapping[str, Any]) -> Any:
@@ -57,12 +65,9 @@ def caller_meta(params: Mapping[str, Any]) -> Any:
         return None
     if not isinstance(meta, Mapping):
         return meta
-    for key in meta:  # most calls carry only the protocol's keys: found so without building anything
-        if key not in PROTOCOL_META_KEYS and not key.startswith(PROTOCOL_META_PREFIX):
-            break
-    else:
+    if all(key in PROTOCOL_META_KEYS for key in meta):  # most calls: found so without building anything
         return None
-    return {k: v for k, v in meta.items() if k not in PROTOCOL_META_KEYS and not k.startswith(PROTOCOL_META_PREFIX)}
+    return {k: v for k, v in meta.items() if k not in PROTOCOL_META_KEYS}
 
 
 @dataclass
