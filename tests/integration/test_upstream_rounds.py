@@ -22,6 +22,7 @@ under a `requestState` of its own, `lgw1.`).
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import signal
 import time
@@ -280,3 +281,59 @@ async def test_a_handshake_clients_approved_call_runs_its_later_rounds_under_tha
               and r["principal"]["subject"] == "alice" and r.get("approval") == approval["id"]]
     assert len(rounds) == 2 and rounds[0]["args"] == rounds[1]["args"], "both rounds ran under the one approval"
     assert len([r for r in every if r["event"] == "approval.requested" and r.get("approval") == approval["id"]]) == 1
+
+
+# ── a round's params are accepted only where the gateway checks them ──────────
+async def handshake_session(http: httpx.AsyncClient, url: str) -> dict[str, str]:
+    """A raw handshake-era session (initialize + initialized); the headers its requests carry."""
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    opened = await http.post(url, headers=headers, json={
+        "jsonrpc": "2.0", "id": 0, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {"elicitation": {}},
+                   "clientInfo": {"name": "t", "version": "1"}}})
+    assert opened.status_code == 200, opened.text
+    headers |= {"Mcp-Session-Id": opened.headers["mcp-session-id"], "MCP-Protocol-Version": "2025-06-18"}
+    sent = await http.post(url, headers=headers, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+    assert sent.status_code == 202, sent.text
+    return headers
+
+
+async def test_a_handshake_client_cannot_bring_its_own_round_params_to_a_2026_upstream(
+        gateway: gw.RunningGateway, idp: Provider) -> None:
+    """A handshake client's rounds are the gateway's to run (it asks the client itself): `requestState` and
+    `inputResponses` a handshake client sent went to the upstream unchecked, so one identity finished another's
+    round with the upstream's state (readable in the sealed round's body), and nothing recorded the answer."""
+    alice, bob = idp.token("alice", ["staff"]), idp.token("bob", ["staff"])
+    async with gateway.http(alice) as http:
+        key, state = await first_round(http, gateway, "bankm")
+    body = state.removeprefix("lgu1.").split(".")[0]
+    upstream_state = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))["s"]
+    marker = "smuggled answer"
+    refused: list[str] = []
+    async with gateway.http(bob) as http:
+        headers = await handshake_session(http, gateway.url("bankm"))
+        for request_id, params in enumerate(({"requestState": upstream_state,
+                                              "inputResponses": {key: confirmation(marker)}},
+                                             {"inputResponses": {key: confirmation(marker)}},
+                                             {"requestState": state}), start=10):
+            r = await http.post(gateway.url("bankm"), headers=headers, json={
+                "jsonrpc": "2.0", "id": request_id, "method": "tools/call",
+                "params": {"name": TOOL, "arguments": ARGS, **params}})
+            error = answer_of(r)["error"]
+            assert error["code"] == -32602 and error["data"]["reason"] == "unexpected_round_params", error
+            refused.append(error["data"]["requestId"])
+    every = gateway.records()
+    ours = [r for r in every if r.get("request_id") in refused]
+    assert [(r["event"], r["reason"]) for r in ours] == [("rpc.refused", "unexpected_round_params")] * 3, ours
+    assert all(r["principal"]["subject"] == "bob" and marker not in json.dumps(r) for r in ours), ours
+
+
+async def test_a_stateless_client_cannot_bring_round_params_to_a_handshake_era_upstream(
+        gateway: gw.RunningGateway, idp: Provider) -> None:
+    """A handshake-era upstream runs no input rounds: only the gateway's own states mean anything there."""
+    alice = idp.token("alice", ["staff"])
+    async with gateway.http(alice) as http:
+        for request_id, params in enumerate(({"requestState": "not-the-gateways"},
+                                             {"inputResponses": {"confirm": confirmation("x")}}), start=20):
+            error = answer_of(await call(http, gateway, "bank", request_id, params))["error"]
+            assert error["code"] == -32602 and error["data"]["reason"] == "unexpected_round_params", error

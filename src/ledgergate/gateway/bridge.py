@@ -200,6 +200,24 @@ class PendingInput:
     owner: str | None = None
 
 
+def _stray_round(params: Any, approval_state_ok: bool) -> str | None:
+    """What of an input round's params a client sent where the gateway does not check them, or None.
+
+    `requestState` and `inputResponses` are checked in one place only: a stateless client's retry towards a
+    2026-07-28 upstream (`Bridge._answers`), and the gateway's own states (`lgw1.`: `_resume`; `lga1.`: the
+    approval stage, when `approval_state_ok`). Anywhere else they went to the upstream unchecked: a handshake
+    client (or a legacy SSE one) could finish another identity's round with its upstream state, answering
+    with a method policy refuses it, and nothing recorded the answers."""
+    if not isinstance(params, dict):
+        return None
+    state = params.get("requestState")
+    if "requestState" in params and not (approval_state_ok and is_approval_state(state)):
+        return "requestState"
+    if "inputResponses" in params and not (approval_state_ok and is_approval_state(state)):
+        return "inputResponses"
+    return None
+
+
 def _approval_gate(pipeline: Pipeline) -> ApprovalGate | None:
     """The pipeline's approval stage: it holds the state key and the re-check of a call that waited."""
     return next((s for s in pipeline.request_stages if isinstance(s, ApprovalGate)), None)
@@ -326,6 +344,9 @@ class Bridge:
         upstream_session = await self._ready(pipeline, shared, call.request_id)
         if upstream_session.era == "modern" and ("requestState" in params or "inputResponses" in params):
             await self._answers(pipeline, call, checked)
+        elif (stray := _stray_round(params, approval_state_ok=True)) is not None:
+            # a handshake-era upstream runs no input rounds: only the gateway's own states mean anything here
+            raise await self._stray_refused(pipeline, call, stray)
         if upstream_session.era == "handshake":
             # the principal's shared session, not the client's: if the upstream no longer knows it, the call is
             # sent once more on a new one (only when the upstream says it did not run it)
@@ -436,6 +457,18 @@ class Bridge:
         refusal = GatewayError(f"Invalid or expired requestState: {said}; nothing was forwarded "
                                f"(request id {call.request_id})", rpc_code=INVALID_PARAMS,
                                data={"reason": reason, "requestId": call.request_id, **data})
+        refusal.recorded = True
+        return refusal
+
+    @staticmethod
+    async def _stray_refused(pipeline: Pipeline, call: Call, param: str) -> GatewayError:
+        await pipeline.evidence.record("rpc.refused", call, with_args=True, reason="unexpected_round_params",
+                                       detail=param)
+        refusal = GatewayError(f"Invalid params: {param!r} is accepted only on a stateless (2026-07-28) client's "
+                               f"retry of an input round the gateway handed it; nothing was forwarded "
+                               f"(request id {call.request_id})", rpc_code=INVALID_PARAMS,
+                               data={"reason": "unexpected_round_params", "param": param,
+                                     "requestId": call.request_id})
         refusal.recorded = True
         return refusal
 
@@ -695,6 +728,10 @@ class Bridge:
 
     async def _handshake_rounds(self, pipeline: Pipeline, session: GatewaySession, principal: Principal,
                                 message: Message, entry: InFlight) -> AsyncGenerator[Message, None]:
+        stray = _stray_round(message.get("params"), approval_state_ok=False)
+        if stray is not None:  # the gateway asks a handshake client itself (server requests) and retries for it
+            raise await self._stray_refused(pipeline, Call(server=session.server, principal=principal,
+                                                           message=message, session_id=session.id), stray)
         upstream_session = await self._ready(pipeline, session)
         # whose call goes upstream: only this client's cancellation may name it there (`InflightIds`)
         CALLER.set(session.id)
