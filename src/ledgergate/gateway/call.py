@@ -10,6 +10,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import orjson
+
 from ledgergate.policy.decision import Decision
 from ledgergate.policy.rules import request_target
 from ledgergate.principal import Principal
@@ -44,7 +46,9 @@ def arguments_of(method: str, params: Mapping[str, Any] | None) -> Mapping[str, 
 #: the 2026-07-28 envelope: protocol version, client capabilities and info, log level; a related task): not
 #: the call's content, so neither recorded with it nor bound by its approval. Named one by one, not by their
 #: `io.modelcontextprotocol/` prefix: a key under that prefix the protocol does not define still reaches
-#: tool code, so it is recorded and bound like any other key a caller chose
+#: tool code, so it is recorded and bound like any other key a caller chose. Each is the protocol's only
+#: while its value has the protocol's shape (`_protocol_shaped`): a value a caller stuffed (a progress token
+#: of prose, a clientInfo with fields of its own) is the caller's, recorded and bound
 PROTOCOL_META_KEYS = frozenset({
     "progressToken",
     "io.modelcontextprotocol/protocolVersion",
@@ -53,6 +57,37 @@ PROTOCOL_META_KEYS = frozenset({
     "io.modelcontextprotocol/logLevel",
     "io.modelcontextprotocol/related-task",
 })
+#: how much text a protocol key's value may hold and still pass as the protocol's: an identifier, a name,
+#: a version (JSON-encoded, for the two objects)
+_SHORT = 256
+_OBJECT_SHORT = 1024
+_LOG_LEVELS = frozenset({"debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"})
+_CLIENT_INFO_KEYS = frozenset({"name", "version", "title", "description", "websiteUrl", "icons"})
+#: the capabilities a client declares (`experimental` is free-form by the spec, so a caller's)
+_CAPABILITY_KEYS = frozenset({"roots", "sampling", "elicitation", "tasks", "extensions"})
+
+
+def _short_json(value: Any) -> bool:
+    try:
+        return len(orjson.dumps(value)) <= _OBJECT_SHORT
+    except (TypeError, orjson.JSONEncodeError):
+        return False
+
+
+def _protocol_shaped(key: str, value: Any) -> bool:
+    """Whether `value` is what the protocol puts under `key` (one of PROTOCOL_META_KEYS)."""
+    if key == "progressToken":
+        return (isinstance(value, str) and len(value) <= _SHORT) or (type(value) is int)
+    name = key.removeprefix("io.modelcontextprotocol/")
+    if name == "protocolVersion":
+        return isinstance(value, str) and len(value) <= 64
+    if name == "logLevel":
+        return value in _LOG_LEVELS
+    if name == "related-task":
+        return isinstance(value, Mapping) and set(value) == {"taskId"} and isinstance(value["taskId"], str) \
+            and len(value["taskId"]) <= _SHORT
+    keys = _CLIENT_INFO_KEYS if name == "clientInfo" else _CAPABILITY_KEYS
+    return isinstance(value, Mapping) and all(k in keys for k in value) and _short_json(value)
 
 
 def caller_meta(params: Mapping[str, Any]) -> Any:
@@ -65,9 +100,9 @@ def caller_meta(params: Mapping[str, Any]) -> Any:
         return None
     if not isinstance(meta, Mapping):
         return meta
-    if all(key in PROTOCOL_META_KEYS for key in meta):  # most calls: found so without building anything
-        return None
-    return {k: v for k, v in meta.items() if k not in PROTOCOL_META_KEYS}
+    if all(key in PROTOCOL_META_KEYS and _protocol_shaped(key, value) for key, value in meta.items()):
+        return None  # most calls: found so without building anything
+    return {k: v for k, v in meta.items() if k not in PROTOCOL_META_KEYS or not _protocol_shaped(k, v)}
 
 
 @dataclass
