@@ -185,6 +185,8 @@ class Gateway:
         from ledgergate.ui.console import ConsoleContext, console_routes
 
         self.signouts = SignOutStore.open(s.storage, self.config.base_dir)
+        # a 2026-07-28 upstream's round (`lgu1.`) is answered once, on any replica: the same store of used ids
+        self.endpoint.bridge.used_rounds = self.signouts
 
         self._router.router.routes.extend(console_routes(ConsoleContext(
             settings=lambda: self.config.settings, identity=lambda: self.snapshot.identity, approvals=self.approvals,

@@ -17,6 +17,10 @@ under a `requestState` of its own, `lgw1.`).
 * F6: a handshake client's approval-gated call that the 2026-07-28 upstream answers input-required asked the
   approvers twice for the same call (each round was a new call); the later rounds of the same client request
   now run under the approval the first round was released by.
+* N3: the same for a stateless client: each `lgu1.` retry of an approved call asked for a new approval and each
+  approved retry lost its answers, so the call never finished. The round now names the approval that released
+  its call, and its retry runs under it, answers and all.
+* N4: an `lgu1.` state could be replayed for its lifetime; a round is now answered once, on any replica.
 """
 
 from __future__ import annotations
@@ -337,3 +341,74 @@ async def test_a_stateless_client_cannot_bring_round_params_to_a_handshake_era_u
                                              {"inputResponses": {"confirm": confirmation("x")}}), start=20):
             error = answer_of(await call(http, gateway, "bank", request_id, params))["error"]
             assert error["code"] == -32602 and error["data"]["reason"] == "unexpected_round_params", error
+
+
+# ── N3: one approval for a stateless client's call, however many rounds it takes ──
+async def large_call(http: httpx.AsyncClient, gateway: gw.RunningGateway, request_id: int,
+                     params: dict[str, Any]) -> dict[str, Any]:
+    """A stateless client's approval-gated `confirm_large_action` (rule large-actions), its JSON-RPC answer."""
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json",
+               "MCP-Protocol-Version": MODERN, "Mcp-Method": "tools/call", "Mcp-Name": TOOL}
+    body = {"jsonrpc": "2.0", "id": request_id, "method": "tools/call",
+            "params": {"name": TOOL, "arguments": {"action": "wire", "amount": 20000}, **params, "_meta": META}}
+    return answer_of(await http.post(gateway.url("bankm"), headers=headers, json=body, timeout=60))
+
+
+async def test_a_stateless_clients_approved_call_runs_its_input_round_under_that_approval(
+        gateway: gw.RunningGateway, idp: Provider) -> None:
+    """The retry of an approved call's round asked for a new approval, and each approved retry lost its answers
+    (the approval stage takes them off the call), so the upstream asked again: the call never finished. The
+    round now names the approval that released its call, and its retry runs under it, answers and all."""
+    alice, bob = idp.token("alice", ["staff"]), idp.token("bob", ["approvers"])
+    marker = "confirmed-by-phone-N3"
+    async with gateway.http(alice) as http:
+        held = asyncio.create_task(large_call(http, gateway, 1, {}))
+        deadline = time.monotonic() + 15
+        while not (waiting := await pending(gateway, bob, "alice")) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        [approval] = waiting
+        async with gateway.http(bob) as api:
+            decided = await api.post(f"{gateway.base}/api/v1/approvals/{approval['id']}/approve",
+                                     json={"reason": "checked the ticket"})
+        assert decided.status_code == 200, decided.text
+        asked = (await asyncio.wait_for(held, 30))["result"]
+        assert asked["resultType"] == "input_required" and asked["requestState"].startswith("lgu1."), asked
+        key, state = next(iter(asked["inputRequests"])), asked["requestState"]
+        retry = {"requestState": state, "inputResponses": {key: confirmation(marker)}}
+        done = await large_call(http, gateway, 2, retry)
+        replayed = await large_call(http, gateway, 3, retry)
+    assert done.get("result", {}).get("structuredContent", {}).get("decision") == "approved", done
+    assert await pending(gateway, bob, "alice") == [], "the approvers were not asked again"
+    error = replayed["error"]
+    assert error["code"] == -32602 and error["data"]["reason"] == "request_state_used", error
+    every = gateway.records()
+    rounds = [r for r in every if r["event"] == "rpc.request" and r.get("target") == TOOL and r["server"] == "bankm"
+              and r.get("approval") == approval["id"]]
+    assert len(rounds) == 2 and rounds[0]["args"] == rounds[1]["args"], "both rounds ran under the one approval"
+    replies = [r for r in every if r["event"] == "rpc.reply" and r.get("request_id") == rounds[1]["request_id"]]
+    assert len(replies) == 1 and marker in json.dumps(replies[0]), "the answers that went upstream are recorded"
+    assert len([r for r in every if r["event"] == "approval.requested" and r.get("approval") == approval["id"]]) == 1
+    assert not [r for r in every if r["event"] == "approval.requested"
+                and r.get("request_id") in (rounds[1]["request_id"], error["data"]["requestId"])]
+    [refusal] = [r for r in every if r.get("request_id") == error["data"]["requestId"]]
+    assert refusal["event"] == "rpc.refused" and refusal["reason"] == "request_state_used", refusal
+
+
+# ── N4: a round is answered once ─────────────────────────────────────────────
+async def test_a_2026_upstreams_round_is_answered_once(gateway: gw.RunningGateway, idp: Provider) -> None:
+    """The same `lgu1.` state, used again, resumed the upstream's action again (a person's one confirmation,
+    replayed) for as long as the state was valid. A second use is now refused and recorded."""
+    async with gateway.http(idp.token("carol", ["staff"])) as http:
+        key, state = await first_round(http, gateway, "bankm")
+        done = answer_of(await call(http, gateway, "bankm", 2, {
+            "requestState": state, "inputResponses": {key: confirmation("once")}}))
+        again = await call(http, gateway, "bankm", 3, {"requestState": state,
+                                                       "inputResponses": {key: confirmation("twice-N4")}})
+    assert done["result"]["structuredContent"]["decision"] == "approved", done
+    assert again.status_code == 400, again.text
+    error = again.json()["error"]
+    assert error["code"] == -32602 and error["data"]["reason"] == "request_state_used", error
+    every = gateway.records()
+    mine = [r for r in every if r.get("request_id") == error["data"]["requestId"]]
+    assert [(r["event"], r["reason"]) for r in mine] == [("rpc.refused", "request_state_used")], mine
+    assert "twice-N4" not in json.dumps(every), "the replayed answer was neither forwarded nor recorded as one"

@@ -27,7 +27,7 @@ import time
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from ledgergate.approvals.state import is_ours as is_approval_state
 from ledgergate.audit import canonical
@@ -135,7 +135,9 @@ class UpstreamRound:
     state key (`_round_key`): the upstream's state, the principal and server it was given to, the request
     it answers, which method each input key asked with (policy decides the answer by it), and an expiry.
     Clients treat the state as opaque. Its body is signed, not encrypted: it holds nothing the client was not
-    shown (the upstream's state as the client got it, masked) but a digest of the principal's key."""
+    shown (the upstream's state as the client got it, masked) but a digest of the principal's key.
+    `approval` names the approval that released the call the round belongs to: its retry runs under it
+    (`Bridge._released_round`) rather than asking the approvers again for the call they approved."""
 
     state: Any
     principal_tag: str
@@ -143,12 +145,15 @@ class UpstreamRound:
     binding: RequestBinding
     asked: dict[str, str]
     expires: float
+    approval: str | None = None
 
     def seal(self, key: bytes) -> str:
-        body = json.dumps({"s": self.state, "p": self.principal_tag, "v": self.server,
-                           "b": [self.binding.method, self.binding.name, self.binding.params_digest],
-                           "q": self.asked, "e": self.expires},
-                          separators=(",", ":"), sort_keys=True).encode()
+        fields = {"s": self.state, "p": self.principal_tag, "v": self.server,
+                  "b": [self.binding.method, self.binding.name, self.binding.params_digest],
+                  "q": self.asked, "e": self.expires}
+        if self.approval is not None:
+            fields["a"] = self.approval
+        body = json.dumps(fields, separators=(",", ":"), sort_keys=True).encode()
         return _ROUND_PREFIX + _b64(body) + "." + _b64(hmac.new(key, body, hashlib.sha256).digest())
 
     @classmethod
@@ -165,8 +170,14 @@ class UpstreamRound:
         if float(fields["e"]) < now:
             raise RoundRefused("requestState has expired")
         method, name, digest = fields["b"]
+        approval = fields.get("a")
         return cls(fields["s"], str(fields["p"]), str(fields["v"]), RequestBinding(method, name, digest),
-                   dict(fields["q"]), float(fields["e"]))
+                   dict(fields["q"]), float(fields["e"]), str(approval) if approval is not None else None)
+
+    @staticmethod
+    def use_of(token: str) -> str:
+        """The round's id in the store of used states: a digest of the sealed state, never the state."""
+        return hashlib.sha256(b"ledgergate/upstream-round-used/" + token.encode()).hexdigest()
 
 
 def principal_tag(principal: Principal) -> str:
@@ -223,12 +234,22 @@ def _approval_gate(pipeline: Pipeline) -> ApprovalGate | None:
     return next((s for s in pipeline.request_stages if isinstance(s, ApprovalGate)), None)
 
 
+class UsedStates(Protocol):
+    """Where a state once used is remembered on every replica (`store.signouts_store.SignOutStore.consume`)."""
+
+    def consume(self, token_id: str, expires: float, now: float) -> bool: ...
+
+
 class Bridge:
     def __init__(self) -> None:
         self._pending: dict[str, PendingInput] = {}
         self._synth_ids = itertools.count(1)
         #: seals rounds when the pipeline has no state key (a bare pipeline): they then open on this process only
         self._own_key = secrets.token_bytes(32)
+        #: the store that makes an `lgu1.` round single-use on every replica (the app's, `App.start`); without
+        #: one (a bare bridge), rounds are remembered by this process only (`_used_here`)
+        self.used_rounds: UsedStates | None = None
+        self._used_here: dict[str, float] = {}
 
     def _round_key(self, pipeline: Pipeline) -> bytes:
         """The key of `UpstreamRound` states: derived from the state key every replica shares (a retry may
@@ -342,8 +363,10 @@ class Bridge:
             await pipeline.precheck(call)  # a refused call opens nothing upstream (no session, no stdio child)
         shared = sessions.shared_for(server, principal, upstream, self._shared_hello(hello))
         upstream_session = await self._ready(pipeline, shared, call.request_id)
+        released: str | None = None  # the approval the answered round's call ran under, if one did
         if upstream_session.era == "modern" and ("requestState" in params or "inputResponses" in params):
-            await self._answers(pipeline, call, checked)
+            answered = await self._answers(pipeline, call, checked)
+            released = answered.approval if answered is not None else None
         elif (stray := _stray_round(params, approval_state_ok=True)) is not None:
             # a handshake-era upstream runs no input rounds: only the gateway's own states mean anything here
             raise await self._stray_refused(pipeline, call, stray)
@@ -364,7 +387,8 @@ class Bridge:
                 raise refusal
             hangup.call = call
             CALLER.set(call.caller)
-        stream = pipeline.handle(call, upstream_session)
+        stream = pipeline.handle(call, upstream_session) if released is None else \
+            await self._released_round(pipeline, call, released, upstream_session)
         async with aclosing(self._until_input(pipeline, stream, upstream_session, principal, server, message["id"],
                                               message, call, CALLER.get())) as items:
             async for item in items:
@@ -375,22 +399,23 @@ class Bridge:
                     item = await self._sealed_round(pipeline, call, message, item)
                 yield self.modernize(message["method"], item)
 
-    async def _answers(self, pipeline: Pipeline, call: Call, checked: bool) -> None:
+    async def _answers(self, pipeline: Pipeline, call: Call, checked: bool) -> UpstreamRound | None:
         """A stateless client's retry of a 2026-07-28 upstream's input-required round, before it is forwarded.
 
         The retry brings the client's answers (`inputResponses`: a person's confirmation, a sampled
         completion) and the round's `requestState`; the upstream acts on both. The state must be the
         gateway's `UpstreamRound`, sealed for this principal, server and request; each answer must answer
         an input key the round asked, with a method the policy in force lets this caller answer (as a
-        handshake-era server's request is decided, `Messages.during_call`); then each answer is recorded
+        handshake-era server's request is decided, `Messages.during_call`); the round must not have been
+        used before, on any replica (`_use_round`: it is used up now); then each answer is recorded
         (`rpc.reply`, masked for the ledger, under the retry's request id) and only then forwarded, with the
         upstream's own state in place of the gateway's. Anything else is refused and recorded, with nothing
         forwarded. A state of the approval stage's (`lga1.`) is left to it: it takes the state and any answers
-        off the call, so neither reaches the upstream."""
+        off the call, so neither reaches the upstream. Returns the round answered (None: no round was)."""
         params = call.params
         state = params.get("requestState")
         if is_approval_state(state) or (state is None and not params.get("inputResponses")):
-            return  # no round is answered (some clients send `"requestState": null` on a first call)
+            return None  # no round is answered (some clients send `"requestState": null` on a first call)
         if not checked:  # a call policy refuses now is refused (and recorded) as such, before its answers are
             await pipeline.precheck(call)
         if not isinstance(state, str) or not state.startswith(_ROUND_PREFIX):
@@ -421,6 +446,8 @@ class Bridge:
                                             f"inputResponses answers {len(unasked)} input key(s) the round did not ask")
         for key in responses:
             await self._may_answer(pipeline, call, held.asked[key])
+        # only once every check passed: a refused retry (another caller's, an altered one) cannot use it up
+        await self._use_round(pipeline, call, state, held)
         for key, answer in responses.items():
             await pipeline.messages.from_client(call.server, call.principal, None, self._answer(key, answer),
                                                 request_id=call.request_id, asked=held.asked[key])
@@ -428,6 +455,36 @@ class Bridge:
         if held.state is not None:
             forwarded["requestState"] = held.state
         call.message = {**call.message, "params": forwarded}
+        return held
+
+    async def _use_round(self, pipeline: Pipeline, call: Call, state: str, held: UpstreamRound) -> None:
+        """Use the round up, on every replica, or refuse (recorded): the upstream resumes its action on the
+        answers, so a replayed state would repeat a person's one confirmation for as long as it is valid.
+        A use the store cannot keep is refused too (fail closed), as the console's sign-in attempts are."""
+        use, now = UpstreamRound.use_of(state), time.time()
+        try:
+            if self.used_rounds is None:
+                first = self._use_here(use, held.expires, now)
+            else:
+                first = await asyncio.to_thread(self.used_rounds.consume, use, held.expires, now)
+        except Exception as exc:  # noqa: BLE001 - fail closed: a use that cannot be stored is not allowed
+            log.error("a requestState's use could not be stored: %s", type(exc).__name__)
+            refusal = await self._round_refused(pipeline, call, "request_state_unrecorded",
+                                                "its use could not be recorded; try again later")
+            refusal.http_status = 503
+            raise refusal from None
+        if not first:
+            raise await self._round_refused(pipeline, call, "request_state_used",
+                                            "requestState was already used; a round is answered once")
+
+    def _use_here(self, use: str, expires: float, now: float) -> bool:
+        """`UsedStates.consume` for a bridge without a store: this process's memory, expired uses dropped."""
+        for old in [k for k, until in self._used_here.items() if until < now]:
+            del self._used_here[old]
+        if use in self._used_here:
+            return False
+        self._used_here[use] = expires
+        return True
 
     @staticmethod
     def _answer(key: str, answer: Any) -> Message:
@@ -485,8 +542,9 @@ class Bridge:
                  if isinstance(request, dict) and isinstance(request.get("method"), str)} \
             if isinstance(requests, dict) else {}
         binding = await offload.sized(message.get("params"), RequestBinding.of, message)
+        # a round of a call an approval released names it: the retry is that call's next round (`_released_round`)
         sealed = UpstreamRound(result.get("requestState"), principal_tag(call.principal), call.server, binding,
-                               asked, time.time() + _PENDING_TTL).seal(self._round_key(pipeline))
+                               asked, time.time() + _PENDING_TTL, call.approval_id).seal(self._round_key(pipeline))
         return {**item, "result": {**result, "requestState": sealed}}
 
     async def _until_input(self, pipeline: Pipeline, stream: AsyncGenerator[Message, None],
@@ -798,14 +856,35 @@ class Bridge:
         same = gate is not None and now is not None and was is not None and now.effect == "approve" \
             and (now.rule, now.approvers) == (was.rule, was.approvers) \
             and RequestBinding.of(call.message).differs(RequestBinding.of(approved.message)) is None
-        if not same or gate is None:
+        if not same or gate is None or approved.approval_id is None:
             return pipeline.handle(call, upstream)
+        return await Bridge._past_approval(pipeline, gate, call, approved.approval_id, upstream)
+
+    @staticmethod
+    async def _released_round(pipeline: Pipeline, call: Call, approval_id: str,
+                              upstream: UpstreamSession) -> AsyncGenerator[Message, None]:
+        """A stateless client's retry of a 2026-07-28 upstream's round whose call an approval released: the
+        round (`UpstreamRound`, sealed, bound to principal, server and request, and used up now, `_answers`)
+        names the approval. It is that call's next round, as `_approved_round` is a handshake client's: when
+        the approval still releases exactly this call (`ApprovalGate.releases`: its binding, rule and
+        approvers, and the re-check of a call that waited), it runs under it, answers and all; else
+        it is decided afresh. Asking the approvers again looped: each approved retry lost its answers."""
+        gate = _approval_gate(pipeline)
+        if gate is None or not await gate.releases(call, approval_id):
+            return pipeline.handle(call, upstream)
+        return await Bridge._past_approval(pipeline, gate, call, approval_id, upstream)
+
+    @staticmethod
+    async def _past_approval(pipeline: Pipeline, gate: ApprovalGate, call: Call, approval_id: str,
+                             upstream: UpstreamSession) -> AsyncGenerator[Message, None]:
+        """The call run under `approval_id`: every stage but target and policy (the precheck ran them) and the
+        approval's; its `rpc.request` names the approval."""
         stages = pipeline.request_stages
         after = stages.index(gate)
         try:
             for stage in stages[:after]:
                 if stage is pipeline.target or stage is pipeline.policy:
-                    continue  # run by the precheck above
+                    continue  # run by the precheck
                 held = await stage.on_request(call)
                 if held is not None:  # no stage before the approval's holds a call; one that would, decides afresh
                     await held.aclose()
@@ -813,7 +892,7 @@ class Bridge:
         except GatewayError as exc:
             exc.recorded = not isinstance(exc, LedgerUnavailable)  # the stage contract (`Pipeline._handle`)
             raise
-        call.approval_id = approved.approval_id
+        call.approval_id = approval_id
         return pipeline.handle(call, upstream, after + 1)
 
     def _asker(self, session: GatewaySession) -> Callable[[str, dict[str, Any]], tuple[Message, asyncio.Future[Message]]]:

@@ -250,6 +250,30 @@ class ApprovalGate:
             data={"approvalId": approval.id, "url": self.url_for(approval.id), "expires": rfc3339(approval.expires),
                   "rule": decision.rule, "requestId": call.request_id})
 
+    async def releases(self, call: Call, approval_id: str) -> bool:
+        """Whether approval `approval_id` released an earlier round of this very call, so that the call's next
+        round (a 2026-07-28 upstream asked for input, `Bridge._released_round`) runs under it: the approval
+        ran its call (executed), it binds this call (principal, server, method, target, arguments, rule, policy
+        version) with the approvers the policy names now, and the call still may run under the config in force
+        (`_still_may_run`'s re-check). The caller checked the round is this principal's, for this request, and
+        unused. False: the call is decided afresh."""
+        decision = call.decision
+        if self.approvals is None or decision is None or decision.effect != "approve" or decision.rule is None:
+            return False
+        if set(call.params) - _BOUND.get(call.method, set(call.params)) - _ENVELOPE:
+            return False  # a param no approval binds: `_hold` refuses it
+        try:
+            approval = await self.approvals.get(approval_id)
+        except GatewayError:
+            return False
+        bound, _ = _bound(call)
+        binding = self.approvals.binding_for(call.principal, call.server, call.method, call.target, bound,
+                                             decision.rule, self.policy_version)
+        if approval.status != "executed" or approval.binding != binding \
+                or approval.approvers != (decision.approvers or ApproverSpec()):
+            return False
+        return self.recheck is None or self.recheck(call) is None
+
     async def _open_state(self, call: Call, token: str, binding: Binding) -> HeldState:
         """The state a retry carries, checked; a refusal changes nothing (the approval stays as it is)."""
         try:
