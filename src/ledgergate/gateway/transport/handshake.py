@@ -51,6 +51,12 @@ class HelloCache:
         return hello
 
 
+#: event streams (GET) one session may hold open at once: two, so that a client reconnecting with
+#: `Last-Event-ID` may overlap the stream it is leaving. Without a bound one identity's single session held
+#: as many client connections as it opened GETs, `limits.max_client_connections` of them included
+MAX_STREAMS_PER_SESSION = 2
+
+
 class HandshakeEndpoint:
     def __init__(self, bridge: Bridge, upstreams: Upstreams, sessions: SessionRegistry,
                  background: Background) -> None:
@@ -59,6 +65,8 @@ class HandshakeEndpoint:
         self.sessions = sessions
         self.background = background
         self.hellos = HelloCache()
+        #: session id -> its event streams open now (sessions with none are not kept)
+        self._streams: dict[str, int] = {}
 
     def _session(self, ex: Exchange) -> GatewaySession:
         session_id = ex.header(b"mcp-session-id")
@@ -109,6 +117,22 @@ class HandshakeEndpoint:
         session = self._session(ex)
         # the standalone stream is the handshake era's subscriptions/listen: still allowed for this identity?
         await ex.pipeline.admit(ex.server, ex.principal, "subscriptions/listen", session.id)
+        held = self._streams.get(session.id, 0)
+        if held >= MAX_STREAMS_PER_SESSION:
+            raise GatewayError(f"Conflict: this session already has {held} event streams open, its maximum; "
+                               "close one before opening another", http_status=409,
+                               data={"reason": "streams_per_session", "maxStreams": MAX_STREAMS_PER_SESSION})
+        self._streams[session.id] = held + 1
+        try:
+            await self._stream(ex, session)
+        finally:
+            left = self._streams.get(session.id, 1) - 1
+            if left > 0:
+                self._streams[session.id] = left
+            else:
+                self._streams.pop(session.id, None)
+
+    async def _stream(self, ex: Exchange, session: GatewaySession) -> None:
         last_event_id = ex.header(b"last-event-id")
         if last_event_id:
             found = session.find_event(last_event_id)
