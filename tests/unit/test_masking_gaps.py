@@ -25,6 +25,7 @@ from test_masking_properties import _luhn_complete
 from ledgergate.config import load_config
 from ledgergate.masking.engine import Masker
 from ledgergate.masking.settings import MaskingSettings
+from tests.support.masking_cases import assert_masked_in_place
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ledgergate.yaml"
 # What Snapshot.build does with the shipped config: its `standard` profile plus the built-in ledger.
@@ -123,14 +124,7 @@ def _leaks(value: str, detector: str, masked: str) -> bool:
 @pytest.mark.parametrize("profile", PROFILES, ids=["standard", "ledger"])
 @pytest.mark.parametrize(("before", "value", "after", "detector"), POSITIVES, ids=IDS)
 def test_gap_is_masked(before: str, value: str, after: str, detector: str, profile: str | None) -> None:
-    text = before + value + after
-    masked, counts = MASKER.mask(text, profile)
-    assert counts == {detector: 1}, (text, masked)
-    assert not _leaks(value, detector, masked), masked
-    # the surrounding text is kept exactly; only the value's own characters are replaced
-    assert masked.startswith(before) and masked.endswith(after), masked
-    if profile is None:  # redact: exactly the value's characters became the label
-        assert masked == f"{before}[{detector}]{after}", masked
+    assert_masked_in_place(MASKER, before, value, after, detector, profile, _leaks)
 
 
 @pytest.mark.parametrize(("before", "value", "after", "detector"), POSITIVES, ids=IDS)
