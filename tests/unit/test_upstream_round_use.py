@@ -77,3 +77,29 @@ async def test_a_round_whose_use_cannot_be_stored_is_refused() -> None:
         await bridge._use_round(pipeline, call, token, held)
     assert refused.value.http_status == 503 and (refused.value.data or {})["reason"] == "request_state_unrecorded"
     assert [(e, d["reason"]) for e, d in records.events] == [("rpc.refused", "request_state_unrecorded")]
+
+
+def test_a_round_carries_its_number_and_the_first_names_none() -> None:
+    held = UpstreamRound({"upstream": 1}, "tag", "bankm", RequestBinding("tools/call", "t", "d"),
+                         {"confirm": "elicitation/create"}, time.time() + 600, None, 7)
+    assert UpstreamRound.open(KEY, held.seal(KEY), time.time()).number == 7
+    token, _ = a_round()
+    assert UpstreamRound.open(KEY, token, time.time()).number == 1
+
+
+async def test_a_stateless_call_gets_as_many_input_rounds_as_a_handshake_clients_and_no_more() -> None:
+    """Under one approval each round runs the call again: an upstream that kept asking got a round each time."""
+    from ledgergate.gateway.bridge import _MAX_INPUT_ROUNDS
+
+    pipeline, records, call = setup()
+    pipeline.request_stages = []  # type: ignore[misc]  # no approval stage: the bridge's own key seals
+    asking = {"jsonrpc": "2.0", "id": 1, "result": {"resultType": "input_required", "requestState": "up-1",
+                                                    "inputRequests": {"c": {"method": "elicitation/create"}}}}
+    bridge = Bridge()
+    last = await bridge._sealed_round(pipeline, call, call.message, asking, _MAX_INPUT_ROUNDS)
+    assert last["result"]["requestState"].startswith("lgu1.")
+    assert records.events == []
+    ended = await bridge._sealed_round(pipeline, call, call.message, asking, _MAX_INPUT_ROUNDS + 1)
+    assert "result" not in ended and ended["error"]["data"]["reason"] == "too_many_input_rounds", ended
+    assert "up-1" not in str(ended), "the upstream's state is not handed out"
+    assert [(e, d["reason"]) for e, d in records.events] == [("rpc.refused", "too_many_input_rounds")]

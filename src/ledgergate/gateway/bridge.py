@@ -33,6 +33,7 @@ from ledgergate.approvals.state import is_ours as is_approval_state
 from ledgergate.audit import canonical
 from ledgergate.errors import (
     INVALID_PARAMS,
+    UPSTREAM_UNAVAILABLE,
     BadRequest,
     CallCancelled,
     GatewayError,
@@ -137,7 +138,9 @@ class UpstreamRound:
     Clients treat the state as opaque. Its body is signed, not encrypted: it holds nothing the client was not
     shown (the upstream's state as the client got it, masked) but a digest of the principal's key.
     `approval` names the approval that released the call the round belongs to: its retry runs under it
-    (`Bridge._released_round`) rather than asking the approvers again for the call they approved."""
+    (`Bridge._released_round`) rather than asking the approvers again for the call they approved. `number`
+    counts the call's rounds: a stateless call gets as many as a handshake client's (`_MAX_INPUT_ROUNDS`),
+    not as many as an upstream keeps asking for (under one approval, each round runs the call again)."""
 
     state: Any
     principal_tag: str
@@ -146,6 +149,7 @@ class UpstreamRound:
     asked: dict[str, str]
     expires: float
     approval: str | None = None
+    number: int = 1
 
     def seal(self, key: bytes) -> str:
         fields = {"s": self.state, "p": self.principal_tag, "v": self.server,
@@ -153,6 +157,8 @@ class UpstreamRound:
                   "q": self.asked, "e": self.expires}
         if self.approval is not None:
             fields["a"] = self.approval
+        if self.number != 1:
+            fields["n"] = self.number
         body = json.dumps(fields, separators=(",", ":"), sort_keys=True).encode()
         return _ROUND_PREFIX + _b64(body) + "." + _b64(hmac.new(key, body, hashlib.sha256).digest())
 
@@ -172,7 +178,8 @@ class UpstreamRound:
         method, name, digest = fields["b"]
         approval = fields.get("a")
         return cls(fields["s"], str(fields["p"]), str(fields["v"]), RequestBinding(method, name, digest),
-                   dict(fields["q"]), float(fields["e"]), str(approval) if approval is not None else None)
+                   dict(fields["q"]), float(fields["e"]), str(approval) if approval is not None else None,
+                   int(fields.get("n", 1)))
 
     @staticmethod
     def use_of(token: str) -> str:
@@ -364,9 +371,11 @@ class Bridge:
         shared = sessions.shared_for(server, principal, upstream, self._shared_hello(hello))
         upstream_session = await self._ready(pipeline, shared, call.request_id)
         released: str | None = None  # the approval the answered round's call ran under, if one did
+        rounds = 0  # the call's input rounds so far
         if upstream_session.era == "modern" and ("requestState" in params or "inputResponses" in params):
             answered = await self._answers(pipeline, call, checked)
             released = answered.approval if answered is not None else None
+            rounds = answered.number if answered is not None else 0
         elif (stray := _stray_round(params, approval_state_ok=True)) is not None:
             # a handshake-era upstream runs no input rounds: only the gateway's own states mean anything here
             raise await self._stray_refused(pipeline, call, stray)
@@ -396,7 +405,7 @@ class Bridge:
                     yield item
                     continue
                 if upstream_session.era == "modern":
-                    item = await self._sealed_round(pipeline, call, message, item)
+                    item = await self._sealed_round(pipeline, call, message, item, rounds + 1)
                 yield self.modernize(message["method"], item)
 
     async def _answers(self, pipeline: Pipeline, call: Call, checked: bool) -> UpstreamRound | None:
@@ -529,14 +538,23 @@ class Bridge:
         refusal.recorded = True
         return refusal
 
-    async def _sealed_round(self, pipeline: Pipeline, call: Call, message: Message, item: Message) -> Message:
+    async def _sealed_round(self, pipeline: Pipeline, call: Call, message: Message, item: Message,
+                            number: int) -> Message:
         """A 2026-07-28 upstream's answer, its input-required round's `requestState` sealed (`UpstreamRound`)
-        for this caller and request; any other answer as it is."""
+        for this caller and request; any other answer as it is. Past `_MAX_INPUT_ROUNDS` rounds the call
+        ends with an error, as a handshake client's does."""
         result = item.get("result")
         if not isinstance(result, dict) or result.get("resultType") != INPUT_REQUIRED:
             return item
         if is_approval_state(result.get("requestState")):
             return item  # the approval stage's answer, in the upstream's place
+        if number > _MAX_INPUT_ROUNDS:
+            said = f"the upstream asked for input more than {_MAX_INPUT_ROUNDS} times"
+            await pipeline.evidence.record("rpc.refused", call, with_args=True, reason="too_many_input_rounds",
+                                           detail=said)
+            return jsonrpc.error(item.get("id"), UPSTREAM_UNAVAILABLE, f"{said}; the call was ended "
+                                 f"(request id {call.request_id})",
+                                 {"reason": "too_many_input_rounds", "requestId": call.request_id})
         requests = result.get("inputRequests")
         asked = {key: request["method"] for key, request in requests.items()
                  if isinstance(request, dict) and isinstance(request.get("method"), str)} \
@@ -544,7 +562,8 @@ class Bridge:
         binding = await offload.sized(message.get("params"), RequestBinding.of, message)
         # a round of a call an approval released names it: the retry is that call's next round (`_released_round`)
         sealed = UpstreamRound(result.get("requestState"), principal_tag(call.principal), call.server, binding,
-                               asked, time.time() + _PENDING_TTL, call.approval_id).seal(self._round_key(pipeline))
+                               asked, time.time() + _PENDING_TTL, call.approval_id,
+                               number).seal(self._round_key(pipeline))
         return {**item, "result": {**result, "requestState": sealed}}
 
     async def _until_input(self, pipeline: Pipeline, stream: AsyncGenerator[Message, None],
