@@ -61,7 +61,9 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, provider: Provider, everyt
     servers = {
         "everything": {"url": f"http://127.0.0.1:{everything.port}/mcp",
                        "headers": {"X-Upstream-Key": "${UPSTREAM_KEY:-k}"}},
-        "bank": {"command": gw.BANK_ARGV},
+        # one identity (alice) runs every test of the session against this gateway, and sessions the tests do
+        # not DELETE keep their child until they idle out: its share is the whole server, not a quarter of it
+        "bank": {"command": gw.BANK_ARGV, "max_processes_per_principal": 32},
         "stateless": {"url": f"http://127.0.0.1:{stateless.port}/mcp"},
     }
     running = gw.start(tmp_path_factory.mktemp("gateway"), provider.issuer, servers, POLICIES,
